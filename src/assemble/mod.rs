@@ -1,0 +1,580 @@
+//! From a [`Description`] to a `gst::Pipeline`.
+//!
+//! Assembly happens in two steps. [`plan`] decides everything that depends on the machine
+//! (which encoder is installed, what the camera offers) and writes the result as a gst-launch
+//! line, so `mediaweave check` can show exactly what will run. [`Plan::build`] parses that line
+//! into a pipeline and wires the few dynamic parts a launch line cannot express (decodebin pads,
+//! time-stamped file names).
+//!
+//! The structured graph is "encode once, fan out":
+//!
+//! ```text
+//! source ─ videoconvert ─ tee(video_raw) ─ queue(leaky) ─ encoder ─ tee(video_enc) ─┬─ queue ─ parse ─ mux ─ sink  (output 0)
+//!                                                                                   └─ queue ─ parse ─ mux ─ sink  (output 1)
+//! audio  ─ audioconvert ─ tee(audio_raw) ─ queue(leaky) ─ aac/opus encoder ─ tee ─ queue ─ parse ─┘ (into each mux)
+//! ```
+//!
+//! Every branch after a tee starts with a leaky queue, so a stalled output drops its own data
+//! instead of blocking the encoder and the other outputs.
+
+mod encoder;
+
+pub use encoder::EncoderChoice;
+
+use crate::description::{
+    AudioCodec, CameraFormat, CameraSource, Container, Description, Diagnostic, Form, Output,
+    Source, VideoCodec, elements,
+};
+use gst::prelude::*;
+use std::path::Path;
+
+/// What will run, and why: the launch line plus the choices made on this machine.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub name: String,
+    /// The complete pipeline as a gst-launch-1.0 line.
+    pub launch: String,
+    /// Machine-dependent choices, e.g. ("video encoder", "x264enc (software)").
+    pub chosen: Vec<(&'static str, String)>,
+    /// One-line summary of the source.
+    pub source: String,
+    /// One-line summary of each output.
+    pub outputs: Vec<String>,
+    /// Seek back to the start at the end (file sources with `loop = true`).
+    pub looping: bool,
+    decode: Option<DecodeLinks>,
+    /// (filesink element name, path template with `{time}`).
+    file_sinks: Vec<(String, String)>,
+}
+
+/// A decodebin whose pads appear at run time and are linked to named branch heads.
+#[derive(Debug, Clone)]
+struct DecodeLinks {
+    element: String,
+    video_head: String,
+    audio_head: Option<String>,
+}
+
+/// Decides how `desc` runs on this machine. Errors point into the description file.
+pub fn plan(desc: &Description) -> Result<Plan, Diagnostic> {
+    match &desc.form {
+        Form::Raw(launch) => plan_raw(desc, &launch.text),
+        Form::Structured(_) => plan_structured(desc),
+    }
+}
+
+fn plan_raw(desc: &Description, launch: &str) -> Result<Plan, Diagnostic> {
+    let (source, outputs) = summarize_launch(launch);
+    Ok(Plan {
+        name: desc.name.clone(),
+        launch: launch.to_string(),
+        chosen: Vec::new(),
+        source,
+        outputs,
+        looping: false,
+        decode: None,
+        file_sinks: Vec::new(),
+    })
+}
+
+/// Source and sink element names of a launch line, for `list`.
+fn summarize_launch(launch: &str) -> (String, Vec<String>) {
+    let Ok(element) = gst::parse::launch(launch) else {
+        return ("?".into(), Vec::new());
+    };
+    let mut sources = Vec::new();
+    let mut sinks = Vec::new();
+    let mut visit = |e: &gst::Element| {
+        if let Some(f) = e.factory() {
+            let klass = f.metadata(gst::ELEMENT_METADATA_KLASS).unwrap_or_default();
+            if klass.contains("Source") {
+                sources.push(f.name().to_string());
+            } else if klass.contains("Sink") {
+                sinks.push(f.name().to_string());
+            }
+        }
+    };
+    match element.downcast_ref::<gst::Bin>() {
+        Some(bin) => bin
+            .iterate_recurse()
+            .into_iter()
+            .flatten()
+            .for_each(|e| visit(&e)),
+        None => visit(&element),
+    }
+    sources.reverse();
+    sinks.reverse();
+    (sources.join(", "), sinks)
+}
+
+fn plan_structured(desc: &Description) -> Result<Plan, Diagnostic> {
+    let Form::Structured(s) = &desc.form else {
+        unreachable!("plan_structured is only called for the structured form")
+    };
+    let source = &s.source.value;
+    let source_err = |msg: String| desc.diagnostic(Some(s.source.span.clone()), msg);
+    let mut chosen = Vec::new();
+    let mut chains: Vec<String> = Vec::new();
+    let mut decode = None;
+    let mut looping = false;
+
+    let (width, height, framerate) = source.video_size();
+    let size_caps = raw_caps("video/x-raw", width, height, framerate);
+
+    // 1. Raw video (and audio) from the source, ending in tees `video_raw` / `audio_raw`.
+    let want_audio;
+    let mut video = match source {
+        Source::Test(t) => {
+            want_audio = t.audio;
+            let mut v = format!(
+                "videotestsrc is-live=true pattern={} ! {size_caps}",
+                t.pattern.get_ref()
+            );
+            if t.clock {
+                v.push_str(
+                    " ! clockoverlay halignment=right valignment=top shaded-background=true font-desc=\"Sans 20\"",
+                );
+            }
+            if t.audio {
+                chains.push(
+                    "audiotestsrc is-live=true wave=sine freq=440 volume=0.2 ! audioconvert ! audioresample ! audio/x-raw,rate=48000,channels=2 ! tee name=audio_raw allow-not-linked=true".into(),
+                );
+            }
+            v
+        }
+        Source::Camera(c) => {
+            want_audio = false;
+            let (chain, what) = camera_chain(desc, c, &s.source.span, width, height, framerate)?;
+            chosen.push(("camera format", what));
+            chain
+        }
+        Source::File(f) => {
+            want_audio = f.audio;
+            looping = f.looping;
+            let path = f.path.get_ref();
+            if !Path::new(path).is_file() {
+                return Err(
+                    desc.diagnostic(Some(f.path.span()), format!("file `{path}` does not exist"))
+                );
+            }
+            chains.push(format!(
+                "filesrc location={} ! decodebin name=decode",
+                quote(path)
+            ));
+            decode_heads(&mut decode, f.audio);
+            // A file decodes as fast as the CPU allows: clocksync plays it at its own pace.
+            "queue name=video_in ! clocksync".into()
+        }
+        Source::Uri(u) => {
+            want_audio = u.audio;
+            let uri = u.uri.get_ref();
+            if uri_scheme(uri).is_none() {
+                return Err(desc.diagnostic(
+                    Some(u.uri.span()),
+                    format!("`{uri}` is not a URI (expected e.g. rtsp://host/path or http://...)"),
+                ));
+            }
+            chains.push(format!("uridecodebin name=decode uri={}", quote(uri)));
+            decode_heads(&mut decode, u.audio);
+            if is_live_uri(uri) {
+                "queue name=video_in".into()
+            } else {
+                "queue name=video_in ! clocksync".into()
+            }
+        }
+        Source::Tcp(t) => {
+            want_audio = t.audio;
+            chains.push(format!(
+                "tcpclientsrc host={} port={} ! decodebin name=decode",
+                quote(&t.host),
+                t.port
+            ));
+            decode_heads(&mut decode, t.audio);
+            "queue name=video_in".into()
+        }
+    };
+    if let Some(d) = &mut decode {
+        if want_audio {
+            let pace = if video.contains("clocksync") {
+                " ! clocksync"
+            } else {
+                ""
+            };
+            chains.push(format!(
+                "queue name=audio_in{pace} ! audioconvert ! audioresample ! audio/x-raw,rate=48000,channels=2 ! tee name=audio_raw allow-not-linked=true"
+            ));
+            d.audio_head = Some("audio_in".into());
+        }
+        video.push_str(" ! videoconvert");
+        if width.is_some() || height.is_some() {
+            video.push_str(" ! videoscale");
+        }
+        if framerate.is_some() {
+            video.push_str(" ! videorate");
+        }
+        if width.is_some() || height.is_some() || framerate.is_some() {
+            video.push_str(&format!(" ! {size_caps}"));
+        }
+    }
+    video.push_str(" ! videoconvert ! tee name=video_raw allow-not-linked=true");
+    chains.insert(0, video);
+
+    // 2. One video encoder, fanned out by the `video_enc` tee.
+    let enc = encoder::choose(&s.encode, framerate.unwrap_or(30)).map_err(|m| {
+        let span = s.encode.encoder.as_ref().map(|e| e.span());
+        desc.diagnostic(span.or(Some(s.source.span.clone())), m)
+    })?;
+    chosen.push(("video encoder", enc.describe()));
+    chains.push(format!(
+        "video_raw. ! queue name=video_encode_queue leaky=downstream max-size-buffers=3 max-size-bytes=0 max-size-time=0 ! videoconvert ! {} ! tee name=video_enc allow-not-linked=true",
+        enc.launch
+    ));
+
+    // 3. Audio encoders: one per codec the outputs need.
+    let mut audio_codecs: Vec<AudioCodec> = Vec::new();
+    if want_audio {
+        for out in &s.outputs {
+            let c = out.value.container().audio_codec();
+            if !audio_codecs.contains(&c) {
+                audio_codecs.push(c);
+            }
+        }
+    }
+    for codec in &audio_codecs {
+        let enc = audio_encoder(*codec, s.encode.audio_bitrate).map_err(&source_err)?;
+        chosen.push((
+            "audio encoder",
+            enc.split(' ').next().unwrap_or_default().to_string(),
+        ));
+        chains.push(format!(
+            "audio_raw. ! queue leaky=downstream max-size-time=1000000000 max-size-buffers=0 max-size-bytes=0 ! audioconvert ! audioresample ! {enc} ! tee name=audio_{} allow-not-linked=true",
+            codec.name()
+        ));
+    }
+
+    // 4. Outputs: parse, mux, sink; each branch behind its own leaky queue (3 s).
+    const BRANCH_QUEUE: &str =
+        "leaky=downstream max-size-time=3000000000 max-size-buffers=0 max-size-bytes=0";
+    let mut file_sinks = Vec::new();
+    let mut outputs = Vec::new();
+    for (i, out) in s.outputs.iter().enumerate() {
+        let container = out.value.container();
+        let mux = format!("out{i}_mux");
+        let muxer = match container {
+            Container::MpegTs => "mpegtsmux",
+            Container::Mp4 => "mp4mux",
+            Container::Matroska => "matroskamux",
+            Container::WebM => "webmmux",
+        };
+        let sink = match &out.value {
+            Output::Tcp(t) => format!(
+                "tcpserversink name=out{i}_sink host={} port={} sync-method=next-keyframe recover-policy=keyframe unit-format=time units-soft-max=2000000000 units-max=5000000000",
+                quote(&t.host),
+                t.port
+            ),
+            Output::File(f) => {
+                let template = f.path.get_ref().replace("{name}", &desc.name);
+                file_sinks.push((format!("out{i}_sink"), template.clone()));
+                format!("filesink name=out{i}_sink location={}", quote(&template))
+            }
+        };
+        chains.push(format!(
+            "video_enc. ! queue name=out{i}_video_queue {BRANCH_QUEUE} ! {}{muxer} name={mux} ! {sink}",
+            video_parser(s.encode.codec)
+        ));
+        if want_audio {
+            let codec = container.audio_codec();
+            let parser = match codec {
+                AudioCodec::Aac => "aacparse",
+                AudioCodec::Opus => "opusparse",
+            };
+            chains.push(format!(
+                "audio_{}. ! queue name=out{i}_audio_queue {BRANCH_QUEUE} ! {parser} ! {mux}.",
+                codec.name()
+            ));
+        }
+        outputs.push(out.value.summary());
+    }
+
+    let launch = chains.join("  ");
+    check_elements(desc, &launch)?;
+    Ok(Plan {
+        name: desc.name.clone(),
+        launch,
+        chosen,
+        source: source.summary(),
+        outputs,
+        looping,
+        decode,
+        file_sinks,
+    })
+}
+
+fn decode_heads(decode: &mut Option<DecodeLinks>, _audio: bool) {
+    *decode = Some(DecodeLinks {
+        element: "decode".into(),
+        video_head: "video_in".into(),
+        audio_head: None,
+    });
+}
+
+/// Names every element of the assembled line that is not installed, with its Debian package.
+fn check_elements(desc: &Description, launch: &str) -> Result<(), Diagnostic> {
+    let mut ctx = gst::ParseContext::new();
+    if let Err(e) = gst::parse::launch_full(launch, Some(&mut ctx), gst::ParseFlags::FATAL_ERRORS) {
+        let missing = ctx.missing_elements();
+        let msg = match missing.first() {
+            Some(name) => elements::explain_missing(name),
+            None => format!("the assembled pipeline does not parse: {}", e.message()),
+        };
+        return Err(desc.diagnostic(None, msg));
+    }
+    Ok(())
+}
+
+fn video_parser(codec: VideoCodec) -> &'static str {
+    match codec {
+        // config-interval=-1: SPS/PPS before every keyframe, so TCP clients can join anywhere.
+        VideoCodec::H264 => "h264parse config-interval=-1 ! ",
+        VideoCodec::Av1 => "av1parse ! ",
+        VideoCodec::Vp8 | VideoCodec::Vp9 => "",
+    }
+}
+
+fn audio_encoder(codec: AudioCodec, kbps: u32) -> Result<String, String> {
+    let bps = kbps * 1000;
+    let candidates: &[&str] = match codec {
+        AudioCodec::Aac => &["avenc_aac", "fdkaacenc", "voaacenc", "faac"],
+        AudioCodec::Opus => &["opusenc"],
+    };
+    let Some(found) = candidates.iter().find(|f| elements::is_installed(f)) else {
+        return Err(format!(
+            "no {} audio encoder is installed: {}",
+            codec.name().to_uppercase(),
+            elements::explain_missing(candidates[0])
+        ));
+    };
+    Ok(format!("{found} bitrate={bps}"))
+}
+
+/// `media,width=..,height=..,framerate=../1` with only the fields that are set.
+fn raw_caps(media: &str, w: Option<u32>, h: Option<u32>, fps: Option<u32>) -> String {
+    let mut caps = media.to_string();
+    if let Some(w) = w {
+        caps.push_str(&format!(",width={w}"));
+    }
+    if let Some(h) = h {
+        caps.push_str(&format!(",height={h}"));
+    }
+    if let Some(f) = fps {
+        caps.push_str(&format!(",framerate={f}/1"));
+    }
+    caps
+}
+
+/// The scheme of `scheme://...`, when `uri` has that shape (RFC 3986 §3.1 characters).
+fn uri_scheme(uri: &str) -> Option<&str> {
+    let (scheme, _) = uri.split_once("://")?;
+    let mut chars = scheme.chars();
+    let valid = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
+    valid.then_some(scheme)
+}
+
+fn is_live_uri(uri: &str) -> bool {
+    let scheme = uri_scheme(uri).map(|s| s.to_ascii_lowercase());
+    matches!(
+        scheme.as_deref(),
+        Some("rtsp" | "rtsps" | "rtspt" | "rtmp" | "srt" | "udp" | "rtp")
+    )
+}
+
+/// The v4l2 part of a camera pipeline and a sentence saying what was negotiated.
+fn camera_chain(
+    desc: &Description,
+    cam: &CameraSource,
+    table_span: &std::ops::Range<usize>,
+    w: Option<u32>,
+    h: Option<u32>,
+    fps: Option<u32>,
+) -> Result<(String, String), Diagnostic> {
+    let device = cam.device.get_ref();
+    let span = if cam.device.span().is_empty() {
+        table_span.clone()
+    } else {
+        cam.device.span()
+    };
+    let err = |m: String| desc.diagnostic(Some(span.clone()), m);
+    if !Path::new(device).exists() {
+        return Err(err(format!(
+            "camera device `{device}` does not exist (no camera connected? `ls /dev/video*` lists cameras; set `device` to use another)"
+        )));
+    }
+    let format = match cam.format {
+        CameraFormat::Auto => probe_camera(device, w, h, fps).map_err(&err)?,
+        f => f,
+    };
+    let size = match (w, h, fps) {
+        (Some(w), Some(h), Some(f)) => format!(" {w}x{h}@{f}"),
+        (Some(w), Some(h), None) => format!(" {w}x{h}"),
+        _ => String::new(),
+    };
+    let src = format!("v4l2src device={}", quote(device));
+    Ok(match format {
+        CameraFormat::Auto | CameraFormat::Raw => (
+            format!("{src} ! {}", raw_caps("video/x-raw", w, h, fps)),
+            format!("raw{size}"),
+        ),
+        CameraFormat::Mjpeg => (
+            format!("{src} ! {} ! jpegdec", raw_caps("image/jpeg", w, h, fps)),
+            format!("MJPEG{size}, decoded by jpegdec"),
+        ),
+        CameraFormat::H264 => (
+            format!(
+                "{src} ! {} ! h264parse ! avdec_h264",
+                raw_caps("video/x-h264", w, h, fps)
+            ),
+            format!("H.264{size}, decoded by avdec_h264"),
+        ),
+    })
+}
+
+/// Opens the camera and picks raw, else MJPEG, else H.264 at the requested size and rate.
+fn probe_camera(
+    device: &str,
+    w: Option<u32>,
+    h: Option<u32>,
+    fps: Option<u32>,
+) -> Result<CameraFormat, String> {
+    let src = gst::ElementFactory::make("v4l2src")
+        .property("device", device)
+        .build()
+        .map_err(|_| elements::explain_missing("v4l2src"))?;
+    if src.set_state(gst::State::Ready).is_err() {
+        let _ = src.set_state(gst::State::Null);
+        return Err(format!(
+            "cannot open camera `{device}` (busy, not a capture device, or no permission)"
+        ));
+    }
+    let offered = src
+        .static_pad("src")
+        .map(|p| p.query_caps(None))
+        .unwrap_or_else(gst::Caps::new_empty);
+    let _ = src.set_state(gst::State::Null);
+    for (media, format) in [
+        ("video/x-raw", CameraFormat::Raw),
+        ("image/jpeg", CameraFormat::Mjpeg),
+        ("video/x-h264", CameraFormat::H264),
+    ] {
+        let Ok(wanted) = raw_caps(media, w, h, fps).parse::<gst::Caps>() else {
+            continue;
+        };
+        if offered.can_intersect(&wanted) {
+            return Ok(format);
+        }
+    }
+    Err(format!(
+        "camera `{device}` offers neither raw, MJPEG nor H.264 at the requested size/rate; it offers: {offered}"
+    ))
+}
+
+/// Quotes a property value for a launch line when it needs it.
+pub fn quote(value: &str) -> String {
+    let plain = !value.is_empty()
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_./:@%+-".contains(c));
+    if plain {
+        value.to_string()
+    } else {
+        format!("\"{}\"", value.replace('\\', "\\\\").replace('"', "\\\""))
+    }
+}
+
+impl Plan {
+    /// Parses the launch line into a pipeline named after the description and wires its dynamic
+    /// parts. The pipeline is returned in the NULL state.
+    pub fn build(&self) -> Result<gst::Pipeline, String> {
+        let element = gst::parse::launch_full(&self.launch, None, gst::ParseFlags::FATAL_ERRORS)
+            .map_err(|e| format!("cannot build the pipeline: {}", e.message()))?;
+        let pipeline = match element.downcast::<gst::Pipeline>() {
+            Ok(p) => p,
+            Err(element) => {
+                // A one-element launch line gives the element itself.
+                let p = gst::Pipeline::new();
+                p.add(&element).map_err(|e| e.to_string())?;
+                p
+            }
+        };
+        pipeline.set_property("name", &self.name);
+
+        let started = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
+        for (sink, template) in &self.file_sinks {
+            let path = template.replace("{time}", &started);
+            if let Some(dir) = Path::new(&path)
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+            {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| format!("cannot create directory {}: {e}", dir.display()))?;
+            }
+            if let Some(el) = pipeline.by_name(sink) {
+                el.set_property("location", &path);
+            }
+        }
+        if let Some(links) = &self.decode {
+            wire_decode(&pipeline, links)?;
+        }
+        Ok(pipeline)
+    }
+}
+
+/// Links decodebin's video/audio pads to the branch heads as they appear; at no-more-pads,
+/// ends (EOS) any branch that got no stream, so muxers do not wait for it forever.
+fn wire_decode(pipeline: &gst::Pipeline, links: &DecodeLinks) -> Result<(), String> {
+    let decode = pipeline
+        .by_name(&links.element)
+        .ok_or("the assembled pipeline has no decoder")?;
+    let head = |name: &str| pipeline.by_name(name).and_then(|e| e.static_pad("sink"));
+    let video = head(&links.video_head);
+    let audio = links.audio_head.as_deref().and_then(head);
+    let (v, a) = (video.clone(), audio.clone());
+    decode.connect_pad_added(move |_, pad| {
+        let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
+        let Some(media) = caps.structure(0).map(|s| s.name().to_string()) else {
+            return;
+        };
+        let target = if media.starts_with("video/") {
+            v.as_ref()
+        } else if media.starts_with("audio/") {
+            a.as_ref()
+        } else {
+            None
+        };
+        if let Some(target) = target.filter(|t| !t.is_linked()) {
+            if let Err(e) = pad.link(target) {
+                tracing::warn!("cannot link decoded {media} stream: {e:?}");
+            }
+        }
+    });
+    decode.connect_no_more_pads(move |_| {
+        for head in [video.as_ref(), audio.as_ref()].into_iter().flatten() {
+            if !head.is_linked() {
+                head.send_event(gst::event::Eos::new());
+            }
+        }
+    });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::quote;
+
+    #[test]
+    fn quotes_only_when_needed() {
+        assert_eq!(quote("/tmp/a.mkv"), "/tmp/a.mkv");
+        assert_eq!(quote("a b"), "\"a b\"");
+        assert_eq!(quote("x\"y"), "\"x\\\"y\"");
+    }
+}

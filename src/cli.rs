@@ -1,0 +1,356 @@
+//! The CLI commands behind `src/main.rs`: check, list, run, graph, serve.
+
+use crate::assemble;
+use crate::description::{self, Description};
+use crate::server::{Server, ServerConfig};
+use crate::supervisor::{State, Status, Supervisor, SupervisorConfig};
+use gst::prelude::*;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// `mediaweave check FILE...`: validates files; prints `FILE:LINE:COL: message` per problem.
+pub fn check(files: &[PathBuf]) -> ExitCode {
+    if let Err(e) = crate::init() {
+        eprintln!("cannot initialize GStreamer: {e}");
+        return ExitCode::FAILURE;
+    }
+    let mut ok = true;
+    for file in files {
+        match description::load(file)
+            .map_err(|d| d.to_string())
+            .and_then(|desc| {
+                assemble::plan(&desc)
+                    .map(|plan| (desc, plan))
+                    .map_err(|d| d.to_string())
+            }) {
+            Ok((desc, plan)) => {
+                println!("{}: ok ({})", file.display(), one_line(&desc, &plan));
+                for (role, element) in &plan.chosen {
+                    println!("  {role}: {element}");
+                }
+                println!("  launch: {}", plan.launch);
+            }
+            Err(errors) => {
+                ok = false;
+                eprintln!("{errors}");
+            }
+        }
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn one_line(desc: &Description, plan: &assemble::Plan) -> String {
+    format!(
+        "{}: {} → {}",
+        desc.form_name(),
+        plan.source,
+        if plan.outputs.is_empty() {
+            "-".to_string()
+        } else {
+            plan.outputs.join(", ")
+        }
+    )
+}
+
+/// `mediaweave list`: every description file, with state from a running server if reachable.
+pub fn list(dir: &Path, server: &str) -> ExitCode {
+    if let Err(e) = crate::init() {
+        eprintln!("cannot initialize GStreamer: {e}");
+        return ExitCode::FAILURE;
+    }
+    let remote = fetch_statuses(server);
+    let mut rows: Vec<[String; 6]> = Vec::new();
+    let mut errors = Vec::new();
+    let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+            .collect(),
+        Err(e) => {
+            eprintln!("cannot read {}: {e}", dir.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    files.sort();
+    for file in &files {
+        let name = file
+            .file_stem()
+            .map(|s| s.to_string_lossy().to_string())
+            .unwrap_or_default();
+        let live = remote
+            .as_ref()
+            .ok()
+            .and_then(|all| all.iter().find(|s| s.name == name));
+        match description::load(file) {
+            Err(diags) => {
+                errors.push(diags.to_string());
+                rows.push([
+                    name,
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    "invalid".into(),
+                ]);
+            }
+            Ok(desc) => {
+                let (source, outputs, encoder) = match assemble::plan(&desc) {
+                    Ok(plan) => (
+                        plan.source.clone(),
+                        plan.outputs.join(", "),
+                        plan.chosen
+                            .iter()
+                            .find(|(r, _)| *r == "video encoder")
+                            .map(|(_, e)| e.clone())
+                            .unwrap_or_else(|| "-".into()),
+                    ),
+                    Err(d) => {
+                        errors.push(d.to_string());
+                        ("?".into(), "?".into(), "-".into())
+                    }
+                };
+                let state = match live {
+                    Some(s) => s.state.as_str().to_string(),
+                    None => "-".into(),
+                };
+                if let Some(err) = live.and_then(|s| s.error.clone()) {
+                    errors.push(format!("{name}: {err}"));
+                }
+                rows.push([
+                    name,
+                    desc.form_name().into(),
+                    source,
+                    outputs,
+                    encoder,
+                    state,
+                ]);
+            }
+        }
+    }
+    print_table(
+        &["NAME", "FORM", "SOURCE", "OUTPUTS", "ENCODER", "STATE"],
+        &rows,
+    );
+    if let Err(e) = &remote {
+        println!("\n(state: no server reachable at {server}: {e})");
+    }
+    for e in errors {
+        println!("\n{e}");
+    }
+    ExitCode::SUCCESS
+}
+
+fn fetch_statuses(server: &str) -> Result<Vec<Status>, String> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(3)))
+        .build()
+        .into();
+    let url = format!("{}/api/pipelines", server.trim_end_matches('/'));
+    let mut response = agent.get(&url).call().map_err(|e| e.to_string())?;
+    response
+        .body_mut()
+        .read_json::<Vec<Status>>()
+        .map_err(|e| e.to_string())
+}
+
+fn print_table(header: &[&str], rows: &[[String; 6]]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let parts: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        println!("{}", parts.join("  ").trim_end());
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}
+
+/// Finds the description file for `NAME` (in `dir`) or a path.
+fn resolve(target: &str, dir: &Path) -> PathBuf {
+    let as_path = PathBuf::from(target);
+    if as_path.extension().is_some_and(|e| e == "toml") || as_path.is_file() {
+        as_path
+    } else {
+        dir.join(format!("{target}.toml"))
+    }
+}
+
+/// `mediaweave run NAME|FILE`: runs one pipeline in the foreground until Ctrl-C.
+pub async fn run(target: &str, dir: &Path) -> ExitCode {
+    if let Err(e) = crate::init() {
+        eprintln!("cannot initialize GStreamer: {e}");
+        return ExitCode::FAILURE;
+    }
+    let path = resolve(target, dir);
+    let desc = match description::load(&path) {
+        Ok(d) => d,
+        Err(diags) => {
+            eprintln!("{diags}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match assemble::plan(&desc) {
+        Ok(plan) => {
+            println!("{}: {}", desc.name, one_line(&desc, &plan));
+            for (role, element) in &plan.chosen {
+                println!("  {role}: {element}");
+            }
+            println!("  launch: {}", plan.launch);
+        }
+        Err(d) => {
+            eprintln!("{d}");
+            return ExitCode::FAILURE;
+        }
+    }
+    let mut desc = desc;
+    // In the foreground the user asked for it to run now.
+    desc.options.autostart = true;
+    let name = desc.name.clone();
+    let sup = Supervisor::new(SupervisorConfig::default());
+    sup.add(desc);
+    let Some(mut status) = sup.subscribe(&name) else {
+        return ExitCode::FAILURE;
+    };
+    let mut last = (State::Stopped, None::<String>);
+    let mut failed = false;
+    loop {
+        let current: Status = status.borrow_and_update().clone();
+        if (current.state, current.error.clone()) != last {
+            print_state(&current);
+            last = (current.state, current.error.clone());
+            failed = current.state == State::Failed;
+            let ended = matches!(current.state, State::Stopped | State::Failed)
+                && current.retry_in.is_none();
+            if ended {
+                break;
+            }
+        }
+        tokio::select! {
+            changed = status.changed() => if changed.is_err() { break },
+            _ = shutdown_signal() => {
+                println!("stopping (end-of-stream, then stop)…");
+                sup.shutdown().await;
+                println!("{name}: stopped");
+                return ExitCode::SUCCESS;
+            }
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn print_state(s: &Status) {
+    let time = chrono::Local::now().format("%H:%M:%S");
+    match (&s.error, s.state) {
+        (Some(e), State::Failed) => {
+            let retry = s
+                .retry_in
+                .map(|r| format!(" (restarting in {r:.1} s)"))
+                .unwrap_or_default();
+            println!("[{time}] {}: failed{retry}: {e}", s.name);
+            if let Some(detail) = &s.error_detail {
+                println!("           detail: {detail}");
+            }
+        }
+        _ => println!("[{time}] {}: {}", s.name, s.state.as_str()),
+    }
+}
+
+/// `mediaweave graph NAME|FILE`: the assembled pipeline as Graphviz DOT.
+pub fn graph(target: &str, dir: &Path, output: Option<&Path>) -> ExitCode {
+    if let Err(e) = crate::init() {
+        eprintln!("cannot initialize GStreamer: {e}");
+        return ExitCode::FAILURE;
+    }
+    let path = resolve(target, dir);
+    let plan = match description::load(&path)
+        .map_err(|d| d.to_string())
+        .and_then(|d| assemble::plan(&d).map_err(|d| d.to_string()))
+    {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let pipeline = match plan.build() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let dot = pipeline.debug_to_dot_data(gst::DebugGraphDetails::all());
+    match output {
+        Some(out) => {
+            if let Err(e) = std::fs::write(out, dot.as_bytes()) {
+                eprintln!("cannot write {}: {e}", out.display());
+                return ExitCode::FAILURE;
+            }
+        }
+        None => print!("{dot}"),
+    }
+    ExitCode::SUCCESS
+}
+
+/// `mediaweave serve`: runs until SIGINT/SIGTERM, then stops every pipeline cleanly.
+pub async fn serve(listen: SocketAddr, dir: PathBuf) -> ExitCode {
+    let config = ServerConfig {
+        listen,
+        pipelines_dir: dir,
+        supervisor: SupervisorConfig::default(),
+    };
+    let server = match Server::start(config).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("mediaweave serving on http://{}", server.addr);
+    shutdown_signal().await;
+    tracing::info!("shutting down: stopping pipelines");
+    server.shutdown().await;
+    ExitCode::SUCCESS
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

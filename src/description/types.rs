@@ -1,0 +1,534 @@
+//! The serde types of a description file, one struct per table kind.
+
+use super::Kinded;
+use super::elements;
+use serde::{Deserialize, Deserializer};
+use serde_spanned::Spanned;
+use std::ops::Range;
+use std::time::Duration;
+use toml::de::ValueDeserializer;
+
+/// Options shared by both forms.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Options {
+    pub description: Option<String>,
+    /// Start when the service starts (default true).
+    pub autostart: bool,
+    pub restart: RestartPolicy,
+    pub backoff: Backoff,
+}
+
+/// What the supervisor does when a pipeline ends by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    /// Restart after errors and after end-of-stream.
+    Always,
+    /// Restart after errors; end-of-stream stops it.
+    #[default]
+    OnFailure,
+    /// Never restart.
+    Never,
+}
+
+/// Exponential backoff between restarts: `initial`, doubled per consecutive failure, up to `max`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Backoff {
+    #[serde(deserialize_with = "duration")]
+    pub initial: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Backoff {
+    /// The delay before restart number `attempt` (1-based) of a run of failures.
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let factor = 2u32.saturating_pow(attempt.saturating_sub(1));
+        self.initial.saturating_mul(factor).min(self.max)
+    }
+}
+
+/// A duration written as seconds (`2`, `0.5`) or as text (`"500ms"`, `"1m 30s"`).
+fn duration<'de, D: Deserializer<'de>>(de: D) -> Result<Duration, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Int(u64),
+        Float(f64),
+        Text(String),
+    }
+    use serde::de::Error;
+    match Raw::deserialize(de)? {
+        Raw::Int(s) => Ok(Duration::from_secs(s)),
+        Raw::Float(s) if s.is_finite() && s >= 0.0 && s < 1e9 => Ok(Duration::from_secs_f64(s)),
+        Raw::Float(s) => Err(D::Error::custom(format!(
+            "{s} is not a valid number of seconds"
+        ))),
+        Raw::Text(t) => humantime::parse_duration(&t).map_err(|e| {
+            D::Error::custom(format!(
+                "`{t}` is not a duration ({e}); write seconds (2, 0.5) or text (\"500ms\", \"2s\")"
+            ))
+        }),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// [encode]
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VideoCodec {
+    #[default]
+    H264,
+    Vp8,
+    Vp9,
+    Av1,
+}
+
+impl VideoCodec {
+    pub fn name(self) -> &'static str {
+        match self {
+            VideoCodec::H264 => "h264",
+            VideoCodec::Vp8 => "vp8",
+            VideoCodec::Vp9 => "vp9",
+            VideoCodec::Av1 => "av1",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AudioCodec {
+    Aac,
+    Opus,
+}
+
+impl AudioCodec {
+    pub fn name(self) -> &'static str {
+        match self {
+            AudioCodec::Aac => "aac",
+            AudioCodec::Opus => "opus",
+        }
+    }
+}
+
+/// `[encode]`: how raw video (and audio) is encoded. One encoder per codec, shared by outputs.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Encode {
+    pub codec: VideoCodec,
+    /// Video bitrate in kbit/s.
+    pub bitrate: u32,
+    /// Time between keyframes; short so new TCP clients and viewers start fast.
+    #[serde(deserialize_with = "duration")]
+    pub keyframe_interval: Duration,
+    /// Force an encoder element instead of choosing one (e.g. "openh264enc").
+    pub encoder: Option<Spanned<String>>,
+    /// Audio bitrate in kbit/s.
+    pub audio_bitrate: u32,
+}
+
+impl Default for Encode {
+    fn default() -> Self {
+        Encode {
+            codec: VideoCodec::H264,
+            bitrate: 2000,
+            keyframe_interval: Duration::from_secs(1),
+            encoder: None,
+            audio_bitrate: 128,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// [source]
+
+fn default_device() -> Spanned<String> {
+    Spanned::new(0..0, "/dev/video0".to_string())
+}
+fn default_host() -> String {
+    "127.0.0.1".to_string()
+}
+fn yes() -> bool {
+    true
+}
+fn default_width() -> u32 {
+    1280
+}
+fn default_height() -> u32 {
+    720
+}
+fn default_framerate() -> u32 {
+    30
+}
+fn default_pattern() -> Spanned<String> {
+    Spanned::new(0..0, "smpte".to_string())
+}
+
+/// What a v4l2 camera is asked to deliver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CameraFormat {
+    /// Raw if the camera offers it at the requested size, else MJPEG, else H.264.
+    #[default]
+    Auto,
+    Raw,
+    Mjpeg,
+    H264,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CameraSource {
+    #[serde(default = "default_device")]
+    pub device: Spanned<String>,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    pub framerate: Option<u32>,
+    #[serde(default)]
+    pub format: CameraFormat,
+}
+
+/// Live test video (videotestsrc with a clock overlay) and a test tone.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestSource {
+    #[serde(default = "default_width")]
+    pub width: u32,
+    #[serde(default = "default_height")]
+    pub height: u32,
+    #[serde(default = "default_framerate")]
+    pub framerate: u32,
+    /// A videotestsrc pattern: smpte, ball, snow, ...
+    #[serde(default = "default_pattern")]
+    pub pattern: Spanned<String>,
+    /// Draw the wall-clock time on the picture.
+    #[serde(default = "yes")]
+    pub clock: bool,
+    #[serde(default = "yes")]
+    pub audio: bool,
+}
+
+/// Any container GStreamer can demux, decoded; played at its own pace.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSource {
+    pub path: Spanned<String>,
+    /// Start over at the end instead of ending.
+    #[serde(default, rename = "loop")]
+    pub looping: bool,
+    #[serde(default = "yes")]
+    pub audio: bool,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    pub framerate: Option<u32>,
+}
+
+/// Anything uridecodebin plays: rtsp://, http(s)://, file://.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UriSource {
+    pub uri: Spanned<String>,
+    #[serde(default = "yes")]
+    pub audio: bool,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    pub framerate: Option<u32>,
+}
+
+/// An MPEG-TS stream read from a TCP server (e.g. another pipeline's tcp output).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpSource {
+    #[serde(default = "default_host")]
+    pub host: String,
+    pub port: u16,
+    #[serde(default = "yes")]
+    pub audio: bool,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    pub framerate: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Source {
+    Camera(CameraSource),
+    Test(TestSource),
+    File(FileSource),
+    Uri(UriSource),
+    Tcp(TcpSource),
+}
+
+impl Source {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Source::Camera(_) => "camera",
+            Source::Test(_) => "test",
+            Source::File(_) => "file",
+            Source::Uri(_) => "uri",
+            Source::Tcp(_) => "tcp",
+        }
+    }
+
+    /// A short human summary, for `list` and logs.
+    pub fn summary(&self) -> String {
+        match self {
+            Source::Camera(c) => format!("camera {}", c.device.get_ref()),
+            Source::Test(t) => format!("test {}x{}@{}", t.width, t.height, t.framerate),
+            Source::File(f) => format!("file {}", f.path.get_ref()),
+            Source::Uri(u) => format!("uri {}", u.uri.get_ref()),
+            Source::Tcp(t) => format!("tcp {}:{}", t.host, t.port),
+        }
+    }
+
+    /// Requested output size and rate, where the user set them (test sources always do).
+    pub fn video_size(&self) -> (Option<u32>, Option<u32>, Option<u32>) {
+        match self {
+            Source::Camera(c) => (c.width, c.height, c.framerate),
+            Source::Test(t) => (Some(t.width), Some(t.height), Some(t.framerate)),
+            Source::File(f) => (f.width, f.height, f.framerate),
+            Source::Uri(u) => (u.width, u.height, u.framerate),
+            Source::Tcp(t) => (t.width, t.height, t.framerate),
+        }
+    }
+}
+
+impl Kinded for Source {
+    const KINDS: &'static [&'static str] = &["camera", "test", "file", "uri", "tcp"];
+    fn deserialize_kind(kind: &str, de: ValueDeserializer<'_>) -> Result<Self, toml::de::Error> {
+        Ok(match kind {
+            "camera" => Source::Camera(CameraSource::deserialize(de)?),
+            "test" => Source::Test(TestSource::deserialize(de)?),
+            "file" => Source::File(FileSource::deserialize(de)?),
+            "uri" => Source::Uri(UriSource::deserialize(de)?),
+            _ => Source::Tcp(TcpSource::deserialize(de)?),
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// [[output]]
+
+/// MPEG-TS over TCP (tcpserversink): any number of clients (ffplay, OpenCV, VLC, GStreamer);
+/// each new client starts at the next keyframe.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpOutput {
+    #[serde(default = "default_host")]
+    pub host: String,
+    pub port: u16,
+}
+
+/// A local recording. `path` may use `{name}` (the pipeline) and `{time}` (UTC start time,
+/// so every start writes a new file); the extension picks the container.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileOutput {
+    pub path: Spanned<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Container {
+    Matroska,
+    WebM,
+    Mp4,
+    MpegTs,
+}
+
+impl Container {
+    pub fn from_path(path: &str) -> Option<Container> {
+        let ext = std::path::Path::new(path)
+            .extension()?
+            .to_str()?
+            .to_ascii_lowercase();
+        Some(match ext.as_str() {
+            "mkv" => Container::Matroska,
+            "webm" => Container::WebM,
+            "mp4" | "m4v" | "mov" => Container::Mp4,
+            "ts" | "m2ts" => Container::MpegTs,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Container::Matroska => "Matroska",
+            Container::WebM => "WebM",
+            Container::Mp4 => "MP4",
+            Container::MpegTs => "MPEG-TS",
+        }
+    }
+
+    pub fn carries(self, codec: VideoCodec) -> bool {
+        use VideoCodec::*;
+        match self {
+            Container::Matroska => true,
+            Container::WebM => matches!(codec, Vp8 | Vp9 | Av1),
+            Container::Mp4 => matches!(codec, H264 | Vp9 | Av1),
+            Container::MpegTs => matches!(codec, H264),
+        }
+    }
+
+    /// The audio codec this container gets: AAC where players expect it, Opus otherwise.
+    pub fn audio_codec(self) -> AudioCodec {
+        match self {
+            Container::Mp4 | Container::MpegTs => AudioCodec::Aac,
+            Container::Matroska | Container::WebM => AudioCodec::Opus,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    Tcp(TcpOutput),
+    File(FileOutput),
+}
+
+impl Output {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Output::Tcp(_) => "tcp",
+            Output::File(_) => "file",
+        }
+    }
+
+    pub fn summary(&self) -> String {
+        match self {
+            Output::Tcp(t) => format!("tcp://{}:{}", t.host, t.port),
+            Output::File(f) => format!("file {}", f.path.get_ref()),
+        }
+    }
+
+    pub fn container(&self) -> Container {
+        match self {
+            Output::Tcp(_) => Container::MpegTs,
+            // validate() has checked the extension.
+            Output::File(f) => {
+                Container::from_path(f.path.get_ref()).unwrap_or(Container::Matroska)
+            }
+        }
+    }
+}
+
+impl Kinded for Output {
+    const KINDS: &'static [&'static str] = &["tcp", "file"];
+    fn deserialize_kind(kind: &str, de: ValueDeserializer<'_>) -> Result<Self, toml::de::Error> {
+        Ok(match kind {
+            "tcp" => Output::Tcp(TcpOutput::deserialize(de)?),
+            _ => Output::File(FileOutput::deserialize(de)?),
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checks serde cannot express.
+
+pub(super) fn validate(s: &super::Structured) -> Result<(), (Range<usize>, String)> {
+    let src_span = s.source.span.clone();
+    let (w, h, fps) = s.source.value.video_size();
+    for (what, v, lo, hi) in [("width", w, 16, 7680), ("height", h, 16, 4320)] {
+        if let Some(v) = v {
+            if v < lo || v > hi || v % 2 != 0 {
+                return Err((
+                    src_span.clone(),
+                    format!("{what} {v} is out of range: use an even number from {lo} to {hi}"),
+                ));
+            }
+        }
+    }
+    if let Some(f) = fps {
+        if !(1..=240).contains(&f) {
+            return Err((
+                src_span,
+                format!("framerate {f} is out of range: use 1 to 240"),
+            ));
+        }
+    }
+    if let Source::Test(t) = &s.source.value {
+        if !videotestsrc_has_pattern(t.pattern.get_ref()) {
+            return Err((
+                t.pattern.span(),
+                format!(
+                    "unknown test pattern `{}` (try smpte, ball, snow, black, white, gamut, colors)",
+                    t.pattern.get_ref()
+                ),
+            ));
+        }
+    }
+    if !(16..=100_000).contains(&s.encode.bitrate) {
+        return Err((
+            src_span.clone(),
+            format!(
+                "encode.bitrate {} kbit/s is out of range (16 to 100000)",
+                s.encode.bitrate
+            ),
+        ));
+    }
+    if let Some(enc) = &s.encode.encoder {
+        if !elements::is_installed(enc.get_ref()) {
+            return Err((enc.span(), elements::explain_missing(enc.get_ref())));
+        }
+    }
+    let codec = s.encode.codec;
+    let mut tcp_ports = std::collections::BTreeSet::new();
+    for out in &s.outputs {
+        if let Output::File(f) = &out.value {
+            if Container::from_path(f.path.get_ref()).is_none() {
+                return Err((
+                    f.path.span(),
+                    format!(
+                        "cannot tell the container of `{}`: end the path with .mkv, .webm, .mp4 or .ts",
+                        f.path.get_ref()
+                    ),
+                ));
+            }
+        }
+        if let Output::Tcp(t) = &out.value {
+            if !tcp_ports.insert((t.host.clone(), t.port)) {
+                return Err((
+                    out.span.clone(),
+                    format!("two tcp outputs use {}:{}", t.host, t.port),
+                ));
+            }
+        }
+        let container = out.value.container();
+        if !container.carries(codec) {
+            return Err((
+                out.span.clone(),
+                format!(
+                    "{} output cannot carry {} video ({} cannot); set [encode] codec = \"h264\"",
+                    out.value.kind(),
+                    codec.name(),
+                    container.name()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn videotestsrc_has_pattern(nick: &str) -> bool {
+    use gst::glib::prelude::*;
+    let Ok(src) = gst::ElementFactory::make("videotestsrc").build() else {
+        // No videotestsrc at all: assembly reports the missing element.
+        return true;
+    };
+    let Some(pspec) = src.find_property("pattern") else {
+        return true;
+    };
+    let Some(pspec) = pspec.downcast_ref::<gst::glib::ParamSpecEnum>() else {
+        return true;
+    };
+    let class = pspec.enum_class();
+    class.value_by_nick(nick).is_some() || class.value_by_name(nick).is_some()
+}

@@ -1,0 +1,83 @@
+//! The HTTP API (axum): pipeline status and lifecycle.
+//!
+//! Every error is a JSON body `{"error": "..."}` with a fitting status code.
+
+use crate::supervisor::{Supervisor, SupervisorError};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use std::sync::Arc;
+
+/// An API error: a status code and a sentence.
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<SupervisorError> for ApiError {
+    fn from(e: SupervisorError) -> Self {
+        let code = match e {
+            SupervisorError::NotFound(_) => StatusCode::NOT_FOUND,
+            SupervisorError::Invalid(..) => StatusCode::CONFLICT,
+            SupervisorError::Gone(_) => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        ApiError(code, e.to_string())
+    }
+}
+
+pub fn router(supervisor: Arc<Supervisor>) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/api/pipelines", get(list))
+        .route("/api/pipelines/{name}", get(show))
+        .route("/api/pipelines/{name}/{action}", post(action))
+        .fallback(not_found)
+        .with_state(supervisor)
+}
+
+async fn index() -> &'static str {
+    "mediaweave is running. The API: GET /api/pipelines, GET /api/pipelines/{name}, POST /api/pipelines/{name}/start|stop|restart\n"
+}
+
+async fn list(State(sup): State<Arc<Supervisor>>) -> impl IntoResponse {
+    Json(sup.list())
+}
+
+async fn show(
+    State(sup): State<Arc<Supervisor>>,
+    Path(name): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    sup.get(&name)
+        .map(Json)
+        .ok_or_else(|| SupervisorError::NotFound(name).into())
+}
+
+async fn action(
+    State(sup): State<Arc<Supervisor>>,
+    Path((name, action)): Path<(String, String)>,
+) -> Result<impl IntoResponse, ApiError> {
+    let status = match action.as_str() {
+        "start" => sup.start(&name).await?,
+        "stop" => sup.stop(&name).await?,
+        "restart" => sup.restart(&name).await?,
+        other => {
+            return Err(ApiError(
+                StatusCode::NOT_FOUND,
+                format!("unknown action `{other}`: use start, stop or restart"),
+            ));
+        }
+    };
+    Ok(Json(status))
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError(
+        StatusCode::NOT_FOUND,
+        format!("no such endpoint: {}", uri.path()),
+    )
+}

@@ -1,0 +1,29 @@
+//! mediaweave: named GStreamer pipelines as a service.
+//!
+//! # How data flows
+//!
+//! 1. **Description files** (`pipelines/NAME.toml`) are parsed and validated by
+//!    [`description`]: TOML with spans, so every error names `FILE:LINE:COL`. A file is either a
+//!    raw gst-launch line or a structured `[source]` / `[encode]` / `[[output]]` description.
+//! 2. **Assembly** ([`assemble`]) turns a description into a [`assemble::Plan`]: machine-dependent
+//!    choices (encoder, camera format) written out as one gst-launch line, then builds the
+//!    `gst::Pipeline`. Structured pipelines encode once and fan out through tees, each output
+//!    behind its own leaky queue.
+//! 3. **The supervisor** ([`supervisor`]) gives every pipeline one tokio task that owns it:
+//!    commands in through a channel, bus messages in through `Bus::stream()`, status out
+//!    through a `watch` channel. Errors restart the pipeline with exponential backoff per its
+//!    restart policy; stops send end-of-stream first so files are finalized.
+//! 4. **The HTTP API** ([`http`], served by [`server`]) reads statuses and sends commands.
+//!    The CLI (`src/main.rs`, [`cli`]) talks to a running server or runs pipelines itself.
+
+pub mod assemble;
+pub mod cli;
+pub mod description;
+pub mod http;
+pub mod server;
+pub mod supervisor;
+
+/// Initializes GStreamer; safe to call more than once.
+pub fn init() -> Result<(), glib::Error> {
+    gst::init()
+}

@@ -1,0 +1,94 @@
+//! The `mediaweave` command line. The work lives in the library (`mediaweave::cli`).
+
+use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "mediaweave",
+    version,
+    about = "Named GStreamer pipelines as a service"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run every pipeline in the pipelines directory and serve the HTTP API.
+    Serve {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        #[arg(long, default_value = "pipelines")]
+        pipelines: PathBuf,
+    },
+    /// Run one pipeline (a name in the pipelines directory, or a file) in the foreground.
+    Run {
+        target: String,
+        #[arg(long, default_value = "pipelines")]
+        pipelines: PathBuf,
+    },
+    /// Validate description files; prints FILE:LINE:COL: message for each problem.
+    Check {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// List the pipelines, with their state from a running server.
+    List {
+        #[arg(long, default_value = "pipelines")]
+        pipelines: PathBuf,
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        server: String,
+    },
+    /// Print a pipeline's graph as Graphviz DOT.
+    Graph {
+        target: String,
+        #[arg(long, default_value = "pipelines")]
+        pipelines: PathBuf,
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "mediaweave=info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { files } => mediaweave::cli::check(&files),
+        Command::List { pipelines, server } => mediaweave::cli::list(&pipelines, &server),
+        Command::Graph {
+            target,
+            pipelines,
+            output,
+        } => mediaweave::cli::graph(&target, &pipelines, output.as_deref()),
+        Command::Serve { listen, pipelines } => {
+            runtime().block_on(mediaweave::cli::serve(listen, pipelines))
+        }
+        Command::Run { target, pipelines } => {
+            runtime().block_on(mediaweave::cli::run(&target, &pipelines))
+        }
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! `mediaweave serve`: the supervisor plus the HTTP API on one listener.
+
+use crate::http;
+use crate::supervisor::{Supervisor, SupervisorConfig};
+use anyhow::Context;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Where the HTTP API listens; port 0 picks a free port (see [`Server::addr`]).
+    pub listen: SocketAddr,
+    pub pipelines_dir: PathBuf,
+    pub supervisor: SupervisorConfig,
+}
+
+/// A running service. Dropping it without [`Server::shutdown`] leaves pipelines running until
+/// the runtime ends; call `shutdown` to finalize outputs.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub supervisor: Arc<Supervisor>,
+    stop_http: Option<oneshot::Sender<()>>,
+    http: JoinHandle<()>,
+}
+
+impl Server {
+    /// Binds the listener, loads the pipelines directory and starts serving.
+    pub async fn start(config: ServerConfig) -> anyhow::Result<Server> {
+        crate::init()?;
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let addr = listener.local_addr()?;
+        let supervisor = Supervisor::new(config.supervisor.clone());
+        supervisor
+            .load_dir(&config.pipelines_dir)
+            .with_context(|| {
+                format!(
+                    "cannot read the pipelines directory {}",
+                    config.pipelines_dir.display()
+                )
+            })?;
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let app = http::router(supervisor.clone());
+        let http = tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stop_rx.await;
+                })
+                .await;
+            if let Err(e) = served {
+                tracing::error!("HTTP server failed: {e}");
+            }
+        });
+        tracing::info!("serving on http://{addr}");
+        Ok(Server {
+            addr,
+            supervisor,
+            stop_http: Some(stop_tx),
+            http,
+        })
+    }
+
+    /// Stops every pipeline cleanly (end-of-stream, bounded wait) and the HTTP server.
+    pub async fn shutdown(mut self) {
+        self.supervisor.shutdown().await;
+        if let Some(tx) = self.stop_http.take() {
+            let _ = tx.send(());
+        }
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), &mut self.http).await;
+    }
+}

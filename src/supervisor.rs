@@ -1,0 +1,685 @@
+//! Named pipelines: lifecycle, bus → state, restart with backoff.
+//!
+//! Each pipeline is owned by one tokio task ([`Runner`]). The task is the only code that
+//! touches its `gst::Pipeline`; everything else talks to it through a command channel and reads
+//! its [`Status`] from a `watch` channel. GStreamer bus messages reach the task through
+//! `gst::Bus::stream()` (a sync handler that only sends into a channel). Blocking GStreamer calls
+//! (building, state changes) run on the blocking pool.
+
+use crate::assemble::{self, Plan};
+use crate::description::{self, Description, Diagnostics, RestartPolicy};
+use futures_util::{FutureExt, StreamExt};
+use gst::prelude::*;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+/// The lifecycle state of a named pipeline, as the API reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Playing,
+    Starting,
+    Stopped,
+    Failed,
+    Invalid,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Playing => "playing",
+            State::Starting => "starting",
+            State::Stopped => "stopped",
+            State::Failed => "failed",
+            State::Invalid => "invalid",
+        }
+    }
+}
+
+/// A machine-dependent choice made when the pipeline was planned (e.g. the encoder).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Choice {
+    pub role: String,
+    pub element: String,
+}
+
+/// What the API and CLI show about one pipeline.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct Status {
+    pub name: String,
+    pub state: State,
+    /// The last error in plain words (element path and message), or null.
+    pub error: Option<String>,
+    /// GStreamer's debug string for that error, when it gave one.
+    pub error_detail: Option<String>,
+    /// Automatic restarts since the service started.
+    pub restarts: u32,
+    /// "raw" or "structured"; null when the file is invalid.
+    pub form: Option<String>,
+    pub source: Option<String>,
+    pub outputs: Vec<String>,
+    pub chosen: Vec<Choice>,
+    pub description: Option<String>,
+    pub autostart: bool,
+    pub restart_policy: Option<RestartPolicy>,
+    pub file: PathBuf,
+    /// The launch line that runs (the assembled one for structured files).
+    pub launch: Option<String>,
+    /// When the current state began (RFC 3339).
+    pub since: String,
+    /// Seconds until the next automatic restart, while one is scheduled.
+    pub retry_in: Option<f64>,
+}
+
+impl Status {
+    fn new(name: &str, file: &Path) -> Status {
+        Status {
+            name: name.to_string(),
+            state: State::Stopped,
+            error: None,
+            error_detail: None,
+            restarts: 0,
+            form: None,
+            source: None,
+            outputs: Vec::new(),
+            chosen: Vec::new(),
+            description: None,
+            autostart: false,
+            restart_policy: None,
+            file: file.to_path_buf(),
+            launch: None,
+            since: now_rfc3339(),
+            retry_in: None,
+        }
+    }
+}
+
+fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SupervisorError {
+    #[error("no pipeline named `{0}`")]
+    NotFound(String),
+    #[error("pipeline `{0}` is invalid: {1}")]
+    Invalid(String, String),
+    #[error("pipeline `{0}` is shutting down")]
+    Gone(String),
+}
+
+/// Timing knobs; the defaults suit a service, tests shorten them.
+#[derive(Debug, Clone)]
+pub struct SupervisorConfig {
+    /// How long a stop waits for end-of-stream to drain (so files are finalized).
+    pub eos_timeout: Duration,
+    /// How long a start may take to reach PLAYING before it counts as failed.
+    pub start_timeout: Duration,
+    /// Playing this long resets the backoff to its initial delay.
+    pub stable_after: Duration,
+}
+
+impl Default for SupervisorConfig {
+    fn default() -> Self {
+        SupervisorConfig {
+            eos_timeout: Duration::from_secs(5),
+            start_timeout: Duration::from_secs(30),
+            stable_after: Duration::from_secs(10),
+        }
+    }
+}
+
+enum Command {
+    Start(oneshot::Sender<()>),
+    Stop(oneshot::Sender<()>),
+    Restart(oneshot::Sender<()>),
+    Shutdown,
+}
+
+struct Entry {
+    status: watch::Receiver<Status>,
+    /// None for invalid files: there is nothing to run.
+    commands: Option<mpsc::Sender<Command>>,
+    task: Option<JoinHandle<()>>,
+}
+
+/// All named pipelines of a service.
+pub struct Supervisor {
+    config: SupervisorConfig,
+    entries: RwLock<BTreeMap<String, Entry>>,
+}
+
+impl Supervisor {
+    pub fn new(config: SupervisorConfig) -> Arc<Supervisor> {
+        Arc::new(Supervisor {
+            config,
+            entries: RwLock::new(BTreeMap::new()),
+        })
+    }
+
+    /// Loads every `*.toml` in `dir`. Invalid files are listed as invalid; they never keep the
+    /// others from running.
+    pub fn load_dir(&self, dir: &Path) -> std::io::Result<()> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+            .collect();
+        files.sort();
+        for file in files {
+            self.add_file(&file);
+        }
+        Ok(())
+    }
+
+    /// Validates `path` and adds it; it starts at once if it is valid and has `autostart`.
+    pub fn add_file(&self, path: &Path) -> Status {
+        let loaded = description::load(path);
+        let name = match &loaded {
+            Ok(d) => d.name.clone(),
+            Err(_) => path
+                .file_stem()
+                .map(|s| s.to_string_lossy().to_string())
+                .unwrap_or_else(|| path.display().to_string()),
+        };
+        match loaded {
+            Ok(desc) => self.add(desc),
+            Err(diags) => self.add_invalid(&name, path, &diags),
+        }
+    }
+
+    fn add_invalid(&self, name: &str, path: &Path, diags: &Diagnostics) -> Status {
+        tracing::error!("{diags}");
+        let mut status = Status::new(name, path);
+        status.state = State::Invalid;
+        status.error = Some(diags.to_string());
+        let (_tx, rx) = watch::channel(status.clone());
+        self.insert(
+            name,
+            Entry {
+                status: rx,
+                commands: None,
+                task: None,
+            },
+        );
+        status
+    }
+
+    /// Adds a validated description and spawns the task that owns it.
+    pub fn add(&self, desc: Description) -> Status {
+        let mut status = Status::new(&desc.name, &desc.path);
+        status.form = Some(desc.form_name().to_string());
+        status.description = desc.options.description.clone();
+        status.autostart = desc.options.autostart;
+        status.restart_policy = Some(desc.options.restart);
+        let (status_tx, status_rx) = watch::channel(status.clone());
+        let (cmd_tx, cmd_rx) = mpsc::channel(16);
+        let name = desc.name.clone();
+        let runner = Runner {
+            desc,
+            config: self.config.clone(),
+            status: status_tx,
+            failures: 0,
+        };
+        let task = tokio::spawn(runner.run(cmd_rx));
+        self.insert(
+            &name,
+            Entry {
+                status: status_rx,
+                commands: Some(cmd_tx),
+                task: Some(task),
+            },
+        );
+        status
+    }
+
+    fn insert(&self, name: &str, entry: Entry) {
+        let old = match self.entries.write() {
+            Ok(mut map) => map.insert(name.to_string(), entry),
+            Err(poisoned) => poisoned.into_inner().insert(name.to_string(), entry),
+        };
+        if let Some(Entry {
+            commands: Some(tx), ..
+        }) = old
+        {
+            let _ = tx.try_send(Command::Shutdown);
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Entry>> {
+        // A panic elsewhere while holding the lock must not take the API down with it.
+        self.entries.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn list(&self) -> Vec<Status> {
+        self.read()
+            .values()
+            .map(|e| e.status.borrow().clone())
+            .collect()
+    }
+
+    pub fn get(&self, name: &str) -> Option<Status> {
+        self.read().get(name).map(|e| e.status.borrow().clone())
+    }
+
+    /// Follows a pipeline's status changes.
+    pub fn subscribe(&self, name: &str) -> Option<watch::Receiver<Status>> {
+        self.read().get(name).map(|e| e.status.clone())
+    }
+
+    fn sender(&self, name: &str) -> Result<mpsc::Sender<Command>, SupervisorError> {
+        let map = self.read();
+        let entry = map
+            .get(name)
+            .ok_or_else(|| SupervisorError::NotFound(name.to_string()))?;
+        entry.commands.clone().ok_or_else(|| {
+            let error = entry.status.borrow().error.clone().unwrap_or_default();
+            SupervisorError::Invalid(name.to_string(), error)
+        })
+    }
+
+    async fn command(
+        &self,
+        name: &str,
+        make: fn(oneshot::Sender<()>) -> Command,
+    ) -> Result<Status, SupervisorError> {
+        let tx = self.sender(name)?;
+        let (done_tx, done_rx) = oneshot::channel();
+        tx.send(make(done_tx))
+            .await
+            .map_err(|_| SupervisorError::Gone(name.to_string()))?;
+        let _ = done_rx.await;
+        self.get(name)
+            .ok_or_else(|| SupervisorError::NotFound(name.to_string()))
+    }
+
+    /// Starts a stopped or failed pipeline; returns once the start has been attempted.
+    pub async fn start(&self, name: &str) -> Result<Status, SupervisorError> {
+        self.command(name, Command::Start).await
+    }
+
+    /// Stops a pipeline cleanly (end-of-stream first, so files are finalized).
+    pub async fn stop(&self, name: &str) -> Result<Status, SupervisorError> {
+        self.command(name, Command::Stop).await
+    }
+
+    pub async fn restart(&self, name: &str) -> Result<Status, SupervisorError> {
+        self.command(name, Command::Restart).await
+    }
+
+    /// Stops every pipeline cleanly, in parallel, and waits for them (bounded).
+    pub async fn shutdown(&self) {
+        let tasks: Vec<(mpsc::Sender<Command>, JoinHandle<()>)> = {
+            let mut map = self.entries.write().unwrap_or_else(|p| p.into_inner());
+            map.values_mut()
+                .filter_map(|e| Some((e.commands.clone()?, e.task.take()?)))
+                .collect()
+        };
+        for (tx, _) in &tasks {
+            let _ = tx.send(Command::Shutdown).await;
+        }
+        let bound = self.config.eos_timeout + Duration::from_secs(5);
+        for (_, task) in tasks {
+            if tokio::time::timeout(bound, task).await.is_err() {
+                tracing::warn!("a pipeline did not stop within {bound:?}");
+            }
+        }
+    }
+}
+
+/// How a run of the pipeline ended.
+enum Ended {
+    Error {
+        message: String,
+        detail: Option<String>,
+    },
+    Eos,
+    Stopped(oneshot::Sender<()>),
+    RestartRequested(oneshot::Sender<()>),
+    Shutdown,
+}
+
+/// The task that owns one pipeline.
+struct Runner {
+    desc: Description,
+    config: SupervisorConfig,
+    status: watch::Sender<Status>,
+    /// Consecutive failures, for the backoff.
+    failures: u32,
+}
+
+/// A pipeline that is running, with its bus.
+struct Active {
+    pipeline: gst::Pipeline,
+    bus: gst::bus::BusStream,
+    plan: Plan,
+}
+
+impl Runner {
+    fn name(&self) -> &str {
+        &self.desc.name
+    }
+
+    fn set_state(&self, state: State, error: Option<(String, Option<String>)>) {
+        let name = self.name().to_string();
+        match (&state, &error) {
+            (_, Some((e, _))) => tracing::error!("{name}: {} — {e}", state.as_str()),
+            _ => tracing::info!("{name}: {}", state.as_str()),
+        }
+        self.status.send_modify(|s| {
+            s.state = state;
+            s.since = now_rfc3339();
+            s.retry_in = None;
+            if let Some((message, detail)) = error {
+                s.error = Some(message);
+                s.error_detail = detail;
+            } else if state == State::Playing {
+                s.error = None;
+                s.error_detail = None;
+            }
+        });
+    }
+
+    async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        let mut start_now = self.desc.options.autostart;
+        let mut retry_at: Option<Instant> = None;
+        let mut pending_ack: Option<oneshot::Sender<()>> = None;
+        loop {
+            if start_now {
+                start_now = false;
+                retry_at = None;
+                let result = self.start().await;
+                if let Some(ack) = pending_ack.take() {
+                    let _ = ack.send(());
+                }
+                let ended = match result {
+                    Ok(active) => self.watch(active, &mut commands).await,
+                    Err((message, detail)) => Ended::Error { message, detail },
+                };
+                match ended {
+                    Ended::Shutdown => return,
+                    Ended::Stopped(ack) => {
+                        self.set_state(State::Stopped, None);
+                        let _ = ack.send(());
+                    }
+                    Ended::RestartRequested(ack) => {
+                        start_now = true;
+                        pending_ack = Some(ack);
+                    }
+                    Ended::Eos => {
+                        if self.desc.options.restart == RestartPolicy::Always {
+                            retry_at = Some(self.schedule_retry(None));
+                        } else {
+                            self.set_state(State::Stopped, None);
+                        }
+                    }
+                    Ended::Error { message, detail } => {
+                        self.failures += 1;
+                        let error = Some((message, detail));
+                        if self.desc.options.restart == RestartPolicy::Never {
+                            self.set_state(State::Failed, error);
+                        } else {
+                            retry_at = Some(self.schedule_retry(error));
+                        }
+                    }
+                }
+                continue;
+            }
+            // Idle (stopped/failed) or waiting to retry.
+            let sleep = async {
+                match retry_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                cmd = commands.recv() => match cmd {
+                    None | Some(Command::Shutdown) => return,
+                    Some(Command::Start(ack)) | Some(Command::Restart(ack)) => {
+                        self.failures = 0;
+                        start_now = true;
+                        pending_ack = Some(ack);
+                    }
+                    Some(Command::Stop(ack)) => {
+                        if retry_at.take().is_some() {
+                            self.set_state(State::Stopped, None);
+                        }
+                        let _ = ack.send(());
+                    }
+                },
+                _ = sleep => {
+                    self.status.send_modify(|s| s.restarts += 1);
+                    tracing::info!("{}: restarting (attempt {})", self.name(), self.failures);
+                    start_now = true;
+                }
+            }
+        }
+    }
+
+    /// Marks the pipeline failed (or stopped after EOS) and returns when to restart it.
+    fn schedule_retry(&self, error: Option<(String, Option<String>)>) -> Instant {
+        let delay = self.desc.options.backoff.delay(self.failures.max(1));
+        let state = if error.is_some() {
+            State::Failed
+        } else {
+            State::Stopped
+        };
+        self.set_state(state, error);
+        tracing::info!(
+            "{}: restarting in {:.1} s",
+            self.name(),
+            delay.as_secs_f64()
+        );
+        self.status
+            .send_modify(|s| s.retry_in = Some(delay.as_secs_f64()));
+        Instant::now() + delay
+    }
+
+    /// Plans, builds and sets the pipeline to PLAYING.
+    async fn start(&mut self) -> Result<Active, (String, Option<String>)> {
+        self.set_state(State::Starting, None);
+        let desc = self.desc.clone();
+        let built = tokio::task::spawn_blocking(move || -> Result<_, (String, Option<String>)> {
+            let plan = assemble::plan(&desc).map_err(|d| (d.to_string(), None))?;
+            let pipeline = plan.build().map_err(|e| (e, None))?;
+            let bus = pipeline
+                .bus()
+                .ok_or_else(|| ("the pipeline has no bus".to_string(), None))?;
+            // Subscribe before starting so no message is missed.
+            let mut stream = bus.stream();
+            if pipeline.set_state(gst::State::Playing).is_err() {
+                let error = first_error(&mut stream).unwrap_or_else(|| {
+                    (
+                        "the pipeline refused to start (state change failed)".to_string(),
+                        None,
+                    )
+                });
+                let _ = pipeline.set_state(gst::State::Null);
+                return Err(error);
+            }
+            Ok(Active {
+                pipeline,
+                bus: stream,
+                plan,
+            })
+        })
+        .await
+        .map_err(|e| (format!("pipeline start panicked: {e}"), None))??;
+
+        let plan = &built.plan;
+        for (role, element) in &plan.chosen {
+            tracing::info!("{}: {role}: {element}", self.name());
+        }
+        self.status.send_modify(|s| {
+            s.source = Some(plan.source.clone());
+            s.outputs = plan.outputs.clone();
+            s.launch = Some(plan.launch.clone());
+            s.chosen = plan
+                .chosen
+                .iter()
+                .map(|(role, element)| Choice {
+                    role: role.to_string(),
+                    element: element.clone(),
+                })
+                .collect();
+        });
+        Ok(built)
+    }
+
+    /// Follows a running pipeline until it ends or is told to stop.
+    async fn watch(&mut self, mut active: Active, commands: &mut mpsc::Receiver<Command>) -> Ended {
+        let started = Instant::now();
+        let mut playing_since: Option<Instant> = None;
+        let mut looped = false;
+        let start_deadline = tokio::time::sleep(self.config.start_timeout);
+        tokio::pin!(start_deadline);
+        let ended = loop {
+            tokio::select! {
+                msg = active.bus.next() => {
+                    let Some(msg) = msg else {
+                        break Ended::Error { message: "the pipeline's bus closed".into(), detail: None };
+                    };
+                    use gst::MessageView;
+                    match msg.view() {
+                        MessageView::Error(err) => {
+                            break Ended::Error {
+                                message: describe_error(&msg, &err.error()),
+                                detail: err.debug().map(|d| d.to_string()),
+                            };
+                        }
+                        MessageView::Eos(_) => break Ended::Eos,
+                        MessageView::Warning(w) => {
+                            tracing::warn!("{}: {}", self.name(), describe_error(&msg, &w.error()));
+                        }
+                        MessageView::StateChanged(sc)
+                            if msg.src() == Some(active.pipeline.upcast_ref::<gst::Object>())
+                                && sc.current() == gst::State::Playing
+                                && playing_since.is_none() =>
+                        {
+                            playing_since = Some(Instant::now());
+                            self.set_state(State::Playing, None);
+                            if active.plan.looping && !looped {
+                                looped = true;
+                                // A segment seek makes the source post SEGMENT_DONE instead of
+                                // EOS at the end, so playback can continue seamlessly.
+                                let _ = active.pipeline.seek(
+                                    1.0,
+                                    gst::SeekFlags::FLUSH | gst::SeekFlags::SEGMENT,
+                                    gst::SeekType::Set,
+                                    gst::ClockTime::ZERO,
+                                    gst::SeekType::None,
+                                    gst::ClockTime::NONE,
+                                );
+                            }
+                        }
+                        MessageView::SegmentDone(_) => {
+                            let _ = active.pipeline.seek(
+                                1.0,
+                                gst::SeekFlags::SEGMENT,
+                                gst::SeekType::Set,
+                                gst::ClockTime::ZERO,
+                                gst::SeekType::None,
+                                gst::ClockTime::NONE,
+                            );
+                        }
+                        _ => {}
+                    }
+                }
+                cmd = commands.recv() => match cmd {
+                    Some(Command::Start(ack)) => { let _ = ack.send(()); }
+                    Some(Command::Stop(ack)) => { self.drain(&mut active).await; break Ended::Stopped(ack); }
+                    Some(Command::Restart(ack)) => { self.drain(&mut active).await; break Ended::RestartRequested(ack); }
+                    Some(Command::Shutdown) | None => { self.drain(&mut active).await; break Ended::Shutdown; }
+                },
+                _ = &mut start_deadline, if playing_since.is_none() => {
+                    break Ended::Error {
+                        message: format!(
+                            "did not reach PLAYING within {} s (source unreachable or not producing data?)",
+                            self.config.start_timeout.as_secs()
+                        ),
+                        detail: None,
+                    };
+                }
+            }
+        };
+        if playing_since.is_some_and(|t| t.elapsed() >= self.config.stable_after) {
+            self.failures = 0;
+        }
+        let _ = started;
+        teardown(active.pipeline).await;
+        ended
+    }
+
+    /// Sends end-of-stream and waits (bounded) until it has drained through every sink, so
+    /// muxers write their indexes and files are complete.
+    async fn drain(&self, active: &mut Active) {
+        active.pipeline.send_event(gst::event::Eos::new());
+        let wait = async {
+            while let Some(msg) = active.bus.next().await {
+                match msg.view() {
+                    gst::MessageView::Eos(_) => return,
+                    gst::MessageView::Error(e) => {
+                        tracing::warn!("{}: error while stopping: {}", self.name(), e.error());
+                        return;
+                    }
+                    _ => {}
+                }
+            }
+        };
+        if tokio::time::timeout(self.config.eos_timeout, wait)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "{}: end-of-stream did not drain within {} s; stopping anyway",
+                self.name(),
+                self.config.eos_timeout.as_secs()
+            );
+        }
+    }
+}
+
+/// Sets the pipeline to NULL off the async threads and drops it.
+async fn teardown(pipeline: gst::Pipeline) {
+    let _ = tokio::task::spawn_blocking(move || {
+        let _ = pipeline.set_state(gst::State::Null);
+    })
+    .await;
+}
+
+/// "element-path: message", e.g. "/tcp-test/out0_sink: Could not open resource".
+fn describe_error(msg: &gst::Message, error: &glib::Error) -> String {
+    match msg.src() {
+        Some(src) => format!("{}: {}", element_path(src), error.message()),
+        None => error.message().to_string(),
+    }
+}
+
+/// `/pipeline/bin/element`: the names from the top-level pipeline down.
+fn element_path(obj: &gst::Object) -> String {
+    let mut names = vec![obj.name().to_string()];
+    let mut parent = obj.parent();
+    while let Some(p) = parent {
+        names.push(p.name().to_string());
+        parent = p.parent();
+    }
+    names.reverse();
+    format!("/{}", names.join("/"))
+}
+
+fn first_error(stream: &mut gst::bus::BusStream) -> Option<(String, Option<String>)> {
+    while let Some(Some(msg)) = stream.next().now_or_never() {
+        if let gst::MessageView::Error(err) = msg.view() {
+            return Some((
+                describe_error(&msg, &err.error()),
+                err.debug().map(|d| d.to_string()),
+            ));
+        }
+    }
+    None
+}
