@@ -49,6 +49,14 @@ pub struct Choice {
     pub element: String,
 }
 
+/// An error as it happened: message (element path first), debug string and time (RFC 3339).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct LastError {
+    pub message: String,
+    pub detail: Option<String>,
+    pub at: String,
+}
+
 /// What the API and CLI show about one pipeline.
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct Status {
@@ -58,6 +66,8 @@ pub struct Status {
     pub error: Option<String>,
     /// GStreamer's debug string for that error, when it gave one.
     pub error_detail: Option<String>,
+    /// The most recent error, kept after a restart brings the pipeline back.
+    pub last_error: Option<LastError>,
     /// Automatic restarts since the service started.
     pub restarts: u32,
     /// "raw" or "structured"; null when the file is invalid.
@@ -84,6 +94,7 @@ impl Status {
             state: State::Stopped,
             error: None,
             error_detail: None,
+            last_error: None,
             restarts: 0,
             form: None,
             source: None,
@@ -376,6 +387,11 @@ impl Runner {
             s.since = now_rfc3339();
             s.retry_in = None;
             if let Some((message, detail)) = error {
+                s.last_error = Some(LastError {
+                    message: message.clone(),
+                    detail: detail.clone(),
+                    at: s.since.clone(),
+                });
                 s.error = Some(message);
                 s.error_detail = detail;
             } else if state == State::Playing {

@@ -1,0 +1,217 @@
+//! `mediaweave check` reports each kind of bad description file as `FILE:LINE:COL: message`
+//! at the offending key or value, and exits 1.
+
+mod common;
+use common::*;
+use std::path::Path;
+
+/// Runs `mediaweave check FILE` on `text`; returns (exit code, stderr, file path).
+fn check(name: &str, text: &str) -> (i32, String, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write_pipeline(dir.path(), name, text);
+    let out = std::process::Command::new(bin())
+        .arg("check")
+        .arg(&path)
+        .output()
+        .expect("run mediaweave check");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+        path.display().to_string(),
+    )
+}
+
+fn assert_error(name: &str, text: &str, line_col: &str, message: &str) {
+    let (code, stderr, path) = check(name, text);
+    assert_eq!(code, 1, "check must exit 1 for {name}; stderr: {stderr}");
+    let expected = format!("{path}:{line_col}: {message}");
+    assert!(
+        stderr.lines().any(|l| l.starts_with(&expected)),
+        "expected a line starting with\n  {expected}\ngot:\n{stderr}"
+    );
+}
+
+#[test]
+fn toml_syntax_error() {
+    assert_error(
+        "syntax",
+        "description = \"x\"\n[source\nkind = \"test\"\n",
+        "2:8",
+        "unclosed table, expected `]`",
+    );
+}
+
+#[test]
+fn unknown_key_with_suggestion() {
+    assert_error(
+        "unknown-key",
+        "[source]\nkind = \"test\"\nwidht = 640\n\n[[output]]\nkind = \"tcp\"\nport = 5000\n",
+        "3:1",
+        "unknown key `widht`; did you mean `width`?",
+    );
+}
+
+#[test]
+fn unknown_top_level_key() {
+    assert_error(
+        "unknown-top",
+        "lauch = \"videotestsrc ! fakesink\"\n",
+        "1:1",
+        "unknown key `lauch`; did you mean `launch`?",
+    );
+}
+
+#[test]
+fn wrong_type() {
+    assert_error(
+        "wrong-type",
+        "[source]\nkind = \"test\"\nwidth = \"wide\"\n\n[[output]]\nkind = \"tcp\"\nport = 5000\n",
+        "3:9",
+        "invalid type: string \"wide\", expected u32",
+    );
+}
+
+#[test]
+fn unknown_element_in_launch_suggests_nearest() {
+    assert_error(
+        "unknown-element",
+        "# raw form\nlaunch = \"videotestsrc ! x264enk ! fakesink\"\n",
+        "2:26",
+        "no element `x264enk`; did you mean `x264enc`?",
+    );
+}
+
+#[test]
+fn unknown_encoder_element_in_structured_form() {
+    assert_error(
+        "unknown-encoder",
+        "[source]\nkind = \"test\"\n\n[encode]\nencoder = \"x264enk\"\n\n[[output]]\nkind = \"tcp\"\nport = 5000\n",
+        "5:11",
+        "no element `x264enk`; did you mean `x264enc`?",
+    );
+}
+
+#[test]
+fn launch_that_does_not_parse() {
+    assert_error(
+        "bad-launch",
+        "launch = \"videotestsrc ! ! fakesink\"\n",
+        "1:10",
+        "`launch` does not parse: syntax error",
+    );
+}
+
+#[test]
+fn unknown_property_in_launch() {
+    assert_error(
+        "bad-property",
+        "launch = \"videotestsrc patern=ball ! fakesink\"\n",
+        "1:24",
+        "in `launch`: no property \"patern\" in element \"videotestsrc\"",
+    );
+}
+
+#[test]
+fn missing_plugin_names_the_debian_package() {
+    // Elements Debian packages ship but this test setup does not install.
+    let candidates = [
+        ("pipewiresrc", "gstreamer1.0-pipewire"),
+        ("rtspclientsink", "gstreamer1.0-rtsp"),
+        ("gtksink", "gstreamer1.0-gtk3"),
+        ("wpesrc", "gstreamer1.0-wpe"),
+        ("qmlglsink", "gstreamer1.0-qt5"),
+    ];
+    gst::init().expect("gstreamer");
+    let (element, package) = candidates
+        .iter()
+        .find(|(e, _)| gst::ElementFactory::find(e).is_none())
+        .expect("every candidate element is installed; pick one that is not");
+    assert_error(
+        "missing-plugin",
+        &format!("launch = \"{element} ! fakesink\"\n"),
+        "1:11",
+        &format!(
+            "element `{element}` is not installed: it is in the Debian package {package} (apt-get install {package})"
+        ),
+    );
+}
+
+#[test]
+fn camera_device_that_does_not_exist() {
+    let device = "/dev/video-mediaweave-none";
+    assert!(!Path::new(device).exists());
+    assert_error(
+        "no-camera",
+        &format!(
+            "[source]\nkind = \"camera\"\ndevice = \"{device}\"\n\n[[output]]\nkind = \"tcp\"\nport = 5000\n"
+        ),
+        "3:10",
+        &format!("camera device `{device}` does not exist"),
+    );
+}
+
+#[test]
+fn unknown_source_kind() {
+    assert_error(
+        "bad-kind",
+        "[source]\nkind = \"tset\"\n\n[[output]]\nkind = \"tcp\"\nport = 5000\n",
+        "2:8",
+        "unknown source kind `tset` (expected one of camera, test, file, uri, tcp); did you mean `test`?",
+    );
+}
+
+#[test]
+fn output_that_cannot_carry_the_codec() {
+    assert_error(
+        "bad-codec",
+        "[source]\nkind = \"test\"\n\n[encode]\ncodec = \"vp8\"\n\n[[output]]\nkind = \"tcp\"\nport = 5000\n",
+        "7:1",
+        "tcp output cannot carry vp8 video (MPEG-TS cannot)",
+    );
+}
+
+#[test]
+fn good_files_pass_and_show_the_chosen_encoder() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write_pipeline(
+        dir.path(),
+        "good",
+        "[source]\nkind = \"test\"\n\n[[output]]\nkind = \"tcp\"\nport = 5000\n",
+    );
+    let out = std::process::Command::new(bin())
+        .arg("check")
+        .arg(&path)
+        .output()
+        .expect("run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("ok (structured: test 1280x720@30 → tcp://127.0.0.1:5000)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("video encoder: x264enc (software)"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn shipped_pipelines_are_valid_except_the_missing_camera() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines");
+    for name in ["test-pattern", "tcp-test", "raw-example"] {
+        let out = std::process::Command::new(bin())
+            .arg("check")
+            .arg(dir.join(format!("{name}.toml")))
+            .output()
+            .expect("run");
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

@@ -1,0 +1,260 @@
+//! Helpers shared by the integration tests: a server on a free port, real clients (ffprobe,
+//! a GStreamer decoder, HTTP), and polling with deadlines.
+#![allow(dead_code)]
+
+use mediaweave::server::{Server, ServerConfig};
+use mediaweave::supervisor::SupervisorConfig;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_mediaweave")
+}
+
+/// A TCP port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port on loopback")
+}
+
+/// Writes `pipelines/NAME.toml` under `dir` and returns its path.
+pub fn write_pipeline(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, text).expect("write description");
+    path
+}
+
+/// A server running in-process on its own runtime, on a free port.
+pub struct TestServer {
+    pub rt: tokio::runtime::Runtime,
+    pub server: Option<Server>,
+    pub base: String,
+}
+
+impl TestServer {
+    pub fn start(dir: &Path) -> TestServer {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let config = ServerConfig {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            pipelines_dir: dir.to_path_buf(),
+            supervisor: SupervisorConfig {
+                eos_timeout: Duration::from_secs(3),
+                ..SupervisorConfig::default()
+            },
+        };
+        let server = rt.block_on(Server::start(config)).expect("server starts");
+        let base = format!("http://{}", server.addr);
+        TestServer {
+            rt,
+            server: Some(server),
+            base,
+        }
+    }
+
+    pub fn shutdown(mut self) {
+        if let Some(server) = self.server.take() {
+            self.rt.block_on(server.shutdown());
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.take() {
+            self.rt.block_on(server.shutdown());
+        }
+    }
+}
+
+/// An HTTP response: status and parsed JSON body.
+pub struct Reply {
+    pub status: u16,
+    pub json: serde_json::Value,
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(20)))
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+pub fn get(url: &str) -> Reply {
+    let mut r = agent().get(url).call().expect("GET");
+    Reply {
+        status: r.status().as_u16(),
+        json: r.body_mut().read_json().unwrap_or(serde_json::Value::Null),
+    }
+}
+
+pub fn post(url: &str) -> Reply {
+    let mut r = agent().post(url).send_empty().expect("POST");
+    Reply {
+        status: r.status().as_u16(),
+        json: r.body_mut().read_json().unwrap_or(serde_json::Value::Null),
+    }
+}
+
+/// Polls `f` until it returns Some, or panics with `what` after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Waits until the API reports `state` for pipeline `name`, returning its status.
+pub fn wait_state(base: &str, name: &str, state: &str) -> serde_json::Value {
+    wait_for(
+        &format!("{name} to be {state}"),
+        Duration::from_secs(30),
+        || {
+            let r = get(&format!("{base}/api/pipelines/{name}"));
+            (r.json["state"] == state).then_some(r.json)
+        },
+    )
+}
+
+/// Decodes H.264 video from an MPEG-TS TCP stream with a real GStreamer client
+/// (tcpclientsrc ! tsdemux ! h264parse ! avdec_h264 ! appsink) until `frames` frames arrived.
+/// Returns the (width, height) of each decoded frame.
+pub fn gst_decode_tcp(port: u16, frames: usize) -> Result<Vec<(i32, i32)>, String> {
+    gst::init().map_err(|e| e.to_string())?;
+    use gst::prelude::*;
+    let launch = format!(
+        "tcpclientsrc host=127.0.0.1 port={port} ! tsdemux ! h264parse ! avdec_h264 ! videoconvert ! appsink name=sink sync=false"
+    );
+    let pipeline = gst::parse::launch(&launch)
+        .map_err(|e| e.to_string())?
+        .downcast::<gst::Pipeline>()
+        .map_err(|_| "not a pipeline".to_string())?;
+    let sink = pipeline
+        .by_name("sink")
+        .and_then(|s| s.downcast::<gst_app::AppSink>().ok())
+        .ok_or("no appsink")?;
+    pipeline
+        .set_state(gst::State::Playing)
+        .map_err(|e| format!("client cannot start: {e}"))?;
+    let mut sizes = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sizes.len() < frames && Instant::now() < deadline {
+        if let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_seconds(1)) {
+            let s = sample
+                .caps()
+                .and_then(|c| c.structure(0).map(|s| s.to_owned()));
+            let w = s
+                .as_ref()
+                .and_then(|s| s.get::<i32>("width").ok())
+                .unwrap_or(0);
+            let h = s
+                .as_ref()
+                .and_then(|s| s.get::<i32>("height").ok())
+                .unwrap_or(0);
+            sizes.push((w, h));
+        } else if sink.is_eos() {
+            break;
+        }
+    }
+    let _ = pipeline.set_state(gst::State::Null);
+    Ok(sizes)
+}
+
+/// Runs a command with a time limit (via coreutils `timeout`), capturing its output.
+pub fn run_limited(secs: u32, program: &str, args: &[&str]) -> Output {
+    Command::new("timeout")
+        .arg(secs.to_string())
+        .arg(program)
+        .args(args)
+        .output()
+        .expect("run command")
+}
+
+/// What ffprobe reads of a stream or file: per stream (codec_type, codec, width, height,
+/// frames decoded), plus the container duration when known.
+#[derive(Debug, Default)]
+pub struct Probe {
+    pub streams: Vec<ProbeStream>,
+    pub duration: Option<f64>,
+}
+
+#[derive(Debug)]
+pub struct ProbeStream {
+    pub kind: String,
+    pub codec: String,
+    pub width: i64,
+    pub height: i64,
+    pub frames: i64,
+}
+
+impl Probe {
+    pub fn video(&self) -> Option<&ProbeStream> {
+        self.streams.iter().find(|s| s.kind == "video")
+    }
+    pub fn audio(&self) -> Option<&ProbeStream> {
+        self.streams.iter().find(|s| s.kind == "audio")
+    }
+}
+
+/// ffprobe with `-count_frames`: decodes every frame of a file, or the first `seconds` of a
+/// live URL.
+pub fn ffprobe(input: &str, seconds: Option<u32>) -> Result<Probe, String> {
+    let interval = seconds.map(|s| format!("%+{s}"));
+    let mut args = vec!["-v", "error", "-count_frames"];
+    if let Some(i) = &interval {
+        args.extend(["-read_intervals", i.as_str()]);
+    }
+    args.extend([
+        "-show_entries",
+        "stream=codec_type,codec_name,width,height,nb_read_frames:format=duration",
+        "-of",
+        "json",
+        input,
+    ]);
+    let out = run_limited(40, "ffprobe", &args);
+    if !out.status.success() {
+        return Err(format!(
+            "ffprobe {input} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let json: serde_json::Value =
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("ffprobe output: {e}"))?;
+    let num = |v: &serde_json::Value| -> i64 {
+        v.as_i64()
+            .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+            .unwrap_or(0)
+    };
+    let streams = json["streams"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|s| ProbeStream {
+            kind: s["codec_type"].as_str().unwrap_or_default().to_string(),
+            codec: s["codec_name"].as_str().unwrap_or_default().to_string(),
+            width: num(&s["width"]),
+            height: num(&s["height"]),
+            frames: num(&s["nb_read_frames"]),
+        })
+        .collect();
+    let duration = json["format"]["duration"]
+        .as_str()
+        .and_then(|d| d.parse().ok());
+    Ok(Probe { streams, duration })
+}

@@ -1,0 +1,81 @@
+//! A pipeline whose element errors mid-run is marked failed with the element's path and
+//! message, then restarted with exponentially growing delays up to the maximum.
+
+mod common;
+use common::*;
+use std::time::Duration;
+
+#[test]
+fn erroring_pipeline_restarts_with_exponential_backoff() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // identity error-after=N posts a real ERROR after N buffers: a source failing mid-run.
+    write_pipeline(
+        dir.path(),
+        "flaky",
+        r#"
+restart = "on-failure"
+backoff = { initial = "200ms", max = "800ms" }
+launch = "videotestsrc is-live=true ! video/x-raw,width=160,height=120,framerate=30/1 ! identity name=breaker error-after=10 ! fakesink"
+"#,
+    );
+    let server = TestServer::start(dir.path());
+    let sup = server.server.as_ref().expect("server").supervisor.clone();
+    let mut rx = sup.subscribe("flaky").expect("pipeline exists");
+
+    // Follow every status change: which states it passes through, and the delays announced.
+    let (states, delays, error) = server.rt.block_on(async move {
+        let mut states = Vec::new();
+        let mut delays = Vec::new();
+        let mut error = None;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while delays.len() < 5 {
+            let s = rx.borrow_and_update().clone();
+            if states.last() != Some(&s.state) {
+                states.push(s.state);
+            }
+            if let Some(d) = s.retry_in {
+                if delays.last() != Some(&d) || s.state == mediaweave::supervisor::State::Failed {
+                    delays.push(d);
+                }
+                error = s.error.clone();
+            }
+            if tokio::time::timeout_at(deadline, rx.changed())
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        (states, delays, error)
+    });
+    use mediaweave::supervisor::State::*;
+    assert!(
+        states.windows(3).any(|w| w == [Starting, Playing, Failed]),
+        "states: {states:?}"
+    );
+    let error = error.expect("an error was recorded");
+    assert!(
+        error.contains("/flaky/breaker"),
+        "error names the element path: {error}"
+    );
+    // Delays double from 0.2 s and stop at the 0.8 s maximum.
+    let mut distinct = delays.clone();
+    distinct.dedup();
+    assert_eq!(&distinct[..3], &[0.2, 0.4, 0.8], "delays: {delays:?}");
+
+    let status = get(&format!("{}/api/pipelines/flaky", server.base)).json;
+    assert!(status["restarts"].as_u64().unwrap_or(0) >= 3, "{status}");
+    let last = &status["last_error"];
+    assert!(
+        last["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("/flaky/breaker"),
+        "the last error stays visible after the restart: {status}"
+    );
+    assert!(
+        last["detail"].as_str().is_some(),
+        "the GStreamer debug string is kept: {status}"
+    );
+    server.shutdown();
+}
