@@ -634,7 +634,7 @@ impl Runner {
     /// Sends end-of-stream and waits (bounded) until it has drained through every sink, so
     /// muxers write their indexes and files are complete.
     async fn drain(&self, active: &mut Active) {
-        active.pipeline.send_event(gst::event::Eos::new());
+        active.plan.send_eos(&active.pipeline);
         let wait = async {
             while let Some(msg) = active.bus.next().await {
                 match msg.view() {

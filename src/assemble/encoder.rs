@@ -162,6 +162,10 @@ fn tuning(factory: &str, kbps: u64, bps: u64, gop: u64) -> Vec<(&'static str, St
             ("usage-profile", s("realtime")),
             ("cpu-used", s("10")),
             ("end-usage", s("cbr")),
+            // av1enc leaves both bounds at 0, and libaom's CBR rate control then aborts the
+            // process (assertion in rc_pick_q_and_bounds_no_stats_cbr): give it a real range.
+            ("min-quantizer", s("4")),
+            ("max-quantizer", s("56")),
             ("lag-in-frames", s("0")),
             ("keyframe-max-dist", gop.to_string()),
             ("threads", s("2")),

@@ -161,7 +161,7 @@ fn plan_structured(desc: &Description) -> Result<Plan, Diagnostic> {
                 "filesrc location={} ! decodebin name=decode",
                 quote(path)
             ));
-            decode_heads(&mut decode, f.audio);
+            decode = Some(DecodeLinks::video_only());
             // A file decodes as fast as the CPU allows: clocksync plays it at its own pace.
             "queue name=video_in ! clocksync".into()
         }
@@ -175,7 +175,7 @@ fn plan_structured(desc: &Description) -> Result<Plan, Diagnostic> {
                 ));
             }
             chains.push(format!("uridecodebin name=decode uri={}", quote(uri)));
-            decode_heads(&mut decode, u.audio);
+            decode = Some(DecodeLinks::video_only());
             if is_live_uri(uri) {
                 "queue name=video_in".into()
             } else {
@@ -189,7 +189,7 @@ fn plan_structured(desc: &Description) -> Result<Plan, Diagnostic> {
                 quote(&t.host),
                 t.port
             ));
-            decode_heads(&mut decode, t.audio);
+            decode = Some(DecodeLinks::video_only());
             "queue name=video_in".into()
         }
     };
@@ -310,12 +310,15 @@ fn plan_structured(desc: &Description) -> Result<Plan, Diagnostic> {
     })
 }
 
-fn decode_heads(decode: &mut Option<DecodeLinks>, _audio: bool) {
-    *decode = Some(DecodeLinks {
-        element: "decode".into(),
-        video_head: "video_in".into(),
-        audio_head: None,
-    });
+impl DecodeLinks {
+    /// The decodebin named `decode` feeding `video_in`; `audio_in` is added when audio is kept.
+    fn video_only() -> DecodeLinks {
+        DecodeLinks {
+            element: "decode".into(),
+            video_head: "video_in".into(),
+            audio_head: None,
+        }
+    }
 }
 
 /// Names every element of the assembled line that is not installed, with its Debian package.
@@ -526,6 +529,24 @@ impl Plan {
             wire_decode(&pipeline, links)?;
         }
         Ok(pipeline)
+    }
+}
+
+impl Plan {
+    /// Ends the stream so that every sink drains and finalizes. Sources behind a decodebin are
+    /// often read in pull mode by a demuxer, which ignores EOS sent to the source element, so
+    /// there EOS goes into the decoded branches instead.
+    pub fn send_eos(&self, pipeline: &gst::Pipeline) {
+        let Some(links) = &self.decode else {
+            pipeline.send_event(gst::event::Eos::new());
+            return;
+        };
+        let heads = [Some(&links.video_head), links.audio_head.as_ref()];
+        for head in heads.into_iter().flatten() {
+            if let Some(pad) = pipeline.by_name(head).and_then(|e| e.static_pad("sink")) {
+                pad.send_event(gst::event::Eos::new());
+            }
+        }
     }
 }
 
