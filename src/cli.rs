@@ -111,8 +111,10 @@ pub fn list(dir: &Path, server: &str) -> ExitCode {
                             .unwrap_or_else(|| "-".into()),
                     ),
                     Err(d) => {
+                        // Not runnable here and now (e.g. no camera): still say what it is.
                         errors.push(d.to_string());
-                        ("?".into(), "?".into(), "-".into())
+                        let (source, outputs) = describe_form(&desc);
+                        (source, outputs, "-".into())
                     }
                 };
                 let state = match live {
@@ -120,7 +122,10 @@ pub fn list(dir: &Path, server: &str) -> ExitCode {
                     None => "-".into(),
                 };
                 if let Some(err) = live.and_then(|s| s.error.clone()) {
-                    errors.push(format!("{name}: {err}"));
+                    // A failure the local check already printed is not repeated.
+                    if !errors.contains(&err) {
+                        errors.push(format!("{name}: {err}"));
+                    }
                 }
                 rows.push([
                     name,
@@ -144,6 +149,21 @@ pub fn list(dir: &Path, server: &str) -> ExitCode {
         println!("\n{e}");
     }
     ExitCode::SUCCESS
+}
+
+/// Source and outputs as written in the description, for when it cannot be planned.
+fn describe_form(desc: &Description) -> (String, String) {
+    match &desc.form {
+        description::Form::Structured(s) => (
+            s.source.value.summary(),
+            s.outputs
+                .iter()
+                .map(|o| o.value.summary())
+                .collect::<Vec<_>>()
+                .join(", "),
+        ),
+        description::Form::Raw(_) => ("?".into(), "?".into()),
+    }
 }
 
 fn fetch_statuses(server: &str) -> Result<Vec<Status>, String> {
@@ -266,9 +286,6 @@ fn print_state(s: &Status) {
                 .map(|r| format!(" (restarting in {r:.1} s)"))
                 .unwrap_or_default();
             println!("[{time}] {}: failed{retry}: {e}", s.name);
-            if let Some(detail) = &s.error_detail {
-                println!("           detail: {detail}");
-            }
         }
         _ => println!("[{time}] {}: {}", s.name, s.state.as_str()),
     }

@@ -54,15 +54,20 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // `run` prints its own line per state change; info logs would repeat them.
+    let default_filter = match cli.command {
+        Command::Run { .. } => "mediaweave=warn",
+        _ => "mediaweave=info",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "mediaweave=info".into()),
+                .unwrap_or_else(|_| default_filter.into()),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cli = Cli::parse();
     match cli.command {
         Command::Check { files } => mediaweave::cli::check(&files),
         Command::List { pipelines, server } => mediaweave::cli::list(&pipelines, &server),

@@ -377,6 +377,17 @@ impl Runner {
     }
 
     fn set_state(&self, state: State, error: Option<(String, Option<String>)>) {
+        self.set_state_retrying(state, error, None);
+    }
+
+    /// Publishes a state change in one update, with the delay of a scheduled restart if any, so
+    /// a watcher never sees "failed" without knowing a restart is coming.
+    fn set_state_retrying(
+        &self,
+        state: State,
+        error: Option<(String, Option<String>)>,
+        retry_in: Option<Duration>,
+    ) {
         let name = self.name().to_string();
         match (&state, &error) {
             (_, Some((e, _))) => tracing::error!("{name}: {} — {e}", state.as_str()),
@@ -385,7 +396,7 @@ impl Runner {
         self.status.send_modify(|s| {
             s.state = state;
             s.since = now_rfc3339();
-            s.retry_in = None;
+            s.retry_in = retry_in.map(|d| d.as_secs_f64());
             if let Some((message, detail)) = error {
                 s.last_error = Some(LastError {
                     message: message.clone(),
@@ -485,14 +496,12 @@ impl Runner {
         } else {
             State::Stopped
         };
-        self.set_state(state, error);
+        self.set_state_retrying(state, error, Some(delay));
         tracing::info!(
             "{}: restarting in {:.1} s",
             self.name(),
             delay.as_secs_f64()
         );
-        self.status
-            .send_modify(|s| s.retry_in = Some(delay.as_secs_f64()));
         Instant::now() + delay
     }
 
@@ -564,13 +573,13 @@ impl Runner {
                     match msg.view() {
                         MessageView::Error(err) => {
                             break Ended::Error {
-                                message: describe_error(&msg, &err.error()),
+                                message: describe_error(&msg, &err.error(), err.debug().as_deref()),
                                 detail: err.debug().map(|d| d.to_string()),
                             };
                         }
                         MessageView::Eos(_) => break Ended::Eos,
                         MessageView::Warning(w) => {
-                            tracing::warn!("{}: {}", self.name(), describe_error(&msg, &w.error()));
+                            tracing::warn!("{}: {}", self.name(), describe_error(&msg, &w.error(), w.debug().as_deref()));
                         }
                         MessageView::StateChanged(sc)
                             if msg.src() == Some(active.pipeline.upcast_ref::<gst::Object>())
@@ -668,11 +677,22 @@ async fn teardown(pipeline: gst::Pipeline) {
     .await;
 }
 
-/// "element-path: message", e.g. "/tcp-test/out0_sink: Could not open resource".
-fn describe_error(msg: &gst::Message, error: &glib::Error) -> String {
+/// "element-path: message: reason", e.g. "/tcp-test/out0_sink: Could not open resource for
+/// reading: Failed to bind on host '127.0.0.1:5000': ... Address already in use". GStreamer's
+/// message is often generic; the debug string's text after its source-location line usually
+/// holds the actual reason, so it is appended when there is one.
+fn describe_error(msg: &gst::Message, error: &glib::Error, debug: Option<&str>) -> String {
+    let mut text = error.message().trim_end_matches('.').to_string();
+    let reason = debug
+        .and_then(|d| d.split_once('\n').map(|(_, rest)| rest))
+        .map(|r| r.split_whitespace().collect::<Vec<_>>().join(" "))
+        .filter(|r| !r.is_empty() && !text.contains(r.as_str()));
+    if let Some(reason) = reason {
+        text = format!("{text}: {reason}");
+    }
     match msg.src() {
-        Some(src) => format!("{}: {}", element_path(src), error.message()),
-        None => error.message().to_string(),
+        Some(src) => format!("{}: {text}", element_path(src)),
+        None => text,
     }
 }
 
@@ -692,7 +712,7 @@ fn first_error(stream: &mut gst::bus::BusStream) -> Option<(String, Option<Strin
     while let Some(Some(msg)) = stream.next().now_or_never() {
         if let gst::MessageView::Error(err) = msg.view() {
             return Some((
-                describe_error(&msg, &err.error()),
+                describe_error(&msg, &err.error(), err.debug().as_deref()),
                 err.debug().map(|d| d.to_string()),
             ));
         }
