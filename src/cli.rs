@@ -99,6 +99,30 @@ pub fn list(dir: &Path, server: &str) -> ExitCode {
                     "invalid".into(),
                 ]);
             }
+            Ok(desc) if live.is_some() => {
+                // The server knows what runs; planning here would open the camera it holds.
+                let Some(s) = live else { continue };
+                if let Some(err) = &s.error {
+                    errors.push(format!("{name}: {err}"));
+                }
+                let encoder = s
+                    .chosen
+                    .iter()
+                    .find(|c| c.role == "video encoder")
+                    .map(|c| c.element.clone());
+                let (source, outputs) = match &s.source {
+                    Some(source) => (source.clone(), s.outputs.join(", ")),
+                    None => describe_form(&desc),
+                };
+                rows.push([
+                    name,
+                    desc.form_name().into(),
+                    source,
+                    outputs,
+                    encoder.unwrap_or_else(|| "-".into()),
+                    s.state.as_str().into(),
+                ]);
+            }
             Ok(desc) => {
                 let (source, outputs, encoder) = match assemble::plan(&desc) {
                     Ok(plan) => (
@@ -117,16 +141,8 @@ pub fn list(dir: &Path, server: &str) -> ExitCode {
                         (source, outputs, "-".into())
                     }
                 };
-                let state = match live {
-                    Some(s) => s.state.as_str().to_string(),
-                    None => "-".into(),
-                };
-                if let Some(err) = live.and_then(|s| s.error.clone()) {
-                    // A failure the local check already printed is not repeated.
-                    if !errors.contains(&err) {
-                        errors.push(format!("{name}: {err}"));
-                    }
-                }
+                // No server runs it: no state to show.
+                let state = "-".to_string();
                 rows.push([
                     name,
                     desc.form_name().into(),
@@ -248,6 +264,9 @@ pub async fn run(target: &str, dir: &Path) -> ExitCode {
     };
     let mut last = (State::Stopped, None::<String>);
     let mut failed = false;
+    // Created once: a signal that arrives while a state line is printed is not lost.
+    let signal = shutdown_signal();
+    tokio::pin!(signal);
     loop {
         let current: Status = status.borrow_and_update().clone();
         if (current.state, current.error.clone()) != last {
@@ -262,11 +281,12 @@ pub async fn run(target: &str, dir: &Path) -> ExitCode {
         }
         tokio::select! {
             changed = status.changed() => if changed.is_err() { break },
-            _ = shutdown_signal() => {
+            _ = &mut signal => {
                 println!("stopping (end-of-stream, then stop)…");
                 sup.shutdown().await;
-                println!("{name}: stopped");
-                return ExitCode::SUCCESS;
+                let state = sup.get(&name).map(|s| s.state).unwrap_or(State::Stopped);
+                println!("{name}: {}", state.as_str());
+                return if state == State::Stopped { ExitCode::SUCCESS } else { ExitCode::FAILURE };
             }
         }
     }

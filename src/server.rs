@@ -35,8 +35,10 @@ impl Server {
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let addr = listener.local_addr()?;
         let supervisor = Supervisor::new(config.supervisor.clone());
-        supervisor
-            .load_dir(&config.pipelines_dir)
+        // Validation builds elements (blocking GStreamer calls): off the async threads.
+        let (sup, dir) = (supervisor.clone(), config.pipelines_dir.clone());
+        tokio::task::spawn_blocking(move || sup.load_dir(&dir))
+            .await?
             .with_context(|| {
                 format!(
                     "cannot read the pipelines directory {}",

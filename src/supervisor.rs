@@ -334,9 +334,11 @@ impl Supervisor {
         for (tx, _) in &tasks {
             let _ = tx.send(Command::Shutdown).await;
         }
+        // One deadline for all: pipelines drain in parallel, so N stuck ones cost one bound.
         let bound = self.config.eos_timeout + Duration::from_secs(5);
+        let deadline = Instant::now() + bound;
         for (_, task) in tasks {
-            if tokio::time::timeout(bound, task).await.is_err() {
+            if tokio::time::timeout_at(deadline, task).await.is_err() {
                 tracing::warn!("a pipeline did not stop within {bound:?}");
             }
         }
@@ -429,7 +431,10 @@ impl Runner {
                     Err((message, detail)) => Ended::Error { message, detail },
                 };
                 match ended {
-                    Ended::Shutdown => return,
+                    Ended::Shutdown => {
+                        self.set_state(State::Stopped, None);
+                        return;
+                    }
                     Ended::Stopped(ack) => {
                         self.set_state(State::Stopped, None);
                         let _ = ack.send(());
@@ -509,32 +514,51 @@ impl Runner {
     async fn start(&mut self) -> Result<Active, (String, Option<String>)> {
         self.set_state(State::Starting, None);
         let desc = self.desc.clone();
-        let built = tokio::task::spawn_blocking(move || -> Result<_, (String, Option<String>)> {
-            let plan = assemble::plan(&desc).map_err(|d| (d.to_string(), None))?;
-            let pipeline = plan.build().map_err(|e| (e, None))?;
-            let bus = pipeline
-                .bus()
-                .ok_or_else(|| ("the pipeline has no bus".to_string(), None))?;
-            // Subscribe before starting so no message is missed.
-            let mut stream = bus.stream();
-            if pipeline.set_state(gst::State::Playing).is_err() {
-                let error = first_error(&mut stream).unwrap_or_else(|| {
-                    (
-                        "the pipeline refused to start (state change failed)".to_string(),
-                        None,
-                    )
+        let mut starting =
+            tokio::task::spawn_blocking(move || -> Result<_, (String, Option<String>)> {
+                let plan = assemble::plan(&desc).map_err(|d| (d.to_string(), None))?;
+                let pipeline = plan.build().map_err(|e| (e, None))?;
+                let bus = pipeline
+                    .bus()
+                    .ok_or_else(|| ("the pipeline has no bus".to_string(), None))?;
+                // Subscribe before starting so no message is missed.
+                let mut stream = bus.stream();
+                if pipeline.set_state(gst::State::Playing).is_err() {
+                    let error = first_error(&mut stream).unwrap_or_else(|| {
+                        (
+                            "the pipeline refused to start (state change failed)".to_string(),
+                            None,
+                        )
+                    });
+                    let _ = pipeline.set_state(gst::State::Null);
+                    return Err(error);
+                }
+                Ok(Active {
+                    pipeline,
+                    bus: stream,
+                    plan,
+                })
+            });
+        // Some state changes block for minutes (a TCP connect to an unreachable host): give up
+        // waiting after start_timeout, and tear the pipeline down whenever the call returns.
+        let limit = self.config.start_timeout;
+        let built = match tokio::time::timeout(limit, &mut starting).await {
+            Ok(joined) => joined.map_err(|e| (format!("pipeline start panicked: {e}"), None))??,
+            Err(_) => {
+                tokio::spawn(async move {
+                    if let Ok(Ok(active)) = starting.await {
+                        teardown(active.pipeline).await;
+                    }
                 });
-                let _ = pipeline.set_state(gst::State::Null);
-                return Err(error);
+                return Err((
+                    format!(
+                        "did not start within {} s (a source that cannot connect?)",
+                        limit.as_secs()
+                    ),
+                    None,
+                ));
             }
-            Ok(Active {
-                pipeline,
-                bus: stream,
-                plan,
-            })
-        })
-        .await
-        .map_err(|e| (format!("pipeline start panicked: {e}"), None))??;
+        };
 
         let plan = &built.plan;
         for (role, element) in &plan.chosen {
@@ -592,25 +616,11 @@ impl Runner {
                                 looped = true;
                                 // A segment seek makes the source post SEGMENT_DONE instead of
                                 // EOS at the end, so playback can continue seamlessly.
-                                let _ = active.pipeline.seek(
-                                    1.0,
-                                    gst::SeekFlags::FLUSH | gst::SeekFlags::SEGMENT,
-                                    gst::SeekType::Set,
-                                    gst::ClockTime::ZERO,
-                                    gst::SeekType::None,
-                                    gst::ClockTime::NONE,
-                                );
+                                seek_to_start(&active.pipeline, gst::SeekFlags::FLUSH | gst::SeekFlags::SEGMENT);
                             }
                         }
                         MessageView::SegmentDone(_) => {
-                            let _ = active.pipeline.seek(
-                                1.0,
-                                gst::SeekFlags::SEGMENT,
-                                gst::SeekType::Set,
-                                gst::ClockTime::ZERO,
-                                gst::SeekType::None,
-                                gst::ClockTime::NONE,
-                            );
+                            seek_to_start(&active.pipeline, gst::SeekFlags::SEGMENT);
                         }
                         _ => {}
                     }
@@ -643,8 +653,11 @@ impl Runner {
     /// Sends end-of-stream and waits (bounded) until it has drained through every sink, so
     /// muxers write their indexes and files are complete.
     async fn drain(&self, active: &mut Active) {
-        active.plan.send_eos(&active.pipeline);
+        let (plan, pipeline) = (active.plan.clone(), active.pipeline.clone());
+        // Sending EOS into a branch takes its stream lock, which a full queue can hold.
+        let send = tokio::task::spawn_blocking(move || plan.send_eos(&pipeline));
         let wait = async {
+            let _ = send.await;
             while let Some(msg) = active.bus.next().await {
                 match msg.view() {
                     gst::MessageView::Eos(_) => return,
@@ -667,6 +680,20 @@ impl Runner {
             );
         }
     }
+}
+
+/// Seeks back to the start from a GStreamer thread: a seek can block on stream locks.
+fn seek_to_start(pipeline: &gst::Pipeline, flags: gst::SeekFlags) {
+    pipeline.call_async(move |p| {
+        let _ = p.seek(
+            1.0,
+            flags,
+            gst::SeekType::Set,
+            gst::ClockTime::ZERO,
+            gst::SeekType::None,
+            gst::ClockTime::NONE,
+        );
+    });
 }
 
 /// Sets the pipeline to NULL off the async threads and drops it.

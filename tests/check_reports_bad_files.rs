@@ -166,7 +166,67 @@ fn output_that_cannot_carry_the_codec() {
         "bad-codec",
         "[source]\nkind = \"test\"\n\n[encode]\ncodec = \"vp8\"\n\n[[output]]\nkind = \"tcp\"\nport = 5000\n",
         "7:1",
-        "tcp output cannot carry vp8 video (MPEG-TS cannot)",
+        "tcp output cannot carry vp8 video (MPEG-TS carries h264); set [encode] codec = \"h264\"",
+    );
+}
+
+#[test]
+fn container_hint_names_a_codec_it_carries() {
+    assert_error(
+        "webm-h264",
+        "[source]\nkind = \"test\"\n\n[[output]]\nkind = \"file\"\npath = \"a.webm\"\n",
+        "4:1",
+        "file output cannot carry h264 video (WebM carries vp8, vp9, av1); set [encode] codec = \"vp8\"",
+    );
+}
+
+#[test]
+fn out_of_range_values_point_at_their_key() {
+    assert_error(
+        "low-bitrate",
+        "[source]\nkind = \"test\"\n\n[encode]\ncodec = \"h264\"\nbitrate = 5\n\n[[output]]\nkind = \"tcp\"\nport = 5000\n",
+        "6:11",
+        "bitrate 5 kbit/s is out of range: use 16 to 100000",
+    );
+    assert_error(
+        "odd-width",
+        "[source]\nkind = \"test\"\nwidth = 33\n\n[[output]]\nkind = \"tcp\"\nport = 5000\n",
+        "3:9",
+        "width 33 is out of range: use an even number from 16 to 7680",
+    );
+    assert_error(
+        "huge-backoff",
+        "backoff = { initial = 9223372036854775807 }\nlaunch = \"videotestsrc ! fakesink\"\n",
+        "1:23",
+        "duration 9223372036854775807 is longer than a day",
+    );
+}
+
+#[test]
+fn forced_encoder_must_produce_the_codec() {
+    assert_error(
+        "mismatch",
+        "[source]\nkind = \"test\"\n\n[encode]\ncodec = \"h264\"\nencoder = \"vp8enc\"\n\n[[output]]\nkind = \"tcp\"\nport = 5000\n",
+        "6:11",
+        "encoder `vp8enc` does not produce h264 (it produces video/x-vp8)",
+    );
+}
+
+#[test]
+fn launch_positions_name_the_right_word() {
+    // The property of the second element, not the same name on the first.
+    assert_error(
+        "second-element",
+        "launch = \"videotestsrc pattern=ball ! x264enc pattern=1 ! fakesink\"\n",
+        "1:47",
+        "in `launch`: no property \"pattern\" in element \"x264enc\"",
+    );
+    // The element, not the same text inside a property value.
+    assert_error(
+        "name-in-value",
+        "launch = \"filesrc location=/x/x264enk ! x264enk ! fakesink\"\n",
+        "1:41",
+        "no element `x264enk`; did you mean `x264enc`?",
     );
 }
 

@@ -184,8 +184,10 @@ fn plan_structured(desc: &Description) -> Result<Plan, Diagnostic> {
         }
         Source::Tcp(t) => {
             want_audio = t.audio;
+            // timeout: a dead or unreachable server fails the pipeline (and so restarts it)
+            // instead of blocking it for minutes.
             chains.push(format!(
-                "tcpclientsrc host={} port={} ! decodebin name=decode",
+                "tcpclientsrc host={} port={} timeout=10 ! decodebin name=decode",
                 quote(&t.host),
                 t.port
             ));
@@ -345,7 +347,7 @@ fn video_parser(codec: VideoCodec) -> &'static str {
 }
 
 fn audio_encoder(codec: AudioCodec, kbps: u32) -> Result<String, String> {
-    let bps = kbps * 1000;
+    let bps = u64::from(kbps) * 1000;
     let candidates: &[&str] = match codec {
         AudioCodec::Aac => &["avenc_aac", "fdkaacenc", "voaacenc", "faac"],
         AudioCodec::Opus => &["opusenc"],

@@ -43,6 +43,30 @@ pub fn is_installed(element: &str) -> bool {
     gst::ElementFactory::find(element).is_some()
 }
 
+/// When element `factory`'s source pads cannot produce `caps_name` (e.g. `video/x-h264`),
+/// the media types they do produce.
+pub fn mismatched_output(factory: &str, caps_name: &str) -> Option<String> {
+    let factory = gst::ElementFactory::find(factory)?;
+    let mut produces = Vec::new();
+    for template in factory.static_pad_templates() {
+        if template.direction() != gst::PadDirection::Src {
+            continue;
+        }
+        let caps = template.caps();
+        for s in caps.iter() {
+            if s.name() == caps_name {
+                return None;
+            }
+            produces.push(s.name().to_string());
+        }
+    }
+    Some(if produces.is_empty() {
+        "nothing".into()
+    } else {
+        produces.join(", ")
+    })
+}
+
 /// The closest installed or known element name, when it is close enough to be a typo.
 pub fn nearest(name: &str) -> Option<String> {
     let mut best: Option<(usize, &str)> = None;

@@ -21,8 +21,9 @@ pub(super) fn validate(launch: &Launch, file_text: &str) -> Result<(), (Range<us
         }
         Err(e) => e,
     };
-    let at = |needle: &str| locate(launch, file_text, needle);
+    let at = |token: Option<usize>| locate(launch, file_text, token);
     let message = err.message().to_string();
+    let tokens = tokens(&launch.text);
     match err.kind::<gst::ParseError>() {
         Some(gst::ParseError::NoSuchElement) => {
             let missing = ctx.missing_elements();
@@ -31,11 +32,19 @@ pub(super) fn validate(launch: &Launch, file_text: &str) -> Result<(), (Range<us
                 .map(|s| s.to_string())
                 .or_else(|| quoted(&message, 0))
                 .unwrap_or_default();
-            Err((at(&name), elements::explain_missing(&name)))
+            let token = tokens.iter().find(|(_, t)| *t == name).map(|(i, _)| *i);
+            Err((at(token), elements::explain_missing(&name)))
         }
         Some(gst::ParseError::NoSuchProperty) | Some(gst::ParseError::CouldNotSetProperty) => {
-            let prop = quoted(&message, 0).unwrap_or_default();
-            Err((at(&format!("{prop}=")), format!("in `launch`: {message}")))
+            // "no property \"p\" in element \"e\"": the first `p=` after element `e`.
+            let prop = format!("{}=", quoted(&message, 0).unwrap_or_default());
+            let element = quoted(&message, 1).unwrap_or_default();
+            let after = tokens.iter().position(|(_, t)| *t == element).unwrap_or(0);
+            let token = tokens[after..]
+                .iter()
+                .find(|(_, t)| t.starts_with(&prop))
+                .map(|(i, _)| *i);
+            Err((at(token), format!("in `launch`: {message}")))
         }
         _ => Err((
             launch.span.clone(),
@@ -44,16 +53,49 @@ pub(super) fn validate(launch: &Launch, file_text: &str) -> Result<(), (Range<us
     }
 }
 
+/// Whitespace-separated words of a launch line with their byte offsets; a double-quoted
+/// part (a property value with spaces) stays inside its word.
+fn tokens(line: &str) -> Vec<(usize, &str)> {
+    let mut out = Vec::new();
+    let mut start = None;
+    let mut quoted = false;
+    let mut escaped = false;
+    for (i, c) in line.char_indices() {
+        if escaped {
+            escaped = false;
+            continue;
+        }
+        match c {
+            '\\' => escaped = true,
+            '"' => quoted = !quoted,
+            c if c.is_whitespace() && !quoted => {
+                if let Some(s) = start.take() {
+                    out.push((s, &line[s..i]));
+                }
+                continue;
+            }
+            _ => {}
+        }
+        if start.is_none() {
+            start = Some(i);
+        }
+    }
+    if let Some(s) = start {
+        out.push((s, &line[s..]));
+    }
+    out
+}
+
 /// The n-th "quoted" word of a GStreamer error message.
 fn quoted(message: &str, n: usize) -> Option<String> {
     message.split('"').nth(2 * n + 1).map(str::to_string)
 }
 
-/// The span of `needle` inside the launch string as written in the file. When the TOML string
-/// uses escapes (so file text and value differ) this falls back to the whole value.
-fn locate(launch: &Launch, file_text: &str, needle: &str) -> Range<usize> {
+/// The span, in the file, of the launch-line word starting at byte `token` of the value. When
+/// the TOML string uses escapes (so file text and value differ) this falls back to the value.
+fn locate(launch: &Launch, file_text: &str, token: Option<usize>) -> Range<usize> {
     let whole = launch.span.clone();
-    let Some(raw) = file_text.get(whole.clone()) else {
+    let (Some(token), Some(raw)) = (token, file_text.get(whole.clone())) else {
         return whole;
     };
     let quote_len = ["\"\"\"", "'''", "\"", "'"]
@@ -65,38 +107,28 @@ fn locate(launch: &Launch, file_text: &str, needle: &str) -> Range<usize> {
     if quote_len == 3 && raw[body_start..].starts_with('\n') {
         body_start += 1;
     }
-    let body = &raw[body_start..];
-    if needle.is_empty() || !body.starts_with(launch.text.as_str()) {
+    if !raw[body_start..].starts_with(launch.text.as_str()) {
         return whole;
     }
-    match find_word(&launch.text, needle) {
-        Some(i) => {
-            let start = whole.start + body_start + i;
-            start..start + needle.len()
-        }
-        None => whole,
-    }
-}
-
-/// The first occurrence of `needle` that is not part of a longer name.
-fn find_word(hay: &str, needle: &str) -> Option<usize> {
-    let is_name = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
-    hay.match_indices(needle).map(|(i, _)| i).find(|&i| {
-        let before = hay[..i].chars().next_back();
-        let after = hay[i + needle.len()..].chars().next();
-        before.is_none_or(|c| !is_name(c))
-            && (needle.ends_with('=') || after.is_none_or(|c| !is_name(c)))
-    })
+    let start = whole.start + body_start + token;
+    start..start + 1
 }
 
 #[cfg(test)]
 mod tests {
-    use super::find_word;
+    use super::tokens;
 
     #[test]
-    fn finds_whole_words_only() {
-        assert_eq!(find_word("x264enk ! x264enc", "x264enc"), Some(10));
-        assert_eq!(find_word("src pattern=1 xpattern=2", "pattern="), Some(4));
-        assert_eq!(find_word("videotestsrc0", "videotestsrc"), None);
+    fn words_keep_quoted_values_together() {
+        let t = tokens("filesrc location=\"/a b/x264enk\" ! x264enk");
+        assert_eq!(
+            t,
+            vec![
+                (0, "filesrc"),
+                (8, "location=\"/a b/x264enk\""),
+                (32, "!"),
+                (34, "x264enk")
+            ]
+        );
     }
 }

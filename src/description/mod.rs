@@ -15,7 +15,11 @@ mod launch;
 mod types;
 
 pub use diagnostic::{Diagnostic, Diagnostics, line_col};
-pub use types::*;
+pub use types::{
+    AudioCodec, Backoff, CameraFormat, CameraSource, Container, Encode, FileOutput, FileSource,
+    Options, Output, RestartPolicy, Source, TcpOutput, TcpSource, TestSource, UriSource,
+    VideoCodec,
+};
 
 use serde::Deserialize;
 use serde_spanned::Spanned;
@@ -178,7 +182,18 @@ pub fn parse(path: &Path, text: &str) -> Result<Description, Diagnostics> {
                 encode: top.encode.unwrap_or_default(),
                 outputs,
             };
-            types::validate(&structured).map_err(|(s, m)| diag(Some(s), m))?;
+            types::validate(&structured).map_err(|(at, m)| {
+                let span = match at {
+                    types::Where::Span(span) => Some(span),
+                    types::Where::Key(table_name, key) => find(&table, table_name)
+                        .and_then(|t| match t.get_ref() {
+                            DeValue::Table(t) => find(t, key).map(|v| v.span()),
+                            _ => None,
+                        })
+                        .or(Some(structured.source.span.clone())),
+                };
+                diag(span, m)
+            })?;
             Form::Structured(structured)
         }
         (None, None) => {

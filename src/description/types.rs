@@ -58,28 +58,61 @@ impl Backoff {
     }
 }
 
-/// A duration written as seconds (`2`, `0.5`) or as text (`"500ms"`, `"1m 30s"`).
+/// The longest duration a description may give: longer values are typos, and unbounded ones
+/// would overflow timers.
+const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+
+/// A duration written as seconds (`2`, `0.5`) or as text (`"500ms"`, `"1m 30s"`), at most a day.
 fn duration<'de, D: Deserializer<'de>>(de: D) -> Result<Duration, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        Int(u64),
-        Float(f64),
-        Text(String),
+    struct Visitor;
+    impl serde::de::Visitor<'_> for Visitor {
+        type Value = Duration;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a duration: seconds (2, 0.5) or text (\"500ms\", \"2s\")")
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Duration, E> {
+            bounded(
+                Duration::from_secs(v.min(MAX_DURATION.as_secs() + 1)),
+                &v.to_string(),
+            )
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Duration, E> {
+            match u64::try_from(v) {
+                Ok(v) => self.visit_u64(v),
+                Err(_) => Err(E::custom(format!(
+                    "{v} is negative: a duration is 0 or more"
+                ))),
+            }
+        }
+        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Duration, E> {
+            if v.is_finite() && v >= 0.0 && v <= MAX_DURATION.as_secs_f64() {
+                Ok(Duration::from_secs_f64(v))
+            } else {
+                Err(E::custom(format!(
+                    "{v} is not a number of seconds from 0 to {}",
+                    MAX_DURATION.as_secs()
+                )))
+            }
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Duration, E> {
+            let d = humantime::parse_duration(v).map_err(|e| {
+                E::custom(format!(
+                    "`{v}` is not a duration ({e}); write seconds (2, 0.5) or text (\"500ms\", \"2s\")"
+                ))
+            })?;
+            bounded(d, v)
+        }
     }
-    use serde::de::Error;
-    match Raw::deserialize(de)? {
-        Raw::Int(s) => Ok(Duration::from_secs(s)),
-        Raw::Float(s) if s.is_finite() && s >= 0.0 && s < 1e9 => Ok(Duration::from_secs_f64(s)),
-        Raw::Float(s) => Err(D::Error::custom(format!(
-            "{s} is not a valid number of seconds"
-        ))),
-        Raw::Text(t) => humantime::parse_duration(&t).map_err(|e| {
-            D::Error::custom(format!(
-                "`{t}` is not a duration ({e}); write seconds (2, 0.5) or text (\"500ms\", \"2s\")"
-            ))
-        }),
+    fn bounded<E: serde::de::Error>(d: Duration, written: &str) -> Result<Duration, E> {
+        if d <= MAX_DURATION {
+            Ok(d)
+        } else {
+            Err(E::custom(format!(
+                "duration {written} is longer than a day"
+            )))
+        }
     }
+    de.deserialize_any(Visitor)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -96,6 +129,23 @@ pub enum VideoCodec {
 }
 
 impl VideoCodec {
+    pub const ALL: [VideoCodec; 4] = [
+        VideoCodec::H264,
+        VideoCodec::Vp8,
+        VideoCodec::Vp9,
+        VideoCodec::Av1,
+    ];
+
+    /// The caps name of this codec's encoded stream.
+    pub fn caps_name(self) -> &'static str {
+        match self {
+            VideoCodec::H264 => "video/x-h264",
+            VideoCodec::Vp8 => "video/x-vp8",
+            VideoCodec::Vp9 => "video/x-vp9",
+            VideoCodec::Av1 => "video/x-av1",
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             VideoCodec::H264 => "h264",
@@ -174,6 +224,10 @@ fn default_framerate() -> u32 {
 fn default_pattern() -> Spanned<String> {
     Spanned::new(0..0, "smpte".to_string())
 }
+
+// The source structs repeat their shared keys (audio, width, height, framerate) on purpose:
+// serde's `flatten` cannot be combined with `deny_unknown_fields`, and the latter is what turns
+// a misspelt key into an "unknown key `widht`; did you mean `width`?" error at its line.
 
 /// What a v4l2 camera is asked to deliver.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -433,15 +487,22 @@ impl Kinded for Output {
 // ---------------------------------------------------------------------------------------------
 // Checks serde cannot express.
 
-pub(super) fn validate(s: &super::Structured) -> Result<(), (Range<usize>, String)> {
-    let src_span = s.source.span.clone();
+/// Where a semantic error points: a span, or a key of a top-level table (resolved against the
+/// parsed file, so `bitrate = 5` is reported at `bitrate`, not at its table).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Where {
+    Span(Range<usize>),
+    Key(&'static str, &'static str),
+}
+
+pub(super) fn validate(s: &super::Structured) -> Result<(), (Where, String)> {
     let (w, h, fps) = s.source.value.video_size();
-    for (what, v, lo, hi) in [("width", w, 16, 7680), ("height", h, 16, 4320)] {
+    for (key, v, lo, hi) in [("width", w, 16, 7680), ("height", h, 16, 4320)] {
         if let Some(v) = v {
             if v < lo || v > hi || v % 2 != 0 {
                 return Err((
-                    src_span.clone(),
-                    format!("{what} {v} is out of range: use an even number from {lo} to {hi}"),
+                    Where::Key("source", key),
+                    format!("{key} {v} is out of range: use an even number from {lo} to {hi}"),
                 ));
             }
         }
@@ -449,7 +510,7 @@ pub(super) fn validate(s: &super::Structured) -> Result<(), (Range<usize>, Strin
     if let Some(f) = fps {
         if !(1..=240).contains(&f) {
             return Err((
-                src_span,
+                Where::Key("source", "framerate"),
                 format!("framerate {f} is out of range: use 1 to 240"),
             ));
         }
@@ -457,7 +518,7 @@ pub(super) fn validate(s: &super::Structured) -> Result<(), (Range<usize>, Strin
     if let Source::Test(t) = &s.source.value {
         if !videotestsrc_has_pattern(t.pattern.get_ref()) {
             return Err((
-                t.pattern.span(),
+                Where::Span(t.pattern.span()),
                 format!(
                     "unknown test pattern `{}` (try smpte, ball, snow, black, white, gamut, colors)",
                     t.pattern.get_ref()
@@ -467,25 +528,45 @@ pub(super) fn validate(s: &super::Structured) -> Result<(), (Range<usize>, Strin
     }
     if !(16..=100_000).contains(&s.encode.bitrate) {
         return Err((
-            src_span.clone(),
+            Where::Key("encode", "bitrate"),
             format!(
-                "encode.bitrate {} kbit/s is out of range (16 to 100000)",
+                "bitrate {} kbit/s is out of range: use 16 to 100000",
                 s.encode.bitrate
             ),
         ));
     }
-    if let Some(enc) = &s.encode.encoder {
-        if !elements::is_installed(enc.get_ref()) {
-            return Err((enc.span(), elements::explain_missing(enc.get_ref())));
-        }
+    if !(8..=512).contains(&s.encode.audio_bitrate) {
+        return Err((
+            Where::Key("encode", "audio_bitrate"),
+            format!(
+                "audio_bitrate {} kbit/s is out of range: use 8 to 512",
+                s.encode.audio_bitrate
+            ),
+        ));
     }
     let codec = s.encode.codec;
+    if let Some(enc) = &s.encode.encoder {
+        let name = enc.get_ref();
+        if !elements::is_installed(name) {
+            return Err((Where::Span(enc.span()), elements::explain_missing(name)));
+        }
+        if let Some(produces) = elements::mismatched_output(name, codec.caps_name()) {
+            return Err((
+                Where::Span(enc.span()),
+                format!(
+                    "encoder `{name}` does not produce {} (it produces {produces}); pick a {} encoder or change codec",
+                    codec.name(),
+                    codec.name()
+                ),
+            ));
+        }
+    }
     let mut tcp_ports = std::collections::BTreeSet::new();
     for out in &s.outputs {
         if let Output::File(f) = &out.value {
             if Container::from_path(f.path.get_ref()).is_none() {
                 return Err((
-                    f.path.span(),
+                    Where::Span(f.path.span()),
                     format!(
                         "cannot tell the container of `{}`: end the path with .mkv, .webm, .mp4 or .ts",
                         f.path.get_ref()
@@ -496,20 +577,27 @@ pub(super) fn validate(s: &super::Structured) -> Result<(), (Range<usize>, Strin
         if let Output::Tcp(t) = &out.value {
             if !tcp_ports.insert((t.host.clone(), t.port)) {
                 return Err((
-                    out.span.clone(),
+                    Where::Span(out.span.clone()),
                     format!("two tcp outputs use {}:{}", t.host, t.port),
                 ));
             }
         }
         let container = out.value.container();
         if !container.carries(codec) {
+            let fits: Vec<&str> = VideoCodec::ALL
+                .iter()
+                .filter(|c| container.carries(**c))
+                .map(|c| c.name())
+                .collect();
             return Err((
-                out.span.clone(),
+                Where::Span(out.span.clone()),
                 format!(
-                    "{} output cannot carry {} video ({} cannot); set [encode] codec = \"h264\"",
+                    "{} output cannot carry {} video ({} carries {}); set [encode] codec = \"{}\"",
                     out.value.kind(),
                     codec.name(),
-                    container.name()
+                    container.name(),
+                    fits.join(", "),
+                    fits.first().copied().unwrap_or("h264"),
                 ),
             ));
         }
