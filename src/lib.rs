@@ -21,6 +21,7 @@ pub mod cli;
 pub mod description;
 pub mod http;
 pub mod server;
+pub mod signalling;
 pub mod supervisor;
 
 /// Initializes GStreamer; safe to call more than once.

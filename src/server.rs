@@ -1,6 +1,7 @@
 //! `mediaweave serve`: the supervisor plus the HTTP API on one listener.
 
 use crate::http;
+use crate::signalling::server::Hub;
 use crate::supervisor::{Supervisor, SupervisorConfig};
 use anyhow::Context;
 use std::net::SocketAddr;
@@ -22,6 +23,8 @@ pub struct ServerConfig {
 pub struct Server {
     pub addr: SocketAddr,
     pub supervisor: Arc<Supervisor>,
+    /// The embedded signalling server's state.
+    pub hub: Arc<Hub>,
     stop_http: Option<oneshot::Sender<()>>,
     http: JoinHandle<()>,
 }
@@ -35,6 +38,7 @@ impl Server {
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let addr = listener.local_addr()?;
         let supervisor = Supervisor::new(config.supervisor.clone());
+        let hub = Hub::new();
         // Validation builds elements (blocking GStreamer calls): off the async threads.
         let (sup, dir) = (supervisor.clone(), config.pipelines_dir.clone());
         tokio::task::spawn_blocking(move || sup.load_dir(&dir))
@@ -46,7 +50,10 @@ impl Server {
                 )
             })?;
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let app = http::router(supervisor.clone());
+        let app = http::router(http::AppState {
+            supervisor: supervisor.clone(),
+            hub: hub.clone(),
+        });
         let http = tokio::spawn(async move {
             let served = axum::serve(listener, app)
                 .with_graceful_shutdown(async {
@@ -61,6 +68,7 @@ impl Server {
         Ok(Server {
             addr,
             supervisor,
+            hub,
             stop_http: Some(stop_tx),
             http,
         })

@@ -2,6 +2,7 @@
 //!
 //! Every error is a JSON body `{"error": "..."}` with a fitting status code.
 
+use crate::signalling::server::Hub;
 use crate::supervisor::{Supervisor, SupervisorError};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -30,14 +31,34 @@ impl From<SupervisorError> for ApiError {
     }
 }
 
-pub fn router(supervisor: Arc<Supervisor>) -> Router {
+/// Everything the HTTP handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub supervisor: Arc<Supervisor>,
+    pub hub: Arc<Hub>,
+}
+
+impl axum::extract::FromRef<AppState> for Arc<Supervisor> {
+    fn from_ref(s: &AppState) -> Self {
+        s.supervisor.clone()
+    }
+}
+
+impl axum::extract::FromRef<AppState> for Arc<Hub> {
+    fn from_ref(s: &AppState) -> Self {
+        s.hub.clone()
+    }
+}
+
+pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(index))
+        .route("/ws", get(crate::signalling::server::handler))
         .route("/api/pipelines", get(list))
         .route("/api/pipelines/{name}", get(show))
         .route("/api/pipelines/{name}/{action}", post(action))
         .fallback(not_found)
-        .with_state(supervisor)
+        .with_state(state)
 }
 
 async fn index() -> &'static str {

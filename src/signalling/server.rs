@@ -1,0 +1,101 @@
+//! The embedded signalling server at `/ws`: moves frames between sockets and the [`Router`].
+//!
+//! Each connection has one task and a bounded outbox. The router runs under a mutex that is
+//! only held while it computes deliveries (never across an await).
+
+use super::protocol::{Outgoing, PeerId};
+use super::router::{Delivery, Router};
+use axum::extract::State;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::response::Response;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio::sync::mpsc;
+
+/// Largest accepted frame: an SDP with many candidates is a few KiB; 256 KiB leaves room.
+pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
+/// Messages queued for a peer that reads too slowly before it is disconnected.
+const OUTBOX: usize = 256;
+
+#[derive(Default)]
+pub struct Hub {
+    router: Mutex<Router>,
+    outboxes: Mutex<HashMap<PeerId, mpsc::Sender<String>>>,
+}
+
+impl Hub {
+    pub fn new() -> Arc<Hub> {
+        Arc::new(Hub::default())
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.router.lock().map(|r| r.session_count()).unwrap_or(0)
+    }
+
+    fn deliver(&self, deliveries: Vec<Delivery>) {
+        let mut outboxes = self.outboxes.lock().unwrap_or_else(|p| p.into_inner());
+        for (to, msg) in deliveries {
+            let Some(tx) = outboxes.get(&to) else {
+                continue;
+            };
+            if tx.try_send(msg.to_json()).is_err() {
+                // Full (a stuck reader) or closed: drop this peer rather than block the others.
+                tracing::warn!("signalling peer {to} is not reading; disconnecting it");
+                outboxes.remove(&to);
+            }
+        }
+    }
+
+    fn with_router<T>(&self, f: impl FnOnce(&mut Router) -> T) -> T {
+        let mut router = self.router.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut router)
+    }
+
+    /// Serves one WebSocket connection until it closes.
+    pub async fn serve(self: Arc<Self>, mut socket: WebSocket) {
+        let (tx, mut rx) = mpsc::channel::<String>(OUTBOX);
+        let (peer, welcome) = self.with_router(|r| r.connect());
+        self.outboxes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(peer.clone(), tx);
+        self.deliver(welcome);
+        loop {
+            tokio::select! {
+                incoming = socket.recv() => match incoming {
+                    Some(Ok(Message::Text(text))) => {
+                        let out = self.with_router(|r| r.handle_text(&peer, text.as_str()));
+                        self.deliver(out);
+                    }
+                    Some(Ok(Message::Binary(_))) => {
+                        let err = Outgoing::error("binary frames are not part of the protocol: send JSON text");
+                        self.deliver(vec![(peer.clone(), err)]);
+                    }
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
+                },
+                outgoing = rx.recv() => match outgoing {
+                    Some(text) => {
+                        if socket.send(Message::Text(text.into())).await.is_err() {
+                            break;
+                        }
+                    }
+                    // Removed from the outboxes (too slow): end the connection.
+                    None => break,
+                },
+            }
+        }
+        self.outboxes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&peer);
+        let out = self.with_router(|r| r.disconnect(&peer));
+        self.deliver(out);
+    }
+}
+
+/// `GET /ws`: upgrade to the signalling protocol.
+pub async fn handler(ws: WebSocketUpgrade, State(hub): State<Arc<Hub>>) -> Response {
+    ws.max_message_size(MAX_MESSAGE_BYTES)
+        .on_upgrade(move |socket| hub.serve(socket))
+}
