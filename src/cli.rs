@@ -257,7 +257,10 @@ pub async fn run(target: &str, dir: &Path) -> ExitCode {
     // In the foreground the user asked for it to run now.
     desc.options.autostart = true;
     let name = desc.name.clone();
-    let sup = Supervisor::new(SupervisorConfig::default());
+    let sup = Supervisor::new(
+        SupervisorConfig::default(),
+        crate::webrtc::output::Registry::new(Default::default()),
+    );
     sup.add(desc);
     let Some(mut status) = sup.subscribe(&name) else {
         return ExitCode::FAILURE;
@@ -349,11 +352,16 @@ pub fn graph(target: &str, dir: &Path, output: Option<&Path>) -> ExitCode {
 }
 
 /// `mediaweave serve`: runs until SIGINT/SIGTERM, then stops every pipeline cleanly.
-pub async fn serve(listen: SocketAddr, dir: PathBuf) -> ExitCode {
+pub async fn serve(
+    listen: SocketAddr,
+    dir: PathBuf,
+    webrtc: crate::webrtc::output::WebRtcConfig,
+) -> ExitCode {
     let config = ServerConfig {
         listen,
         pipelines_dir: dir,
         supervisor: SupervisorConfig::default(),
+        webrtc,
     };
     let server = match Server::start(config).await {
         Ok(s) => s,

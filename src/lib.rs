@@ -23,6 +23,7 @@ pub mod http;
 pub mod server;
 pub mod signalling;
 pub mod supervisor;
+pub mod webrtc;
 
 /// Initializes GStreamer; safe to call more than once.
 pub fn init() -> Result<(), glib::Error> {

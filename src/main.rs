@@ -24,6 +24,16 @@ enum Command {
         listen: SocketAddr,
         #[arg(long, default_value = "pipelines")]
         pipelines: PathBuf,
+        /// Local address for WebRTC host candidates (repeatable). Default: 127.0.0.1 when
+        /// listening on loopback, else every interface.
+        #[arg(long = "ice-address", value_name = "IP")]
+        ice_addresses: Vec<String>,
+        /// STUN server for WebRTC, e.g. stun://stun.example.org:3478.
+        #[arg(long)]
+        stun_server: Option<String>,
+        /// TURN server for WebRTC (repeatable), e.g. turn://user:pass@host:3478.
+        #[arg(long = "turn-server", value_name = "URL")]
+        turn_servers: Vec<String>,
     },
     /// Run one pipeline (a name in the pipelines directory, or a file) in the foreground.
     Run {
@@ -76,8 +86,25 @@ fn main() -> ExitCode {
             pipelines,
             output,
         } => mediaweave::cli::graph(&target, &pipelines, output.as_deref()),
-        Command::Serve { listen, pipelines } => {
-            runtime().block_on(mediaweave::cli::serve(listen, pipelines))
+        Command::Serve {
+            listen,
+            pipelines,
+            mut ice_addresses,
+            stun_server,
+            turn_servers,
+        } => {
+            if ice_addresses.is_empty() && listen.ip().is_loopback() {
+                ice_addresses.push("127.0.0.1".into());
+            }
+            let webrtc = mediaweave::webrtc::output::WebRtcConfig {
+                ice: mediaweave::webrtc::session::IceConfig {
+                    addresses: ice_addresses,
+                    stun_server,
+                    turn_servers,
+                },
+                ..Default::default()
+            };
+            runtime().block_on(mediaweave::cli::serve(listen, pipelines, webrtc))
         }
         Command::Run { target, pipelines } => {
             runtime().block_on(mediaweave::cli::run(&target, &pipelines))

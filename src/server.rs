@@ -3,6 +3,7 @@
 use crate::http;
 use crate::signalling::server::Hub;
 use crate::supervisor::{Supervisor, SupervisorConfig};
+use crate::webrtc::output::{Registry, WebRtcConfig};
 use anyhow::Context;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -16,6 +17,7 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     pub pipelines_dir: PathBuf,
     pub supervisor: SupervisorConfig,
+    pub webrtc: WebRtcConfig,
 }
 
 /// A running service. Dropping it without [`Server::shutdown`] leaves pipelines running until
@@ -37,7 +39,8 @@ impl Server {
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let addr = listener.local_addr()?;
-        let supervisor = Supervisor::new(config.supervisor.clone());
+        let webrtc = Registry::new(config.webrtc.clone());
+        let supervisor = Supervisor::new(config.supervisor.clone(), webrtc.clone());
         let hub = Hub::new();
         // Validation builds elements (blocking GStreamer calls): off the async threads.
         let (sup, dir) = (supervisor.clone(), config.pipelines_dir.clone());
@@ -53,6 +56,7 @@ impl Server {
         let app = http::router(http::AppState {
             supervisor: supervisor.clone(),
             hub: hub.clone(),
+            webrtc: webrtc.clone(),
         });
         let http = tokio::spawn(async move {
             let served = axum::serve(listener, app)

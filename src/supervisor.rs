@@ -8,6 +8,7 @@
 
 use crate::assemble::{self, Plan};
 use crate::description::{self, Description, Diagnostics, RestartPolicy};
+use crate::webrtc::output::Registry;
 use futures_util::{FutureExt, StreamExt};
 use gst::prelude::*;
 use serde::Serialize;
@@ -163,13 +164,16 @@ struct Entry {
 /// All named pipelines of a service.
 pub struct Supervisor {
     config: SupervisorConfig,
+    webrtc: Arc<Registry>,
     entries: RwLock<BTreeMap<String, Entry>>,
 }
 
 impl Supervisor {
-    pub fn new(config: SupervisorConfig) -> Arc<Supervisor> {
+    /// `webrtc` receives the webrtc outputs of pipelines while they run.
+    pub fn new(config: SupervisorConfig, webrtc: Arc<Registry>) -> Arc<Supervisor> {
         Arc::new(Supervisor {
             config,
+            webrtc,
             entries: RwLock::new(BTreeMap::new()),
         })
     }
@@ -234,6 +238,7 @@ impl Supervisor {
         let runner = Runner {
             desc,
             config: self.config.clone(),
+            webrtc: self.webrtc.clone(),
             status: status_tx,
             failures: 0,
         };
@@ -361,6 +366,7 @@ enum Ended {
 struct Runner {
     desc: Description,
     config: SupervisorConfig,
+    webrtc: Arc<Registry>,
     status: watch::Sender<Status>,
     /// Consecutive failures, for the backoff.
     failures: u32,
@@ -428,7 +434,10 @@ impl Runner {
                 }
                 let ended = match result {
                     Ok(active) => self.watch(active, &mut commands).await,
-                    Err((message, detail)) => Ended::Error { message, detail },
+                    Err((message, detail)) => {
+                        self.webrtc.detach(self.name());
+                        Ended::Error { message, detail }
+                    }
                 };
                 match ended {
                     Ended::Shutdown => {
@@ -514,10 +523,14 @@ impl Runner {
     async fn start(&mut self) -> Result<Active, (String, Option<String>)> {
         self.set_state(State::Starting, None);
         let desc = self.desc.clone();
+        let webrtc = self.webrtc.clone();
         let mut starting =
             tokio::task::spawn_blocking(move || -> Result<_, (String, Option<String>)> {
                 let plan = assemble::plan(&desc).map_err(|d| (d.to_string(), None))?;
                 let pipeline = plan.build().map_err(|e| (e, None))?;
+                webrtc
+                    .attach(&desc.name, &pipeline, &plan.webrtc)
+                    .map_err(|e| (e, None))?;
                 let bus = pipeline
                     .bus()
                     .ok_or_else(|| ("the pipeline has no bus".to_string(), None))?;
@@ -582,7 +595,6 @@ impl Runner {
 
     /// Follows a running pipeline until it ends or is told to stop.
     async fn watch(&mut self, mut active: Active, commands: &mut mpsc::Receiver<Command>) -> Ended {
-        let started = Instant::now();
         let mut playing_since: Option<Instant> = None;
         let mut looped = false;
         let start_deadline = tokio::time::sleep(self.config.start_timeout);
@@ -611,6 +623,7 @@ impl Runner {
                                 && playing_since.is_none() =>
                         {
                             playing_since = Some(Instant::now());
+                            self.webrtc.playing(self.name(), &active.pipeline);
                             self.set_state(State::Playing, None);
                             if active.plan.looping && !looped {
                                 looped = true;
@@ -645,7 +658,7 @@ impl Runner {
         if playing_since.is_some_and(|t| t.elapsed() >= self.config.stable_after) {
             self.failures = 0;
         }
-        let _ = started;
+        self.webrtc.detach(self.name());
         teardown(active.pipeline).await;
         ended
     }

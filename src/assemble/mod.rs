@@ -45,6 +45,21 @@ pub struct Plan {
     decode: Option<DecodeLinks>,
     /// (filesink element name, path template with `{time}`).
     file_sinks: Vec<(String, String)>,
+    /// WebRTC outputs: where their encoded streams leave the pipeline.
+    pub webrtc: Vec<WebRtcTap>,
+}
+
+/// Where a `webrtc` output's encoded streams leave the main pipeline (appsinks), and how it is
+/// to be offered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebRtcTap {
+    /// The output's index in the description.
+    pub index: usize,
+    pub video_sink: String,
+    pub audio_sink: Option<String>,
+    pub codec: VideoCodec,
+    pub signalling_url: Option<String>,
+    pub max_viewers: u32,
 }
 
 /// A decodebin whose pads appear at run time and are linked to named branch heads.
@@ -74,6 +89,7 @@ fn plan_raw(desc: &Description, launch: &str) -> Result<Plan, Diagnostic> {
         looping: false,
         decode: None,
         file_sinks: Vec::new(),
+        webrtc: Vec::new(),
     })
 }
 
@@ -227,8 +243,18 @@ fn plan_structured(desc: &Description) -> Result<Plan, Diagnostic> {
         desc.diagnostic(span.or(Some(s.source.span.clone())), m)
     })?;
     chosen.push(("video encoder", enc.describe()));
+    let for_browsers = s
+        .outputs
+        .iter()
+        .any(|o| matches!(o.value, Output::WebRtc(_)));
+    // Browsers and aiortc decode constrained-baseline H.264 everywhere; ask the encoder for it.
+    let profile = if for_browsers && s.encode.codec == VideoCodec::H264 {
+        " ! video/x-h264,profile=constrained-baseline"
+    } else {
+        ""
+    };
     chains.push(format!(
-        "video_raw. ! queue name=video_encode_queue leaky=downstream max-size-buffers=3 max-size-bytes=0 max-size-time=0 ! videoconvert ! {} ! tee name=video_enc allow-not-linked=true",
+        "video_raw. ! queue name=video_encode_queue leaky=downstream max-size-buffers=3 max-size-bytes=0 max-size-time=0 ! videoconvert ! {}{profile} ! tee name=video_enc allow-not-linked=true",
         enc.launch
     ));
 
@@ -259,13 +285,43 @@ fn plan_structured(desc: &Description) -> Result<Plan, Diagnostic> {
         "leaky=downstream max-size-time=3000000000 max-size-buffers=0 max-size-bytes=0";
     let mut file_sinks = Vec::new();
     let mut outputs = Vec::new();
+    let mut webrtc = Vec::new();
     for (i, out) in s.outputs.iter().enumerate() {
         let container = out.value.container();
+        let audio_codec = container.audio_codec();
+        let video_queue = format!("video_enc. ! queue name=out{i}_video_queue {BRANCH_QUEUE}");
+        let audio_queue = format!(
+            "audio_{}. ! queue name=out{i}_audio_queue {BRANCH_QUEUE}",
+            audio_codec.name()
+        );
+        outputs.push(out.value.summary());
+        if let Output::WebRtc(w) = &out.value {
+            // Encoded once, handed to per-viewer pipelines by appsink → StreamProducer.
+            let parse = match s.encode.codec {
+                VideoCodec::H264 => {
+                    " ! h264parse config-interval=-1 ! video/x-h264,stream-format=byte-stream,alignment=au"
+                }
+                _ => "",
+            };
+            chains.push(format!("{video_queue}{parse} ! appsink name=out{i}_video"));
+            if want_audio {
+                chains.push(format!("{audio_queue} ! appsink name=out{i}_audio"));
+            }
+            webrtc.push(WebRtcTap {
+                index: i,
+                video_sink: format!("out{i}_video"),
+                audio_sink: want_audio.then(|| format!("out{i}_audio")),
+                codec: s.encode.codec,
+                signalling_url: w.signalling_url.as_ref().map(|u| u.get_ref().clone()),
+                max_viewers: w.max_viewers,
+            });
+            continue;
+        }
         let mux = format!("out{i}_mux");
         let muxer = match container {
             Container::MpegTs => "mpegtsmux",
             Container::Mp4 => "mp4mux",
-            Container::Matroska => "matroskamux",
+            Container::Matroska | Container::WebRtc => "matroskamux",
             Container::WebM => "webmmux",
         };
         let sink = match &out.value {
@@ -279,23 +335,19 @@ fn plan_structured(desc: &Description) -> Result<Plan, Diagnostic> {
                 file_sinks.push((format!("out{i}_sink"), template.clone()));
                 format!("filesink name=out{i}_sink location={}", quote(&template))
             }
+            Output::WebRtc(_) => unreachable!("webrtc outputs are handled above"),
         };
         chains.push(format!(
-            "video_enc. ! queue name=out{i}_video_queue {BRANCH_QUEUE} ! {}{muxer} name={mux} ! {sink}",
+            "{video_queue} ! {}{muxer} name={mux} ! {sink}",
             video_parser(s.encode.codec)
         ));
         if want_audio {
-            let codec = container.audio_codec();
-            let parser = match codec {
+            let parser = match audio_codec {
                 AudioCodec::Aac => "aacparse",
                 AudioCodec::Opus => "opusparse",
             };
-            chains.push(format!(
-                "audio_{}. ! queue name=out{i}_audio_queue {BRANCH_QUEUE} ! {parser} ! {mux}.",
-                codec.name()
-            ));
+            chains.push(format!("{audio_queue} ! {parser} ! {mux}."));
         }
-        outputs.push(out.value.summary());
     }
 
     let launch = chains.join("  ");
@@ -309,6 +361,7 @@ fn plan_structured(desc: &Description) -> Result<Plan, Diagnostic> {
         looping,
         decode,
         file_sinks,
+        webrtc,
     })
 }
 

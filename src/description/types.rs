@@ -392,11 +392,13 @@ pub struct FileOutput {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How an output packages the encoded streams: a container, or WebRTC's RTP.
 pub enum Container {
     Matroska,
     WebM,
     Mp4,
     MpegTs,
+    WebRtc,
 }
 
 impl Container {
@@ -420,6 +422,7 @@ impl Container {
             Container::WebM => "WebM",
             Container::Mp4 => "MP4",
             Container::MpegTs => "MPEG-TS",
+            Container::WebRtc => "WebRTC",
         }
     }
 
@@ -430,6 +433,8 @@ impl Container {
             Container::WebM => matches!(codec, Vp8 | Vp9 | Av1),
             Container::Mp4 => matches!(codec, H264 | Vp9 | Av1),
             Container::MpegTs => matches!(codec, H264),
+            // Browsers decode these; AV1 needs rtpav1pay, which GStreamer 1.22 does not have.
+            Container::WebRtc => matches!(codec, H264 | Vp8 | Vp9),
         }
     }
 
@@ -437,15 +442,33 @@ impl Container {
     pub fn audio_codec(self) -> AudioCodec {
         match self {
             Container::Mp4 | Container::MpegTs => AudioCodec::Aac,
-            Container::Matroska | Container::WebM => AudioCodec::Opus,
+            Container::Matroska | Container::WebM | Container::WebRtc => AudioCodec::Opus,
         }
     }
+}
+
+/// Live viewing in browsers and WebRTC peers: any number of viewers, each with its own leaky
+/// branch, negotiated over the signalling protocol (`/ws`), WHEP or `POST /offer`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebRtcOutput {
+    /// Register as a producer on this signalling server instead of the embedded one
+    /// (e.g. a gst-webrtc-signalling-server at ws://host:8443).
+    pub signalling_url: Option<Spanned<String>>,
+    /// Most viewers at once; more get an error (default 64).
+    #[serde(default = "default_max_viewers")]
+    pub max_viewers: u32,
+}
+
+fn default_max_viewers() -> u32 {
+    64
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Output {
     Tcp(TcpOutput),
     File(FileOutput),
+    WebRtc(WebRtcOutput),
 }
 
 impl Output {
@@ -453,6 +476,7 @@ impl Output {
         match self {
             Output::Tcp(_) => "tcp",
             Output::File(_) => "file",
+            Output::WebRtc(_) => "webrtc",
         }
     }
 
@@ -460,12 +484,17 @@ impl Output {
         match self {
             Output::Tcp(t) => format!("tcp://{}:{}", t.host, t.port),
             Output::File(f) => format!("file {}", f.path.get_ref()),
+            Output::WebRtc(w) => match &w.signalling_url {
+                Some(url) => format!("webrtc via {}", url.get_ref()),
+                None => "webrtc".to_string(),
+            },
         }
     }
 
     pub fn container(&self) -> Container {
         match self {
             Output::Tcp(_) => Container::MpegTs,
+            Output::WebRtc(_) => Container::WebRtc,
             // validate() has checked the extension.
             Output::File(f) => {
                 Container::from_path(f.path.get_ref()).unwrap_or(Container::Matroska)
@@ -475,10 +504,11 @@ impl Output {
 }
 
 impl Kinded for Output {
-    const KINDS: &'static [&'static str] = &["tcp", "file"];
+    const KINDS: &'static [&'static str] = &["tcp", "file", "webrtc"];
     fn deserialize_kind(kind: &str, de: ValueDeserializer<'_>) -> Result<Self, toml::de::Error> {
         Ok(match kind {
             "tcp" => Output::Tcp(TcpOutput::deserialize(de)?),
+            "webrtc" => Output::WebRtc(WebRtcOutput::deserialize(de)?),
             _ => Output::File(FileOutput::deserialize(de)?),
         })
     }

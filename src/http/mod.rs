@@ -3,11 +3,14 @@
 //! Every error is a JSON body `{"error": "..."}` with a fitting status code.
 
 use crate::signalling::server::Hub;
+use crate::webrtc::output::{Registry, WebRtcError};
+
+mod whep;
 use crate::supervisor::{Supervisor, SupervisorError};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use std::sync::Arc;
 
@@ -17,6 +20,18 @@ pub struct ApiError(StatusCode, String);
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<WebRtcError> for ApiError {
+    fn from(e: WebRtcError) -> Self {
+        let code = match e {
+            WebRtcError::NotFound(_) => StatusCode::NOT_FOUND,
+            WebRtcError::NotPlaying(_) | WebRtcError::Full(..) => StatusCode::SERVICE_UNAVAILABLE,
+            WebRtcError::BadOffer(_) => StatusCode::BAD_REQUEST,
+            WebRtcError::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError(code, e.to_string())
     }
 }
 
@@ -36,6 +51,13 @@ impl From<SupervisorError> for ApiError {
 pub struct AppState {
     pub supervisor: Arc<Supervisor>,
     pub hub: Arc<Hub>,
+    pub webrtc: Arc<Registry>,
+}
+
+impl axum::extract::FromRef<AppState> for Arc<Registry> {
+    fn from_ref(s: &AppState) -> Self {
+        s.webrtc.clone()
+    }
 }
 
 impl axum::extract::FromRef<AppState> for Arc<Supervisor> {
@@ -54,6 +76,10 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(index))
         .route("/ws", get(crate::signalling::server::handler))
+        .route("/whep/{name}", post(whep::start))
+        .route("/whep/{name}/{id}", delete(whep::end).patch(whep::patch))
+        .route("/offer", post(whep::offer_any))
+        .route("/offer/{name}", post(whep::offer))
         .route("/api/pipelines", get(list))
         .route("/api/pipelines/{name}", get(show))
         .route("/api/pipelines/{name}/{action}", post(action))
@@ -65,16 +91,40 @@ async fn index() -> &'static str {
     "mediaweave is running. The API: GET /api/pipelines, GET /api/pipelines/{name}, POST /api/pipelines/{name}/start|stop|restart\n"
 }
 
-async fn list(State(sup): State<Arc<Supervisor>>) -> impl IntoResponse {
-    Json(sup.list())
+/// A pipeline's status plus its live WebRTC viewers.
+#[derive(serde::Serialize)]
+struct PipelineView {
+    #[serde(flatten)]
+    status: crate::supervisor::Status,
+    viewers: Vec<crate::webrtc::session::ViewerStats>,
+}
+
+fn view(status: crate::supervisor::Status, webrtc: &Registry) -> PipelineView {
+    let viewers = webrtc
+        .get(&status.name)
+        .map(|o| o.viewers())
+        .unwrap_or_default();
+    PipelineView { status, viewers }
+}
+
+async fn list(State(state): State<AppState>) -> impl IntoResponse {
+    let all: Vec<PipelineView> = state
+        .supervisor
+        .list()
+        .into_iter()
+        .map(|s| view(s, &state.webrtc))
+        .collect();
+    Json(all)
 }
 
 async fn show(
-    State(sup): State<Arc<Supervisor>>,
+    State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    sup.get(&name)
-        .map(Json)
+    state
+        .supervisor
+        .get(&name)
+        .map(|s| Json(view(s, &state.webrtc)))
         .ok_or_else(|| SupervisorError::NotFound(name).into())
 }
 

@@ -4,6 +4,8 @@
 
 use mediaweave::server::{Server, ServerConfig};
 use mediaweave::supervisor::SupervisorConfig;
+use mediaweave::webrtc::output::WebRtcConfig;
+use mediaweave::webrtc::session::IceConfig;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -48,6 +50,14 @@ impl TestServer {
             supervisor: SupervisorConfig {
                 eos_timeout: Duration::from_secs(3),
                 ..SupervisorConfig::default()
+            },
+            webrtc: WebRtcConfig {
+                // Loopback only: tests never send to another address.
+                ice: IceConfig {
+                    addresses: vec!["127.0.0.1".into()],
+                    ..IceConfig::default()
+                },
+                ..WebRtcConfig::default()
             },
         };
         let server = rt.block_on(Server::start(config)).expect("server starts");
@@ -258,3 +268,46 @@ pub fn ffprobe(input: &str, seconds: Option<u32>) -> Result<Probe, String> {
         .and_then(|d| d.parse().ok());
     Ok(Probe { streams, duration })
 }
+
+/// The venv Python that scripts/setup creates (stock aiortc, websockets).
+pub fn venv_python() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python")
+}
+
+/// Runs the aiortc viewer (tests/peers/aiortc_viewer.py) and returns what it decoded:
+/// {"frames", "width", "height", "audio_frames"}.
+pub fn aiortc_view(args: &[&str]) -> serde_json::Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/aiortc_viewer.py");
+    let python = venv_python();
+    let mut all = vec![script.to_str().expect("utf-8 path")];
+    all.extend_from_slice(args);
+    let out = run_limited(90, python.to_str().expect("utf-8 path"), &all);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| {
+            panic!(
+                "aiortc viewer printed no result ({}): {stdout}\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    serde_json::from_str(line).expect("viewer JSON")
+}
+
+/// A 1280x720 test pattern with audio and a webrtc output, as pipelines/test-pattern.toml.
+pub const WEBRTC_TEST_PATTERN: &str = r#"
+[source]
+kind = "test"
+width = 1280
+height = 720
+framerate = 30
+
+[encode]
+bitrate = 1500
+
+[[output]]
+kind = "webrtc"
+"#;

@@ -1,0 +1,171 @@
+//! WHEP (egress, RFC 9725's sibling draft) and the aiortc-style `POST /offer`: HTTP signalling
+//! where the viewer offers and we answer with every candidate included (no trickle).
+
+use super::{ApiError, AppState};
+use crate::webrtc::output::{Registry, WebRtcError, WebRtcOutput};
+use crate::webrtc::session::{Via, ViewerId};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use std::sync::Arc;
+
+/// Largest offer accepted: real offers are a few KiB.
+const MAX_SDP_BYTES: usize = 64 * 1024;
+
+fn output(webrtc: &Registry, name: &str) -> Result<Arc<WebRtcOutput>, ApiError> {
+    webrtc
+        .get(name)
+        .ok_or_else(|| WebRtcError::NotFound(name.to_string()).into())
+}
+
+fn sdp_body(body: &Bytes) -> Result<String, ApiError> {
+    if body.len() > MAX_SDP_BYTES {
+        return Err(ApiError(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the offer is larger than {MAX_SDP_BYTES} bytes"),
+        ));
+    }
+    let text = std::str::from_utf8(body).map_err(|_| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            "the offer is not UTF-8 text".into(),
+        )
+    })?;
+    if !text.trim_start().starts_with("v=0") {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "the body must be an SDP offer (starting with v=0)".into(),
+        ));
+    }
+    Ok(text.to_string())
+}
+
+/// `POST /whep/{name}`: `application/sdp` offer in; `201 Created`, the answer and `Location`.
+pub async fn start(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let out = output(&state.webrtc, &name)?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !content_type.starts_with("application/sdp") {
+        return Err(ApiError(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "WHEP wants Content-Type: application/sdp".into(),
+        ));
+    }
+    let offer = sdp_body(&body)?;
+    let (id, answer) = out.answer(offer, Via::Whep).await?;
+    let location = format!("/whep/{name}/{id}");
+    Ok((
+        StatusCode::CREATED,
+        [
+            (header::CONTENT_TYPE, "application/sdp".to_string()),
+            (header::LOCATION, location),
+        ],
+        answer,
+    )
+        .into_response())
+}
+
+/// `DELETE /whep/{name}/{id}`: ends that viewer session.
+pub async fn end(
+    State(state): State<AppState>,
+    Path((name, id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let out = output(&state.webrtc, &name)?;
+    if out.end(&ViewerId(id.clone())) {
+        Ok(StatusCode::OK)
+    } else {
+        Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no session {id} on `{name}`"),
+        ))
+    }
+}
+
+/// `PATCH /whep/{name}/{id}`: trickle ICE and ICE restarts are not supported; answers
+/// include every candidate.
+pub async fn patch() -> ApiError {
+    ApiError(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "trickle ICE is not supported: the answer already holds every candidate".into(),
+    )
+}
+
+#[derive(serde::Deserialize)]
+pub struct OfferBody {
+    sdp: String,
+    #[serde(rename = "type")]
+    kind: String,
+    pipeline: Option<String>,
+}
+
+/// `POST /offer/{name}`: `{"sdp", "type": "offer"}` in, `{"sdp", "type": "answer"}` out.
+pub async fn offer(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    answer_json(&state, Some(name), &body).await
+}
+
+/// `POST /offer` with `"pipeline"` in the body (or the only webrtc pipeline).
+pub async fn offer_any(
+    State(state): State<AppState>,
+    body: Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    answer_json(&state, None, &body).await
+}
+
+async fn answer_json(
+    state: &AppState,
+    name: Option<String>,
+    body: &Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    if body.len() > MAX_SDP_BYTES {
+        return Err(ApiError(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "the offer is too large".into(),
+        ));
+    }
+    let req: OfferBody = serde_json::from_slice(body).map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("expected JSON {{\"sdp\": ..., \"type\": \"offer\"}}: {e}"),
+        )
+    })?;
+    if req.kind != "offer" {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("\"type\" must be \"offer\", not \"{}\"", req.kind),
+        ));
+    }
+    let name = match name.or(req.pipeline) {
+        Some(n) => n,
+        None => {
+            let names = state.webrtc.names();
+            match names.as_slice() {
+                [only] => only.clone(),
+                _ => {
+                    return Err(ApiError(
+                        StatusCode::BAD_REQUEST,
+                        format!(
+                            "say which pipeline: POST /offer/NAME or \"pipeline\" in the body (webrtc pipelines: {})",
+                            names.join(", ")
+                        ),
+                    ));
+                }
+            }
+        }
+    };
+    let out = output(&state.webrtc, &name)?;
+    let (_, answer) = out.answer(req.sdp, Via::Offer).await?;
+    Ok(Json(serde_json::json!({ "sdp": answer, "type": "answer" })))
+}

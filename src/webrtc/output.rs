@@ -1,0 +1,290 @@
+//! A pipeline's `webrtc` output: the stream producers its viewers consume, the viewer
+//! sessions, and the chat relay between them. The [`Registry`] maps pipeline names to their
+//! running outputs; the supervisor attaches and detaches them with the pipeline's lifecycle.
+
+use super::sdp;
+use super::session::{
+    self, Command, Handle, IceConfig, Params, Role, Signal, Via, ViewerId, ViewerStats,
+};
+use crate::assemble::WebRtcTap;
+use crate::description::VideoCodec;
+use gst::prelude::*;
+use gst_utils::streamproducer::StreamProducer;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+#[derive(Debug, thiserror::Error)]
+pub enum WebRtcError {
+    #[error("no pipeline `{0}` with a webrtc output")]
+    NotFound(String),
+    #[error("pipeline `{0}` is not playing yet")]
+    NotPlaying(String),
+    #[error("pipeline `{0}` has its maximum of {1} viewers")]
+    Full(String, u32),
+    #[error("{0}")]
+    BadOffer(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Service-wide WebRTC settings.
+#[derive(Debug, Clone)]
+pub struct WebRtcConfig {
+    pub ice: IceConfig,
+    /// How long a viewer has to complete ICE and DTLS.
+    pub connect_timeout: Duration,
+}
+
+impl Default for WebRtcConfig {
+    fn default() -> Self {
+        WebRtcConfig {
+            ice: IceConfig::default(),
+            connect_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+/// Chat lines waiting to be relayed; a burst of viewers typing fits, a flood is dropped.
+const CHAT_QUEUE: usize = 256;
+
+pub struct WebRtcOutput {
+    pub pipeline: String,
+    pub tap: WebRtcTap,
+    video: Option<StreamProducer>,
+    audio: Option<StreamProducer>,
+    clock: Mutex<Option<(gst::Clock, gst::ClockTime)>>,
+    sessions: Mutex<HashMap<ViewerId, Handle>>,
+    chat: mpsc::Sender<(ViewerId, String)>,
+    config: WebRtcConfig,
+}
+
+impl WebRtcOutput {
+    pub fn codec(&self) -> VideoCodec {
+        self.tap.codec
+    }
+
+    fn lock_sessions(&self) -> std::sync::MutexGuard<'_, HashMap<ViewerId, Handle>> {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn viewer_count(&self) -> usize {
+        self.lock_sessions().len()
+    }
+
+    pub fn viewers(&self) -> Vec<ViewerStats> {
+        let mut v: Vec<ViewerStats> = self
+            .lock_sessions()
+            .values()
+            .map(|h| h.stats.borrow().clone())
+            .collect();
+        v.sort_by(|a, b| a.started.cmp(&b.started));
+        v
+    }
+
+    fn params(self: &Arc<Self>, via: Via) -> Result<Params, WebRtcError> {
+        let clock = self.clock.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if clock.is_none() {
+            return Err(WebRtcError::NotPlaying(self.pipeline.clone()));
+        }
+        if self.viewer_count() >= self.tap.max_viewers as usize {
+            return Err(WebRtcError::Full(
+                self.pipeline.clone(),
+                self.tap.max_viewers,
+            ));
+        }
+        Ok(Params {
+            id: ViewerId::new(),
+            via,
+            codec: self.tap.codec,
+            video: self.video.clone(),
+            audio: self.audio.clone(),
+            clock,
+            ice: self.config.ice.clone(),
+            chat: self.chat.clone(),
+            connect_timeout: self.config.connect_timeout,
+        })
+    }
+
+    fn register(self: &Arc<Self>, params: Params, role: Role) -> ViewerId {
+        let weak = Arc::downgrade(self);
+        let handle = session::spawn(params, role, move |id| {
+            if let Some(out) = weak.upgrade() {
+                out.lock_sessions().remove(id);
+            }
+        });
+        let id = handle.id.clone();
+        self.lock_sessions().insert(id.clone(), handle);
+        tracing::info!(
+            "{}: viewer {id} joined ({} now)",
+            self.pipeline,
+            self.viewer_count()
+        );
+        id
+    }
+
+    /// Answers a remote offer (WHEP, `POST /offer`): returns the viewer id and the complete
+    /// answer SDP once ICE gathering is done.
+    pub async fn answer(
+        self: &Arc<Self>,
+        offer: String,
+        via: Via,
+    ) -> Result<(ViewerId, String), WebRtcError> {
+        let formats = sdp::read_offer(&offer, self.tap.codec).map_err(WebRtcError::BadOffer)?;
+        let params = self.params(via)?;
+        let (tx, rx) = oneshot::channel();
+        let id = self.register(
+            params,
+            Role::Answer {
+                offer,
+                formats,
+                reply: tx,
+            },
+        );
+        match rx.await {
+            Ok(Ok(answer)) => Ok((id, answer)),
+            Ok(Err(e)) => Err(WebRtcError::Failed(e)),
+            Err(_) => Err(WebRtcError::Failed(
+                "the viewer session ended before answering".into(),
+            )),
+        }
+    }
+
+    /// Starts a session in which we offer (signalling protocol). Signals go out on `signal`;
+    /// remote SDP and candidates go in through the returned command sender.
+    pub fn offer(
+        self: &Arc<Self>,
+        signal: mpsc::Sender<Signal>,
+    ) -> Result<(ViewerId, mpsc::Sender<Command>), WebRtcError> {
+        let params = self.params(Via::Signalling)?;
+        let id = self.register(params, Role::Offer { signal });
+        let commands = self
+            .lock_sessions()
+            .get(&id)
+            .map(|h| h.commands.clone())
+            .ok_or_else(|| WebRtcError::Failed("the session ended at once".into()))?;
+        Ok((id, commands))
+    }
+
+    /// Ends one viewer session; false if there is none with that id.
+    pub fn end(&self, id: &ViewerId) -> bool {
+        match self.lock_sessions().get(id) {
+            Some(h) => {
+                let _ = h.commands.try_send(Command::End);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn end_all(&self) {
+        for h in self.lock_sessions().values() {
+            let _ = h.commands.try_send(Command::End);
+        }
+    }
+
+    /// Relays chat lines from one viewer to every other viewer of this output.
+    async fn relay_chat(
+        weak: std::sync::Weak<Self>,
+        mut lines: mpsc::Receiver<(ViewerId, String)>,
+    ) {
+        while let Some((from, text)) = lines.recv().await {
+            let Some(out) = weak.upgrade() else { return };
+            let line = serde_json::json!({ "from": &from.0[..8.min(from.0.len())], "text": text })
+                .to_string();
+            for (id, h) in out.lock_sessions().iter() {
+                if *id != from {
+                    let _ = h.commands.try_send(Command::Chat(line.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// The running webrtc outputs, by pipeline name.
+pub struct Registry {
+    outputs: Mutex<HashMap<String, Arc<WebRtcOutput>>>,
+    config: WebRtcConfig,
+}
+
+impl Registry {
+    pub fn new(config: WebRtcConfig) -> Arc<Registry> {
+        Arc::new(Registry {
+            outputs: Mutex::new(HashMap::new()),
+            config,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<WebRtcOutput>>> {
+        self.outputs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes the appsinks of `taps` from a freshly built pipeline as stream producers.
+    /// Call before the pipeline plays; viewers are accepted once [`Registry::playing`] is called.
+    pub fn attach(
+        &self,
+        name: &str,
+        pipeline: &gst::Pipeline,
+        taps: &[WebRtcTap],
+    ) -> Result<(), String> {
+        // One webrtc output per pipeline is what viewers address (by pipeline name).
+        let Some(tap) = taps.first() else {
+            return Ok(());
+        };
+        let producer = |sink: &str| -> Result<StreamProducer, String> {
+            let appsink = pipeline
+                .by_name(sink)
+                .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
+                .ok_or_else(|| format!("the assembled pipeline has no appsink {sink}"))?;
+            Ok(StreamProducer::from(&appsink))
+        };
+        let video = Some(producer(&tap.video_sink)?);
+        let audio = tap.audio_sink.as_deref().map(producer).transpose()?;
+        let (chat_tx, chat_rx) = mpsc::channel(CHAT_QUEUE);
+        let output = Arc::new(WebRtcOutput {
+            pipeline: name.to_string(),
+            tap: tap.clone(),
+            video,
+            audio,
+            clock: Mutex::new(None),
+            sessions: Mutex::new(HashMap::new()),
+            chat: chat_tx,
+            config: self.config.clone(),
+        });
+        tokio::spawn(WebRtcOutput::relay_chat(Arc::downgrade(&output), chat_rx));
+        if let Some(old) = self.lock().insert(name.to_string(), output) {
+            old.end_all();
+        }
+        Ok(())
+    }
+
+    /// The pipeline is playing: viewers share its clock and base time from now on.
+    pub fn playing(&self, name: &str, pipeline: &gst::Pipeline) {
+        if let (Some(out), Some(clock)) = (self.get(name), pipeline.clock()) {
+            let base = pipeline.base_time().unwrap_or(gst::ClockTime::ZERO);
+            *out.clock.lock().unwrap_or_else(|p| p.into_inner()) = Some((clock, base));
+        }
+    }
+
+    /// The pipeline stopped: its viewers' sessions end.
+    pub fn detach(&self, name: &str) {
+        if let Some(out) = self.lock().remove(name) {
+            out.end_all();
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<WebRtcOutput>> {
+        self.lock().get(name).cloned()
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.lock().keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    pub fn config(&self) -> &WebRtcConfig {
+        &self.config
+    }
+}

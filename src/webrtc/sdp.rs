@@ -1,0 +1,147 @@
+//! Reading a remote offer: which payload types to send with, so the answer matches the offer.
+
+use crate::description::VideoCodec;
+
+/// What we will send in answer to an offer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OfferedFormats {
+    /// Payload type for our video codec, if the offer has a video m-line that accepts it.
+    pub video_pt: Option<u32>,
+    /// Payload type for Opus, if the offer has an audio m-line that accepts it.
+    pub audio_pt: Option<u32>,
+    /// The offer has a data channel (m=application).
+    pub data_channel: bool,
+}
+
+/// Picks our payload types from `offer`. Fails with a sentence when the offer cannot be
+/// answered by a viewer session: not SDP, sends media, or takes none of our video codec.
+pub fn read_offer(offer: &str, codec: VideoCodec) -> Result<OfferedFormats, String> {
+    // gst-sdp asserts GStreamer is initialized; a no-op after the first call.
+    gst::init().map_err(|e| format!("GStreamer is not available: {e}"))?;
+    let msg = gst_sdp::SDPMessage::parse_buffer(offer.as_bytes())
+        .map_err(|_| "the offer is not a valid SDP".to_string())?;
+    let mut formats = OfferedFormats {
+        video_pt: None,
+        audio_pt: None,
+        data_channel: false,
+    };
+    let mut saw_video = false;
+    for media in msg.medias() {
+        if media.attribute_val("sendonly").is_some() {
+            return Err("the offer only sends media; to publish a stream use WHIP".into());
+        }
+        match media.media() {
+            Some("video") => {
+                saw_video = true;
+                if formats.video_pt.is_none() {
+                    formats.video_pt = pick_video(media, codec);
+                }
+            }
+            Some("audio") if formats.audio_pt.is_none() => {
+                formats.audio_pt = rtpmaps(media)
+                    .find(|(_, enc)| enc.eq_ignore_ascii_case("opus/48000/2"))
+                    .map(|(pt, _)| pt);
+            }
+            Some("application") => formats.data_channel = true,
+            _ => {}
+        }
+    }
+    if saw_video && formats.video_pt.is_none() {
+        return Err(format!(
+            "the offer does not accept {} video, which this pipeline sends",
+            codec.name().to_uppercase()
+        ));
+    }
+    if formats.video_pt.is_none() && formats.audio_pt.is_none() && !formats.data_channel {
+        return Err("the offer has no video, audio or data channel to answer".into());
+    }
+    Ok(formats)
+}
+
+/// `(payload type, "ENC/clock[/channels]")` of each `a=rtpmap`.
+fn rtpmaps(media: &gst_sdp::SDPMediaRef) -> impl Iterator<Item = (u32, String)> + '_ {
+    (0..media.attributes_len()).filter_map(move |i| {
+        let v = media.attribute_val_n("rtpmap", i)?;
+        let (pt, enc) = v.split_once(' ')?;
+        Some((pt.parse().ok()?, enc.trim().to_string()))
+    })
+}
+
+fn fmtp<'a>(media: &'a gst_sdp::SDPMediaRef, pt: u32) -> Option<&'a str> {
+    (0..media.attributes_len())
+        .filter_map(|i| media.attribute_val_n("fmtp", i))
+        .find_map(|v| {
+            let (p, params) = v.split_once(' ')?;
+            (p.parse::<u32>().ok()? == pt).then_some(params)
+        })
+}
+
+fn pick_video(media: &gst_sdp::SDPMediaRef, codec: VideoCodec) -> Option<u32> {
+    let name = match codec {
+        VideoCodec::H264 => "H264/90000",
+        VideoCodec::Vp8 => "VP8/90000",
+        VideoCodec::Vp9 => "VP9/90000",
+        VideoCodec::Av1 => "AV1/90000",
+    };
+    let candidates: Vec<u32> = rtpmaps(media)
+        .filter(|(_, enc)| enc.eq_ignore_ascii_case(name))
+        .map(|(pt, _)| pt)
+        .collect();
+    if codec != VideoCodec::H264 {
+        return candidates.first().copied();
+    }
+    // H.264: packetization-mode=1 (what rtph264pay sends), preferring a constrained-baseline
+    // profile-level-id (42e0xx / 42c0xx) — the stream we encode for browsers.
+    let params = |pt: u32| fmtp(media, pt).unwrap_or("").to_ascii_lowercase();
+    let mode1: Vec<u32> = candidates
+        .iter()
+        .copied()
+        .filter(|pt| params(*pt).contains("packetization-mode=1"))
+        .collect();
+    let constrained = mode1.iter().copied().find(|pt| {
+        let p = params(*pt);
+        p.contains("profile-level-id=42e0") || p.contains("profile-level-id=42c0")
+    });
+    constrained.or_else(|| mode1.first().copied())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const AIORTC_LIKE: &str = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n\
+m=audio 9 UDP/TLS/RTP/SAVPF 96 0\r\nc=IN IP4 0.0.0.0\r\na=recvonly\r\n\
+a=rtpmap:96 opus/48000/2\r\na=rtpmap:0 PCMU/8000\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 97 99 101 103\r\nc=IN IP4 0.0.0.0\r\na=recvonly\r\n\
+a=rtpmap:97 VP8/90000\r\na=rtpmap:99 H264/90000\r\n\
+a=fmtp:99 level-asymmetry-allowed=1;packetization-mode=0;profile-level-id=42e01f\r\n\
+a=rtpmap:101 H264/90000\r\na=fmtp:101 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n\
+a=rtpmap:103 H264/90000\r\na=fmtp:103 packetization-mode=1;profile-level-id=640c1f\r\n";
+
+    #[test]
+    fn picks_packetization_mode_1_constrained_baseline() {
+        let f = read_offer(AIORTC_LIKE, VideoCodec::H264).expect("answerable");
+        assert_eq!(f.video_pt, Some(101));
+        assert_eq!(f.audio_pt, Some(96));
+        assert!(!f.data_channel);
+        assert_eq!(
+            read_offer(AIORTC_LIKE, VideoCodec::Vp8)
+                .expect("vp8")
+                .video_pt,
+            Some(97)
+        );
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_answer() {
+        assert!(read_offer("garbage", VideoCodec::H264).is_err());
+        let err = read_offer(AIORTC_LIKE, VideoCodec::Vp9).expect_err("no vp9");
+        assert!(err.contains("VP9"), "{err}");
+        let publisher = AIORTC_LIKE.replace("a=recvonly", "a=sendonly");
+        assert!(
+            read_offer(&publisher, VideoCodec::H264)
+                .expect_err("sends")
+                .contains("WHIP")
+        );
+    }
+}

@@ -1,0 +1,916 @@
+//! One viewer: its own pipeline `appsrc → payloader → webrtcbin`, owned by one task.
+//!
+//! The encoded streams come from the main pipeline through `StreamProducer` consumers (leaky
+//! appsrcs, 500 ms), so a slow viewer drops its own data and never slows the encoder or the
+//! other viewers. GStreamer callbacks (webrtcbin signals, promises, pad probes, the bus) only
+//! push an [`Event`] into the task's channel; the task owns every decision.
+//!
+//! Two ways to negotiate:
+//! - [`Role::Answer`] (WHEP, `POST /offer`): the peer offers; we answer once ICE gathering is
+//!   complete, so no trickle is needed;
+//! - [`Role::Offer`] (the signalling protocol): we offer and trickle candidates through
+//!   [`Signal`]s; the answer and remote candidates arrive as [`Command`]s.
+
+use super::cert::{self, DtlsCertificate};
+use super::sdp::OfferedFormats;
+use crate::description::VideoCodec;
+use gst::glib;
+use gst::prelude::*;
+use gst_utils::streamproducer::{ConsumptionLink, StreamProducer};
+use gst_webrtc::{WebRTCDataChannel, WebRTCPeerConnectionState, WebRTCSessionDescription};
+use serde::Serialize;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+
+/// Identifies a viewer session (also its WHEP resource id).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct ViewerId(pub String);
+
+impl ViewerId {
+    pub fn new() -> ViewerId {
+        ViewerId(uuid::Uuid::new_v4().simple().to_string())
+    }
+}
+
+impl Default for ViewerId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for ViewerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// How the viewer negotiated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Via {
+    Whep,
+    Offer,
+    Signalling,
+}
+
+/// Per-viewer statistics, from webrtcbin's `get-stats` (RTCP receiver reports for loss/RTT).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ViewerStats {
+    pub id: ViewerId,
+    pub via: Via,
+    pub connected: bool,
+    pub bytes_sent: u64,
+    pub packets_sent: u64,
+    pub packets_lost: i64,
+    pub round_trip_time_ms: Option<f64>,
+    /// Encoded buffers the leaky per-viewer queue dropped because this viewer fell behind.
+    pub dropped_buffers: u64,
+    pub started: String,
+}
+
+/// ICE settings of the service.
+#[derive(Debug, Clone, Default)]
+pub struct IceConfig {
+    /// Local addresses to gather host candidates on; empty = every interface but loopback
+    /// (libnice's default). Loopback-only machines need "127.0.0.1".
+    pub addresses: Vec<String>,
+    /// `stun://host:port`.
+    pub stun_server: Option<String>,
+    /// `turn(s)://user:password@host:port`.
+    pub turn_servers: Vec<String>,
+}
+
+/// Messages from the session to a signalling peer (offer role).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Signal {
+    Offer(String),
+    Ice {
+        mline: u32,
+        candidate: String,
+    },
+    /// The session is over (its resources are freed).
+    Ended,
+}
+
+/// Messages into a session.
+#[derive(Debug)]
+pub enum Command {
+    RemoteAnswer(String),
+    RemoteIce {
+        mline: u32,
+        candidate: String,
+    },
+    /// A chat line from another viewer, to send on this viewer's data channel.
+    Chat(String),
+    End,
+}
+
+pub enum Role {
+    Answer {
+        offer: String,
+        formats: OfferedFormats,
+        reply: oneshot::Sender<Result<String, String>>,
+    },
+    Offer {
+        signal: mpsc::Sender<Signal>,
+    },
+}
+
+/// Chat lines from viewers, to be relayed by whoever owns the session (the output).
+pub type ChatSender = mpsc::Sender<(ViewerId, String)>;
+
+/// Everything a session needs from its output.
+pub struct Params {
+    pub id: ViewerId,
+    pub via: Via,
+    pub codec: VideoCodec,
+    pub video: Option<StreamProducer>,
+    pub audio: Option<StreamProducer>,
+    /// The main pipeline's clock and base time: viewer pipelines share them so timestamps of
+    /// the fanned-out buffers mean the same thing.
+    pub clock: Option<(gst::Clock, gst::ClockTime)>,
+    pub ice: IceConfig,
+    pub chat: ChatSender,
+    /// How long a peer has to connect (ICE + DTLS) before the session is dropped.
+    pub connect_timeout: Duration,
+}
+
+/// The owner's handle on a running session.
+pub struct Handle {
+    pub id: ViewerId,
+    pub commands: mpsc::Sender<Command>,
+    pub stats: watch::Receiver<ViewerStats>,
+}
+
+/// Longest chat line relayed, in characters.
+pub const CHAT_MAX_CHARS: usize = 500;
+/// Chat lines one viewer may send per 10 s; more are dropped (and counted in the logs).
+const CHAT_BURST: u32 = 10;
+/// Default payload types when we offer.
+const OFFER_VIDEO_PT: u32 = 96;
+const OFFER_AUDIO_PT: u32 = 111;
+
+/// What GStreamer callbacks report to the session task.
+enum Event {
+    NegotiationNeeded,
+    MediaFlowing,
+    RemoteSet(Result<(), String>),
+    Created(Result<WebRTCSessionDescription, String>),
+    IceCandidate(u32, String),
+    GatheringComplete,
+    State(WebRTCPeerConnectionState),
+    DataChannel(WebRTCDataChannel),
+    ChatIn(String),
+    Stats(gst::Structure),
+    /// The peer said goodbye (RTCP BYE) or went silent (RTCP timeout).
+    PeerGone(&'static str),
+    Error(String),
+}
+
+/// Events queued from GStreamer threads; a few per second in normal operation (candidates,
+/// stats, chat), so 256 only fills if the task is stuck, and then dropping is right.
+const EVENT_QUEUE: usize = 256;
+
+/// Starts a session task; `on_end` runs when it is over and every resource is freed.
+pub fn spawn(
+    params: Params,
+    role: Role,
+    on_end: impl FnOnce(&ViewerId) + Send + 'static,
+) -> Handle {
+    let (cmd_tx, cmd_rx) = mpsc::channel(64);
+    let stats = ViewerStats {
+        id: params.id.clone(),
+        via: params.via,
+        connected: false,
+        bytes_sent: 0,
+        packets_sent: 0,
+        packets_lost: 0,
+        round_trip_time_ms: None,
+        dropped_buffers: 0,
+        started: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+    };
+    let (stats_tx, stats_rx) = watch::channel(stats);
+    let id = params.id.clone();
+    tokio::spawn(async move {
+        let id = params.id.clone();
+        run(params, role, cmd_rx, stats_tx).await;
+        on_end(&id);
+    });
+    Handle {
+        id,
+        commands: cmd_tx,
+        stats: stats_rx,
+    }
+}
+
+/// A built viewer pipeline.
+struct Built {
+    pipeline: gst::Pipeline,
+    webrtc: gst::Element,
+    links: Vec<ConsumptionLink>,
+    /// The data channel we created (offer role).
+    channel: Option<WebRTCDataChannel>,
+}
+
+async fn run(
+    params: Params,
+    role: Role,
+    mut commands: mpsc::Receiver<Command>,
+    stats: watch::Sender<ViewerStats>,
+) {
+    let (ev_tx, mut events) = mpsc::channel::<Event>(EVENT_QUEUE);
+    let id = params.id.clone();
+    let (video_pt, audio_pt, offering) = match &role {
+        Role::Answer { formats, .. } => (formats.video_pt, formats.audio_pt, false),
+        Role::Offer { .. } => (Some(OFFER_VIDEO_PT), Some(OFFER_AUDIO_PT), true),
+    };
+    let build = {
+        let (video, audio) = (params.video.clone(), params.audio.clone());
+        let (clock, ice, codec) = (params.clock.clone(), params.ice.clone(), params.codec);
+        let (tx, name) = (ev_tx.clone(), format!("viewer-{id}"));
+        tokio::task::spawn_blocking(move || {
+            let cert = cert::certificate()?;
+            build(BuildArgs {
+                name,
+                codec,
+                video: video.zip(video_pt),
+                audio: audio.zip(audio_pt),
+                clock,
+                ice,
+                cert,
+                create_channel: offering,
+                events: tx,
+            })
+        })
+    };
+    let built = match build.await {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => return fail(role, e),
+        Err(e) => return fail(role, format!("viewer pipeline setup panicked: {e}")),
+    };
+    let mut session = Session {
+        id: id.clone(),
+        built,
+        stats,
+        chat: params.chat.clone(),
+        channel: None,
+        chat_tokens: CHAT_BURST,
+        chat_refill: Instant::now(),
+    };
+    session.channel = session.built.channel.clone();
+    if let Some(channel) = session.channel.clone() {
+        session.watch_channel(&channel, &ev_tx);
+    }
+
+    let deadline = Instant::now() + params.connect_timeout;
+    let outcome = session
+        .negotiate_and_serve(role, &mut events, &mut commands, &ev_tx, deadline)
+        .await;
+    match &outcome {
+        Ok(reason) => tracing::info!("viewer {id}: ended ({reason})"),
+        Err(e) => tracing::warn!("viewer {id}: ended: {e}"),
+    }
+    session.teardown().await;
+}
+
+/// Reports a session that could not even be built.
+fn fail(role: Role, error: String) {
+    tracing::warn!("viewer session failed to start: {error}");
+    match role {
+        Role::Answer { reply, .. } => {
+            let _ = reply.send(Err(error));
+        }
+        Role::Offer { signal } => {
+            let _ = signal.try_send(Signal::Ended);
+        }
+    }
+}
+
+struct Session {
+    id: ViewerId,
+    built: Built,
+    stats: watch::Sender<ViewerStats>,
+    chat: ChatSender,
+    channel: Option<WebRTCDataChannel>,
+    chat_tokens: u32,
+    chat_refill: Instant,
+}
+
+/// Where negotiation stands.
+enum Phase {
+    /// Answer role: waiting for media, then setting the remote offer.
+    AwaitMedia,
+    AwaitRemoteSet,
+    AwaitAnswer,
+    AwaitGathering(Instant),
+    /// Offer role: waiting for webrtcbin to want negotiation and for media to flow.
+    AwaitOfferPrereqs {
+        negotiation: bool,
+        media: bool,
+    },
+    AwaitOffer,
+    /// Negotiated (or offer sent): serving until the peer goes away.
+    Serving,
+}
+
+impl Session {
+    fn webrtc(&self) -> &gst::Element {
+        &self.built.webrtc
+    }
+
+    async fn negotiate_and_serve(
+        &mut self,
+        role: Role,
+        events: &mut mpsc::Receiver<Event>,
+        commands: &mut mpsc::Receiver<Command>,
+        ev_tx: &mpsc::Sender<Event>,
+        connect_deadline: Instant,
+    ) -> Result<&'static str, String> {
+        let (mut reply, signal, offer) = match role {
+            Role::Answer { reply, offer, .. } => (Some(reply), None, Some(offer)),
+            Role::Offer { signal } => (None, Some(signal), None),
+        };
+        let result = self
+            .drive(
+                &mut reply,
+                signal.as_ref(),
+                offer.as_deref(),
+                events,
+                commands,
+                ev_tx,
+                connect_deadline,
+            )
+            .await;
+        if let Some(reply) = reply.take() {
+            let _ = reply.send(Err(match &result {
+                Err(e) => e.clone(),
+                Ok(r) => r.to_string(),
+            }));
+        }
+        if let Some(signal) = signal {
+            let _ = signal.try_send(Signal::Ended);
+        }
+        result
+    }
+
+    /// The negotiation and serving loop; any error ends the session.
+    #[allow(clippy::too_many_arguments)]
+    async fn drive(
+        &mut self,
+        reply: &mut Option<oneshot::Sender<Result<String, String>>>,
+        signal: Option<&mpsc::Sender<Signal>>,
+        offer: Option<&str>,
+        events: &mut mpsc::Receiver<Event>,
+        commands: &mut mpsc::Receiver<Command>,
+        ev_tx: &mpsc::Sender<Event>,
+        connect_deadline: Instant,
+    ) -> Result<&'static str, String> {
+        let mut phase = if reply.is_some() {
+            Phase::AwaitMedia
+        } else {
+            Phase::AwaitOfferPrereqs {
+                negotiation: false,
+                media: false,
+            }
+        };
+        let media_deadline = Instant::now() + Duration::from_secs(10);
+        let mut stats_tick = tokio::time::interval(Duration::from_secs(2));
+        let mut connected = false;
+        let mut disconnected_since: Option<Instant> = None;
+        loop {
+            let timeout_at = match phase {
+                Phase::AwaitMedia | Phase::AwaitOfferPrereqs { .. } => media_deadline,
+                Phase::AwaitGathering(until) => until,
+                _ if !connected => connect_deadline,
+                _ => disconnected_since.map_or(far_future(), |t| t + Duration::from_secs(10)),
+            };
+            tokio::select! {
+                ev = events.recv() => {
+                    let Some(ev) = ev else { return Err("event channel closed".into()) };
+                    match ev {
+                        Event::Error(e) => return Err(e),
+                        Event::MediaFlowing => match &mut phase {
+                            Phase::AwaitMedia => {
+                                let Some(offer) = offer else { return Err("no offer".into()) };
+                                self.set_remote(WebRTCSDPType::Offer, offer, ev_tx)?;
+                                phase = Phase::AwaitRemoteSet;
+                            }
+                            Phase::AwaitOfferPrereqs { media, negotiation } => {
+                                *media = true;
+                                if *negotiation {
+                                    self.create(false, ev_tx);
+                                    phase = Phase::AwaitOffer;
+                                }
+                            }
+                            _ => {}
+                        },
+                        Event::NegotiationNeeded => {
+                            if let Phase::AwaitOfferPrereqs { negotiation, media } = &mut phase {
+                                *negotiation = true;
+                                if *media {
+                                    self.create(false, ev_tx);
+                                    phase = Phase::AwaitOffer;
+                                }
+                            }
+                        }
+                        Event::RemoteSet(r) => {
+                            r?;
+                            if matches!(phase, Phase::AwaitRemoteSet) {
+                                self.create(true, ev_tx);
+                                phase = Phase::AwaitAnswer;
+                            }
+                        }
+                        Event::Created(desc) => {
+                            let desc = desc?;
+                            self.webrtc().emit_by_name::<()>(
+                                "set-local-description",
+                                &[&desc, &None::<gst::Promise>],
+                            );
+                            match phase {
+                                Phase::AwaitAnswer => {
+                                    phase = Phase::AwaitGathering(Instant::now() + Duration::from_secs(5));
+                                    if self.gathering_complete() {
+                                        phase = self.send_answer(reply)?;
+                                    }
+                                }
+                                Phase::AwaitOffer => {
+                                    let sdp = sdp_text(&desc)?;
+                                    if let Some(signal) = signal {
+                                        send_signal(signal, Signal::Offer(sdp)).await?;
+                                    }
+                                    phase = Phase::Serving;
+                                }
+                                _ => {}
+                            }
+                        }
+                        Event::GatheringComplete => {
+                            if matches!(phase, Phase::AwaitGathering(_)) {
+                                phase = self.send_answer(reply)?;
+                            }
+                        }
+                        Event::IceCandidate(mline, candidate) => {
+                            if let Some(signal) = signal {
+                                send_signal(signal, Signal::Ice { mline, candidate }).await?;
+                            }
+                        }
+                        Event::State(state) => match state {
+                            WebRTCPeerConnectionState::Connected => {
+                                connected = true;
+                                disconnected_since = None;
+                                self.stats.send_modify(|s| s.connected = true);
+                                tracing::info!("viewer {}: connected", self.id);
+                            }
+                            WebRTCPeerConnectionState::Disconnected => {
+                                disconnected_since.get_or_insert_with(Instant::now);
+                            }
+                            WebRTCPeerConnectionState::Failed => return Err("connection failed (ICE or DTLS)".into()),
+                            WebRTCPeerConnectionState::Closed => return Ok("peer closed the connection"),
+                            _ => {}
+                        },
+                        Event::DataChannel(channel) => {
+                            self.watch_channel(&channel, ev_tx);
+                            self.channel = Some(channel);
+                        }
+                        Event::ChatIn(text) => self.relay_chat(text),
+                        Event::PeerGone(why) => return Ok(why),
+                        Event::Stats(s) => self.update_stats(&s),
+                    }
+                }
+                cmd = commands.recv() => match cmd {
+                    None | Some(Command::End) => return Ok("ended by request"),
+                    Some(Command::RemoteAnswer(sdp)) => {
+                        self.set_remote(WebRTCSDPType::Answer, &sdp, ev_tx)?;
+                    }
+                    Some(Command::RemoteIce { mline, candidate }) => {
+                        self.webrtc().emit_by_name::<()>("add-ice-candidate", &[&mline, &candidate]);
+                    }
+                    Some(Command::Chat(text)) => {
+                        if let Some(ch) = &self.channel {
+                            if ch.ready_state() == gst_webrtc::WebRTCDataChannelState::Open {
+                                if let Err(e) = ch.send_string_full(Some(&text)) {
+                                    tracing::debug!("viewer {}: chat not sent: {e}", self.id);
+                                }
+                            }
+                        }
+                    }
+                },
+                _ = tokio::time::sleep_until(timeout_at) => match phase {
+                    // Answer with the candidates gathered so far rather than not at all.
+                    Phase::AwaitGathering(_) => phase = self.send_answer(reply)?,
+                    Phase::AwaitMedia | Phase::AwaitOfferPrereqs { .. } => {
+                        return Err("no media from the pipeline within 10 s".into())
+                    }
+                    _ if !connected => return Err("the peer did not connect in time (ICE/DTLS)".into()),
+                    _ => return Err("the peer stayed disconnected for 10 s".into()),
+                },
+                _ = stats_tick.tick() => self.request_stats(ev_tx),
+            }
+        }
+    }
+
+    fn gathering_complete(&self) -> bool {
+        self.webrtc()
+            .property::<gst_webrtc::WebRTCICEGatheringState>("ice-gathering-state")
+            == gst_webrtc::WebRTCICEGatheringState::Complete
+    }
+
+    /// Replies with the local description (candidates included) and starts serving.
+    fn send_answer(
+        &self,
+        reply: &mut Option<oneshot::Sender<Result<String, String>>>,
+    ) -> Result<Phase, String> {
+        let desc = self
+            .webrtc()
+            .property::<Option<WebRTCSessionDescription>>("local-description")
+            .ok_or("no local description after create-answer")?;
+        let sdp = sdp_text(&desc)?;
+        if let Some(reply) = reply.take() {
+            reply
+                .send(Ok(sdp))
+                .map_err(|_| "the requester went away before the answer".to_string())?;
+        }
+        Ok(Phase::Serving)
+    }
+
+    fn set_remote(
+        &self,
+        kind: WebRTCSDPType,
+        sdp: &str,
+        ev_tx: &mpsc::Sender<Event>,
+    ) -> Result<(), String> {
+        let msg = gst_sdp::SDPMessage::parse_buffer(sdp.as_bytes())
+            .map_err(|_| "the remote description is not a valid SDP".to_string())?;
+        let desc = WebRTCSessionDescription::new(kind, msg);
+        let tx = ev_tx.clone();
+        let promise = gst::Promise::with_change_func(move |reply| {
+            let r = match reply {
+                Ok(Some(s)) if s.has_field("error") => Err(format!(
+                    "webrtcbin rejected the remote description: {:?}",
+                    s.get::<glib::Error>("error").map(|e| e.to_string())
+                )),
+                Ok(_) => Ok(()),
+                Err(e) => Err(format!("setting the remote description failed: {e:?}")),
+            };
+            let _ = tx.try_send(Event::RemoteSet(r));
+        });
+        self.webrtc()
+            .emit_by_name::<()>("set-remote-description", &[&desc, &promise]);
+        Ok(())
+    }
+
+    /// create-answer (`answer`) or create-offer; the result comes back as `Event::Created`.
+    fn create(&self, answer: bool, ev_tx: &mpsc::Sender<Event>) {
+        let tx = ev_tx.clone();
+        let field = if answer { "answer" } else { "offer" };
+        let promise = gst::Promise::with_change_func(move |reply| {
+            let r = match reply {
+                Ok(Some(s)) => s.get::<WebRTCSessionDescription>(field).map_err(|_| {
+                    match s.get::<glib::Error>("error") {
+                        Ok(e) => format!("webrtcbin could not create an {field}: {e}"),
+                        Err(_) => format!("webrtcbin gave no {field}"),
+                    }
+                }),
+                Ok(None) => Err(format!("webrtcbin gave no {field}")),
+                Err(e) => Err(format!("creating the {field} failed: {e:?}")),
+            };
+            let _ = tx.try_send(Event::Created(r));
+        });
+        let signal = if answer {
+            "create-answer"
+        } else {
+            "create-offer"
+        };
+        self.webrtc()
+            .emit_by_name::<()>(signal, &[&None::<gst::Structure>, &promise]);
+    }
+
+    fn watch_channel(&self, channel: &WebRTCDataChannel, ev_tx: &mpsc::Sender<Event>) {
+        let tx = ev_tx.clone();
+        channel.connect_on_message_string(move |_, text| {
+            if let Some(text) = text {
+                let _ = tx.try_send(Event::ChatIn(text.to_string()));
+            }
+        });
+    }
+
+    /// Relays a chat line from this viewer to the others, within length and rate limits.
+    fn relay_chat(&mut self, text: String) {
+        let refills = (self.chat_refill.elapsed().as_secs() / 10) as u32;
+        if refills > 0 {
+            self.chat_tokens = CHAT_BURST;
+            self.chat_refill = Instant::now();
+        }
+        if self.chat_tokens == 0 {
+            tracing::debug!("viewer {}: chat rate limit, line dropped", self.id);
+            return;
+        }
+        self.chat_tokens -= 1;
+        let text: String = text.trim().chars().take(CHAT_MAX_CHARS).collect();
+        if text.is_empty() {
+            return;
+        }
+        let _ = self.chat.try_send((self.id.clone(), text));
+    }
+
+    fn request_stats(&self, ev_tx: &mpsc::Sender<Event>) {
+        let tx = ev_tx.clone();
+        let promise = gst::Promise::with_change_func(move |reply| {
+            if let Ok(Some(s)) = reply {
+                let _ = tx.try_send(Event::Stats(s.to_owned()));
+            }
+        });
+        self.webrtc()
+            .emit_by_name::<()>("get-stats", &[&None::<gst::Pad>, &promise]);
+    }
+
+    fn update_stats(&self, all: &gst::Structure) {
+        let (mut bytes, mut packets, mut lost, mut rtt) = (0u64, 0u64, 0i64, None::<f64>);
+        for (_, value) in all.iter() {
+            let Ok(s) = value.get::<gst::Structure>() else {
+                continue;
+            };
+            match s.name().as_str() {
+                "outbound-rtp" => {
+                    bytes += s.get::<u64>("bytes-sent").unwrap_or(0);
+                    packets += s.get::<u64>("packets-sent").unwrap_or(0);
+                }
+                "remote-inbound-rtp" => {
+                    lost += s.get::<i64>("packets-lost").unwrap_or(0);
+                    if let Ok(r) = s.get::<f64>("round-trip-time") {
+                        rtt = Some(rtt.map_or(r, |x: f64| x.max(r)));
+                    }
+                }
+                _ => {}
+            }
+        }
+        let dropped = self.built.links.iter().map(|l| l.dropped()).sum();
+        self.stats.send_modify(|st| {
+            st.bytes_sent = bytes;
+            st.packets_sent = packets;
+            st.packets_lost = lost;
+            st.round_trip_time_ms = rtt.map(|r| r * 1000.0);
+            st.dropped_buffers = dropped;
+        });
+    }
+
+    /// Disconnects from the producers and sets the pipeline to NULL off the async threads.
+    async fn teardown(self) {
+        let Built {
+            pipeline, links, ..
+        } = self.built;
+        drop(links);
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Some(bus) = pipeline.bus() {
+                bus.unset_sync_handler();
+            }
+            let _ = pipeline.set_state(gst::State::Null);
+        })
+        .await;
+    }
+}
+
+use gst_webrtc::WebRTCSDPType;
+
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(365 * 24 * 3600)
+}
+
+async fn send_signal(signal: &mpsc::Sender<Signal>, s: Signal) -> Result<(), String> {
+    signal
+        .send(s)
+        .await
+        .map_err(|_| "the signalling connection is gone".to_string())
+}
+
+/// The SDP text to send to a peer, with our certificate's fingerprint.
+fn sdp_text(desc: &WebRTCSessionDescription) -> Result<String, String> {
+    let text = desc
+        .sdp()
+        .as_text()
+        .map_err(|e| format!("cannot serialize the SDP: {e}"))?;
+    let cert = cert::certificate()?;
+    Ok(cert::patch_fingerprint(&text, cert))
+}
+
+struct BuildArgs {
+    name: String,
+    codec: VideoCodec,
+    video: Option<(StreamProducer, u32)>,
+    audio: Option<(StreamProducer, u32)>,
+    clock: Option<(gst::Clock, gst::ClockTime)>,
+    ice: IceConfig,
+    cert: &'static DtlsCertificate,
+    create_channel: bool,
+    events: mpsc::Sender<Event>,
+}
+
+fn make(factory: &str) -> Result<gst::Element, String> {
+    gst::ElementFactory::make(factory)
+        .build()
+        .map_err(|_| crate::description::elements::explain_missing(factory))
+}
+
+/// Builds and starts a viewer pipeline (blocking: runs on the blocking pool).
+fn build(a: BuildArgs) -> Result<Built, String> {
+    let pipeline = gst::Pipeline::with_name(&a.name);
+    let webrtc = make("webrtcbin")?;
+    webrtc.set_property_from_str("bundle-policy", "max-bundle");
+    if let Some(stun) = &a.ice.stun_server {
+        webrtc.set_property("stun-server", stun);
+    }
+    for turn in &a.ice.turn_servers {
+        let _ = webrtc.emit_by_name::<bool>("add-turn-server", &[turn]);
+    }
+    pipeline.add(&webrtc).map_err(|e| e.to_string())?;
+
+    // The ECDSA certificate goes into dtlssrtpdec while webrtcbin creates it (inside
+    // create-offer/create-answer, element still in NULL): the only moment it takes effect.
+    let pem = a.cert.pem.clone();
+    if let Some(bin) = webrtc.downcast_ref::<gst::Bin>() {
+        bin.connect_deep_element_added(move |_, _, element| {
+            if element.factory().is_some_and(|f| f.name() == "dtlssrtpdec") {
+                element.set_property("pem", &pem);
+            }
+        });
+    }
+    if !a.ice.addresses.is_empty() {
+        let agent = webrtc.property::<glib::Object>("ice-agent");
+        for address in &a.ice.addresses {
+            let _ = agent.emit_by_name::<bool>("add-local-ip-address", &[address]);
+        }
+    }
+
+    let tx = a.events.clone();
+    webrtc.connect("on-negotiation-needed", false, move |_| {
+        let _ = tx.try_send(Event::NegotiationNeeded);
+        None
+    });
+    let tx = a.events.clone();
+    webrtc.connect("on-ice-candidate", false, move |values| {
+        let mline = values.get(1).and_then(|v| v.get::<u32>().ok());
+        let candidate = values.get(2).and_then(|v| v.get::<String>().ok());
+        if let (Some(mline), Some(candidate)) = (mline, candidate) {
+            let _ = tx.try_send(Event::IceCandidate(mline, candidate));
+        }
+        None
+    });
+    let tx = a.events.clone();
+    webrtc.connect_notify(Some("ice-gathering-state"), move |w, _| {
+        let state = w.property::<gst_webrtc::WebRTCICEGatheringState>("ice-gathering-state");
+        if state == gst_webrtc::WebRTCICEGatheringState::Complete {
+            let _ = tx.try_send(Event::GatheringComplete);
+        }
+    });
+    let tx = a.events.clone();
+    webrtc.connect_notify(Some("connection-state"), move |w, _| {
+        let state = w.property::<WebRTCPeerConnectionState>("connection-state");
+        let _ = tx.try_send(Event::State(state));
+    });
+    let tx = a.events.clone();
+    webrtc.connect("on-data-channel", false, move |values| {
+        if let Some(ch) = values
+            .get(1)
+            .and_then(|v| v.get::<WebRTCDataChannel>().ok())
+        {
+            let _ = tx.try_send(Event::DataChannel(ch));
+        }
+        None
+    });
+    // webrtcbin 1.22 does not notice a peer that vanishes (no ICE consent checks), but its
+    // rtpbin does: an RTCP BYE when the peer closes, a timeout when it stops sending reports.
+    if let Some(rtpbin) = webrtc
+        .downcast_ref::<gst::Bin>()
+        .and_then(|b| b.by_name("rtpbin"))
+    {
+        let tx = a.events.clone();
+        rtpbin.connect("on-bye-ssrc", false, move |_| {
+            let _ = tx.try_send(Event::PeerGone("the peer said goodbye (RTCP BYE)"));
+            None
+        });
+        let tx = a.events.clone();
+        rtpbin.connect("on-timeout", false, move |_| {
+            let _ = tx.try_send(Event::PeerGone("the peer stopped sending RTCP"));
+            None
+        });
+    }
+    if let Some(bus) = pipeline.bus() {
+        let tx = a.events.clone();
+        bus.set_sync_handler(move |_, msg| {
+            if let gst::MessageView::Error(e) = msg.view() {
+                let _ = tx.try_send(Event::Error(format!(
+                    "viewer pipeline error: {}",
+                    e.error()
+                )));
+            }
+            gst::BusSyncReply::Drop
+        });
+    }
+
+    let mut links = Vec::new();
+    let flowing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let branches = [
+        a.video.map(|(p, pt)| (p, pt, true)),
+        a.audio.map(|(p, pt)| (p, pt, false)),
+    ];
+    for (producer, pt, is_video) in branches.into_iter().flatten() {
+        let appsrc = gst_app::AppSrc::builder()
+            .name(if is_video { "video" } else { "audio" })
+            .format(gst::Format::Time)
+            .is_live(true)
+            .build();
+        let (payloader, caps) = if is_video {
+            let (pay, enc) = match a.codec {
+                VideoCodec::H264 => ("rtph264pay", "H264"),
+                VideoCodec::Vp8 => ("rtpvp8pay", "VP8"),
+                VideoCodec::Vp9 => ("rtpvp9pay", "VP9"),
+                VideoCodec::Av1 => return Err("AV1 cannot be sent over WebRTC here".into()),
+            };
+            let p = make(pay)?;
+            if a.codec == VideoCodec::H264 {
+                // SPS/PPS with every keyframe; one NAL per packet as soon as it is ready.
+                p.set_property("config-interval", -1i32);
+                p.set_property_from_str("aggregate-mode", "zero-latency");
+            }
+            let caps = gst::Caps::builder("application/x-rtp")
+                .field("media", "video")
+                .field("encoding-name", enc)
+                .field("payload", pt as i32)
+                .field("clock-rate", 90000i32)
+                .build();
+            (p, caps)
+        } else {
+            let caps = gst::Caps::builder("application/x-rtp")
+                .field("media", "audio")
+                .field("encoding-name", "OPUS")
+                .field("payload", pt as i32)
+                .field("clock-rate", 48000i32)
+                .build();
+            (make("rtpopuspay")?, caps)
+        };
+        payloader.set_property("pt", pt);
+        let filter = gst::ElementFactory::make("capsfilter")
+            .property("caps", &caps)
+            .build()
+            .map_err(|e| e.to_string())?;
+        pipeline
+            .add_many([appsrc.upcast_ref(), &payloader, &filter])
+            .map_err(|e| e.to_string())?;
+        gst::Element::link_many([appsrc.upcast_ref(), &payloader, &filter])
+            .map_err(|e| format!("cannot link the viewer's payloader: {e}"))?;
+        let sink = webrtc
+            .request_pad_simple("sink_%u")
+            .ok_or("webrtcbin gave no sink pad")?;
+        filter
+            .static_pad("src")
+            .ok_or("capsfilter has no src pad")?
+            .link(&sink)
+            .map_err(|e| format!("cannot link into webrtcbin: {e:?}"))?;
+        // The first payloaded buffer means caps are known: only then does an offer or answer
+        // carry the right codec parameters (H.264 sprop and profile-level-id).
+        let (tx, flowing) = (a.events.clone(), flowing.clone());
+        if let Some(src) = payloader.static_pad("src") {
+            src.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+                if !flowing.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                    let _ = tx.try_send(Event::MediaFlowing);
+                }
+                gst::PadProbeReturn::Remove
+            });
+        }
+        links.push(
+            producer
+                .add_consumer(&appsrc)
+                .map_err(|e| format!("cannot attach the viewer: {e}"))?,
+        );
+    }
+    if links.is_empty() {
+        return Err("the offer takes neither the video nor the audio this pipeline sends".into());
+    }
+
+    let channel = if a.create_channel {
+        Some(webrtc.emit_by_name::<WebRTCDataChannel>(
+            "create-data-channel",
+            &[&"chat", &None::<gst::Structure>],
+        ))
+    } else {
+        None
+    };
+
+    if let Some((clock, base)) = &a.clock {
+        pipeline.use_clock(Some(clock));
+        pipeline.set_start_time(gst::ClockTime::NONE);
+        pipeline.set_base_time(*base);
+    }
+    pipeline
+        .set_state(gst::State::Playing)
+        .map_err(|_| "the viewer pipeline did not start".to_string())?;
+    Ok(Built {
+        pipeline,
+        webrtc,
+        links,
+        channel,
+    })
+}

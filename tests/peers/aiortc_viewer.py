@@ -1,0 +1,173 @@
+#!/usr/bin/env python3
+"""A stock aiortc viewer, used by the tests as a real third-party WebRTC peer.
+
+Connects to mediaweave in one of three ways, counts decoded video frames, and prints one JSON
+line: {"frames": N, "width": W, "height": H, "audio_frames": M}.
+
+  whep URL          POST the offer to a WHEP endpoint (application/sdp), DELETE at the end
+  offer URL         POST {"sdp", "type"} to an aiortc-style /offer endpoint
+  ws URL NAME       GStreamer signalling protocol: find producer meta.name == NAME, startSession,
+                    answer its offer, trickle ICE
+"""
+import argparse
+import asyncio
+import json
+import sys
+import urllib.request
+
+import aioice.ice
+
+# Tests stay on loopback: gather host candidates on 127.0.0.1 only.
+aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"]
+
+from aiortc import RTCPeerConnection, RTCSessionDescription  # noqa: E402
+from aiortc.mediastreams import MediaStreamError  # noqa: E402
+from aiortc.sdp import candidate_from_sdp  # noqa: E402
+
+
+def http(method, url, body=None, content_type=None):
+    req = urllib.request.Request(url, data=body, method=method)
+    if content_type:
+        req.add_header("Content-Type", content_type)
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        # resp.headers looks names up case-insensitively ("location" or "Location").
+        return resp.status, resp.headers, resp.read().decode()
+
+
+async def count_video(track, want, result, done):
+    while True:
+        try:
+            frame = await track.recv()
+        except MediaStreamError:
+            return
+        result["frames"] += 1
+        result["width"], result["height"] = frame.width, frame.height
+        if result["frames"] >= want:
+            done.set()
+
+
+async def count_audio(track, result):
+    while True:
+        try:
+            await track.recv()
+        except MediaStreamError:
+            return
+        result["audio_frames"] += 1
+
+
+async def via_http(pc, mode, url):
+    pc.addTransceiver("video", direction="recvonly")
+    pc.addTransceiver("audio", direction="recvonly")
+    # aiortc gathers every candidate before setLocalDescription returns: no trickle needed.
+    await pc.setLocalDescription(await pc.createOffer())
+    offer = pc.localDescription.sdp
+    loop = asyncio.get_running_loop()
+    if mode == "whep":
+        status, headers, answer = await loop.run_in_executor(
+            None, http, "POST", url, offer.encode(), "application/sdp"
+        )
+        assert status == 201, status
+        location = headers.get("Location")
+    else:
+        body = json.dumps({"sdp": offer, "type": "offer"}).encode()
+        status, _, text = await loop.run_in_executor(
+            None, http, "POST", url, body, "application/json"
+        )
+        answer = json.loads(text)["sdp"]
+        location = None
+    await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+    return location
+
+
+async def via_ws(pc, url, name):
+    import websockets
+
+    ws = await websockets.connect(url)
+    welcome = json.loads(await ws.recv())
+    assert welcome["type"] == "welcome", welcome
+    await ws.send(json.dumps({"type": "setPeerStatus", "roles": ["listener"], "meta": {"name": "aiortc-test"}}))
+    producer = None
+    for _ in range(100):
+        await ws.send(json.dumps({"type": "list"}))
+        msg = json.loads(await ws.recv())
+        while msg["type"] != "list":
+            msg = json.loads(await ws.recv())
+        for p in msg["producers"]:
+            if (p.get("meta") or {}).get("name") == name:
+                producer = p["id"]
+        if producer:
+            break
+        await asyncio.sleep(0.1)
+    assert producer, f"no producer named {name}"
+    await ws.send(json.dumps({"type": "startSession", "peerId": producer}))
+    session = None
+
+    async def pump():
+        nonlocal session
+        async for raw in ws:
+            msg = json.loads(raw)
+            kind = msg["type"]
+            if kind == "sessionStarted":
+                session = msg["sessionId"]
+            elif kind == "peer" and "sdp" in msg:
+                await pc.setRemoteDescription(RTCSessionDescription(**msg["sdp"]))
+                await pc.setLocalDescription(await pc.createAnswer())
+                await ws.send(json.dumps({
+                    "type": "peer", "sessionId": msg["sessionId"],
+                    "sdp": {"type": "answer", "sdp": pc.localDescription.sdp},
+                }))
+            elif kind == "peer" and "ice" in msg:
+                line = msg["ice"]["candidate"]
+                if line.startswith("candidate:"):
+                    line = line[len("candidate:"):]
+                if line:
+                    cand = candidate_from_sdp(line)
+                    cand.sdpMLineIndex = msg["ice"]["sdpMLineIndex"]
+                    await pc.addIceCandidate(cand)
+            elif kind in ("endSession", "error"):
+                print(json.dumps({"signalling": msg}), file=sys.stderr)
+
+    return ws, asyncio.ensure_future(pump())
+
+
+async def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("mode", choices=["whep", "offer", "ws"])
+    ap.add_argument("url")
+    ap.add_argument("name", nargs="?")
+    ap.add_argument("--frames", type=int, default=60)
+    ap.add_argument("--timeout", type=float, default=40)
+    ap.add_argument("--hold", type=float, default=0, help="stay connected this long after counting")
+    args = ap.parse_args()
+
+    pc = RTCPeerConnection()
+    result = {"frames": 0, "width": 0, "height": 0, "audio_frames": 0}
+    done = asyncio.Event()
+
+    @pc.on("track")
+    def on_track(track):
+        if track.kind == "video":
+            asyncio.ensure_future(count_video(track, args.frames, result, done))
+        else:
+            asyncio.ensure_future(count_audio(track, result))
+
+    location, ws = None, None
+    if args.mode == "ws":
+        ws, _ = await via_ws(pc, args.url, args.name)
+    else:
+        location = await via_http(pc, args.mode, args.url)
+    try:
+        await asyncio.wait_for(done.wait(), args.timeout)
+    except asyncio.TimeoutError:
+        pass
+    await asyncio.sleep(args.hold)
+    print(json.dumps(result), flush=True)
+    if location:
+        base = args.url.split("/whep/")[0]
+        await asyncio.get_running_loop().run_in_executor(None, http, "DELETE", base + location)
+    await pc.close()
+    if ws:
+        await ws.close()
+
+
+asyncio.run(main())

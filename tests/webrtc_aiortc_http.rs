@@ -1,0 +1,107 @@
+//! Stock aiortc watches a pipeline over WHEP and over POST /offer (both directions of the
+//! HTTP signalling where the viewer offers): each decodes ≥ 60 frames of 1280x720, and the
+//! session is gone once the viewer leaves. Bad requests get clear HTTP errors.
+
+mod common;
+use common::*;
+use std::time::Duration;
+
+#[test]
+fn aiortc_watches_over_whep_and_offer() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_pipeline(dir.path(), "tp", WEBRTC_TEST_PATTERN);
+    let server = TestServer::start(dir.path());
+    let base = server.base.clone();
+    wait_state(&base, "tp", "playing");
+
+    let whep = aiortc_view(&["whep", &format!("{base}/whep/tp")]);
+    assert!(whep["frames"].as_u64().unwrap_or(0) >= 60, "{whep}");
+    assert_eq!(
+        (whep["width"].as_u64(), whep["height"].as_u64()),
+        (Some(1280), Some(720))
+    );
+    assert!(
+        whep["audio_frames"].as_u64().unwrap_or(0) > 0,
+        "Opus audio decoded: {whep}"
+    );
+    // WHEP DELETE ended that session.
+    wait_for("the WHEP session to end", Duration::from_secs(10), || {
+        let v = get(&format!("{base}/api/pipelines/tp")).json;
+        v["viewers"]
+            .as_array()
+            .is_some_and(|a| a.is_empty())
+            .then_some(())
+    });
+
+    let offer = aiortc_view(&["offer", &format!("{base}/offer/tp")]);
+    assert!(offer["frames"].as_u64().unwrap_or(0) >= 60, "{offer}");
+    assert_eq!(
+        (offer["width"].as_u64(), offer["height"].as_u64()),
+        (Some(1280), Some(720))
+    );
+    server.shutdown();
+}
+
+#[test]
+fn whep_and_offer_reject_bad_requests() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_pipeline(dir.path(), "tp", WEBRTC_TEST_PATTERN);
+    write_pipeline(
+        dir.path(),
+        "no-webrtc",
+        "launch = \"videotestsrc is-live=true ! fakesink\"\n",
+    );
+    let server = TestServer::start(dir.path());
+    let base = server.base.clone();
+    wait_state(&base, "tp", "playing");
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let post = |path: &str, ct: &str, body: &str| {
+        let mut r = agent
+            .post(&format!("{base}{path}"))
+            .header("Content-Type", ct)
+            .send(body)
+            .expect("request");
+        let status = r.status().as_u16();
+        let json: serde_json::Value = r.body_mut().read_json().unwrap_or_default();
+        (
+            status,
+            json["error"].as_str().unwrap_or_default().to_string(),
+        )
+    };
+    let (code, err) = post("/whep/nope", "application/sdp", "v=0\r\n");
+    assert_eq!(
+        (code, err.as_str()),
+        (404, "no pipeline `nope` with a webrtc output")
+    );
+    let (code, _) = post("/whep/no-webrtc", "application/sdp", "v=0\r\n");
+    assert_eq!(code, 404);
+    let (code, err) = post("/whep/tp", "application/sdp", "hello");
+    assert_eq!(code, 400, "{err}");
+    let (code, err) = post("/whep/tp", "text/plain", "v=0\r\n");
+    assert_eq!(code, 415, "{err}");
+    let (code, err) = post(
+        "/whep/tp",
+        "application/sdp",
+        "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 97\r\na=rtpmap:97 VP8/90000\r\n",
+    );
+    assert_eq!(code, 400);
+    assert!(err.contains("does not accept H264"), "{err}");
+    let (code, err) = post("/offer/tp", "application/json", "{\"sdp\": 1}");
+    assert_eq!(code, 400, "{err}");
+    let (code, err) = post(
+        "/offer",
+        "application/json",
+        "{\"sdp\": \"v=0\", \"type\": \"answer\"}",
+    );
+    assert_eq!(code, 400);
+    assert!(err.contains("must be \"offer\""), "{err}");
+    // The service is still fine.
+    assert_eq!(
+        get(&format!("{base}/api/pipelines/tp")).json["state"],
+        "playing"
+    );
+    server.shutdown();
+}
