@@ -40,6 +40,14 @@ impl Server {
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let addr = listener.local_addr()?;
         let webrtc = Registry::new(config.webrtc.clone());
+        // Our own producers reach the embedded signalling server over loopback when the
+        // service listens on every interface.
+        let local = if addr.ip().is_unspecified() {
+            std::net::SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port())
+        } else {
+            addr
+        };
+        webrtc.set_embedded_signalling(format!("ws://{local}/ws"));
         let supervisor = Supervisor::new(config.supervisor.clone(), webrtc.clone());
         let hub = Hub::new();
         // Validation builds elements (blocking GStreamer calls): off the async threads.

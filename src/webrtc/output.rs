@@ -33,6 +33,9 @@ pub enum WebRtcError {
 #[derive(Debug, Clone)]
 pub struct WebRtcConfig {
     pub ice: IceConfig,
+    /// Signalling server producers join unless a description names one; None = the embedded
+    /// server of this process.
+    pub signalling_url: Option<String>,
     /// How long a viewer has to complete ICE and DTLS.
     pub connect_timeout: Duration,
 }
@@ -41,6 +44,7 @@ impl Default for WebRtcConfig {
     fn default() -> Self {
         WebRtcConfig {
             ice: IceConfig::default(),
+            signalling_url: None,
             connect_timeout: Duration::from_secs(20),
         }
     }
@@ -58,6 +62,8 @@ pub struct WebRtcOutput {
     sessions: Mutex<HashMap<ViewerId, Handle>>,
     chat: mpsc::Sender<(ViewerId, String)>,
     config: WebRtcConfig,
+    /// The producer's signalling client, while the output plays.
+    producer: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl WebRtcOutput {
@@ -179,6 +185,14 @@ impl WebRtcOutput {
     }
 
     fn end_all(&self) {
+        if let Some(task) = self
+            .producer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            task.abort();
+        }
         for h in self.lock_sessions().values() {
             let _ = h.commands.try_send(Command::End);
         }
@@ -206,6 +220,8 @@ impl WebRtcOutput {
 pub struct Registry {
     outputs: Mutex<HashMap<String, Arc<WebRtcOutput>>>,
     config: WebRtcConfig,
+    /// `ws://.../ws` of this process's own signalling server, once it listens.
+    embedded: Mutex<Option<String>>,
 }
 
 impl Registry {
@@ -213,6 +229,7 @@ impl Registry {
         Arc::new(Registry {
             outputs: Mutex::new(HashMap::new()),
             config,
+            embedded: Mutex::new(None),
         })
     }
 
@@ -251,6 +268,7 @@ impl Registry {
             sessions: Mutex::new(HashMap::new()),
             chat: chat_tx,
             config: self.config.clone(),
+            producer: Mutex::new(None),
         });
         tokio::spawn(WebRtcOutput::relay_chat(Arc::downgrade(&output), chat_rx));
         if let Some(old) = self.lock().insert(name.to_string(), output) {
@@ -259,11 +277,36 @@ impl Registry {
         Ok(())
     }
 
-    /// The pipeline is playing: viewers share its clock and base time from now on.
+    /// Where producers join when nothing else is configured.
+    pub fn set_embedded_signalling(&self, url: String) {
+        *self.embedded.lock().unwrap_or_else(|p| p.into_inner()) = Some(url);
+    }
+
+    /// The pipeline is playing: viewers share its clock and base time from now on, and the
+    /// output registers as a producer with its signalling server.
     pub fn playing(&self, name: &str, pipeline: &gst::Pipeline) {
-        if let (Some(out), Some(clock)) = (self.get(name), pipeline.clock()) {
+        let Some(out) = self.get(name) else { return };
+        if let Some(clock) = pipeline.clock() {
             let base = pipeline.base_time().unwrap_or(gst::ClockTime::ZERO);
             *out.clock.lock().unwrap_or_else(|p| p.into_inner()) = Some((clock, base));
+        }
+        let url = out
+            .tap
+            .signalling_url
+            .clone()
+            .or_else(|| self.config.signalling_url.clone())
+            .or_else(|| {
+                self.embedded
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone()
+            });
+        let mut producer = out.producer.lock().unwrap_or_else(|p| p.into_inner());
+        if let (Some(url), None) = (url, producer.as_ref()) {
+            *producer = Some(tokio::spawn(crate::signalling::client::run_producer(
+                url,
+                Arc::downgrade(&out),
+            )));
         }
     }
 

@@ -88,6 +88,8 @@ pub struct IceConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Signal {
     Offer(String),
+    /// Our answer to an offer the consumer sent with `startSession`.
+    Answer(String),
     Ice {
         mline: u32,
         candidate: String,
@@ -890,15 +892,6 @@ fn build(a: BuildArgs) -> Result<Built, String> {
         return Err("the offer takes neither the video nor the audio this pipeline sends".into());
     }
 
-    let channel = if a.create_channel {
-        Some(webrtc.emit_by_name::<WebRTCDataChannel>(
-            "create-data-channel",
-            &[&"chat", &None::<gst::Structure>],
-        ))
-    } else {
-        None
-    };
-
     if let Some((clock, base)) = &a.clock {
         pipeline.use_clock(Some(clock));
         pipeline.set_start_time(gst::ClockTime::NONE);
@@ -907,6 +900,27 @@ fn build(a: BuildArgs) -> Result<Built, String> {
     pipeline
         .set_state(gst::State::Playing)
         .map_err(|_| "the viewer pipeline did not start".to_string())?;
+    // After PLAYING: webrtcbin refuses data channels while it is still closed (NULL).
+    let channel = if a.create_channel {
+        // Typed emit_by_name panics here on GStreamer 1.22 (glib rejects the declared return
+        // type), so take the value untyped and convert it.
+        let value = webrtc.emit_by_name_with_values(
+            "create-data-channel",
+            &["chat".to_value(), None::<gst::Structure>.to_value()],
+        );
+        let channel = value.and_then(|v| {
+            v.get::<glib::Object>()
+                .ok()
+                .and_then(|o| o.downcast::<WebRTCDataChannel>().ok())
+        });
+        if channel.is_none() {
+            tracing::warn!("webrtcbin made no data channel: chat is off for this viewer");
+        }
+        channel
+    } else {
+        None
+    };
+
     Ok(Built {
         pipeline,
         webrtc,

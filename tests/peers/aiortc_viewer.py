@@ -103,6 +103,12 @@ async def via_ws(pc, url, name):
     session = None
 
     async def pump():
+        try:
+            await handle_messages()
+        except websockets.exceptions.ConnectionClosed:
+            pass
+
+    async def handle_messages():
         nonlocal session
         async for raw in ws:
             msg = json.loads(raw)

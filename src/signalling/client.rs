@@ -1,0 +1,215 @@
+//! The producer side of the signalling protocol: a pipeline's webrtc output joins a signalling
+//! server (the embedded `/ws` or an external gst-webrtc-signalling-server) as a producer with
+//! `meta.name` = the pipeline name, and serves every `startSession` with a viewer session.
+//!
+//! One task owns the connection and the session table; each viewer session reports back
+//! through a shared, bounded channel. If the server goes away, every session is ended and the
+//! client reconnects with exponential backoff.
+
+use super::protocol::{
+    Incoming, Outgoing, PeerMessage, PeerPayload, PeerStatus, Role, Sdp, SessionId,
+};
+use crate::webrtc::output::WebRtcOutput;
+use crate::webrtc::session::{Command, Signal, Via};
+use futures_util::{SinkExt, StreamExt};
+use std::collections::HashMap;
+use std::sync::Weak;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+
+/// Signals from all sessions of one producer: at most a few dozen candidates per session in
+/// flight, so 1024 only fills when the connection is stuck.
+const SIGNAL_QUEUE: usize = 1024;
+
+/// Keeps `output` registered as a producer at `url` until the output is dropped.
+pub async fn run_producer(url: String, output: Weak<WebRtcOutput>) {
+    let mut delay = Duration::from_millis(500);
+    loop {
+        let Some(name) = output.upgrade().map(|o| o.pipeline.clone()) else {
+            return;
+        };
+        match serve_once(&url, &output).await {
+            Ok(()) => {
+                tracing::info!("{name}: signalling connection to {url} closed");
+                delay = Duration::from_millis(500);
+            }
+            Err(e) => tracing::warn!("{name}: signalling at {url}: {e}"),
+        }
+        if output.upgrade().is_none() {
+            return;
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(10));
+    }
+}
+
+/// A session as the producer client tracks it.
+struct Tracked {
+    commands: mpsc::Sender<Command>,
+}
+
+async fn serve_once(url: &str, output: &Weak<WebRtcOutput>) -> Result<(), String> {
+    let (ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .map_err(|e| format!("cannot connect: {e}"))?;
+    let (mut sink, mut stream) = ws.split();
+    let name = output
+        .upgrade()
+        .map(|o| o.pipeline.clone())
+        .ok_or("the output is gone")?;
+    let status = Incoming::SetPeerStatus(PeerStatus {
+        roles: vec![Role::Producer],
+        meta: Some(serde_json::json!({ "name": name })),
+        peer_id: None,
+    });
+    send(&mut sink, &status).await?;
+    tracing::info!("{name}: registered as a producer at {url}");
+
+    let (sig_tx, mut signals) = mpsc::channel::<(SessionId, Signal)>(SIGNAL_QUEUE);
+    let mut sessions: HashMap<SessionId, Tracked> = HashMap::new();
+    let result = loop {
+        tokio::select! {
+            frame = stream.next() => {
+                let text = match frame {
+                    Some(Ok(Message::Text(t))) => t,
+                    Some(Ok(Message::Close(_))) | None => break Ok(()),
+                    Some(Ok(_)) => continue,
+                    Some(Err(e)) => break Err(format!("connection lost: {e}")),
+                };
+                let msg: Outgoing = match serde_json::from_str(&text) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        tracing::warn!("{name}: ignoring a message the server sent: {e}");
+                        continue;
+                    }
+                };
+                match msg {
+                    Outgoing::StartSession { session_id, offer, .. } => {
+                        let Some(out) = output.upgrade() else { break Ok(()) };
+                        match start_session(&out, &session_id, offer, &sig_tx) {
+                            Ok(tracked) => { sessions.insert(session_id, tracked); }
+                            Err(e) => {
+                                tracing::warn!("{name}: cannot start session {session_id}: {e}");
+                                send(&mut sink, &Incoming::EndSession { session_id }).await?;
+                            }
+                        }
+                    }
+                    Outgoing::Peer(PeerMessage { session_id, payload }) => {
+                        let Some(s) = sessions.get(&session_id) else { continue };
+                        let cmd = match payload {
+                            PeerPayload::Sdp(Sdp::Answer { sdp }) => Command::RemoteAnswer(sdp),
+                            PeerPayload::Sdp(Sdp::Offer { .. }) => {
+                                tracing::warn!("{name}: session {session_id}: unexpected offer");
+                                continue;
+                            }
+                            PeerPayload::Ice { candidate, sdp_m_line_index } => {
+                                if candidate.trim().is_empty() {
+                                    continue; // end-of-candidates
+                                }
+                                Command::RemoteIce { mline: sdp_m_line_index, candidate }
+                            }
+                        };
+                        let _ = s.commands.send(cmd).await;
+                    }
+                    Outgoing::EndSession { session_id } => {
+                        if let Some(s) = sessions.remove(&session_id) {
+                            let _ = s.commands.try_send(Command::End);
+                        }
+                    }
+                    Outgoing::Error { details } => tracing::warn!("{name}: signalling server: {details}"),
+                    _ => {}
+                }
+            }
+            Some((session_id, signal)) = signals.recv() => {
+                let msg = match signal {
+                    Signal::Offer(sdp) => Incoming::Peer(PeerMessage {
+                        session_id,
+                        payload: PeerPayload::Sdp(Sdp::Offer { sdp }),
+                    }),
+                    Signal::Answer(sdp) => Incoming::Peer(PeerMessage {
+                        session_id,
+                        payload: PeerPayload::Sdp(Sdp::Answer { sdp }),
+                    }),
+                    Signal::Ice { mline, candidate } => Incoming::Peer(PeerMessage {
+                        session_id,
+                        payload: PeerPayload::Ice { candidate, sdp_m_line_index: mline },
+                    }),
+                    Signal::Ended => {
+                        if sessions.remove(&session_id).is_none() {
+                            continue; // the server ended it
+                        }
+                        Incoming::EndSession { session_id }
+                    }
+                };
+                if let Err(e) = send(&mut sink, &msg).await {
+                    break Err(e);
+                }
+            }
+        }
+    };
+    for (_, s) in sessions.drain() {
+        let _ = s.commands.try_send(Command::End);
+    }
+    result
+}
+
+/// Starts a viewer session for `startSession`: we offer, or answer the consumer's offer.
+fn start_session(
+    out: &std::sync::Arc<WebRtcOutput>,
+    session_id: &SessionId,
+    offer: Option<String>,
+    sig_tx: &mpsc::Sender<(SessionId, Signal)>,
+) -> Result<Tracked, String> {
+    let (tx, mut rx) = mpsc::channel::<Signal>(64);
+    // Tag this session's signals with its id on the way to the connection task.
+    let (sid, shared) = (session_id.clone(), sig_tx.clone());
+    tokio::spawn(async move {
+        while let Some(s) = rx.recv().await {
+            let ended = s == Signal::Ended;
+            if shared.send((sid.clone(), s)).await.is_err() || ended {
+                return;
+            }
+        }
+    });
+    match offer {
+        None => {
+            let (_, commands) = out.offer(tx).map_err(|e| e.to_string())?;
+            Ok(Tracked { commands })
+        }
+        Some(offer) => {
+            // The consumer offered: answer it (ICE complete in the answer) and report as usual.
+            let out = out.clone();
+            let (cmd_tx, mut cmd_rx) = mpsc::channel::<Command>(64);
+            tokio::spawn(async move {
+                match out.answer(offer, Via::Signalling).await {
+                    Ok((id, sdp)) => {
+                        let _ = tx.send(Signal::Answer(sdp)).await;
+                        while let Some(cmd) = cmd_rx.recv().await {
+                            if matches!(cmd, Command::End) {
+                                out.end(&id);
+                                break;
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!("answering a consumer's offer failed: {e}");
+                        let _ = tx.send(Signal::Ended).await;
+                    }
+                }
+            });
+            Ok(Tracked { commands: cmd_tx })
+        }
+    }
+}
+
+async fn send<S>(sink: &mut S, msg: &Incoming) -> Result<(), String>
+where
+    S: SinkExt<Message> + Unpin,
+    S::Error: std::fmt::Display,
+{
+    let text = serde_json::to_string(msg).map_err(|e| e.to_string())?;
+    sink.send(Message::Text(text.into()))
+        .await
+        .map_err(|e| format!("send failed: {e}"))
+}
