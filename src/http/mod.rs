@@ -5,6 +5,7 @@
 use crate::signalling::server::Hub;
 use crate::webrtc::output::{Registry, WebRtcError};
 
+mod page;
 mod whep;
 use crate::supervisor::{Supervisor, SupervisorError};
 use axum::extract::{Path, State};
@@ -74,7 +75,9 @@ impl axum::extract::FromRef<AppState> for Arc<Hub> {
 
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/", get(index))
+        .route("/", get(page::index))
+        .route("/app.js", get(page::script))
+        .route("/style.css", get(page::style))
         .route("/ws", get(crate::signalling::server::handler))
         .route("/whep/{name}", post(whep::start))
         .route("/whep/{name}/{id}", delete(whep::end).patch(whep::patch))
@@ -85,10 +88,6 @@ pub fn router(state: AppState) -> Router {
         .route("/api/pipelines/{name}/{action}", post(action))
         .fallback(not_found)
         .with_state(state)
-}
-
-async fn index() -> &'static str {
-    "mediaweave is running. The API: GET /api/pipelines, GET /api/pipelines/{name}, POST /api/pipelines/{name}/start|stop|restart\n"
 }
 
 /// A pipeline's status plus its live WebRTC viewers.

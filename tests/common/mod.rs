@@ -311,3 +311,26 @@ bitrate = 1500
 [[output]]
 kind = "webrtc"
 "#;
+
+/// Runs tests/browser/view.mjs (headless Chromium against the page) and returns its JSON.
+pub fn chromium(base: &str, pipeline: &str, mode: &str) -> serde_json::Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/view.mjs");
+    let out = run_limited(
+        120,
+        "node",
+        &[script.to_str().expect("utf-8 path"), base, pipeline, mode],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| {
+            panic!(
+                "browser driver printed no result ({}): {stdout}\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    serde_json::from_str(line).expect("driver JSON")
+}

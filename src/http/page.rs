@@ -1,0 +1,23 @@
+//! The web page at `/`: plain HTML, CSS and JavaScript compiled into the binary, so nothing
+//! depends on the directory the service runs from.
+
+use axum::http::header;
+use axum::response::{Html, IntoResponse};
+
+pub async fn index() -> Html<&'static str> {
+    Html(include_str!("page/index.html"))
+}
+
+pub async fn script() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        include_str!("page/app.js"),
+    )
+}
+
+pub async fn style() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        include_str!("page/style.css"),
+    )
+}

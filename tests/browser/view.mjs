@@ -1,0 +1,65 @@
+// Headless Chromium (Debian's) against mediaweave's page.
+//   node view.mjs BASE NAME watch  → opens the page, clicks "watch" for NAME, waits for ≥ 60
+//                                    decoded frames, prints the page's stats as JSON
+//   node view.mjs BASE NAME chat   → two pages watch NAME; page A sends a chat line; prints
+//                                    whether page B received it
+import { chromium } from "playwright-core";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+const [, , base, name, mode] = process.argv;
+const profile = mkdtempSync(join(tmpdir(), "mediaweave-chromium-"));
+const context = await chromium.launchPersistentContext(profile, {
+  executablePath: "/usr/bin/chromium",
+  headless: true,
+  args: [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+    // The tests run in a loopback-only network: offer 127.0.0.1 candidates, unobfuscated.
+    "--allow-loopback-in-peer-connection",
+    "--disable-features=WebRtcHideLocalIpsWithMdns",
+    "--autoplay-policy=no-user-gesture-required",
+  ],
+});
+
+async function watching(page) {
+  await page.goto(base);
+  const button = page.locator(`button[data-watch="${name}"]`);
+  await button.waitFor({ timeout: 20000 });
+  await button.click();
+}
+
+try {
+  if (mode === "watch") {
+    const page = await context.newPage();
+    await watching(page);
+    await page.waitForFunction(() => (window.mediaweave.stats.framesDecoded || 0) >= 60, null, { timeout: 40000 });
+    const stats = await page.evaluate(() => window.mediaweave.stats);
+    const shown = await page.locator("#stat-resolution").textContent();
+    console.log(JSON.stringify({ ...stats, shownResolution: shown }));
+  } else if (mode === "chat") {
+    const a = await context.newPage();
+    const b = await context.newPage();
+    await watching(a);
+    await watching(b);
+    for (const p of [a, b]) {
+      await p.waitForFunction(() => window.mediaweave.channelOpen, null, { timeout: 30000 });
+    }
+    const text = "hello from page A";
+    await a.fill("#chat-input", text);
+    await a.click("#chat-send");
+    await b.waitForFunction((t) => window.mediaweave.chat.some((m) => m.text === t), text, { timeout: 15000 });
+    const shown = await b.locator("#chat-log").textContent();
+    console.log(JSON.stringify({ received: true, shown }));
+  } else {
+    throw new Error(`unknown mode ${mode}`);
+  }
+} catch (e) {
+  console.log(JSON.stringify({ error: String(e) }));
+  process.exitCode = 1;
+} finally {
+  await context.close();
+  rmSync(profile, { recursive: true, force: true });
+}
