@@ -166,8 +166,8 @@ async def main():
         await asyncio.wait_for(done.wait(), args.timeout)
     except asyncio.TimeoutError:
         pass
-    await asyncio.sleep(args.hold)
     print(json.dumps(result), flush=True)
+    await asyncio.sleep(args.hold)
     if location:
         base = args.url.split("/whep/")[0]
         await asyncio.get_running_loop().run_in_executor(None, http, "DELETE", base + location)
