@@ -43,6 +43,63 @@ fn aiortc_watches_over_whep_and_offer() {
 }
 
 #[test]
+fn whep_answer_mirrors_the_offer_and_enables_rtcp_feedback() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_pipeline(dir.path(), "tp", WEBRTC_TEST_PATTERN);
+    let server = TestServer::start(dir.path());
+    let base = server.base.clone();
+    wait_state(&base, "tp", "playing");
+    // An offer stock aiortc made (recvonly video + audio; its H.264 packetization-mode=1
+    // entry has payload type 101).
+    let offer = include_str!("fixtures/aiortc-offer.sdp");
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut r = agent
+        .post(&format!("{base}/whep/tp"))
+        .header("Content-Type", "application/sdp")
+        .send(offer)
+        .expect("POST");
+    assert_eq!(r.status().as_u16(), 201);
+    let location = r
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .expect("Location")
+        .to_string();
+    assert!(location.starts_with("/whep/tp/"), "{location}");
+    let answer = r.body_mut().read_to_string().expect("answer");
+    for line in [
+        "a=rtpmap:101 H264/90000",
+        "a=rtcp-fb:101 nack",
+        "a=rtcp-fb:101 nack pli",
+        "packetization-mode=1",
+        "a=rtpmap:96 OPUS/48000/2",
+        "a=candidate:",
+    ] {
+        assert!(answer.contains(line), "answer lacks {line}:\n{answer}");
+    }
+    // One certificate, one fingerprint, on every m-line.
+    let prints: std::collections::BTreeSet<&str> = answer
+        .lines()
+        .filter(|l| l.starts_with("a=fingerprint:sha-256 "))
+        .collect();
+    assert_eq!(prints.len(), 1, "{answer}");
+    let r = agent
+        .delete(&format!("{base}{location}"))
+        .call()
+        .expect("DELETE");
+    assert_eq!(r.status().as_u16(), 200);
+    let r = agent
+        .delete(&format!("{base}{location}"))
+        .call()
+        .expect("DELETE");
+    assert_eq!(r.status().as_u16(), 404, "a second DELETE finds nothing");
+    server.shutdown();
+}
+
+#[test]
 fn whep_and_offer_reject_bad_requests() {
     let dir = tempfile::tempdir().expect("tempdir");
     write_pipeline(dir.path(), "tp", WEBRTC_TEST_PATTERN);

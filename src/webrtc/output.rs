@@ -173,9 +173,10 @@ impl WebRtcOutput {
         Ok((id, commands))
     }
 
-    /// Ends one viewer session; false if there is none with that id.
+    /// Ends one viewer session; false if there is none with that id. The session leaves the
+    /// table at once (a repeated DELETE finds nothing); its task frees the rest.
     pub fn end(&self, id: &ViewerId) -> bool {
-        match self.lock_sessions().get(id) {
+        match self.lock_sessions().remove(id) {
             Some(h) => {
                 let _ = h.commands.try_send(Command::End);
                 true

@@ -866,6 +866,13 @@ fn build(a: BuildArgs) -> Result<Built, String> {
         let sink = webrtc
             .request_pad_simple("sink_%u")
             .ok_or("webrtcbin gave no sink pad")?;
+        // RTCP feedback: retransmit on NACK (PLI already reaches the encoder as a key-unit
+        // request through the payloader and the stream producer).
+        if let Some(t) = sink.property::<Option<glib::Object>>("transceiver") {
+            if t.find_property("do-nack").is_some() {
+                t.set_property("do-nack", true);
+            }
+        }
         filter
             .static_pad("src")
             .ok_or("capsfilter has no src pad")?
