@@ -162,3 +162,19 @@ fn whep_and_offer_reject_bad_requests() {
     );
     server.shutdown();
 }
+
+#[test]
+fn vp8_is_selectable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_pipeline(
+        dir.path(),
+        "v",
+        "[source]\nkind = \"test\"\nwidth = 640\nheight = 360\n[encode]\ncodec = \"vp8\"\n[[output]]\nkind = \"webrtc\"\n",
+    );
+    let server = TestServer::start(dir.path());
+    wait_state(&server.base, "v", "playing");
+    let seen = aiortc_view(&["whep", &format!("{}/whep/v", server.base)]);
+    assert!(seen["frames"].as_u64().unwrap_or(0) >= 60, "{seen}");
+    assert_eq!((seen["width"].as_u64(), seen["height"].as_u64()), (Some(640), Some(360)));
+    server.shutdown();
+}
