@@ -34,6 +34,10 @@ enum Command {
         /// TURN server for WebRTC (repeatable), e.g. turn://user:pass@host:3478.
         #[arg(long = "turn-server", value_name = "URL")]
         turn_servers: Vec<String>,
+        /// Register webrtc outputs on this signalling server (e.g. a gst-webrtc-signalling-server
+        /// at ws://host:8443) instead of the embedded /ws, unless a description names its own.
+        #[arg(long, value_name = "URL")]
+        signalling_url: Option<String>,
     },
     /// Run one pipeline (a name in the pipelines directory, or a file) in the foreground.
     Run {
@@ -92,6 +96,7 @@ fn main() -> ExitCode {
             mut ice_addresses,
             stun_server,
             turn_servers,
+            signalling_url,
         } => {
             if ice_addresses.is_empty() && listen.ip().is_loopback() {
                 ice_addresses.push("127.0.0.1".into());
@@ -102,6 +107,7 @@ fn main() -> ExitCode {
                     stun_server,
                     turn_servers,
                 },
+                signalling_url,
                 ..Default::default()
             };
             runtime().block_on(mediaweave::cli::serve(listen, pipelines, webrtc))
