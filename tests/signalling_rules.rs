@@ -3,7 +3,8 @@
 
 mod common;
 use mediaweave::signalling::protocol::{
-    Incoming, Outgoing, PeerId, PeerMessage, PeerPayload, PeerStatus, Role, Sdp, SessionId,
+    IceCandidate, Incoming, Outgoing, PeerId, PeerMessage, PeerPayload, PeerStatus, Role, Sdp,
+    SessionId,
 };
 use mediaweave::signalling::router::{Delivery, Router};
 use serde_json::json;
@@ -146,10 +147,7 @@ fn peer_messages_are_forwarded_within_the_session() {
     assert_eq!(out, vec![(id("cons"), Outgoing::Peer(offer))]);
     let ice = PeerMessage {
         session_id: sid,
-        payload: PeerPayload::Ice {
-            candidate: "candidate:1".into(),
-            sdp_m_line_index: 0,
-        },
+        payload: PeerPayload::Ice(IceCandidate::new("candidate:1".into(), 0)),
     };
     let out = r.handle(&id("cons"), Incoming::Peer(ice.clone()));
     assert_eq!(out, vec![(id("prod"), Outgoing::Peer(ice))]);
@@ -162,10 +160,7 @@ fn wrong_session_id_is_an_error() {
         &id("cons"),
         Incoming::Peer(PeerMessage {
             session_id: SessionId("nope".into()),
-            payload: PeerPayload::Ice {
-                candidate: "c".into(),
-                sdp_m_line_index: 0,
-            },
+            payload: PeerPayload::Ice(IceCandidate::new("c".into(), 0)),
         }),
     );
     assert_eq!(only_error_to(&out, "cons"), "no session nope");
@@ -179,10 +174,7 @@ fn outsiders_cannot_use_a_session() {
         &id("lis"),
         Incoming::Peer(PeerMessage {
             session_id: sid.clone(),
-            payload: PeerPayload::Ice {
-                candidate: "c".into(),
-                sdp_m_line_index: 0,
-            },
+            payload: PeerPayload::Ice(IceCandidate::new("c".into(), 0)),
         }),
     );
     assert_eq!(

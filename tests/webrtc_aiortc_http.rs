@@ -175,6 +175,9 @@ fn vp8_is_selectable() {
     wait_state(&server.base, "v", "playing");
     let seen = aiortc_view(&["whep", &format!("{}/whep/v", server.base)]);
     assert!(seen["frames"].as_u64().unwrap_or(0) >= 60, "{seen}");
-    assert_eq!((seen["width"].as_u64(), seen["height"].as_u64()), (Some(640), Some(360)));
+    assert_eq!(
+        (seen["width"].as_u64(), seen["height"].as_u64()),
+        (Some(640), Some(360))
+    );
     server.shutdown();
 }

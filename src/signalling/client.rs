@@ -2,18 +2,19 @@
 //! server (the embedded `/ws` or an external gst-webrtc-signalling-server) as a producer with
 //! `meta.name` = the pipeline name, and serves every `startSession` with a viewer session.
 //!
-//! One task owns the connection and the session table; each viewer session reports back
-//! through a shared, bounded channel. If the server goes away, every session is ended and the
-//! client reconnects with exponential backoff.
+//! One task owns the connection and the session table. Sessions report through a per-session
+//! tagger into one bounded channel; the connection task never waits on a session's queue (a
+//! session that cannot keep up is ended instead). If the server goes away, every session is
+//! ended and the client reconnects with exponential backoff.
 
 use super::protocol::{
-    Incoming, Outgoing, PeerMessage, PeerPayload, PeerStatus, Role, Sdp, SessionId,
+    IceCandidate, Incoming, Outgoing, PeerMessage, PeerPayload, PeerStatus, Role, Sdp, SessionId,
 };
 use crate::webrtc::output::WebRtcOutput;
-use crate::webrtc::session::{Command, Signal, Via};
+use crate::webrtc::session::{Command, Signal, Via, ViewerId};
 use futures_util::{SinkExt, StreamExt};
 use std::collections::HashMap;
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
@@ -21,6 +22,8 @@ use tokio_tungstenite::tungstenite::Message;
 /// Signals from all sessions of one producer: at most a few dozen candidates per session in
 /// flight, so 1024 only fills when the connection is stuck.
 const SIGNAL_QUEUE: usize = 1024;
+/// Signals one session may have queued for its tagger.
+const SESSION_SIGNALS: usize = 64;
 
 /// Keeps `output` registered as a producer at `url` until the output is dropped.
 pub async fn run_producer(url: String, output: Weak<WebRtcOutput>) {
@@ -46,6 +49,7 @@ pub async fn run_producer(url: String, output: Weak<WebRtcOutput>) {
 
 /// A session as the producer client tracks it.
 struct Tracked {
+    viewer: ViewerId,
     commands: mpsc::Sender<Command>,
 }
 
@@ -84,9 +88,9 @@ async fn serve_once(url: &str, output: &Weak<WebRtcOutput>) -> Result<(), String
                         continue;
                     }
                 };
+                let Some(out) = output.upgrade() else { break Ok(()) };
                 match msg {
                     Outgoing::StartSession { session_id, offer, .. } => {
-                        let Some(out) = output.upgrade() else { break Ok(()) };
                         match start_session(&out, &session_id, offer, &sig_tx) {
                             Ok(tracked) => { sessions.insert(session_id, tracked); }
                             Err(e) => {
@@ -103,18 +107,24 @@ async fn serve_once(url: &str, output: &Weak<WebRtcOutput>) -> Result<(), String
                                 tracing::warn!("{name}: session {session_id}: unexpected offer");
                                 continue;
                             }
-                            PeerPayload::Ice { candidate, sdp_m_line_index } => {
+                            PeerPayload::Ice(IceCandidate { candidate, sdp_m_line_index, .. }) => {
                                 if candidate.trim().is_empty() {
                                     continue; // end-of-candidates
                                 }
-                                Command::RemoteIce { mline: sdp_m_line_index, candidate }
+                                Command::RemoteIce { mline: sdp_m_line_index.unwrap_or(0), candidate }
                             }
                         };
-                        let _ = s.commands.send(cmd).await;
+                        if s.commands.try_send(cmd).is_err() {
+                            // The session is stuck or gone: end it rather than wait for it.
+                            if let Some(s) = sessions.remove(&session_id) {
+                                out.end(&s.viewer);
+                            }
+                            send(&mut sink, &Incoming::EndSession { session_id }).await?;
+                        }
                     }
                     Outgoing::EndSession { session_id } => {
                         if let Some(s) = sessions.remove(&session_id) {
-                            let _ = s.commands.try_send(Command::End);
+                            out.end(&s.viewer);
                         }
                     }
                     Outgoing::Error { details } => tracing::warn!("{name}: signalling server: {details}"),
@@ -133,11 +143,11 @@ async fn serve_once(url: &str, output: &Weak<WebRtcOutput>) -> Result<(), String
                     }),
                     Signal::Ice { mline, candidate } => Incoming::Peer(PeerMessage {
                         session_id,
-                        payload: PeerPayload::Ice { candidate, sdp_m_line_index: mline },
+                        payload: PeerPayload::Ice(IceCandidate::new(candidate, mline)),
                     }),
                     Signal::Ended => {
                         if sessions.remove(&session_id).is_none() {
-                            continue; // the server ended it
+                            continue; // already ended by the server or by us
                         }
                         Incoming::EndSession { session_id }
                     }
@@ -148,57 +158,50 @@ async fn serve_once(url: &str, output: &Weak<WebRtcOutput>) -> Result<(), String
             }
         }
     };
-    for (_, s) in sessions.drain() {
-        let _ = s.commands.try_send(Command::End);
+    if let Some(out) = output.upgrade() {
+        for (_, s) in sessions.drain() {
+            out.end(&s.viewer);
+        }
     }
     result
 }
 
 /// Starts a viewer session for `startSession`: we offer, or answer the consumer's offer.
 fn start_session(
-    out: &std::sync::Arc<WebRtcOutput>,
+    out: &Arc<WebRtcOutput>,
     session_id: &SessionId,
     offer: Option<String>,
-    sig_tx: &mpsc::Sender<(SessionId, Signal)>,
+    shared: &mpsc::Sender<(SessionId, Signal)>,
 ) -> Result<Tracked, String> {
-    let (tx, mut rx) = mpsc::channel::<Signal>(64);
-    // Tag this session's signals with its id on the way to the connection task.
-    let (sid, shared) = (session_id.clone(), sig_tx.clone());
+    let (tx, mut rx) = mpsc::channel::<Signal>(SESSION_SIGNALS);
+    // Tags this session's signals with its id; when every sender is gone the session is over.
+    let (sid, shared_tx) = (session_id.clone(), shared.clone());
     tokio::spawn(async move {
         while let Some(s) = rx.recv().await {
             let ended = s == Signal::Ended;
-            if shared.send((sid.clone(), s)).await.is_err() || ended {
+            if shared_tx.send((sid.clone(), s)).await.is_err() || ended {
                 return;
             }
         }
+        let _ = shared_tx.send((sid, Signal::Ended)).await;
     });
     match offer {
         None => {
-            let (_, commands) = out.offer(tx).map_err(|e| e.to_string())?;
-            Ok(Tracked { commands })
+            let (viewer, commands) = out.offer(tx).map_err(|e| e.to_string())?;
+            Ok(Tracked { viewer, commands })
         }
         Some(offer) => {
-            // The consumer offered: answer it (ICE complete in the answer) and report as usual.
-            let out = out.clone();
-            let (cmd_tx, mut cmd_rx) = mpsc::channel::<Command>(64);
+            // The consumer offered: answer with every candidate gathered; its own trickled
+            // candidates still reach the session through `commands`.
+            let (viewer, commands, answer) = out
+                .answer_session(offer, Via::Signalling, Some(tx.clone()))
+                .map_err(|e| e.to_string())?;
             tokio::spawn(async move {
-                match out.answer(offer, Via::Signalling).await {
-                    Ok((id, sdp)) => {
-                        let _ = tx.send(Signal::Answer(sdp)).await;
-                        while let Some(cmd) = cmd_rx.recv().await {
-                            if matches!(cmd, Command::End) {
-                                out.end(&id);
-                                break;
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!("answering a consumer's offer failed: {e}");
-                        let _ = tx.send(Signal::Ended).await;
-                    }
+                if let Ok(Ok(sdp)) = answer.await {
+                    let _ = tx.send(Signal::Answer(sdp)).await;
                 }
             });
-            Ok(Tracked { commands: cmd_tx })
+            Ok(Tracked { viewer, commands })
         }
     }
 }

@@ -69,16 +69,34 @@ pub enum Sdp {
     Answer { sdp: String },
 }
 
+/// An ICE candidate as browsers send it. Fields we do not use (`sdpMid`, `usernameFragment`)
+/// are kept, so the server forwards the candidate unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IceCandidate {
+    pub candidate: String,
+    #[serde(default)]
+    pub sdp_m_line_index: Option<u32>,
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+impl IceCandidate {
+    pub fn new(candidate: String, sdp_m_line_index: u32) -> IceCandidate {
+        IceCandidate {
+            candidate,
+            sdp_m_line_index: Some(sdp_m_line_index),
+            extra: serde_json::Map::new(),
+        }
+    }
+}
+
 /// What a `peer` message carries: an SDP or an ICE candidate.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum PeerPayload {
     Sdp(Sdp),
-    #[serde(rename_all = "camelCase")]
-    Ice {
-        candidate: String,
-        sdp_m_line_index: u32,
-    },
+    Ice(IceCandidate),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -179,10 +197,10 @@ mod tests {
             ice,
             Incoming::Peer(PeerMessage {
                 session_id: SessionId("s1".into()),
-                payload: PeerPayload::Ice {
-                    candidate: "candidate:1 1 UDP 1 127.0.0.1 5000 typ host".into(),
-                    sdp_m_line_index: 0
-                }
+                payload: PeerPayload::Ice(IceCandidate::new(
+                    "candidate:1 1 UDP 1 127.0.0.1 5000 typ host".into(),
+                    0
+                ))
             })
         );
         let sdp = Outgoing::Peer(PeerMessage {
@@ -193,6 +211,16 @@ mod tests {
             serde_json::to_value(&sdp).expect("serializes"),
             json!({"type": "peer", "sessionId": "s1", "sdp": {"type": "offer", "sdp": "v=0"}})
         );
+    }
+
+    #[test]
+    fn ice_candidates_keep_fields_we_do_not_use() {
+        let raw = json!({
+            "type": "peer", "sessionId": "s",
+            "ice": {"candidate": "candidate:1", "sdpMLineIndex": null, "sdpMid": "0", "usernameFragment": "u"}
+        });
+        let msg: Incoming = serde_json::from_value(raw.clone()).expect("parses");
+        assert_eq!(serde_json::to_value(&msg).expect("serializes"), raw);
     }
 
     #[test]

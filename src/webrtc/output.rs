@@ -53,13 +53,21 @@ impl Default for WebRtcConfig {
 /// Chat lines waiting to be relayed; a burst of viewers typing fits, a flood is dropped.
 const CHAT_QUEUE: usize = 256;
 
+/// The session table; `closed` once the output is detached, so no session can slip in after
+/// `end_all`.
+#[derive(Default)]
+struct Sessions {
+    closed: bool,
+    by_id: HashMap<ViewerId, Handle>,
+}
+
 pub struct WebRtcOutput {
     pub pipeline: String,
     pub tap: WebRtcTap,
     video: Option<StreamProducer>,
     audio: Option<StreamProducer>,
     clock: Mutex<Option<(gst::Clock, gst::ClockTime)>>,
-    sessions: Mutex<HashMap<ViewerId, Handle>>,
+    sessions: Mutex<Sessions>,
     chat: mpsc::Sender<(ViewerId, String)>,
     config: WebRtcConfig,
     /// The producer's signalling client, while the output plays.
@@ -71,17 +79,18 @@ impl WebRtcOutput {
         self.tap.codec
     }
 
-    fn lock_sessions(&self) -> std::sync::MutexGuard<'_, HashMap<ViewerId, Handle>> {
+    fn lock_sessions(&self) -> std::sync::MutexGuard<'_, Sessions> {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn viewer_count(&self) -> usize {
-        self.lock_sessions().len()
+        self.lock_sessions().by_id.len()
     }
 
     pub fn viewers(&self) -> Vec<ViewerStats> {
         let mut v: Vec<ViewerStats> = self
             .lock_sessions()
+            .by_id
             .values()
             .map(|h| h.stats.borrow().clone())
             .collect();
@@ -93,12 +102,6 @@ impl WebRtcOutput {
         let clock = self.clock.lock().unwrap_or_else(|p| p.into_inner()).clone();
         if clock.is_none() {
             return Err(WebRtcError::NotPlaying(self.pipeline.clone()));
-        }
-        if self.viewer_count() >= self.tap.max_viewers as usize {
-            return Err(WebRtcError::Full(
-                self.pipeline.clone(),
-                self.tap.max_viewers,
-            ));
         }
         Ok(Params {
             id: ViewerId::new(),
@@ -113,21 +116,76 @@ impl WebRtcOutput {
         })
     }
 
-    fn register(self: &Arc<Self>, params: Params, role: Role) -> ViewerId {
+    /// Admits a session: checks the limit, spawns it and records it under one lock, so
+    /// concurrent requests cannot exceed `max_viewers` and a session that ends at once cannot
+    /// leave a dead entry behind (its `on_end` waits for this lock).
+    fn register(
+        self: &Arc<Self>,
+        params: Params,
+        role: Role,
+    ) -> Result<(ViewerId, mpsc::Sender<Command>), WebRtcError> {
+        let mut sessions = self.lock_sessions();
+        if sessions.closed {
+            return Err(WebRtcError::NotPlaying(self.pipeline.clone()));
+        }
+        if sessions.by_id.len() >= self.tap.max_viewers as usize {
+            return Err(WebRtcError::Full(
+                self.pipeline.clone(),
+                self.tap.max_viewers,
+            ));
+        }
         let weak = Arc::downgrade(self);
         let handle = session::spawn(params, role, move |id| {
             if let Some(out) = weak.upgrade() {
-                out.lock_sessions().remove(id);
+                out.lock_sessions().by_id.remove(id);
             }
         });
-        let id = handle.id.clone();
-        self.lock_sessions().insert(id.clone(), handle);
+        let (id, commands) = (handle.id.clone(), handle.commands.clone());
+        sessions.by_id.insert(id.clone(), handle);
         tracing::info!(
             "{}: viewer {id} joined ({} now)",
             self.pipeline,
-            self.viewer_count()
+            sessions.by_id.len()
         );
-        id
+        Ok((id, commands))
+    }
+
+    /// Starts a session that answers `offer`. The answer (complete, ICE gathered) arrives on
+    /// the returned receiver; `signal`, if given, hears `Signal::Ended` when the session ends.
+    #[allow(clippy::type_complexity)]
+    pub fn answer_session(
+        self: &Arc<Self>,
+        offer: String,
+        via: Via,
+        signal: Option<mpsc::Sender<Signal>>,
+    ) -> Result<
+        (
+            ViewerId,
+            mpsc::Sender<Command>,
+            oneshot::Receiver<Result<String, String>>,
+        ),
+        WebRtcError,
+    > {
+        let formats = sdp::read_offer(&offer, self.tap.codec).map_err(WebRtcError::BadOffer)?;
+        let takes_video = formats.video_pt.is_some();
+        let takes_audio = formats.audio_pt.is_some() && self.audio.is_some();
+        if !takes_video && !takes_audio {
+            return Err(WebRtcError::BadOffer(
+                "the offer takes neither the video nor the audio this pipeline sends".into(),
+            ));
+        }
+        let params = self.params(via)?;
+        let (tx, rx) = oneshot::channel();
+        let (id, commands) = self.register(
+            params,
+            Role::Answer {
+                offer,
+                formats,
+                reply: tx,
+                signal,
+            },
+        )?;
+        Ok((id, commands, rx))
     }
 
     /// Answers a remote offer (WHEP, `POST /offer`): returns the viewer id and the complete
@@ -137,17 +195,7 @@ impl WebRtcOutput {
         offer: String,
         via: Via,
     ) -> Result<(ViewerId, String), WebRtcError> {
-        let formats = sdp::read_offer(&offer, self.tap.codec).map_err(WebRtcError::BadOffer)?;
-        let params = self.params(via)?;
-        let (tx, rx) = oneshot::channel();
-        let id = self.register(
-            params,
-            Role::Answer {
-                offer,
-                formats,
-                reply: tx,
-            },
-        );
+        let (id, _, rx) = self.answer_session(offer, via, None)?;
         match rx.await {
             Ok(Ok(answer)) => Ok((id, answer)),
             Ok(Err(e)) => Err(WebRtcError::Failed(e)),
@@ -164,27 +212,22 @@ impl WebRtcOutput {
         signal: mpsc::Sender<Signal>,
     ) -> Result<(ViewerId, mpsc::Sender<Command>), WebRtcError> {
         let params = self.params(Via::Signalling)?;
-        let id = self.register(params, Role::Offer { signal });
-        let commands = self
-            .lock_sessions()
-            .get(&id)
-            .map(|h| h.commands.clone())
-            .ok_or_else(|| WebRtcError::Failed("the session ended at once".into()))?;
-        Ok((id, commands))
+        self.register(params, Role::Offer { signal })
     }
 
     /// Ends one viewer session; false if there is none with that id. The session leaves the
     /// table at once (a repeated DELETE finds nothing); its task frees the rest.
     pub fn end(&self, id: &ViewerId) -> bool {
-        match self.lock_sessions().remove(id) {
+        match self.lock_sessions().by_id.remove(id) {
             Some(h) => {
-                let _ = h.commands.try_send(Command::End);
+                h.end();
                 true
             }
             None => false,
         }
     }
 
+    /// Ends every session and admits no more (the pipeline stopped).
     fn end_all(&self) {
         if let Some(task) = self
             .producer
@@ -194,8 +237,10 @@ impl WebRtcOutput {
         {
             task.abort();
         }
-        for h in self.lock_sessions().values() {
-            let _ = h.commands.try_send(Command::End);
+        let mut sessions = self.lock_sessions();
+        sessions.closed = true;
+        for (_, h) in sessions.by_id.drain() {
+            h.end();
         }
     }
 
@@ -206,9 +251,8 @@ impl WebRtcOutput {
     ) {
         while let Some((from, text)) = lines.recv().await {
             let Some(out) = weak.upgrade() else { return };
-            let line = serde_json::json!({ "from": &from.0[..8.min(from.0.len())], "text": text })
-                .to_string();
-            for (id, h) in out.lock_sessions().iter() {
+            let line = serde_json::json!({ "from": from.short(), "text": text }).to_string();
+            for (id, h) in out.lock_sessions().by_id.iter() {
                 if *id != from {
                     let _ = h.commands.try_send(Command::Chat(line.clone()));
                 }
@@ -266,7 +310,7 @@ impl Registry {
             video,
             audio,
             clock: Mutex::new(None),
-            sessions: Mutex::new(HashMap::new()),
+            sessions: Mutex::new(Sessions::default()),
             chat: chat_tx,
             config: self.config.clone(),
             producer: Mutex::new(None),

@@ -63,7 +63,9 @@ fn rtpmaps(media: &gst_sdp::SDPMediaRef) -> impl Iterator<Item = (u32, String)> 
     (0..media.attributes_len()).filter_map(move |i| {
         let v = media.attribute_val_n("rtpmap", i)?;
         let (pt, enc) = v.split_once(' ')?;
-        Some((pt.parse().ok()?, enc.trim().to_string()))
+        // RTP payload types are 7 bits (RFC 3550); anything else is not a usable entry.
+        let pt: u32 = pt.parse().ok().filter(|pt| *pt <= 127)?;
+        Some((pt, enc.trim().to_string()))
     })
 }
 
@@ -137,6 +139,10 @@ a=rtpmap:103 H264/90000\r\na=fmtp:103 packetization-mode=1;profile-level-id=640c
         assert!(read_offer("garbage", VideoCodec::H264).is_err());
         let err = read_offer(AIORTC_LIKE, VideoCodec::Vp9).expect_err("no vp9");
         assert!(err.contains("VP9"), "{err}");
+        let huge_pt = AIORTC_LIKE.replace("101", "300");
+        // PT 300 is not a payload type: the next packetization-mode=1 entry is used.
+        let f = read_offer(&huge_pt, VideoCodec::H264).expect("answerable");
+        assert_eq!(f.video_pt, Some(103));
         let publisher = AIORTC_LIKE.replace("a=recvonly", "a=sendonly");
         assert!(
             read_offer(&publisher, VideoCodec::H264)

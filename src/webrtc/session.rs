@@ -36,6 +36,14 @@ impl ViewerId {
     }
 }
 
+impl ViewerId {
+    /// The first 8 characters: enough to tell viewers apart in the API and chat, and not the
+    /// whole id, which is the WHEP resource's capability (whoever knows it can DELETE it).
+    pub fn short(&self) -> String {
+        self.0.chars().take(8).collect()
+    }
+}
+
 impl Default for ViewerId {
     fn default() -> Self {
         Self::new()
@@ -60,7 +68,8 @@ pub enum Via {
 /// Per-viewer statistics, from webrtcbin's `get-stats` (RTCP receiver reports for loss/RTT).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ViewerStats {
-    pub id: ViewerId,
+    /// A prefix of the viewer id (see [`ViewerId::short`]).
+    pub id: String,
     pub via: Via,
     pub connected: bool,
     pub bytes_sent: u64,
@@ -108,7 +117,6 @@ pub enum Command {
     },
     /// A chat line from another viewer, to send on this viewer's data channel.
     Chat(String),
-    End,
 }
 
 pub enum Role {
@@ -116,6 +124,8 @@ pub enum Role {
         offer: String,
         formats: OfferedFormats,
         reply: oneshot::Sender<Result<String, String>>,
+        /// Told `Signal::Ended` when the session ends (a signalling consumer that offered).
+        signal: Option<mpsc::Sender<Signal>>,
     },
     Offer {
         signal: mpsc::Sender<Signal>,
@@ -146,6 +156,15 @@ pub struct Handle {
     pub id: ViewerId,
     pub commands: mpsc::Sender<Command>,
     pub stats: watch::Receiver<ViewerStats>,
+    /// Ends the session; unlike a queued command it cannot be lost to a full queue.
+    pub cancel: Arc<tokio::sync::Notify>,
+}
+
+impl Handle {
+    pub fn end(&self) {
+        // notify_one keeps a permit when the task is not waiting right now.
+        self.cancel.notify_one();
+    }
 }
 
 /// Longest chat line relayed, in characters.
@@ -185,7 +204,7 @@ pub fn spawn(
 ) -> Handle {
     let (cmd_tx, cmd_rx) = mpsc::channel(64);
     let stats = ViewerStats {
-        id: params.id.clone(),
+        id: params.id.short(),
         via: params.via,
         connected: false,
         bytes_sent: 0,
@@ -197,21 +216,32 @@ pub fn spawn(
     };
     let (stats_tx, stats_rx) = watch::channel(stats);
     let id = params.id.clone();
+    let cancel = Arc::new(tokio::sync::Notify::new());
+    let task_cancel = cancel.clone();
     tokio::spawn(async move {
-        let id = params.id.clone();
-        run(params, role, cmd_rx, stats_tx).await;
-        on_end(&id);
+        // Runs on_end even if the task panics, so the owner's table never keeps a dead entry.
+        struct OnEnd<F: FnOnce(&ViewerId)>(Option<(F, ViewerId)>);
+        impl<F: FnOnce(&ViewerId)> Drop for OnEnd<F> {
+            fn drop(&mut self) {
+                if let Some((f, id)) = self.0.take() {
+                    f(&id);
+                }
+            }
+        }
+        let _guard = OnEnd(Some((on_end, params.id.clone())));
+        run(params, role, cmd_rx, stats_tx, task_cancel).await;
     });
     Handle {
         id,
         commands: cmd_tx,
         stats: stats_rx,
+        cancel,
     }
 }
 
 /// A built viewer pipeline.
 struct Built {
-    pipeline: gst::Pipeline,
+    pipeline: PipelineGuard,
     webrtc: gst::Element,
     links: Vec<ConsumptionLink>,
     /// The data channel we created (offer role).
@@ -223,6 +253,7 @@ async fn run(
     role: Role,
     mut commands: mpsc::Receiver<Command>,
     stats: watch::Sender<ViewerStats>,
+    cancel: Arc<tokio::sync::Notify>,
 ) {
     let (ev_tx, mut events) = mpsc::channel::<Event>(EVENT_QUEUE);
     let id = params.id.clone();
@@ -270,7 +301,7 @@ async fn run(
 
     let deadline = Instant::now() + params.connect_timeout;
     let outcome = session
-        .negotiate_and_serve(role, &mut events, &mut commands, &ev_tx, deadline)
+        .negotiate_and_serve(role, &mut events, &mut commands, &ev_tx, &cancel, deadline)
         .await;
     match &outcome {
         Ok(reason) => tracing::info!("viewer {id}: ended ({reason})"),
@@ -283,8 +314,11 @@ async fn run(
 fn fail(role: Role, error: String) {
     tracing::warn!("viewer session failed to start: {error}");
     match role {
-        Role::Answer { reply, .. } => {
+        Role::Answer { reply, signal, .. } => {
             let _ = reply.send(Err(error));
+            if let Some(signal) = signal {
+                let _ = signal.try_send(Signal::Ended);
+            }
         }
         Role::Offer { signal } => {
             let _ = signal.try_send(Signal::Ended);
@@ -330,20 +364,29 @@ impl Session {
         events: &mut mpsc::Receiver<Event>,
         commands: &mut mpsc::Receiver<Command>,
         ev_tx: &mpsc::Sender<Event>,
+        cancel: &tokio::sync::Notify,
         connect_deadline: Instant,
     ) -> Result<&'static str, String> {
-        let (mut reply, signal, offer) = match role {
-            Role::Answer { reply, offer, .. } => (Some(reply), None, Some(offer)),
-            Role::Offer { signal } => (None, Some(signal), None),
+        // `trickle`: where our offer and candidates go (offer role only); `signal`: who hears
+        // that the session ended.
+        let (mut reply, signal, trickle, offer) = match role {
+            Role::Answer {
+                reply,
+                offer,
+                signal,
+                ..
+            } => (Some(reply), signal, None, Some(offer)),
+            Role::Offer { signal } => (None, Some(signal.clone()), Some(signal), None),
         };
         let result = self
             .drive(
                 &mut reply,
-                signal.as_ref(),
+                trickle.as_ref(),
                 offer.as_deref(),
                 events,
                 commands,
                 ev_tx,
+                cancel,
                 connect_deadline,
             )
             .await;
@@ -369,6 +412,7 @@ impl Session {
         events: &mut mpsc::Receiver<Event>,
         commands: &mut mpsc::Receiver<Command>,
         ev_tx: &mpsc::Sender<Event>,
+        cancel: &tokio::sync::Notify,
         connect_deadline: Instant,
     ) -> Result<&'static str, String> {
         let mut phase = if reply.is_some() {
@@ -442,7 +486,7 @@ impl Session {
                                 Phase::AwaitOffer => {
                                     let sdp = sdp_text(&desc)?;
                                     if let Some(signal) = signal {
-                                        send_signal(signal, Signal::Offer(sdp)).await?;
+                                        send_signal(signal, Signal::Offer(sdp))?;
                                     }
                                     phase = Phase::Serving;
                                 }
@@ -456,7 +500,7 @@ impl Session {
                         }
                         Event::IceCandidate(mline, candidate) => {
                             if let Some(signal) = signal {
-                                send_signal(signal, Signal::Ice { mline, candidate }).await?;
+                                send_signal(signal, Signal::Ice { mline, candidate })?;
                             }
                         }
                         Event::State(state) => match state {
@@ -482,13 +526,19 @@ impl Session {
                         Event::Stats(s) => self.update_stats(&s),
                     }
                 }
+                _ = cancel.notified() => return Ok("ended by request"),
                 cmd = commands.recv() => match cmd {
-                    None | Some(Command::End) => return Ok("ended by request"),
+                    None => return Ok("ended by request"),
                     Some(Command::RemoteAnswer(sdp)) => {
                         self.set_remote(WebRTCSDPType::Answer, &sdp, ev_tx)?;
                     }
                     Some(Command::RemoteIce { mline, candidate }) => {
-                        self.webrtc().emit_by_name::<()>("add-ice-candidate", &[&mline, &candidate]);
+                        // glib strings cannot hold NUL; such a candidate is garbage anyway.
+                        if candidate.contains('\0') {
+                            tracing::debug!("viewer {}: ignoring a candidate with a NUL byte", self.id);
+                        } else {
+                            self.webrtc().emit_by_name::<()>("add-ice-candidate", &[&mline, &candidate]);
+                        }
                     }
                     Some(Command::Chat(text)) => {
                         if let Some(ch) = &self.channel {
@@ -662,30 +712,51 @@ impl Session {
     /// Disconnects from the producers and sets the pipeline to NULL off the async threads.
     async fn teardown(self) {
         let Built {
-            pipeline, links, ..
+            mut pipeline,
+            links,
+            ..
         } = self.built;
         drop(links);
-        let _ = tokio::task::spawn_blocking(move || {
-            if let Some(bus) = pipeline.bus() {
-                bus.unset_sync_handler();
-            }
-            let _ = pipeline.set_state(gst::State::Null);
-        })
-        .await;
+        if let Some(p) = pipeline.0.take() {
+            let _ = tokio::task::spawn_blocking(move || stop_pipeline(&p)).await;
+        }
     }
 }
 
 use gst_webrtc::WebRTCSDPType;
 
+/// Owns a viewer pipeline: if it is dropped without [`Session::teardown`] (a failed build, a
+/// panic), it still goes to NULL, so webrtcbin's threads and sockets are released.
+struct PipelineGuard(Option<gst::Pipeline>);
+
+impl Drop for PipelineGuard {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            stop_pipeline(&p);
+        }
+    }
+}
+
+fn stop_pipeline(p: &gst::Pipeline) {
+    if let Some(bus) = p.bus() {
+        bus.unset_sync_handler();
+    }
+    let _ = p.set_state(gst::State::Null);
+}
+
 fn far_future() -> Instant {
     Instant::now() + Duration::from_secs(365 * 24 * 3600)
 }
 
-async fn send_signal(signal: &mpsc::Sender<Signal>, s: Signal) -> Result<(), String> {
-    signal
-        .send(s)
-        .await
-        .map_err(|_| "the signalling connection is gone".to_string())
+/// Never waits: a signalling connection that cannot keep up ends this session instead of
+/// stalling it (and, through it, the other sessions on that connection).
+fn send_signal(signal: &mpsc::Sender<Signal>, s: Signal) -> Result<(), String> {
+    signal.try_send(s).map_err(|e| match e {
+        mpsc::error::TrySendError::Full(_) => {
+            "the signalling connection is not keeping up".to_string()
+        }
+        mpsc::error::TrySendError::Closed(_) => "the signalling connection is gone".to_string(),
+    })
 }
 
 /// The SDP text to send to a peer, with our certificate's fingerprint.
@@ -718,7 +789,8 @@ fn make(factory: &str) -> Result<gst::Element, String> {
 
 /// Builds and starts a viewer pipeline (blocking: runs on the blocking pool).
 fn build(a: BuildArgs) -> Result<Built, String> {
-    let pipeline = gst::Pipeline::with_name(&a.name);
+    let guard = PipelineGuard(Some(gst::Pipeline::with_name(&a.name)));
+    let pipeline = guard.0.clone().ok_or("no pipeline")?;
     let webrtc = make("webrtcbin")?;
     webrtc.set_property_from_str("bundle-policy", "max-bundle");
     if let Some(stun) = &a.ice.stun_server {
@@ -929,7 +1001,7 @@ fn build(a: BuildArgs) -> Result<Built, String> {
     };
 
     Ok(Built {
-        pipeline,
+        pipeline: guard,
         webrtc,
         links,
         channel,

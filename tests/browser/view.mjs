@@ -38,6 +38,9 @@ try {
     await page.waitForFunction(() => (window.mediaweave.stats.framesDecoded || 0) >= 60, null, { timeout: 40000 });
     const stats = await page.evaluate(() => window.mediaweave.stats);
     const shown = await page.locator("#stat-resolution").textContent();
+    // Stopping sends the WHEP DELETE; the test checks the session is gone right away.
+    await page.click("#stop");
+    await page.waitForTimeout(300);
     console.log(JSON.stringify({ ...stats, shownResolution: shown }));
   } else if (mode === "chat") {
     const a = await context.newPage();

@@ -1,4 +1,4 @@
-// mediaweave's page: list pipelines, watch one over WebRTC (POST /offer), show getStats
+// mediaweave's page: list pipelines, watch one over WebRTC (WHEP), show getStats
 // figures, chat with the other viewers over a data channel. No build step, no dependencies.
 "use strict";
 
@@ -69,16 +69,21 @@ function waitForIce(peer) {
   });
 }
 
+let resource = null; // the WHEP session to DELETE when we stop
+
 function stop() {
   clearInterval(statsTimer);
+  statsTimer = null;
   if (pc) pc.close();
-  pc = channel = null;
+  if (resource) fetch(resource, { method: "DELETE" }).catch(() => {});
+  pc = channel = resource = null;
   last = null;
   window.mediaweave.watching = null;
   window.mediaweave.channelOpen = false;
   $("#player").hidden = true;
 }
 
+// Watches over WHEP: our offer (with every candidate) in, the answer back, DELETE on stop.
 async function watch(name) {
   stop();
   showError("");
@@ -86,40 +91,58 @@ async function watch(name) {
   $("#watching").textContent = name;
   $("#player").hidden = false;
   $("#chat-log").replaceChildren();
-  pc = new RTCPeerConnection();
-  pc.addTransceiver("video", { direction: "recvonly" });
-  pc.addTransceiver("audio", { direction: "recvonly" });
-  const media = new MediaStream();
-  pc.ontrack = (e) => {
-    media.addTrack(e.track);
-    $("#video").srcObject = media;
-  };
-  channel = pc.createDataChannel("chat");
-  channel.onopen = () => { window.mediaweave.channelOpen = true; };
-  channel.onmessage = (e) => {
-    try { addChat(JSON.parse(e.data)); } catch { addChat({ from: "?", text: String(e.data) }); }
-  };
-  await pc.setLocalDescription(await pc.createOffer());
-  await waitForIce(pc);
-  const res = await fetch("/offer/" + encodeURIComponent(name), {
-    method: "POST",
-    headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({ sdp: pc.localDescription.sdp, type: "offer" }),
-  });
-  const body = await res.json();
-  if (!res.ok) {
-    showError(`cannot watch ${name}: ${body.error}`);
-    stop();
-    return;
+  const peer = new RTCPeerConnection();
+  pc = peer;
+  const current = () => pc === peer; // false once stop() or another watch() took over
+  try {
+    peer.addTransceiver("video", { direction: "recvonly" });
+    peer.addTransceiver("audio", { direction: "recvonly" });
+    const media = new MediaStream();
+    peer.ontrack = (e) => {
+      media.addTrack(e.track);
+      $("#video").srcObject = media;
+    };
+    const dc = peer.createDataChannel("chat");
+    channel = dc;
+    dc.onopen = () => { if (current()) window.mediaweave.channelOpen = true; };
+    dc.onmessage = (e) => {
+      try { addChat(JSON.parse(e.data)); } catch { addChat({ from: "?", text: String(e.data) }); }
+    };
+    await peer.setLocalDescription(await peer.createOffer());
+    await waitForIce(peer);
+    if (!current()) return;
+    const res = await fetch("/whep/" + encodeURIComponent(name), {
+      method: "POST",
+      headers: { "Content-Type": "application/sdp" },
+      body: peer.localDescription.sdp,
+    });
+    if (!res.ok) {
+      let reason = `HTTP ${res.status}`;
+      try { reason = (await res.json()).error || reason; } catch { /* not JSON */ }
+      throw new Error(reason);
+    }
+    const answer = await res.text();
+    const location = res.headers.get("Location");
+    if (!current()) {
+      if (location) fetch(location, { method: "DELETE" }).catch(() => {});
+      return;
+    }
+    resource = location;
+    await peer.setRemoteDescription({ type: "answer", sdp: answer });
+    window.mediaweave.watching = name;
+    statsTimer = setInterval(updateStats, 1000);
+  } catch (e) {
+    if (current()) {
+      showError(`cannot watch ${name}: ${e.message || e}`);
+      stop();
+    }
   }
-  await pc.setRemoteDescription(body);
-  window.mediaweave.watching = name;
-  statsTimer = setInterval(updateStats, 1000);
 }
 
 async function updateStats() {
   if (!pc) return;
-  const report = await pc.getStats();
+  let report;
+  try { report = await pc.getStats(); } catch { return; }
   const s = {};
   report.forEach((r) => {
     if (r.type === "inbound-rtp" && r.kind === "video") {
