@@ -260,6 +260,7 @@ pub async fn run(target: &str, dir: &Path) -> ExitCode {
     let sup = Supervisor::new(
         SupervisorConfig::default(),
         crate::webrtc::output::Registry::new(Default::default()),
+        crate::record::Recordings::new(PathBuf::from("recordings")),
     );
     sup.add(desc);
     let Some(mut status) = sup.subscribe(&name) else {
@@ -331,7 +332,10 @@ pub fn graph(target: &str, dir: &Path, output: Option<&Path>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let pipeline = match plan.build() {
+    // Drawing the graph builds the pipeline but never runs it: any recording directory it
+    // creates goes to a scratch place.
+    let scratch = crate::record::Recordings::new(std::env::temp_dir().join("mediaweave-graph"));
+    let pipeline = match plan.build(&scratch) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("{e}");
@@ -355,6 +359,7 @@ pub fn graph(target: &str, dir: &Path, output: Option<&Path>) -> ExitCode {
 pub async fn serve(
     listen: SocketAddr,
     dir: PathBuf,
+    recordings_dir: PathBuf,
     webrtc: crate::webrtc::output::WebRtcConfig,
 ) -> ExitCode {
     let config = ServerConfig {
@@ -362,6 +367,7 @@ pub async fn serve(
         pipelines_dir: dir,
         supervisor: SupervisorConfig::default(),
         webrtc,
+        recordings_dir,
     };
     let server = match Server::start(config).await {
         Ok(s) => s,

@@ -20,6 +20,7 @@ pub mod assemble;
 pub mod cli;
 pub mod description;
 pub mod http;
+pub mod record;
 pub mod server;
 pub mod signalling;
 pub mod supervisor;

@@ -24,6 +24,9 @@ enum Command {
         listen: SocketAddr,
         #[arg(long, default_value = "pipelines")]
         pipelines: PathBuf,
+        /// Where record outputs write their segments ({pipeline}/{UTC start}.{ext}).
+        #[arg(long, default_value = "recordings")]
+        recordings: PathBuf,
         /// Local address for WebRTC host candidates (repeatable). Default: 127.0.0.1 when
         /// listening on loopback, else every interface.
         #[arg(long = "ice-address", value_name = "IP")]
@@ -93,6 +96,7 @@ fn main() -> ExitCode {
         Command::Serve {
             listen,
             pipelines,
+            recordings,
             mut ice_addresses,
             stun_server,
             turn_servers,
@@ -110,7 +114,9 @@ fn main() -> ExitCode {
                 signalling_url,
                 ..Default::default()
             };
-            runtime().block_on(mediaweave::cli::serve(listen, pipelines, webrtc))
+            runtime().block_on(mediaweave::cli::serve(
+                listen, pipelines, recordings, webrtc,
+            ))
         }
         Command::Run { target, pipelines } => {
             runtime().block_on(mediaweave::cli::run(&target, &pipelines))

@@ -1,6 +1,7 @@
 //! `mediaweave serve`: the supervisor plus the HTTP API on one listener.
 
 use crate::http;
+use crate::record::Recordings;
 use crate::signalling::server::Hub;
 use crate::supervisor::{Supervisor, SupervisorConfig};
 use crate::webrtc::output::{Registry, WebRtcConfig};
@@ -18,6 +19,8 @@ pub struct ServerConfig {
     pub pipelines_dir: PathBuf,
     pub supervisor: SupervisorConfig,
     pub webrtc: WebRtcConfig,
+    /// Where record outputs write `{pipeline}/{UTC start}.{ext}` segments.
+    pub recordings_dir: PathBuf,
 }
 
 /// A running service. Dropping it without [`Server::shutdown`] leaves pipelines running until
@@ -48,7 +51,12 @@ impl Server {
             addr
         };
         webrtc.set_embedded_signalling(format!("ws://{local}/ws"));
-        let supervisor = Supervisor::new(config.supervisor.clone(), webrtc.clone());
+        let recordings = Recordings::new(config.recordings_dir.clone());
+        let supervisor = Supervisor::new(
+            config.supervisor.clone(),
+            webrtc.clone(),
+            recordings.clone(),
+        );
         let hub = Hub::new();
         // Validation builds elements (blocking GStreamer calls): off the async threads.
         let (sup, dir) = (supervisor.clone(), config.pipelines_dir.clone());
@@ -65,6 +73,7 @@ impl Server {
             supervisor: supervisor.clone(),
             hub: hub.clone(),
             webrtc: webrtc.clone(),
+            recordings: recordings.clone(),
         });
         let http = tokio::spawn(async move {
             let served = axum::serve(listener, app)

@@ -8,6 +8,7 @@
 
 use crate::assemble::{self, Plan};
 use crate::description::{self, Description, Diagnostics, RestartPolicy};
+use crate::record::Recordings;
 use crate::webrtc::output::Registry;
 use futures_util::{FutureExt, StreamExt};
 use gst::prelude::*;
@@ -165,15 +166,22 @@ struct Entry {
 pub struct Supervisor {
     config: SupervisorConfig,
     webrtc: Arc<Registry>,
+    recordings: Arc<Recordings>,
     entries: RwLock<BTreeMap<String, Entry>>,
 }
 
 impl Supervisor {
-    /// `webrtc` receives the webrtc outputs of pipelines while they run.
-    pub fn new(config: SupervisorConfig, webrtc: Arc<Registry>) -> Arc<Supervisor> {
+    /// `webrtc` receives the webrtc outputs of pipelines while they run; record outputs write
+    /// into `recordings`.
+    pub fn new(
+        config: SupervisorConfig,
+        webrtc: Arc<Registry>,
+        recordings: Arc<Recordings>,
+    ) -> Arc<Supervisor> {
         Arc::new(Supervisor {
             config,
             webrtc,
+            recordings,
             entries: RwLock::new(BTreeMap::new()),
         })
     }
@@ -239,6 +247,7 @@ impl Supervisor {
             desc,
             config: self.config.clone(),
             webrtc: self.webrtc.clone(),
+            recordings: self.recordings.clone(),
             status: status_tx,
             failures: 0,
         };
@@ -367,6 +376,7 @@ struct Runner {
     desc: Description,
     config: SupervisorConfig,
     webrtc: Arc<Registry>,
+    recordings: Arc<Recordings>,
     status: watch::Sender<Status>,
     /// Consecutive failures, for the backoff.
     failures: u32,
@@ -524,10 +534,11 @@ impl Runner {
         self.set_state(State::Starting, None);
         let desc = self.desc.clone();
         let webrtc = self.webrtc.clone();
+        let recordings = self.recordings.clone();
         let mut starting =
             tokio::task::spawn_blocking(move || -> Result<_, (String, Option<String>)> {
                 let plan = assemble::plan(&desc).map_err(|d| (d.to_string(), None))?;
-                let pipeline = plan.build().map_err(|e| (e, None))?;
+                let pipeline = plan.build(&recordings).map_err(|e| (e, None))?;
                 webrtc
                     .attach(&desc.name, &pipeline, &plan.webrtc)
                     .map_err(|e| (e, None))?;
@@ -632,6 +643,14 @@ impl Runner {
                                 seek_to_start(&active.pipeline, gst::SeekFlags::FLUSH | gst::SeekFlags::SEGMENT);
                             }
                         }
+                        MessageView::Element(e) => {
+                            // splitmuxsink finished a segment: it is complete on disk.
+                            if let Some(s) = e.structure().filter(|s| s.name() == "splitmuxsink-fragment-closed") {
+                                if let Ok(location) = s.get::<String>("location") {
+                                    self.recordings.closed(self.name(), std::path::Path::new(&location));
+                                }
+                            }
+                        }
                         MessageView::SegmentDone(_) => {
                             seek_to_start(&active.pipeline, gst::SeekFlags::SEGMENT);
                         }
@@ -660,6 +679,7 @@ impl Runner {
         }
         self.webrtc.detach(self.name());
         teardown(active.pipeline).await;
+        self.recordings.stopped(self.name());
         ended
     }
 

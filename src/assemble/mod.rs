@@ -25,8 +25,10 @@ use crate::description::{
     AudioCodec, CameraFormat, CameraSource, Container, Description, Diagnostic, Form, Output,
     Source, VideoCodec, elements,
 };
+use crate::record::{Recordings, Retention};
 use gst::prelude::*;
 use std::path::Path;
+use std::sync::Arc;
 
 /// What will run, and why: the launch line plus the choices made on this machine.
 #[derive(Debug, Clone)]
@@ -47,6 +49,44 @@ pub struct Plan {
     file_sinks: Vec<(String, String)>,
     /// WebRTC outputs: where their encoded streams leave the pipeline.
     pub webrtc: Vec<WebRtcTap>,
+    /// Record outputs: their splitmuxsinks.
+    pub records: Vec<RecordTap>,
+}
+
+/// A `record` output's splitmuxsink and how its segments are written and kept.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordTap {
+    pub element: String,
+    pub container: Container,
+    pub retention: Retention,
+}
+
+impl RecordTap {
+    fn extension(&self) -> &'static str {
+        match self.container {
+            Container::Mp4 => "mp4",
+            _ => "mkv",
+        }
+    }
+
+    /// splitmuxsink settings for a muxer and file sink that lose at most about a second in
+    /// a crash.
+    fn muxer_and_sink(&self) -> &'static str {
+        // Each file sink writes unbuffered (buffer-mode 2): muxed data reaches the kernel at
+        // once. (An enum given as a string does not convert here; its number does.)
+        match self.container {
+            // Fragmented MP4, readable without a final index. qtmux cuts fragments only at
+            // keyframes, so with 0.5 s every keyframe starts one: a crash loses about one
+            // keyframe interval (Matroska, below, does not depend on keyframes).
+            Container::Mp4 => {
+                "muxer-factory=mp4mux muxer-properties=\"properties,fragment-duration=(uint)500\" sink-factory=filesink sink-properties=\"properties,buffer-mode=(int)2\""
+            }
+            // Matroska: a cluster at least every second, keyframe or not.
+            _ => {
+                "muxer-factory=matroskamux muxer-properties=\"properties,max-cluster-duration=(gint64)1000000000,min-cluster-duration=(gint64)0\" sink-factory=filesink sink-properties=\"properties,buffer-mode=(int)2\""
+            }
+        }
+    }
 }
 
 /// Where a `webrtc` output's encoded streams leave the main pipeline (appsinks), and how it is
@@ -90,6 +130,7 @@ fn plan_raw(desc: &Description, launch: &str) -> Result<Plan, Diagnostic> {
         decode: None,
         file_sinks: Vec::new(),
         webrtc: Vec::new(),
+        records: Vec::new(),
     })
 }
 
@@ -286,6 +327,7 @@ fn plan_structured(desc: &Description) -> Result<Plan, Diagnostic> {
     let mut file_sinks = Vec::new();
     let mut outputs = Vec::new();
     let mut webrtc = Vec::new();
+    let mut records = Vec::new();
     for (i, out) in s.outputs.iter().enumerate() {
         let container = out.value.container();
         let audio_codec = container.audio_codec();
@@ -295,6 +337,35 @@ fn plan_structured(desc: &Description) -> Result<Plan, Diagnostic> {
             audio_codec.name()
         );
         outputs.push(out.value.summary());
+        if let Output::Record(r) = &out.value {
+            // Keyframe requests let splitmuxsink cut segments on time; async-finalize closes
+            // the old segment beside the new one instead of stalling the stream. Segment names
+            // come from build() (format-location-full).
+            let rec = format!("out{i}_rec");
+            let tap = RecordTap {
+                element: rec.clone(),
+                container,
+                retention: Retention {
+                    max_age: r.max_age,
+                    max_total_size: r.max_total_size,
+                },
+            };
+            chains.push(format!(
+                "{video_queue} ! {}splitmuxsink name={rec} async-finalize=true max-size-time={} send-keyframe-requests=true {}",
+                video_parser(s.encode.codec),
+                r.segment.as_nanos(),
+                tap.muxer_and_sink()
+            ));
+            if want_audio {
+                let parser = match audio_codec {
+                    AudioCodec::Aac => "aacparse",
+                    AudioCodec::Opus => "opusparse",
+                };
+                chains.push(format!("{audio_queue} ! {parser} ! {rec}.audio_%u"));
+            }
+            records.push(tap);
+            continue;
+        }
         if let Output::WebRtc(w) = &out.value {
             // Encoded once, handed to per-viewer pipelines by appsink → StreamProducer.
             let parse = match s.encode.codec {
@@ -335,7 +406,9 @@ fn plan_structured(desc: &Description) -> Result<Plan, Diagnostic> {
                 file_sinks.push((format!("out{i}_sink"), template.clone()));
                 format!("filesink name=out{i}_sink location={}", quote(&template))
             }
-            Output::WebRtc(_) => unreachable!("webrtc outputs are handled above"),
+            Output::WebRtc(_) | Output::Record(_) => {
+                unreachable!("webrtc and record outputs are handled above")
+            }
         };
         chains.push(format!(
             "{video_queue} ! {}{muxer} name={mux} ! {sink}",
@@ -362,6 +435,7 @@ fn plan_structured(desc: &Description) -> Result<Plan, Diagnostic> {
         decode,
         file_sinks,
         webrtc,
+        records,
     })
 }
 
@@ -551,8 +625,9 @@ pub fn quote(value: &str) -> String {
 
 impl Plan {
     /// Parses the launch line into a pipeline named after the description and wires its dynamic
-    /// parts. The pipeline is returned in the NULL state.
-    pub fn build(&self) -> Result<gst::Pipeline, String> {
+    /// parts. The pipeline is returned in the NULL state. Record outputs write into
+    /// `recordings`.
+    pub fn build(&self, recordings: &Arc<Recordings>) -> Result<gst::Pipeline, String> {
         let element = gst::parse::launch_full(&self.launch, None, gst::ParseFlags::FATAL_ERRORS)
             .map_err(|e| format!("cannot build the pipeline: {}", e.message()))?;
         let pipeline = match element.downcast::<gst::Pipeline>() {
@@ -583,11 +658,45 @@ impl Plan {
         if let Some(links) = &self.decode {
             wire_decode(&pipeline, links)?;
         }
+        for tap in &self.records {
+            self.wire_record(&pipeline, tap, recordings)?;
+        }
         Ok(pipeline)
     }
 }
 
 impl Plan {
+    /// Names each segment of a record output after its UTC start time as it opens, and keeps
+    /// the pipeline's recordings within their retention limits.
+    fn wire_record(
+        &self,
+        pipeline: &gst::Pipeline,
+        tap: &RecordTap,
+        recordings: &Arc<Recordings>,
+    ) -> Result<(), String> {
+        let split = pipeline
+            .by_name(&tap.element)
+            .ok_or("the assembled pipeline has no recorder")?;
+        let dir = recordings.dir().join(&self.name);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        recordings.set_retention(&self.name, tap.retention);
+        let (rec, name, ext) = (recordings.clone(), self.name.clone(), tap.extension());
+        // Runs on a streaming thread: a name, a registry update and a job for the blocking
+        // pool (retention scans the directory), nothing that waits.
+        let runtime = tokio::runtime::Handle::try_current().ok();
+        split.connect("format-location-full", false, move |_| {
+            let path = rec.next_segment(&name, ext);
+            rec.opened(&name, &path);
+            if let Some(rt) = &runtime {
+                let (rec, name) = (rec.clone(), name.clone());
+                rt.spawn_blocking(move || rec.enforce_retention(&name));
+            }
+            Some(path.to_string_lossy().to_string().to_value())
+        });
+        Ok(())
+    }
+
     /// Ends the stream so that every sink drains and finalizes. Sources behind a decodebin are
     /// often read in pull mode by a demuxer, which ignores EOS sent to the source element, so
     /// there EOS goes into the decoded branches instead.

@@ -115,6 +115,45 @@ fn duration<'de, D: Deserializer<'de>>(de: D) -> Result<Duration, D::Error> {
     de.deserialize_any(Visitor)
 }
 
+/// A retention age: like [`duration`] but up to ten years ("7d", "12 weeks").
+fn age<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Duration>, D::Error> {
+    let text = String::deserialize(de)?;
+    let d = humantime::parse_duration(&text).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "`{text}` is not a duration ({e}); write e.g. \"7d\" or \"12h\""
+        ))
+    })?;
+    if d > Duration::from_secs(3650 * 24 * 3600) {
+        return Err(serde::de::Error::custom(format!(
+            "`{text}` is longer than ten years"
+        )));
+    }
+    Ok(Some(d))
+}
+
+/// A size in bytes, written as a number or as text ("500MB", "10 GiB").
+fn size<'de, D: Deserializer<'de>>(de: D) -> Result<Option<u64>, D::Error> {
+    struct Visitor;
+    impl serde::de::Visitor<'_> for Visitor {
+        type Value = u64;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a size: bytes (1000000) or text (\"500MB\", \"10GiB\")")
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<u64, E> {
+            Ok(v)
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<u64, E> {
+            u64::try_from(v).map_err(|_| E::custom(format!("{v} is negative: a size is 0 or more")))
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<u64, E> {
+            v.parse::<bytesize::ByteSize>()
+                .map(|b| b.as_u64())
+                .map_err(|e| E::custom(format!("`{v}` is not a size ({e}); write e.g. \"500MB\"")))
+        }
+    }
+    de.deserialize_any(Visitor).map(Some)
+}
+
 // ---------------------------------------------------------------------------------------------
 // [encode]
 
@@ -464,11 +503,48 @@ fn default_max_viewers() -> u32 {
     64
 }
 
+/// Segmented, crash-safe recording into `{recordings}/{pipeline}/{UTC start}.{ext}`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordOutput {
+    /// "mkv" (Matroska; default) or "mp4" (fragmented MP4).
+    #[serde(default = "default_record_container")]
+    pub container: Spanned<String>,
+    /// Length of each segment file.
+    #[serde(default = "default_segment", deserialize_with = "duration")]
+    pub segment: Duration,
+    /// Segments older than this are deleted.
+    #[serde(default, deserialize_with = "age")]
+    pub max_age: Option<Duration>,
+    /// The oldest segments are deleted while the pipeline's recordings take more than this.
+    #[serde(default, deserialize_with = "size")]
+    pub max_total_size: Option<u64>,
+}
+
+fn default_record_container() -> Spanned<String> {
+    Spanned::new(0..0, "mkv".to_string())
+}
+
+fn default_segment() -> Duration {
+    Duration::from_secs(600)
+}
+
+impl RecordOutput {
+    pub fn container(&self) -> Option<Container> {
+        match self.container.get_ref().as_str() {
+            "mkv" => Some(Container::Matroska),
+            "mp4" => Some(Container::Mp4),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Output {
     Tcp(TcpOutput),
     File(FileOutput),
     WebRtc(WebRtcOutput),
+    Record(RecordOutput),
 }
 
 impl Output {
@@ -477,6 +553,7 @@ impl Output {
             Output::Tcp(_) => "tcp",
             Output::File(_) => "file",
             Output::WebRtc(_) => "webrtc",
+            Output::Record(_) => "record",
         }
     }
 
@@ -484,6 +561,11 @@ impl Output {
         match self {
             Output::Tcp(t) => format!("tcp://{}:{}", t.host, t.port),
             Output::File(f) => format!("file {}", f.path.get_ref()),
+            Output::Record(r) => format!(
+                "record {} every {}",
+                r.container.get_ref(),
+                humantime::format_duration(r.segment)
+            ),
             Output::WebRtc(w) => match &w.signalling_url {
                 Some(url) => format!("webrtc via {}", url.get_ref()),
                 None => "webrtc".to_string(),
@@ -495,6 +577,8 @@ impl Output {
         match self {
             Output::Tcp(_) => Container::MpegTs,
             Output::WebRtc(_) => Container::WebRtc,
+            // validate() has checked the name.
+            Output::Record(r) => r.container().unwrap_or(Container::Matroska),
             // validate() has checked the extension.
             Output::File(f) => {
                 Container::from_path(f.path.get_ref()).unwrap_or(Container::Matroska)
@@ -504,11 +588,12 @@ impl Output {
 }
 
 impl Kinded for Output {
-    const KINDS: &'static [&'static str] = &["tcp", "file", "webrtc"];
+    const KINDS: &'static [&'static str] = &["tcp", "file", "webrtc", "record"];
     fn deserialize_kind(kind: &str, de: ValueDeserializer<'_>) -> Result<Self, toml::de::Error> {
         Ok(match kind {
             "tcp" => Output::Tcp(TcpOutput::deserialize(de)?),
             "webrtc" => Output::WebRtc(WebRtcOutput::deserialize(de)?),
+            "record" => Output::Record(RecordOutput::deserialize(de)?),
             _ => Output::File(FileOutput::deserialize(de)?),
         })
     }
@@ -601,6 +686,23 @@ pub(super) fn validate(s: &super::Structured) -> Result<(), (Where, String)> {
                         "cannot tell the container of `{}`: end the path with .mkv, .webm, .mp4 or .ts",
                         f.path.get_ref()
                     ),
+                ));
+            }
+        }
+        if let Output::Record(r) = &out.value {
+            if r.container().is_none() {
+                return Err((
+                    Where::Span(r.container.span()),
+                    format!(
+                        "unknown record container `{}`: use \"mkv\" or \"mp4\"",
+                        r.container.get_ref()
+                    ),
+                ));
+            }
+            if r.segment < Duration::from_secs(1) {
+                return Err((
+                    Where::Span(out.span.clone()),
+                    "segment must be at least 1s".into(),
                 ));
             }
         }

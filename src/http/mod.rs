@@ -6,6 +6,7 @@ use crate::signalling::server::Hub;
 use crate::webrtc::output::{Registry, WebRtcError};
 
 mod page;
+mod recordings;
 mod whep;
 use crate::supervisor::{Supervisor, SupervisorError};
 use axum::extract::{Path, State};
@@ -53,6 +54,7 @@ pub struct AppState {
     pub supervisor: Arc<Supervisor>,
     pub hub: Arc<Hub>,
     pub webrtc: Arc<Registry>,
+    pub recordings: Arc<crate::record::Recordings>,
 }
 
 impl axum::extract::FromRef<AppState> for Arc<Registry> {
@@ -83,6 +85,11 @@ pub fn router(state: AppState) -> Router {
         .route("/whep/{name}/{id}", delete(whep::end).patch(whep::patch))
         .route("/offer", post(whep::offer_any))
         .route("/offer/{name}", post(whep::offer))
+        .route("/api/recordings", get(recordings::list))
+        .route(
+            "/recordings/{pipeline}/{file}",
+            get(recordings::get).delete(recordings::delete),
+        )
         .route("/api/pipelines", get(list))
         .route("/api/pipelines/{name}", get(show))
         .route("/api/pipelines/{name}/{action}", post(action))

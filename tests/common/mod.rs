@@ -51,6 +51,7 @@ impl TestServer {
                 eos_timeout: Duration::from_secs(3),
                 ..SupervisorConfig::default()
             },
+            recordings_dir: dir.join("recordings"),
             webrtc: WebRtcConfig {
                 // Loopback only: tests never send to another address.
                 ice: IceConfig {

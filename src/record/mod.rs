@@ -1,0 +1,348 @@
+//! Recordings on disk: `{recordings dir}/{pipeline}/{UTC start}.{ext}` segments written by the
+//! `record` outputs (splitmuxsink), what the API lists and serves, and retention.
+//!
+//! Segments are written so that a crash loses at most about a second: Matroska clusters and
+//! fragmented-MP4 fragments of at most 1 s, an unbuffered file sink. The registry knows which
+//! segments are being written (never deleted, listed with `"recording": true`); everything else
+//! it learns from the directory, so recordings from before a restart (or a crash) are listed too.
+
+use serde::Serialize;
+use std::collections::{HashMap, HashSet};
+use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+/// A recording segment as `GET /api/recordings` lists it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RecordingInfo {
+    pub pipeline: String,
+    pub file: String,
+    pub path: PathBuf,
+    /// RFC 3339, from the file name.
+    pub started: Option<String>,
+    /// Seconds, when the container says (null while recording or after a crash cut it short).
+    pub duration: Option<f64>,
+    pub bytes: u64,
+    pub recording: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("`{0}` is not a valid recording name")]
+    BadName(String),
+    #[error("no recording {0}")]
+    NotFound(String),
+    #[error("{0} is being recorded; stop its pipeline first")]
+    Busy(String),
+    #[error("{0}")]
+    Io(String),
+}
+
+/// Retention limits of one pipeline's recordings.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Retention {
+    pub max_age: Option<Duration>,
+    pub max_total_size: Option<u64>,
+}
+
+/// Extensions of segment files this service writes.
+const EXTENSIONS: &[&str] = &["mkv", "mp4", "webm", "ts"];
+
+pub struct Recordings {
+    dir: PathBuf,
+    /// Segments being written, per pipeline.
+    current: Mutex<HashMap<String, HashSet<PathBuf>>>,
+    retention: Mutex<HashMap<String, Retention>>,
+    /// Durations of finished segments: (path, size) → seconds.
+    durations: Mutex<HashMap<(PathBuf, u64), Option<f64>>>,
+}
+
+impl Recordings {
+    pub fn new(dir: PathBuf) -> Arc<Recordings> {
+        // Absolute, so the API's `path` and the safety checks do not depend on the cwd later.
+        let dir = std::path::absolute(&dir).unwrap_or(dir);
+        Arc::new(Recordings {
+            dir,
+            current: Mutex::new(HashMap::new()),
+            retention: Mutex::new(HashMap::new()),
+            durations: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Where a pipeline's next segment goes, named after its UTC start time.
+    pub fn next_segment(&self, pipeline: &str, ext: &str) -> PathBuf {
+        let name = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
+        self.dir.join(pipeline).join(format!("{name}.{ext}"))
+    }
+
+    pub fn set_retention(&self, pipeline: &str, retention: Retention) {
+        self.retention
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(pipeline.to_string(), retention);
+    }
+
+    /// A segment started: it is protected from retention and listed as recording.
+    pub fn opened(&self, pipeline: &str, path: &Path) {
+        tracing::info!("{pipeline}: recording {}", path.display());
+        self.current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(pipeline.to_string())
+            .or_default()
+            .insert(path.to_path_buf());
+    }
+
+    /// A segment was finalized (or its pipeline stopped).
+    pub fn closed(&self, pipeline: &str, path: &Path) {
+        tracing::info!("{pipeline}: finished {}", path.display());
+        if let Some(set) = self
+            .current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(pipeline)
+        {
+            set.remove(path);
+        }
+    }
+
+    /// Every segment of the pipeline counts as finished (it stopped or failed).
+    pub fn stopped(&self, pipeline: &str) {
+        self.current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(pipeline);
+    }
+
+    fn is_current(&self, path: &Path) -> bool {
+        self.current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .any(|set| set.contains(path))
+    }
+
+    /// Deletes the pipeline's oldest finished segments beyond its retention limits. Blocking
+    /// (directory scan, unlink): call from the blocking pool.
+    pub fn enforce_retention(&self, pipeline: &str) {
+        let Some(limits) = self
+            .retention
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(pipeline)
+            .copied()
+        else {
+            return;
+        };
+        let mut files = self.segments_of(pipeline);
+        // Oldest first: names are start times.
+        files.sort_by(|a, b| a.0.cmp(&b.0));
+        let now = SystemTime::now();
+        let mut total: u64 = files.iter().map(|f| f.2).sum();
+        for (name, path, bytes, modified) in files {
+            if self.is_current(&path) {
+                continue;
+            }
+            let too_old = limits
+                .max_age
+                .zip(modified)
+                .is_some_and(|(age, m)| now.duration_since(m).unwrap_or_default() > age);
+            let too_big = limits.max_total_size.is_some_and(|max| total > max);
+            if !(too_old || too_big) {
+                continue;
+            }
+            match std::fs::remove_file(&path) {
+                Ok(()) => {
+                    total = total.saturating_sub(bytes);
+                    tracing::info!(
+                        "{pipeline}: retention removed {name} ({})",
+                        if too_old {
+                            "older than max_age"
+                        } else {
+                            "over max_total_size"
+                        }
+                    );
+                }
+                Err(e) => tracing::warn!("{pipeline}: cannot remove {name}: {e}"),
+            }
+        }
+    }
+
+    /// (file name, path, bytes, modified) of a pipeline's segment files.
+    fn segments_of(&self, pipeline: &str) -> Vec<(String, PathBuf, u64, Option<SystemTime>)> {
+        let Ok(entries) = std::fs::read_dir(self.dir.join(pipeline)) else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let name = e.file_name().to_str()?.to_string();
+                let ext = Path::new(&name).extension()?.to_str()?;
+                if !EXTENSIONS.contains(&ext) {
+                    return None;
+                }
+                // Not followed: a symlink placed here is not a recording of ours.
+                let meta = e.path().symlink_metadata().ok().filter(|m| m.is_file())?;
+                Some((name, e.path(), meta.len(), meta.modified().ok()))
+            })
+            .collect()
+    }
+
+    /// Every segment on disk, per pipeline, oldest first. Blocking: call from the blocking pool.
+    pub fn list(&self) -> Vec<RecordingInfo> {
+        let mut pipelines: Vec<String> = std::fs::read_dir(&self.dir)
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok())
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .filter_map(|e| e.file_name().to_str().map(str::to_string))
+                    .filter(|n| crate::description::validate_name(n).is_ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        pipelines.sort();
+        let mut out = Vec::new();
+        for pipeline in pipelines {
+            let mut files = self.segments_of(&pipeline);
+            files.sort_by(|a, b| a.0.cmp(&b.0));
+            for (file, path, bytes, _) in files {
+                let recording = self.is_current(&path);
+                let duration = if recording {
+                    None
+                } else {
+                    self.duration(&path, bytes)
+                };
+                out.push(RecordingInfo {
+                    started: started_from_name(&file),
+                    pipeline: pipeline.clone(),
+                    file,
+                    path,
+                    duration,
+                    bytes,
+                    recording,
+                });
+            }
+        }
+        out
+    }
+
+    /// The container's duration, asked once per (path, size).
+    fn duration(&self, path: &Path, bytes: u64) -> Option<f64> {
+        let key = (path.to_path_buf(), bytes);
+        if let Some(d) = self
+            .durations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            return *d;
+        }
+        let d = discover_duration(path);
+        self.durations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, d);
+        d
+    }
+
+    /// The file behind `{pipeline}/{file}`, refusing names that could leave the recordings
+    /// directory (`..`, separators, absolute paths, symlinks).
+    pub fn resolve(&self, pipeline: &str, file: &str) -> Result<PathBuf, RecordError> {
+        let what = format!("{pipeline}/{file}");
+        crate::description::validate_name(pipeline)
+            .map_err(|_| RecordError::BadName(what.clone()))?;
+        let plain = !file.is_empty()
+            && file.len() <= 128
+            && file
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+            && !file.starts_with('.')
+            && Path::new(file)
+                .components()
+                .all(|c| matches!(c, Component::Normal(_)));
+        let ext_ok = Path::new(file)
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| EXTENSIONS.contains(&e));
+        if !plain || !ext_ok {
+            return Err(RecordError::BadName(what));
+        }
+        let path = self.dir.join(pipeline).join(file);
+        let meta = path
+            .symlink_metadata()
+            .map_err(|_| RecordError::NotFound(what.clone()))?;
+        if !meta.is_file() {
+            // A symlink (or anything else) is not served: it could point anywhere.
+            return Err(RecordError::NotFound(what));
+        }
+        Ok(path)
+    }
+
+    /// Deletes a finished segment.
+    pub fn delete(&self, pipeline: &str, file: &str) -> Result<(), RecordError> {
+        let path = self.resolve(pipeline, file)?;
+        if self.is_current(&path) {
+            return Err(RecordError::Busy(format!("{pipeline}/{file}")));
+        }
+        std::fs::remove_file(&path).map_err(|e| RecordError::Io(format!("cannot delete: {e}")))
+    }
+}
+
+/// `20261121T110522.123Z.mkv` → `2026-11-21T11:05:22.123Z`.
+fn started_from_name(file: &str) -> Option<String> {
+    let stem = file.split('.').take(2).collect::<Vec<_>>().join(".");
+    let t = chrono::NaiveDateTime::parse_from_str(stem.trim_end_matches('Z'), "%Y%m%dT%H%M%S%.3f")
+        .ok()?;
+    Some(
+        t.and_utc()
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+    )
+}
+
+fn discover_duration(path: &Path) -> Option<f64> {
+    let uri = glib::filename_to_uri(path, None).ok()?;
+    let discoverer = gst_pbutils::Discoverer::new(gst::ClockTime::from_seconds(3)).ok()?;
+    let info = discoverer.discover_uri(&uri).ok()?;
+    info.duration().map(|d| d.nseconds() as f64 / 1e9)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_give_start_times() {
+        assert_eq!(
+            started_from_name("20261121T110522.123Z.mkv").as_deref(),
+            Some("2026-11-21T11:05:22.123Z")
+        );
+        assert_eq!(started_from_name("holiday.mkv"), None);
+    }
+
+    #[test]
+    fn resolve_refuses_escapes() {
+        let dir = std::env::temp_dir().join(format!("mw-rec-{}", std::process::id()));
+        let rec = Recordings::new(dir.clone());
+        for (p, f) in [
+            ("../etc", "passwd.mkv"),
+            ("cam", "../x.mkv"),
+            ("cam", "/etc/passwd"),
+            ("cam", "a/b.mkv"),
+            ("cam", ".hidden.mkv"),
+            ("cam", "notes.txt"),
+        ] {
+            assert!(
+                matches!(rec.resolve(p, f), Err(RecordError::BadName(_))),
+                "{p}/{f}"
+            );
+        }
+        assert!(matches!(
+            rec.resolve("cam", "x.mkv"),
+            Err(RecordError::NotFound(_))
+        ));
+    }
+}
