@@ -382,6 +382,13 @@ struct Runner {
     failures: u32,
 }
 
+/// What a start produced: a running pipeline, or an ingest pipeline's plan (its pipelines are
+/// built per publisher).
+enum Started {
+    Pipeline(Active),
+    Ingest(Plan),
+}
+
 /// A pipeline that is running, with its bus.
 struct Active {
     pipeline: gst::Pipeline,
@@ -443,7 +450,8 @@ impl Runner {
                     let _ = ack.send(());
                 }
                 let ended = match result {
-                    Ok(active) => self.watch(active, &mut commands).await,
+                    Ok(Started::Pipeline(active)) => self.watch(active, &mut commands).await,
+                    Ok(Started::Ingest(plan)) => self.watch_ingest(plan, &mut commands).await,
                     Err((message, detail)) => {
                         self.webrtc.detach(self.name());
                         Ended::Error { message, detail }
@@ -530,7 +538,7 @@ impl Runner {
     }
 
     /// Plans, builds and sets the pipeline to PLAYING.
-    async fn start(&mut self) -> Result<Active, (String, Option<String>)> {
+    async fn start(&mut self) -> Result<Started, (String, Option<String>)> {
         self.set_state(State::Starting, None);
         let desc = self.desc.clone();
         let webrtc = self.webrtc.clone();
@@ -538,6 +546,10 @@ impl Runner {
         let mut starting =
             tokio::task::spawn_blocking(move || -> Result<_, (String, Option<String>)> {
                 let plan = assemble::plan(&desc).map_err(|d| (d.to_string(), None))?;
+                if plan.ingest.is_some() {
+                    // Built per publisher, not now.
+                    return Ok(Started::Ingest(plan));
+                }
                 let pipeline = plan.build(&recordings).map_err(|e| (e, None))?;
                 webrtc
                     .attach(&desc.name, &pipeline, &plan.webrtc)
@@ -557,11 +569,11 @@ impl Runner {
                     let _ = pipeline.set_state(gst::State::Null);
                     return Err(error);
                 }
-                Ok(Active {
+                Ok(Started::Pipeline(Active {
                     pipeline,
                     bus: stream,
                     plan,
-                })
+                }))
             });
         // Some state changes block for minutes (a TCP connect to an unreachable host): give up
         // waiting after start_timeout, and tear the pipeline down whenever the call returns.
@@ -570,7 +582,7 @@ impl Runner {
             Ok(joined) => joined.map_err(|e| (format!("pipeline start panicked: {e}"), None))??,
             Err(_) => {
                 tokio::spawn(async move {
-                    if let Ok(Ok(active)) = starting.await {
+                    if let Ok(Ok(Started::Pipeline(active))) = starting.await {
                         teardown(active.pipeline).await;
                     }
                 });
@@ -584,7 +596,10 @@ impl Runner {
             }
         };
 
-        let plan = &built.plan;
+        let plan = match &built {
+            Started::Pipeline(active) => &active.plan,
+            Started::Ingest(plan) => plan,
+        };
         for (role, element) in &plan.chosen {
             tracing::info!("{}: {role}: {element}", self.name());
         }
@@ -602,6 +617,28 @@ impl Runner {
                 .collect();
         });
         Ok(built)
+    }
+
+    /// A webrtc-source pipeline: open to publishers (each gets a pipeline of its own) until
+    /// told to stop; stopping ends the publisher and waits until its recording is finalized.
+    async fn watch_ingest(&mut self, plan: Plan, commands: &mut mpsc::Receiver<Command>) -> Ended {
+        let _point = self
+            .webrtc
+            .attach_ingest(self.name(), plan, self.recordings.clone());
+        self.set_state(State::Playing, None);
+        let ended = loop {
+            match commands.recv().await {
+                Some(Command::Start(ack)) => {
+                    let _ = ack.send(());
+                }
+                Some(Command::Stop(ack)) => break Ended::Stopped(ack),
+                Some(Command::Restart(ack)) => break Ended::RestartRequested(ack),
+                Some(Command::Shutdown) | None => break Ended::Shutdown,
+            }
+        };
+        self.webrtc.detach_ingest(self.name()).await;
+        self.recordings.stopped(self.name());
+        ended
     }
 
     /// Follows a running pipeline until it ends or is told to stop.

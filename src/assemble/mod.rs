@@ -51,6 +51,15 @@ pub struct Plan {
     pub webrtc: Vec<WebRtcTap>,
     /// Record outputs: their splitmuxsinks.
     pub records: Vec<RecordTap>,
+    /// Set for webrtc-source pipelines: built per publisher, fed at `video_in` / `audio_in`.
+    pub ingest: Option<IngestTap>,
+}
+
+/// What a webrtc-source pipeline accepts from publishers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct IngestTap {
+    pub codec: VideoCodec,
+    pub audio: bool,
 }
 
 /// A `record` output's splitmuxsink and how its segments are written and kept.
@@ -131,6 +140,7 @@ fn plan_raw(desc: &Description, launch: &str) -> Result<Plan, Diagnostic> {
         file_sinks: Vec::new(),
         webrtc: Vec::new(),
         records: Vec::new(),
+        ingest: None,
     })
 }
 
@@ -169,6 +179,9 @@ fn plan_structured(desc: &Description) -> Result<Plan, Diagnostic> {
         unreachable!("plan_structured is only called for the structured form")
     };
     let source = &s.source.value;
+    if let Source::WebRtc(w) = source {
+        return plan_ingest(desc, w);
+    }
     let source_err = |msg: String| desc.diagnostic(Some(s.source.span.clone()), msg);
     let mut chosen = Vec::new();
     let mut chains: Vec<String> = Vec::new();
@@ -239,6 +252,7 @@ fn plan_structured(desc: &Description) -> Result<Plan, Diagnostic> {
                 "queue name=video_in ! clocksync".into()
             }
         }
+        Source::WebRtc(_) => unreachable!("ingest sources are planned by plan_ingest"),
         Source::Tcp(t) => {
             want_audio = t.audio;
             // timeout: a dead or unreachable server fails the pipeline (and so restarts it)
@@ -321,7 +335,43 @@ fn plan_structured(desc: &Description) -> Result<Plan, Diagnostic> {
         ));
     }
 
-    // 4. Outputs: parse, mux, sink; each branch behind its own leaky queue (3 s).
+    // 4. Outputs.
+    let outs = plan_outputs(desc, s, s.encode.codec, want_audio, &mut chains);
+
+    let launch = chains.join("  ");
+    check_elements(desc, &launch)?;
+    Ok(Plan {
+        name: desc.name.clone(),
+        launch,
+        chosen,
+        source: source.summary(),
+        outputs: outs.summaries,
+        looping,
+        decode,
+        file_sinks: outs.file_sinks,
+        webrtc: outs.webrtc,
+        records: outs.records,
+        ingest: None,
+    })
+}
+
+/// What the outputs of a structured description add to a plan.
+struct PlannedOutputs {
+    summaries: Vec<String>,
+    file_sinks: Vec<(String, String)>,
+    webrtc: Vec<WebRtcTap>,
+    records: Vec<RecordTap>,
+}
+
+/// The output branches: each reads the `video_enc` (and `audio_<codec>`) tee behind its own
+/// leaky queue (3 s), so a stalled output drops its own data.
+fn plan_outputs(
+    desc: &Description,
+    s: &crate::description::Structured,
+    codec: VideoCodec,
+    want_audio: bool,
+    chains: &mut Vec<String>,
+) -> PlannedOutputs {
     const BRANCH_QUEUE: &str =
         "leaky=downstream max-size-time=3000000000 max-size-buffers=0 max-size-bytes=0";
     let mut file_sinks = Vec::new();
@@ -352,7 +402,7 @@ fn plan_structured(desc: &Description) -> Result<Plan, Diagnostic> {
             };
             chains.push(format!(
                 "{video_queue} ! {}splitmuxsink name={rec} async-finalize=true max-size-time={} send-keyframe-requests=true {}",
-                video_parser(s.encode.codec),
+                video_parser(codec),
                 r.segment.as_nanos(),
                 tap.muxer_and_sink()
             ));
@@ -368,7 +418,7 @@ fn plan_structured(desc: &Description) -> Result<Plan, Diagnostic> {
         }
         if let Output::WebRtc(w) = &out.value {
             // Encoded once, handed to per-viewer pipelines by appsink → StreamProducer.
-            let parse = match s.encode.codec {
+            let parse = match codec {
                 VideoCodec::H264 => {
                     " ! h264parse config-interval=-1 ! video/x-h264,stream-format=byte-stream,alignment=au"
                 }
@@ -382,7 +432,7 @@ fn plan_structured(desc: &Description) -> Result<Plan, Diagnostic> {
                 index: i,
                 video_sink: format!("out{i}_video"),
                 audio_sink: want_audio.then(|| format!("out{i}_audio")),
-                codec: s.encode.codec,
+                codec: codec,
                 signalling_url: w.signalling_url.as_ref().map(|u| u.get_ref().clone()),
                 max_viewers: w.max_viewers,
             });
@@ -412,7 +462,7 @@ fn plan_structured(desc: &Description) -> Result<Plan, Diagnostic> {
         };
         chains.push(format!(
             "{video_queue} ! {}{muxer} name={mux} ! {sink}",
-            video_parser(s.encode.codec)
+            video_parser(codec)
         ));
         if want_audio {
             let parser = match audio_codec {
@@ -423,19 +473,51 @@ fn plan_structured(desc: &Description) -> Result<Plan, Diagnostic> {
         }
     }
 
+    PlannedOutputs {
+        summaries: outputs,
+        file_sinks,
+        webrtc,
+        records,
+    }
+}
+
+/// A webrtc-source (ingest) pipeline: whatever a publisher sends is depayloaded into
+/// `video_in` / `audio_in` by its session; from there on it is an ordinary plan of outputs,
+/// without encoders (the publisher's codec is kept).
+fn plan_ingest(
+    desc: &Description,
+    w: &crate::description::WebRtcSource,
+) -> Result<Plan, Diagnostic> {
+    let Form::Structured(s) = &desc.form else {
+        unreachable!("plan_ingest is only called for the structured form")
+    };
+    let mut chains = vec![format!(
+        "queue name=video_in ! {}tee name=video_enc allow-not-linked=true",
+        video_parser(w.codec)
+    )];
+    if w.audio {
+        chains.push(
+            "queue name=audio_in ! opusparse ! tee name=audio_opus allow-not-linked=true".into(),
+        );
+    }
+    let outs = plan_outputs(desc, s, w.codec, w.audio, &mut chains);
     let launch = chains.join("  ");
     check_elements(desc, &launch)?;
     Ok(Plan {
         name: desc.name.clone(),
         launch,
-        chosen,
-        source: source.summary(),
-        outputs,
-        looping,
-        decode,
-        file_sinks,
-        webrtc,
-        records,
+        chosen: Vec::new(),
+        source: s.source.value.summary(),
+        outputs: outs.summaries,
+        looping: false,
+        decode: None,
+        file_sinks: outs.file_sinks,
+        webrtc: outs.webrtc,
+        records: outs.records,
+        ingest: Some(IngestTap {
+            codec: w.codec,
+            audio: w.audio,
+        }),
     })
 }
 
@@ -697,10 +779,33 @@ impl Plan {
         Ok(())
     }
 
+    /// How many outputs report their own end after EOS: a `splitmuxsink-fragment-closed` per
+    /// record output, an EOS at the file sink of each file output.
+    pub fn finalizing_outputs(&self) -> usize {
+        self.records.len() + self.file_sinks.len()
+    }
+
+    /// The file sinks of file outputs, by element name.
+    pub fn file_sink_names(&self) -> impl Iterator<Item = &str> {
+        self.file_sinks.iter().map(|(name, _)| name.as_str())
+    }
+
     /// Ends the stream so that every sink drains and finalizes. Sources behind a decodebin are
     /// often read in pull mode by a demuxer, which ignores EOS sent to the source element, so
     /// there EOS goes into the decoded branches instead.
     pub fn send_eos(&self, pipeline: &gst::Pipeline) {
+        if let Some(ingest) = &self.ingest {
+            // The publisher's branches end here; EOS into them drains every output.
+            let heads = ["video_in"]
+                .into_iter()
+                .chain(ingest.audio.then_some("audio_in"));
+            for head in heads {
+                if let Some(pad) = pipeline.by_name(head).and_then(|e| e.static_pad("sink")) {
+                    pad.send_event(gst::event::Eos::new());
+                }
+            }
+            return;
+        }
         let Some(links) = &self.decode else {
             pipeline.send_event(gst::event::Eos::new());
             return;

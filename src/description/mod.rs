@@ -18,7 +18,7 @@ pub use diagnostic::{Diagnostic, Diagnostics, line_col};
 pub use types::{
     AudioCodec, Backoff, CameraFormat, CameraSource, Container, Encode, FileOutput, FileSource,
     Options, Output, RecordOutput, RestartPolicy, Source, TcpOutput, TcpSource, TestSource,
-    UriSource, VideoCodec, WebRtcOutput,
+    UriSource, VideoCodec, WebRtcOutput, WebRtcSource,
 };
 
 use serde::Deserialize;

@@ -353,9 +353,22 @@ pub struct TcpSource {
     pub framerate: Option<u32>,
 }
 
+/// A WebRTC publisher (WHIP, or the `/publish` page over the signalling protocol) sends the
+/// stream; outputs keep its codec (no re-encoding). One publisher at a time.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebRtcSource {
+    /// The video codec accepted from publishers: "h264" (default), "vp8" or "vp9".
+    #[serde(default)]
+    pub codec: VideoCodec,
+    #[serde(default = "yes")]
+    pub audio: bool,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Source {
     Camera(CameraSource),
+    WebRtc(WebRtcSource),
     Test(TestSource),
     File(FileSource),
     Uri(UriSource),
@@ -370,6 +383,7 @@ impl Source {
             Source::File(_) => "file",
             Source::Uri(_) => "uri",
             Source::Tcp(_) => "tcp",
+            Source::WebRtc(_) => "webrtc",
         }
     }
 
@@ -381,6 +395,7 @@ impl Source {
             Source::File(f) => format!("file {}", f.path.get_ref()),
             Source::Uri(u) => format!("uri {}", u.uri.get_ref()),
             Source::Tcp(t) => format!("tcp {}:{}", t.host, t.port),
+            Source::WebRtc(w) => format!("webrtc publisher ({})", w.codec.name()),
         }
     }
 
@@ -392,18 +407,20 @@ impl Source {
             Source::File(f) => (f.width, f.height, f.framerate),
             Source::Uri(u) => (u.width, u.height, u.framerate),
             Source::Tcp(t) => (t.width, t.height, t.framerate),
+            Source::WebRtc(_) => (None, None, None),
         }
     }
 }
 
 impl Kinded for Source {
-    const KINDS: &'static [&'static str] = &["camera", "test", "file", "uri", "tcp"];
+    const KINDS: &'static [&'static str] = &["camera", "test", "file", "uri", "tcp", "webrtc"];
     fn deserialize_kind(kind: &str, de: ValueDeserializer<'_>) -> Result<Self, toml::de::Error> {
         Ok(match kind {
             "camera" => Source::Camera(CameraSource::deserialize(de)?),
             "test" => Source::Test(TestSource::deserialize(de)?),
             "file" => Source::File(FileSource::deserialize(de)?),
             "uri" => Source::Uri(UriSource::deserialize(de)?),
+            "webrtc" => Source::WebRtc(WebRtcSource::deserialize(de)?),
             _ => Source::Tcp(TcpSource::deserialize(de)?),
         })
     }
@@ -659,6 +676,9 @@ pub(super) fn validate(s: &super::Structured) -> Result<(), (Where, String)> {
             ),
         ));
     }
+    if let Source::WebRtc(w) = &s.source.value {
+        return validate_ingest(s, w);
+    }
     let codec = s.encode.codec;
     if let Some(enc) = &s.encode.encoder {
         let name = enc.get_ref();
@@ -730,6 +750,33 @@ pub(super) fn validate(s: &super::Structured) -> Result<(), (Where, String)> {
                     container.name(),
                     fits.join(", "),
                     fits.first().copied().unwrap_or("h264"),
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// An ingest keeps the publisher's codecs: only outputs that carry them without re-encoding.
+fn validate_ingest(s: &super::Structured, w: &WebRtcSource) -> Result<(), (Where, String)> {
+    if w.codec == VideoCodec::Av1 {
+        return Err((
+            Where::Key("source", "codec"),
+            "a webrtc source accepts h264, vp8 or vp9 (GStreamer 1.22 has no AV1 depayloader)"
+                .into(),
+        ));
+    }
+    for out in &s.outputs {
+        let container = out.value.container();
+        let ok = matches!(out.value, Output::Record(_) | Output::File(_))
+            && matches!(container, Container::Matroska | Container::WebM)
+            && container.carries(w.codec);
+        if !ok {
+            return Err((
+                Where::Span(out.span.clone()),
+                format!(
+                    "a webrtc source is recorded as it arrives ({} video, Opus audio): use a record output (container \"mkv\") or a .mkv/.webm file output",
+                    w.codec.name()
                 ),
             ));
         }

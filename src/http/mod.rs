@@ -31,6 +31,7 @@ impl From<WebRtcError> for ApiError {
             WebRtcError::NotFound(_) => StatusCode::NOT_FOUND,
             WebRtcError::NotPlaying(_) | WebRtcError::Full(..) => StatusCode::SERVICE_UNAVAILABLE,
             WebRtcError::BadOffer(_) => StatusCode::BAD_REQUEST,
+            WebRtcError::Busy(_) => StatusCode::CONFLICT,
             WebRtcError::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError(code, e.to_string())
@@ -83,6 +84,11 @@ pub fn router(state: AppState) -> Router {
         .route("/ws", get(crate::signalling::server::handler))
         .route("/whep/{name}", post(whep::start))
         .route("/whep/{name}/{id}", delete(whep::end).patch(whep::patch))
+        .route("/whip/{name}", post(whep::whip_start))
+        .route(
+            "/whip/{name}/{id}",
+            delete(whep::whip_end).patch(whep::patch),
+        )
         .route("/offer", post(whep::offer_any))
         .route("/offer/{name}", post(whep::offer))
         .route("/api/recordings", get(recordings::list))
@@ -103,6 +109,7 @@ struct PipelineView {
     #[serde(flatten)]
     status: crate::supervisor::Status,
     viewers: Vec<crate::webrtc::session::ViewerStats>,
+    publishers: Vec<crate::webrtc::session::ViewerStats>,
 }
 
 fn view(status: crate::supervisor::Status, webrtc: &Registry) -> PipelineView {
@@ -110,7 +117,15 @@ fn view(status: crate::supervisor::Status, webrtc: &Registry) -> PipelineView {
         .get(&status.name)
         .map(|o| o.viewers())
         .unwrap_or_default();
-    PipelineView { status, viewers }
+    let publishers = webrtc
+        .ingest(&status.name)
+        .map(|p| p.publishers())
+        .unwrap_or_default();
+    PipelineView {
+        status,
+        viewers,
+        publishers,
+    }
 }
 
 async fn list(State(state): State<AppState>) -> impl IntoResponse {

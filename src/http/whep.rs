@@ -169,3 +169,61 @@ async fn answer_json(
     let (_, answer) = out.answer(req.sdp, Via::Offer).await?;
     Ok(Json(serde_json::json!({ "sdp": answer, "type": "answer" })))
 }
+
+/// `POST /whip/{name}` (RFC 9725): a publisher's `application/sdp` offer in; `201 Created`,
+/// the answer and `Location`. One publisher at a time: a second one gets 409.
+pub async fn whip_start(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let point = state.webrtc.ingest(&name).ok_or_else(|| {
+        ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no pipeline `{name}` with a webrtc source"),
+        )
+    })?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !content_type.starts_with("application/sdp") {
+        return Err(ApiError(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "WHIP wants Content-Type: application/sdp".into(),
+        ));
+    }
+    let offer = sdp_body(&body)?;
+    let (id, answer) = point.publish(offer, Via::Whip).await?;
+    Ok((
+        StatusCode::CREATED,
+        [
+            (header::CONTENT_TYPE, "application/sdp".to_string()),
+            (header::LOCATION, format!("/whip/{name}/{id}")),
+        ],
+        answer,
+    )
+        .into_response())
+}
+
+/// `DELETE /whip/{name}/{id}`: the publisher is done; its recording is finalized.
+pub async fn whip_end(
+    State(state): State<AppState>,
+    Path((name, id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let point = state.webrtc.ingest(&name).ok_or_else(|| {
+        ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no pipeline `{name}` with a webrtc source"),
+        )
+    })?;
+    if point.end(&ViewerId(id.clone())) {
+        Ok(StatusCode::OK)
+    } else {
+        Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no publisher {id} on `{name}`"),
+        ))
+    }
+}

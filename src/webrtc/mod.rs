@@ -3,9 +3,11 @@
 //! - [`cert`]: the ECDSA DTLS certificate and the fingerprint fix-up;
 //! - [`sdp`]: reading remote offers (payload types to answer with);
 //! - [`session`]: one viewer = one pipeline + one task;
-//! - [`output`]: a pipeline's `webrtc` output: its stream producers, sessions and chat.
+//! - [`output`]: a pipeline's `webrtc` output: its stream producers, sessions and chat;
+//! - [`ingest`]: a webrtc-source pipeline's door for publishers (WHIP, `/publish`).
 
 pub mod cert;
+pub mod ingest;
 pub mod output;
 pub mod sdp;
 pub mod session;

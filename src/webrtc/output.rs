@@ -21,6 +21,8 @@ pub enum WebRtcError {
     NotFound(String),
     #[error("pipeline `{0}` is not playing yet")]
     NotPlaying(String),
+    #[error("pipeline `{0}` already has a publisher")]
+    Busy(String),
     #[error("pipeline `{0}` has its maximum of {1} viewers")]
     Full(String, u32),
     #[error("{0}")]
@@ -183,6 +185,7 @@ impl WebRtcOutput {
                 formats,
                 reply: tx,
                 signal,
+                ingest: None,
             },
         )?;
         Ok((id, commands, rx))
@@ -264,6 +267,7 @@ impl WebRtcOutput {
 /// The running webrtc outputs, by pipeline name.
 pub struct Registry {
     outputs: Mutex<HashMap<String, Arc<WebRtcOutput>>>,
+    ingests: Mutex<HashMap<String, Arc<super::ingest::IngestPoint>>>,
     config: WebRtcConfig,
     /// `ws://.../ws` of this process's own signalling server, once it listens.
     embedded: Mutex<Option<String>>,
@@ -273,6 +277,7 @@ impl Registry {
     pub fn new(config: WebRtcConfig) -> Arc<Registry> {
         Arc::new(Registry {
             outputs: Mutex::new(HashMap::new()),
+            ingests: Mutex::new(HashMap::new()),
             config,
             embedded: Mutex::new(None),
         })
@@ -368,6 +373,53 @@ impl Registry {
 
     pub fn names(&self) -> Vec<String> {
         let mut v: Vec<String> = self.lock().keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// Opens a webrtc-source pipeline to publishers.
+    pub fn attach_ingest(
+        &self,
+        name: &str,
+        plan: crate::assemble::Plan,
+        recordings: Arc<crate::record::Recordings>,
+    ) -> Arc<super::ingest::IngestPoint> {
+        let point = super::ingest::IngestPoint::new(name, plan, recordings, self.config.clone());
+        self.ingests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string(), point.clone());
+        point
+    }
+
+    /// Closes it again: the publisher (if any) is ended and its recording finalized first.
+    pub async fn detach_ingest(&self, name: &str) {
+        let point = self
+            .ingests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+        if let Some(point) = point {
+            point.close().await;
+        }
+    }
+
+    pub fn ingest(&self, name: &str) -> Option<Arc<super::ingest::IngestPoint>> {
+        self.ingests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    pub fn ingest_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .ingests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect();
         v.sort();
         v
     }

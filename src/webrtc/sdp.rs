@@ -58,6 +58,52 @@ pub fn read_offer(offer: &str, codec: VideoCodec) -> Result<OfferedFormats, Stri
     Ok(formats)
 }
 
+/// Reads a publisher's offer (WHIP, `/publish`): the payload types it sends our codec and Opus
+/// with. Fails when it sends nothing we can record.
+pub fn read_publish_offer(
+    offer: &str,
+    codec: VideoCodec,
+    want_audio: bool,
+) -> Result<OfferedFormats, String> {
+    gst::init().map_err(|e| format!("GStreamer is not available: {e}"))?;
+    let msg = gst_sdp::SDPMessage::parse_buffer(offer.as_bytes())
+        .map_err(|_| "the offer is not a valid SDP".to_string())?;
+    let mut formats = OfferedFormats {
+        video_pt: None,
+        audio_pt: None,
+        data_channel: false,
+    };
+    let mut saw_video = false;
+    for media in msg.medias() {
+        let receives_only =
+            media.attribute_val("recvonly").is_some() || media.attribute_val("inactive").is_some();
+        match media.media() {
+            Some("video") if !receives_only && formats.video_pt.is_none() => {
+                saw_video = true;
+                formats.video_pt = pick_video(media, codec);
+            }
+            Some("audio") if !receives_only && want_audio && formats.audio_pt.is_none() => {
+                formats.audio_pt = rtpmaps(media)
+                    .find(|(_, enc)| enc.eq_ignore_ascii_case("opus/48000/2"))
+                    .map(|(pt, _)| pt);
+            }
+            Some("application") => formats.data_channel = true,
+            _ => {}
+        }
+    }
+    if formats.video_pt.is_none() {
+        return Err(if saw_video {
+            format!(
+                "the offer does not send {} video, which this pipeline records",
+                codec.name().to_uppercase()
+            )
+        } else {
+            "the offer sends no video: to watch a pipeline use WHEP".into()
+        });
+    }
+    Ok(formats)
+}
+
 /// `(payload type, "ENC/clock[/channels]")` of each `a=rtpmap`.
 fn rtpmaps(media: &gst_sdp::SDPMediaRef) -> impl Iterator<Item = (u32, String)> + '_ {
     (0..media.attributes_len()).filter_map(move |i| {
@@ -132,6 +178,21 @@ a=rtpmap:103 H264/90000\r\na=fmtp:103 packetization-mode=1;profile-level-id=640c
                 .video_pt,
             Some(97)
         );
+    }
+
+    #[test]
+    fn publisher_offers_must_send_our_codec() {
+        let publishing = AIORTC_LIKE.replace("a=recvonly", "a=sendonly");
+        let f = read_publish_offer(&publishing, VideoCodec::H264, true).expect("recordable");
+        assert_eq!((f.video_pt, f.audio_pt), (Some(101), Some(96)));
+        assert_eq!(
+            read_publish_offer(&publishing, VideoCodec::H264, false)
+                .expect("ok")
+                .audio_pt,
+            None
+        );
+        let err = read_publish_offer(AIORTC_LIKE, VideoCodec::H264, true).expect_err("recvonly");
+        assert!(err.contains("WHEP"), "{err}");
     }
 
     #[test]

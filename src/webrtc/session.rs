@@ -61,6 +61,7 @@ impl fmt::Display for ViewerId {
 #[serde(rename_all = "lowercase")]
 pub enum Via {
     Whep,
+    Whip,
     Offer,
     Signalling,
 }
@@ -78,6 +79,8 @@ pub struct ViewerStats {
     pub round_trip_time_ms: Option<f64>,
     /// Encoded buffers the leaky per-viewer queue dropped because this viewer fell behind.
     pub dropped_buffers: u64,
+    /// What a publisher sent us.
+    pub bytes_received: u64,
     pub started: String,
 }
 
@@ -126,10 +129,20 @@ pub enum Role {
         reply: oneshot::Sender<Result<String, String>>,
         /// Told `Signal::Ended` when the session ends (a signalling consumer that offered).
         signal: Option<mpsc::Sender<Signal>>,
+        /// Set when the peer publishes: we receive into this pipeline instead of sending.
+        ingest: Option<Ingest>,
     },
     Offer {
         signal: mpsc::Sender<Signal>,
     },
+}
+
+/// Where a publisher's media goes: the ingest pipeline's plan (built per publisher) and the
+/// recordings its record outputs write.
+#[derive(Clone)]
+pub struct Ingest {
+    pub plan: Arc<crate::assemble::Plan>,
+    pub recordings: Arc<crate::record::Recordings>,
 }
 
 /// Chat lines from viewers, to be relayed by whoever owns the session (the output).
@@ -189,6 +202,12 @@ enum Event {
     Stats(gst::Structure),
     /// The peer said goodbye (RTCP BYE) or went silent (RTCP timeout).
     PeerGone(&'static str),
+    /// End-of-stream reached every sink (a publisher's recording is finalized).
+    Eos,
+    /// A publisher's recording closed a segment file.
+    SegmentClosed(String),
+    /// End-of-stream reached the file sink of a file output.
+    SinkEos,
     Error(String),
 }
 
@@ -212,6 +231,7 @@ pub fn spawn(
         packets_lost: 0,
         round_trip_time_ms: None,
         dropped_buffers: 0,
+        bytes_received: 0,
         started: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
     };
     let (stats_tx, stats_rx) = watch::channel(stats);
@@ -261,7 +281,17 @@ async fn run(
         Role::Answer { formats, .. } => (formats.video_pt, formats.audio_pt, false),
         Role::Offer { .. } => (Some(OFFER_VIDEO_PT), Some(OFFER_AUDIO_PT), true),
     };
-    let build = {
+    let ingest = match &role {
+        Role::Answer { ingest, .. } => ingest.clone(),
+        Role::Offer { .. } => None,
+    };
+    let build = if let Some(ingest) = ingest.clone() {
+        let (ice, codec, tx) = (params.ice.clone(), params.codec, ev_tx.clone());
+        tokio::task::spawn_blocking(move || {
+            let cert = cert::certificate()?;
+            build_receiver(ingest, codec, video_pt, audio_pt, ice, cert, tx)
+        })
+    } else {
         let (video, audio) = (params.video.clone(), params.audio.clone());
         let (clock, ice, codec) = (params.clock.clone(), params.ice.clone(), params.codec);
         let (tx, name) = (ev_tx.clone(), format!("viewer-{id}"));
@@ -287,6 +317,8 @@ async fn run(
     };
     let mut session = Session {
         id: id.clone(),
+        receiving: ingest.is_some(),
+        ingest: ingest.clone(),
         built,
         stats,
         chat: params.chat.clone(),
@@ -304,8 +336,11 @@ async fn run(
         .negotiate_and_serve(role, &mut events, &mut commands, &ev_tx, &cancel, deadline)
         .await;
     match &outcome {
-        Ok(reason) => tracing::info!("viewer {id}: ended ({reason})"),
-        Err(e) => tracing::warn!("viewer {id}: ended: {e}"),
+        Ok(reason) => tracing::info!("session {id}: ended ({reason})"),
+        Err(e) => tracing::warn!("session {id}: ended: {e}"),
+    }
+    if let Some(ingest) = ingest {
+        session.drain(&ingest, &mut events).await;
     }
     session.teardown().await;
 }
@@ -328,6 +363,9 @@ fn fail(role: Role, error: String) {
 
 struct Session {
     id: ViewerId,
+    /// A publisher's session: media comes in (into this ingest), nothing is sent.
+    ingest: Option<Ingest>,
+    receiving: bool,
     built: Built,
     stats: watch::Sender<ViewerStats>,
     chat: ChatSender,
@@ -415,7 +453,14 @@ impl Session {
         cancel: &tokio::sync::Notify,
         connect_deadline: Instant,
     ) -> Result<&'static str, String> {
-        let mut phase = if reply.is_some() {
+        let mut phase = if self.receiving {
+            // Nothing of ours has to flow first: take the publisher's offer at once.
+            let Some(offer) = offer else {
+                return Err("no offer".into());
+            };
+            self.set_remote(WebRTCSDPType::Offer, offer, ev_tx)?;
+            Phase::AwaitRemoteSet
+        } else if reply.is_some() {
             Phase::AwaitMedia
         } else {
             Phase::AwaitOfferPrereqs {
@@ -523,6 +568,9 @@ impl Session {
                         }
                         Event::ChatIn(text) => self.relay_chat(text),
                         Event::PeerGone(why) => return Ok(why),
+                        Event::Eos => return Ok("the stream ended"),
+                        Event::SinkEos => {}
+                        Event::SegmentClosed(location) => self.segment_closed(&location),
                         Event::Stats(s) => self.update_stats(&s),
                     }
                 }
@@ -681,6 +729,7 @@ impl Session {
 
     fn update_stats(&self, all: &gst::Structure) {
         let (mut bytes, mut packets, mut lost, mut rtt) = (0u64, 0u64, 0i64, None::<f64>);
+        let mut received = 0u64;
         for (_, value) in all.iter() {
             let Ok(s) = value.get::<gst::Structure>() else {
                 continue;
@@ -689,6 +738,9 @@ impl Session {
                 "outbound-rtp" => {
                     bytes += s.get::<u64>("bytes-sent").unwrap_or(0);
                     packets += s.get::<u64>("packets-sent").unwrap_or(0);
+                }
+                "inbound-rtp" => {
+                    received += s.get::<u64>("bytes-received").unwrap_or(0);
                 }
                 "remote-inbound-rtp" => {
                     lost += s.get::<i64>("packets-lost").unwrap_or(0);
@@ -706,7 +758,52 @@ impl Session {
             st.packets_lost = lost;
             st.round_trip_time_ms = rtt.map(|r| r * 1000.0);
             st.dropped_buffers = dropped;
+            st.bytes_received = received;
         });
+    }
+
+    /// Ends a publisher's stream so every output finalizes (segments get their index), waiting
+    /// at most 5 s for end-of-stream to reach the sinks.
+    async fn drain(&self, ingest: &Ingest, events: &mut mpsc::Receiver<Event>) {
+        let Some(pipeline) = self.built.pipeline.0.clone() else {
+            return;
+        };
+        let plan = ingest.plan.clone();
+        let _ = tokio::task::spawn_blocking(move || plan.send_eos(&pipeline)).await;
+        // The pipeline as a whole never posts EOS (webrtcbin's network sink gets none): wait
+        // for each output to report its own end instead.
+        let mut pending = ingest.plan.finalizing_outputs();
+        let wait = async {
+            while pending > 0 {
+                match events.recv().await {
+                    None | Some(Event::Eos) | Some(Event::Error(_)) => return,
+                    Some(Event::SegmentClosed(location)) => {
+                        self.segment_closed(&location);
+                        pending -= 1;
+                    }
+                    Some(Event::SinkEos) => pending -= 1,
+                    Some(_) => {}
+                }
+            }
+        };
+        if tokio::time::timeout(Duration::from_secs(5), wait)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "session {}: end-of-stream did not drain within 5 s",
+                self.id
+            );
+        }
+        ingest.recordings.stopped(&ingest.plan.name);
+    }
+
+    fn segment_closed(&self, location: &str) {
+        if let Some(ingest) = &self.ingest {
+            ingest
+                .recordings
+                .closed(&ingest.plan.name, std::path::Path::new(location));
+        }
     }
 
     /// Disconnects from the producers and sets the pipeline to NULL off the async threads.
@@ -787,23 +884,27 @@ fn make(factory: &str) -> Result<gst::Element, String> {
         .map_err(|_| crate::description::elements::explain_missing(factory))
 }
 
-/// Builds and starts a viewer pipeline (blocking: runs on the blocking pool).
-fn build(a: BuildArgs) -> Result<Built, String> {
-    let guard = PipelineGuard(Some(gst::Pipeline::with_name(&a.name)));
-    let pipeline = guard.0.clone().ok_or("no pipeline")?;
+/// Makes webrtcbin, adds it to `pipeline` and wires what every session needs: the ECDSA
+/// certificate, ICE addresses and servers, and callbacks that only report [`Event`]s.
+fn setup_webrtcbin(
+    pipeline: &gst::Pipeline,
+    ice: &IceConfig,
+    cert: &'static DtlsCertificate,
+    events: &mpsc::Sender<Event>,
+) -> Result<gst::Element, String> {
     let webrtc = make("webrtcbin")?;
     webrtc.set_property_from_str("bundle-policy", "max-bundle");
-    if let Some(stun) = &a.ice.stun_server {
+    if let Some(stun) = &ice.stun_server {
         webrtc.set_property("stun-server", stun);
     }
-    for turn in &a.ice.turn_servers {
+    for turn in &ice.turn_servers {
         let _ = webrtc.emit_by_name::<bool>("add-turn-server", &[turn]);
     }
     pipeline.add(&webrtc).map_err(|e| e.to_string())?;
 
     // The ECDSA certificate goes into dtlssrtpdec while webrtcbin creates it (inside
     // create-offer/create-answer, element still in NULL): the only moment it takes effect.
-    let pem = a.cert.pem.clone();
+    let pem = cert.pem.clone();
     if let Some(bin) = webrtc.downcast_ref::<gst::Bin>() {
         bin.connect_deep_element_added(move |_, _, element| {
             if element.factory().is_some_and(|f| f.name() == "dtlssrtpdec") {
@@ -811,19 +912,19 @@ fn build(a: BuildArgs) -> Result<Built, String> {
             }
         });
     }
-    if !a.ice.addresses.is_empty() {
+    if !ice.addresses.is_empty() {
         let agent = webrtc.property::<glib::Object>("ice-agent");
-        for address in &a.ice.addresses {
+        for address in &ice.addresses {
             let _ = agent.emit_by_name::<bool>("add-local-ip-address", &[address]);
         }
     }
 
-    let tx = a.events.clone();
+    let tx = events.clone();
     webrtc.connect("on-negotiation-needed", false, move |_| {
         let _ = tx.try_send(Event::NegotiationNeeded);
         None
     });
-    let tx = a.events.clone();
+    let tx = events.clone();
     webrtc.connect("on-ice-candidate", false, move |values| {
         let mline = values.get(1).and_then(|v| v.get::<u32>().ok());
         let candidate = values.get(2).and_then(|v| v.get::<String>().ok());
@@ -832,19 +933,19 @@ fn build(a: BuildArgs) -> Result<Built, String> {
         }
         None
     });
-    let tx = a.events.clone();
+    let tx = events.clone();
     webrtc.connect_notify(Some("ice-gathering-state"), move |w, _| {
         let state = w.property::<gst_webrtc::WebRTCICEGatheringState>("ice-gathering-state");
         if state == gst_webrtc::WebRTCICEGatheringState::Complete {
             let _ = tx.try_send(Event::GatheringComplete);
         }
     });
-    let tx = a.events.clone();
+    let tx = events.clone();
     webrtc.connect_notify(Some("connection-state"), move |w, _| {
         let state = w.property::<WebRTCPeerConnectionState>("connection-state");
         let _ = tx.try_send(Event::State(state));
     });
-    let tx = a.events.clone();
+    let tx = events.clone();
     webrtc.connect("on-data-channel", false, move |values| {
         if let Some(ch) = values
             .get(1)
@@ -860,29 +961,171 @@ fn build(a: BuildArgs) -> Result<Built, String> {
         .downcast_ref::<gst::Bin>()
         .and_then(|b| b.by_name("rtpbin"))
     {
-        let tx = a.events.clone();
+        let tx = events.clone();
         rtpbin.connect("on-bye-ssrc", false, move |_| {
             let _ = tx.try_send(Event::PeerGone("the peer said goodbye (RTCP BYE)"));
             None
         });
-        let tx = a.events.clone();
+        let tx = events.clone();
         rtpbin.connect("on-timeout", false, move |_| {
             let _ = tx.try_send(Event::PeerGone("the peer stopped sending RTCP"));
             None
         });
     }
     if let Some(bus) = pipeline.bus() {
-        let tx = a.events.clone();
+        let tx = events.clone();
         bus.set_sync_handler(move |_, msg| {
-            if let gst::MessageView::Error(e) = msg.view() {
-                let _ = tx.try_send(Event::Error(format!(
-                    "viewer pipeline error: {}",
-                    e.error()
-                )));
+            match msg.view() {
+                gst::MessageView::Error(e) => {
+                    let _ = tx.try_send(Event::Error(format!(
+                        "session pipeline error: {}",
+                        e.error()
+                    )));
+                }
+                gst::MessageView::Eos(_) => {
+                    let _ = tx.try_send(Event::Eos);
+                }
+                gst::MessageView::Element(e) => {
+                    // A publisher's recording finished a segment.
+                    let closed = e
+                        .structure()
+                        .filter(|s| s.name() == "splitmuxsink-fragment-closed")
+                        .and_then(|s| s.get::<String>("location").ok());
+                    if let Some(location) = closed {
+                        let _ = tx.try_send(Event::SegmentClosed(location));
+                    }
+                }
+                _ => {}
             }
             gst::BusSyncReply::Drop
         });
     }
+
+    Ok(webrtc)
+}
+
+/// Builds and starts a publisher's pipeline: the ingest plan's outputs, fed by webrtcbin
+/// through a depayloader per stream as the publisher's pads appear (blocking).
+fn build_receiver(
+    ingest: Ingest,
+    codec: VideoCodec,
+    video_pt: Option<u32>,
+    audio_pt: Option<u32>,
+    ice: IceConfig,
+    cert: &'static DtlsCertificate,
+    events: mpsc::Sender<Event>,
+) -> Result<Built, String> {
+    let guard = PipelineGuard(Some(ingest.plan.build(&ingest.recordings)?));
+    let pipeline = guard.0.clone().ok_or("no pipeline")?;
+    for name in ingest.plan.file_sink_names() {
+        let tx = events.clone();
+        if let Some(pad) = pipeline.by_name(name).and_then(|e| e.static_pad("sink")) {
+            pad.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
+                if let Some(gst::PadProbeData::Event(ev)) = &info.data {
+                    if ev.type_() == gst::EventType::Eos {
+                        let _ = tx.try_send(Event::SinkEos);
+                    }
+                }
+                gst::PadProbeReturn::Ok
+            });
+        }
+    }
+    let webrtc = setup_webrtcbin(&pipeline, &ice, cert, &events)?;
+    let (enc, depay) = match codec {
+        VideoCodec::H264 => ("H264", "rtph264depay"),
+        VideoCodec::Vp8 => ("VP8", "rtpvp8depay"),
+        VideoCodec::Vp9 => ("VP9", "rtpvp9depay"),
+        VideoCodec::Av1 => return Err("AV1 cannot be received here".into()),
+    };
+    let wanted = [
+        video_pt.map(|pt| ("video", enc, 90000i32, pt)),
+        audio_pt.map(|pt| ("audio", "OPUS", 48000i32, pt)),
+    ];
+    for (media, enc, rate, pt) in wanted.into_iter().flatten() {
+        let caps = gst::Caps::builder("application/x-rtp")
+            .field("media", media)
+            .field("encoding-name", enc)
+            .field("payload", pt as i32)
+            .field("clock-rate", rate)
+            .build();
+        let transceiver = webrtc.emit_by_name_with_values(
+            "add-transceiver",
+            &[
+                gst_webrtc::WebRTCRTPTransceiverDirection::Recvonly.to_value(),
+                caps.to_value(),
+            ],
+        );
+        if let Some(t) = transceiver.and_then(|v| v.get::<glib::Object>().ok()) {
+            if t.find_property("do-nack").is_some() {
+                t.set_property("do-nack", true);
+            }
+        }
+    }
+    // Each incoming stream: depayload into its branch head (video_in / audio_in). Linking in
+    // pad-added is how GStreamer wires dynamic pads; nothing here waits on anything else.
+    let weak = pipeline.downgrade();
+    webrtc.connect_pad_added(move |_, pad| {
+        let Some(pipeline) = weak.upgrade() else {
+            return;
+        };
+        let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
+        let media = caps
+            .structure(0)
+            .and_then(|s| s.get::<String>("media").ok())
+            .unwrap_or_default();
+        let (head, depay) = match media.as_str() {
+            "video" => ("video_in", depay),
+            "audio" => ("audio_in", "rtpopusdepay"),
+            _ => ("", ""),
+        };
+        let target = pipeline.by_name(head).and_then(|e| e.static_pad("sink"));
+        let linked = target.filter(|t| !t.is_linked()).and_then(|target| {
+            let d = gst::ElementFactory::make(depay).build().ok()?;
+            pipeline.add(&d).ok()?;
+            d.sync_state_with_parent().ok()?;
+            pad.link(&d.static_pad("sink")?).ok()?;
+            d.static_pad("src")?.link(&target).ok()?;
+            Some(())
+        });
+        if linked.is_none() {
+            // A stream nobody records (or a second one of a kind): drain it.
+            if let Ok(sink) = gst::ElementFactory::make("fakesink")
+                .property("async", false)
+                .build()
+            {
+                if pipeline.add(&sink).is_ok() && sink.sync_state_with_parent().is_ok() {
+                    if let Some(sinkpad) = sink.static_pad("sink") {
+                        let _ = pad.link(&sinkpad);
+                    }
+                }
+            }
+        }
+    });
+    pipeline
+        .set_state(gst::State::Playing)
+        .map_err(|_| "the publisher pipeline did not start".to_string())?;
+    // The offer has no audio but the outputs expect it: end that branch so muxers go on.
+    if audio_pt.is_none() {
+        if let Some(pad) = pipeline
+            .by_name("audio_in")
+            .and_then(|e| e.static_pad("sink"))
+        {
+            pad.send_event(gst::event::Eos::new());
+        }
+    }
+    Ok(Built {
+        pipeline: guard,
+        webrtc,
+        links: Vec::new(),
+        channel: None,
+    })
+}
+
+/// Builds and starts a viewer pipeline (blocking: runs on the blocking pool).
+fn build(a: BuildArgs) -> Result<Built, String> {
+    let guard = PipelineGuard(Some(gst::Pipeline::with_name(&a.name)));
+    let pipeline = guard.0.clone().ok_or("no pipeline")?;
+    let webrtc = setup_webrtcbin(&pipeline, &a.ice, a.cert, &a.events)?;
 
     let mut links = Vec::new();
     let flowing = Arc::new(std::sync::atomic::AtomicBool::new(false));

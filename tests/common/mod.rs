@@ -335,3 +335,29 @@ pub fn chromium(base: &str, pipeline: &str, mode: &str) -> serde_json::Value {
         });
     serde_json::from_str(line).expect("driver JSON")
 }
+
+/// Starts the aiortc WHIP publisher (tests/peers/aiortc_publisher.py) without waiting.
+pub fn aiortc_publish(args: &[&str]) -> std::process::Child {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/aiortc_publisher.py");
+    Command::new(venv_python())
+        .arg(script)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the aiortc publisher")
+}
+
+/// Waits for a child and returns (success, stdout, stderr).
+pub fn finish(child: std::process::Child) -> (bool, String, String) {
+    let out = child.wait_with_output().expect("wait");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+/// An ingest pipeline: a WebRTC publisher recorded as Matroska.
+pub const INBOX: &str =
+    "[source]\nkind = \"webrtc\"\n\n[[output]]\nkind = \"record\"\nsegment = \"10m\"\n";

@@ -1,0 +1,185 @@
+//! A webrtc-source pipeline's door for publishers: at most one at a time (WHIP, or the
+//! `/publish` page through the signalling protocol). Each publisher gets a session of its own
+//! whose pipeline is the description's outputs fed by webrtcbin, so every publisher starts new
+//! segments and its leaving finalizes them.
+
+use super::output::{WebRtcConfig, WebRtcError};
+use super::sdp;
+use super::session::{
+    self, Command, Handle, Ingest, Params, Role, Signal, Via, ViewerId, ViewerStats,
+};
+use crate::assemble::Plan;
+use crate::record::Recordings;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
+
+pub struct IngestPoint {
+    pub pipeline: String,
+    plan: Arc<Plan>,
+    recordings: Arc<Recordings>,
+    config: WebRtcConfig,
+    state: Mutex<State>,
+    /// Goes to 0 when the current publisher's session has fully ended (finalized, freed).
+    active: watch::Sender<usize>,
+}
+
+#[derive(Default)]
+struct State {
+    closed: bool,
+    publisher: Option<Handle>,
+}
+
+impl IngestPoint {
+    pub fn new(
+        pipeline: &str,
+        plan: Plan,
+        recordings: Arc<Recordings>,
+        config: WebRtcConfig,
+    ) -> Arc<IngestPoint> {
+        Arc::new(IngestPoint {
+            pipeline: pipeline.to_string(),
+            plan: Arc::new(plan),
+            recordings,
+            config,
+            state: Mutex::new(State::default()),
+            active: watch::channel(0).0,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn publishers(&self) -> Vec<ViewerStats> {
+        self.lock()
+            .publisher
+            .iter()
+            .map(|h| h.stats.borrow().clone())
+            .collect()
+    }
+
+    /// Starts a publisher session answering `offer`; 409-style `Busy` while another publishes.
+    #[allow(clippy::type_complexity)]
+    pub fn publish_session(
+        self: &Arc<Self>,
+        offer: String,
+        via: Via,
+        signal: Option<mpsc::Sender<Signal>>,
+    ) -> Result<
+        (
+            ViewerId,
+            mpsc::Sender<Command>,
+            oneshot::Receiver<Result<String, String>>,
+        ),
+        WebRtcError,
+    > {
+        let ingest = self
+            .plan
+            .ingest
+            .ok_or_else(|| WebRtcError::NotFound(self.pipeline.clone()))?;
+        let formats = sdp::read_publish_offer(&offer, ingest.codec, ingest.audio)
+            .map_err(WebRtcError::BadOffer)?;
+        let mut state = self.lock();
+        if state.closed {
+            return Err(WebRtcError::NotPlaying(self.pipeline.clone()));
+        }
+        if state.publisher.is_some() {
+            return Err(WebRtcError::Busy(self.pipeline.clone()));
+        }
+        let (tx, rx) = oneshot::channel();
+        let (chat, _) = mpsc::channel(1); // publishers do not chat
+        let params = Params {
+            id: ViewerId::new(),
+            via,
+            codec: ingest.codec,
+            video: None,
+            audio: None,
+            clock: None,
+            ice: self.config.ice.clone(),
+            chat,
+            connect_timeout: self.config.connect_timeout,
+        };
+        let weak = Arc::downgrade(self);
+        self.active.send_modify(|n| *n += 1);
+        let handle = session::spawn(
+            params,
+            Role::Answer {
+                offer,
+                formats,
+                reply: tx,
+                signal,
+                ingest: Some(Ingest {
+                    plan: self.plan.clone(),
+                    recordings: self.recordings.clone(),
+                }),
+            },
+            move |id| {
+                if let Some(point) = weak.upgrade() {
+                    let mut state = point.lock();
+                    if state.publisher.as_ref().is_some_and(|h| h.id == *id) {
+                        state.publisher = None;
+                    }
+                    drop(state);
+                    point.active.send_modify(|n| *n = n.saturating_sub(1));
+                    tracing::info!("{}: publisher {id} left", point.pipeline);
+                }
+            },
+        );
+        let (id, commands) = (handle.id.clone(), handle.commands.clone());
+        tracing::info!("{}: publisher {id} arrived", self.pipeline);
+        state.publisher = Some(handle);
+        Ok((id, commands, rx))
+    }
+
+    /// WHIP: answers the publisher's offer with every candidate gathered.
+    pub async fn publish(
+        self: &Arc<Self>,
+        offer: String,
+        via: Via,
+    ) -> Result<(ViewerId, String), WebRtcError> {
+        let (id, _, rx) = self.publish_session(offer, via, None)?;
+        match rx.await {
+            Ok(Ok(answer)) => Ok((id, answer)),
+            Ok(Err(e)) => Err(WebRtcError::Failed(e)),
+            Err(_) => Err(WebRtcError::Failed(
+                "the publisher session ended before answering".into(),
+            )),
+        }
+    }
+
+    /// Ends the publisher session `id` (its recording is finalized); false if it is not current.
+    pub fn end(&self, id: &ViewerId) -> bool {
+        let state = self.lock();
+        match &state.publisher {
+            Some(h) if h.id == *id => {
+                h.end();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Admits no more publishers, ends the current one and waits (bounded) until its
+    /// recording is finalized and its pipeline freed.
+    pub async fn close(&self) {
+        {
+            let mut state = self.lock();
+            state.closed = true;
+            if let Some(h) = &state.publisher {
+                h.end();
+            }
+        }
+        let mut active = self.active.subscribe();
+        let done = active.wait_for(|n| *n == 0);
+        if tokio::time::timeout(Duration::from_secs(10), done)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "{}: the publisher did not finish within 10 s",
+                self.pipeline
+            );
+        }
+    }
+}

@@ -1,0 +1,95 @@
+#!/usr/bin/env python3
+"""A stock aiortc publisher, used by the tests as a real third-party WHIP client.
+
+Sends a generated test pattern (and silence) to a WHIP endpoint for a number of seconds after
+the connection is up, then DELETEs the session. Prints one JSON line:
+{"seconds": S, "width": W, "height": H, "frames": N}.
+
+  whip URL [--seconds 5] [--width 640] [--height 480] [--no-delete]
+"""
+import argparse
+import asyncio
+import fractions
+import json
+import time
+import urllib.request
+
+import aioice.ice
+
+# Tests stay on loopback: gather host candidates on 127.0.0.1 only.
+aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"]
+
+import av  # noqa: E402
+from aiortc import RTCPeerConnection, RTCSessionDescription, VideoStreamTrack  # noqa: E402
+from aiortc.mediastreams import AudioStreamTrack  # noqa: E402
+
+
+class Pattern(VideoStreamTrack):
+    """Moving grey bars, 30 frames per second."""
+
+    def __init__(self, width, height):
+        super().__init__()
+        self.width, self.height, self.count = width, height, 0
+
+    async def recv(self):
+        pts, time_base = await self.next_timestamp()
+        frame = av.VideoFrame(self.width, self.height, "yuv420p")
+        row = bytes((x + self.count * 4) % 256 for x in range(frame.planes[0].line_size))
+        frame.planes[0].update(row * self.height)
+        chroma = bytes([128]) * (frame.planes[1].line_size * (self.height // 2))
+        frame.planes[1].update(chroma)
+        frame.planes[2].update(chroma)
+        frame.pts, frame.time_base = pts, time_base
+        self.count += 1
+        return frame
+
+
+def http(method, url, body=None, content_type=None):
+    req = urllib.request.Request(url, data=body, method=method)
+    if content_type:
+        req.add_header("Content-Type", content_type)
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return resp.status, resp.headers, resp.read().decode()
+
+
+async def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("mode", choices=["whip"])
+    ap.add_argument("url")
+    ap.add_argument("--seconds", type=float, default=5)
+    ap.add_argument("--width", type=int, default=640)
+    ap.add_argument("--height", type=int, default=480)
+    ap.add_argument("--no-delete", action="store_true", help="vanish without DELETE")
+    args = ap.parse_args()
+
+    pc = RTCPeerConnection()
+    video = Pattern(args.width, args.height)
+    pc.addTrack(video)
+    pc.addTrack(AudioStreamTrack())
+    connected = asyncio.Event()
+
+    @pc.on("connectionstatechange")
+    def on_state():
+        if pc.connectionState == "connected":
+            connected.set()
+
+    await pc.setLocalDescription(await pc.createOffer())
+    loop = asyncio.get_running_loop()
+    status, headers, answer = await loop.run_in_executor(
+        None, http, "POST", args.url, pc.localDescription.sdp.encode(), "application/sdp"
+    )
+    assert status == 201, status
+    location = headers.get("Location")
+    await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+    await asyncio.wait_for(connected.wait(), 20)
+    started = time.monotonic()
+    await asyncio.sleep(args.seconds)
+    sent = time.monotonic() - started
+    if not args.no_delete:
+        base = args.url.split("/whip/")[0]
+        await loop.run_in_executor(None, http, "DELETE", base + location)
+    await pc.close()
+    print(json.dumps({"seconds": sent, "width": args.width, "height": args.height, "frames": video.count}), flush=True)
+
+
+asyncio.run(main())
