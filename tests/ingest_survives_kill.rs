@@ -1,0 +1,68 @@
+//! kill -9 of the service while a WHIP publisher is sending: after a restart every recording is
+//! readable, and the last one holds the video up to about 1.5 s before the kill.
+
+mod common;
+use common::*;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[test]
+fn kill_9_while_publishing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pipelines = dir.path().join("pipelines");
+    let recordings = dir.path().join("recordings");
+    std::fs::create_dir(&pipelines).expect("mkdir");
+    write_pipeline(&pipelines, "inbox", INBOX);
+    let serve = || {
+        let mut child = Command::new(bin())
+            .args(["serve", "--listen", "127.0.0.1:0", "--ice-address", "127.0.0.1", "--pipelines"])
+            .arg(&pipelines)
+            .arg("--recordings")
+            .arg(&recordings)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("read");
+        let base = line.trim().rsplit(' ').next().unwrap_or_default().to_string();
+        (child, base)
+    };
+    let (mut service, base) = serve();
+    wait_state(&base, "inbox", "playing");
+    let mut publisher = aiortc_publish(&["whip", &format!("{base}/whip/inbox"), "--seconds", "30"]);
+    let dir_inbox = recordings.join("inbox");
+    wait_for("the recording to start", Duration::from_secs(20), || {
+        std::fs::read_dir(&dir_inbox)
+            .ok()
+            .and_then(|mut d| d.next())
+            .map(|_| ())
+    });
+    let started = Instant::now();
+    std::thread::sleep(Duration::from_secs(5));
+    let elapsed = started.elapsed().as_secs_f64();
+    let _ = service.kill(); // SIGKILL mid-publish
+    let _ = service.wait();
+    let _ = publisher.kill();
+    let _ = publisher.wait();
+
+    let (mut service, base) = serve();
+    wait_state(&base, "inbox", "playing");
+    let list = get(&format!("{base}/api/recordings")).json;
+    let all = list.as_array().cloned().unwrap_or_default();
+    assert_eq!(all.len(), 1, "{list}");
+    assert_eq!(all[0]["recording"], false, "{list}");
+    let probe = ffprobe(all[0]["path"].as_str().expect("path"), None).expect("readable after kill -9");
+    let frames = probe.video().map(|v| v.frames).unwrap_or(0);
+    // aiortc sends 30 frames per second.
+    let seconds = frames as f64 / 30.0;
+    assert!(
+        seconds >= elapsed - 1.5,
+        "{seconds:.2} s of video after {elapsed:.2} s of publishing"
+    );
+    let _ = Command::new("kill").args(["-TERM", &service.id().to_string()]).status();
+    let _ = service.wait();
+}
