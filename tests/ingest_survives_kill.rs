@@ -16,7 +16,14 @@ fn kill_9_while_publishing() {
     write_pipeline(&pipelines, "inbox", INBOX);
     let serve = || {
         let mut child = Command::new(bin())
-            .args(["serve", "--listen", "127.0.0.1:0", "--ice-address", "127.0.0.1", "--pipelines"])
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--ice-address",
+                "127.0.0.1",
+                "--pipelines",
+            ])
             .arg(&pipelines)
             .arg("--recordings")
             .arg(&recordings)
@@ -28,7 +35,12 @@ fn kill_9_while_publishing() {
         BufReader::new(child.stdout.take().expect("stdout"))
             .read_line(&mut line)
             .expect("read");
-        let base = line.trim().rsplit(' ').next().unwrap_or_default().to_string();
+        let base = line
+            .trim()
+            .rsplit(' ')
+            .next()
+            .unwrap_or_default()
+            .to_string();
         (child, base)
     };
     let (mut service, base) = serve();
@@ -55,7 +67,8 @@ fn kill_9_while_publishing() {
     let all = list.as_array().cloned().unwrap_or_default();
     assert_eq!(all.len(), 1, "{list}");
     assert_eq!(all[0]["recording"], false, "{list}");
-    let probe = ffprobe(all[0]["path"].as_str().expect("path"), None).expect("readable after kill -9");
+    let probe =
+        ffprobe(all[0]["path"].as_str().expect("path"), None).expect("readable after kill -9");
     let frames = probe.video().map(|v| v.frames).unwrap_or(0);
     // aiortc sends 30 frames per second.
     let seconds = frames as f64 / 30.0;
@@ -63,6 +76,8 @@ fn kill_9_while_publishing() {
         seconds >= elapsed - 1.5,
         "{seconds:.2} s of video after {elapsed:.2} s of publishing"
     );
-    let _ = Command::new("kill").args(["-TERM", &service.id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &service.id().to_string()])
+        .status();
     let _ = service.wait();
 }

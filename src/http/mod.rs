@@ -80,6 +80,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(page::index))
         .route("/app.js", get(page::script))
+        .route("/publish", get(page::publish))
+        .route("/publish.js", get(page::publish_script))
         .route("/style.css", get(page::style))
         .route("/ws", get(crate::signalling::server::handler))
         .route("/whep/{name}", post(whep::start))

@@ -8,6 +8,17 @@ pub async fn index() -> Html<&'static str> {
     Html(include_str!("page/index.html"))
 }
 
+pub async fn publish() -> Html<&'static str> {
+    Html(include_str!("page/publish.html"))
+}
+
+pub async fn publish_script() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        include_str!("page/publish.js"),
+    )
+}
+
 pub async fn script() -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],

@@ -173,18 +173,7 @@ fn start_session(
     offer: Option<String>,
     shared: &mpsc::Sender<(SessionId, Signal)>,
 ) -> Result<Tracked, String> {
-    let (tx, mut rx) = mpsc::channel::<Signal>(SESSION_SIGNALS);
-    // Tags this session's signals with its id; when every sender is gone the session is over.
-    let (sid, shared_tx) = (session_id.clone(), shared.clone());
-    tokio::spawn(async move {
-        while let Some(s) = rx.recv().await {
-            let ended = s == Signal::Ended;
-            if shared_tx.send((sid.clone(), s)).await.is_err() || ended {
-                return;
-            }
-        }
-        let _ = shared_tx.send((sid, Signal::Ended)).await;
-    });
+    let tx = tag_signals(session_id, shared);
     match offer {
         None => {
             let (viewer, commands) = out.offer(tx).map_err(|e| e.to_string())?;
@@ -206,6 +195,26 @@ fn start_session(
     }
 }
 
+/// A sender for one session's signals that tags them with its id on the way to the shared
+/// connection channel; when every sender is gone the session is over (`Ended`).
+fn tag_signals(
+    session_id: &SessionId,
+    shared: &mpsc::Sender<(SessionId, Signal)>,
+) -> mpsc::Sender<Signal> {
+    let (tx, mut rx) = mpsc::channel::<Signal>(SESSION_SIGNALS);
+    let (sid, shared_tx) = (session_id.clone(), shared.clone());
+    tokio::spawn(async move {
+        while let Some(s) = rx.recv().await {
+            let ended = s == Signal::Ended;
+            if shared_tx.send((sid.clone(), s)).await.is_err() || ended {
+                return;
+            }
+        }
+        let _ = shared_tx.send((sid, Signal::Ended)).await;
+    });
+    tx
+}
+
 async fn send<S>(sink: &mut S, msg: &Incoming) -> Result<(), String>
 where
     S: SinkExt<Message> + Unpin,
@@ -215,4 +224,160 @@ where
     sink.send(Message::Text(text.into()))
         .await
         .map_err(|e| format!("send failed: {e}"))
+}
+
+/// The consumer side, for ingest: listens on a signalling server for producers whose
+/// `meta.publish` names this pipeline (the `/publish` page sets it), starts a session with
+/// each, and answers its offer with a publisher session. One task owns the connection.
+pub async fn run_consumer(url: String, point: Weak<crate::webrtc::ingest::IngestPoint>) {
+    let mut delay = Duration::from_millis(500);
+    loop {
+        let Some(name) = point.upgrade().map(|p| p.pipeline.clone()) else {
+            return;
+        };
+        if let Err(e) = consume_once(&url, &point).await {
+            tracing::warn!("{name}: signalling (publishers) at {url}: {e}");
+        } else {
+            delay = Duration::from_millis(500);
+        }
+        if point.upgrade().is_none() {
+            return;
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(10));
+    }
+}
+
+async fn consume_once(
+    url: &str,
+    point: &Weak<crate::webrtc::ingest::IngestPoint>,
+) -> Result<(), String> {
+    use super::protocol::PeerId;
+    let (ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .map_err(|e| format!("cannot connect: {e}"))?;
+    let (mut sink, mut stream) = ws.split();
+    let name = point
+        .upgrade()
+        .map(|p| p.pipeline.clone())
+        .ok_or("the pipeline is gone")?;
+    let status = Incoming::SetPeerStatus(PeerStatus {
+        roles: vec![Role::Listener],
+        meta: Some(serde_json::json!({ "name": format!("mediaweave ingest {name}") })),
+        peer_id: None,
+    });
+    send(&mut sink, &status).await?;
+    send(&mut sink, &Incoming::List).await?;
+    let wants = |meta: &Option<serde_json::Value>| {
+        meta.as_ref()
+            .and_then(|m| m.get("publish"))
+            .and_then(|p| p.as_str())
+            == Some(name.as_str())
+    };
+    let (sig_tx, mut signals) = mpsc::channel::<(SessionId, Signal)>(SIGNAL_QUEUE);
+    let mut sessions: HashMap<SessionId, Option<Tracked>> = HashMap::new();
+    let result = loop {
+        tokio::select! {
+            frame = stream.next() => {
+                let text = match frame {
+                    Some(Ok(Message::Text(t))) => t,
+                    Some(Ok(Message::Close(_))) | None => break Ok(()),
+                    Some(Ok(_)) => continue,
+                    Some(Err(e)) => break Err(format!("connection lost: {e}")),
+                };
+                let Ok(msg) = serde_json::from_str::<Outgoing>(&text) else { continue };
+                let Some(point) = point.upgrade() else { break Ok(()) };
+                let start = |peer: PeerId| Incoming::StartSession { peer_id: peer, offer: None };
+                match msg {
+                    Outgoing::List { producers } => {
+                        for p in producers.into_iter().filter(|p| wants(&p.meta)) {
+                            send(&mut sink, &start(p.id)).await?;
+                        }
+                    }
+                    Outgoing::PeerStatusChanged(s) if s.has(Role::Producer) && wants(&s.meta) => {
+                        if let Some(peer) = s.peer_id {
+                            send(&mut sink, &start(peer)).await?;
+                        }
+                    }
+                    Outgoing::SessionStarted { session_id, .. } => {
+                        sessions.insert(session_id, None);
+                    }
+                    Outgoing::Peer(PeerMessage { session_id, payload }) => {
+                        let Some(entry) = sessions.get_mut(&session_id) else { continue };
+                        match payload {
+                            PeerPayload::Sdp(Sdp::Offer { sdp }) if entry.is_none() => {
+                                match answer_publisher(&point, &session_id, sdp, &sig_tx) {
+                                    Ok(tracked) => *entry = Some(tracked),
+                                    Err(e) => {
+                                        tracing::warn!("{name}: refusing publisher: {e}");
+                                        sessions.remove(&session_id);
+                                        send(&mut sink, &Incoming::EndSession { session_id }).await?;
+                                    }
+                                }
+                            }
+                            PeerPayload::Ice(IceCandidate { candidate, sdp_m_line_index, .. }) => {
+                                if let Some(t) = entry.as_ref().filter(|_| !candidate.trim().is_empty()) {
+                                    let cmd = Command::RemoteIce { mline: sdp_m_line_index.unwrap_or(0), candidate };
+                                    let _ = t.commands.try_send(cmd);
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                    Outgoing::EndSession { session_id } => {
+                        if let Some(Some(t)) = sessions.remove(&session_id) {
+                            point.end(&t.viewer);
+                        }
+                    }
+                    Outgoing::Error { details } => tracing::warn!("{name}: signalling server: {details}"),
+                    _ => {}
+                }
+            }
+            Some((session_id, signal)) = signals.recv() => {
+                let msg = match signal {
+                    Signal::Answer(sdp) => Incoming::Peer(PeerMessage {
+                        session_id,
+                        payload: PeerPayload::Sdp(Sdp::Answer { sdp }),
+                    }),
+                    Signal::Ended => {
+                        if sessions.remove(&session_id).is_none() {
+                            continue;
+                        }
+                        Incoming::EndSession { session_id }
+                    }
+                    // A publisher session answers with every candidate; it neither offers nor
+                    // trickles.
+                    Signal::Offer(_) | Signal::Ice { .. } => continue,
+                };
+                if let Err(e) = send(&mut sink, &msg).await {
+                    break Err(e);
+                }
+            }
+        }
+    };
+    if let Some(point) = point.upgrade() {
+        for t in sessions.into_values().flatten() {
+            point.end(&t.viewer);
+        }
+    }
+    result
+}
+
+/// Starts the publisher session for a producer's offer; its answer goes back as a signal.
+fn answer_publisher(
+    point: &Arc<crate::webrtc::ingest::IngestPoint>,
+    session_id: &SessionId,
+    offer: String,
+    shared: &mpsc::Sender<(SessionId, Signal)>,
+) -> Result<Tracked, String> {
+    let tx = tag_signals(session_id, shared);
+    let (viewer, commands, answer) = point
+        .publish_session(offer, Via::Signalling, Some(tx.clone()))
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        if let Ok(Ok(sdp)) = answer.await {
+            let _ = tx.send(Signal::Answer(sdp)).await;
+        }
+    });
+    Ok(Tracked { viewer, commands })
 }

@@ -22,6 +22,8 @@ pub struct IngestPoint {
     state: Mutex<State>,
     /// Goes to 0 when the current publisher's session has fully ended (finalized, freed).
     active: watch::Sender<usize>,
+    /// The signalling client that takes publishers from the `/publish` page.
+    consumer: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 #[derive(Default)]
@@ -44,7 +46,24 @@ impl IngestPoint {
             config,
             state: Mutex::new(State::default()),
             active: watch::channel(0).0,
+            consumer: Mutex::new(None),
         })
+    }
+
+    /// Takes publishers from a signalling server too (the `/publish` page's producers).
+    pub fn listen_for_publishers(self: &Arc<Self>, url: String) {
+        let task = tokio::spawn(crate::signalling::client::run_consumer(
+            url,
+            Arc::downgrade(self),
+        ));
+        if let Some(old) = self
+            .consumer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .replace(task)
+        {
+            old.abort();
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -163,6 +182,14 @@ impl IngestPoint {
     /// Admits no more publishers, ends the current one and waits (bounded) until its
     /// recording is finalized and its pipeline freed.
     pub async fn close(&self) {
+        if let Some(task) = self
+            .consumer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            task.abort();
+        }
         {
             let mut state = self.lock();
             state.closed = true;

@@ -385,6 +385,15 @@ impl Registry {
         recordings: Arc<crate::record::Recordings>,
     ) -> Arc<super::ingest::IngestPoint> {
         let point = super::ingest::IngestPoint::new(name, plan, recordings, self.config.clone());
+        let url = self.config.signalling_url.clone().or_else(|| {
+            self.embedded
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+        });
+        if let Some(url) = url {
+            point.listen_for_publishers(url);
+        }
         self.ingests
             .lock()
             .unwrap_or_else(|p| p.into_inner())

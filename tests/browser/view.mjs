@@ -3,6 +3,8 @@
 //                                    decoded frames, prints the page's stats as JSON
 //   node view.mjs BASE NAME chat   → two pages watch NAME; page A sends a chat line; prints
 //                                    whether page B received it
+//   node view.mjs BASE NAME publish → the /publish page sends the fake camera + microphone to
+//                                    pipeline NAME for PUBLISH_SECONDS (5), then stops
 import { chromium } from "playwright-core";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -56,6 +58,19 @@ try {
     await b.waitForFunction((t) => window.mediaweave.chat.some((m) => m.text === t), text, { timeout: 15000 });
     const shown = await b.locator("#chat-log").textContent();
     console.log(JSON.stringify({ received: true, shown }));
+  } else if (mode === "publish") {
+    // NAME is the target pipeline; Chromium's fake camera and microphone are the source.
+    const page = await context.newPage();
+    await page.goto(base + "/publish");
+    await page.waitForFunction((n) => [...document.querySelectorAll("#target option")].some((o) => o.value === n), name, { timeout: 20000 });
+    await page.selectOption("#target", name);
+    await page.click("#start");
+    await page.waitForFunction(() => window.mediaweavePublish.state === "publishing", null, { timeout: 30000 });
+    const seconds = Number(process.env.PUBLISH_SECONDS || "5");
+    await page.waitForTimeout(seconds * 1000);
+    await page.click("#stop");
+    await page.waitForTimeout(500);
+    console.log(JSON.stringify({ published: true, seconds }));
   } else {
     throw new Error(`unknown mode ${mode}`);
   }
