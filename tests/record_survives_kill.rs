@@ -39,12 +39,14 @@ fn kill_9_loses_at_most_about_a_second() {
     let pipelines = dir.path().join("pipelines");
     let recordings = dir.path().join("recordings");
     std::fs::create_dir(&pipelines).expect("mkdir");
-    for (name, container) in [("mkv", "mkv"), ("mp4", "mp4")] {
+    // Matroska cuts clusters on time; fragmented MP4 only at keyframes, so its loss is about a
+    // keyframe interval: the MP4 pipeline uses 0.5 s keyframes (as the README advises).
+    for (name, container, gop) in [("mkv", "mkv", "1s"), ("mp4", "mp4", "0.5s")] {
         write_pipeline(
             &pipelines,
             name,
             &format!(
-                "[source]\nkind = \"test\"\nwidth = 320\nheight = 240\nframerate = 30\n[[output]]\nkind = \"record\"\ncontainer = \"{container}\"\nsegment = \"1m\"\n"
+                "[source]\nkind = \"test\"\nwidth = 320\nheight = 240\nframerate = 30\n[encode]\nkeyframe_interval = \"{gop}\"\n[[output]]\nkind = \"record\"\ncontainer = \"{container}\"\nsegment = \"1m\"\n"
             ),
         );
     }
