@@ -28,7 +28,8 @@ fn run_prints_states_and_stops_cleanly_on_ctrl_c() {
         .spawn()
         .expect("spawn run");
     wait_for("the file to grow", Duration::from_secs(20), || {
-        std::fs::metadata(&out).ok().filter(|m| m.len() > 20_000)
+        // About a second of video at the default 2 Mbit/s.
+        std::fs::metadata(&out).ok().filter(|m| m.len() > 200_000)
     });
     let sent = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
@@ -54,7 +55,7 @@ fn run_prints_states_and_stops_cleanly_on_ctrl_c() {
     assert!(stdout.contains("fg: playing"), "{stdout}");
     assert!(stdout.contains("fg: stopped"), "{stdout}");
     let probe = ffprobe(&out.display().to_string(), None).expect("a complete MP4");
-    assert!(probe.video().is_some_and(|v| v.frames > 10), "{probe:?}");
+    assert!(probe.video().is_some_and(|v| v.frames >= 20), "{probe:?}");
 }
 
 #[test]

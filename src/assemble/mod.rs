@@ -117,6 +117,8 @@ struct DecodeLinks {
     element: String,
     video_head: String,
     audio_head: Option<String>,
+    /// Passthrough: the encoded video caps the description promised.
+    expect_video: Option<&'static str>,
 }
 
 /// Decides how `desc` runs on this machine. Errors point into the description file.
@@ -181,6 +183,9 @@ fn plan_structured(desc: &Description) -> Result<Plan, Diagnostic> {
     let source = &s.source.value;
     if let Source::WebRtc(w) = source {
         return plan_ingest(desc, w);
+    }
+    if let Some(p) = s.passthrough() {
+        return plan_passthrough(desc, s, p);
     }
     let source_err = |msg: String| desc.diagnostic(Some(s.source.span.clone()), msg);
     let mut chosen = Vec::new();
@@ -336,7 +341,7 @@ fn plan_structured(desc: &Description) -> Result<Plan, Diagnostic> {
     }
 
     // 4. Outputs.
-    let outs = plan_outputs(desc, s, s.encode.codec, want_audio, &mut chains);
+    let outs = plan_outputs(desc, s, s.encode.codec, want_audio, None, &mut chains);
 
     let launch = chains.join("  ");
     check_elements(desc, &launch)?;
@@ -370,6 +375,7 @@ fn plan_outputs(
     s: &crate::description::Structured,
     codec: VideoCodec,
     want_audio: bool,
+    audio_as_is: Option<AudioCodec>,
     chains: &mut Vec<String>,
 ) -> PlannedOutputs {
     const BRANCH_QUEUE: &str =
@@ -380,7 +386,8 @@ fn plan_outputs(
     let mut records = Vec::new();
     for (i, out) in s.outputs.iter().enumerate() {
         let container = out.value.container();
-        let audio_codec = container.audio_codec();
+        // Passthrough keeps the arriving audio codec; otherwise each container gets its own.
+        let audio_codec = audio_as_is.unwrap_or_else(|| container.audio_codec());
         let video_queue = format!("video_enc. ! queue name=out{i}_video_queue {BRANCH_QUEUE}");
         let audio_queue = format!(
             "audio_{}. ! queue name=out{i}_audio_queue {BRANCH_QUEUE}",
@@ -481,6 +488,68 @@ fn plan_outputs(
     }
 }
 
+/// A pull source recorded as it arrives: parsebin instead of decodebin, the declared codecs'
+/// parsers at the branch heads, no encoders.
+fn plan_passthrough(
+    desc: &Description,
+    s: &crate::description::Structured,
+    p: crate::description::Passthrough,
+) -> Result<Plan, Diagnostic> {
+    let src = match &s.source.value {
+        Source::Tcp(t) => format!(
+            "tcpclientsrc host={} port={} timeout=10 ! parsebin name=decode",
+            quote(&t.host),
+            t.port
+        ),
+        Source::Uri(u) => format!(
+            "urisourcebin uri={} ! parsebin name=decode",
+            quote(u.uri.get_ref())
+        ),
+        _ => unreachable!("only pull sources pass through"),
+    };
+    let mut chains = vec![
+        src,
+        format!(
+            "queue name=video_in ! {}tee name=video_enc allow-not-linked=true",
+            video_parser(p.codec)
+        ),
+    ];
+    if let Some(a) = p.audio {
+        let parser = match a {
+            AudioCodec::Aac => "aacparse",
+            AudioCodec::Opus => "opusparse",
+        };
+        chains.push(format!(
+            "queue name=audio_in ! {parser} ! tee name=audio_{} allow-not-linked=true",
+            a.name()
+        ));
+    }
+    let outs = plan_outputs(desc, s, p.codec, p.audio.is_some(), p.audio, &mut chains);
+    let launch = chains.join("  ");
+    check_elements(desc, &launch)?;
+    Ok(Plan {
+        name: desc.name.clone(),
+        launch,
+        chosen: vec![(
+            "passthrough",
+            format!("{} kept as it arrives", p.codec.name()),
+        )],
+        source: s.source.value.summary(),
+        outputs: outs.summaries,
+        looping: false,
+        decode: Some(DecodeLinks {
+            element: "decode".into(),
+            video_head: "video_in".into(),
+            audio_head: p.audio.map(|_| "audio_in".into()),
+            expect_video: Some(p.codec.caps_name()),
+        }),
+        file_sinks: outs.file_sinks,
+        webrtc: outs.webrtc,
+        records: outs.records,
+        ingest: None,
+    })
+}
+
 /// A webrtc-source (ingest) pipeline: whatever a publisher sends is depayloaded into
 /// `video_in` / `audio_in` by its session; from there on it is an ordinary plan of outputs,
 /// without encoders (the publisher's codec is kept).
@@ -500,7 +569,7 @@ fn plan_ingest(
             "queue name=audio_in ! opusparse ! tee name=audio_opus allow-not-linked=true".into(),
         );
     }
-    let outs = plan_outputs(desc, s, w.codec, w.audio, &mut chains);
+    let outs = plan_outputs(desc, s, w.codec, w.audio, None, &mut chains);
     let launch = chains.join("  ");
     check_elements(desc, &launch)?;
     Ok(Plan {
@@ -528,6 +597,7 @@ impl DecodeLinks {
             element: "decode".into(),
             video_head: "video_in".into(),
             audio_head: None,
+            expect_video: None,
         }
     }
 }
@@ -829,11 +899,23 @@ fn wire_decode(pipeline: &gst::Pipeline, links: &DecodeLinks) -> Result<(), Stri
     let video = head(&links.video_head);
     let audio = links.audio_head.as_deref().and_then(head);
     let (v, a) = (video.clone(), audio.clone());
-    decode.connect_pad_added(move |_, pad| {
+    let expect_video = links.expect_video;
+    decode.connect_pad_added(move |element, pad| {
         let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
         let Some(media) = caps.structure(0).map(|s| s.name().to_string()) else {
             return;
         };
+        if let Some(expected) = expect_video.filter(|e| media.starts_with("video/") && media != *e) {
+            element.post_error_message(gst::error_msg!(
+                gst::StreamError::Format,
+                [
+                    "the stream's video is {}, not {}: set `codec` in [source] (or passthrough = false to re-encode)",
+                    media,
+                    expected
+                ]
+            ));
+            return;
+        }
         let target = if media.starts_with("video/") {
             v.as_ref()
         } else if media.starts_with("audio/") {

@@ -17,8 +17,8 @@ mod types;
 pub use diagnostic::{Diagnostic, Diagnostics, line_col};
 pub use types::{
     AudioCodec, Backoff, CameraFormat, CameraSource, Container, Encode, FileOutput, FileSource,
-    Options, Output, RecordOutput, RestartPolicy, Source, TcpOutput, TcpSource, TestSource,
-    UriSource, VideoCodec, WebRtcOutput, WebRtcSource,
+    Options, Output, Passthrough, RecordOutput, RestartPolicy, Source, TcpOutput, TcpSource,
+    TestSource, UriSource, VideoCodec, WebRtcOutput, WebRtcSource,
 };
 
 use serde::Deserialize;

@@ -337,6 +337,19 @@ pub struct UriSource {
     pub width: Option<u32>,
     pub height: Option<u32>,
     pub framerate: Option<u32>,
+    /// Record the stream as it arrives (parse and mux, no decoding or encoding). Default: yes
+    /// when every output is a `record` and no width/height/framerate is asked for.
+    pub passthrough: Option<bool>,
+    /// The video codec that arrives, for passthrough (default h264).
+    #[serde(default)]
+    pub codec: VideoCodec,
+    /// The audio codec that arrives, for passthrough (default aac).
+    #[serde(default = "default_pull_audio")]
+    pub audio_codec: AudioCodec,
+}
+
+fn default_pull_audio() -> AudioCodec {
+    AudioCodec::Aac
 }
 
 /// An MPEG-TS stream read from a TCP server (e.g. another pipeline's tcp output).
@@ -351,6 +364,15 @@ pub struct TcpSource {
     pub width: Option<u32>,
     pub height: Option<u32>,
     pub framerate: Option<u32>,
+    /// Record the stream as it arrives (parse and mux, no decoding or encoding). Default: yes
+    /// when every output is a `record` and no width/height/framerate is asked for.
+    pub passthrough: Option<bool>,
+    /// The video codec that arrives, for passthrough (default h264).
+    #[serde(default)]
+    pub codec: VideoCodec,
+    /// The audio codec that arrives, for passthrough (default aac).
+    #[serde(default = "default_pull_audio")]
+    pub audio_codec: AudioCodec,
 }
 
 /// A WebRTC publisher (WHIP, or the `/publish` page over the signalling protocol) sends the
@@ -409,6 +431,34 @@ impl Source {
             Source::Tcp(t) => (t.width, t.height, t.framerate),
             Source::WebRtc(_) => (None, None, None),
         }
+    }
+}
+
+/// What a pull source (tcp, uri) sends when it is recorded as it arrives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Passthrough {
+    pub codec: VideoCodec,
+    pub audio: Option<AudioCodec>,
+}
+
+impl super::Structured {
+    /// Whether (and as what) the source's stream goes to the outputs without decoding.
+    pub fn passthrough(&self) -> Option<Passthrough> {
+        let (explicit, codec, audio_codec, audio) = match &self.source.value {
+            Source::Tcp(t) => (t.passthrough, t.codec, t.audio_codec, t.audio),
+            Source::Uri(u) => (u.passthrough, u.codec, u.audio_codec, u.audio),
+            _ => return None,
+        };
+        let (w, h, fps) = self.source.value.video_size();
+        let only_records = self
+            .outputs
+            .iter()
+            .all(|o| matches!(o.value, Output::Record(_)));
+        let default = only_records && w.is_none() && h.is_none() && fps.is_none();
+        explicit.unwrap_or(default).then_some(Passthrough {
+            codec,
+            audio: audio.then_some(audio_codec),
+        })
     }
 }
 
@@ -678,6 +728,29 @@ pub(super) fn validate(s: &super::Structured) -> Result<(), (Where, String)> {
     }
     if let Source::WebRtc(w) = &s.source.value {
         return validate_ingest(s, w);
+    }
+    if let Some(p) = s.passthrough() {
+        if w.is_some() || h.is_some() || fps.is_some() {
+            return Err((
+                Where::Span(s.source.span.clone()),
+                "passthrough keeps the stream as it arrives: drop width/height/framerate or set passthrough = false".into(),
+            ));
+        }
+        for out in &s.outputs {
+            let container = out.value.container();
+            let audio_ok = p.audio != Some(AudioCodec::Aac) || container != Container::WebRtc;
+            if !container.carries(p.codec) || !audio_ok || container == Container::WebM {
+                return Err((
+                    Where::Span(out.span.clone()),
+                    format!(
+                        "a passthrough source sends {} as it arrives, which this {} output cannot carry; set passthrough = false to re-encode",
+                        p.codec.name(),
+                        out.value.kind()
+                    ),
+                ));
+            }
+        }
+        return Ok(());
     }
     let codec = s.encode.codec;
     if let Some(enc) = &s.encode.encoder {

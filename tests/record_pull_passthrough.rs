@@ -1,0 +1,85 @@
+//! A `tcp` pull source recorded as it arrives: parse and mux, no decoding or encoding (the
+//! plan has no encoder; the file has the upstream's H.264 and AAC). A stream that is not the
+//! declared codec fails with a message saying so.
+
+mod common;
+use common::*;
+use std::time::Duration;
+
+#[test]
+fn tcp_stream_is_recorded_without_reencoding() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    write_pipeline(
+        dir.path(),
+        "upstream",
+        &format!(
+            "[source]\nkind = \"test\"\nwidth = 640\nheight = 360\n[[output]]\nkind = \"tcp\"\nport = {port}\n"
+        ),
+    );
+    write_pipeline(
+        dir.path(),
+        "pull",
+        &format!(
+            "backoff = {{ initial = \"200ms\", max = \"1s\" }}\n[source]\nkind = \"tcp\"\nport = {port}\n[[output]]\nkind = \"record\"\nsegment = \"1m\"\n"
+        ),
+    );
+    write_pipeline(
+        dir.path(),
+        "wrong",
+        &format!(
+            "backoff = {{ initial = \"200ms\", max = \"1s\" }}\n[source]\nkind = \"tcp\"\nport = {port}\ncodec = \"vp8\"\n[[output]]\nkind = \"record\"\n"
+        ),
+    );
+    let server = TestServer::start(dir.path());
+    let base = server.base.clone();
+    let status = wait_state(&base, "pull", "playing");
+    let launch = status["launch"].as_str().unwrap_or_default();
+    assert!(launch.contains("parsebin"), "{launch}");
+    for element in [
+        "decodebin",
+        "x264enc",
+        "openh264enc",
+        "avenc_aac",
+        "opusenc",
+        "avdec_h264",
+    ] {
+        assert!(
+            !launch.contains(element),
+            "no decoding or encoding: {launch}"
+        );
+    }
+    assert_eq!(status["chosen"][0]["role"], "passthrough");
+
+    std::thread::sleep(Duration::from_secs(4));
+    let r = post(&format!("{base}/api/pipelines/pull/stop"));
+    assert_eq!(r.json["state"], "stopped");
+    let list = get(&format!("{base}/api/recordings")).json;
+    let rec = list
+        .as_array()
+        .and_then(|a| a.iter().find(|r| r["pipeline"] == "pull").cloned())
+        .expect("a recording of pull");
+    let probe = ffprobe(rec["path"].as_str().expect("path"), None).expect("ffprobe");
+    let video = probe.video().expect("video");
+    assert_eq!(
+        (video.codec.as_str(), video.width, video.height),
+        ("h264", 640, 360)
+    );
+    assert!(video.frames >= 60, "{probe:?}");
+    assert_eq!(
+        probe.audio().map(|a| a.codec.as_str()),
+        Some("aac"),
+        "upstream's AAC kept"
+    );
+
+    // The declared codec does not match what arrives: a clear failure.
+    let failed = wait_for("wrong to fail", Duration::from_secs(20), || {
+        let v = get(&format!("{base}/api/pipelines/wrong")).json;
+        v["last_error"]["message"]
+            .as_str()
+            .filter(|m| m.contains("video/x-h264, not video/x-vp8"))
+            .map(str::to_string)
+    });
+    assert!(failed.contains("set `codec` in [source]"), "{failed}");
+    server.shutdown();
+}
