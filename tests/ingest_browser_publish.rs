@@ -35,5 +35,13 @@ fn chromium_publishes_from_the_page() {
     );
     assert!(video.frames >= 30, "{probe:?}");
     assert_eq!(probe.audio().map(|a| a.codec.as_str()), Some("opus"));
+
+    // The page lists the recording and plays it.
+    let shown = chromium(&base, "inbox", "recordings");
+    assert_eq!(shown["played"], true, "{shown}");
+    assert_eq!(
+        (shown["width"].as_u64(), shown["height"].as_u64()),
+        (Some(640), Some(480))
+    );
     server.shutdown();
 }

@@ -71,6 +71,22 @@ try {
     await page.click("#stop");
     await page.waitForTimeout(500);
     console.log(JSON.stringify({ published: true, seconds }));
+  } else if (mode === "recordings") {
+    // NAME is a pipeline with a finished recording: play its newest from the page's list.
+    const page = await context.newPage();
+    await page.goto(base);
+    const button = page.locator(`button[data-play^="/recordings/${name}/"]`).first();
+    await button.waitFor({ timeout: 20000 });
+    await button.click();
+    const shown = await page.evaluate(() => new Promise((resolve) => {
+      const v = document.querySelector("#playback");
+      const done = () => resolve({ played: true, width: v.videoWidth, height: v.videoHeight, duration: v.duration });
+      if (v.readyState >= 2) done();
+      v.addEventListener("loadeddata", done, { once: true });
+      v.addEventListener("error", () => resolve({ played: false, error: v.error && v.error.message }), { once: true });
+      setTimeout(() => resolve({ played: false, error: "timeout" }), 15000);
+    }));
+    console.log(JSON.stringify(shown));
   } else {
     throw new Error(`unknown mode ${mode}`);
   }

@@ -193,5 +193,51 @@ $("#chat-form").addEventListener("submit", (e) => {
 });
 $("#stop").addEventListener("click", stop);
 
+function formatBytes(n) {
+  if (n >= 1e9) return (n / 1e9).toFixed(2) + " GB";
+  if (n >= 1e6) return (n / 1e6).toFixed(1) + " MB";
+  return Math.round(n / 1e3) + " kB";
+}
+
+async function refreshRecordings() {
+  let list;
+  try { list = await (await fetch("/api/recordings")).json(); } catch { return; }
+  const rows = $("#recording-rows");
+  rows.replaceChildren();
+  for (const r of list.slice().reverse()) { // newest first
+    const row = rows.insertRow();
+    const url = `/recordings/${encodeURIComponent(r.pipeline)}/${encodeURIComponent(r.file)}`;
+    cell(row, r.pipeline);
+    cell(row, (r.started || r.file).replace("T", " ").replace(/\.\d+Z$/, ""));
+    if (r.recording) cell(row, "● recording", "live");
+    else cell(row, r.duration != null ? `${r.duration.toFixed(1)} s` : "?");
+    cell(row, formatBytes(r.bytes));
+    const actions = row.insertCell();
+    const play = document.createElement("button");
+    play.textContent = "play";
+    play.dataset.play = url;
+    play.onclick = () => {
+      const v = $("#playback");
+      v.hidden = false;
+      v.src = url;
+      v.play().catch(() => {});
+    };
+    actions.append(play);
+    if (!r.recording) {
+      const del = document.createElement("button");
+      del.textContent = "delete";
+      del.onclick = async () => {
+        if (!confirm(`Delete ${r.pipeline}/${r.file}?`)) return;
+        const res = await fetch(url, { method: "DELETE" });
+        if (!res.ok) showError((await res.json().catch(() => ({}))).error || `HTTP ${res.status}`);
+        refreshRecordings();
+      };
+      actions.append(del);
+    }
+  }
+}
+
 refresh();
+refreshRecordings();
 setInterval(refresh, 2000);
+setInterval(refreshRecordings, 5000);
