@@ -766,12 +766,19 @@ fn seek_to_start(pipeline: &gst::Pipeline, flags: gst::SeekFlags) {
     });
 }
 
-/// Sets the pipeline to NULL off the async threads and drops it.
+/// Sets the pipeline to NULL off the async threads and drops it. Bounded: a pipeline that
+/// deadlocks in its state change is abandoned (and said so) rather than hanging the service.
 async fn teardown(pipeline: gst::Pipeline) {
-    let _ = tokio::task::spawn_blocking(move || {
+    let name = pipeline.name().to_string();
+    let stop = tokio::task::spawn_blocking(move || {
         let _ = pipeline.set_state(gst::State::Null);
-    })
-    .await;
+    });
+    if tokio::time::timeout(Duration::from_secs(10), stop)
+        .await
+        .is_err()
+    {
+        tracing::error!("{name}: the pipeline did not stop within 10 s; abandoning it");
+    }
 }
 
 /// "element-path: message: reason", e.g. "/tcp-test/out0_sink: Could not open resource for

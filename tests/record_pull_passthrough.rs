@@ -35,9 +35,11 @@ fn tcp_stream_is_recorded_without_reencoding() {
     let base = server.base.clone();
     let status = wait_state(&base, "pull", "playing");
     let launch = status["launch"].as_str().unwrap_or_default();
-    assert!(launch.contains("parsebin"), "{launch}");
+    assert!(
+        launch.contains("decodebin name=decode caps=\"video/x-h264;"),
+        "decoding stops at the encoded streams: {launch}"
+    );
     for element in [
-        "decodebin",
         "x264enc",
         "openh264enc",
         "avenc_aac",
@@ -82,4 +84,56 @@ fn tcp_stream_is_recorded_without_reencoding() {
     });
     assert!(failed.contains("set `codec` in [source]"), "{failed}");
     server.shutdown();
+}
+
+#[test]
+fn rtsp_stream_is_recorded_without_reencoding() {
+    use std::io::{BufRead, BufReader};
+    // A real RTSP server (gst-rtsp-server) with H.264 + AAC.
+    let port = free_port();
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/rtsp_server.py");
+    let mut rtsp = std::process::Command::new("/usr/bin/python3")
+        .arg(script)
+        .arg(port.to_string())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start the RTSP server");
+    let mut line = String::new();
+    BufReader::new(rtsp.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("read");
+    assert_eq!(line.trim(), "ready");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_pipeline(
+        dir.path(),
+        "cam",
+        &format!(
+            "[source]\nkind = \"uri\"\nuri = \"rtsp://127.0.0.1:{port}/test\"\n[[output]]\nkind = \"record\"\nsegment = \"1m\"\n"
+        ),
+    );
+    let server = TestServer::start(dir.path());
+    let base = server.base.clone();
+    wait_state(&base, "cam", "playing");
+    std::thread::sleep(Duration::from_secs(4));
+    post(&format!("{base}/api/pipelines/cam/stop"));
+    let list = get(&format!("{base}/api/recordings")).json;
+    let path = list[0]["path"].as_str().expect("a recording").to_string();
+    let probe = ffprobe(&path, None).expect("ffprobe");
+    let video = probe.video().expect("video");
+    assert_eq!(
+        (video.codec.as_str(), video.width, video.height),
+        ("h264", 320, 240)
+    );
+    assert!(video.frames >= 60, "{probe:?}");
+    assert_eq!(
+        probe.audio().map(|a| a.codec.as_str()),
+        Some("aac"),
+        "{probe:?}"
+    );
+    server.shutdown();
+    let _ = rtsp.kill();
+    let _ = rtsp.wait();
 }

@@ -117,8 +117,9 @@ struct DecodeLinks {
     element: String,
     video_head: String,
     audio_head: Option<String>,
-    /// Passthrough: the encoded video caps the description promised.
+    /// Passthrough: the encoded video and audio caps the description promised.
     expect_video: Option<&'static str>,
+    expect_audio: Option<&'static str>,
 }
 
 /// Decides how `desc` runs on this machine. Errors point into the description file.
@@ -488,21 +489,26 @@ fn plan_outputs(
     }
 }
 
-/// A pull source recorded as it arrives: parsebin instead of decodebin, the declared codecs'
-/// parsers at the branch heads, no encoders.
+/// A pull source recorded as it arrives: decodebin stopped at the encoded streams, the declared
+/// codecs' parsers at the branch heads, no decoders or encoders.
 fn plan_passthrough(
     desc: &Description,
     s: &crate::description::Structured,
     p: crate::description::Passthrough,
 ) -> Result<Plan, Diagnostic> {
+    // decodebin's `caps`: stop at any encoded stream (after demuxing, depayloading and parsing)
+    // instead of decoding; one pad per stream, whatever the transport. Every encoded format is
+    // listed so a stream that is not the declared codec arrives as what it is and is reported.
+    const ENCODED: &str = "video/x-h264;video/x-h265;video/x-vp8;video/x-vp9;video/x-av1;video/mpeg;image/jpeg;audio/mpeg;audio/x-opus;audio/x-ac3;audio/x-eac3;audio/x-vorbis;audio/x-flac;audio/x-alaw;audio/x-mulaw";
+    let caps = quote(ENCODED);
     let src = match &s.source.value {
         Source::Tcp(t) => format!(
-            "tcpclientsrc host={} port={} timeout=10 ! parsebin name=decode",
+            "tcpclientsrc host={} port={} timeout=10 ! decodebin name=decode caps={caps}",
             quote(&t.host),
             t.port
         ),
         Source::Uri(u) => format!(
-            "urisourcebin uri={} ! parsebin name=decode",
+            "uridecodebin name=decode uri={} caps={caps}",
             quote(u.uri.get_ref())
         ),
         _ => unreachable!("only pull sources pass through"),
@@ -542,6 +548,10 @@ fn plan_passthrough(
             video_head: "video_in".into(),
             audio_head: p.audio.map(|_| "audio_in".into()),
             expect_video: Some(p.codec.caps_name()),
+            expect_audio: p.audio.map(|a| match a {
+                AudioCodec::Aac => "audio/mpeg",
+                AudioCodec::Opus => "audio/x-opus",
+            }),
         }),
         file_sinks: outs.file_sinks,
         webrtc: outs.webrtc,
@@ -598,6 +608,7 @@ impl DecodeLinks {
             video_head: "video_in".into(),
             audio_head: None,
             expect_video: None,
+            expect_audio: None,
         }
     }
 }
@@ -899,19 +910,34 @@ fn wire_decode(pipeline: &gst::Pipeline, links: &DecodeLinks) -> Result<(), Stri
     let video = head(&links.video_head);
     let audio = links.audio_head.as_deref().and_then(head);
     let (v, a) = (video.clone(), audio.clone());
-    let expect_video = links.expect_video;
+    let (expect_video, expect_audio) = (links.expect_video, links.expect_audio);
     decode.connect_pad_added(move |element, pad| {
         let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
         let Some(media) = caps.structure(0).map(|s| s.name().to_string()) else {
             return;
         };
-        if let Some(expected) = expect_video.filter(|e| media.starts_with("video/") && media != *e) {
+        let is_video = media.starts_with("video/") || media.starts_with("image/");
+        let (expected, key) = if is_video {
+            (expect_video, "codec")
+        } else {
+            (expect_audio, "audio_codec")
+        };
+        if let Some(expected) = expected.filter(|e| media != *e) {
+            // End the refused branch: muxers (splitmuxsink above all) would otherwise hold the
+            // other stream waiting for it, and the pipeline could not even be stopped.
+            let head = if is_video { v.as_ref() } else { a.as_ref() };
+            if let Some(head) = head.filter(|h| !h.is_linked()) {
+                head.send_event(gst::event::Eos::new());
+            }
+            let what = if is_video { "video" } else { "audio" };
             element.post_error_message(gst::error_msg!(
                 gst::StreamError::Format,
                 [
-                    "the stream's video is {}, not {}: set `codec` in [source] (or passthrough = false to re-encode)",
+                    "the stream's {} is {}, not {}: set `{}` in [source] (or passthrough = false to re-encode)",
+                    what,
                     media,
-                    expected
+                    expected,
+                    key
                 ]
             ));
             return;

@@ -815,7 +815,17 @@ impl Session {
         } = self.built;
         drop(links);
         if let Some(p) = pipeline.0.take() {
-            let _ = tokio::task::spawn_blocking(move || stop_pipeline(&p)).await;
+            // Bounded like the supervisor's teardown: never let one session hang its owner.
+            let stop = tokio::task::spawn_blocking(move || stop_pipeline(&p));
+            if tokio::time::timeout(Duration::from_secs(10), stop)
+                .await
+                .is_err()
+            {
+                tracing::error!(
+                    "session {}: its pipeline did not stop within 10 s; abandoning it",
+                    self.id
+                );
+            }
         }
     }
 }
