@@ -3,8 +3,7 @@
 
 mod common;
 use common::*;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 #[test]
@@ -14,36 +13,7 @@ fn kill_9_while_publishing() {
     let recordings = dir.path().join("recordings");
     std::fs::create_dir(&pipelines).expect("mkdir");
     write_pipeline(&pipelines, "inbox", INBOX);
-    let serve = || {
-        let mut child = Command::new(bin())
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--ice-address",
-                "127.0.0.1",
-                "--pipelines",
-            ])
-            .arg(&pipelines)
-            .arg("--recordings")
-            .arg(&recordings)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn serve");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("read");
-        let base = line
-            .trim()
-            .rsplit(' ')
-            .next()
-            .unwrap_or_default()
-            .to_string();
-        (child, base)
-    };
-    let (mut service, base) = serve();
+    let (mut service, base) = spawn_serve(&pipelines, &recordings);
     wait_state(&base, "inbox", "playing");
     let mut publisher = aiortc_publish(&["whip", &format!("{base}/whip/inbox"), "--seconds", "30"]);
     let dir_inbox = recordings.join("inbox");
@@ -61,7 +31,7 @@ fn kill_9_while_publishing() {
     let _ = publisher.kill();
     let _ = publisher.wait();
 
-    let (mut service, base) = serve();
+    let (mut service, base) = spawn_serve(&pipelines, &recordings);
     wait_state(&base, "inbox", "playing");
     let list = get(&format!("{base}/api/recordings")).json;
     let all = list.as_array().cloned().unwrap_or_default();

@@ -4,34 +4,8 @@
 
 mod common;
 use common::*;
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
-
-fn serve(pipelines: &Path, recordings: &Path) -> (Child, String) {
-    let mut child = Command::new(bin())
-        .args(["serve", "--listen", "127.0.0.1:0", "--pipelines"])
-        .arg(pipelines)
-        .arg("--recordings")
-        .arg(recordings)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn serve");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("read");
-    let base = line
-        .trim()
-        .rsplit(' ')
-        .next()
-        .unwrap_or_default()
-        .to_string();
-    assert!(base.starts_with("http://"), "first line: {line}");
-    (child, base)
-}
 
 #[test]
 fn kill_9_loses_at_most_about_a_second() {
@@ -50,7 +24,7 @@ fn kill_9_loses_at_most_about_a_second() {
             ),
         );
     }
-    let (mut child, base) = serve(&pipelines, &recordings);
+    let (mut child, base) = spawn_serve(&pipelines, &recordings);
     wait_state(&base, "mkv", "playing");
     wait_state(&base, "mp4", "playing");
     let started = Instant::now();
@@ -77,7 +51,7 @@ fn kill_9_loses_at_most_about_a_second() {
 
     // Restart on the same directories: the recordings are listed, and recording resumes in a
     // new segment.
-    let (mut child, base) = serve(&pipelines, &recordings);
+    let (mut child, base) = spawn_serve(&pipelines, &recordings);
     wait_state(&base, "mkv", "playing");
     let list = wait_for("a new segment", Duration::from_secs(10), || {
         let list = get(&format!("{base}/api/recordings")).json;

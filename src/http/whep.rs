@@ -42,6 +42,21 @@ fn sdp_body(body: &Bytes) -> Result<String, ApiError> {
     Ok(text.to_string())
 }
 
+/// The SDP offer of a WHIP/WHEP request, which must say `Content-Type: application/sdp`.
+fn sdp_offer(headers: &HeaderMap, body: &Bytes, protocol: &str) -> Result<String, ApiError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !content_type.starts_with("application/sdp") {
+        return Err(ApiError(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("{protocol} wants Content-Type: application/sdp"),
+        ));
+    }
+    sdp_body(body)
+}
+
 /// `POST /whep/{name}`: `application/sdp` offer in; `201 Created`, the answer and `Location`.
 pub async fn start(
     State(state): State<AppState>,
@@ -50,17 +65,7 @@ pub async fn start(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let out = output(&state.webrtc, &name)?;
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if !content_type.starts_with("application/sdp") {
-        return Err(ApiError(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "WHEP wants Content-Type: application/sdp".into(),
-        ));
-    }
-    let offer = sdp_body(&body)?;
+    let offer = sdp_offer(&headers, &body, "WHEP")?;
     let (id, answer) = out.answer(offer, Via::Whep).await?;
     let location = format!("/whep/{name}/{id}");
     Ok((
@@ -184,17 +189,7 @@ pub async fn whip_start(
             format!("no pipeline `{name}` with a webrtc source"),
         )
     })?;
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if !content_type.starts_with("application/sdp") {
-        return Err(ApiError(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "WHIP wants Content-Type: application/sdp".into(),
-        ));
-    }
-    let offer = sdp_body(&body)?;
+    let offer = sdp_offer(&headers, &body, "WHIP")?;
     let (id, answer) = point.publish(offer, Via::Whip).await?;
     Ok((
         StatusCode::CREATED,

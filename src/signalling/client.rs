@@ -132,26 +132,7 @@ async fn serve_once(url: &str, output: &Weak<WebRtcOutput>) -> Result<(), String
                 }
             }
             Some((session_id, signal)) = signals.recv() => {
-                let msg = match signal {
-                    Signal::Offer(sdp) => Incoming::Peer(PeerMessage {
-                        session_id,
-                        payload: PeerPayload::Sdp(Sdp::Offer { sdp }),
-                    }),
-                    Signal::Answer(sdp) => Incoming::Peer(PeerMessage {
-                        session_id,
-                        payload: PeerPayload::Sdp(Sdp::Answer { sdp }),
-                    }),
-                    Signal::Ice { mline, candidate } => Incoming::Peer(PeerMessage {
-                        session_id,
-                        payload: PeerPayload::Ice(IceCandidate::new(candidate, mline)),
-                    }),
-                    Signal::Ended => {
-                        if sessions.remove(&session_id).is_none() {
-                            continue; // already ended by the server or by us
-                        }
-                        Incoming::EndSession { session_id }
-                    }
-                };
+                let Some(msg) = to_server(session_id, signal, &mut sessions) else { continue };
                 if let Err(e) = send(&mut sink, &msg).await {
                     break Err(e);
                 }
@@ -192,6 +173,31 @@ fn start_session(
             });
             Ok(Tracked { viewer, commands })
         }
+    }
+}
+
+/// What a session's signal means for the server; `Ended` only for sessions still tracked (one
+/// the server ended is not ended twice).
+fn to_server<T>(
+    session_id: SessionId,
+    signal: Signal,
+    sessions: &mut HashMap<SessionId, T>,
+) -> Option<Incoming> {
+    let peer = |payload| {
+        Some(Incoming::Peer(PeerMessage {
+            session_id: session_id.clone(),
+            payload,
+        }))
+    };
+    match signal {
+        Signal::Offer(sdp) => peer(PeerPayload::Sdp(Sdp::Offer { sdp })),
+        Signal::Answer(sdp) => peer(PeerPayload::Sdp(Sdp::Answer { sdp })),
+        Signal::Ice { mline, candidate } => {
+            peer(PeerPayload::Ice(IceCandidate::new(candidate, mline)))
+        }
+        Signal::Ended => sessions
+            .remove(&session_id)
+            .map(|_| Incoming::EndSession { session_id }),
     }
 }
 
@@ -334,21 +340,7 @@ async fn consume_once(
                 }
             }
             Some((session_id, signal)) = signals.recv() => {
-                let msg = match signal {
-                    Signal::Answer(sdp) => Incoming::Peer(PeerMessage {
-                        session_id,
-                        payload: PeerPayload::Sdp(Sdp::Answer { sdp }),
-                    }),
-                    Signal::Ended => {
-                        if sessions.remove(&session_id).is_none() {
-                            continue;
-                        }
-                        Incoming::EndSession { session_id }
-                    }
-                    // A publisher session answers with every candidate; it neither offers nor
-                    // trickles.
-                    Signal::Offer(_) | Signal::Ice { .. } => continue,
-                };
+                let Some(msg) = to_server(session_id, signal, &mut sessions) else { continue };
                 if let Err(e) = send(&mut sink, &msg).await {
                     break Err(e);
                 }

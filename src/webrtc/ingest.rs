@@ -158,13 +158,7 @@ impl IngestPoint {
         via: Via,
     ) -> Result<(ViewerId, String), WebRtcError> {
         let (id, _, rx) = self.publish_session(offer, via, None)?;
-        match rx.await {
-            Ok(Ok(answer)) => Ok((id, answer)),
-            Ok(Err(e)) => Err(WebRtcError::Failed(e)),
-            Err(_) => Err(WebRtcError::Failed(
-                "the publisher session ended before answering".into(),
-            )),
-        }
+        super::output::await_answer(id, rx).await
     }
 
     /// Ends the publisher session `id` (its recording is finalized); false if it is not current.

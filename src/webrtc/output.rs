@@ -52,6 +52,20 @@ impl Default for WebRtcConfig {
     }
 }
 
+/// Waits for a session's answer (ICE gathered) and pairs it with the session id.
+pub(super) async fn await_answer(
+    id: ViewerId,
+    answer: oneshot::Receiver<Result<String, String>>,
+) -> Result<(ViewerId, String), WebRtcError> {
+    match answer.await {
+        Ok(Ok(sdp)) => Ok((id, sdp)),
+        Ok(Err(e)) => Err(WebRtcError::Failed(e)),
+        Err(_) => Err(WebRtcError::Failed(
+            "the session ended before answering".into(),
+        )),
+    }
+}
+
 /// Chat lines waiting to be relayed; a burst of viewers typing fits, a flood is dropped.
 const CHAT_QUEUE: usize = 256;
 
@@ -199,13 +213,7 @@ impl WebRtcOutput {
         via: Via,
     ) -> Result<(ViewerId, String), WebRtcError> {
         let (id, _, rx) = self.answer_session(offer, via, None)?;
-        match rx.await {
-            Ok(Ok(answer)) => Ok((id, answer)),
-            Ok(Err(e)) => Err(WebRtcError::Failed(e)),
-            Err(_) => Err(WebRtcError::Failed(
-                "the viewer session ended before answering".into(),
-            )),
-        }
+        await_answer(id, rx).await
     }
 
     /// Starts a session in which we offer (signalling protocol). Signals go out on `signal`;

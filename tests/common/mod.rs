@@ -283,19 +283,7 @@ pub fn aiortc_view(args: &[&str]) -> serde_json::Value {
     let mut all = vec![script.to_str().expect("utf-8 path")];
     all.extend_from_slice(args);
     let out = run_limited(90, python.to_str().expect("utf-8 path"), &all);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout
-        .lines()
-        .rev()
-        .find(|l| l.starts_with('{'))
-        .unwrap_or_else(|| {
-            panic!(
-                "aiortc viewer printed no result ({}): {stdout}\n{}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
-    serde_json::from_str(line).expect("viewer JSON")
+    last_json_line(&out, "aiortc viewer")
 }
 
 /// A 1280x720 test pattern with audio and a webrtc output, as pipelines/test-pattern.toml.
@@ -313,6 +301,23 @@ bitrate = 1500
 kind = "webrtc"
 "#;
 
+/// The last JSON object a helper program printed, or a panic with everything it said.
+fn last_json_line(out: &Output, what: &str) -> serde_json::Value {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| {
+            panic!(
+                "{what} printed no result ({}): {stdout}\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("{what} printed bad JSON ({e}): {line}"))
+}
+
 /// Runs tests/browser/view.mjs (headless Chromium against the page) and returns its JSON.
 pub fn chromium(base: &str, pipeline: &str, mode: &str) -> serde_json::Value {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/view.mjs");
@@ -321,19 +326,7 @@ pub fn chromium(base: &str, pipeline: &str, mode: &str) -> serde_json::Value {
         "node",
         &[script.to_str().expect("utf-8 path"), base, pipeline, mode],
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout
-        .lines()
-        .rev()
-        .find(|l| l.starts_with('{'))
-        .unwrap_or_else(|| {
-            panic!(
-                "browser driver printed no result ({}): {stdout}\n{}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
-    serde_json::from_str(line).expect("driver JSON")
+    last_json_line(&out, "browser driver")
 }
 
 /// Starts the aiortc WHIP publisher (tests/peers/aiortc_publisher.py) without waiting.
@@ -361,3 +354,37 @@ pub fn finish(child: std::process::Child) -> (bool, String, String) {
 /// An ingest pipeline: a WebRTC publisher recorded as Matroska.
 pub const INBOX: &str =
     "[source]\nkind = \"webrtc\"\n\n[[output]]\nkind = \"record\"\nsegment = \"10m\"\n";
+
+/// Runs `mediaweave serve` on a free port (ICE on loopback) and returns it with its base URL,
+/// read from the line it prints when it listens.
+pub fn spawn_serve(pipelines: &Path, recordings: &Path) -> (std::process::Child, String) {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(bin())
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--ice-address",
+            "127.0.0.1",
+        ])
+        .arg("--pipelines")
+        .arg(pipelines)
+        .arg("--recordings")
+        .arg(recordings)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn serve");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("read");
+    let base = line
+        .trim()
+        .rsplit(' ')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    assert!(base.starts_with("http://"), "first line: {line}");
+    (child, base)
+}

@@ -9,15 +9,12 @@ the connection is up, then DELETEs the session. Prints one JSON line:
 """
 import argparse
 import asyncio
-import fractions
 import json
 import time
-import urllib.request
 
-import aioice.ice
+from peerkit import http, loopback_only
 
-# Tests stay on loopback: gather host candidates on 127.0.0.1 only.
-aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"]
+loopback_only()
 
 import av  # noqa: E402
 from aiortc import RTCPeerConnection, RTCSessionDescription, VideoStreamTrack  # noqa: E402
@@ -44,12 +41,6 @@ class Pattern(VideoStreamTrack):
         return frame
 
 
-def http(method, url, body=None, content_type=None):
-    req = urllib.request.Request(url, data=body, method=method)
-    if content_type:
-        req.add_header("Content-Type", content_type)
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        return resp.status, resp.headers, resp.read().decode()
 
 
 async def main():

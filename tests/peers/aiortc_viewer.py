@@ -13,25 +13,16 @@ import argparse
 import asyncio
 import json
 import sys
-import urllib.request
 
-import aioice.ice
+from peerkit import http, loopback_only
 
-# Tests stay on loopback: gather host candidates on 127.0.0.1 only.
-aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"]
+loopback_only()
 
 from aiortc import RTCPeerConnection, RTCSessionDescription  # noqa: E402
 from aiortc.mediastreams import MediaStreamError  # noqa: E402
 from aiortc.sdp import candidate_from_sdp  # noqa: E402
 
 
-def http(method, url, body=None, content_type=None):
-    req = urllib.request.Request(url, data=body, method=method)
-    if content_type:
-        req.add_header("Content-Type", content_type)
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        # resp.headers looks names up case-insensitively ("location" or "Location").
-        return resp.status, resp.headers, resp.read().decode()
 
 
 async def count_video(track, want, result, done):
