@@ -19,6 +19,8 @@
 pub mod assemble;
 pub mod cli;
 pub mod description;
+pub mod events;
+pub mod hooks;
 pub mod http;
 pub mod record;
 pub mod server;

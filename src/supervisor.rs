@@ -8,6 +8,8 @@
 
 use crate::assemble::{self, Plan};
 use crate::description::{self, Description, Diagnostics, RestartPolicy};
+use crate::events::{Event, EventBus};
+use crate::hooks::{HookState, RunningHooks};
 use crate::record::Recordings;
 use crate::webrtc::output::Registry;
 use futures_util::{FutureExt, StreamExt};
@@ -167,6 +169,8 @@ pub struct Supervisor {
     config: SupervisorConfig,
     webrtc: Arc<Registry>,
     recordings: Arc<Recordings>,
+    events: EventBus,
+    hooks: Arc<HookTable>,
     entries: RwLock<BTreeMap<String, Entry>>,
 }
 
@@ -182,6 +186,8 @@ impl Supervisor {
             config,
             webrtc,
             recordings,
+            events: EventBus::default(),
+            hooks: Arc::new(HookTable::default()),
             entries: RwLock::new(BTreeMap::new()),
         })
     }
@@ -248,6 +254,8 @@ impl Supervisor {
             config: self.config.clone(),
             webrtc: self.webrtc.clone(),
             recordings: self.recordings.clone(),
+            events: self.events.clone(),
+            hooks: self.hooks.clone(),
             status: status_tx,
             failures: 0,
         };
@@ -279,6 +287,36 @@ impl Supervisor {
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Entry>> {
         // A panic elsewhere while holding the lock must not take the API down with it.
         self.entries.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Pipeline state changes and hook events, for `/api/events`.
+    pub fn events(&self) -> &EventBus {
+        &self.events
+    }
+
+    /// The counters of a running pipeline's hooks.
+    pub fn hook_stats(&self, name: &str) -> Vec<crate::hooks::HookStats> {
+        self.hooks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .map(|v| v.iter().map(|h| h.stats()).collect())
+            .unwrap_or_default()
+    }
+
+    /// The latest JPEG of the pipeline's snapshot hook.
+    pub fn snapshot(&self, name: &str) -> Option<Vec<u8>> {
+        self.hooks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)?
+            .iter()
+            .find_map(|h| {
+                h.latest_jpeg
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone()
+            })
     }
 
     pub fn list(&self) -> Vec<Status> {
@@ -377,10 +415,15 @@ struct Runner {
     config: SupervisorConfig,
     webrtc: Arc<Registry>,
     recordings: Arc<Recordings>,
+    events: EventBus,
+    hooks: Arc<HookTable>,
     status: watch::Sender<Status>,
     /// Consecutive failures, for the backoff.
     failures: u32,
 }
+
+/// The hooks of running pipelines, by pipeline name.
+type HookTable = std::sync::Mutex<std::collections::HashMap<String, Vec<Arc<HookState>>>>;
 
 /// What a start produced: a running pipeline, or an ingest pipeline's plan (its pipelines are
 /// built per publisher).
@@ -394,6 +437,8 @@ struct Active {
     pipeline: gst::Pipeline,
     bus: gst::bus::BusStream,
     plan: Plan,
+    /// Hook threads; stopped (joined) after the pipeline.
+    hooks: Option<RunningHooks>,
 }
 
 impl Runner {
@@ -414,6 +459,15 @@ impl Runner {
         retry_in: Option<Duration>,
     ) {
         let name = self.name().to_string();
+        self.events.publish(Event::new(
+            "state",
+            &name,
+            serde_json::json!({
+                "state": state.as_str(),
+                "error": error.as_ref().map(|(e, _)| e.clone()),
+                "retry_in": retry_in.map(|d| d.as_secs_f64()),
+            }),
+        ));
         match (&state, &error) {
             (_, Some((e, _))) => tracing::error!("{name}: {} — {e}", state.as_str()),
             _ => tracing::info!("{name}: {}", state.as_str()),
@@ -543,6 +597,7 @@ impl Runner {
         let desc = self.desc.clone();
         let webrtc = self.webrtc.clone();
         let recordings = self.recordings.clone();
+        let events = self.events.clone();
         let mut starting =
             tokio::task::spawn_blocking(move || -> Result<_, (String, Option<String>)> {
                 let plan = assemble::plan(&desc).map_err(|d| (d.to_string(), None))?;
@@ -551,6 +606,8 @@ impl Runner {
                     return Ok(Started::Ingest(plan));
                 }
                 let pipeline = plan.build(&recordings).map_err(|e| (e, None))?;
+                let hooks = RunningHooks::start(&desc.name, &pipeline, &plan.hooks, &events)
+                    .map_err(|e| (e, None))?;
                 webrtc
                     .attach(&desc.name, &pipeline, &plan.webrtc)
                     .map_err(|e| (e, None))?;
@@ -560,6 +617,8 @@ impl Runner {
                 // Subscribe before starting so no message is missed.
                 let mut stream = bus.stream();
                 if pipeline.set_state(gst::State::Playing).is_err() {
+                    let _ = pipeline.set_state(gst::State::Null);
+                    hooks.stop();
                     let error = first_error(&mut stream).unwrap_or_else(|| {
                         (
                             "the pipeline refused to start (state change failed)".to_string(),
@@ -573,6 +632,7 @@ impl Runner {
                     pipeline,
                     bus: stream,
                     plan,
+                    hooks: Some(hooks),
                 }))
             });
         // Some state changes block for minutes (a TCP connect to an unreachable host): give up
@@ -584,6 +644,9 @@ impl Runner {
                 tokio::spawn(async move {
                     if let Ok(Ok(Started::Pipeline(active))) = starting.await {
                         teardown(active.pipeline).await;
+                        if let Some(hooks) = active.hooks {
+                            let _ = tokio::task::spawn_blocking(move || hooks.stop()).await;
+                        }
                     }
                 });
                 return Err((
@@ -596,6 +659,14 @@ impl Runner {
             }
         };
 
+        if let Started::Pipeline(active) = &built {
+            if let Some(h) = &active.hooks {
+                self.hooks
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(self.name().to_string(), h.states.clone());
+            }
+        }
         let plan = match &built {
             Started::Pipeline(active) => &active.plan,
             Started::Ingest(plan) => plan,
@@ -717,6 +788,13 @@ impl Runner {
         self.webrtc.detach(self.name());
         teardown(active.pipeline).await;
         self.recordings.stopped(self.name());
+        self.hooks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(self.name());
+        if let Some(hooks) = active.hooks.take() {
+            let _ = tokio::task::spawn_blocking(move || hooks.stop()).await;
+        }
         ended
     }
 

@@ -25,6 +25,7 @@ use crate::description::{
     AudioCodec, CameraFormat, CameraSource, Container, Description, Diagnostic, Form, Output,
     Source, VideoCodec, elements,
 };
+use crate::hooks::HookTap;
 use crate::record::{Recordings, Retention};
 use gst::prelude::*;
 use std::path::Path;
@@ -53,6 +54,8 @@ pub struct Plan {
     pub records: Vec<RecordTap>,
     /// Set for webrtc-source pipelines: built per publisher, fed at `video_in` / `audio_in`.
     pub ingest: Option<IngestTap>,
+    /// Frame hooks: their appsinks and what runs on them.
+    pub hooks: Vec<HookTap>,
 }
 
 /// What a webrtc-source pipeline accepts from publishers.
@@ -144,6 +147,7 @@ fn plan_raw(desc: &Description, launch: &str) -> Result<Plan, Diagnostic> {
         webrtc: Vec::new(),
         records: Vec::new(),
         ingest: None,
+        hooks: Vec::new(),
     })
 }
 
@@ -344,6 +348,9 @@ fn plan_structured(desc: &Description) -> Result<Plan, Diagnostic> {
     // 4. Outputs.
     let outs = plan_outputs(desc, s, s.encode.codec, want_audio, None, &mut chains);
 
+    // 5. Hooks: a bounded, leaky branch each off the raw video.
+    let hooks = plan_hooks(s, &mut chains);
+
     let launch = chains.join("  ");
     check_elements(desc, &launch)?;
     Ok(Plan {
@@ -358,7 +365,94 @@ fn plan_structured(desc: &Description) -> Result<Plan, Diagnostic> {
         webrtc: outs.webrtc,
         records: outs.records,
         ingest: None,
+        hooks,
     })
+}
+
+/// Each hook reads `video_raw` behind a queue of 2 frames that drops the oldest, then an
+/// appsink that keeps 1: a slow hook loses frames, never holds the tee (and so the outputs).
+fn plan_hooks(s: &crate::description::Structured, chains: &mut Vec<String>) -> Vec<HookTap> {
+    use crate::description::Hook;
+    let mut taps = Vec::new();
+    for (i, hook) in s.hooks.iter().enumerate() {
+        let sink = format!("hook{i}");
+        let (name, kind, format, w, h, rate, options, jpeg) = match &hook.value {
+            Hook::Rust(r) => (
+                r.name.get_ref().clone(),
+                "rust",
+                r.format.get_ref().clone(),
+                r.width,
+                r.height,
+                r.fps.map(|f| format!("{f}/1")),
+                r.options.clone(),
+                false,
+            ),
+            Hook::Stats(st) => {
+                let mut o = crate::hooks::HookOptions::new();
+                if let Some(every) = st.every {
+                    o.insert("every".into(), every.into());
+                }
+                (
+                    "stats".to_string(),
+                    "rust",
+                    "RGB".to_string(),
+                    st.width,
+                    st.height,
+                    st.fps.map(|f| format!("{f}/1")),
+                    o,
+                    false,
+                )
+            }
+            Hook::Snapshot(sn) => {
+                // One frame per `every`: framerate 1000/ms.
+                let ms = sn.every.as_millis().max(1);
+                (
+                    "snapshot".to_string(),
+                    "snapshot",
+                    "I420".to_string(),
+                    sn.width,
+                    sn.height,
+                    Some(format!("1000/{ms}")),
+                    Default::default(),
+                    true,
+                )
+            }
+        };
+        let mut chain = format!(
+            "video_raw. ! queue name={sink}_queue leaky=downstream max-size-buffers=2 max-size-bytes=0 max-size-time=0 ! videoconvert"
+        );
+        if w.is_some() || h.is_some() {
+            chain.push_str(" ! videoscale");
+        }
+        if rate.is_some() {
+            chain.push_str(" ! videorate");
+        }
+        let mut caps = format!("video/x-raw,format={format}");
+        if let Some(w) = w {
+            caps.push_str(&format!(",width={w}"));
+        }
+        if let Some(h) = h {
+            caps.push_str(&format!(",height={h}"));
+        }
+        if let Some(r) = &rate {
+            caps.push_str(&format!(",framerate={r}"));
+        }
+        chain.push_str(&format!(" ! {caps}"));
+        if jpeg {
+            chain.push_str(" ! jpegenc");
+        }
+        chain.push_str(&format!(
+            " ! appsink name={sink} sync=false max-buffers=1 drop=true"
+        ));
+        chains.push(chain);
+        taps.push(HookTap {
+            appsink: sink,
+            name,
+            kind: kind.to_string(),
+            options,
+        });
+    }
+    taps
 }
 
 /// What the outputs of a structured description add to a plan.
@@ -557,6 +651,7 @@ fn plan_passthrough(
         webrtc: outs.webrtc,
         records: outs.records,
         ingest: None,
+        hooks: Vec::new(),
     })
 }
 
@@ -593,6 +688,7 @@ fn plan_ingest(
         file_sinks: outs.file_sinks,
         webrtc: outs.webrtc,
         records: outs.records,
+        hooks: Vec::new(),
         ingest: Some(IngestTap {
             codec: w.codec,
             audio: w.audio,

@@ -17,8 +17,9 @@ mod types;
 pub use diagnostic::{Diagnostic, Diagnostics, line_col};
 pub use types::{
     AudioCodec, Backoff, CameraFormat, CameraSource, Container, Encode, FileOutput, FileSource,
-    Options, Output, Passthrough, RecordOutput, RestartPolicy, Source, TcpOutput, TcpSource,
-    TestSource, UriSource, VideoCodec, WebRtcOutput, WebRtcSource,
+    HOOK_FORMATS, Hook, Options, Output, Passthrough, RecordOutput, RestartPolicy, RustHook,
+    SnapshotHook, Source, StatsHook, TcpOutput, TcpSource, TestSource, UriSource, VideoCodec,
+    WebRtcOutput, WebRtcSource,
 };
 
 use serde::Deserialize;
@@ -57,6 +58,7 @@ pub struct Structured {
     pub source: Located<Source>,
     pub encode: Encode,
     pub outputs: Vec<Located<Output>>,
+    pub hooks: Vec<Located<Hook>>,
 }
 
 /// A value with the span of the table it came from.
@@ -170,10 +172,26 @@ pub fn parse(path: &Path, text: &str) -> Result<Description, Diagnostics> {
                     });
                 }
             }
-            if outputs.is_empty() {
+            let mut hooks = Vec::new();
+            if let Some(h) = find(&table, "hook") {
+                let DeValue::Array(items) = h.get_ref() else {
+                    return Err(diag(
+                        Some(h.span()),
+                        "`hook` must be an array of tables: write each one as [[hook]]".into(),
+                    )
+                    .into());
+                };
+                for item in items.iter() {
+                    hooks.push(Located {
+                        span: item.span(),
+                        value: parse_kinded::<Hook>(item, "hook").map_err(|(s, m)| diag(s, m))?,
+                    });
+                }
+            }
+            if outputs.is_empty() && hooks.is_empty() {
                 return Err(diag(
                     Some(source.span.clone()),
-                    "a structured pipeline needs at least one [[output]] (e.g. kind = \"tcp\", port = 5000)".into(),
+                    "a structured pipeline needs at least one [[output]] (e.g. kind = \"tcp\", port = 5000) or [[hook]]".into(),
                 )
                 .into());
             }
@@ -181,6 +199,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Description, Diagnostics> {
                 source,
                 encode: top.encode.unwrap_or_default(),
                 outputs,
+                hooks,
             };
             types::validate(&structured).map_err(|(at, m)| {
                 let span = match at {
@@ -259,6 +278,8 @@ struct TopLevel {
     source: Option<serde::de::IgnoredAny>,
     #[allow(dead_code)]
     output: Option<serde::de::IgnoredAny>,
+    #[allow(dead_code)]
+    hook: Option<serde::de::IgnoredAny>,
 }
 
 fn find<'a, 'i>(table: &'a DeTable<'i>, key: &str) -> Option<&'a Spanned<DeValue<'i>>> {

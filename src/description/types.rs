@@ -667,6 +667,74 @@ impl Kinded for Output {
 }
 
 // ---------------------------------------------------------------------------------------------
+// [[hook]]
+
+fn default_hook_format() -> Spanned<String> {
+    Spanned::new(0..0, "RGB".to_string())
+}
+
+fn default_snapshot_every() -> Duration {
+    Duration::from_secs(5)
+}
+
+/// A Rust hook registered by name (`mediaweave::hooks::register`), on decoded frames.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RustHook {
+    pub name: Spanned<String>,
+    /// RGB (default), BGR, GRAY8 or I420.
+    #[serde(default = "default_hook_format")]
+    pub format: Spanned<String>,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    pub fps: Option<u32>,
+    /// Passed to the hook's factory.
+    #[serde(default)]
+    pub options: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Built-in: mean luma and frame interval, reported every `every` frames.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatsHook {
+    pub every: Option<u64>,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    pub fps: Option<u32>,
+}
+
+/// Built-in: a JPEG every `every`, served at `/api/pipelines/{name}/snapshot.jpg`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotHook {
+    #[serde(default = "default_snapshot_every", deserialize_with = "duration")]
+    pub every: Duration,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Hook {
+    Rust(RustHook),
+    Stats(StatsHook),
+    Snapshot(SnapshotHook),
+}
+
+impl Kinded for Hook {
+    const KINDS: &'static [&'static str] = &["rust", "stats", "snapshot"];
+    fn deserialize_kind(kind: &str, de: ValueDeserializer<'_>) -> Result<Self, toml::de::Error> {
+        Ok(match kind {
+            "rust" => Hook::Rust(RustHook::deserialize(de)?),
+            "stats" => Hook::Stats(StatsHook::deserialize(de)?),
+            _ => Hook::Snapshot(SnapshotHook::deserialize(de)?),
+        })
+    }
+}
+
+/// Formats a hook may ask for.
+pub const HOOK_FORMATS: &[&str] = &["RGB", "BGR", "GRAY8", "I420"];
+
+// ---------------------------------------------------------------------------------------------
 // Checks serde cannot express.
 
 /// Where a semantic error points: a span, or a key of a top-level table (resolved against the
@@ -725,6 +793,27 @@ pub(super) fn validate(s: &super::Structured) -> Result<(), (Where, String)> {
                 s.encode.audio_bitrate
             ),
         ));
+    }
+    for hook in &s.hooks {
+        if let Hook::Rust(r) = &hook.value {
+            if !HOOK_FORMATS.contains(&r.format.get_ref().as_str()) {
+                return Err((
+                    Where::Span(r.format.span()),
+                    format!(
+                        "unknown hook format `{}`: use {}",
+                        r.format.get_ref(),
+                        HOOK_FORMATS.join(", ")
+                    ),
+                ));
+            }
+        }
+        let decoded = !matches!(s.source.value, Source::WebRtc(_)) && s.passthrough().is_none();
+        if !decoded {
+            return Err((
+                Where::Span(hook.span.clone()),
+                "hooks need decoded video, which this source does not decode (webrtc and passthrough sources record as they arrive)".into(),
+            ));
+        }
     }
     if let Source::WebRtc(w) = &s.source.value {
         return validate_ingest(s, w);

@@ -101,6 +101,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/pipelines", get(list))
         .route("/api/pipelines/{name}", get(show))
         .route("/api/pipelines/{name}/{action}", post(action))
+        .route("/api/pipelines/{name}/snapshot.jpg", get(snapshot))
+        .route("/api/events", get(events))
         .fallback(not_found)
         .with_state(state)
 }
@@ -112,9 +114,14 @@ struct PipelineView {
     status: crate::supervisor::Status,
     viewers: Vec<crate::webrtc::session::ViewerStats>,
     publishers: Vec<crate::webrtc::session::ViewerStats>,
+    hooks: Vec<crate::hooks::HookStats>,
 }
 
-fn view(status: crate::supervisor::Status, webrtc: &Registry) -> PipelineView {
+fn view(
+    status: crate::supervisor::Status,
+    webrtc: &Registry,
+    supervisor: &Supervisor,
+) -> PipelineView {
     let viewers = webrtc
         .get(&status.name)
         .map(|o| o.viewers())
@@ -123,10 +130,12 @@ fn view(status: crate::supervisor::Status, webrtc: &Registry) -> PipelineView {
         .ingest(&status.name)
         .map(|p| p.publishers())
         .unwrap_or_default();
+    let hooks = supervisor.hook_stats(&status.name);
     PipelineView {
         status,
         viewers,
         publishers,
+        hooks,
     }
 }
 
@@ -135,7 +144,7 @@ async fn list(State(state): State<AppState>) -> impl IntoResponse {
         .supervisor
         .list()
         .into_iter()
-        .map(|s| view(s, &state.webrtc))
+        .map(|s| view(s, &state.webrtc, &state.supervisor))
         .collect();
     Json(all)
 }
@@ -147,7 +156,7 @@ async fn show(
     state
         .supervisor
         .get(&name)
-        .map(|s| Json(view(s, &state.webrtc)))
+        .map(|s| Json(view(s, &state.webrtc, &state.supervisor)))
         .ok_or_else(|| SupervisorError::NotFound(name).into())
 }
 
@@ -167,6 +176,61 @@ async fn action(
         }
     };
     Ok(Json(status))
+}
+
+/// `GET /api/pipelines/{name}/snapshot.jpg`: the snapshot hook's latest frame.
+async fn snapshot(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    if state.supervisor.get(&name).is_none() {
+        return Err(SupervisorError::NotFound(name).into());
+    }
+    let jpeg = state.supervisor.snapshot(&name).ok_or_else(|| {
+        ApiError(
+            StatusCode::NOT_FOUND,
+            format!("`{name}` has no snapshot yet (it needs a [[hook]] kind = \"snapshot\" and a running pipeline)"),
+        )
+    })?;
+    Ok((
+        [
+            (axum::http::header::CONTENT_TYPE, "image/jpeg"),
+            (axum::http::header::CACHE_CONTROL, "no-store"),
+        ],
+        jpeg,
+    )
+        .into_response())
+}
+
+/// `GET /api/events`: WebSocket of events (state changes, hook events), one JSON per frame.
+async fn events(
+    ws: axum::extract::ws::WebSocketUpgrade,
+    State(state): State<AppState>,
+) -> Response {
+    let mut rx = state.supervisor.events().subscribe();
+    ws.on_upgrade(move |mut socket| async move {
+        use axum::extract::ws::Message;
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            tokio::select! {
+                ev = rx.recv() => {
+                    let text = match ev {
+                        Ok(ev) => serde_json::to_string(&ev).unwrap_or_default(),
+                        // A reader too slow for the backlog is told how much it missed.
+                        Err(RecvError::Lagged(n)) => serde_json::json!({"type": "lagged", "skipped": n}).to_string(),
+                        Err(RecvError::Closed) => return,
+                    };
+                    if socket.send(Message::Text(text.into())).await.is_err() {
+                        return;
+                    }
+                }
+                incoming = socket.recv() => match incoming {
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                    _ => {}
+                },
+            }
+        }
+    })
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {
