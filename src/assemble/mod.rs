@@ -387,6 +387,20 @@ fn plan_hooks(s: &crate::description::Structured, chains: &mut Vec<String>) -> V
                 r.options.clone(),
                 false,
             ),
+            Hook::Process(p) => {
+                let mut o = crate::hooks::HookOptions::new();
+                o.insert("command".into(), serde_json::json!(p.command.get_ref()));
+                (
+                    p.command.get_ref().last().cloned().unwrap_or_default(),
+                    "process",
+                    p.format.get_ref().clone(),
+                    p.width,
+                    p.height,
+                    p.fps.map(|f| format!("{f}/1")),
+                    o,
+                    false,
+                )
+            }
             Hook::Stats(st) => {
                 let mut o = crate::hooks::HookOptions::new();
                 if let Some(every) = st.every {

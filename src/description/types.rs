@@ -713,18 +713,34 @@ pub struct SnapshotHook {
     pub height: Option<u32>,
 }
 
+/// An external program: frames on its stdin (see the framing in the README), JSON lines
+/// (events) from its stdout; restarted with backoff when it dies.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessHook {
+    /// Program and arguments, e.g. ["python3", "scripts/examples/detect.py"].
+    pub command: Spanned<Vec<String>>,
+    #[serde(default = "default_hook_format")]
+    pub format: Spanned<String>,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    pub fps: Option<u32>,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Hook {
+    Process(ProcessHook),
     Rust(RustHook),
     Stats(StatsHook),
     Snapshot(SnapshotHook),
 }
 
 impl Kinded for Hook {
-    const KINDS: &'static [&'static str] = &["rust", "stats", "snapshot"];
+    const KINDS: &'static [&'static str] = &["rust", "process", "stats", "snapshot"];
     fn deserialize_kind(kind: &str, de: ValueDeserializer<'_>) -> Result<Self, toml::de::Error> {
         Ok(match kind {
             "rust" => Hook::Rust(RustHook::deserialize(de)?),
+            "process" => Hook::Process(ProcessHook::deserialize(de)?),
             "stats" => Hook::Stats(StatsHook::deserialize(de)?),
             _ => Hook::Snapshot(SnapshotHook::deserialize(de)?),
         })
@@ -795,13 +811,26 @@ pub(super) fn validate(s: &super::Structured) -> Result<(), (Where, String)> {
         ));
     }
     for hook in &s.hooks {
-        if let Hook::Rust(r) = &hook.value {
-            if !HOOK_FORMATS.contains(&r.format.get_ref().as_str()) {
+        let format = match &hook.value {
+            Hook::Rust(r) => Some(&r.format),
+            Hook::Process(p) => {
+                if p.command.get_ref().is_empty() {
+                    return Err((
+                        Where::Span(p.command.span()),
+                        "`command` needs a program, e.g. [\"python3\", \"scripts/examples/detect.py\"]".into(),
+                    ));
+                }
+                Some(&p.format)
+            }
+            _ => None,
+        };
+        if let Some(format) = format {
+            if !HOOK_FORMATS.contains(&format.get_ref().as_str()) {
                 return Err((
-                    Where::Span(r.format.span()),
+                    Where::Span(format.span()),
                     format!(
                         "unknown hook format `{}`: use {}",
-                        r.format.get_ref(),
+                        format.get_ref(),
                         HOOK_FORMATS.join(", ")
                     ),
                 ));

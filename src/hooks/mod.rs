@@ -9,6 +9,8 @@
 //! Rust hooks are registered by name ([`register`]); the built-ins are `stats` (mean luma and
 //! frame interval) and `snapshot` (the latest frame as JPEG).
 
+pub mod process;
+
 use crate::events::{Event, EventBus};
 use gst::prelude::*;
 use gst_video::prelude::*;
@@ -270,13 +272,30 @@ impl RunningHooks {
                 .by_name(&tap.appsink)
                 .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
                 .ok_or_else(|| format!("the assembled pipeline has no appsink {}", tap.appsink))?;
-            let hook =
-                if tap.kind == "snapshot" {
-                    None
-                } else {
-                    Some(make(&tap.name, &tap.options).ok_or_else(|| {
+            let hook: Option<Box<dyn FrameHook>> =
+                match tap.kind.as_str() {
+                    "snapshot" => None,
+                    "process" => {
+                        let command: Vec<String> = tap
+                            .options
+                            .get("command")
+                            .and_then(|c| c.as_array())
+                            .map(|a| {
+                                a.iter()
+                                    .filter_map(|v| v.as_str().map(str::to_string))
+                                    .collect()
+                            })
+                            .unwrap_or_default();
+                        Some(Box::new(process::ProcessHook::new(
+                            command,
+                            &tap.name,
+                            pipeline_name,
+                            events.clone(),
+                        )))
+                    }
+                    _ => Some(make(&tap.name, &tap.options).ok_or_else(|| {
                         format!("no Rust hook named `{}` is registered", tap.name)
-                    })?)
+                    })?),
                 };
             let state = Arc::new(HookState {
                 name: tap.name.clone(),
