@@ -401,6 +401,23 @@ fn plan_hooks(s: &crate::description::Structured, chains: &mut Vec<String>) -> V
                     false,
                 )
             }
+            Hook::Motion(m) => {
+                let mut o = crate::hooks::HookOptions::new();
+                if let Some(t) = m.threshold {
+                    o.insert("threshold".into(), t.into());
+                }
+                // Small and few frames are plenty to see movement.
+                (
+                    "motion".to_string(),
+                    "rust",
+                    "GRAY8".to_string(),
+                    m.width.or(Some(160)),
+                    m.height.or(Some(120)),
+                    Some(format!("{}/1", m.fps.unwrap_or(10))),
+                    o,
+                    false,
+                )
+            }
             Hook::Stats(st) => {
                 let mut o = crate::hooks::HookOptions::new();
                 if let Some(every) = st.every {

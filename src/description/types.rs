@@ -703,6 +703,17 @@ pub struct StatsHook {
     pub fps: Option<u32>,
 }
 
+/// Built-in: an event when consecutive frames start or stop differing by more than
+/// `threshold` (mean absolute luma difference, 0–255).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MotionHook {
+    pub threshold: Option<f64>,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    pub fps: Option<u32>,
+}
+
 /// Built-in: a JPEG every `every`, served at `/api/pipelines/{name}/snapshot.jpg`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -729,6 +740,7 @@ pub struct ProcessHook {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Hook {
+    Motion(MotionHook),
     Process(ProcessHook),
     Rust(RustHook),
     Stats(StatsHook),
@@ -736,12 +748,13 @@ pub enum Hook {
 }
 
 impl Kinded for Hook {
-    const KINDS: &'static [&'static str] = &["rust", "process", "stats", "snapshot"];
+    const KINDS: &'static [&'static str] = &["rust", "process", "stats", "motion", "snapshot"];
     fn deserialize_kind(kind: &str, de: ValueDeserializer<'_>) -> Result<Self, toml::de::Error> {
         Ok(match kind {
             "rust" => Hook::Rust(RustHook::deserialize(de)?),
             "process" => Hook::Process(ProcessHook::deserialize(de)?),
             "stats" => Hook::Stats(StatsHook::deserialize(de)?),
+            "motion" => Hook::Motion(MotionHook::deserialize(de)?),
             _ => Hook::Snapshot(SnapshotHook::deserialize(de)?),
         })
     }

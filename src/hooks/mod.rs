@@ -87,6 +87,7 @@ fn factories() -> &'static Mutex<HashMap<String, Factory>> {
     F.get_or_init(|| {
         let mut m: HashMap<String, Factory> = HashMap::new();
         m.insert("stats".into(), Box::new(|o| Box::new(Stats::new(o))));
+        m.insert("motion".into(), Box::new(|o| Box::new(Motion::new(o))));
         Mutex::new(m)
     })
 }
@@ -180,6 +181,60 @@ impl FrameHook for Stats {
                 "frame_interval_ms": self.interval_ms,
                 "frames": self.seen,
             }),
+        })
+    }
+}
+
+/// Built-in `motion`: mean absolute difference of luma between consecutive frames; an event
+/// when it rises above `threshold` (0–255, default 8) and when it falls back below.
+struct Motion {
+    threshold: f64,
+    previous: Vec<u8>,
+    moving: bool,
+}
+
+impl Motion {
+    fn new(o: &HookOptions) -> Motion {
+        Motion {
+            threshold: o.get("threshold").and_then(|v| v.as_f64()).unwrap_or(8.0),
+            previous: Vec::new(),
+            moving: false,
+        }
+    }
+}
+
+impl FrameHook for Motion {
+    fn on_frame(&mut self, frame: &Frame) -> Option<HookEvent> {
+        // The branch delivers GRAY8: one byte of luma per pixel.
+        let (w, h, stride) = (
+            frame.width() as usize,
+            frame.height() as usize,
+            frame.stride(0),
+        );
+        let luma: Vec<u8> = frame
+            .plane_data(0)
+            .chunks(stride.max(1))
+            .take(h)
+            .flat_map(|row| row[..w.min(row.len())].iter().copied())
+            .collect();
+        let previous = std::mem::replace(&mut self.previous, luma);
+        if previous.len() != self.previous.len() || previous.is_empty() {
+            return None;
+        }
+        let diff: u64 = previous
+            .iter()
+            .zip(&self.previous)
+            .map(|(a, b)| a.abs_diff(*b) as u64)
+            .sum();
+        let level = diff as f64 / previous.len() as f64;
+        let moving = level > self.threshold;
+        if moving == self.moving {
+            return None;
+        }
+        self.moving = moving;
+        Some(HookEvent {
+            kind: if moving { "motion" } else { "still" }.into(),
+            fields: serde_json::json!({ "level": level, "threshold": self.threshold }),
         })
     }
 }

@@ -388,3 +388,36 @@ pub fn spawn_serve(pipelines: &Path, recordings: &Path) -> (std::process::Child,
     assert!(base.starts_with("http://"), "first line: {line}");
     (child, base)
 }
+
+/// Collects events from /api/events until `done` says enough (or 30 s pass).
+pub fn collect_events(
+    base: &str,
+    mut done: impl FnMut(&[serde_json::Value]) -> bool + Send + 'static,
+) -> std::thread::JoinHandle<Vec<serde_json::Value>> {
+    let url = format!("{}/api/events", base.replace("http://", "ws://"));
+    std::thread::spawn(move || {
+        let (mut ws, _) = tokio_tungstenite::tungstenite::connect(&url).expect("connect");
+        if let tokio_tungstenite::tungstenite::stream::MaybeTlsStream::Plain(s) = ws.get_mut() {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+        }
+        let mut seen = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline && !done(&seen) {
+            if let Ok(msg) = ws.read() {
+                if let Ok(text) = msg.into_text() {
+                    if let Ok(v) = serde_json::from_str(&text) {
+                        seen.push(v);
+                    }
+                }
+            }
+        }
+        seen
+    })
+}
+
+pub fn hook_events<'a>(events: &'a [serde_json::Value], kind: &str) -> Vec<&'a serde_json::Value> {
+    events
+        .iter()
+        .filter(|e| e["type"] == "hook" && e["fields"]["kind"] == kind)
+        .collect()
+}
