@@ -155,39 +155,9 @@ pub fn parse(path: &Path, text: &str) -> Result<Description, Diagnostics> {
                 span: source.span(),
                 value: parse_kinded::<Source>(source, "source").map_err(|(s, m)| diag(s, m))?,
             };
-            let mut outputs = Vec::new();
-            if let Some(out) = find(&table, "output") {
-                let DeValue::Array(items) = out.get_ref() else {
-                    return Err(diag(
-                        Some(out.span()),
-                        "`output` must be an array of tables: write each one as [[output]]".into(),
-                    )
-                    .into());
-                };
-                for item in items.iter() {
-                    outputs.push(Located {
-                        span: item.span(),
-                        value: parse_kinded::<Output>(item, "output")
-                            .map_err(|(s, m)| diag(s, m))?,
-                    });
-                }
-            }
-            let mut hooks = Vec::new();
-            if let Some(h) = find(&table, "hook") {
-                let DeValue::Array(items) = h.get_ref() else {
-                    return Err(diag(
-                        Some(h.span()),
-                        "`hook` must be an array of tables: write each one as [[hook]]".into(),
-                    )
-                    .into());
-                };
-                for item in items.iter() {
-                    hooks.push(Located {
-                        span: item.span(),
-                        value: parse_kinded::<Hook>(item, "hook").map_err(|(s, m)| diag(s, m))?,
-                    });
-                }
-            }
+            let outputs =
+                parse_kinded_array::<Output>(&table, "output").map_err(|(s, m)| diag(s, m))?;
+            let hooks = parse_kinded_array::<Hook>(&table, "hook").map_err(|(s, m)| diag(s, m))?;
             if outputs.is_empty() && hooks.is_empty() {
                 return Err(diag(
                     Some(source.span.clone()),
@@ -303,6 +273,31 @@ pub(crate) trait Kinded: Sized {
 }
 
 type SpannedMessage = (Option<Range<usize>>, String);
+
+/// A `[[key]]` array of kinded tables (absent = empty).
+fn parse_kinded_array<T: Kinded>(
+    table: &DeTable<'_>,
+    key: &str,
+) -> Result<Vec<Located<T>>, SpannedMessage> {
+    let Some(value) = find(table, key) else {
+        return Ok(Vec::new());
+    };
+    let DeValue::Array(items) = value.get_ref() else {
+        return Err((
+            Some(value.span()),
+            format!("`{key}` must be an array of tables: write each one as [[{key}]]"),
+        ));
+    };
+    items
+        .iter()
+        .map(|item| {
+            Ok(Located {
+                span: item.span(),
+                value: parse_kinded::<T>(item, key)?,
+            })
+        })
+        .collect()
+}
 
 fn parse_kinded<T: Kinded>(value: &Spanned<DeValue<'_>>, what: &str) -> Result<T, SpannedMessage> {
     let DeValue::Table(table) = value.get_ref() else {
