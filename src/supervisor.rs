@@ -846,7 +846,7 @@ fn seek_to_start(pipeline: &gst::Pipeline, flags: gst::SeekFlags) {
 
 /// Sets the pipeline to NULL off the async threads and drops it. Bounded: a pipeline that
 /// deadlocks in its state change is abandoned (and said so) rather than hanging the service.
-async fn teardown(pipeline: gst::Pipeline) {
+pub(crate) async fn teardown(pipeline: gst::Pipeline) {
     let name = pipeline.name().to_string();
     let stop = tokio::task::spawn_blocking(move || {
         let _ = pipeline.set_state(gst::State::Null);

@@ -28,16 +28,11 @@ fn chromium_watches_from_the_page_and_chats() {
         "the page shows what it decodes"
     );
     // The page's "stop" DELETEs its WHEP session: gone at once, not after an RTCP timeout.
-    wait_for(
+    wait_no_viewers(
+        &base,
+        "test-pattern",
         "the page's session to end",
         std::time::Duration::from_secs(3),
-        || {
-            let v = get(&format!("{base}/api/pipelines/test-pattern")).json;
-            v["viewers"]
-                .as_array()
-                .is_some_and(|a| a.is_empty())
-                .then_some(())
-        },
     );
 
     let chat = chromium(&base, "test-pattern", "chat");

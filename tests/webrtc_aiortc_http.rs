@@ -25,13 +25,12 @@ fn aiortc_watches_over_whep_and_offer() {
         "Opus audio decoded: {whep}"
     );
     // WHEP DELETE ended that session.
-    wait_for("the WHEP session to end", Duration::from_secs(10), || {
-        let v = get(&format!("{base}/api/pipelines/tp")).json;
-        v["viewers"]
-            .as_array()
-            .is_some_and(|a| a.is_empty())
-            .then_some(())
-    });
+    wait_no_viewers(
+        &base,
+        "tp",
+        "the WHEP session to end",
+        Duration::from_secs(10),
+    );
 
     let offer = aiortc_view(&["offer", &format!("{base}/offer/tp")]);
     assert!(offer["frames"].as_u64().unwrap_or(0) >= 60, "{offer}");

@@ -22,16 +22,11 @@ fn aiortc_watches_over_the_websocket_protocol() {
     );
     assert!(seen["audio_frames"].as_u64().unwrap_or(0) > 0, "{seen}");
     // The consumer's WebSocket closed: the session ends and is freed.
-    wait_for(
+    wait_no_viewers(
+        &base,
+        "tp",
         "the session to end",
         std::time::Duration::from_secs(15),
-        || {
-            let v = get(&format!("{base}/api/pipelines/tp")).json;
-            v["viewers"]
-                .as_array()
-                .is_some_and(|a| a.is_empty())
-                .then_some(())
-        },
     );
     server.shutdown();
 }

@@ -71,13 +71,12 @@ fn ten_viewers_then_all_killed() {
         let _ = v.kill();
         let _ = v.wait();
     }
-    wait_for("every session to be freed", Duration::from_secs(90), || {
-        let v = get(&format!("{base}/api/pipelines/small")).json;
-        v["viewers"]
-            .as_array()
-            .is_some_and(|a| a.is_empty())
-            .then_some(())
-    });
+    wait_no_viewers(
+        &base,
+        "small",
+        "every session to be freed",
+        Duration::from_secs(90),
+    );
     assert_eq!(
         get(&format!("{base}/api/pipelines/small")).json["state"],
         "playing"

@@ -103,13 +103,6 @@ pub fn register(
         .insert(name.to_string(), Box::new(factory));
 }
 
-pub fn is_registered(name: &str) -> bool {
-    factories()
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .contains_key(name)
-}
-
 fn make(name: &str, options: &HookOptions) -> Option<Box<dyn FrameHook>> {
     factories()
         .lock()
@@ -156,14 +149,11 @@ impl FrameHook for Stats {
         let data = frame.plane_data(0);
         let (mut sum, mut n) = (0f64, 0u64);
         let packed = matches!(frame.format(), "RGB" | "BGR");
+        let rgb = frame.format() == "RGB";
         for row in data.chunks(stride.max(1)).take(h) {
             if packed {
                 for px in row.chunks_exact(3).take(w) {
-                    let (r, b) = if frame.format() == "RGB" {
-                        (px[0], px[2])
-                    } else {
-                        (px[2], px[0])
-                    };
+                    let (r, b) = if rgb { (px[0], px[2]) } else { (px[2], px[0]) };
                     sum += 0.299 * r as f64 + 0.587 * px[1] as f64 + 0.114 * b as f64;
                     n += 1;
                 }

@@ -6,7 +6,7 @@
 use super::output::{WebRtcConfig, WebRtcError};
 use super::sdp;
 use super::session::{
-    self, Command, Handle, Ingest, Params, Role, Signal, Via, ViewerId, ViewerStats,
+    self, AnswerSession, Handle, Ingest, Params, Role, Signal, Via, ViewerId, ViewerStats,
 };
 use crate::assemble::Plan;
 use crate::record::Recordings;
@@ -79,20 +79,12 @@ impl IngestPoint {
     }
 
     /// Starts a publisher session answering `offer`; 409-style `Busy` while another publishes.
-    #[allow(clippy::type_complexity)]
     pub fn publish_session(
         self: &Arc<Self>,
         offer: String,
         via: Via,
         signal: Option<mpsc::Sender<Signal>>,
-    ) -> Result<
-        (
-            ViewerId,
-            mpsc::Sender<Command>,
-            oneshot::Receiver<Result<String, String>>,
-        ),
-        WebRtcError,
-    > {
+    ) -> Result<AnswerSession, WebRtcError> {
         let ingest = self
             .plan
             .ingest

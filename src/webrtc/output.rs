@@ -4,10 +4,10 @@
 
 use super::sdp;
 use super::session::{
-    self, Command, Handle, IceConfig, Params, Role, Signal, Via, ViewerId, ViewerStats,
+    self, AnswerSession, Command, Handle, IceConfig, Params, Role, Signal, Via, ViewerId,
+    ViewerStats,
 };
 use crate::assemble::WebRtcTap;
-use crate::description::VideoCodec;
 use gst::prelude::*;
 use gst_utils::streamproducer::StreamProducer;
 use std::collections::HashMap;
@@ -91,16 +91,8 @@ pub struct WebRtcOutput {
 }
 
 impl WebRtcOutput {
-    pub fn codec(&self) -> VideoCodec {
-        self.tap.codec
-    }
-
     fn lock_sessions(&self) -> std::sync::MutexGuard<'_, Sessions> {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub fn viewer_count(&self) -> usize {
-        self.lock_sessions().by_id.len()
     }
 
     pub fn viewers(&self) -> Vec<ViewerStats> {
@@ -168,20 +160,12 @@ impl WebRtcOutput {
 
     /// Starts a session that answers `offer`. The answer (complete, ICE gathered) arrives on
     /// the returned receiver; `signal`, if given, hears `Signal::Ended` when the session ends.
-    #[allow(clippy::type_complexity)]
     pub fn answer_session(
         self: &Arc<Self>,
         offer: String,
         via: Via,
         signal: Option<mpsc::Sender<Signal>>,
-    ) -> Result<
-        (
-            ViewerId,
-            mpsc::Sender<Command>,
-            oneshot::Receiver<Result<String, String>>,
-        ),
-        WebRtcError,
-    > {
+    ) -> Result<AnswerSession, WebRtcError> {
         let formats = sdp::read_offer(&offer, self.tap.codec).map_err(WebRtcError::BadOffer)?;
         let takes_video = formats.video_pt.is_some();
         let takes_audio = formats.audio_pt.is_some() && self.audio.is_some();
@@ -427,21 +411,5 @@ impl Registry {
             .unwrap_or_else(|p| p.into_inner())
             .get(name)
             .cloned()
-    }
-
-    pub fn ingest_names(&self) -> Vec<String> {
-        let mut v: Vec<String> = self
-            .ingests
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .keys()
-            .cloned()
-            .collect();
-        v.sort();
-        v
-    }
-
-    pub fn config(&self) -> &WebRtcConfig {
-        &self.config
     }
 }

@@ -16,10 +16,7 @@ pub struct OfferedFormats {
 /// Picks our payload types from `offer`. Fails with a sentence when the offer cannot be
 /// answered by a viewer session: not SDP, sends media, or takes none of our video codec.
 pub fn read_offer(offer: &str, codec: VideoCodec) -> Result<OfferedFormats, String> {
-    // gst-sdp asserts GStreamer is initialized; a no-op after the first call.
-    gst::init().map_err(|e| format!("GStreamer is not available: {e}"))?;
-    let msg = gst_sdp::SDPMessage::parse_buffer(offer.as_bytes())
-        .map_err(|_| "the offer is not a valid SDP".to_string())?;
+    let msg = parse(offer)?;
     let mut formats = OfferedFormats {
         video_pt: None,
         audio_pt: None,
@@ -65,9 +62,7 @@ pub fn read_publish_offer(
     codec: VideoCodec,
     want_audio: bool,
 ) -> Result<OfferedFormats, String> {
-    gst::init().map_err(|e| format!("GStreamer is not available: {e}"))?;
-    let msg = gst_sdp::SDPMessage::parse_buffer(offer.as_bytes())
-        .map_err(|_| "the offer is not a valid SDP".to_string())?;
+    let msg = parse(offer)?;
     let mut formats = OfferedFormats {
         video_pt: None,
         audio_pt: None,
@@ -102,6 +97,13 @@ pub fn read_publish_offer(
         });
     }
     Ok(formats)
+}
+
+fn parse(offer: &str) -> Result<gst_sdp::SDPMessage, String> {
+    // gst-sdp asserts GStreamer is initialized; a no-op after the first call.
+    gst::init().map_err(|e| format!("GStreamer is not available: {e}"))?;
+    gst_sdp::SDPMessage::parse_buffer(offer.as_bytes())
+        .map_err(|_| "the offer is not a valid SDP".to_string())
 }
 
 /// `(payload type, "ENC/clock[/channels]")` of each `a=rtpmap`.

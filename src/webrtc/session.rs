@@ -145,6 +145,14 @@ pub struct Ingest {
     pub recordings: Arc<crate::record::Recordings>,
 }
 
+/// A session that answers an offer: its id, its command sender, and where its answer (ICE
+/// gathered) arrives.
+pub type AnswerSession = (
+    ViewerId,
+    mpsc::Sender<Command>,
+    oneshot::Receiver<Result<String, String>>,
+);
+
 /// Chat lines from viewers, to be relayed by whoever owns the session (the output).
 pub type ChatSender = mpsc::Sender<(ViewerId, String)>;
 
@@ -317,7 +325,6 @@ async fn run(
     };
     let mut session = Session {
         id: id.clone(),
-        receiving: ingest.is_some(),
         ingest: ingest.clone(),
         built,
         stats,
@@ -365,7 +372,6 @@ struct Session {
     id: ViewerId,
     /// A publisher's session: media comes in (into this ingest), nothing is sent.
     ingest: Option<Ingest>,
-    receiving: bool,
     built: Built,
     stats: watch::Sender<ViewerStats>,
     chat: ChatSender,
@@ -453,7 +459,7 @@ impl Session {
         cancel: &tokio::sync::Notify,
         connect_deadline: Instant,
     ) -> Result<&'static str, String> {
-        let mut phase = if self.receiving {
+        let mut phase = if self.ingest.is_some() {
             // Nothing of ours has to flow first: take the publisher's offer at once.
             let Some(offer) = offer else {
                 return Err("no offer".into());
@@ -815,17 +821,10 @@ impl Session {
         } = self.built;
         drop(links);
         if let Some(p) = pipeline.0.take() {
-            // Bounded like the supervisor's teardown: never let one session hang its owner.
-            let stop = tokio::task::spawn_blocking(move || stop_pipeline(&p));
-            if tokio::time::timeout(Duration::from_secs(10), stop)
-                .await
-                .is_err()
-            {
-                tracing::error!(
-                    "session {}: its pipeline did not stop within 10 s; abandoning it",
-                    self.id
-                );
+            if let Some(bus) = p.bus() {
+                bus.unset_sync_handler();
             }
+            crate::supervisor::teardown(p).await;
         }
     }
 }

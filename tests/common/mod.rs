@@ -421,3 +421,14 @@ pub fn hook_events<'a>(events: &'a [serde_json::Value], kind: &str) -> Vec<&'a s
         .filter(|e| e["type"] == "hook" && e["fields"]["kind"] == kind)
         .collect()
 }
+
+/// Waits (up to `timeout`) until pipeline `name` has no WebRTC viewer sessions left.
+pub fn wait_no_viewers(base: &str, name: &str, what: &str, timeout: Duration) {
+    wait_for(what, timeout, || {
+        let v = get(&format!("{base}/api/pipelines/{name}")).json;
+        v["viewers"]
+            .as_array()
+            .is_some_and(|a| a.is_empty())
+            .then_some(())
+    });
+}
