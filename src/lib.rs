@@ -13,7 +13,13 @@
 //!    commands in through a channel, bus messages in through `Bus::stream()`, status out
 //!    through a `watch` channel. Errors restart the pipeline with exponential backoff per its
 //!    restart policy; stops send end-of-stream first so files are finalized.
-//! 4. **The HTTP API** ([`http`], served by [`server`]) reads statuses and sends commands.
+//! 4. **Frame hooks** ([`hooks`]) take decoded frames off the raw video: observing hooks on
+//!    leaky branches of their own (a slow hook loses frames, the outputs never wait), transforms
+//!    on the path with a latency budget (a late hook lets the frame pass unchanged). Their
+//!    events go to the [`events`] bus.
+//! 5. **WebRTC** ([`webrtc`], [`signalling`]): viewers get a pipeline each, fed by the encoded
+//!    stream; publishers get a pipeline each that records what they send.
+//! 6. **The HTTP API** ([`http`], served by [`server`]) reads statuses and sends commands.
 //!    The CLI (`src/main.rs`, [`cli`]) talks to a running server or runs pipelines itself.
 
 pub mod assemble;

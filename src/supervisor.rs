@@ -9,7 +9,7 @@
 use crate::assemble::{self, Plan};
 use crate::description::{self, Description, Diagnostics, RestartPolicy};
 use crate::events::{Event, EventBus};
-use crate::hooks::{HookState, RunningHooks};
+use crate::hooks::{HookHost, HookTable, RunningHooks};
 use crate::record::Recordings;
 use crate::webrtc::output::Registry;
 use futures_util::{FutureExt, StreamExt};
@@ -422,9 +422,6 @@ struct Runner {
     failures: u32,
 }
 
-/// The hooks of running pipelines, by pipeline name.
-type HookTable = std::sync::Mutex<std::collections::HashMap<String, Vec<Arc<HookState>>>>;
-
 /// What a start produced: a running pipeline, or an ingest pipeline's plan (its pipelines are
 /// built per publisher).
 enum Started {
@@ -444,6 +441,13 @@ struct Active {
 impl Runner {
     fn name(&self) -> &str {
         &self.desc.name
+    }
+
+    fn hook_host(&self) -> HookHost {
+        HookHost {
+            events: self.events.clone(),
+            table: self.hooks.clone(),
+        }
     }
 
     fn set_state(&self, state: State, error: Option<(String, Option<String>)>) {
@@ -597,7 +601,7 @@ impl Runner {
         let desc = self.desc.clone();
         let webrtc = self.webrtc.clone();
         let recordings = self.recordings.clone();
-        let events = self.events.clone();
+        let host = self.hook_host();
         let mut starting =
             tokio::task::spawn_blocking(move || -> Result<_, (String, Option<String>)> {
                 let plan = assemble::plan(&desc).map_err(|d| (d.to_string(), None))?;
@@ -606,10 +610,10 @@ impl Runner {
                     return Ok(Started::Ingest(plan));
                 }
                 let pipeline = plan.build(&recordings).map_err(|e| (e, None))?;
-                let hooks = RunningHooks::start(&desc.name, &pipeline, &plan.hooks, &events)
+                let hooks = RunningHooks::start(&desc.name, &pipeline, &plan.hooks, &host)
                     .map_err(|e| (e, None))?;
                 webrtc
-                    .attach(&desc.name, &pipeline, &plan.webrtc)
+                    .attach(&desc.name, &pipeline, &plan.webrtc, &host.events)
                     .map_err(|e| (e, None))?;
                 let bus = pipeline
                     .bus()
@@ -659,14 +663,6 @@ impl Runner {
             }
         };
 
-        if let Started::Pipeline(active) = &built {
-            if let Some(h) = &active.hooks {
-                self.hooks
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(self.name().to_string(), h.states.clone());
-            }
-        }
         let plan = match &built {
             Started::Pipeline(active) => &active.plan,
             Started::Ingest(plan) => plan,
@@ -693,9 +689,9 @@ impl Runner {
     /// A webrtc-source pipeline: open to publishers (each gets a pipeline of its own) until
     /// told to stop; stopping ends the publisher and waits until its recording is finalized.
     async fn watch_ingest(&mut self, plan: Plan, commands: &mut mpsc::Receiver<Command>) -> Ended {
-        let _point = self
-            .webrtc
-            .attach_ingest(self.name(), plan, self.recordings.clone());
+        let _point =
+            self.webrtc
+                .attach_ingest(self.name(), plan, self.recordings.clone(), self.hook_host());
         self.set_state(State::Playing, None);
         let ended = loop {
             match commands.recv().await {
@@ -753,11 +749,10 @@ impl Runner {
                         }
                         MessageView::Element(e) => {
                             // splitmuxsink finished a segment: it is complete on disk.
-                            if let Some(s) = e.structure().filter(|s| s.name() == "splitmuxsink-fragment-closed") {
-                                if let Ok(location) = s.get::<String>("location") {
+                            if let Some(s) = e.structure().filter(|s| s.name() == "splitmuxsink-fragment-closed")
+                                && let Ok(location) = s.get::<String>("location") {
                                     self.recordings.closed(self.name(), std::path::Path::new(&location));
                                 }
-                            }
                         }
                         MessageView::SegmentDone(_) => {
                             seek_to_start(&active.pipeline, gst::SeekFlags::SEGMENT);
@@ -786,15 +781,13 @@ impl Runner {
             self.failures = 0;
         }
         self.webrtc.detach(self.name());
-        teardown(active.pipeline).await;
-        self.recordings.stopped(self.name());
-        self.hooks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(self.name());
+        // Hooks first: observe hooks still take the frames waiting in their appsinks (a stream
+        // that ended is seen to its last frame), transforms let frames pass from now on.
         if let Some(hooks) = active.hooks.take() {
             let _ = tokio::task::spawn_blocking(move || hooks.stop()).await;
         }
+        teardown(active.pipeline).await;
+        self.recordings.stopped(self.name());
         ended
     }
 

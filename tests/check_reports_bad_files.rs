@@ -275,3 +275,37 @@ fn shipped_pipelines_are_valid_except_the_missing_camera() {
         );
     }
 }
+
+#[test]
+fn hook_mistakes() {
+    assert_error(
+        "hook-format",
+        "[source]\nkind = \"test\"\n\n[[hook]]\nkind = \"rust\"\nname = \"invert\"\nformat = \"RGBA\"\n",
+        "7:10",
+        "unknown hook format `RGBA`: use RGB, BGR, GRAY8, I420",
+    );
+    assert_error(
+        "hook-transform-ingest",
+        "[source]\nkind = \"webrtc\"\n\n[[output]]\nkind = \"record\"\n\n[[hook]]\nkind = \"rust\"\nname = \"invert\"\nmode = \"transform\"\n",
+        "10:8",
+        "a transform changes the video the outputs carry, which needs re-encoding",
+    );
+    assert_error(
+        "hook-transform-size",
+        "[source]\nkind = \"test\"\n\n[[hook]]\nkind = \"rust\"\nname = \"invert\"\nmode = \"transform\"\nwidth = 320\n",
+        "4:1",
+        "a transform works on the video the outputs carry: drop width/height/fps",
+    );
+    assert_error(
+        "hook-mode",
+        "[source]\nkind = \"test\"\n\n[[hook]]\nkind = \"rust\"\nname = \"invert\"\nmode = \"change\"\n",
+        "7:8",
+        "unknown variant `change`, expected `observe` or `transform`",
+    );
+    assert_error(
+        "hook-socket",
+        "[source]\nkind = \"test\"\n\n[[hook]]\nkind = \"socket\"\nlisten = \"7000\"\n",
+        "6:10",
+        "`7000` is not an address to listen on: use HOST:PORT",
+    );
+}

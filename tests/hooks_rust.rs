@@ -11,7 +11,10 @@ use std::time::Duration;
 
 /// Remembers what it saw of each frame.
 #[derive(Clone, Default)]
-struct Seen(Arc<Mutex<Vec<(u32, u32, String, Vec<u8>, bool)>>>);
+struct Seen(Arc<Mutex<Vec<Sighting>>>);
+
+/// Width, height, format, first pixel, whether every pixel equals it.
+type Sighting = (u32, u32, String, Vec<u8>, bool);
 
 struct Probe(Seen);
 

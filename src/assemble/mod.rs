@@ -112,6 +112,8 @@ pub struct WebRtcTap {
     pub codec: VideoCodec,
     pub signalling_url: Option<String>,
     pub max_viewers: u32,
+    /// Forward the pipeline's hook events to viewers on the data channel.
+    pub hook_events: bool,
 }
 
 /// A decodebin whose pads appear at run time and are linked to named branch heads.
@@ -206,8 +208,19 @@ fn plan_structured(desc: &Description) -> Result<Plan, Diagnostic> {
     let mut video = match source {
         Source::Test(t) => {
             want_audio = t.audio;
+            // `frames`: a stream of exactly that many frames (and as long a stretch of audio).
+            let (video_count, audio_count) = match t.frames {
+                Some(n) => (
+                    format!(" num-buffers={n}"),
+                    format!(
+                        " num-buffers={n} samplesperbuffer={}",
+                        48000 / t.framerate.max(1)
+                    ),
+                ),
+                None => (String::new(), String::new()),
+            };
             let mut v = format!(
-                "videotestsrc is-live=true pattern={} ! {size_caps}",
+                "videotestsrc is-live=true{video_count} pattern={} ! {size_caps}",
                 t.pattern.get_ref()
             );
             if t.clock {
@@ -216,9 +229,9 @@ fn plan_structured(desc: &Description) -> Result<Plan, Diagnostic> {
                 );
             }
             if t.audio {
-                chains.push(
-                    "audiotestsrc is-live=true wave=sine freq=440 volume=0.2 ! audioconvert ! audioresample ! audio/x-raw,rate=48000,channels=2 ! tee name=audio_raw allow-not-linked=true".into(),
-                );
+                chains.push(format!(
+                    "audiotestsrc is-live=true{audio_count} wave=sine freq=440 volume=0.2 ! audioconvert ! audioresample ! audio/x-raw,rate=48000,channels=2 ! tee name=audio_raw allow-not-linked=true"
+                ));
             }
             v
         }
@@ -299,6 +312,9 @@ fn plan_structured(desc: &Description) -> Result<Plan, Diagnostic> {
             video.push_str(&format!(" ! {size_caps}"));
         }
     }
+    // Transform hooks sit on the raw video before it fans out; observe hooks branch off it.
+    let hooks = plan_hooks(s);
+    video.push_str(&hooks.path);
     video.push_str(" ! videoconvert ! tee name=video_raw allow-not-linked=true");
     chains.insert(0, video);
 
@@ -348,8 +364,8 @@ fn plan_structured(desc: &Description) -> Result<Plan, Diagnostic> {
     // 4. Outputs.
     let outs = plan_outputs(desc, s, s.encode.codec, want_audio, None, &mut chains);
 
-    // 5. Hooks: a bounded, leaky branch each off the raw video.
-    let hooks = plan_hooks(s, &mut chains);
+    // 5. Observe hooks: a bounded, leaky branch each off the raw video.
+    chains.extend(hooks.branches);
 
     let launch = chains.join("  ");
     check_elements(desc, &launch)?;
@@ -365,72 +381,91 @@ fn plan_structured(desc: &Description) -> Result<Plan, Diagnostic> {
         webrtc: outs.webrtc,
         records: outs.records,
         ingest: None,
-        hooks,
+        hooks: hooks.taps,
     })
 }
 
-/// Each hook reads `video_raw` behind a queue of 2 frames that drops the oldest, then an
-/// appsink that keeps 1: a slow hook loses frames, never holds the tee (and so the outputs).
-fn plan_hooks(s: &crate::description::Structured, chains: &mut Vec<String>) -> Vec<HookTap> {
+/// The hooks of a plan: transforms on the raw video's path, observe hooks' branches.
+struct PlannedHooks {
+    /// Appended to the raw video chain before its tee (empty without transforms).
+    path: String,
+    branches: Vec<String>,
+    taps: Vec<HookTap>,
+}
+
+/// Each observe hook reads `video_raw` behind a queue of 2 frames that drops the oldest, then
+/// an appsink that keeps 1: a slow hook loses frames, never holds the tee (and so the outputs).
+/// Each transform is an `identity` on the path whose probe hands frames to the hook (within
+/// its budget), behind one small queue that takes the waiting off the source's thread.
+fn plan_hooks(s: &crate::description::Structured) -> PlannedHooks {
     use crate::description::Hook;
-    let mut taps = Vec::new();
+    let mut planned = PlannedHooks {
+        path: String::new(),
+        branches: Vec::new(),
+        taps: Vec::new(),
+    };
     for (i, hook) in s.hooks.iter().enumerate() {
-        let sink = format!("hook{i}");
-        let (name, kind, format, w, h, rate, options, jpeg) = match &hook.value {
-            Hook::Rust(r) => (
-                r.name.get_ref().clone(),
-                "rust",
-                r.format.get_ref().clone(),
-                r.width,
-                r.height,
-                r.fps.map(|f| format!("{f}/1")),
-                r.options.clone(),
-                false,
-            ),
+        let element = format!("hook{i}");
+        let mut options = crate::hooks::HookOptions::new();
+        let fps = |f: Option<u32>| f.map(|f| format!("{f}/1"));
+        // (registered name, kind, format, width, height, rate, ends in jpegenc)
+        let (name, kind, format, (w, h, rate), jpeg) = match &hook.value {
+            Hook::Rust(r) => {
+                options = r.options.clone();
+                (
+                    r.name.get_ref().clone(),
+                    "rust",
+                    r.format.get_ref().clone(),
+                    (r.width, r.height, fps(r.fps)),
+                    false,
+                )
+            }
             Hook::Process(p) => {
-                let mut o = crate::hooks::HookOptions::new();
-                o.insert("command".into(), serde_json::json!(p.command.get_ref()));
+                options.insert("command".into(), serde_json::json!(p.command.get_ref()));
                 (
                     p.command.get_ref().last().cloned().unwrap_or_default(),
                     "process",
                     p.format.get_ref().clone(),
-                    p.width,
-                    p.height,
-                    p.fps.map(|f| format!("{f}/1")),
-                    o,
+                    (p.width, p.height, fps(p.fps)),
+                    false,
+                )
+            }
+            Hook::Socket(sock) => {
+                options.insert("listen".into(), sock.listen.get_ref().clone().into());
+                (
+                    sock.listen.get_ref().clone(),
+                    "socket",
+                    sock.format.get_ref().clone(),
+                    (sock.width, sock.height, fps(sock.fps)),
                     false,
                 )
             }
             Hook::Motion(m) => {
-                let mut o = crate::hooks::HookOptions::new();
                 if let Some(t) = m.threshold {
-                    o.insert("threshold".into(), t.into());
+                    options.insert("threshold".into(), t.into());
                 }
                 // Small and few frames are plenty to see movement.
                 (
                     "motion".to_string(),
                     "rust",
                     "GRAY8".to_string(),
-                    m.width.or(Some(160)),
-                    m.height.or(Some(120)),
-                    Some(format!("{}/1", m.fps.unwrap_or(10))),
-                    o,
+                    (
+                        m.width.or(Some(160)),
+                        m.height.or(Some(120)),
+                        Some(format!("{}/1", m.fps.unwrap_or(10))),
+                    ),
                     false,
                 )
             }
             Hook::Stats(st) => {
-                let mut o = crate::hooks::HookOptions::new();
                 if let Some(every) = st.every {
-                    o.insert("every".into(), every.into());
+                    options.insert("every".into(), every.into());
                 }
                 (
                     "stats".to_string(),
                     "rust",
                     "RGB".to_string(),
-                    st.width,
-                    st.height,
-                    st.fps.map(|f| format!("{f}/1")),
-                    o,
+                    (st.width, st.height, fps(st.fps)),
                     false,
                 )
             }
@@ -441,49 +476,82 @@ fn plan_hooks(s: &crate::description::Structured, chains: &mut Vec<String>) -> V
                     "snapshot".to_string(),
                     "snapshot",
                     "I420".to_string(),
-                    sn.width,
-                    sn.height,
-                    Some(format!("1000/{ms}")),
-                    Default::default(),
+                    (sn.width, sn.height, Some(format!("1000/{ms}"))),
                     true,
                 )
             }
         };
-        let mut chain = format!(
-            "video_raw. ! queue name={sink}_queue leaky=downstream max-size-buffers=2 max-size-bytes=0 max-size-time=0 ! videoconvert"
-        );
-        if w.is_some() || h.is_some() {
-            chain.push_str(" ! videoscale");
+        let budget = match &hook.value {
+            Hook::Rust(r) if hook.value.transform().is_some() => Some(r.budget),
+            Hook::Process(p) if hook.value.transform().is_some() => Some(p.budget),
+            _ => None,
+        };
+        if budget.is_some() {
+            // validate() has made sure a transform has no size or rate of its own.
+            if planned.path.is_empty() {
+                planned.path.push_str(
+                    " ! queue name=transform_queue max-size-buffers=3 max-size-bytes=0 max-size-time=0",
+                );
+            }
+            planned.path.push_str(&format!(
+                " ! videoconvert ! video/x-raw,format={format} ! identity name={element} silent=true"
+            ));
+        } else {
+            let mut chain = format!(
+                "video_raw. ! queue name={element}_queue leaky=downstream max-size-buffers=2 max-size-bytes=0 max-size-time=0 ! videoconvert"
+            );
+            if w.is_some() || h.is_some() {
+                chain.push_str(" ! videoscale");
+            }
+            if rate.is_some() {
+                chain.push_str(" ! videorate");
+            }
+            let mut caps = format!("video/x-raw,format={format}");
+            if let Some(w) = w {
+                caps.push_str(&format!(",width={w}"));
+            }
+            if let Some(h) = h {
+                caps.push_str(&format!(",height={h}"));
+            }
+            if let Some(r) = &rate {
+                caps.push_str(&format!(",framerate={r}"));
+            }
+            chain.push_str(&format!(" ! {caps}"));
+            if jpeg {
+                chain.push_str(" ! jpegenc");
+            }
+            chain.push_str(&format!(
+                " ! appsink name={element} sync=false max-buffers=1 drop=true"
+            ));
+            planned.branches.push(chain);
         }
-        if rate.is_some() {
-            chain.push_str(" ! videorate");
-        }
-        let mut caps = format!("video/x-raw,format={format}");
-        if let Some(w) = w {
-            caps.push_str(&format!(",width={w}"));
-        }
-        if let Some(h) = h {
-            caps.push_str(&format!(",height={h}"));
-        }
-        if let Some(r) = &rate {
-            caps.push_str(&format!(",framerate={r}"));
-        }
-        chain.push_str(&format!(" ! {caps}"));
-        if jpeg {
-            chain.push_str(" ! jpegenc");
-        }
-        chain.push_str(&format!(
-            " ! appsink name={sink} sync=false max-buffers=1 drop=true"
-        ));
-        chains.push(chain);
-        taps.push(HookTap {
-            appsink: sink,
+        planned.taps.push(HookTap {
+            element,
             name,
             kind: kind.to_string(),
             options,
+            budget,
         });
     }
-    taps
+    planned
+}
+
+/// Hooks on a stream that is kept as it arrives (ingest, passthrough): a decoder of their
+/// own behind a leaky queue (2 s), so decoding never holds up the recording; if it cannot keep
+/// up, the hooks see gaps until the next keyframe. Only observe hooks (validate() checks).
+fn plan_decoded_hooks(
+    s: &crate::description::Structured,
+    chains: &mut Vec<String>,
+) -> Vec<HookTap> {
+    if s.hooks.is_empty() {
+        return Vec::new();
+    }
+    chains.push(
+        "video_enc. ! queue name=hooks_decode_queue leaky=downstream max-size-buffers=0 max-size-bytes=0 max-size-time=2000000000 ! decodebin name=hooks_decode ! videoconvert ! tee name=video_raw allow-not-linked=true".into(),
+    );
+    let hooks = plan_hooks(s);
+    chains.extend(hooks.branches);
+    hooks.taps
 }
 
 /// What the outputs of a structured description add to a plan.
@@ -565,9 +633,10 @@ fn plan_outputs(
                 index: i,
                 video_sink: format!("out{i}_video"),
                 audio_sink: want_audio.then(|| format!("out{i}_audio")),
-                codec: codec,
+                codec,
                 signalling_url: w.signalling_url.as_ref().map(|u| u.get_ref().clone()),
                 max_viewers: w.max_viewers,
+                hook_events: w.hook_events,
             });
             continue;
         }
@@ -656,6 +725,7 @@ fn plan_passthrough(
         ));
     }
     let outs = plan_outputs(desc, s, p.codec, p.audio.is_some(), p.audio, &mut chains);
+    let hooks = plan_decoded_hooks(s, &mut chains);
     let launch = chains.join("  ");
     check_elements(desc, &launch)?;
     Ok(Plan {
@@ -682,7 +752,7 @@ fn plan_passthrough(
         webrtc: outs.webrtc,
         records: outs.records,
         ingest: None,
-        hooks: Vec::new(),
+        hooks,
     })
 }
 
@@ -706,6 +776,7 @@ fn plan_ingest(
         );
     }
     let outs = plan_outputs(desc, s, w.codec, w.audio, None, &mut chains);
+    let hooks = plan_decoded_hooks(s, &mut chains);
     let launch = chains.join("  ");
     check_elements(desc, &launch)?;
     Ok(Plan {
@@ -719,7 +790,7 @@ fn plan_ingest(
         file_sinks: outs.file_sinks,
         webrtc: outs.webrtc,
         records: outs.records,
-        hooks: Vec::new(),
+        hooks,
         ingest: Some(IngestTap {
             codec: w.codec,
             audio: w.audio,
@@ -1076,11 +1147,10 @@ fn wire_decode(pipeline: &gst::Pipeline, links: &DecodeLinks) -> Result<(), Stri
         } else {
             None
         };
-        if let Some(target) = target.filter(|t| !t.is_linked()) {
-            if let Err(e) = pad.link(target) {
+        if let Some(target) = target.filter(|t| !t.is_linked())
+            && let Err(e) = pad.link(target) {
                 tracing::warn!("cannot link decoded {media} stream: {e:?}");
             }
-        }
     });
     decode.connect_no_more_pads(move |_| {
         for head in [video.as_ref(), audio.as_ref()].into_iter().flatten() {

@@ -342,23 +342,23 @@ fn parse_kinded<T: Kinded>(value: &Spanned<DeValue<'_>>, what: &str) -> Result<T
 fn describe_toml_error(message: &str) -> String {
     let message = message.trim();
     // serde: "unknown field `widht`, expected one of `device`, `width`, ..."
-    if let Some(rest) = message.strip_prefix("unknown field `") {
-        if let Some((field, expected)) = rest.split_once('`') {
-            let candidates: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
-            let near = candidates
-                .iter()
-                .min_by_key(|c| strsim::damerau_levenshtein(field, c))
-                .filter(|c| strsim::damerau_levenshtein(field, c) <= 2);
-            let valid = if candidates.is_empty() {
-                "no keys are allowed here".to_string()
-            } else {
-                format!("valid keys: {}", candidates.join(", "))
-            };
-            return match near {
-                Some(near) => format!("unknown key `{field}`; did you mean `{near}`? ({valid})"),
-                None => format!("unknown key `{field}` ({valid})"),
-            };
-        }
+    if let Some(rest) = message.strip_prefix("unknown field `")
+        && let Some((field, expected)) = rest.split_once('`')
+    {
+        let candidates: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+        let near = candidates
+            .iter()
+            .min_by_key(|c| strsim::damerau_levenshtein(field, c))
+            .filter(|c| strsim::damerau_levenshtein(field, c) <= 2);
+        let valid = if candidates.is_empty() {
+            "no keys are allowed here".to_string()
+        } else {
+            format!("valid keys: {}", candidates.join(", "))
+        };
+        return match near {
+            Some(near) => format!("unknown key `{field}`; did you mean `{near}`? ({valid})"),
+            None => format!("unknown key `{field}` ({valid})"),
+        };
     }
     message.to_string()
 }

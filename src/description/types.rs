@@ -310,6 +310,8 @@ pub struct TestSource {
     pub clock: bool,
     #[serde(default = "yes")]
     pub audio: bool,
+    /// Stop (end of stream) after this many frames; unbounded when absent.
+    pub frames: Option<u64>,
 }
 
 /// Any container GStreamer can demux, decoded; played at its own pace.
@@ -564,6 +566,10 @@ pub struct WebRtcOutput {
     /// Most viewers at once; more get an error (default 64).
     #[serde(default = "default_max_viewers")]
     pub max_viewers: u32,
+    /// Send the pipeline's hook events to every viewer on the data channel (as
+    /// `{"event": {...}}` text messages, beside chat lines).
+    #[serde(default)]
+    pub hook_events: bool,
 }
 
 fn default_max_viewers() -> u32 {
@@ -677,6 +683,19 @@ fn default_snapshot_every() -> Duration {
     Duration::from_secs(5)
 }
 
+fn default_budget() -> Duration {
+    Duration::from_millis(50)
+}
+
+/// Whether a hook only looks at frames or changes the video the outputs carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HookMode {
+    #[default]
+    Observe,
+    Transform,
+}
+
 /// A Rust hook registered by name (`mediaweave::hooks::register`), on decoded frames.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -691,6 +710,11 @@ pub struct RustHook {
     /// Passed to the hook's factory.
     #[serde(default)]
     pub options: serde_json::Map<String, serde_json::Value>,
+    /// "observe" (default) or "transform".
+    pub mode: Option<Spanned<HookMode>>,
+    /// Transforms: the longest a frame waits for the hook before it goes on unchanged.
+    #[serde(default = "default_budget", deserialize_with = "duration")]
+    pub budget: Duration,
 }
 
 /// Built-in: mean luma and frame interval, reported every `every` frames.
@@ -736,6 +760,24 @@ pub struct ProcessHook {
     pub width: Option<u32>,
     pub height: Option<u32>,
     pub fps: Option<u32>,
+    /// "observe" (default) or "transform".
+    pub mode: Option<Spanned<HookMode>>,
+    /// Transforms: the longest a frame waits for the process before it goes on unchanged.
+    #[serde(default = "default_budget", deserialize_with = "duration")]
+    pub budget: Duration,
+}
+
+/// Frames in the framing of `process` hooks, served to any number of subscribers on a TCP
+/// port ("127.0.0.1:7000") or a Unix socket ("unix:/run/frames.sock").
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SocketHook {
+    pub listen: Spanned<String>,
+    #[serde(default = "default_hook_format")]
+    pub format: Spanned<String>,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    pub fps: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -743,16 +785,31 @@ pub enum Hook {
     Motion(MotionHook),
     Process(ProcessHook),
     Rust(RustHook),
+    Socket(SocketHook),
     Stats(StatsHook),
     Snapshot(SnapshotHook),
 }
 
+impl Hook {
+    /// Transforms (and their `mode` key), for the hooks that can be one.
+    pub fn transform(&self) -> Option<&Spanned<HookMode>> {
+        let mode = match self {
+            Hook::Rust(r) => r.mode.as_ref(),
+            Hook::Process(p) => p.mode.as_ref(),
+            _ => None,
+        }?;
+        (*mode.get_ref() == HookMode::Transform).then_some(mode)
+    }
+}
+
 impl Kinded for Hook {
-    const KINDS: &'static [&'static str] = &["rust", "process", "stats", "motion", "snapshot"];
+    const KINDS: &'static [&'static str] =
+        &["rust", "process", "socket", "stats", "motion", "snapshot"];
     fn deserialize_kind(kind: &str, de: ValueDeserializer<'_>) -> Result<Self, toml::de::Error> {
         Ok(match kind {
             "rust" => Hook::Rust(RustHook::deserialize(de)?),
             "process" => Hook::Process(ProcessHook::deserialize(de)?),
+            "socket" => Hook::Socket(SocketHook::deserialize(de)?),
             "stats" => Hook::Stats(StatsHook::deserialize(de)?),
             "motion" => Hook::Motion(MotionHook::deserialize(de)?),
             _ => Hook::Snapshot(SnapshotHook::deserialize(de)?),
@@ -777,33 +834,33 @@ pub(super) enum Where {
 pub(super) fn validate(s: &super::Structured) -> Result<(), (Where, String)> {
     let (w, h, fps) = s.source.value.video_size();
     for (key, v, lo, hi) in [("width", w, 16, 7680), ("height", h, 16, 4320)] {
-        if let Some(v) = v {
-            if v < lo || v > hi || v % 2 != 0 {
-                return Err((
-                    Where::Key("source", key),
-                    format!("{key} {v} is out of range: use an even number from {lo} to {hi}"),
-                ));
-            }
-        }
-    }
-    if let Some(f) = fps {
-        if !(1..=240).contains(&f) {
+        if let Some(v) = v
+            && (v < lo || v > hi || v % 2 != 0)
+        {
             return Err((
-                Where::Key("source", "framerate"),
-                format!("framerate {f} is out of range: use 1 to 240"),
+                Where::Key("source", key),
+                format!("{key} {v} is out of range: use an even number from {lo} to {hi}"),
             ));
         }
     }
-    if let Source::Test(t) = &s.source.value {
-        if !videotestsrc_has_pattern(t.pattern.get_ref()) {
-            return Err((
-                Where::Span(t.pattern.span()),
-                format!(
-                    "unknown test pattern `{}` (try smpte, ball, snow, black, white, gamut, colors)",
-                    t.pattern.get_ref()
-                ),
-            ));
-        }
+    if let Some(f) = fps
+        && !(1..=240).contains(&f)
+    {
+        return Err((
+            Where::Key("source", "framerate"),
+            format!("framerate {f} is out of range: use 1 to 240"),
+        ));
+    }
+    if let Source::Test(t) = &s.source.value
+        && !videotestsrc_has_pattern(t.pattern.get_ref())
+    {
+        return Err((
+            Where::Span(t.pattern.span()),
+            format!(
+                "unknown test pattern `{}` (try smpte, ball, snow, black, white, gamut, colors)",
+                t.pattern.get_ref()
+            ),
+        ));
     }
     if !(16..=100_000).contains(&s.encode.bitrate) {
         return Err((
@@ -826,6 +883,7 @@ pub(super) fn validate(s: &super::Structured) -> Result<(), (Where, String)> {
     for hook in &s.hooks {
         let format = match &hook.value {
             Hook::Rust(r) => Some(&r.format),
+            Hook::Socket(sock) => Some(&sock.format),
             Hook::Process(p) => {
                 if p.command.get_ref().is_empty() {
                     return Err((
@@ -837,24 +895,52 @@ pub(super) fn validate(s: &super::Structured) -> Result<(), (Where, String)> {
             }
             _ => None,
         };
-        if let Some(format) = format {
-            if !HOOK_FORMATS.contains(&format.get_ref().as_str()) {
+        if let Some(format) = format
+            && !HOOK_FORMATS.contains(&format.get_ref().as_str())
+        {
+            return Err((
+                Where::Span(format.span()),
+                format!(
+                    "unknown hook format `{}`: use {}",
+                    format.get_ref(),
+                    HOOK_FORMATS.join(", ")
+                ),
+            ));
+        }
+        if let Some(mode) = hook.value.transform() {
+            let kept = matches!(s.source.value, Source::WebRtc(_)) || s.passthrough().is_some();
+            if kept {
                 return Err((
-                    Where::Span(format.span()),
-                    format!(
-                        "unknown hook format `{}`: use {}",
-                        format.get_ref(),
-                        HOOK_FORMATS.join(", ")
-                    ),
+                    Where::Span(mode.span()),
+                    "a transform changes the video the outputs carry, which needs re-encoding; this source's stream is kept as it arrives (webrtc, passthrough), so hooks here can only observe".into(),
+                ));
+            }
+            let (w, h, fps) = match &hook.value {
+                Hook::Rust(r) => (r.width, r.height, r.fps),
+                Hook::Process(p) => (p.width, p.height, p.fps),
+                _ => (None, None, None),
+            };
+            if w.is_some() || h.is_some() || fps.is_some() {
+                return Err((
+                    Where::Span(hook.span.clone()),
+                    "a transform works on the video the outputs carry: drop width/height/fps (set them in [source])".into(),
                 ));
             }
         }
-        let decoded = !matches!(s.source.value, Source::WebRtc(_)) && s.passthrough().is_none();
-        if !decoded {
-            return Err((
-                Where::Span(hook.span.clone()),
-                "hooks need decoded video, which this source does not decode (webrtc and passthrough sources record as they arrive)".into(),
-            ));
+        if let Hook::Socket(sock) = &hook.value {
+            let listen = sock.listen.get_ref();
+            let valid = match listen.strip_prefix("unix:") {
+                Some(path) => !path.is_empty(),
+                None => listen.parse::<std::net::SocketAddr>().is_ok(),
+            };
+            if !valid {
+                return Err((
+                    Where::Span(sock.listen.span()),
+                    format!(
+                        "`{listen}` is not an address to listen on: use HOST:PORT (e.g. \"127.0.0.1:7000\") or unix:PATH"
+                    ),
+                ));
+            }
         }
     }
     if let Source::WebRtc(w) = &s.source.value {
@@ -902,16 +988,16 @@ pub(super) fn validate(s: &super::Structured) -> Result<(), (Where, String)> {
     }
     let mut tcp_ports = std::collections::BTreeSet::new();
     for out in &s.outputs {
-        if let Output::File(f) = &out.value {
-            if Container::from_path(f.path.get_ref()).is_none() {
-                return Err((
-                    Where::Span(f.path.span()),
-                    format!(
-                        "cannot tell the container of `{}`: end the path with .mkv, .webm, .mp4 or .ts",
-                        f.path.get_ref()
-                    ),
-                ));
-            }
+        if let Output::File(f) = &out.value
+            && Container::from_path(f.path.get_ref()).is_none()
+        {
+            return Err((
+                Where::Span(f.path.span()),
+                format!(
+                    "cannot tell the container of `{}`: end the path with .mkv, .webm, .mp4 or .ts",
+                    f.path.get_ref()
+                ),
+            ));
         }
         if let Output::Record(r) = &out.value {
             if r.container().is_none() {
@@ -930,13 +1016,13 @@ pub(super) fn validate(s: &super::Structured) -> Result<(), (Where, String)> {
                 ));
             }
         }
-        if let Output::Tcp(t) = &out.value {
-            if !tcp_ports.insert((t.host.clone(), t.port)) {
-                return Err((
-                    Where::Span(out.span.clone()),
-                    format!("two tcp outputs use {}:{}", t.host, t.port),
-                ));
-            }
+        if let Output::Tcp(t) = &out.value
+            && !tcp_ports.insert((t.host.clone(), t.port))
+        {
+            return Err((
+                Where::Span(out.span.clone()),
+                format!("two tcp outputs use {}:{}", t.host, t.port),
+            ));
         }
         let container = out.value.container();
         if !container.carries(codec) {

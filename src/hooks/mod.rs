@@ -6,10 +6,18 @@
 //! dropped) and the outputs keep their full rate. A thread per hook pulls frames and calls
 //! [`FrameHook::on_frame`] with a [`Frame`] that maps the buffer without copying.
 //!
+//! Transform hooks (`mode = "transform"`) sit on the path instead, before the raw video is
+//! fanned out: each frame is offered to the hook's worker thread and waits at most the hook's
+//! latency budget for the changed frame; a late or busy hook lets the original pass (counted
+//! as passed through), so the outputs never wait longer than the budget.
+//!
 //! Rust hooks are registered by name ([`register`]); the built-ins are `stats` (mean luma and
-//! frame interval) and `snapshot` (the latest frame as JPEG).
+//! frame interval), `motion`, `invert` (a transform) and `snapshot` (the latest frame as JPEG).
+//! [`process`] runs an external program per hook; [`socket`] serves frames to any number of
+//! subscribers.
 
 pub mod process;
+pub mod socket;
 
 use crate::events::{Event, EventBus};
 use gst::prelude::*;
@@ -17,12 +25,12 @@ use gst_video::prelude::*;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
 /// A decoded video frame, mapped read-only; valid during [`FrameHook::on_frame`].
 pub struct Frame<'a> {
-    frame: gst_video::VideoFrameRef<&'a gst::BufferRef>,
+    frame: &'a gst_video::VideoFrameRef<&'a gst::BufferRef>,
 }
 
 impl Frame<'_> {
@@ -65,6 +73,24 @@ impl Frame<'_> {
     }
 }
 
+/// A decoded video frame a transform hook may change in place; what it holds when the hook
+/// returns is what the outputs carry.
+pub struct FrameMut<'a> {
+    frame: gst_video::VideoFrameRef<&'a mut gst::BufferRef>,
+}
+
+impl FrameMut<'_> {
+    /// The same frame, read-only (width, height, format, stride, pts, planes).
+    pub fn as_frame(&self) -> Frame<'_> {
+        Frame { frame: &self.frame }
+    }
+
+    /// The bytes of `plane`, writable, without a copy.
+    pub fn plane_data_mut(&mut self, plane: u32) -> &mut [u8] {
+        self.frame.plane_data_mut(plane).unwrap_or(&mut [])
+    }
+}
+
 /// What a hook reports: a kind and any JSON fields; published on `/api/events`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct HookEvent {
@@ -75,6 +101,12 @@ pub struct HookEvent {
 /// Code that looks at live frames. Runs on a thread of its own; a slow hook only loses frames.
 pub trait FrameHook: Send {
     fn on_frame(&mut self, frame: &Frame) -> Option<HookEvent>;
+
+    /// Called instead of [`FrameHook::on_frame`] when the hook is a transform
+    /// (`mode = "transform"`): change the pixels in place. By default the hook only looks.
+    fn transform(&mut self, frame: &mut FrameMut) -> Option<HookEvent> {
+        self.on_frame(&frame.as_frame())
+    }
 }
 
 /// Options of a `[[hook]]` table that a hook factory may read (`every`, `threshold`, ...).
@@ -88,6 +120,7 @@ fn factories() -> &'static Mutex<HashMap<String, Factory>> {
         let mut m: HashMap<String, Factory> = HashMap::new();
         m.insert("stats".into(), Box::new(|o| Box::new(Stats::new(o))));
         m.insert("motion".into(), Box::new(|o| Box::new(Motion::new(o))));
+        m.insert("invert".into(), Box::new(|_| Box::new(Invert)));
         Mutex::new(m)
     })
 }
@@ -137,7 +170,7 @@ impl FrameHook for Stats {
             self.interval_ms = now.duration_since(last).as_secs_f64() * 1000.0;
         }
         self.seen += 1;
-        if self.seen % self.every != 0 {
+        if !self.seen.is_multiple_of(self.every) {
             return None;
         }
         // Luma of packed RGB/BGR rows (ITU-R BT.601 weights), or the first plane otherwise.
@@ -172,6 +205,26 @@ impl FrameHook for Stats {
                 "frames": self.seen,
             }),
         })
+    }
+}
+
+/// Built-in `invert`, a transform: every byte of every plane becomes 255 − byte (the colour
+/// negative for RGB/BGR/GRAY8). A demonstration, and what the tests check transforms with.
+struct Invert;
+
+impl FrameHook for Invert {
+    fn on_frame(&mut self, _: &Frame) -> Option<HookEvent> {
+        None
+    }
+
+    fn transform(&mut self, frame: &mut FrameMut) -> Option<HookEvent> {
+        let planes = frame.as_frame().n_planes();
+        for plane in 0..planes {
+            for byte in frame.plane_data_mut(plane) {
+                *byte = !*byte;
+            }
+        }
+        None
     }
 }
 
@@ -234,12 +287,17 @@ impl FrameHook for Motion {
 pub struct HookStats {
     pub name: String,
     pub kind: String,
+    /// "observe" or "transform".
+    pub mode: &'static str,
     /// Frames that reached the hook's branch.
     pub arrived: u64,
     /// Frames the hook processed.
     pub delivered: u64,
-    /// Frames the hook was too slow for (dropped by its bounded branch).
+    /// Frames the hook never saw: it was busy (observe: its bounded branch dropped them).
     pub dropped: u64,
+    /// Transform hooks: frames that went on unchanged because the hook was busy or missed
+    /// its latency budget.
+    pub passed_through: u64,
     pub processing_p50_ms: Option<f64>,
     pub processing_p99_ms: Option<f64>,
 }
@@ -248,8 +306,10 @@ pub struct HookStats {
 pub struct HookState {
     pub name: String,
     pub kind: String,
+    transform: bool,
     arrived: AtomicU64,
     delivered: AtomicU64,
+    passed_through: AtomicU64,
     /// The last 512 processing times (µs): enough for stable percentiles, bounded memory.
     times: Mutex<std::collections::VecDeque<u64>>,
     /// The latest JPEG of a snapshot hook.
@@ -273,114 +333,312 @@ impl HookState {
             let i = ((times.len() as f64 - 1.0) * p).round() as usize;
             times.get(i).map(|us| *us as f64 / 1000.0)
         };
+        // An observe hook may have one frame waiting in its appsink.
+        let in_flight = if self.transform { 0 } else { 1 };
         HookStats {
             name: self.name.clone(),
             kind: self.kind.clone(),
+            mode: if self.transform {
+                "transform"
+            } else {
+                "observe"
+            },
             arrived,
             delivered,
-            // One frame may be in flight in the appsink.
-            dropped: arrived.saturating_sub(delivered + 1),
+            dropped: arrived.saturating_sub(delivered + in_flight),
+            passed_through: self.passed_through.load(Ordering::Relaxed),
             processing_p50_ms: pct(0.5),
             processing_p99_ms: pct(0.99),
         }
     }
+
+    fn record(&self, took: Duration) {
+        self.delivered.fetch_add(1, Ordering::Relaxed);
+        let mut times = self.times.lock().unwrap_or_else(|p| p.into_inner());
+        if times.len() == 512 {
+            times.pop_front();
+        }
+        times.push_back(took.as_micros() as u64);
+    }
 }
 
-/// A planned hook: which appsink feeds it and what runs on the frames.
+/// A planned hook: which element feeds it and what runs on the frames.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HookTap {
-    pub appsink: String,
+    /// The branch's appsink (observe hooks) or the `identity` on the path (transforms).
+    pub element: String,
     pub name: String,
-    /// "rust" (a registered hook), or "snapshot" (the branch ends in jpegenc).
+    /// "rust" (a registered hook), "process", "socket", or "snapshot" (the branch ends in
+    /// jpegenc).
     pub kind: String,
     pub options: HookOptions,
+    /// Transform hooks: how long a frame may wait for the hook before it goes on unchanged.
+    pub budget: Option<Duration>,
 }
 
-/// The hooks of a running pipeline; stopping joins their threads.
+/// The hooks of running pipelines, by pipeline name (what the API reads counters from).
+pub type HookTable = Mutex<HashMap<String, Vec<Arc<HookState>>>>;
+
+/// Where the hooks of a pipeline report: the event stream and the table the API reads.
+#[derive(Clone, Default)]
+pub struct HookHost {
+    pub events: EventBus,
+    pub table: Arc<HookTable>,
+}
+
+/// A frame offered to a transform hook's worker; the changed frame goes back on `reply`.
+struct Job {
+    buffer: gst::Buffer,
+    info: gst_video::VideoInfo,
+    reply: mpsc::SyncSender<gst::Buffer>,
+}
+
+/// Where a transform's probe offers frames; emptied when the hooks stop, which ends the worker.
+type JobSlot = Arc<Mutex<Option<mpsc::SyncSender<Job>>>>;
+
+/// The hooks of a running pipeline. Dropping them stops their threads (without waiting);
+/// [`RunningHooks::stop`] also waits for them.
 pub struct RunningHooks {
     pub states: Vec<Arc<HookState>>,
     threads: Vec<std::thread::JoinHandle<()>>,
+    jobs: Vec<JobSlot>,
+    registered: Option<(Arc<HookTable>, String)>,
 }
 
 impl RunningHooks {
-    /// Starts a thread per hook on the built (not yet playing) pipeline.
+    /// Starts a thread per hook on the built (not yet playing) pipeline and lists the hooks in
+    /// `host`'s table under `pipeline_name`.
     pub fn start(
         pipeline_name: &str,
         pipeline: &gst::Pipeline,
         taps: &[HookTap],
-        events: &EventBus,
+        host: &HookHost,
     ) -> Result<RunningHooks, String> {
-        let mut states = Vec::new();
-        let mut threads = Vec::new();
+        let mut running = RunningHooks {
+            states: Vec::new(),
+            threads: Vec::new(),
+            jobs: Vec::new(),
+            registered: None,
+        };
         for tap in taps {
-            let appsink = pipeline
-                .by_name(&tap.appsink)
-                .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
-                .ok_or_else(|| format!("the assembled pipeline has no appsink {}", tap.appsink))?;
-            let hook: Option<Box<dyn FrameHook>> =
-                match tap.kind.as_str() {
-                    "snapshot" => None,
-                    "process" => {
-                        let command: Vec<String> = tap
-                            .options
-                            .get("command")
-                            .and_then(|c| c.as_array())
-                            .map(|a| {
-                                a.iter()
-                                    .filter_map(|v| v.as_str().map(str::to_string))
-                                    .collect()
-                            })
-                            .unwrap_or_default();
-                        Some(Box::new(process::ProcessHook::new(
-                            command,
-                            &tap.name,
-                            pipeline_name,
-                            events.clone(),
-                        )))
-                    }
-                    _ => Some(make(&tap.name, &tap.options).ok_or_else(|| {
-                        format!("no Rust hook named `{}` is registered", tap.name)
-                    })?),
-                };
+            let element = pipeline
+                .by_name(&tap.element)
+                .ok_or_else(|| format!("the assembled pipeline has no element {}", tap.element))?;
+            let hook = instantiate(tap, pipeline_name, &host.events)?;
             let state = Arc::new(HookState {
                 name: tap.name.clone(),
                 kind: tap.kind.clone(),
+                transform: tap.budget.is_some(),
                 arrived: AtomicU64::new(0),
                 delivered: AtomicU64::new(0),
+                passed_through: AtomicU64::new(0),
                 times: Mutex::new(std::collections::VecDeque::with_capacity(512)),
                 latest_jpeg: Mutex::new(None),
                 stop: AtomicBool::new(false),
             });
-            // Count what reaches the branch; the difference to what the hook took is dropped.
-            if let Some(pad) = appsink.static_pad("sink") {
-                let s = state.clone();
-                pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
-                    s.arrived.fetch_add(1, Ordering::Relaxed);
-                    gst::PadProbeReturn::Ok
-                });
+            let (s, bus, name) = (
+                state.clone(),
+                host.events.clone(),
+                pipeline_name.to_string(),
+            );
+            let spawn = std::thread::Builder::new().name(format!("hook-{}", tap.name));
+            let thread = match (tap.budget, hook) {
+                (Some(budget), Some(hook)) => {
+                    let (tx, rx) = mpsc::sync_channel(0);
+                    let slot: JobSlot = Arc::new(Mutex::new(Some(tx)));
+                    offer_frames(&element, budget, slot.clone(), state.clone())?;
+                    running.jobs.push(slot);
+                    spawn.spawn(move || run_transform(rx, hook, s, bus, name))
+                }
+                (_, hook) => {
+                    let appsink = element
+                        .downcast::<gst_app::AppSink>()
+                        .map_err(|_| format!("{} is not an appsink", tap.element))?;
+                    // Count what reaches the branch; the difference to what the hook took is
+                    // what it dropped.
+                    if let Some(pad) = appsink.static_pad("sink") {
+                        let s = state.clone();
+                        pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+                            s.arrived.fetch_add(1, Ordering::Relaxed);
+                            gst::PadProbeReturn::Ok
+                        });
+                    }
+                    spawn.spawn(move || run(appsink, hook, s, bus, name))
+                }
             }
-            let (s, bus, name) = (state.clone(), events.clone(), pipeline_name.to_string());
-            let thread = std::thread::Builder::new()
-                .name(format!("hook-{}", tap.name))
-                .spawn(move || run(appsink, hook, s, bus, name))
-                .map_err(|e| format!("cannot start a hook thread: {e}"))?;
-            states.push(state);
-            threads.push(thread);
+            .map_err(|e| format!("cannot start a hook thread: {e}"))?;
+            running.states.push(state);
+            running.threads.push(thread);
         }
-        Ok(RunningHooks { states, threads })
+        if !running.states.is_empty() {
+            host.table
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(pipeline_name.to_string(), running.states.clone());
+            running.registered = Some((host.table.clone(), pipeline_name.to_string()));
+        }
+        Ok(running)
     }
 
-    /// Stops and joins the hook threads (blocking: call off the async threads).
-    pub fn stop(self) {
+    /// Tells every hook to finish: observe hooks take what is left in their appsink, transform
+    /// workers end, the entry leaves the table (if it is still ours).
+    fn signal_stop(&mut self) {
         for s in &self.states {
             s.stop.store(true, Ordering::Relaxed);
         }
-        for t in self.threads {
+        for slot in self.jobs.drain(..) {
+            slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+        }
+        if let Some((table, name)) = self.registered.take() {
+            let mut table = table.lock().unwrap_or_else(|p| p.into_inner());
+            let ours = table.get(&name).is_some_and(|states| {
+                states
+                    .first()
+                    .zip(self.states.first())
+                    .is_some_and(|(a, b)| Arc::ptr_eq(a, b))
+            });
+            if ours {
+                table.remove(&name);
+            }
+        }
+    }
+
+    /// Stops and joins the hook threads (blocking: call off the async threads).
+    pub fn stop(mut self) {
+        self.signal_stop();
+        for t in std::mem::take(&mut self.threads) {
             let _ = t.join();
         }
     }
 }
 
+impl Drop for RunningHooks {
+    fn drop(&mut self) {
+        self.signal_stop();
+    }
+}
+
+/// The code a tap runs: a registered Rust hook, a process, a socket server; `None` for the
+/// snapshot (its branch encodes JPEG itself).
+fn instantiate(
+    tap: &HookTap,
+    pipeline_name: &str,
+    events: &EventBus,
+) -> Result<Option<Box<dyn FrameHook>>, String> {
+    let text = |key: &str| tap.options.get(key).and_then(|v| v.as_str()).unwrap_or("");
+    Ok(match tap.kind.as_str() {
+        "snapshot" => None,
+        "process" => {
+            let command: Vec<String> = tap
+                .options
+                .get("command")
+                .and_then(|c| c.as_array())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default();
+            Some(Box::new(process::ProcessHook::new(
+                command,
+                &tap.name,
+                pipeline_name,
+                events.clone(),
+            )))
+        }
+        "socket" => Some(Box::new(socket::SocketHook::bind(
+            text("listen"),
+            pipeline_name,
+            events.clone(),
+        )?)),
+        _ => Some(
+            make(&tap.name, &tap.options)
+                .ok_or_else(|| format!("no Rust hook named `{}` is registered", tap.name))?,
+        ),
+    })
+}
+
+/// A transform's probe on the path: offers each frame to the worker and waits up to `budget`
+/// for the changed one. A busy worker (still on an earlier frame) or a late answer lets the
+/// original pass.
+fn offer_frames(
+    element: &gst::Element,
+    budget: Duration,
+    slot: JobSlot,
+    state: Arc<HookState>,
+) -> Result<(), String> {
+    let pad = element
+        .static_pad("src")
+        .ok_or("a transform hook's element has no src pad")?;
+    pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+        state.arrived.fetch_add(1, Ordering::Relaxed);
+        let offered = info.buffer().cloned().zip(
+            pad.current_caps()
+                .and_then(|c| gst_video::VideoInfo::from_caps(&c).ok()),
+        );
+        if let Some((buffer, info_v)) = offered {
+            let (reply, answer) = mpsc::sync_channel(1);
+            let job = Job {
+                buffer,
+                info: info_v,
+                reply,
+            };
+            // A rendezvous channel: this only succeeds while the worker waits for work.
+            let taken = slot
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+                .is_some_and(|jobs| jobs.try_send(job).is_ok());
+            if taken && let Ok(changed) = answer.recv_timeout(budget) {
+                info.data = Some(gst::PadProbeData::Buffer(changed));
+                return gst::PadProbeReturn::Ok;
+            }
+        }
+        state.passed_through.fetch_add(1, Ordering::Relaxed);
+        gst::PadProbeReturn::Ok
+    });
+    Ok(())
+}
+
+fn publish(events: &EventBus, pipeline: &str, state: &HookState, ev: HookEvent) {
+    events.publish(Event::new(
+        "hook",
+        pipeline,
+        serde_json::json!({ "hook": state.name, "kind": ev.kind, "fields": ev.fields }),
+    ));
+}
+
+/// A transform hook's worker: changes a copy of each offered frame and hands it back.
+fn run_transform(
+    jobs: mpsc::Receiver<Job>,
+    mut hook: Box<dyn FrameHook>,
+    state: Arc<HookState>,
+    events: EventBus,
+    pipeline: String,
+) {
+    while let Ok(job) = jobs.recv() {
+        let started = Instant::now();
+        // The original stays untouched: it is what passes if this is too slow.
+        let Ok(mut buffer) = job.buffer.copy_deep() else {
+            continue;
+        };
+        let event = {
+            let buffer = buffer.make_mut();
+            match gst_video::VideoFrameRef::from_buffer_ref_writable(buffer, &job.info) {
+                Ok(frame) => hook.transform(&mut FrameMut { frame }),
+                Err(_) => continue,
+            }
+        };
+        let _ = job.reply.try_send(buffer);
+        state.record(started.elapsed());
+        if let Some(ev) = event {
+            publish(&events, &pipeline, &state, ev);
+        }
+    }
+}
+
+/// An observe hook's thread: pulls frames from its appsink until told to stop, then takes
+/// what is left there (so a stream that ended is seen to its last frame).
 fn run(
     appsink: gst_app::AppSink,
     mut hook: Option<Box<dyn FrameHook>>,
@@ -388,8 +646,17 @@ fn run(
     events: EventBus,
     pipeline: String,
 ) {
-    while !state.stop.load(Ordering::Relaxed) {
-        let Some(sample) = appsink.try_pull_sample(gst::ClockTime::from_mseconds(100)) else {
+    loop {
+        let stopping = state.stop.load(Ordering::Relaxed);
+        let wait = if stopping {
+            gst::ClockTime::ZERO
+        } else {
+            gst::ClockTime::from_mseconds(100)
+        };
+        let Some(sample) = appsink.try_pull_sample(wait) else {
+            if stopping {
+                return;
+            }
             if appsink.is_eos() {
                 // Nothing more will come; wait to be stopped.
                 std::thread::sleep(Duration::from_millis(50));
@@ -415,26 +682,14 @@ fn run(
                     .and_then(|c| gst_video::VideoInfo::from_caps(c).ok());
                 let Some(info) = info else { continue };
                 match gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, &info) {
-                    Ok(frame) => hook.on_frame(&Frame { frame }),
+                    Ok(frame) => hook.on_frame(&Frame { frame: &frame }),
                     Err(_) => continue,
                 }
             }
         };
-        let took = started.elapsed().as_micros() as u64;
-        state.delivered.fetch_add(1, Ordering::Relaxed);
-        {
-            let mut times = state.times.lock().unwrap_or_else(|p| p.into_inner());
-            if times.len() == 512 {
-                times.pop_front();
-            }
-            times.push_back(took);
-        }
+        state.record(started.elapsed());
         if let Some(ev) = event {
-            events.publish(Event::new(
-                "hook",
-                &pipeline,
-                serde_json::json!({ "hook": state.name, "kind": ev.kind, "fields": ev.fields }),
-            ));
+            publish(&events, &pipeline, &state, ev);
         }
     }
 }

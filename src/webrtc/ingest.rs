@@ -18,6 +18,7 @@ pub struct IngestPoint {
     pub pipeline: String,
     plan: Arc<Plan>,
     recordings: Arc<Recordings>,
+    hooks: crate::hooks::HookHost,
     config: WebRtcConfig,
     state: Mutex<State>,
     /// Goes to 0 when the current publisher's session has fully ended (finalized, freed).
@@ -37,12 +38,14 @@ impl IngestPoint {
         pipeline: &str,
         plan: Plan,
         recordings: Arc<Recordings>,
+        hooks: crate::hooks::HookHost,
         config: WebRtcConfig,
     ) -> Arc<IngestPoint> {
         Arc::new(IngestPoint {
             pipeline: pipeline.to_string(),
             plan: Arc::new(plan),
             recordings,
+            hooks,
             config,
             state: Mutex::new(State::default()),
             active: watch::channel(0).0,
@@ -123,6 +126,7 @@ impl IngestPoint {
                 ingest: Some(Ingest {
                     plan: self.plan.clone(),
                     recordings: self.recordings.clone(),
+                    hooks: self.hooks.clone(),
                 }),
             },
             move |id| {

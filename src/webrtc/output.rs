@@ -88,6 +88,8 @@ pub struct WebRtcOutput {
     config: WebRtcConfig,
     /// The producer's signalling client, while the output plays.
     producer: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Forwards hook events to the viewers (`hook_events = true`).
+    forwarder: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl WebRtcOutput {
@@ -224,18 +226,39 @@ impl WebRtcOutput {
 
     /// Ends every session and admits no more (the pipeline stopped).
     fn end_all(&self) {
-        if let Some(task) = self
-            .producer
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-        {
-            task.abort();
+        for task in [&self.producer, &self.forwarder] {
+            if let Some(task) = task.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                task.abort();
+            }
         }
         let mut sessions = self.lock_sessions();
         sessions.closed = true;
         for (_, h) in sessions.by_id.drain() {
             h.end();
+        }
+    }
+
+    /// Sends this pipeline's hook events to every viewer, as `{"event": {...}}` on the data
+    /// channel. A session that cannot take more (its queue is full) misses events.
+    async fn forward_hook_events(
+        weak: std::sync::Weak<Self>,
+        mut events: tokio::sync::broadcast::Receiver<crate::events::Event>,
+    ) {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            let event = match events.recv().await {
+                Ok(e) => e,
+                Err(RecvError::Lagged(_)) => continue,
+                Err(RecvError::Closed) => return,
+            };
+            let Some(out) = weak.upgrade() else { return };
+            if event.kind != "hook" || event.pipeline != out.pipeline {
+                continue;
+            }
+            let line = serde_json::json!({ "event": event }).to_string();
+            for h in out.lock_sessions().by_id.values() {
+                let _ = h.commands.try_send(Command::Chat(line.clone()));
+            }
         }
     }
 
@@ -286,6 +309,7 @@ impl Registry {
         name: &str,
         pipeline: &gst::Pipeline,
         taps: &[WebRtcTap],
+        events: &crate::events::EventBus,
     ) -> Result<(), String> {
         // One webrtc output per pipeline is what viewers address (by pipeline name).
         let Some(tap) = taps.first() else {
@@ -311,8 +335,16 @@ impl Registry {
             chat: chat_tx,
             config: self.config.clone(),
             producer: Mutex::new(None),
+            forwarder: Mutex::new(None),
         });
         tokio::spawn(WebRtcOutput::relay_chat(Arc::downgrade(&output), chat_rx));
+        if tap.hook_events {
+            let task = tokio::spawn(WebRtcOutput::forward_hook_events(
+                Arc::downgrade(&output),
+                events.subscribe(),
+            ));
+            *output.forwarder.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
+        }
         if let Some(old) = self.lock().insert(name.to_string(), output) {
             old.end_all();
         }
@@ -375,8 +407,10 @@ impl Registry {
         name: &str,
         plan: crate::assemble::Plan,
         recordings: Arc<crate::record::Recordings>,
+        hooks: crate::hooks::HookHost,
     ) -> Arc<super::ingest::IngestPoint> {
-        let point = super::ingest::IngestPoint::new(name, plan, recordings, self.config.clone());
+        let point =
+            super::ingest::IngestPoint::new(name, plan, recordings, hooks, self.config.clone());
         let url = self.config.signalling_url.clone().or_else(|| {
             self.embedded
                 .lock()

@@ -117,7 +117,7 @@ fn rtpmaps(media: &gst_sdp::SDPMediaRef) -> impl Iterator<Item = (u32, String)> 
     })
 }
 
-fn fmtp<'a>(media: &'a gst_sdp::SDPMediaRef, pt: u32) -> Option<&'a str> {
+fn fmtp(media: &gst_sdp::SDPMediaRef, pt: u32) -> Option<&str> {
     (0..media.attributes_len())
         .filter_map(|i| media.attribute_val_n("fmtp", i))
         .find_map(|v| {

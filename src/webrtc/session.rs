@@ -143,6 +143,8 @@ pub enum Role {
 pub struct Ingest {
     pub plan: Arc<crate::assemble::Plan>,
     pub recordings: Arc<crate::record::Recordings>,
+    /// Where the pipeline's hooks (on the decoded stream) report.
+    pub hooks: crate::hooks::HookHost,
 }
 
 /// A session that answers an offer: its id, its command sender, and where its answer (ICE
@@ -270,6 +272,8 @@ pub fn spawn(
 /// A built viewer pipeline.
 struct Built {
     pipeline: PipelineGuard,
+    /// Frame hooks of a publisher's pipeline; dropping them stops them.
+    _hooks: Option<crate::hooks::RunningHooks>,
     webrtc: gst::Element,
     links: Vec<ConsumptionLink>,
     /// The data channel we created (offer role).
@@ -595,13 +599,11 @@ impl Session {
                         }
                     }
                     Some(Command::Chat(text)) => {
-                        if let Some(ch) = &self.channel {
-                            if ch.ready_state() == gst_webrtc::WebRTCDataChannelState::Open {
-                                if let Err(e) = ch.send_string_full(Some(&text)) {
+                        if let Some(ch) = &self.channel
+                            && ch.ready_state() == gst_webrtc::WebRTCDataChannelState::Open
+                                && let Err(e) = ch.send_string_full(Some(&text)) {
                                     tracing::debug!("viewer {}: chat not sent: {e}", self.id);
                                 }
-                            }
-                        }
                     }
                 },
                 _ = tokio::time::sleep_until(timeout_at) => match phase {
@@ -1026,14 +1028,24 @@ fn build_receiver(
 ) -> Result<Built, String> {
     let guard = PipelineGuard(Some(ingest.plan.build(&ingest.recordings)?));
     let pipeline = guard.0.clone().ok_or("no pipeline")?;
+    let hooks = if ingest.plan.hooks.is_empty() {
+        None
+    } else {
+        Some(crate::hooks::RunningHooks::start(
+            &ingest.plan.name,
+            &pipeline,
+            &ingest.plan.hooks,
+            &ingest.hooks,
+        )?)
+    };
     for name in ingest.plan.file_sink_names() {
         let tx = events.clone();
         if let Some(pad) = pipeline.by_name(name).and_then(|e| e.static_pad("sink")) {
             pad.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
-                if let Some(gst::PadProbeData::Event(ev)) = &info.data {
-                    if ev.type_() == gst::EventType::Eos {
-                        let _ = tx.try_send(Event::SinkEos);
-                    }
+                if let Some(gst::PadProbeData::Event(ev)) = &info.data
+                    && ev.type_() == gst::EventType::Eos
+                {
+                    let _ = tx.try_send(Event::SinkEos);
                 }
                 gst::PadProbeReturn::Ok
             });
@@ -1064,10 +1076,10 @@ fn build_receiver(
                 caps.to_value(),
             ],
         );
-        if let Some(t) = transceiver.and_then(|v| v.get::<glib::Object>().ok()) {
-            if t.find_property("do-nack").is_some() {
-                t.set_property("do-nack", true);
-            }
+        if let Some(t) = transceiver.and_then(|v| v.get::<glib::Object>().ok())
+            && t.find_property("do-nack").is_some()
+        {
+            t.set_property("do-nack", true);
         }
     }
     // Each incoming stream: depayload into its branch head (video_in / audio_in). Linking in
@@ -1101,12 +1113,11 @@ fn build_receiver(
             if let Ok(sink) = gst::ElementFactory::make("fakesink")
                 .property("async", false)
                 .build()
+                && pipeline.add(&sink).is_ok()
+                && sink.sync_state_with_parent().is_ok()
+                && let Some(sinkpad) = sink.static_pad("sink")
             {
-                if pipeline.add(&sink).is_ok() && sink.sync_state_with_parent().is_ok() {
-                    if let Some(sinkpad) = sink.static_pad("sink") {
-                        let _ = pad.link(&sinkpad);
-                    }
-                }
+                let _ = pad.link(&sinkpad);
             }
         }
     });
@@ -1114,16 +1125,16 @@ fn build_receiver(
         .set_state(gst::State::Playing)
         .map_err(|_| "the publisher pipeline did not start".to_string())?;
     // The offer has no audio but the outputs expect it: end that branch so muxers go on.
-    if audio_pt.is_none() {
-        if let Some(pad) = pipeline
+    if audio_pt.is_none()
+        && let Some(pad) = pipeline
             .by_name("audio_in")
             .and_then(|e| e.static_pad("sink"))
-        {
-            pad.send_event(gst::event::Eos::new());
-        }
+    {
+        pad.send_event(gst::event::Eos::new());
     }
     Ok(Built {
         pipeline: guard,
+        _hooks: hooks,
         webrtc,
         links: Vec::new(),
         channel: None,
@@ -1192,10 +1203,10 @@ fn build(a: BuildArgs) -> Result<Built, String> {
             .ok_or("webrtcbin gave no sink pad")?;
         // RTCP feedback: retransmit on NACK (PLI already reaches the encoder as a key-unit
         // request through the payloader and the stream producer).
-        if let Some(t) = sink.property::<Option<glib::Object>>("transceiver") {
-            if t.find_property("do-nack").is_some() {
-                t.set_property("do-nack", true);
-            }
+        if let Some(t) = sink.property::<Option<glib::Object>>("transceiver")
+            && t.find_property("do-nack").is_some()
+        {
+            t.set_property("do-nack", true);
         }
         filter
             .static_pad("src")
@@ -1254,6 +1265,7 @@ fn build(a: BuildArgs) -> Result<Built, String> {
 
     Ok(Built {
         pipeline: guard,
+        _hooks: None,
         webrtc,
         links,
         channel,

@@ -145,10 +145,19 @@ pub fn wait_state(base: &str, name: &str, state: &str) -> serde_json::Value {
 /// (tcpclientsrc ! tsdemux ! h264parse ! avdec_h264 ! appsink) until `frames` frames arrived.
 /// Returns the (width, height) of each decoded frame.
 pub fn gst_decode_tcp(port: u16, frames: usize) -> Result<Vec<(i32, i32)>, String> {
+    Ok(gst_decode_tcp_rgb(port, frames)?
+        .into_iter()
+        .map(|(w, h, _)| (w, h))
+        .collect())
+}
+
+/// Decodes `frames` frames of a TCP output (MPEG-TS, H.264) to RGB, as a client would: the
+/// size and the centre pixel of each.
+pub fn gst_decode_tcp_rgb(port: u16, frames: usize) -> Result<Vec<(i32, i32, [u8; 3])>, String> {
     gst::init().map_err(|e| e.to_string())?;
     use gst::prelude::*;
     let launch = format!(
-        "tcpclientsrc host=127.0.0.1 port={port} ! tsdemux ! h264parse ! avdec_h264 ! videoconvert ! appsink name=sink sync=false"
+        "tcpclientsrc host=127.0.0.1 port={port} ! tsdemux ! h264parse ! avdec_h264 ! videoconvert ! video/x-raw,format=RGB ! appsink name=sink sync=false"
     );
     let pipeline = gst::parse::launch(&launch)
         .map_err(|e| e.to_string())?
@@ -161,31 +170,36 @@ pub fn gst_decode_tcp(port: u16, frames: usize) -> Result<Vec<(i32, i32)>, Strin
     pipeline
         .set_state(gst::State::Playing)
         .map_err(|e| format!("client cannot start: {e}"))?;
-    let mut sizes = Vec::new();
+    let mut seen = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while sizes.len() < frames && Instant::now() < deadline {
+    while seen.len() < frames && Instant::now() < deadline {
         if let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_seconds(1)) {
-            let s = sample
+            let info = sample
                 .caps()
-                .and_then(|c| c.structure(0).map(|s| s.to_owned()));
-            let w = s
-                .as_ref()
-                .and_then(|s| s.get::<i32>("width").ok())
-                .unwrap_or(0);
-            let h = s
-                .as_ref()
-                .and_then(|s| s.get::<i32>("height").ok())
-                .unwrap_or(0);
-            sizes.push((w, h));
+                .and_then(|c| gst_video::VideoInfo::from_caps(c).ok())
+                .ok_or("decoded frame without video caps")?;
+            let (w, h) = (info.width() as usize, info.height() as usize);
+            let stride = info.stride()[0] as usize;
+            let map = sample
+                .buffer()
+                .ok_or("sample without buffer")?
+                .map_readable()
+                .map_err(|e| e.to_string())?;
+            let at = (h / 2) * stride + (w / 2) * 3;
+            let px = map
+                .as_slice()
+                .get(at..at + 3)
+                .map(|p| [p[0], p[1], p[2]])
+                .unwrap_or_default();
+            seen.push((w as i32, h as i32, px));
         } else if sink.is_eos() {
             break;
         }
     }
     let _ = pipeline.set_state(gst::State::Null);
-    Ok(sizes)
+    Ok(seen)
 }
 
-/// Runs a command with a time limit (via coreutils `timeout`), capturing its output.
 pub fn run_limited(secs: u32, program: &str, args: &[&str]) -> Output {
     Command::new("timeout")
         .arg(secs.to_string())
@@ -403,12 +417,11 @@ pub fn collect_events(
         let mut seen = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline && !done(&seen) {
-            if let Ok(msg) = ws.read() {
-                if let Ok(text) = msg.into_text() {
-                    if let Ok(v) = serde_json::from_str(&text) {
-                        seen.push(v);
-                    }
-                }
+            if let Ok(msg) = ws.read()
+                && let Ok(text) = msg.into_text()
+                && let Ok(v) = serde_json::from_str(&text)
+            {
+                seen.push(v);
             }
         }
         seen

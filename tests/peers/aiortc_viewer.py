@@ -2,7 +2,8 @@
 """A stock aiortc viewer, used by the tests as a real third-party WebRTC peer.
 
 Connects to mediaweave in one of three ways, counts decoded video frames, and prints one JSON
-line: {"frames": N, "width": W, "height": H, "audio_frames": M}.
+line: {"frames": N, "width": W, "height": H, "audio_frames": M, "events": [...]}.
+With --events N (WHEP and /offer) it opens a data channel and also waits for N hook events.
 
   whep URL          POST the offer to a WHEP endpoint (application/sdp), DELETE at the end
   offer URL         POST {"sdp", "type"} to an aiortc-style /offer endpoint
@@ -25,7 +26,7 @@ from aiortc.sdp import candidate_from_sdp  # noqa: E402
 
 
 
-async def count_video(track, want, result, done):
+async def count_video(track, result):
     while True:
         try:
             frame = await track.recv()
@@ -33,8 +34,6 @@ async def count_video(track, want, result, done):
             return
         result["frames"] += 1
         result["width"], result["height"] = frame.width, frame.height
-        if result["frames"] >= want:
-            done.set()
 
 
 async def count_audio(track, result):
@@ -135,18 +134,34 @@ async def main():
     ap.add_argument("--frames", type=int, default=60)
     ap.add_argument("--timeout", type=float, default=40)
     ap.add_argument("--hold", type=float, default=0, help="stay connected this long after counting")
+    ap.add_argument("--events", type=int, default=0, help="hook events to wait for on a data channel")
     args = ap.parse_args()
 
     pc = RTCPeerConnection()
-    result = {"frames": 0, "width": 0, "height": 0, "audio_frames": 0}
-    done = asyncio.Event()
+    result = {"frames": 0, "width": 0, "height": 0, "audio_frames": 0, "events": []}
 
     @pc.on("track")
     def on_track(track):
         if track.kind == "video":
-            asyncio.ensure_future(count_video(track, args.frames, result, done))
+            asyncio.ensure_future(count_video(track, result))
         else:
             asyncio.ensure_future(count_audio(track, result))
+
+    if args.events:
+        channel = pc.createDataChannel("chat")
+
+        @channel.on("message")
+        def on_message(message):
+            try:
+                msg = json.loads(message)
+            except ValueError:
+                return
+            if isinstance(msg, dict) and "event" in msg:
+                result["events"].append(msg["event"])
+
+    async def done():
+        while result["frames"] < args.frames or len(result["events"]) < args.events:
+            await asyncio.sleep(0.05)
 
     location, ws = None, None
     if args.mode == "ws":
@@ -154,7 +169,7 @@ async def main():
     else:
         location = await via_http(pc, args.mode, args.url)
     try:
-        await asyncio.wait_for(done.wait(), args.timeout)
+        await asyncio.wait_for(done(), args.timeout)
     except asyncio.TimeoutError:
         pass
     print(json.dumps(result), flush=True)

@@ -4,7 +4,7 @@
 
 const $ = (sel) => document.querySelector(sel);
 // Exposed for people poking in the console and for the browser tests.
-window.mediaweave = { stats: {}, chat: [], watching: null, channelOpen: false };
+window.mediaweave = { stats: {}, chat: [], events: [], watching: null, channelOpen: false };
 
 let pc = null, channel = null, statsTimer = null, last = null;
 
@@ -106,7 +106,16 @@ async function watch(name) {
     channel = dc;
     dc.onopen = () => { if (current()) window.mediaweave.channelOpen = true; };
     dc.onmessage = (e) => {
-      try { addChat(JSON.parse(e.data)); } catch { addChat({ from: "?", text: String(e.data) }); }
+      let msg;
+      try { msg = JSON.parse(e.data); } catch { msg = { from: "?", text: String(e.data) }; }
+      if (msg && msg.event) {
+        // A hook event of the pipeline (webrtc output with hook_events = true).
+        const f = msg.event.fields || {};
+        window.mediaweave.events.push(msg.event);
+        addChat({ from: `⚑ ${f.hook ?? "hook"}`, text: `${f.kind ?? ""} ${JSON.stringify(f.fields ?? {})}` }, false);
+      } else {
+        addChat(msg);
+      }
     };
     await peer.setLocalDescription(await peer.createOffer());
     await waitForIce(peer);
@@ -171,8 +180,8 @@ async function updateStats() {
   $("#stat-rtt").textContent = s.roundTripTimeMs !== undefined ? `${s.roundTripTimeMs.toFixed(1)} ms` : "–";
 }
 
-function addChat(msg) {
-  window.mediaweave.chat.push(msg);
+function addChat(msg, isChat = true) {
+  if (isChat) window.mediaweave.chat.push(msg);
   const li = document.createElement("li");
   const from = document.createElement("span");
   from.className = "from";

@@ -1,0 +1,12 @@
+#!/usr/bin/env python3
+"""Example transform hook: the colour negative of every frame, which the outputs then carry.
+
+[[hook]]
+kind = "process"
+mode = "transform"
+command = ["python3", "scripts/examples/invert.py"]
+"""
+from mediaweave_frames import frames, send, to_numpy
+
+for frame in frames():
+    send(frame, 255 - to_numpy(frame))
