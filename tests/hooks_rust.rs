@@ -74,7 +74,8 @@ fn rust_hooks_see_exact_pixels_and_never_stall_outputs() {
         dir.path(),
         "busy",
         &format!(
-            "[source]\nkind = \"test\"\nwidth = 320\nheight = 240\nframerate = 30\naudio = false\n\n[[output]]\nkind = \"tcp\"\nport = {port}\n\n[[hook]]\nkind = \"rust\"\nname = \"sleepy\"\n\n[[hook]]\nkind = \"snapshot\"\nevery = \"0.5s\"\nwidth = 320\nheight = 180\n"
+            "[source]\nkind = \"test\"\nwidth = 320\nheight = 240\nframerate = 30\naudio = false\n\n[[output]]\nkind = \"tcp\"\nport = {port}\n\n[[hook]]\nkind = \"rust\"\nname = \"sleepy\"\n\n[[hook]]\nkind = \"snapshot\"\nevery = \"0.5s\"\nwidth = 320\nheight = 180\npath = \"{}/snaps/{{name}}.jpg\"\n",
+            dir.path().display()
         ),
     );
     let server = TestServer::start(dir.path());
@@ -145,6 +146,11 @@ fn rust_hooks_see_exact_pixels_and_never_stall_outputs() {
     let probe = ffprobe(&path.display().to_string(), None).expect("a decodable JPEG");
     let v = probe.video().expect("image");
     assert_eq!((v.codec.as_str(), v.width, v.height), ("mjpeg", 320, 180));
+    // ... and the same on disk.
+    let on_disk = dir.path().join("snaps/busy.jpg");
+    let probe = ffprobe(&on_disk.display().to_string(), None).expect("the snapshot file");
+    let v = probe.video().expect("image");
+    assert_eq!((v.width, v.height), (320, 180));
 
     // Stats events on /api/events: white has a mean luma of 255.
     let ev = events

@@ -313,7 +313,7 @@ fn plan_structured(desc: &Description) -> Result<Plan, Diagnostic> {
         }
     }
     // Transform hooks sit on the raw video before it fans out; observe hooks branch off it.
-    let hooks = plan_hooks(s);
+    let hooks = plan_hooks(s, &desc.name);
     video.push_str(&hooks.path);
     video.push_str(" ! videoconvert ! tee name=video_raw allow-not-linked=true");
     chains.insert(0, video);
@@ -397,7 +397,7 @@ struct PlannedHooks {
 /// an appsink that keeps 1: a slow hook loses frames, never holds the tee (and so the outputs).
 /// Each transform is an `identity` on the path whose probe hands frames to the hook (within
 /// its budget), behind one small queue that takes the waiting off the source's thread.
-fn plan_hooks(s: &crate::description::Structured) -> PlannedHooks {
+fn plan_hooks(s: &crate::description::Structured, name: &str) -> PlannedHooks {
     use crate::description::Hook;
     let mut planned = PlannedHooks {
         path: String::new(),
@@ -470,6 +470,7 @@ fn plan_hooks(s: &crate::description::Structured) -> PlannedHooks {
                 )
             }
             Hook::Snapshot(sn) => {
+                options.insert("path".into(), sn.path.replace("{name}", name).into());
                 // One frame per `every`: framerate 1000/ms.
                 let ms = sn.every.as_millis().max(1);
                 (
@@ -541,6 +542,7 @@ fn plan_hooks(s: &crate::description::Structured) -> PlannedHooks {
 /// up, the hooks see gaps until the next keyframe. Only observe hooks (validate() checks).
 fn plan_decoded_hooks(
     s: &crate::description::Structured,
+    name: &str,
     chains: &mut Vec<String>,
 ) -> Vec<HookTap> {
     if s.hooks.is_empty() {
@@ -549,7 +551,7 @@ fn plan_decoded_hooks(
     chains.push(
         "video_enc. ! queue name=hooks_decode_queue leaky=downstream max-size-buffers=0 max-size-bytes=0 max-size-time=2000000000 ! decodebin name=hooks_decode ! videoconvert ! tee name=video_raw allow-not-linked=true".into(),
     );
-    let hooks = plan_hooks(s);
+    let hooks = plan_hooks(s, name);
     chains.extend(hooks.branches);
     hooks.taps
 }
@@ -725,7 +727,7 @@ fn plan_passthrough(
         ));
     }
     let outs = plan_outputs(desc, s, p.codec, p.audio.is_some(), p.audio, &mut chains);
-    let hooks = plan_decoded_hooks(s, &mut chains);
+    let hooks = plan_decoded_hooks(s, &desc.name, &mut chains);
     let launch = chains.join("  ");
     check_elements(desc, &launch)?;
     Ok(Plan {
@@ -776,7 +778,7 @@ fn plan_ingest(
         );
     }
     let outs = plan_outputs(desc, s, w.codec, w.audio, None, &mut chains);
-    let hooks = plan_decoded_hooks(s, &mut chains);
+    let hooks = plan_decoded_hooks(s, &desc.name, &mut chains);
     let launch = chains.join("  ");
     check_elements(desc, &launch)?;
     Ok(Plan {

@@ -683,6 +683,10 @@ fn default_snapshot_every() -> Duration {
     Duration::from_secs(5)
 }
 
+fn default_snapshot_path() -> String {
+    "snapshots/{name}.jpg".to_string()
+}
+
 fn default_budget() -> Duration {
     Duration::from_millis(50)
 }
@@ -738,12 +742,17 @@ pub struct MotionHook {
     pub fps: Option<u32>,
 }
 
-/// Built-in: a JPEG every `every`, served at `/api/pipelines/{name}/snapshot.jpg`.
+/// Built-in: a JPEG every `every`, written to `path` and served at
+/// `/api/pipelines/{name}/snapshot.jpg`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SnapshotHook {
     #[serde(default = "default_snapshot_every", deserialize_with = "duration")]
     pub every: Duration,
+    /// Where each JPEG is written (replacing the last); `{name}` is the pipeline, `{time}`
+    /// the UTC time (a file per snapshot). Default "snapshots/{name}.jpg".
+    #[serde(default = "default_snapshot_path")]
+    pub path: String,
     pub width: Option<u32>,
     pub height: Option<u32>,
 }

@@ -463,7 +463,12 @@ impl RunningHooks {
                             gst::PadProbeReturn::Ok
                         });
                     }
-                    spawn.spawn(move || run(appsink, hook, s, bus, name))
+                    let path = tap
+                        .options
+                        .get("path")
+                        .and_then(|p| p.as_str())
+                        .map(str::to_string);
+                    spawn.spawn(move || run(appsink, hook, path, s, bus, name))
                 }
             }
             .map_err(|e| format!("cannot start a hook thread: {e}"))?;
@@ -637,11 +642,29 @@ fn run_transform(
     }
 }
 
+/// Writes a snapshot to `template` (`{time}`: the UTC time) through a temporary file, so
+/// readers never see half a JPEG.
+fn save_snapshot(template: &str, jpeg: &[u8]) {
+    let time = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
+    let path = std::path::PathBuf::from(template.replace("{time}", &time));
+    let tmp = path.with_extension("jpg.part");
+    let written = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|()| std::fs::write(&tmp, jpeg))
+        .and_then(|()| std::fs::rename(&tmp, &path));
+    if let Err(e) = written {
+        tracing::warn!("snapshot not written to {}: {e}", path.display());
+    }
+}
+
 /// An observe hook's thread: pulls frames from its appsink until told to stop, then takes
 /// what is left there (so a stream that ended is seen to its last frame).
 fn run(
     appsink: gst_app::AppSink,
     mut hook: Option<Box<dyn FrameHook>>,
+    snapshot_path: Option<String>,
     state: Arc<HookState>,
     events: EventBus,
     pipeline: String,
@@ -671,6 +694,9 @@ fn run(
             None => {
                 // Snapshot: the branch already encoded the JPEG.
                 if let Ok(map) = buffer.map_readable() {
+                    if let Some(path) = &snapshot_path {
+                        save_snapshot(path, map.as_slice());
+                    }
                     *state.latest_jpeg.lock().unwrap_or_else(|p| p.into_inner()) =
                         Some(map.as_slice().to_vec());
                 }
