@@ -722,6 +722,15 @@ impl Runner {
                     };
                     use gst::MessageView;
                     match msg.view() {
+                        MessageView::Error(err) if crate::hooks::from_hook_branch(&msg) => {
+                            let error = describe_error(&msg, &err.error(), err.debug().as_deref());
+                            tracing::warn!("{}: hook branch: {error}", self.name());
+                            self.events.publish(crate::events::Event::new(
+                                "hook",
+                                self.name(),
+                                serde_json::json!({ "hook": msg.src().map(|s| s.name().to_string()), "kind": "error", "fields": { "error": error } }),
+                            ));
+                        }
                         MessageView::Error(err) => {
                             break Ended::Error {
                                 message: describe_error(&msg, &err.error(), err.debug().as_deref()),

@@ -73,3 +73,50 @@ fn opencv_example_reports_and_a_crashing_hook_is_restarted() {
     assert_eq!(status["restarts"], 0, "{status}");
     server.shutdown();
 }
+
+/// A hook that never reads its frames cannot hold up a stop; text that is not JSON (even a
+/// line starting with `M`, like the framing's magic) is skipped and the events after it count.
+#[test]
+fn a_stuck_hook_never_blocks_a_stop_and_chatter_is_skipped() {
+    let python = venv_python();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stuck = dir.path().join("stuck.py");
+    std::fs::write(&stuck, "import time\ntime.sleep(600)\n").expect("write");
+    let chatty = dir.path().join("chatty.py");
+    std::fs::write(
+        &chatty,
+        "import sys, json\nprint('Model loaded', flush=True)\nprint('MWF', flush=True)\nwhile sys.stdin.buffer.read(32 + 64 * 48 * 3):\n    print(json.dumps({'kind': 'after-chatter'}), flush=True)\n",
+    )
+    .expect("write");
+    for (name, script) in [("stuck", &stuck), ("chatty", &chatty)] {
+        write_pipeline(
+            dir.path(),
+            name,
+            &format!(
+                "[source]\nkind = \"test\"\naudio = false\nwidth = 640\nheight = 480\n\n[[hook]]\nkind = \"process\"\ncommand = [\"{}\", \"{}\"]\nwidth = {}\nheight = {}\n",
+                python.display(),
+                script.display(),
+                if name == "stuck" { 640 } else { 64 },
+                if name == "stuck" { 480 } else { 48 },
+            ),
+        );
+    }
+    let server = TestServer::start(dir.path());
+    let base = server.base.clone();
+    let events = collect_events(&base, |seen| hook_events(seen, "after-chatter").len() >= 3);
+    wait_state(&base, "stuck", "playing");
+    // Long enough for the pipe to the sleeping script to fill up and the write to block.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    // Before the fix this stop hung for good (the hook thread blocked on a full pipe).
+    assert_eq!(
+        post(&format!("{base}/api/pipelines/stuck/stop")).status,
+        200
+    );
+    wait_state(&base, "stuck", "stopped");
+    let seen = events.join().expect("events");
+    assert!(
+        hook_events(&seen, "after-chatter").len() >= 3,
+        "events after non-JSON lines: {seen:?}"
+    );
+    server.shutdown();
+}

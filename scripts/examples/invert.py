@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
 """Example transform hook: the colour negative of every frame, which the outputs then carry.
+Frames are RGB (the default format); with I420 or GRAY8 only the luma is inverted.
 
 [[hook]]
 kind = "process"

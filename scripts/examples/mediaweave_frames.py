@@ -83,7 +83,7 @@ def subscribe(address: str) -> Iterator[Frame]:
         sock.connect(address[len("unix:"):])
     else:
         host, port = address.rsplit(":", 1)
-        sock = socket.create_connection((host, int(port)))
+        sock = socket.create_connection((host.strip("[]"), int(port)))
     with sock, sock.makefile("rb") as stream:
         yield from frames(stream)
 
@@ -100,6 +100,8 @@ def send(frame: Frame, image) -> None:
         import numpy as np
 
         flat = np.ascontiguousarray(image, dtype=np.uint8).reshape(frame.height, -1)
+        if flat.shape[1] > frame.stride:
+            raise ValueError(f"image rows of {flat.shape[1]} bytes do not fit the frame's {frame.stride}")
         rows = np.frombuffer(frame.data, dtype=np.uint8)[: frame.stride * frame.height]
         rows = rows.reshape(frame.height, frame.stride).copy()
         rows[:, : flat.shape[1]] = flat

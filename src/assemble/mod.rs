@@ -208,7 +208,7 @@ fn plan_structured(desc: &Description) -> Result<Plan, Diagnostic> {
     let mut video = match source {
         Source::Test(t) => {
             want_audio = t.audio;
-            // `frames`: a stream of exactly that many frames (and as long a stretch of audio).
+            // `frames`: a stream of exactly that many frames (and about as much audio).
             let (video_count, audio_count) = match t.frames {
                 Some(n) => (
                     format!(" num-buffers={n}"),
@@ -495,17 +495,19 @@ fn plan_hooks(s: &crate::description::Structured, name: &str) -> PlannedHooks {
                 );
             }
             planned.path.push_str(&format!(
-                " ! videoconvert ! video/x-raw,format={format} ! identity name={element} silent=true"
+                " ! videoconvert ! video/x-raw,format={format} ! identity name=hook_t{i} silent=true"
             ));
         } else {
+            // Every element is named hook…: errors from this branch are the hook's, not the
+            // pipeline's (see hooks::from_hook_branch).
             let mut chain = format!(
-                "video_raw. ! queue name={element}_queue leaky=downstream max-size-buffers=2 max-size-bytes=0 max-size-time=0 ! videoconvert"
+                "video_raw. ! queue name={element}_queue leaky=downstream max-size-buffers=2 max-size-bytes=0 max-size-time=0 ! videoconvert name={element}_convert"
             );
             if w.is_some() || h.is_some() {
-                chain.push_str(" ! videoscale");
+                chain.push_str(&format!(" ! videoscale name={element}_scale"));
             }
             if rate.is_some() {
-                chain.push_str(" ! videorate");
+                chain.push_str(&format!(" ! videorate name={element}_rate"));
             }
             let mut caps = format!("video/x-raw,format={format}");
             if let Some(w) = w {
@@ -517,9 +519,12 @@ fn plan_hooks(s: &crate::description::Structured, name: &str) -> PlannedHooks {
             if let Some(r) = &rate {
                 caps.push_str(&format!(",framerate={r}"));
             }
-            chain.push_str(&format!(" ! {caps}"));
+            chain.push_str(&format!(
+                " ! capsfilter name={element}_caps caps={}",
+                quote(&caps)
+            ));
             if jpeg {
-                chain.push_str(" ! jpegenc");
+                chain.push_str(&format!(" ! jpegenc name={element}_jpeg"));
             }
             chain.push_str(&format!(
                 " ! appsink name={element} sync=false max-buffers=1 drop=true"
@@ -527,7 +532,11 @@ fn plan_hooks(s: &crate::description::Structured, name: &str) -> PlannedHooks {
             planned.branches.push(chain);
         }
         planned.taps.push(HookTap {
-            element,
+            element: if budget.is_some() {
+                format!("hook_t{i}")
+            } else {
+                element
+            },
             name,
             kind: kind.to_string(),
             options,
@@ -549,7 +558,7 @@ fn plan_decoded_hooks(
         return Vec::new();
     }
     chains.push(
-        "video_enc. ! queue name=hooks_decode_queue leaky=downstream max-size-buffers=0 max-size-bytes=0 max-size-time=2000000000 ! decodebin name=hooks_decode ! videoconvert ! tee name=video_raw allow-not-linked=true".into(),
+        "video_enc. ! queue name=hooks_decode_queue leaky=downstream max-size-buffers=0 max-size-bytes=0 max-size-time=2000000000 ! decodebin name=hooks_decode ! videoconvert name=hooks_decode_convert ! tee name=video_raw allow-not-linked=true".into(),
     );
     let hooks = plan_hooks(s, name);
     chains.extend(hooks.branches);

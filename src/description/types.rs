@@ -861,6 +861,14 @@ pub(super) fn validate(s: &super::Structured) -> Result<(), (Where, String)> {
         ));
     }
     if let Source::Test(t) = &s.source.value
+        && t.frames.is_some_and(|n| n == 0 || n > i32::MAX as u64)
+    {
+        return Err((
+            Where::Key("source", "frames"),
+            format!("frames must be from 1 to {}", i32::MAX),
+        ));
+    }
+    if let Source::Test(t) = &s.source.value
         && !videotestsrc_has_pattern(t.pattern.get_ref())
     {
         return Err((
@@ -924,11 +932,20 @@ pub(super) fn validate(s: &super::Structured) -> Result<(), (Where, String)> {
                     "a transform changes the video the outputs carry, which needs re-encoding; this source's stream is kept as it arrives (webrtc, passthrough), so hooks here can only observe".into(),
                 ));
             }
-            let (w, h, fps) = match &hook.value {
-                Hook::Rust(r) => (r.width, r.height, r.fps),
-                Hook::Process(p) => (p.width, p.height, p.fps),
-                _ => (None, None, None),
+            let (w, h, fps, budget) = match &hook.value {
+                Hook::Rust(r) => (r.width, r.height, r.fps, r.budget),
+                Hook::Process(p) => (p.width, p.height, p.fps, p.budget),
+                _ => (None, None, None, Duration::ZERO),
             };
+            if budget < Duration::from_millis(1) || budget > Duration::from_secs(1) {
+                return Err((
+                    Where::Span(hook.span.clone()),
+                    format!(
+                        "budget {} is out of range: use 1ms to 1s (frames wait at most one frame interval anyway)",
+                        humantime::format_duration(budget)
+                    ),
+                ));
+            }
             if w.is_some() || h.is_some() || fps.is_some() {
                 return Err((
                     Where::Span(hook.span.clone()),

@@ -121,6 +121,7 @@ fn factories() -> &'static Mutex<HashMap<String, Factory>> {
         m.insert("stats".into(), Box::new(|o| Box::new(Stats::new(o))));
         m.insert("motion".into(), Box::new(|o| Box::new(Motion::new(o))));
         m.insert("invert".into(), Box::new(|_| Box::new(Invert)));
+        m.insert("stamp".into(), Box::new(|_| Box::new(Stamp)));
         Mutex::new(m)
     })
 }
@@ -228,6 +229,72 @@ impl FrameHook for Invert {
     }
 }
 
+/// Built-in `stamp`, a transform for measuring glass-to-glass latency: writes the wall-clock
+/// time (milliseconds since the Unix epoch, low [`STAMP_BITS`] bits) into the top-left corner
+/// as a row of black/white [`STAMP_BLOCK`]-pixel blocks, most significant bit first, so a
+/// viewer that decodes the video can compute `now − stamp`. Works on the luma of I420/GRAY8
+/// and on RGB/BGR.
+struct Stamp;
+
+/// Bits in a stamp (about 35 years of milliseconds).
+pub const STAMP_BITS: u32 = 40;
+/// Side of a stamp block in pixels: large enough to survive compression.
+pub const STAMP_BLOCK: u32 = 24;
+
+impl FrameHook for Stamp {
+    fn on_frame(&mut self, _: &Frame) -> Option<HookEvent> {
+        None
+    }
+
+    fn transform(&mut self, frame: &mut FrameMut) -> Option<HookEvent> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        stamp(frame, now);
+        None
+    }
+}
+
+/// Writes `millis` as a stamp (see [`Stamp`]); frames too small for it are left alone.
+pub fn stamp(frame: &mut FrameMut, millis: u64) {
+    let (w, h, stride, format) = {
+        let f = frame.as_frame();
+        (f.width(), f.height(), f.stride(0), f.format())
+    };
+    let (bpp, white, black) = match format {
+        "RGB" | "BGR" => (3usize, 255u8, 0u8),
+        "I420" | "GRAY8" => (1, 235, 16),
+        _ => return,
+    };
+    if w < STAMP_BITS * STAMP_BLOCK || h < STAMP_BLOCK {
+        return;
+    }
+    let luma = frame.plane_data_mut(0);
+    for bit in 0..STAMP_BITS {
+        let on = (millis >> (STAMP_BITS - 1 - bit)) & 1 == 1;
+        let value = if on { white } else { black };
+        let x0 = (bit * STAMP_BLOCK) as usize * bpp;
+        for y in 0..STAMP_BLOCK as usize {
+            let start = y * stride + x0;
+            if let Some(row) = luma.get_mut(start..start + STAMP_BLOCK as usize * bpp) {
+                row.fill(value);
+            }
+        }
+    }
+}
+
+/// Reads a stamp from packed 8-bit luma (or any one-byte-per-pixel plane), as a viewer would.
+pub fn read_stamp(luma: &[u8], stride: usize) -> u64 {
+    let mut value = 0u64;
+    let half = (STAMP_BLOCK / 2) as usize;
+    for bit in 0..STAMP_BITS as usize {
+        let at = half * stride + bit * STAMP_BLOCK as usize + half;
+        let on = luma.get(at).is_some_and(|v| *v >= 128);
+        value = (value << 1) | on as u64;
+    }
+    value
+}
+
 /// Built-in `motion`: mean absolute difference of luma between consecutive frames; an event
 /// when it rises above `threshold` (0–255, default 8) and when it falls back below.
 struct Motion {
@@ -293,7 +360,8 @@ pub struct HookStats {
     pub arrived: u64,
     /// Frames the hook processed.
     pub delivered: u64,
-    /// Frames the hook never saw: it was busy (observe: its bounded branch dropped them).
+    /// Frames the hook never saw: it was busy (observe: its bounded branch dropped them;
+    /// counted beyond the 3 frames the branch holds).
     pub dropped: u64,
     /// Transform hooks: frames that went on unchanged because the hook was busy or missed
     /// its latency budget.
@@ -315,6 +383,8 @@ pub struct HookState {
     /// The latest JPEG of a snapshot hook.
     pub latest_jpeg: Mutex<Option<Vec<u8>>>,
     stop: AtomicBool,
+    /// Ends what the hook may be blocked on (a process hook's child), when stopping stalls.
+    abort: Mutex<Abort>,
 }
 
 impl HookState {
@@ -333,8 +403,8 @@ impl HookState {
             let i = ((times.len() as f64 - 1.0) * p).round() as usize;
             times.get(i).map(|us| *us as f64 / 1000.0)
         };
-        // An observe hook may have one frame waiting in its appsink.
-        let in_flight = if self.transform { 0 } else { 1 };
+        // An observe hook's branch holds up to 3 frames (2 queued, 1 in the appsink).
+        let in_flight = if self.transform { 0 } else { 3 };
         HookStats {
             name: self.name.clone(),
             kind: self.kind.clone(),
@@ -345,7 +415,7 @@ impl HookState {
             },
             arrived,
             delivered,
-            dropped: arrived.saturating_sub(delivered + in_flight),
+            dropped: arrived.saturating_sub(delivered).saturating_sub(in_flight),
             passed_through: self.passed_through.load(Ordering::Relaxed),
             processing_p50_ms: pct(0.5),
             processing_p99_ms: pct(0.99),
@@ -424,7 +494,7 @@ impl RunningHooks {
             let element = pipeline
                 .by_name(&tap.element)
                 .ok_or_else(|| format!("the assembled pipeline has no element {}", tap.element))?;
-            let hook = instantiate(tap, pipeline_name, &host.events)?;
+            let (hook, abort) = instantiate(tap, pipeline_name, &host.events)?;
             let state = Arc::new(HookState {
                 name: tap.name.clone(),
                 kind: tap.kind.clone(),
@@ -435,6 +505,7 @@ impl RunningHooks {
                 times: Mutex::new(std::collections::VecDeque::with_capacity(512)),
                 latest_jpeg: Mutex::new(None),
                 stop: AtomicBool::new(false),
+                abort: Mutex::new(abort),
             });
             let (s, bus, name) = (
                 state.clone(),
@@ -454,9 +525,12 @@ impl RunningHooks {
                     let appsink = element
                         .downcast::<gst_app::AppSink>()
                         .map_err(|_| format!("{} is not an appsink", tap.element))?;
-                    // Count what reaches the branch; the difference to what the hook took is
-                    // what it dropped.
-                    if let Some(pad) = appsink.static_pad("sink") {
+                    // Count what reaches the branch (its queue); the difference to what the
+                    // hook took is what it dropped.
+                    let head = pipeline
+                        .by_name(&format!("{}_queue", tap.element))
+                        .unwrap_or_else(|| appsink.clone().upcast());
+                    if let Some(pad) = head.static_pad("sink") {
                         let s = state.clone();
                         pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
                             s.arrived.fetch_add(1, Ordering::Relaxed);
@@ -508,11 +582,37 @@ impl RunningHooks {
         }
     }
 
-    /// Stops and joins the hook threads (blocking: call off the async threads).
+    /// Stops the hook threads and waits for them, boundedly (blocking: call off the async
+    /// threads): after 1 s what a hook is blocked on is ended (a process hook's child is
+    /// killed); a thread still running 2 s later is left to finish on its own.
     pub fn stop(mut self) {
         self.signal_stop();
-        for t in std::mem::take(&mut self.threads) {
-            let _ = t.join();
+        let threads = std::mem::take(&mut self.threads);
+        let wait = |limit: Duration| {
+            let deadline = Instant::now() + limit;
+            while Instant::now() < deadline && !threads.iter().all(|t| t.is_finished()) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        };
+        wait(Duration::from_secs(1));
+        for (state, thread) in self.states.iter().zip(&threads) {
+            if !thread.is_finished()
+                && let Some(abort) = state
+                    .abort
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .as_ref()
+            {
+                abort();
+            }
+        }
+        wait(Duration::from_secs(2));
+        for (state, thread) in self.states.iter().zip(threads) {
+            if thread.is_finished() {
+                let _ = thread.join();
+            } else {
+                tracing::warn!("hook {} did not stop within 3 s; left behind", state.name);
+            }
         }
     }
 }
@@ -523,15 +623,32 @@ impl Drop for RunningHooks {
     }
 }
 
+/// Whether a bus message comes from an observing hook's branch (every element there is named
+/// `hook…`, the decoder of published streams `hooks_decode`). Errors there are the hook's
+/// problem: reported as hook events, they do not stop the pipeline or its recording.
+pub fn from_hook_branch(msg: &gst::Message) -> bool {
+    let mut object = msg.src().cloned();
+    while let Some(o) = object {
+        if o.name().starts_with("hook") && !o.name().starts_with("hook_t") {
+            return true;
+        }
+        object = o.parent();
+    }
+    false
+}
+
+/// How to end what a hook may block on.
+type Abort = Option<Box<dyn Fn() + Send + Sync>>;
+
 /// The code a tap runs: a registered Rust hook, a process, a socket server; `None` for the
-/// snapshot (its branch encodes JPEG itself).
+/// snapshot (its branch encodes JPEG itself). With it, how to unblock it (process hooks).
 fn instantiate(
     tap: &HookTap,
     pipeline_name: &str,
     events: &EventBus,
-) -> Result<Option<Box<dyn FrameHook>>, String> {
+) -> Result<(Option<Box<dyn FrameHook>>, Abort), String> {
     let text = |key: &str| tap.options.get(key).and_then(|v| v.as_str()).unwrap_or("");
-    Ok(match tap.kind.as_str() {
+    let hook: Option<Box<dyn FrameHook>> = match tap.kind.as_str() {
         "snapshot" => None,
         "process" => {
             let command: Vec<String> = tap
@@ -544,12 +661,9 @@ fn instantiate(
                         .collect()
                 })
                 .unwrap_or_default();
-            Some(Box::new(process::ProcessHook::new(
-                command,
-                &tap.name,
-                pipeline_name,
-                events.clone(),
-            )))
+            let hook = process::ProcessHook::new(command, &tap.name, pipeline_name, events.clone());
+            let abort: Abort = Some(Box::new(hook.killer()));
+            return Ok((Some(Box::new(hook)), abort));
         }
         "socket" => Some(Box::new(socket::SocketHook::bind(
             text("listen"),
@@ -560,12 +674,13 @@ fn instantiate(
             make(&tap.name, &tap.options)
                 .ok_or_else(|| format!("no Rust hook named `{}` is registered", tap.name))?,
         ),
-    })
+    };
+    Ok((hook, None))
 }
 
 /// A transform's probe on the path: offers each frame to the worker and waits up to `budget`
-/// for the changed one. A busy worker (still on an earlier frame) or a late answer lets the
-/// original pass.
+/// (and never longer than one frame interval, so the frame rate is kept) for the changed one.
+/// A busy worker (still on an earlier frame) or a late answer lets the original pass.
 fn offer_frames(
     element: &gst::Element,
     budget: Duration,
@@ -594,9 +709,16 @@ fn offer_frames(
                 .unwrap_or_else(|p| p.into_inner())
                 .as_ref()
                 .is_some_and(|jobs| jobs.try_send(job).is_ok());
-            if taken && let Ok(changed) = answer.recv_timeout(budget) {
-                info.data = Some(gst::PadProbeData::Buffer(changed));
-                return gst::PadProbeReturn::Ok;
+            if taken {
+                let interval = info
+                    .buffer()
+                    .and_then(|b| b.duration())
+                    .map(|d| Duration::from_nanos(d.nseconds()));
+                let wait = interval.map_or(budget, |i| budget.min(i));
+                if let Ok(changed) = answer.recv_timeout(wait) {
+                    info.data = Some(gst::PadProbeData::Buffer(changed));
+                    return gst::PadProbeReturn::Ok;
+                }
             }
         }
         state.passed_through.fetch_add(1, Ordering::Relaxed);
@@ -669,17 +791,17 @@ fn run(
     events: EventBus,
     pipeline: String,
 ) {
-    loop {
-        let stopping = state.stop.load(Ordering::Relaxed);
-        let wait = if stopping {
+    let mut last = false;
+    while !last {
+        // Told to stop: one last look at what the appsink holds (the end of a stream that
+        // ended), then done, even if frames keep coming.
+        last = state.stop.load(Ordering::Relaxed);
+        let wait = if last {
             gst::ClockTime::ZERO
         } else {
             gst::ClockTime::from_mseconds(100)
         };
         let Some(sample) = appsink.try_pull_sample(wait) else {
-            if stopping {
-                return;
-            }
             if appsink.is_eos() {
                 // Nothing more will come; wait to be stopped.
                 std::thread::sleep(Duration::from_millis(50));
@@ -717,5 +839,31 @@ fn run(
         if let Some(ev) = event {
             publish(&events, &pipeline, &state, ev);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stamp_reads_back() {
+        gst::init().expect("gst");
+        let info = gst_video::VideoInfo::builder(gst_video::VideoFormat::I420, 1280, 720)
+            .build()
+            .expect("info");
+        let mut buffer = gst::Buffer::with_size(info.size()).expect("buffer");
+        let millis = 1_795_000_123_456u64;
+        {
+            let b = buffer.make_mut();
+            let frame = gst_video::VideoFrameRef::from_buffer_ref_writable(b, &info).expect("map");
+            stamp(&mut FrameMut { frame }, millis);
+        }
+        let map = buffer.map_readable().expect("read");
+        let stride = info.stride()[0] as usize;
+        assert_eq!(
+            read_stamp(map.as_slice(), stride),
+            millis & ((1 << STAMP_BITS) - 1)
+        );
     }
 }

@@ -18,14 +18,21 @@
 
 use super::{Frame, FrameHook, FrameMut, HookEvent};
 use crate::events::{Event, EventBus};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 /// How long a transform's worker waits for the frame to come back before giving up on it
 /// (the frame itself has long passed unchanged by then: see the hook's budget).
 const REPLY_WAIT: Duration = Duration::from_secs(2);
+
+/// A child that stayed up this long starts its next backoff from the beginning.
+const STABLE_AFTER: Duration = Duration::from_secs(10);
+
+/// The largest payload a frame can have (8K, 3 bytes per pixel).
+const MAX_PAYLOAD: usize = 7680 * 4320 * 3;
 
 /// A frame a transform process wrote back: its header fields and pixels.
 #[derive(Debug, PartialEq)]
@@ -33,32 +40,71 @@ pub struct Reply {
     pub width: u32,
     pub height: u32,
     pub format: [u8; 4],
+    pub pts: u64,
     pub pixels: Vec<u8>,
 }
 
-/// Reads a header (whose magic has been seen) and its payload. Payloads are bounded by what
-/// a frame can be (8K RGBA), so a corrupt length cannot allocate without limit.
-pub fn read_frame(input: &mut impl Read) -> std::io::Result<Reply> {
-    let mut h = [0u8; HEADER_LEN];
-    input.read_exact(&mut h)?;
-    if &h[0..4] != MAGIC {
-        return Err(std::io::Error::other("not a frame header (magic MWF1)"));
+/// What a child's stdout carries: frames and lines, in any order.
+#[derive(Debug, PartialEq)]
+pub enum Output {
+    Frame(Reply),
+    Line(String),
+}
+
+/// Splits a child's stdout into frames (magic `MWF1`) and text lines, as bytes arrive.
+#[derive(Default)]
+pub struct OutputParser {
+    pending: Vec<u8>,
+}
+
+impl OutputParser {
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.pending.extend_from_slice(bytes);
     }
-    let u32_at = |i: usize| u32::from_le_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]);
-    let length = u32_at(28) as usize;
-    if length > 7680 * 4320 * 4 {
-        return Err(std::io::Error::other(format!(
-            "frame payload of {length} bytes"
-        )));
+
+    /// The next complete item, `Ok(None)` if more bytes are needed, or an error for a frame
+    /// header no frame can have (the stream cannot be followed after that).
+    pub fn next_item(&mut self) -> Result<Option<Output>, String> {
+        let p = &self.pending;
+        let magic_prefix = p.len() < MAGIC.len() && MAGIC.starts_with(p);
+        if p.is_empty() || magic_prefix {
+            return Ok(None);
+        }
+        if p.starts_with(MAGIC) {
+            if p.len() < HEADER_LEN {
+                return Ok(None);
+            }
+            let u32_at = |i: usize| u32::from_le_bytes([p[i], p[i + 1], p[i + 2], p[i + 3]]);
+            let length = u32_at(28) as usize;
+            if length > MAX_PAYLOAD {
+                return Err(format!("a frame written back claims {length} bytes"));
+            }
+            if p.len() < HEADER_LEN + length {
+                return Ok(None);
+            }
+            let mut pts = [0u8; 8];
+            pts.copy_from_slice(&p[20..28]);
+            let reply = Reply {
+                width: u32_at(4),
+                height: u32_at(8),
+                format: [p[12], p[13], p[14], p[15]],
+                pts: u64::from_le_bytes(pts),
+                pixels: p[HEADER_LEN..HEADER_LEN + length].to_vec(),
+            };
+            self.pending.drain(..HEADER_LEN + length);
+            return Ok(Some(Output::Frame(reply)));
+        }
+        match p.iter().position(|b| *b == b'\n') {
+            Some(end) => {
+                let line = String::from_utf8_lossy(&p[..end]).trim().to_string();
+                self.pending.drain(..=end);
+                Ok(Some(Output::Line(line)))
+            }
+            // A line longer than any event has a reason to be: keep memory bounded.
+            None if p.len() > 1 << 20 => Err("a line of more than 1 MiB on stdout".into()),
+            None => Ok(None),
+        }
     }
-    let mut pixels = vec![0u8; length];
-    input.read_exact(&mut pixels)?;
-    Ok(Reply {
-        width: u32_at(4),
-        height: u32_at(8),
-        format: [h[12], h[13], h[14], h[15]],
-        pixels,
-    })
 }
 
 pub const MAGIC: &[u8; 4] = b"MWF1";
@@ -88,9 +134,14 @@ pub struct ProcessHook {
     name: String,
     pipeline: String,
     events: EventBus,
-    child: Option<(Child, ChildStdin)>,
+    /// Shared with [`ProcessHook::killer`], which can end it while a write blocks.
+    child: Arc<Mutex<Option<Child>>>,
+    stdin: Option<ChildStdin>,
+    /// Set by the reader when the child's output cannot be followed (or ended).
+    broken: Arc<AtomicBool>,
     /// Frames the child wrote back (transforms).
     replies: Option<mpsc::Receiver<Reply>>,
+    started_at: Instant,
     restart_at: Instant,
     failures: u32,
 }
@@ -102,10 +153,23 @@ impl ProcessHook {
             name: name.to_string(),
             pipeline: pipeline.to_string(),
             events,
-            child: None,
+            child: Arc::new(Mutex::new(None)),
+            stdin: None,
+            broken: Arc::new(AtomicBool::new(false)),
             replies: None,
+            started_at: Instant::now(),
             restart_at: Instant::now(),
             failures: 0,
+        }
+    }
+
+    /// Kills the running child from another thread, which unblocks a write stuck on it.
+    pub fn killer(&self) -> impl Fn() + Send + Sync + 'static {
+        let child = self.child.clone();
+        move || {
+            if let Some(c) = child.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+                let _ = c.kill();
+            }
         }
     }
 
@@ -140,21 +204,25 @@ impl ProcessHook {
         };
         let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
             let _ = child.kill();
+            let _ = child.wait();
             self.failed();
             return;
         };
         // The child's output on a thread of its own: JSON lines (events) and frames.
-        let (events, name, pipeline) = (
+        let broken = Arc::new(AtomicBool::new(false));
+        let (events, name, pipeline, flag) = (
             self.events.clone(),
             self.name.clone(),
             self.pipeline.clone(),
+            broken.clone(),
         );
         let (replies, replies_rx) = mpsc::sync_channel(2);
         let reader = std::thread::Builder::new()
             .name(format!("hook-{}-out", self.name))
-            .spawn(move || read_output(stdout, replies, events, name, pipeline));
+            .spawn(move || read_output(stdout, replies, events, name, pipeline, flag));
         if reader.is_err() {
             let _ = child.kill();
+            let _ = child.wait();
             self.failed();
             return;
         }
@@ -164,17 +232,25 @@ impl ProcessHook {
             self.name,
             self.command.join(" ")
         );
-        self.child = Some((child, stdin));
+        *self.child.lock().unwrap_or_else(|p| p.into_inner()) = Some(child);
+        self.stdin = Some(stdin);
+        self.broken = broken;
         self.replies = Some(replies_rx);
+        self.started_at = Instant::now();
     }
 
-    /// The child is gone: reap it and restart after 0.5 s, doubling up to 30 s.
+    /// The child is gone (or unusable): reap it and restart after 0.5 s, doubling up to 30 s;
+    /// a child that had been up for a while starts the backoff from the beginning.
     fn failed(&mut self) {
-        if let Some((mut child, _)) = self.child.take() {
+        self.stdin = None;
+        if let Some(mut child) = self.child.lock().unwrap_or_else(|p| p.into_inner()).take() {
             let _ = child.kill();
             let _ = child.wait();
         }
         self.replies = None;
+        if self.started_at.elapsed() >= STABLE_AFTER {
+            self.failures = 0;
+        }
         self.failures += 1;
         let delay = Duration::from_millis(500)
             .saturating_mul(2u32.saturating_pow(self.failures - 1))
@@ -191,25 +267,27 @@ impl ProcessHook {
             serde_json::json!({ "in_seconds": delay.as_secs_f64(), "failures": self.failures }),
         );
     }
-}
 
-impl ProcessHook {
     /// Writes `frame` to the child (starting it if it is due); false if there is none.
     fn send(&mut self, frame: &Frame) -> bool {
-        if self.child.is_none() {
+        if self.stdin.is_some() && self.broken.load(Ordering::Relaxed) {
+            self.failed();
+        }
+        if self.stdin.is_none() {
             if Instant::now() < self.restart_at {
                 return false;
             }
             self.spawn();
         }
-        let Some((_, stdin)) = self.child.as_mut() else {
+        let Some(stdin) = self.stdin.as_mut() else {
             return false;
         };
         let length: usize = (0..frame.n_planes())
             .map(|p| frame.plane_data(p).len())
             .sum();
         // Blocking writes are fine here: this is the hook's own thread, and its branch drops
-        // frames (or, for a transform, lets them pass) while the child catches up.
+        // frames (or, for a transform, lets them pass) while the child catches up. A child that
+        // never reads is killed when the hooks stop (see `killer`).
         let mut write = || -> std::io::Result<()> {
             stdin.write_all(&header(frame, length))?;
             for p in 0..frame.n_planes() {
@@ -220,10 +298,6 @@ impl ProcessHook {
         if write().is_err() {
             self.failed();
             return false;
-        }
-        if self.failures > 0 {
-            // Running again: the next crash starts the backoff from the beginning.
-            self.failures = 0;
         }
         true
     }
@@ -243,7 +317,6 @@ impl FrameHook for ProcessHook {
         if !self.send(&frame.as_frame()) {
             return None;
         }
-        let reply = self.replies.as_ref()?.recv_timeout(REPLY_WAIT).ok()?;
         let (planes, expected, w, h, format) = {
             let f = frame.as_frame();
             let planes: Vec<usize> = (0..f.n_planes()).map(|p| f.plane_data(p).len()).collect();
@@ -255,19 +328,31 @@ impl FrameHook for ProcessHook {
                 f.format(),
             )
         };
+        let pts = u64::from_le_bytes(expected[20..28].try_into().unwrap_or([0xff; 8]));
+        let deadline = Instant::now() + REPLY_WAIT;
+        let reply = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let reply = self.replies.as_ref()?.recv_timeout(left).ok()?;
+            // The answer to an earlier frame, come late: not this one's.
+            if reply.pts == pts || pts == u64::MAX {
+                break reply;
+            }
+        };
+        let total: usize = planes.iter().sum();
         let fits = reply.width == w
             && reply.height == h
             && reply.format[..] == expected[12..16]
-            && reply.pixels.len() == planes.iter().sum::<usize>();
+            && reply.pixels.len() == total;
         if !fits {
             return Some(HookEvent {
                 kind: "error".into(),
                 fields: serde_json::json!({
                     "error": format!(
-                        "the frame written back is {}x{} {} with {} bytes; expected {w}x{h} {} with {} bytes (same framing, same size and format)",
-                        reply.width, reply.height,
+                        "the frame written back is {}x{} {} with {} bytes; expected {w}x{h} {format} with {total} bytes (same framing, same size and format)",
+                        reply.width,
+                        reply.height,
                         String::from_utf8_lossy(&reply.format).trim_end_matches('\0'),
-                        reply.pixels.len(), format, planes.iter().sum::<usize>()
+                        reply.pixels.len(),
                     )
                 }),
             });
@@ -283,72 +368,129 @@ impl FrameHook for ProcessHook {
     }
 }
 
-/// The child's stdout: lines of JSON become events; frames (magic `MWF1`) go to `replies`.
+/// The child's stdout: lines of JSON become events; frames go to `replies`. Output that
+/// cannot be followed marks the child `broken`, and it is restarted.
 fn read_output(
-    stdout: ChildStdout,
+    mut stdout: ChildStdout,
     replies: mpsc::SyncSender<Reply>,
     events: EventBus,
     name: String,
     pipeline: String,
+    broken: Arc<AtomicBool>,
 ) {
-    let mut out = BufReader::new(stdout);
+    let mut parser = OutputParser::default();
+    let mut chunk = vec![0u8; 64 * 1024];
     loop {
-        let starts_frame = match out.fill_buf() {
-            Ok([]) | Err(_) => return,
-            Ok(buf) => buf[0] == MAGIC[0],
+        let n = match stdout.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
         };
-        if starts_frame {
-            match read_frame(&mut out) {
-                Ok(frame) => {
+        parser.push(&chunk[..n]);
+        loop {
+            match parser.next_item() {
+                Ok(None) => break,
+                Ok(Some(Output::Frame(frame))) => {
                     let _ = replies.try_send(frame);
                 }
+                Ok(Some(Output::Line(line))) => publish_line(&events, &name, &pipeline, &line),
                 Err(e) => {
-                    tracing::warn!("hook {name}: bad frame on stdout: {e}");
+                    tracing::warn!("hook {name}: {e}; restarting it");
+                    broken.store(true, Ordering::Relaxed);
                     return;
                 }
             }
-            continue;
         }
-        let mut raw = Vec::new();
-        match out.read_until(b'\n', &mut raw) {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
-        }
-        let line = String::from_utf8_lossy(&raw);
-        let line = line.trim();
-        if line.is_empty() {
-            continue;
-        }
-        let Ok(value) = serde_json::from_str::<serde_json::Value>(line) else {
-            tracing::debug!("hook {name}: not JSON: {line}");
-            continue;
-        };
-        let kind = value
-            .get("kind")
-            .and_then(|k| k.as_str())
-            .unwrap_or("event")
-            .to_string();
-        events.publish(Event::new(
-            "hook",
-            &pipeline,
-            serde_json::json!({ "hook": name, "kind": kind, "fields": value }),
-        ));
     }
+    broken.store(true, Ordering::Relaxed);
+}
+
+fn publish_line(events: &EventBus, name: &str, pipeline: &str, line: &str) {
+    if line.is_empty() {
+        return;
+    }
+    let Ok(value) = serde_json::from_str::<serde_json::Value>(line) else {
+        tracing::debug!("hook {name}: not JSON: {line}");
+        return;
+    };
+    let kind = value
+        .get("kind")
+        .and_then(|k| k.as_str())
+        .unwrap_or("event")
+        .to_string();
+    events.publish(Event::new(
+        "hook",
+        pipeline,
+        serde_json::json!({ "hook": name, "kind": kind, "fields": value }),
+    ));
 }
 
 impl Drop for ProcessHook {
     fn drop(&mut self) {
-        if let Some((mut child, stdin)) = self.child.take() {
-            drop(stdin); // EOF: a well-behaved script exits by itself
-            let deadline = Instant::now() + Duration::from_secs(1);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
+        self.stdin = None; // EOF: a well-behaved script exits by itself
+        let Some(mut child) = self.child.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+            return;
+        };
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
             }
-            let _ = child.kill();
-            let _ = child.wait();
+            std::thread::sleep(Duration::from_millis(20));
         }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame_bytes(pts: u64, pixels: &[u8]) -> Vec<u8> {
+        let mut h = vec![0u8; HEADER_LEN];
+        h[0..4].copy_from_slice(MAGIC);
+        h[4..8].copy_from_slice(&2u32.to_le_bytes());
+        h[8..12].copy_from_slice(&1u32.to_le_bytes());
+        h[12..16].copy_from_slice(b"GRAY");
+        h[16..20].copy_from_slice(&2u32.to_le_bytes());
+        h[20..28].copy_from_slice(&pts.to_le_bytes());
+        h[28..32].copy_from_slice(&(pixels.len() as u32).to_le_bytes());
+        h.extend_from_slice(pixels);
+        h
+    }
+
+    #[test]
+    fn frames_and_lines_in_any_order_and_any_pieces() {
+        let mut stream = b"{\"kind\":\"a\"}\nMade it\n".to_vec();
+        stream.extend(frame_bytes(7, &[1, 2]));
+        stream.extend(b"{\"kind\":\"b\"}\n");
+        // Byte by byte: every split point must work.
+        let mut parser = OutputParser::default();
+        let mut out = Vec::new();
+        for b in &stream {
+            parser.push(&[*b]);
+            while let Some(item) = parser.next_item().expect("parse") {
+                out.push(item);
+            }
+        }
+        assert_eq!(out.len(), 4, "{out:?}");
+        assert_eq!(out[0], Output::Line("{\"kind\":\"a\"}".into()));
+        assert_eq!(out[1], Output::Line("Made it".into()));
+        match &out[2] {
+            Output::Frame(f) => {
+                assert_eq!((f.width, f.pts, f.pixels.as_slice()), (2, 7, &[1u8, 2][..]))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(out[3], Output::Line("{\"kind\":\"b\"}".into()));
+    }
+
+    #[test]
+    fn an_impossible_frame_length_is_an_error() {
+        let mut bytes = frame_bytes(0, &[]);
+        bytes[28..32].copy_from_slice(&u32::MAX.to_le_bytes());
+        let mut parser = OutputParser::default();
+        parser.push(&bytes);
+        assert!(parser.next_item().is_err());
     }
 }

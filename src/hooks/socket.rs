@@ -1,8 +1,9 @@
 //! `socket` hooks: the frames of a hook branch, in the framing of [`super::process`], served on
 //! a TCP port (`listen = "127.0.0.1:7000"`) or a Unix socket (`listen = "unix:/path"`) to any
-//! number of subscribers. Each subscriber has a queue of 2 frames: one that reads slowly skips
-//! frames, never holds up the others or the pipeline. Subscribers only read; anything they
-//! write is ignored.
+//! number of subscribers (at most [`MAX_SUBSCRIBERS`]). Each subscriber has a queue of 2
+//! frames: one that reads slowly skips frames, never holds up the others or the pipeline; one
+//! that stops reading for [`WRITE_TIMEOUT`] is disconnected. Subscribers only read; anything
+//! they write is ignored.
 
 use super::process::header;
 use super::{Frame, FrameHook, HookEvent};
@@ -16,6 +17,12 @@ use std::time::Duration;
 
 /// Frames waiting per subscriber.
 const QUEUE: usize = 2;
+/// Subscribers at once; more are turned away.
+pub const MAX_SUBSCRIBERS: usize = 16;
+/// A subscriber that takes no bytes for this long is disconnected.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long to keep trying an address an earlier run of the hook is still letting go of.
+const BIND_RETRY: Duration = Duration::from_secs(2);
 
 type Subscribers = Arc<Mutex<Vec<SyncSender<Arc<Vec<u8>>>>>>;
 
@@ -23,8 +30,8 @@ pub struct SocketHook {
     subscribers: Subscribers,
     stop: Arc<AtomicBool>,
     acceptor: Option<std::thread::JoinHandle<()>>,
-    /// The Unix socket's file, removed when the hook stops.
-    unix_path: Option<PathBuf>,
+    /// The Unix socket's file and its inode, removed when the hook stops (if still ours).
+    unix_path: Option<(PathBuf, u64)>,
 }
 
 enum Listener {
@@ -33,25 +40,42 @@ enum Listener {
 }
 
 impl SocketHook {
+    fn listen(listen: &str) -> std::io::Result<(Listener, Option<(PathBuf, u64)>)> {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let Some(path) = listen.strip_prefix("unix:") else {
+            return Ok((Listener::Tcp(std::net::TcpListener::bind(listen)?), None));
+        };
+        let path = PathBuf::from(path);
+        if let Ok(meta) = std::fs::symlink_metadata(&path) {
+            // A socket left by an earlier run may go; a live one (or any other file) stays.
+            let live = std::os::unix::net::UnixStream::connect(&path).is_ok();
+            if !meta.file_type().is_socket() || live {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::AddrInUse,
+                    "the path is in use",
+                ));
+            }
+            let _ = std::fs::remove_file(&path);
+        }
+        let listener = std::os::unix::net::UnixListener::bind(&path)?;
+        let inode = std::fs::metadata(&path).map(|m| m.ino()).unwrap_or(0);
+        Ok((Listener::Unix(listener), Some((path, inode))))
+    }
+
     /// Listens on `listen` ("HOST:PORT" or "unix:PATH") and accepts subscribers on a thread.
     pub fn bind(listen: &str, pipeline: &str, events: EventBus) -> Result<SocketHook, String> {
-        let (listener, unix_path) = match listen.strip_prefix("unix:") {
-            Some(path) => {
-                let path = PathBuf::from(path);
-                // A socket file left by an earlier run (not any other kind of file).
-                if std::fs::symlink_metadata(&path)
-                    .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()))
+        let deadline = std::time::Instant::now() + BIND_RETRY;
+        let (listener, unix_path) = loop {
+            match Self::listen(listen) {
+                Ok(bound) => break bound,
+                // The previous run of this pipeline may be closing it right now.
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::AddrInUse
+                        && std::time::Instant::now() < deadline =>
                 {
-                    let _ = std::fs::remove_file(&path);
+                    std::thread::sleep(Duration::from_millis(50));
                 }
-                let l = std::os::unix::net::UnixListener::bind(&path)
-                    .map_err(|e| format!("socket hook cannot listen on {}: {e}", path.display()))?;
-                (Listener::Unix(l), Some(path))
-            }
-            None => {
-                let l = std::net::TcpListener::bind(listen)
-                    .map_err(|e| format!("socket hook cannot listen on {listen}: {e}"))?;
-                (Listener::Tcp(l), None)
+                Err(e) => return Err(format!("socket hook cannot listen on {listen}: {e}")),
             }
         };
         let nonblocking = match &listener {
@@ -90,15 +114,25 @@ fn accept(
         let accepted: std::io::Result<(Box<dyn Write + Send>, String)> = match &listener {
             Listener::Tcp(l) => l.accept().and_then(|(s, peer)| {
                 s.set_nonblocking(false)?;
+                s.set_write_timeout(Some(WRITE_TIMEOUT))?;
                 let _ = s.set_nodelay(true);
                 Ok((Box::new(s) as Box<dyn Write + Send>, peer.to_string()))
             }),
             Listener::Unix(l) => l.accept().and_then(|(s, _)| {
                 s.set_nonblocking(false)?;
+                s.set_write_timeout(Some(WRITE_TIMEOUT))?;
                 Ok((Box::new(s) as Box<dyn Write + Send>, "unix".to_string()))
             }),
         };
         match accepted {
+            Ok((_, peer))
+                if subscribers.lock().unwrap_or_else(|p| p.into_inner()).len()
+                    >= MAX_SUBSCRIBERS =>
+            {
+                tracing::warn!(
+                    "{pipeline}: frame subscriber {peer} turned away: {MAX_SUBSCRIBERS} already"
+                );
+            }
             Ok((mut stream, peer)) => {
                 let (tx, rx) = std::sync::mpsc::sync_channel::<Arc<Vec<u8>>>(QUEUE);
                 let spawned = std::thread::Builder::new()
@@ -173,8 +207,12 @@ impl Drop for SocketHook {
         if let Some(t) = self.acceptor.take() {
             let _ = t.join();
         }
-        if let Some(path) = &self.unix_path {
-            let _ = std::fs::remove_file(path);
+        if let Some((path, inode)) = &self.unix_path {
+            use std::os::unix::fs::MetadataExt;
+            // Only our own socket: a newer run may have bound the path since.
+            if std::fs::metadata(path).is_ok_and(|m| m.ino() == *inode) {
+                let _ = std::fs::remove_file(path);
+            }
         }
     }
 }

@@ -987,6 +987,10 @@ fn setup_webrtcbin(
         let tx = events.clone();
         bus.set_sync_handler(move |_, msg| {
             match msg.view() {
+                gst::MessageView::Error(e) if crate::hooks::from_hook_branch(msg) => {
+                    // The hooks' decoder or branch: their problem, not the recording's.
+                    tracing::warn!("publisher pipeline, hook branch: {}", e.error());
+                }
                 gst::MessageView::Error(e) => {
                     let _ = tx.try_send(Event::Error(format!(
                         "session pipeline error: {}",

@@ -1,0 +1,199 @@
+#!/usr/bin/python3
+"""Many GStreamer webrtcbin viewers of one stream in one process, for the benchmark.
+
+Each viewer offers (recvonly H.264), gets its answer over WHEP (mediaweave) or an aiortc-style
+POST /offer, then depayloads the video without decoding it (so the viewers' own CPU stays
+small next to the server's) and counts frames. Commands on stdin, one JSON line answered per
+command on stdout:
+
+  add N        connect N more viewers; answers {"viewers": total, "connected": n}
+  measure S    count frames for S seconds; answers {"fps": [...], "kbps": [...]}
+  quit         end every viewer (WHEP: DELETE) and exit
+
+  /usr/bin/python3 tests/peers/gst_viewers.py whep|offer URL
+
+webrtcbin 1.22 makes RSA DTLS certificates, which aiortc refuses; like mediaweave, these
+viewers give it an ECDSA P-256 certificate and advertise its fingerprint.
+"""
+import base64
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+
+import gi
+
+gi.require_version("Gst", "1.0")
+gi.require_version("GstSdp", "1.0")
+gi.require_version("GstWebRTC", "1.0")
+from gi.repository import GLib, Gst, GstSdp, GstWebRTC  # noqa: E402
+
+Gst.init(None)
+
+VIDEO_CAPS = (
+    "application/x-rtp,media=video,encoding-name=H264,payload=96,clock-rate=90000,"
+    "packetization-mode=(string)1,profile-level-id=(string)42e01f"
+)
+
+
+def ecdsa_certificate():
+    """(certificate + key as one PEM, SHA-256 fingerprint of the certificate's DER)."""
+    with tempfile.TemporaryDirectory() as d:
+        key, cert = os.path.join(d, "key.pem"), os.path.join(d, "cert.pem")
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+             "-nodes", "-keyout", key, "-out", cert, "-subj", "/CN=mediaweave-bench", "-days", "30"],
+            check=True, capture_output=True,
+        )
+        cert_pem, key_pem = open(cert).read(), open(key).read()
+    body = "".join(line for line in cert_pem.splitlines() if not line.startswith("-----"))
+    digest = hashlib.sha256(base64.b64decode(body)).hexdigest().upper()
+    fingerprint = ":".join(digest[i:i + 2] for i in range(0, len(digest), 2))
+    return cert_pem + key_pem, fingerprint
+
+
+def http(method, url, body=None, content_type=None):
+    req = urllib.request.Request(url, data=body, method=method)
+    if content_type:
+        req.add_header("Content-Type", content_type)
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return resp.status, resp.headers, resp.read().decode()
+
+
+class Viewer:
+    def __init__(self, index, mode, url, pem, fingerprint):
+        self.mode, self.url, self.pem, self.fingerprint = mode, url, pem, fingerprint
+        self.frames = 0
+        self.bytes = 0
+        self.location = None
+        self.error = None
+        self.pipeline = Gst.Pipeline.new(f"viewer{index}")
+        self.webrtc = Gst.ElementFactory.make("webrtcbin", None)
+        self.webrtc.set_property("bundle-policy", GstWebRTC.WebRTCBundlePolicy.MAX_BUNDLE)
+        self.pipeline.add(self.webrtc)
+        self.webrtc.connect("deep-element-added", self.on_element)
+        self.webrtc.connect("pad-added", self.on_pad)
+        self.webrtc.connect("notify::ice-gathering-state", self.on_gathering)
+        self.webrtc.emit(
+            "add-transceiver",
+            GstWebRTC.WebRTCRTPTransceiverDirection.RECVONLY,
+            Gst.Caps.from_string(VIDEO_CAPS),
+        )
+        # Held for the viewer's life: PyGObject drops a reference it does not own otherwise.
+        self.agent = self.webrtc.get_property("ice-agent")
+        self.agent.emit("add-local-ip-address", "127.0.0.1")
+        self.sent = False
+        self.pipeline.set_state(Gst.State.PLAYING)
+        promise = Gst.Promise.new_with_change_func(self.on_offer, None)
+        self.webrtc.emit("create-offer", None, promise)
+
+    def on_element(self, _bin, _sub, element):
+        factory = element.get_factory()
+        if factory is not None and factory.get_name() == "dtlssrtpdec":
+            element.set_property("pem", self.pem)
+
+    def on_offer(self, promise, _):
+        reply = promise.get_reply()
+        offer = reply.get_value("offer")
+        self.webrtc.emit("set-local-description", offer, None)
+
+    def on_gathering(self, *_):
+        state = self.webrtc.get_property("ice-gathering-state")
+        if state == GstWebRTC.WebRTCICEGatheringState.COMPLETE and not self.sent:
+            self.sent = True
+            sdp = self.webrtc.get_property("local-description").sdp.as_text()
+            lines = [
+                f"a=fingerprint:sha-256 {self.fingerprint}" if line.startswith("a=fingerprint:") else line
+                for line in sdp.split("\r\n")
+            ]
+            threading.Thread(target=self.exchange, args=("\r\n".join(lines),), daemon=True).start()
+
+    def exchange(self, offer):
+        try:
+            if self.mode == "whep":
+                status, headers, answer = http("POST", self.url, offer.encode(), "application/sdp")
+                self.location = headers.get("Location")
+            else:
+                body = json.dumps({"sdp": offer, "type": "offer"}).encode()
+                status, _, text = http("POST", self.url, body, "application/json")
+                answer = json.loads(text)["sdp"]
+            _, message = GstSdp.SDPMessage.new_from_text(answer)
+            desc = GstWebRTC.WebRTCSessionDescription.new(GstWebRTC.WebRTCSDPType.ANSWER, message)
+            self.webrtc.emit("set-remote-description", desc, None)
+        except Exception as e:  # noqa: BLE001 - reported, the run goes on
+            self.error = str(e)
+
+    def on_pad(self, _webrtc, pad):
+        if pad.get_direction() != Gst.PadDirection.SRC:
+            return
+        depay = Gst.ElementFactory.make("rtph264depay", None)
+        caps = Gst.ElementFactory.make("capsfilter", None)
+        caps.set_property("caps", Gst.Caps.from_string("video/x-h264,alignment=au"))
+        sink = Gst.ElementFactory.make("fakesink", None)
+        sink.set_property("sync", False)
+        sink.set_property("async", False)
+        for e in (depay, caps, sink):
+            self.pipeline.add(e)
+            e.sync_state_with_parent()
+        depay.link(caps)
+        caps.link(sink)
+        pad.link(depay.get_static_pad("sink"))
+        caps.get_static_pad("src").add_probe(Gst.PadProbeType.BUFFER, self.on_frame)
+
+    def on_frame(self, _pad, info):
+        self.frames += 1
+        self.bytes += info.get_buffer().get_size()
+        return Gst.PadProbeReturn.OK
+
+    def close(self):
+        if self.location:
+            base = self.url.split("/whep/")[0]
+            try:
+                http("DELETE", base + self.location)
+            except Exception:  # noqa: BLE001 - already gone
+                pass
+        self.pipeline.set_state(Gst.State.NULL)
+
+
+def main():
+    mode, url = sys.argv[1], sys.argv[2]
+    pem, fingerprint = ecdsa_certificate()
+    loop = GLib.MainLoop()
+    threading.Thread(target=loop.run, daemon=True).start()
+    viewers = []
+    for line in sys.stdin:
+        cmd = line.split()
+        if not cmd:
+            continue
+        if cmd[0] == "add":
+            fresh = []
+            for _ in range(int(cmd[1])):
+                fresh.append(Viewer(len(viewers) + len(fresh), mode, url, pem, fingerprint))
+                time.sleep(0.05)
+            viewers.extend(fresh)
+            deadline = time.time() + 20 + 2 * len(fresh)
+            while time.time() < deadline and not all(v.frames > 0 or v.error for v in fresh):
+                time.sleep(0.1)
+            connected = sum(1 for v in viewers if v.frames > 0)
+            errors = [v.error for v in fresh if v.error]
+            print(json.dumps({"viewers": len(viewers), "connected": connected, "errors": errors[:3]}), flush=True)
+        elif cmd[0] == "measure":
+            seconds = float(cmd[1])
+            before = [(v.frames, v.bytes) for v in viewers]
+            time.sleep(seconds)
+            fps = [(v.frames - f) / seconds for v, (f, _) in zip(viewers, before)]
+            kbps = [(v.bytes - b) * 8 / seconds / 1000 for v, (_, b) in zip(viewers, before)]
+            print(json.dumps({"fps": fps, "kbps": kbps}), flush=True)
+        elif cmd[0] == "quit":
+            break
+    for v in viewers:
+        v.close()
+    loop.quit()
+
+
+main()
