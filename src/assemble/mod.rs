@@ -636,9 +636,15 @@ fn plan_outputs(
                 }
                 _ => "",
             };
-            chains.push(format!("{video_queue}{parse} ! appsink name=out{i}_video"));
+            // sync=false: frames go to viewers the moment they are encoded (the source paces
+            // them), not held until the pipeline's reported latency has passed.
+            chains.push(format!(
+                "{video_queue}{parse} ! appsink name=out{i}_video sync=false"
+            ));
             if want_audio {
-                chains.push(format!("{audio_queue} ! appsink name=out{i}_audio"));
+                chains.push(format!(
+                    "{audio_queue} ! appsink name=out{i}_audio sync=false"
+                ));
             }
             webrtc.push(WebRtcTap {
                 index: i,
@@ -718,10 +724,23 @@ fn plan_passthrough(
         ),
         _ => unreachable!("only pull sources pass through"),
     };
+    // WebRTC viewers get frames as they come (their appsinks do not sync): a file or HTTP
+    // stream is played at its own pace for them, as a decoded one would be.
+    let pace = match &s.source.value {
+        Source::Uri(u)
+            if !is_live_uri(u.uri.get_ref())
+                && s.outputs
+                    .iter()
+                    .any(|o| matches!(o.value, Output::WebRtc(_))) =>
+        {
+            " ! clocksync"
+        }
+        _ => "",
+    };
     let mut chains = vec![
         src,
         format!(
-            "queue name=video_in ! {}tee name=video_enc allow-not-linked=true",
+            "queue name=video_in{pace} ! {}tee name=video_enc allow-not-linked=true",
             video_parser(p.codec)
         ),
     ];
@@ -731,7 +750,7 @@ fn plan_passthrough(
             AudioCodec::Opus => "opusparse",
         };
         chains.push(format!(
-            "queue name=audio_in ! {parser} ! tee name=audio_{} allow-not-linked=true",
+            "queue name=audio_in{pace} ! {parser} ! tee name=audio_{} allow-not-linked=true",
             a.name()
         ));
     }

@@ -320,7 +320,10 @@ impl Registry {
                 .by_name(sink)
                 .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
                 .ok_or_else(|| format!("the assembled pipeline has no appsink {sink}"))?;
-            Ok(StreamProducer::from(&appsink))
+            // No clock sync: a frame goes to the viewers the moment it is encoded (live
+            // sources and `clocksync` pace the stream); syncing held each one a frame longer.
+            let settings = gst_utils::streamproducer::ProducerSettings { sync: false };
+            Ok(StreamProducer::with(&appsink, settings))
         };
         let video = Some(producer(&tap.video_sink)?);
         let audio = tap.audio_sink.as_deref().map(producer).transpose()?;
