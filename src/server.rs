@@ -57,6 +57,7 @@ impl Server {
             webrtc.clone(),
             recordings.clone(),
         );
+        tokio::task::spawn_blocking(crate::webrtc::warm_up);
         let hub = Hub::new();
         // Validation builds elements (blocking GStreamer calls): off the async threads.
         let (sup, dir) = (supervisor.clone(), config.pipelines_dir.clone());

@@ -11,3 +11,21 @@ pub mod ingest;
 pub mod output;
 pub mod sdp;
 pub mod session;
+
+/// Makes the first viewer as quick as the next ones: the DTLS certificate and the WebRTC
+/// plugins (webrtcbin, libnice, DTLS, SRTP) are otherwise made and loaded on its time.
+/// Blocking; call it off the async threads.
+pub fn warm_up() {
+    if let Err(e) = cert::certificate() {
+        tracing::warn!("DTLS certificate: {e}");
+    }
+    for factory in [
+        "webrtcbin",
+        "nicesrc",
+        "nicesink",
+        "dtlssrtpenc",
+        "dtlssrtpdec",
+    ] {
+        let _ = gst::ElementFactory::make(factory).build();
+    }
+}

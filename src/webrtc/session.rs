@@ -923,10 +923,16 @@ fn setup_webrtcbin(
             }
         });
     }
-    if !ice.addresses.is_empty() {
-        let agent = webrtc.property::<glib::Object>("ice-agent");
-        for address in &ice.addresses {
-            let _ = agent.emit_by_name::<bool>("add-local-ip-address", &[address]);
+    let agent = webrtc.property::<glib::Object>("ice-agent");
+    for address in &ice.addresses {
+        let _ = agent.emit_by_name::<bool>("add-local-ip-address", &[address]);
+    }
+    // libnice looks for a UPnP router before it calls gathering done (200 ms by default): a
+    // server has no use for one, and every WHEP answer waits for gathering to finish.
+    if agent.find_property("agent").is_some() {
+        let nice = agent.property::<glib::Object>("agent");
+        if nice.find_property("upnp").is_some() {
+            nice.set_property("upnp", false);
         }
     }
 
@@ -1152,11 +1158,16 @@ fn build(a: BuildArgs) -> Result<Built, String> {
     let webrtc = setup_webrtcbin(&pipeline, &a.ice, a.cert, &a.events)?;
 
     let mut links = Vec::new();
-    let flowing = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let branches = [
         a.video.map(|(p, pt)| (p, pt, true)),
         a.audio.map(|(p, pt)| (p, pt, false)),
     ];
+    // An offer or answer carries the right codec parameters only once the stream's caps are
+    // known. H.264's come from the stream itself (sprop, profile-level-id), so with H.264 video
+    // the video branch must have payloaded a buffer (audio often flows first, while video
+    // waits for a keyframe); otherwise any branch will do.
+    let h264_video = branches[0].is_some() && a.codec == VideoCodec::H264;
+    let flowing = Arc::new(std::sync::atomic::AtomicBool::new(false));
     for (producer, pt, is_video) in branches.into_iter().flatten() {
         let appsrc = gst_app::AppSrc::builder()
             .name(if is_video { "video" } else { "audio" })
@@ -1217,10 +1228,9 @@ fn build(a: BuildArgs) -> Result<Built, String> {
             .ok_or("capsfilter has no src pad")?
             .link(&sink)
             .map_err(|e| format!("cannot link into webrtcbin: {e:?}"))?;
-        // The first payloaded buffer means caps are known: only then does an offer or answer
-        // carry the right codec parameters (H.264 sprop and profile-level-id).
         let (tx, flowing) = (a.events.clone(), flowing.clone());
-        if let Some(src) = payloader.static_pad("src") {
+        let counts = is_video || !h264_video;
+        if let (Some(src), true) = (payloader.static_pad("src"), counts) {
             src.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
                 if !flowing.swap(true, std::sync::atomic::Ordering::SeqCst) {
                     let _ = tx.try_send(Event::MediaFlowing);
