@@ -48,6 +48,8 @@ fn each_codec_records_a_decodable_file() {
         let video = probe.video().unwrap_or_else(|| panic!("{codec}: no video"));
         assert_eq!(video.codec, *video_codec, "{codec} via {encoder}");
         assert_eq!((video.width, video.height), (320, 240));
+        // 8-bit 4:2:0, what every player decodes (x264enc would pick 10-bit 4:4:4 otherwise).
+        assert_eq!(video.pix_fmt, "yuv420p", "{codec} via {encoder}");
         assert!(
             video.frames >= 15,
             "{codec} via {encoder}: {} frames",

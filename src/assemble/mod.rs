@@ -318,12 +318,18 @@ fn plan_structured(desc: &Description) -> Result<Plan, Diagnostic> {
     video.push_str(" ! videoconvert ! tee name=video_raw allow-not-linked=true");
     chains.insert(0, video);
 
-    // 2. One video encoder, fanned out by the `video_enc` tee.
-    let enc = encoder::choose(&s.encode, framerate.unwrap_or(30)).map_err(|m| {
-        let span = s.encode.encoder.as_ref().map(|e| e.span());
-        desc.diagnostic(span.or(Some(s.source.span.clone())), m)
-    })?;
-    chosen.push(("video encoder", enc.describe()));
+    // 2. One video encoder, fanned out by the `video_enc` tee; none when no output needs one
+    // (a pipeline of hooks only).
+    let enc = if s.outputs.is_empty() {
+        None
+    } else {
+        let enc = encoder::choose(&s.encode, framerate.unwrap_or(30)).map_err(|m| {
+            let span = s.encode.encoder.as_ref().map(|e| e.span());
+            desc.diagnostic(span.or(Some(s.source.span.clone())), m)
+        })?;
+        chosen.push(("video encoder", enc.describe()));
+        Some(enc)
+    };
     let for_browsers = s
         .outputs
         .iter()
@@ -334,10 +340,14 @@ fn plan_structured(desc: &Description) -> Result<Plan, Diagnostic> {
     } else {
         ""
     };
-    chains.push(format!(
-        "video_raw. ! queue name=video_encode_queue leaky=downstream max-size-buffers=3 max-size-bytes=0 max-size-time=0 ! videoconvert ! {}{profile} ! tee name=video_enc allow-not-linked=true",
-        enc.launch
-    ));
+    // 8-bit 4:2:0 into the encoder: x264enc lists Y444 (and 10-bit) first and would otherwise
+    // make High 4:4:4 streams that browsers and most players cannot decode, at twice the cost.
+    if let Some(enc) = &enc {
+        chains.push(format!(
+            "video_raw. ! queue name=video_encode_queue leaky=downstream max-size-buffers=3 max-size-bytes=0 max-size-time=0 ! videoconvert ! video/x-raw,format={{I420,NV12}} ! {}{profile} ! tee name=video_enc allow-not-linked=true",
+            enc.launch
+        ));
+    }
 
     // 3. Audio encoders: one per codec the outputs need.
     let mut audio_codecs: Vec<AudioCodec> = Vec::new();

@@ -224,6 +224,8 @@ pub struct ProbeStream {
     pub width: i64,
     pub height: i64,
     pub frames: i64,
+    /// e.g. "yuv420p" (empty for audio).
+    pub pix_fmt: String,
 }
 
 impl Probe {
@@ -245,7 +247,7 @@ pub fn ffprobe(input: &str, seconds: Option<u32>) -> Result<Probe, String> {
     }
     args.extend([
         "-show_entries",
-        "stream=codec_type,codec_name,width,height,nb_read_frames:format=duration",
+        "stream=codec_type,codec_name,width,height,nb_read_frames,pix_fmt:format=duration",
         "-of",
         "json",
         input,
@@ -273,6 +275,7 @@ pub fn ffprobe(input: &str, seconds: Option<u32>) -> Result<Probe, String> {
         .map(|s| ProbeStream {
             kind: s["codec_type"].as_str().unwrap_or_default().to_string(),
             codec: s["codec_name"].as_str().unwrap_or_default().to_string(),
+            pix_fmt: s["pix_fmt"].as_str().unwrap_or_default().to_string(),
             width: num(&s["width"]),
             height: num(&s["height"]),
             frames: num(&s["nb_read_frames"]),
