@@ -6,6 +6,10 @@ the connection is up, then DELETEs the session. Prints one JSON line:
 {"seconds": S, "width": W, "height": H, "frames": N}.
 
   whip URL [--seconds 5] [--width 640] [--height 480] [--no-delete]
+  offer URL ...     an aiortc-style POST /offer ({"sdp", "type"}) instead of WHIP
+
+--h264 offers only H.264 video; the JSON line then also has "bytes_sent" (RTP payload bytes,
+from getStats).
 """
 import argparse
 import asyncio
@@ -17,7 +21,7 @@ from peerkit import http, loopback_only
 loopback_only()
 
 import av  # noqa: E402
-from aiortc import RTCPeerConnection, RTCSessionDescription, VideoStreamTrack  # noqa: E402
+from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription, VideoStreamTrack  # noqa: E402
 from aiortc.mediastreams import AudioStreamTrack  # noqa: E402
 
 
@@ -45,17 +49,21 @@ class Pattern(VideoStreamTrack):
 
 async def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("mode", choices=["whip"])
+    ap.add_argument("mode", choices=["whip", "offer"])
     ap.add_argument("url")
     ap.add_argument("--seconds", type=float, default=5)
     ap.add_argument("--width", type=int, default=640)
     ap.add_argument("--height", type=int, default=480)
     ap.add_argument("--no-delete", action="store_true", help="vanish without DELETE")
+    ap.add_argument("--h264", action="store_true", help="offer H.264 video only")
     args = ap.parse_args()
 
     pc = RTCPeerConnection()
     video = Pattern(args.width, args.height)
-    pc.addTrack(video)
+    sender = pc.addTrack(video)
+    if args.h264:
+        h264 = [c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType == "video/H264"]
+        next(t for t in pc.getTransceivers() if t.sender == sender).setCodecPreferences(h264)
     pc.addTrack(AudioStreamTrack())
     connected = asyncio.Event()
 
@@ -66,21 +74,29 @@ async def main():
 
     await pc.setLocalDescription(await pc.createOffer())
     loop = asyncio.get_running_loop()
-    status, headers, answer = await loop.run_in_executor(
-        None, http, "POST", args.url, pc.localDescription.sdp.encode(), "application/sdp"
-    )
-    assert status == 201, status
-    location = headers.get("Location")
+    if args.mode == "whip":
+        status, headers, answer = await loop.run_in_executor(
+            None, http, "POST", args.url, pc.localDescription.sdp.encode(), "application/sdp"
+        )
+        assert status == 201, status
+        location = headers.get("Location")
+    else:
+        body = json.dumps({"sdp": pc.localDescription.sdp, "type": "offer"}).encode()
+        _, _, text = await loop.run_in_executor(None, http, "POST", args.url, body, "application/json")
+        answer, location = json.loads(text)["sdp"], None
     await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
     await asyncio.wait_for(connected.wait(), 20)
     started = time.monotonic()
     await asyncio.sleep(args.seconds)
     sent = time.monotonic() - started
-    if not args.no_delete:
+    report = await pc.getStats()
+    bytes_sent = sum(getattr(s, "bytesSent", 0) for s in report.values() if s.type == "outbound-rtp")
+    if location and not args.no_delete:
         base = args.url.split("/whip/")[0]
         await loop.run_in_executor(None, http, "DELETE", base + location)
     await pc.close()
-    print(json.dumps({"seconds": sent, "width": args.width, "height": args.height, "frames": video.count}), flush=True)
+    print(json.dumps({"seconds": sent, "width": args.width, "height": args.height, "frames": video.count,
+                      "bytes_sent": bytes_sent}), flush=True)
 
 
 asyncio.run(main())

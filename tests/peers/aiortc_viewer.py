@@ -2,8 +2,11 @@
 """A stock aiortc viewer, used by the tests as a real third-party WebRTC peer.
 
 Connects to mediaweave in one of three ways, counts decoded video frames, and prints one JSON
-line: {"frames": N, "width": W, "height": H, "audio_frames": M, "events": [...]}.
+line: {"frames": N, "width": W, "height": H, "audio_frames": M, "events": [...], "ttff_ms": T}
+(ttff: from the start of the offer, or of startSession, to the first decoded frame).
 With --events N (WHEP and /offer) it opens a data channel and also waits for N hook events.
+With --stamps it reads the time stamp that mediaweave's `stamp` hook (or the benchmark's aiortc
+server) draws into each frame and adds "latencies_ms": now - stamp, per decoded frame.
 
   whep URL          POST the offer to a WHEP endpoint (application/sdp), DELETE at the end
   offer URL         POST {"sdp", "type"} to an aiortc-style /offer endpoint
@@ -14,6 +17,7 @@ import argparse
 import asyncio
 import json
 import sys
+import time
 
 from peerkit import http, loopback_only
 
@@ -26,14 +30,40 @@ from aiortc.sdp import candidate_from_sdp  # noqa: E402
 
 
 
-async def count_video(track, result):
+STAMP_BITS, STAMP_BLOCK = 40, 24
+
+
+def read_stamp(frame):
+    """The milliseconds drawn into the top-left blocks of `frame` (luma >= 128 is a 1)."""
+    import numpy as np
+
+    if frame.format.name in ("yuv420p", "yuvj420p"):
+        plane = frame.planes[0]
+        luma = np.frombuffer(plane, np.uint8).reshape(frame.height, plane.line_size)
+    else:
+        luma = frame.to_ndarray(format="gray")
+    half = STAMP_BLOCK // 2
+    value = 0
+    for bit in range(STAMP_BITS):
+        value = (value << 1) | int(luma[half, bit * STAMP_BLOCK + half] >= 128)
+    return value
+
+
+async def count_video(track, result, started, stamps):
     while True:
         try:
             frame = await track.recv()
         except MediaStreamError:
             return
+        if result["frames"] == 0:
+            result["ttff_ms"] = (time.monotonic() - started[0]) * 1000
         result["frames"] += 1
         result["width"], result["height"] = frame.width, frame.height
+        if stamps:
+            now = int(time.time() * 1000) & ((1 << STAMP_BITS) - 1)
+            latency = (now - read_stamp(frame)) % (1 << STAMP_BITS)
+            if latency < 10_000:  # anything else is not a stamp
+                result["latencies_ms"].append(latency)
 
 
 async def count_audio(track, result):
@@ -45,7 +75,8 @@ async def count_audio(track, result):
         result["audio_frames"] += 1
 
 
-async def via_http(pc, mode, url):
+async def via_http(pc, mode, url, started):
+    started[0] = time.monotonic()
     pc.addTransceiver("video", direction="recvonly")
     pc.addTransceiver("audio", direction="recvonly")
     # aiortc gathers every candidate before setLocalDescription returns: no trickle needed.
@@ -69,7 +100,7 @@ async def via_http(pc, mode, url):
     return location
 
 
-async def via_ws(pc, url, name):
+async def via_ws(pc, url, name, started):
     import websockets
 
     ws = await websockets.connect(url)
@@ -89,6 +120,7 @@ async def via_ws(pc, url, name):
             break
         await asyncio.sleep(0.1)
     assert producer, f"no producer named {name}"
+    started[0] = time.monotonic()
     await ws.send(json.dumps({"type": "startSession", "peerId": producer}))
     session = None
 
@@ -135,15 +167,19 @@ async def main():
     ap.add_argument("--timeout", type=float, default=40)
     ap.add_argument("--hold", type=float, default=0, help="stay connected this long after counting")
     ap.add_argument("--events", type=int, default=0, help="hook events to wait for on a data channel")
+    ap.add_argument("--stamps", action="store_true", help="measure latency from stamped frames")
     args = ap.parse_args()
 
     pc = RTCPeerConnection()
-    result = {"frames": 0, "width": 0, "height": 0, "audio_frames": 0, "events": []}
+    result = {"frames": 0, "width": 0, "height": 0, "audio_frames": 0, "events": [], "ttff_ms": None}
+    if args.stamps:
+        result["latencies_ms"] = []
+    started = [time.monotonic()]
 
     @pc.on("track")
     def on_track(track):
         if track.kind == "video":
-            asyncio.ensure_future(count_video(track, result))
+            asyncio.ensure_future(count_video(track, result, started, args.stamps))
         else:
             asyncio.ensure_future(count_audio(track, result))
 
@@ -165,9 +201,9 @@ async def main():
 
     location, ws = None, None
     if args.mode == "ws":
-        ws, _ = await via_ws(pc, args.url, args.name)
+        ws, _ = await via_ws(pc, args.url, args.name, started)
     else:
-        location = await via_http(pc, args.mode, args.url)
+        location = await via_http(pc, args.mode, args.url, started)
     try:
         await asyncio.wait_for(done(), args.timeout)
     except asyncio.TimeoutError:

@@ -1,0 +1,693 @@
+#!/usr/bin/env python3
+"""The harness behind scripts/bench: every scenario against mediaweave and, beside it, the peer
+users would otherwise pick, on this machine in one run. Writes target/bench/results.md (a table
+with ratios), results.json (every figure) and results.png (latency CDF; CPU against viewers).
+
+CPU is the service's own (its process and children, from /proc), never the viewers', the
+publisher's or the harness's. A benchmark, not a test: nothing here passes or fails on a figure.
+"""
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PEERS = ROOT / "tests" / "peers"
+OUT = ROOT / "target" / "bench"
+VENV_PYTHON = str(ROOT / ".venv" / "bin" / "python")
+SYSTEM_PYTHON = "/usr/bin/python3"
+TICKS = os.sysconf("SC_CLK_TCK")
+
+# What the product should show (issue: "Targets").
+TARGETS = {
+    "latency_p50": 80, "latency_p99": 150, "ttff_p50": 300, "per_viewer_cpu": 1.5,
+    "per_viewer_ratio": 10, "recording_cpu": 5, "hook_overhead": 10, "service_overhead": 5,
+}
+
+
+def log(*args):
+    print("bench:", *args, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Processes and /proc
+
+def descendants(pid):
+    """pid and every process below it."""
+    children = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        found.append(p)
+        todo.extend(children.get(p, []))
+    return found
+
+
+def cpu_seconds(pids):
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / TICKS
+
+
+def rss_mb(pids):
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+        except OSError:
+            pass
+    return total / 1024
+
+
+class Window:
+    """CPU (% of one core) and RSS of process trees between start() and stop()."""
+
+    def __init__(self, *roots):
+        self.roots = roots
+
+    def pids(self):
+        return [p for r in self.roots for p in descendants(r)]
+
+    def start(self):
+        self.t0 = time.monotonic()
+        self.c0 = {p: cpu_seconds([p]) for p in self.pids()}
+        return self
+
+    def stop(self):
+        # A process that started meanwhile counts from zero; one that ended is gone.
+        now = {p: cpu_seconds([p]) for p in self.pids()}
+        elapsed = time.monotonic() - self.t0
+        used = sum(v - self.c0.get(p, 0.0) for p, v in now.items())
+        return {"cpu": 100 * used / elapsed, "rss_mb": rss_mb(list(now)), "seconds": elapsed}
+
+
+def measure(seconds, *roots):
+    w = Window(*roots).start()
+    time.sleep(seconds)
+    return w.stop()
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_json(url, method="GET"):
+    import urllib.request
+
+    req = urllib.request.Request(url, method=method)
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return json.loads(resp.read().decode() or "null")
+
+
+def wait_for(what, timeout, check):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = check()
+        except Exception:  # noqa: BLE001 - not ready yet
+            value = None
+        if value:
+            return value
+        time.sleep(0.1)
+    raise RuntimeError(f"timed out waiting for {what}")
+
+
+def stop(proc, sig=signal.SIGTERM, timeout=10):
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+class Serve:
+    """`mediaweave serve` with the given pipelines, ICE on loopback."""
+
+    def __init__(self, binary, pipelines, workdir):
+        self.dir = Path(tempfile.mkdtemp(dir=workdir))
+        (self.dir / "pipelines").mkdir()
+        for name, text in pipelines.items():
+            (self.dir / "pipelines" / f"{name}.toml").write_text(text)
+        self.proc = subprocess.Popen(
+            [binary, "serve", "--listen", "127.0.0.1:0", "--ice-address", "127.0.0.1",
+             "--pipelines", str(self.dir / "pipelines"), "--recordings", str(self.dir / "recordings")],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        )
+        line = self.proc.stdout.readline()
+        self.base = line.strip().rsplit(" ", 1)[-1]
+        if not self.base.startswith("http://"):
+            raise RuntimeError(f"mediaweave serve printed {line!r}")
+        for name in pipelines:
+            wait_for(f"{name} playing", 30,
+                     lambda n=name: http_json(f"{self.base}/api/pipelines/{n}")["state"] == "playing")
+
+    def close(self):
+        stop(self.proc)
+
+
+class AiortcServer:
+    def __init__(self, mode, extra=()):
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [VENV_PYTHON, str(PEERS / "aiortc_server.py"), mode, "--port", str(self.port), *extra],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        )
+        line = self.proc.stdout.readline()
+        if "listening" not in line:
+            raise RuntimeError(f"aiortc server printed {line!r}")
+        self.url = f"http://127.0.0.1:{self.port}/offer"
+
+    def close(self):
+        stop(self.proc)
+
+
+def aiortc_view(args, timeout):
+    out = subprocess.run([VENV_PYTHON, str(PEERS / "aiortc_viewer.py"), *args],
+                         capture_output=True, text=True, timeout=timeout)
+    lines = [l for l in out.stdout.splitlines() if l.startswith("{")]
+    if not lines:
+        raise RuntimeError(f"viewer printed nothing: {out.stderr[-500:]}")
+    return json.loads(lines[-1])
+
+
+def percentile(values, p):
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round((len(ordered) - 1) * p))]
+
+
+# ---------------------------------------------------------------------------------------------
+# Pipelines
+
+def stream_toml(stamp=False, max_viewers=64):
+    text = f"""[source]
+kind = "test"
+pattern = "ball"
+width = 1280
+height = 720
+framerate = 30
+clock = false
+audio = false
+
+[encode]
+bitrate = 2000
+
+[[output]]
+kind = "webrtc"
+max_viewers = {max_viewers}
+"""
+    if stamp:
+        text += '\n[[hook]]\nkind = "rust"\nname = "stamp"\nmode = "transform"\nformat = "I420"\n'
+    return text
+
+
+INBOX = '[source]\nkind = "webrtc"\n\n[[output]]\nkind = "record"\nsegment = "10m"\n'
+
+
+def hook_toml(hook):
+    return f"""[source]
+kind = "test"
+pattern = "ball"
+width = 1920
+height = 1080
+framerate = 30
+clock = false
+audio = false
+{hook}"""
+
+
+RAW_LAUNCH = ("videotestsrc is-live=true pattern=ball ! video/x-raw,width=1280,height=720,framerate=30/1 "
+              "! videoconvert ! x264enc tune=zerolatency speed-preset=ultrafast bitrate=2000 ! fakesink")
+
+
+# ---------------------------------------------------------------------------------------------
+# Scenarios
+
+def scenario_latency(cfg, binary, work):
+    frames = cfg["latency_frames"]
+    result = {}
+    server = Serve(binary, {"live": stream_toml(stamp=True)}, work)
+    try:
+        v = aiortc_view(["whep", f"{server.base}/whep/live", "--frames", str(frames + 30), "--stamps",
+                         "--timeout", str(frames / 20 + 30)], frames / 20 + 60)
+        result["mediaweave"] = v["latencies_ms"][30:]
+    finally:
+        server.close()
+    peer = AiortcServer("stream")
+    try:
+        v = aiortc_view(["offer", peer.url, "--frames", str(frames + 30), "--stamps",
+                         "--timeout", str(frames / 20 + 30)], frames / 20 + 60)
+        result["aiortc"] = v["latencies_ms"][30:]
+    finally:
+        peer.close()
+    return result
+
+
+def scenario_ttff(cfg, binary, work):
+    trials = cfg["ttff_trials"]
+    result = {"whep": [], "ws": [], "aiortc": []}
+    server = Serve(binary, {"live": stream_toml()}, work)
+    try:
+        ws = server.base.replace("http://", "ws://") + "/ws"
+        for _ in range(trials):
+            for kind, args in (("whep", ["whep", f"{server.base}/whep/live"]), ("ws", ["ws", ws, "live"])):
+                v = aiortc_view([*args, "--frames", "1", "--timeout", "20"], 40)
+                if v.get("ttff_ms") is not None:
+                    result[kind].append(v["ttff_ms"])
+    finally:
+        server.close()
+    peer = AiortcServer("stream")
+    try:
+        for _ in range(trials):
+            v = aiortc_view(["offer", peer.url, "--frames", "1", "--timeout", "20"], 40)
+            if v.get("ttff_ms") is not None:
+                result["aiortc"].append(v["ttff_ms"])
+            time.sleep(0.3)  # let the closed peer go before the next one
+    finally:
+        peer.close()
+    return result
+
+
+def viewers_run(root_pid, mode, url, counts, window):
+    viewers = subprocess.Popen([SYSTEM_PYTHON, str(PEERS / "gst_viewers.py"), mode, url],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                               text=True)
+    rows, have = [], 0
+
+    def ask(cmd):
+        viewers.stdin.write(cmd + "\n")
+        viewers.stdin.flush()
+        line = viewers.stdout.readline()
+        if not line:
+            raise RuntimeError(f"viewers ended at {cmd!r}")
+        return json.loads(line)
+
+    try:
+        baseline = measure(window, root_pid)
+        rows.append({"viewers": 0, "cpu": baseline["cpu"], "rss_mb": baseline["rss_mb"], "fps": []})
+        for n in counts:
+            added = ask(f"add {n - have}")
+            have = n
+            time.sleep(1)
+            w = Window(root_pid).start()
+            fps = ask(f"measure {window}")
+            m = w.stop()
+            rows.append({"viewers": n, "connected": added["connected"], "cpu": m["cpu"],
+                         "rss_mb": m["rss_mb"], "fps": fps["fps"], "kbps": fps["kbps"]})
+            log(f"  {n} viewers: cpu {m['cpu']:.1f}%, fps min {min(fps['fps'] or [0]):.1f}")
+    except (RuntimeError, ValueError) as e:
+        log(f"  stopped early: {e}")
+    finally:
+        try:
+            viewers.stdin.write("quit\n")
+            viewers.stdin.flush()
+            viewers.wait(30)
+        except (OSError, subprocess.TimeoutExpired):
+            viewers.kill()
+    return rows
+
+
+def slope(rows):
+    """Least-squares CPU per added viewer (% of a core), over the rows where every viewer still
+    got at least 90 % of the frames (past that the server is saturated, not serving more)."""
+    pts = [(r["viewers"], r["cpu"]) for r in rows
+           if r["viewers"] > 0 and r["fps"] and min(r["fps"]) >= 27]
+    if len(pts) < 2:
+        return None
+    mx = statistics.mean(x for x, _ in pts)
+    my = statistics.mean(y for _, y in pts)
+    den = sum((x - mx) ** 2 for x, _ in pts)
+    return sum((x - mx) * (y - my) for x, y in pts) / den if den else None
+
+
+def scenario_viewers(cfg, binary, work):
+    counts, window = cfg["viewer_counts"], cfg["window"]
+    server = Serve(binary, {"live": stream_toml(max_viewers=100)}, work)
+    try:
+        ours = viewers_run(server.proc.pid, "whep", f"{server.base}/whep/live", counts, window)
+    finally:
+        server.close()
+    peer = AiortcServer("stream")
+    try:
+        theirs = viewers_run(peer.proc.pid, "offer", peer.url, counts, window)
+    finally:
+        peer.close()
+    return {"mediaweave": ours, "aiortc": theirs}
+
+
+def scenario_recording(cfg, binary, work):
+    seconds = cfg["record_seconds"]
+    publish = [VENV_PYTHON, str(PEERS / "aiortc_publisher.py")]
+    size = ["--width", "1280", "--height", "720", "--h264", "--seconds", str(seconds)]
+    result = {}
+
+    def run(root_pid, url, mode, files, ready):
+        pub = subprocess.Popen([*publish, mode, url, *size], stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL, text=True)
+        wait_for("the publisher", 30, ready)
+        time.sleep(1)
+        m = measure(max(1.0, seconds - 2.5), root_pid)
+        out, _ = pub.communicate(timeout=seconds + 30)
+        sent = json.loads([l for l in out.splitlines() if l.startswith("{")][-1])
+        return m, sent, files
+
+    server = Serve(binary, {"inbox": INBOX}, work)
+    try:
+        rec_dir = server.dir / "recordings" / "inbox"
+        m, sent, _ = run(server.proc.pid, f"{server.base}/whip/inbox", "whip", None,
+                         lambda: len(http_json(f"{server.base}/api/pipelines/inbox")["publishers"]) == 1)
+        wait_for("the segment to be finalized", 20,
+                 lambda: all(not r["recording"] for r in http_json(f"{server.base}/api/recordings")))
+        written = sum(f.stat().st_size for f in rec_dir.glob("*") if f.is_file())
+        result["mediaweave"] = {**m, "bytes_written": written, "bytes_received": sent["bytes_sent"]}
+    finally:
+        server.close()
+    out = Path(tempfile.mkdtemp(dir=work)) / "aiortc.mp4"
+    peer = AiortcServer("record", ["--out", str(out)])
+    try:
+        m, sent, _ = run(peer.proc.pid, peer.url, "offer", None,
+                         lambda: out.exists() and out.stat().st_size > 0)
+    finally:
+        peer.close()
+    result["aiortc"] = {**m, "bytes_written": out.stat().st_size if out.exists() else 0,
+                        "bytes_received": sent["bytes_sent"]}
+    return result
+
+
+def run_pipeline(binary, text, work, seconds, count_file=None):
+    """`mediaweave run FILE` for `seconds` after a warm-up: its CPU, RSS and frames counted."""
+    path = Path(tempfile.mkdtemp(dir=work)) / "bench.toml"
+    path.write_text(text)
+    proc = subprocess.Popen([binary, "run", str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(3)
+        before = read_count(count_file)
+        m = measure(seconds, proc.pid)
+        m["fps"] = (read_count(count_file) - before) / m["seconds"] if count_file else None
+    finally:
+        stop(proc, signal.SIGINT)
+    return m
+
+
+def read_count(path):
+    try:
+        return json.loads(Path(path).read_text())["frames"] if path else 0
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+def scenario_hooks(cfg, binary, work):
+    seconds = cfg["window"]
+    encoded = '\n[encode]\nbitrate = 4000\n\n[[output]]\nkind = "tcp"\nport = {port}\n'
+    without = run_pipeline(binary, hook_toml(encoded.format(port=free_port())), work, seconds)
+    with_hook = run_pipeline(
+        binary, hook_toml(encoded.format(port=free_port()) + '\n[[hook]]\nkind = "stats"\nevery = 30\n'),
+        work, seconds)
+    count = Path(tempfile.mkdtemp(dir=work)) / "hook.json"
+    consumer = f'\n[[hook]]\nkind = "process"\nformat = "BGR"\ncommand = ["{VENV_PYTHON}", "{PEERS / "hook_consumer.py"}", "{count}"]\n'
+    external = run_pipeline(binary, hook_toml(consumer), work, seconds, count)
+
+    seeds_count = Path(tempfile.mkdtemp(dir=work)) / "seeds.json"
+    port = free_port()
+    receiver = subprocess.Popen([VENV_PYTHON, str(PEERS / "jpeg_tcp.py"), "recv", str(port), str(seeds_count)],
+                                stdout=subprocess.PIPE, text=True)
+    receiver.stdout.readline()  # {"listening": port}
+    sender = subprocess.Popen([VENV_PYTHON, str(PEERS / "jpeg_tcp.py"), "send", str(port)])
+    try:
+        time.sleep(3)
+        before = read_count(seeds_count)
+        m = measure(seconds, sender.pid, receiver.pid)
+        m["fps"] = (read_count(seeds_count) - before) / m["seconds"]
+    finally:
+        stop(sender)
+        stop(receiver)
+    return {"without": without, "rust_hook": with_hook, "python_hook": external, "seeds_jpeg_tcp": m}
+
+
+def scenario_overhead(cfg, binary, work):
+    seconds = cfg["window"]
+    ours = run_pipeline(binary, f'launch = "{RAW_LAUNCH}"\n', work, seconds)
+    proc = subprocess.Popen(["gst-launch-1.0", "-q", *RAW_LAUNCH.split()],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(3)
+        theirs = measure(seconds, proc.pid)
+    finally:
+        stop(proc, signal.SIGINT)
+    return {"mediaweave": ours, "gst_launch": theirs}
+
+
+# ---------------------------------------------------------------------------------------------
+# Report
+
+def versions(binary):
+    def first_line(cmd):
+        try:
+            return subprocess.run(cmd, capture_output=True, text=True, timeout=20).stdout.splitlines()[0]
+        except (OSError, IndexError, subprocess.TimeoutExpired):
+            return "?"
+
+    cpu = "?"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "mediaweave": first_line([binary, "--version"]),
+        "gstreamer": first_line(["gst-launch-1.0", "--version"]),
+        "aiortc": first_line([VENV_PYTHON, "-c", "import aiortc; print(aiortc.__version__)"]),
+        "python": platform.python_version(),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+    }
+
+
+def fmt(v, unit=""):
+    if v is None:
+        return "–"
+    return f"{v:.1f}{unit}" if isinstance(v, float) else f"{v}{unit}"
+
+
+def ratio(a, b):
+    return f"{a / b:.2f}" if a is not None and b not in (None, 0) else "–"
+
+
+def mark(ok):
+    return "–" if ok is None else ("✓" if ok else "✗")
+
+
+def report(results, meta, quick):
+    rows = []
+
+    def row(scenario, metric, ours, theirs, peer, target="", ok=None, unit=""):
+        rows.append(f"| {scenario} | {metric} | {fmt(ours, unit)} | {fmt(theirs, unit)} ({peer}) | "
+                    f"{ratio(ours, theirs)} | {target} {mark(ok)} |")
+
+    lat = results.get("latency")
+    if lat:
+        for p, key in ((0.5, "p50"), (0.95, "p95"), (0.99, "p99")):
+            ours, theirs = percentile(lat["mediaweave"], p), percentile(lat["aiortc"], p)
+            target = TARGETS.get(f"latency_{key}")
+            row("glass-to-glass latency, 720p30", f"{key} (ms, {len(lat['mediaweave'])} frames)",
+                ours, theirs, "aiortc", f"≤ {target} ms" if target else "",
+                ours <= target if target and ours is not None else None)
+    tt = results.get("ttff")
+    if tt:
+        for kind in ("whep", "ws"):
+            for p, key in ((0.5, "p50"), (0.95, "p95")):
+                ours, theirs = percentile(tt[kind], p), percentile(tt["aiortc"], p)
+                ok = ours <= TARGETS["ttff_p50"] if key == "p50" and ours is not None else None
+                row(f"time to first frame ({'WHEP' if kind == 'whep' else 'WebSocket protocol'})",
+                    f"{key} (ms, {len(tt[kind])} trials)", ours, theirs, "aiortc /offer",
+                    f"≤ {TARGETS['ttff_p50']} ms" if key == "p50" else "", ok)
+    vw = results.get("viewers")
+    if vw:
+        ours, theirs = slope(vw["mediaweave"]), slope(vw["aiortc"])
+        ok = ours <= TARGETS["per_viewer_cpu"] if ours is not None else None
+        row("viewers, 720p30 2 Mb/s", "CPU per added viewer (% of a core; counts where every viewer gets ≥ 27 fps)",
+            ours, theirs, "aiortc",
+            f"≤ {TARGETS['per_viewer_cpu']} %", ok)
+        if ours is not None and theirs is not None:
+            # A slope within the noise (≤ 0.1 % of a core) is reported as such, not divided by.
+            times = f"{theirs / ours:.0f}×" if ours > 0.1 else f"> {theirs / 0.1:.0f}× (ours within noise)"
+            rows.append(f"| viewers | aiortc ÷ mediaweave CPU per added viewer | {times} | | | "
+                        f"≥ {TARGETS['per_viewer_ratio']}× {mark(theirs >= TARGETS['per_viewer_ratio'] * max(ours, 0.1))} |")
+        by_n = {r["viewers"]: r for r in vw["aiortc"]}
+        for r in vw["mediaweave"]:
+            t = by_n.get(r["viewers"])
+            if r["viewers"] == 0:
+                continue
+            row("viewers", f"{r['viewers']} viewers: service CPU (%)", r["cpu"], t and t["cpu"], "aiortc")
+            row("viewers", f"{r['viewers']} viewers: lowest viewer fps", min(r["fps"] or [0.0]),
+                t and min(t["fps"] or [0.0]), "aiortc")
+            row("viewers", f"{r['viewers']} viewers: connected", r.get("connected"),
+                t and t.get("connected"), "aiortc")
+            row("viewers", f"{r['viewers']} viewers: RSS (MB)", r["rss_mb"], t and t["rss_mb"], "aiortc")
+    rec = results.get("recording")
+    if rec:
+        ours, theirs = rec["mediaweave"], rec["aiortc"]
+        row("recording one 720p30 WebRTC stream", "CPU (% of a core)", ours["cpu"], theirs["cpu"],
+            "aiortc MediaRecorder", f"≤ {TARGETS['recording_cpu']} %", ours["cpu"] <= TARGETS["recording_cpu"])
+        row("recording", "RSS (MB)", ours["rss_mb"], theirs["rss_mb"], "aiortc MediaRecorder")
+        row("recording", "bytes written ÷ bytes received",
+            ours["bytes_written"] / max(1, ours["bytes_received"]),
+            theirs["bytes_written"] / max(1, theirs["bytes_received"]), "aiortc MediaRecorder")
+    hk = results.get("hooks")
+    if hk:
+        base, rust = hk["without"]["cpu"], hk["rust_hook"]["cpu"]
+        over = 100 * (rust - base) / base if base else None
+        row("frame hook, 1080p30 (encoded, TCP out)", "CPU with an RGB Rust hook (%)", rust, base,
+            "same pipeline, no hook")
+        rows.append(f"| frame hook | overhead of the hook | {fmt(over, ' %')} | | | "
+                    f"≤ {TARGETS['hook_overhead']} % {mark(over <= TARGETS['hook_overhead'] if over is not None else None)} |")
+        py, seeds = hk["python_hook"], hk["seeds_jpeg_tcp"]
+        row("external Python hook, 1080p30", "CPU, service + script (%)", py["cpu"], seeds["cpu"],
+            "OpenCV JPEG over TCP")
+        row("external Python hook", "frames processed per second", py["fps"], seeds["fps"], "OpenCV JPEG over TCP")
+        if py["fps"] and seeds["fps"]:
+            row("external Python hook", "CPU per processed frame (% of a core · s)",
+                py["cpu"] / py["fps"], seeds["cpu"] / seeds["fps"], "OpenCV JPEG over TCP")
+    ov = results.get("overhead")
+    if ov:
+        ours, theirs = ov["mediaweave"]["cpu"], ov["gst_launch"]["cpu"]
+        over = 100 * (ours - theirs) / theirs if theirs else None
+        row("service overhead, raw launch line", "CPU (%)", ours, theirs, "gst-launch-1.0",
+            f"≤ +{TARGETS['service_overhead']} %", over <= TARGETS["service_overhead"] if over is not None else None)
+        row("service overhead", "RSS (MB)", ov["mediaweave"]["rss_mb"], ov["gst_launch"]["rss_mb"], "gst-launch-1.0")
+
+    lines = [
+        "# mediaweave benchmark",
+        "",
+        f"{meta['date']} · {meta['cores']} cores ({meta['cpu']}) · {meta['mediaweave']} ({meta['profile']} build) · "
+        f"{meta['gstreamer']} · aiortc {meta['aiortc']} · Python {meta['python']}"
+        + (" · **quick run: short windows, few trials; a smoke check, not figures to quote**" if quick else ""),
+        "",
+        "CPU is % of one core used by the service's own processes (from /proc), viewers and publishers "
+        "excluded. Ratio is mediaweave ÷ peer: below 1 means mediaweave needs less (time, CPU, memory).",
+        "",
+        "| scenario | metric | mediaweave | peer | ratio | target |",
+        "|---|---|---|---|---|---|",
+        *rows,
+        "",
+        "![latency CDF and CPU against viewers](results.png)",
+        "",
+    ]
+    for name, error in meta.get("errors", {}).items():
+        lines.append(f"- scenario `{name}` did not complete: {error}")
+    return "\n".join(lines) + "\n"
+
+
+def plot(results, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2))
+    lat = results.get("latency") or {}
+    for name, values in lat.items():
+        if values:
+            xs = sorted(values)
+            a.plot(xs, [(i + 1) / len(xs) for i in range(len(xs))], label=name)
+    a.set_xlabel("glass-to-glass latency (ms)")
+    a.set_ylabel("fraction of frames")
+    a.set_title("Latency CDF, 720p30")
+    a.grid(alpha=0.3)
+    a.legend()
+    vw = results.get("viewers") or {}
+    for name, rows in vw.items():
+        if rows:
+            b.plot([r["viewers"] for r in rows], [r["cpu"] for r in rows], marker="o", label=name)
+    b.set_xlabel("concurrent viewers")
+    b.set_ylabel("service CPU (% of one core)")
+    b.set_title("CPU against viewers, 720p30 2 Mb/s")
+    b.grid(alpha=0.3)
+    b.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+SCENARIOS = {
+    "latency": scenario_latency,
+    "ttff": scenario_ttff,
+    "viewers": scenario_viewers,
+    "recording": scenario_recording,
+    "hooks": scenario_hooks,
+    "overhead": scenario_overhead,
+}
+
+FULL = {"latency_frames": 600, "ttff_trials": 20, "viewer_counts": [1, 5, 10, 20, 30], "window": 10,
+        "record_seconds": 20}
+QUICK = {"latency_frames": 120, "ttff_trials": 2, "viewer_counts": [1, 3], "window": 3,
+         "record_seconds": 6}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--binary", required=True)
+    ap.add_argument("--profile", default="release")
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--only", action="append", choices=list(SCENARIOS), help="run only these scenarios")
+    args = ap.parse_args()
+    cfg = QUICK if args.quick else FULL
+    OUT.mkdir(parents=True, exist_ok=True)
+    work = tempfile.mkdtemp(prefix="mediaweave-bench-")
+    meta = {**versions(args.binary), "profile": args.profile,
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "errors": {}}
+    results = {}
+    started = time.monotonic()
+    for name, run in SCENARIOS.items():
+        if args.only and name not in args.only:
+            continue
+        log(f"{name} ...")
+        t0 = time.monotonic()
+        try:
+            results[name] = run(cfg, args.binary, work)
+        except Exception as e:  # noqa: BLE001 - reported in the results; other scenarios go on
+            meta["errors"][name] = f"{type(e).__name__}: {e}"
+            log(f"{name} failed: {e}")
+        log(f"{name} took {time.monotonic() - t0:.0f} s")
+    shutil.rmtree(work, ignore_errors=True)
+    (OUT / "results.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
+    (OUT / "results.md").write_text(report(results, meta, args.quick))
+    plot(results, OUT / "results.png")
+    log(f"done in {time.monotonic() - started:.0f} s: {OUT / 'results.md'}, {OUT / 'results.png'}")
+    if meta["errors"]:
+        sys.exit(1)
+
+
+main()
