@@ -594,7 +594,8 @@ def report(results, meta, quick):
         "",
         f"{meta['date']} · {meta['cores']} cores ({meta['cpu']}) · {meta['mediaweave']} ({meta['profile']} build) · "
         f"{meta['gstreamer']} · aiortc {meta['aiortc']} · Python {meta['python']}"
-        + (" · **quick run: short windows, few trials; a smoke check, not figures to quote**" if quick else ""),
+        + (" · **quick run: short windows, few trials; a smoke check, not figures to quote**" if quick else "")
+        + (f" · only: {', '.join(meta['only'])}" if meta.get("only") else ""),
         "",
         "CPU is % of one core used by the service's own processes (from /proc), viewers and publishers "
         "excluded. Ratio is mediaweave ÷ peer: below 1 means mediaweave needs less (time, CPU, memory).",
@@ -666,7 +667,7 @@ def main():
     cfg = QUICK if args.quick else FULL
     OUT.mkdir(parents=True, exist_ok=True)
     work = tempfile.mkdtemp(prefix="mediaweave-bench-")
-    meta = {**versions(args.binary), "profile": args.profile,
+    meta = {**versions(args.binary), "profile": args.profile, "only": args.only or [],
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "errors": {}}
     results = {}
     started = time.monotonic()
