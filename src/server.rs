@@ -52,6 +52,9 @@ impl Server {
         };
         webrtc.set_embedded_signalling(format!("ws://{local}/ws"));
         let recordings = Recordings::new(config.recordings_dir.clone());
+        // Left by a crash between opening a segment and writing to it.
+        let rec = recordings.clone();
+        tokio::task::spawn_blocking(move || rec.remove_empty()).await?;
         let supervisor = Supervisor::new(
             config.supervisor.clone(),
             webrtc.clone(),

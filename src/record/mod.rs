@@ -126,6 +126,28 @@ impl Recordings {
             .any(|set| set.contains(path))
     }
 
+    /// Deletes empty segment files: a segment is opened before its first data is written, so a
+    /// crash (or a stream that ended at once) can leave one with nothing in it. Call at start,
+    /// before any pipeline records. Blocking (directory scan, unlink).
+    pub fn remove_empty(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        for pipeline in entries.filter_map(|e| e.ok()) {
+            let Some(name) = pipeline.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
+            if crate::description::validate_name(&name).is_err() {
+                continue;
+            }
+            for (_, path, bytes, _) in self.segments_of(&name) {
+                if bytes == 0 && !self.is_current(&path) && std::fs::remove_file(&path).is_ok() {
+                    tracing::info!("{name}: removed the empty segment {}", path.display());
+                }
+            }
+        }
+    }
+
     /// Deletes the pipeline's oldest finished segments beyond its retention limits. Blocking
     /// (directory scan, unlink): call from the blocking pool.
     pub fn enforce_retention(&self, pipeline: &str) {
