@@ -24,7 +24,7 @@ launch = "videotestsrc is-live=true ! video/x-raw,width=160,height=120,framerate
 
     // Follow every status change: the states it passes through, and the restart delay
     // announced at each transition into `failed`.
-    let (states, delays, error) = server.rt.block_on(async move {
+    let (states, delays, error) = server.rt().block_on(async move {
         use mediaweave::supervisor::State;
         let mut states: Vec<State> = Vec::new();
         let mut delays = Vec::new();

@@ -321,7 +321,7 @@ fn websocket_survives_malformed_input() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = common::TestServer::start(dir.path());
     let url = format!("{}/ws", server.base.replace("http://", "ws://"));
-    server.rt.block_on(async move {
+    server.rt().block_on(async move {
         let (mut ws, _) = tokio_tungstenite::connect_async(&url)
             .await
             .expect("connect");

@@ -32,7 +32,7 @@ pub fn write_pipeline(dir: &Path, name: &str, text: &str) -> PathBuf {
 
 /// A server running in-process on its own runtime, on a free port.
 pub struct TestServer {
-    pub rt: tokio::runtime::Runtime,
+    runtime: Option<tokio::runtime::Runtime>,
     pub server: Option<Server>,
     pub base: String,
 }
@@ -64,23 +64,32 @@ impl TestServer {
         let server = rt.block_on(Server::start(config)).expect("server starts");
         let base = format!("http://{}", server.addr);
         TestServer {
-            rt,
+            runtime: Some(rt),
             server: Some(server),
             base,
         }
     }
 
-    pub fn shutdown(mut self) {
-        if let Some(server) = self.server.take() {
-            self.rt.block_on(server.shutdown());
-        }
+    pub fn rt(&self) -> &tokio::runtime::Runtime {
+        self.runtime
+            .as_ref()
+            .expect("the runtime lives as long as the server")
+    }
+
+    pub fn shutdown(self) {
+        drop(self);
     }
 }
 
 impl Drop for TestServer {
     fn drop(&mut self) {
-        if let Some(server) = self.server.take() {
-            self.rt.block_on(server.shutdown());
+        if let (Some(server), Some(rt)) = (self.server.take(), self.runtime.as_ref()) {
+            rt.block_on(server.shutdown());
+        }
+        // The service stops waiting for a stuck GStreamer call after its bounds; the runtime
+        // must not wait for it forever either (a plain drop waits for every blocking task).
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_timeout(Duration::from_secs(10));
         }
     }
 }
