@@ -27,6 +27,15 @@ impl Event {
             fields,
         }
     }
+
+    /// A hook's event: `{"hook": hook, "kind": kind, "fields": fields}`.
+    pub fn hook(pipeline: &str, hook: &str, kind: &str, fields: serde_json::Value) -> Event {
+        Event::new(
+            "hook",
+            pipeline,
+            serde_json::json!({ "hook": hook, "kind": kind, "fields": fields }),
+        )
+    }
 }
 
 #[derive(Clone)]

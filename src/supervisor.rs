@@ -725,11 +725,8 @@ impl Runner {
                         MessageView::Error(err) if crate::hooks::from_hook_branch(&msg) => {
                             let error = describe_error(&msg, &err.error(), err.debug().as_deref());
                             tracing::warn!("{}: hook branch: {error}", self.name());
-                            self.events.publish(crate::events::Event::new(
-                                "hook",
-                                self.name(),
-                                serde_json::json!({ "hook": msg.src().map(|s| s.name().to_string()), "kind": "error", "fields": { "error": error } }),
-                            ));
+                            let element = msg.src().map(|s| s.name().to_string()).unwrap_or_default();
+                            self.events.publish(Event::hook(self.name(), &element, "error", serde_json::json!({ "error": error })));
                         }
                         MessageView::Error(err) => {
                             break Ended::Error {

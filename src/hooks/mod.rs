@@ -64,6 +64,11 @@ impl Frame<'_> {
         self.frame.plane_data(plane).unwrap_or(&[])
     }
 
+    /// The buffer (a new reference, no copy) and its layout, for readers on other threads.
+    pub(crate) fn shared(&self) -> (gst::Buffer, gst_video::VideoInfo) {
+        (self.frame.buffer().to_owned(), self.frame.info().clone())
+    }
+
     /// Presentation time, from the start of the stream.
     pub fn pts(&self) -> Option<Duration> {
         self.frame
@@ -728,11 +733,7 @@ fn offer_frames(
 }
 
 fn publish(events: &EventBus, pipeline: &str, state: &HookState, ev: HookEvent) {
-    events.publish(Event::new(
-        "hook",
-        pipeline,
-        serde_json::json!({ "hook": state.name, "kind": ev.kind, "fields": ev.fields }),
-    ));
+    events.publish(Event::hook(pipeline, &state.name, &ev.kind, ev.fields));
 }
 
 /// A transform hook's worker: changes a copy of each offered frame and hands it back.

@@ -41,7 +41,14 @@ pub struct Reply {
     pub height: u32,
     pub format: [u8; 4],
     pub pts: u64,
-    pub pixels: Vec<u8>,
+    /// The frame as it arrived, header included: taken whole from the parser, not copied.
+    bytes: Vec<u8>,
+}
+
+impl Reply {
+    pub fn pixels(&self) -> &[u8] {
+        &self.bytes[HEADER_LEN..]
+    }
 }
 
 /// What a child's stdout carries: frames and lines, in any order.
@@ -84,15 +91,17 @@ impl OutputParser {
             }
             let mut pts = [0u8; 8];
             pts.copy_from_slice(&p[20..28]);
-            let reply = Reply {
-                width: u32_at(4),
-                height: u32_at(8),
-                format: [p[12], p[13], p[14], p[15]],
+            let (width, height, format) = (u32_at(4), u32_at(8), [p[12], p[13], p[14], p[15]]);
+            // The frame leaves the buffer as it is; only what follows it is moved.
+            let rest = self.pending.split_off(HEADER_LEN + length);
+            let bytes = std::mem::replace(&mut self.pending, rest);
+            return Ok(Some(Output::Frame(Reply {
+                width,
+                height,
+                format,
                 pts: u64::from_le_bytes(pts),
-                pixels: p[HEADER_LEN..HEADER_LEN + length].to_vec(),
-            };
-            self.pending.drain(..HEADER_LEN + length);
-            return Ok(Some(Output::Frame(reply)));
+                bytes,
+            })));
         }
         match p.iter().position(|b| *b == b'\n') {
             Some(end) => {
@@ -174,11 +183,8 @@ impl ProcessHook {
     }
 
     fn event(&self, kind: &str, fields: serde_json::Value) {
-        self.events.publish(Event::new(
-            "hook",
-            &self.pipeline,
-            serde_json::json!({ "hook": self.name, "kind": kind, "fields": fields }),
-        ));
+        self.events
+            .publish(Event::hook(&self.pipeline, &self.name, kind, fields));
     }
 
     fn spawn(&mut self) {
@@ -317,18 +323,13 @@ impl FrameHook for ProcessHook {
         if !self.send(&frame.as_frame()) {
             return None;
         }
-        let (planes, expected, w, h, format) = {
+        let (planes, expected, w, h, format, pts) = {
             let f = frame.as_frame();
             let planes: Vec<usize> = (0..f.n_planes()).map(|p| f.plane_data(p).len()).collect();
-            (
-                planes.clone(),
-                header(&f, planes.iter().sum()),
-                f.width(),
-                f.height(),
-                f.format(),
-            )
+            let header = header(&f, planes.iter().sum());
+            let pts = f.pts().map_or(u64::MAX, |d| d.as_nanos() as u64);
+            (planes, header, f.width(), f.height(), f.format(), pts)
         };
-        let pts = u64::from_le_bytes(expected[20..28].try_into().unwrap_or([0xff; 8]));
         let deadline = Instant::now() + REPLY_WAIT;
         let reply = loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -342,7 +343,7 @@ impl FrameHook for ProcessHook {
         let fits = reply.width == w
             && reply.height == h
             && reply.format[..] == expected[12..16]
-            && reply.pixels.len() == total;
+            && reply.pixels().len() == total;
         if !fits {
             return Some(HookEvent {
                 kind: "error".into(),
@@ -352,7 +353,7 @@ impl FrameHook for ProcessHook {
                         reply.width,
                         reply.height,
                         String::from_utf8_lossy(&reply.format).trim_end_matches('\0'),
-                        reply.pixels.len(),
+                        reply.pixels().len(),
                     )
                 }),
             });
@@ -361,7 +362,7 @@ impl FrameHook for ProcessHook {
         for (p, len) in planes.into_iter().enumerate() {
             frame
                 .plane_data_mut(p as u32)
-                .copy_from_slice(&reply.pixels[at..at + len]);
+                .copy_from_slice(&reply.pixels()[at..at + len]);
             at += len;
         }
         None
@@ -417,11 +418,7 @@ fn publish_line(events: &EventBus, name: &str, pipeline: &str, line: &str) {
         .and_then(|k| k.as_str())
         .unwrap_or("event")
         .to_string();
-    events.publish(Event::new(
-        "hook",
-        pipeline,
-        serde_json::json!({ "hook": name, "kind": kind, "fields": value }),
-    ));
+    events.publish(Event::hook(pipeline, name, &kind, value));
 }
 
 impl Drop for ProcessHook {
@@ -478,7 +475,7 @@ mod tests {
         assert_eq!(out[1], Output::Line("Made it".into()));
         match &out[2] {
             Output::Frame(f) => {
-                assert_eq!((f.width, f.pts, f.pixels.as_slice()), (2, 7, &[1u8, 2][..]))
+                assert_eq!((f.width, f.pts, f.pixels()), (2, 7, &[1u8, 2][..]))
             }
             other => panic!("{other:?}"),
         }

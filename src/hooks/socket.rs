@@ -8,6 +8,7 @@
 use super::process::header;
 use super::{Frame, FrameHook, HookEvent};
 use crate::events::{Event, EventBus};
+use gst_video::prelude::*;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,7 +25,26 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long to keep trying an address an earlier run of the hook is still letting go of.
 const BIND_RETRY: Duration = Duration::from_secs(2);
 
-type Subscribers = Arc<Mutex<Vec<SyncSender<Arc<Vec<u8>>>>>>;
+/// A frame for the subscribers: its header and a reference to the buffer (no pixel copy).
+struct Shared {
+    header: [u8; super::process::HEADER_LEN],
+    buffer: gst::Buffer,
+    info: gst_video::VideoInfo,
+}
+
+impl Shared {
+    fn write_to(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        out.write_all(&self.header)?;
+        let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(&self.buffer, &self.info)
+            .map_err(|_| std::io::Error::other("cannot map the frame"))?;
+        for p in 0..frame.n_planes() {
+            out.write_all(frame.plane_data(p).unwrap_or(&[]))?;
+        }
+        Ok(())
+    }
+}
+
+type Subscribers = Arc<Mutex<Vec<SyncSender<Arc<Shared>>>>>;
 
 pub struct SocketHook {
     subscribers: Subscribers,
@@ -134,12 +154,12 @@ fn accept(
                 );
             }
             Ok((mut stream, peer)) => {
-                let (tx, rx) = std::sync::mpsc::sync_channel::<Arc<Vec<u8>>>(QUEUE);
+                let (tx, rx) = std::sync::mpsc::sync_channel::<Arc<Shared>>(QUEUE);
                 let spawned = std::thread::Builder::new()
                     .name("hook-socket-out".into())
                     .spawn(move || {
                         for frame in rx {
-                            if stream.write_all(&frame).is_err() {
+                            if frame.write_to(&mut stream).is_err() {
                                 return;
                             }
                         }
@@ -150,10 +170,11 @@ fn accept(
                         .unwrap_or_else(|p| p.into_inner())
                         .push(tx);
                     tracing::info!("{pipeline}: frame subscriber {peer} on {listen}");
-                    events.publish(Event::new(
-                        "hook",
+                    events.publish(Event::hook(
                         &pipeline,
-                        serde_json::json!({ "hook": listen, "kind": "subscriber", "fields": { "peer": peer } }),
+                        &listen,
+                        "subscriber",
+                        serde_json::json!({ "peer": peer }),
                     ));
                 }
             }
@@ -174,20 +195,21 @@ impl FrameHook for SocketHook {
         if subscribers.is_empty() {
             return None;
         }
-        // Framed once, shared by every subscriber's queue.
+        // Framed once and shared by every subscriber's queue: the header, and a reference to
+        // the buffer whose planes each writer thread sends (the pixels are not copied).
         let length: usize = (0..frame.n_planes())
             .map(|p| frame.plane_data(p).len())
             .sum();
-        let mut bytes = Vec::with_capacity(super::process::HEADER_LEN + length);
-        bytes.extend_from_slice(&header(frame, length));
-        for p in 0..frame.n_planes() {
-            bytes.extend_from_slice(frame.plane_data(p));
-        }
-        let bytes = Arc::new(bytes);
+        let (buffer, info) = frame.shared();
+        let shared = Arc::new(Shared {
+            header: header(frame, length),
+            buffer,
+            info,
+        });
         // A full queue skips this frame for that subscriber; a gone one leaves the list.
         subscribers.retain(|s| {
             !matches!(
-                s.try_send(bytes.clone()),
+                s.try_send(shared.clone()),
                 Err(TrySendError::Disconnected(_))
             )
         });

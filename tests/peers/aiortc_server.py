@@ -17,7 +17,7 @@ import json
 import signal
 import time
 
-from peerkit import loopback_only
+from peerkit import STAMP_BLOCK, draw_stamp, loopback_only
 
 loopback_only()
 
@@ -26,14 +26,6 @@ import numpy as np  # noqa: E402
 from aiohttp import web  # noqa: E402
 from aiortc import RTCPeerConnection, RTCSessionDescription, VideoStreamTrack  # noqa: E402
 from aiortc.contrib.media import MediaRecorder, MediaRelay  # noqa: E402
-
-STAMP_BITS, STAMP_BLOCK = 40, 24
-
-
-def stamp(luma, millis):
-    for bit in range(STAMP_BITS):
-        on = (millis >> (STAMP_BITS - 1 - bit)) & 1
-        luma[:STAMP_BLOCK, bit * STAMP_BLOCK:(bit + 1) * STAMP_BLOCK] = 235 if on else 16
 
 
 class StampedTrack(VideoStreamTrack):
@@ -52,7 +44,7 @@ class StampedTrack(VideoStreamTrack):
         x = (self.count * 8) % self.width
         image[STAMP_BLOCK * 2:self.height, x:x + 16] = 235
         self.count += 1
-        stamp(image, int(time.time() * 1000))
+        draw_stamp(image, int(time.time() * 1000))
         frame = av.VideoFrame.from_ndarray(image, format="yuv420p")
         frame.pts, frame.time_base = pts, time_base
         return frame

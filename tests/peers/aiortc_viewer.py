@@ -19,7 +19,7 @@ import json
 import sys
 import time
 
-from peerkit import http, loopback_only
+from peerkit import STAMP_BITS, http, loopback_only, read_stamp
 
 loopback_only()
 
@@ -30,23 +30,14 @@ from aiortc.sdp import candidate_from_sdp  # noqa: E402
 
 
 
-STAMP_BITS, STAMP_BLOCK = 40, 24
-
-
-def read_stamp(frame):
-    """The milliseconds drawn into the top-left blocks of `frame` (luma >= 128 is a 1)."""
+def luma_of(frame):
+    """The luma plane of a decoded frame as a numpy array, without a conversion if possible."""
     import numpy as np
 
     if frame.format.name in ("yuv420p", "yuvj420p"):
         plane = frame.planes[0]
-        luma = np.frombuffer(plane, np.uint8).reshape(frame.height, plane.line_size)
-    else:
-        luma = frame.to_ndarray(format="gray")
-    half = STAMP_BLOCK // 2
-    value = 0
-    for bit in range(STAMP_BITS):
-        value = (value << 1) | int(luma[half, bit * STAMP_BLOCK + half] >= 128)
-    return value
+        return np.frombuffer(plane, np.uint8).reshape(frame.height, plane.line_size)
+    return frame.to_ndarray(format="gray")
 
 
 async def count_video(track, result, started, stamps):
@@ -61,7 +52,7 @@ async def count_video(track, result, started, stamps):
         result["width"], result["height"] = frame.width, frame.height
         if stamps:
             now = int(time.time() * 1000) & ((1 << STAMP_BITS) - 1)
-            latency = (now - read_stamp(frame)) % (1 << STAMP_BITS)
+            latency = (now - read_stamp(luma_of(frame))) % (1 << STAMP_BITS)
             if latency < 10_000:  # anything else is not a stamp
                 result["latencies_ms"].append(latency)
 

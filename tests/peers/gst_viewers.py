@@ -24,7 +24,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 
 import gi
 
@@ -32,6 +31,7 @@ gi.require_version("Gst", "1.0")
 gi.require_version("GstSdp", "1.0")
 gi.require_version("GstWebRTC", "1.0")
 from gi.repository import GLib, Gst, GstSdp, GstWebRTC  # noqa: E402
+from peerkit import http  # noqa: E402
 
 Gst.init(None)
 
@@ -55,14 +55,6 @@ def ecdsa_certificate():
     digest = hashlib.sha256(base64.b64decode(body)).hexdigest().upper()
     fingerprint = ":".join(digest[i:i + 2] for i in range(0, len(digest), 2))
     return cert_pem + key_pem, fingerprint
-
-
-def http(method, url, body=None, content_type=None):
-    req = urllib.request.Request(url, data=body, method=method)
-    if content_type:
-        req.add_header("Content-Type", content_type)
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        return resp.status, resp.headers, resp.read().decode()
 
 
 class Viewer:
