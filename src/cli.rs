@@ -4,7 +4,6 @@ use crate::assemble;
 use crate::description::{self, Description};
 use crate::server::{Server, ServerConfig};
 use crate::supervisor::{State, Status, Supervisor, SupervisorConfig};
-use gst::prelude::*;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -257,10 +256,12 @@ pub async fn run(target: &str, dir: &Path) -> ExitCode {
     // In the foreground the user asked for it to run now.
     desc.options.autostart = true;
     let name = desc.name.clone();
+    let events = crate::events::EventBus::default();
     let sup = Supervisor::new(
         SupervisorConfig::default(),
         crate::webrtc::output::Registry::new(Default::default()),
-        crate::record::Recordings::new(PathBuf::from("recordings")),
+        crate::record::Recordings::new(PathBuf::from("recordings"), events.clone()),
+        events,
     );
     sup.add(desc);
     let Some(mut status) = sup.subscribe(&name) else {
@@ -315,44 +316,81 @@ fn print_state(s: &Status) {
     }
 }
 
-/// `mediaweave graph NAME|FILE`: the assembled pipeline as Graphviz DOT.
-pub fn graph(target: &str, dir: &Path, output: Option<&Path>) -> ExitCode {
+/// `mediaweave graph NAME|FILE`: the live graph from a server running NAME, otherwise the
+/// pipeline the file describes (built, never run). SVG when `output` ends in `.svg`.
+pub fn graph(target: &str, dir: &Path, output: Option<&Path>, server: &str) -> ExitCode {
     if let Err(e) = crate::init() {
         eprintln!("cannot initialize GStreamer: {e}");
         return ExitCode::FAILURE;
     }
-    let path = resolve(target, dir);
-    let plan = match description::load(&path)
-        .map_err(|d| d.to_string())
-        .and_then(|d| assemble::plan(&d).map_err(|d| d.to_string()))
-    {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::FAILURE;
-        }
+    let dot = match live_dot(target, server) {
+        Some(dot) => dot,
+        None => match local_dot(target, dir) {
+            Ok(dot) => dot,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::FAILURE;
+            }
+        },
     };
-    // Drawing the graph builds the pipeline but never runs it: any recording directory it
-    // creates goes to a scratch place.
-    let scratch = crate::record::Recordings::new(std::env::temp_dir().join("mediaweave-graph"));
-    let pipeline = match plan.build(&scratch) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::FAILURE;
+    let as_svg = output.is_some_and(|o| o.extension().is_some_and(|e| e == "svg"));
+    let text = if as_svg {
+        match crate::graph::svg(&dot) {
+            Ok(svg) => svg,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::FAILURE;
+            }
         }
+    } else {
+        dot
     };
-    let dot = pipeline.debug_to_dot_data(gst::DebugGraphDetails::all());
     match output {
         Some(out) => {
-            if let Err(e) = std::fs::write(out, dot.as_bytes()) {
+            if let Err(e) = std::fs::write(out, text.as_bytes()) {
                 eprintln!("cannot write {}: {e}", out.display());
                 return ExitCode::FAILURE;
             }
         }
-        None => print!("{dot}"),
+        None => print!("{text}"),
     }
     ExitCode::SUCCESS
+}
+
+/// The running pipeline's DOT from a server, if one runs `target` (a name, not a file).
+fn live_dot(target: &str, server: &str) -> Option<String> {
+    description::validate_name(target).ok()?;
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into();
+    let url = format!(
+        "{}/api/pipelines/{target}/graph.dot",
+        server.trim_end_matches('/')
+    );
+    agent
+        .get(&url)
+        .call()
+        .ok()?
+        .body_mut()
+        .read_to_string()
+        .ok()
+}
+
+/// Builds (never runs) the pipeline a description file describes and dumps its DOT.
+fn local_dot(target: &str, dir: &Path) -> Result<String, String> {
+    let path = resolve(target, dir);
+    let plan = description::load(&path)
+        .map_err(|d| d.to_string())
+        .and_then(|d| assemble::plan(&d).map_err(|d| d.to_string()))?;
+    // Drawing the graph builds the pipeline but never runs it: any recording directory it
+    // creates goes to a scratch place.
+    let scratch = crate::record::Recordings::new(
+        std::env::temp_dir().join("mediaweave-graph"),
+        crate::events::EventBus::default(),
+    );
+    let pipeline = plan.build(&scratch)?;
+    Ok(crate::graph::dot(&pipeline))
 }
 
 /// `mediaweave serve`: runs until SIGINT/SIGTERM, then stops every pipeline cleanly.

@@ -24,11 +24,15 @@
 
 pub mod assemble;
 pub mod cli;
+pub mod ctl;
 pub mod description;
 pub mod events;
+pub mod graph;
 pub mod hooks;
 pub mod http;
+pub mod metrics;
 pub mod record;
+pub mod reload;
 pub mod server;
 pub mod signalling;
 pub mod supervisor;

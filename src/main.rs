@@ -60,13 +60,31 @@ enum Command {
         #[arg(long, default_value = "http://127.0.0.1:8080")]
         server: String,
     },
-    /// Print a pipeline's graph as Graphviz DOT.
+    /// Draw a pipeline's graph: the live one from a running server, else the one its file
+    /// describes. Graphviz DOT, or SVG when the output file ends in .svg.
     Graph {
         target: String,
         #[arg(long, default_value = "pipelines")]
         pipelines: PathBuf,
         #[arg(short, long)]
         output: Option<PathBuf>,
+        #[arg(
+            long,
+            env = "MEDIAWEAVE_SERVER",
+            default_value = "http://127.0.0.1:8080"
+        )]
+        server: String,
+    },
+    /// Control a running server: start, stop, put, set properties, follow events, ...
+    Ctl {
+        #[arg(
+            long,
+            env = "MEDIAWEAVE_SERVER",
+            default_value = "http://127.0.0.1:8080"
+        )]
+        server: String,
+        #[command(subcommand)]
+        verb: mediaweave::ctl::Verb,
     },
 }
 
@@ -92,7 +110,9 @@ fn main() -> ExitCode {
             target,
             pipelines,
             output,
-        } => mediaweave::cli::graph(&target, &pipelines, output.as_deref()),
+            server,
+        } => mediaweave::cli::graph(&target, &pipelines, output.as_deref(), &server),
+        Command::Ctl { server, verb } => mediaweave::ctl::run(&server, verb),
         Command::Serve {
             listen,
             pipelines,

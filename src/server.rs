@@ -1,5 +1,6 @@
 //! `mediaweave serve`: the supervisor plus the HTTP API on one listener.
 
+use crate::events::EventBus;
 use crate::http;
 use crate::record::Recordings;
 use crate::signalling::server::Hub;
@@ -32,6 +33,8 @@ pub struct Server {
     pub hub: Arc<Hub>,
     stop_http: Option<oneshot::Sender<()>>,
     http: JoinHandle<()>,
+    /// Hot reload of the pipelines directory; None if it cannot be watched.
+    watch: Option<crate::reload::DirWatch>,
 }
 
 impl Server {
@@ -42,6 +45,8 @@ impl Server {
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let addr = listener.local_addr()?;
+        // One event stream for the whole service: pipelines, viewers, publishers, recordings.
+        let events = EventBus::default();
         let webrtc = Registry::new(config.webrtc.clone());
         // Our own producers reach the embedded signalling server over loopback when the
         // service listens on every interface.
@@ -51,7 +56,7 @@ impl Server {
             addr
         };
         webrtc.set_embedded_signalling(format!("ws://{local}/ws"));
-        let recordings = Recordings::new(config.recordings_dir.clone());
+        let recordings = Recordings::new(config.recordings_dir.clone(), events.clone());
         // Left by a crash between opening a segment and writing to it.
         let rec = recordings.clone();
         tokio::task::spawn_blocking(move || rec.remove_empty()).await?;
@@ -59,6 +64,7 @@ impl Server {
             config.supervisor.clone(),
             webrtc.clone(),
             recordings.clone(),
+            events.clone(),
         );
         tokio::task::spawn_blocking(crate::webrtc::warm_up);
         let hub = Hub::new();
@@ -72,6 +78,16 @@ impl Server {
                     config.pipelines_dir.display()
                 )
             })?;
+        let watch = match crate::reload::watch(&config.pipelines_dir, supervisor.clone()) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(
+                    "cannot watch {} for changes (no hot reload): {e}",
+                    config.pipelines_dir.display()
+                );
+                None
+            }
+        };
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let app = http::router(http::AppState {
             supervisor: supervisor.clone(),
@@ -96,11 +112,14 @@ impl Server {
             hub,
             stop_http: Some(stop_tx),
             http,
+            watch,
         })
     }
 
     /// Stops every pipeline cleanly (end-of-stream, bounded wait) and the HTTP server.
     pub async fn shutdown(mut self) {
+        // No reload may start a pipeline while they stop.
+        self.watch.take();
         self.supervisor.shutdown().await;
         if let Some(tx) = self.stop_http.take() {
             let _ = tx.send(());

@@ -10,6 +10,7 @@ use crate::assemble::{self, Plan};
 use crate::description::{self, Description, Diagnostics, RestartPolicy};
 use crate::events::{Event, EventBus};
 use crate::hooks::{HookHost, HookTable, RunningHooks};
+use crate::metrics::{Meter, MeterCounts};
 use crate::record::Recordings;
 use crate::webrtc::output::Registry;
 use futures_util::{FutureExt, StreamExt};
@@ -89,6 +90,9 @@ pub struct Status {
     pub since: String,
     /// Seconds until the next automatic restart, while one is scheduled.
     pub retry_in: Option<f64>,
+    /// Why the file's latest edit was not applied (the pipeline runs its previous content).
+    #[serde(default)]
+    pub reload_error: Option<String>,
 }
 
 impl Status {
@@ -111,6 +115,7 @@ impl Status {
             launch: None,
             since: now_rfc3339(),
             retry_in: None,
+            reload_error: None,
         }
     }
 }
@@ -127,6 +132,68 @@ pub enum SupervisorError {
     Invalid(String, String),
     #[error("pipeline `{0}` is shutting down")]
     Gone(String),
+    #[error("{0}")]
+    Io(String),
+}
+
+/// A description file read and validated (or not), ready to become an entry.
+struct Loaded {
+    name: String,
+    path: PathBuf,
+    content: Option<toml::Table>,
+    result: Result<Description, Diagnostics>,
+}
+
+impl Loaded {
+    /// Reads and validates a file; the name is its stem even when it is invalid.
+    fn read(path: &Path) -> Loaded {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Loaded::parse(path, &text),
+            Err(_) => Loaded {
+                name: stem(path),
+                path: path.to_path_buf(),
+                content: None,
+                result: description::load(path),
+            },
+        }
+    }
+
+    fn parse(path: &Path, text: &str) -> Loaded {
+        Loaded {
+            name: stem(path),
+            path: path.to_path_buf(),
+            content: toml::from_str(text).ok(),
+            result: description::parse(path, text),
+        }
+    }
+}
+
+fn stem(path: &Path) -> String {
+    path.file_stem()
+        .map(|s| s.to_string_lossy().to_string())
+        .unwrap_or_else(|| path.display().to_string())
+}
+
+/// What [`Supervisor::apply`] did.
+enum Applied {
+    Unchanged,
+    Rejected,
+    Replaced,
+}
+
+/// Writes `text` to `path` through a temporary file in the same directory and a rename, so
+/// neither a reader nor a crash ever sees half a file.
+fn save_atomically(dir: &Path, path: &Path, text: &str) -> Result<(), String> {
+    use std::io::Write;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".put-")
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(|e| e.to_string())?;
+    tmp.write_all(text.as_bytes()).map_err(|e| e.to_string())?;
+    tmp.as_file().sync_all().map_err(|e| e.to_string())?;
+    tmp.persist(path).map_err(|e| e.error.to_string())?;
+    Ok(())
 }
 
 /// Timing knobs; the defaults suit a service, tests shorten them.
@@ -158,10 +225,54 @@ enum Command {
 }
 
 struct Entry {
-    status: watch::Receiver<Status>,
+    /// Shared with the runner, which publishes every change; the supervisor only adds the
+    /// outcome of a rejected reload.
+    status: Arc<watch::Sender<Status>>,
     /// None for invalid files: there is nothing to run.
     commands: Option<mpsc::Sender<Command>>,
     task: Option<JoinHandle<()>>,
+    /// The file's content as TOML data (comments and layout left out), to tell whether an edit
+    /// changed anything; None when the TOML itself did not parse.
+    content: Option<toml::Table>,
+    /// The running pipeline, for inspection and live properties; the runner sets and clears it.
+    live: Live,
+    /// Encoded video bytes and frames, across restarts of this entry.
+    meter: Arc<Meter>,
+}
+
+impl Entry {
+    /// Tells the runner to stop without waiting for it.
+    fn shutdown_now(&self) {
+        if let Some(tx) = &self.commands {
+            let _ = tx.try_send(Command::Shutdown);
+        }
+    }
+}
+
+/// A handle on the running `gst::Pipeline`, if any. GStreamer objects are thread-safe: readers
+/// query it, while its lifecycle (state changes, teardown) stays with the runner.
+pub type Live = Arc<std::sync::Mutex<Option<gst::Pipeline>>>;
+
+/// Why a `PUT` of a description was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum PutError {
+    #[error("{0}")]
+    Invalid(Diagnostics),
+    #[error("{0}")]
+    BadName(String),
+    #[error("this service has no pipelines directory to save descriptions in")]
+    NoDirectory,
+    #[error("cannot save {0}: {1}")]
+    Io(PathBuf, String),
+}
+
+/// What a `PUT` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Put {
+    Created,
+    Replaced,
+    /// Same content as what runs: nothing restarted.
+    Unchanged,
 }
 
 /// All named pipelines of a service.
@@ -172,6 +283,11 @@ pub struct Supervisor {
     events: EventBus,
     hooks: Arc<HookTable>,
     entries: RwLock<BTreeMap<String, Entry>>,
+    /// The pipelines directory (set by [`Supervisor::load_dir`]): where `PUT` saves files.
+    dir: std::sync::Mutex<Option<PathBuf>>,
+    /// Serializes changes of the pipeline set (API writes, hot reload), so that a `PUT` and the
+    /// watcher seeing its file never replace the same pipeline twice.
+    changes: tokio::sync::Mutex<()>,
 }
 
 impl Supervisor {
@@ -181,20 +297,29 @@ impl Supervisor {
         config: SupervisorConfig,
         webrtc: Arc<Registry>,
         recordings: Arc<Recordings>,
+        events: EventBus,
     ) -> Arc<Supervisor> {
         Arc::new(Supervisor {
             config,
             webrtc,
             recordings,
-            events: EventBus::default(),
+            events,
             hooks: Arc::new(HookTable::default()),
             entries: RwLock::new(BTreeMap::new()),
+            dir: std::sync::Mutex::new(None),
+            changes: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// The pipelines directory, once [`Supervisor::load_dir`] has read it.
+    pub fn dir(&self) -> Option<PathBuf> {
+        self.dir.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Loads every `*.toml` in `dir`. Invalid files are listed as invalid; they never keep the
     /// others from running.
     pub fn load_dir(&self, dir: &Path) -> std::io::Result<()> {
+        *self.dir.lock().unwrap_or_else(|p| p.into_inner()) = Some(dir.to_path_buf());
         let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|e| e == "toml"))
@@ -208,80 +333,276 @@ impl Supervisor {
 
     /// Validates `path` and adds it; it starts at once if it is valid and has `autostart`.
     pub fn add_file(&self, path: &Path) -> Status {
-        let loaded = description::load(path);
-        let name = match &loaded {
-            Ok(d) => d.name.clone(),
-            Err(_) => path
-                .file_stem()
-                .map(|s| s.to_string_lossy().to_string())
-                .unwrap_or_else(|| path.display().to_string()),
-        };
-        match loaded {
-            Ok(desc) => self.add(desc),
-            Err(diags) => self.add_invalid(&name, path, &diags),
+        let loaded = Loaded::read(path);
+        let (status, old) = self.install(loaded, false);
+        if let Some(old) = old {
+            old.shutdown_now();
         }
-    }
-
-    fn add_invalid(&self, name: &str, path: &Path, diags: &Diagnostics) -> Status {
-        tracing::error!("{diags}");
-        let mut status = Status::new(name, path);
-        status.state = State::Invalid;
-        status.error = Some(diags.to_string());
-        let (_tx, rx) = watch::channel(status.clone());
-        self.insert(
-            name,
-            Entry {
-                status: rx,
-                commands: None,
-                task: None,
-            },
-        );
         status
     }
 
     /// Adds a validated description and spawns the task that owns it.
     pub fn add(&self, desc: Description) -> Status {
-        let mut status = Status::new(&desc.name, &desc.path);
-        status.form = Some(desc.form_name().to_string());
-        status.description = desc.options.description.clone();
-        status.autostart = desc.options.autostart;
-        status.restart_policy = Some(desc.options.restart);
-        let (status_tx, status_rx) = watch::channel(status.clone());
-        let (cmd_tx, cmd_rx) = mpsc::channel(16);
-        let name = desc.name.clone();
-        let runner = Runner {
-            desc,
-            config: self.config.clone(),
-            webrtc: self.webrtc.clone(),
-            recordings: self.recordings.clone(),
-            events: self.events.clone(),
-            hooks: self.hooks.clone(),
-            status: status_tx,
-            failures: 0,
+        let content = toml::from_str(&desc.text).ok();
+        let loaded = Loaded {
+            name: desc.name.clone(),
+            path: desc.path.clone(),
+            content,
+            result: Ok(desc),
         };
-        let task = tokio::spawn(runner.run(cmd_rx));
-        self.insert(
-            &name,
-            Entry {
-                status: status_rx,
-                commands: Some(cmd_tx),
-                task: Some(task),
-            },
-        );
+        let (status, old) = self.install(loaded, false);
+        if let Some(old) = old {
+            old.shutdown_now();
+        }
         status
     }
 
-    fn insert(&self, name: &str, entry: Entry) {
-        let old = match self.entries.write() {
-            Ok(mut map) => map.insert(name.to_string(), entry),
-            Err(poisoned) => poisoned.into_inner().insert(name.to_string(), entry),
+    /// Puts a new entry in place of the old one (returned, still running). A valid
+    /// description's runner starts at once if it has `autostart` or `run` is set.
+    fn install(&self, loaded: Loaded, run: bool) -> (Status, Option<Entry>) {
+        let name = loaded.name.clone();
+        let (status, entry) = match loaded.result {
+            Ok(desc) => {
+                let mut status = Status::new(&desc.name, &desc.path);
+                status.form = Some(desc.form_name().to_string());
+                status.description = desc.options.description.clone();
+                status.autostart = desc.options.autostart;
+                status.restart_policy = Some(desc.options.restart);
+                let status_tx = Arc::new(watch::channel(status.clone()).0);
+                let (cmd_tx, cmd_rx) = mpsc::channel(16);
+                let live: Live = Arc::default();
+                let meter: Arc<Meter> = Arc::default();
+                let runner = Runner {
+                    desc,
+                    config: self.config.clone(),
+                    webrtc: self.webrtc.clone(),
+                    recordings: self.recordings.clone(),
+                    events: self.events.clone(),
+                    hooks: self.hooks.clone(),
+                    status: status_tx.clone(),
+                    live: live.clone(),
+                    meter: meter.clone(),
+                    failures: 0,
+                };
+                let task = tokio::spawn(runner.run(cmd_rx, run));
+                let entry = Entry {
+                    status: status_tx,
+                    commands: Some(cmd_tx),
+                    task: Some(task),
+                    content: loaded.content,
+                    live,
+                    meter,
+                };
+                (status, entry)
+            }
+            Err(diags) => {
+                tracing::error!("{diags}");
+                let mut status = Status::new(&name, &loaded.path);
+                status.state = State::Invalid;
+                status.error = Some(diags.to_string());
+                let entry = Entry {
+                    status: Arc::new(watch::channel(status.clone()).0),
+                    commands: None,
+                    task: None,
+                    content: loaded.content,
+                    live: Arc::default(),
+                    meter: Arc::default(),
+                };
+                (status, entry)
+            }
         };
-        if let Some(Entry {
-            commands: Some(tx), ..
-        }) = old
-        {
-            let _ = tx.try_send(Command::Shutdown);
+        let old = self
+            .entries
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name, entry);
+        (status, old)
+    }
+
+    /// Creates or replaces pipeline `name` from a description's text: validated like a file,
+    /// then saved atomically as `{dir}/{name}.toml` (so it survives a restart) and started.
+    /// An invalid text changes nothing: the running pipeline keeps running.
+    pub async fn put(&self, name: &str, text: String) -> Result<(Put, Status), PutError> {
+        description::validate_name(name).map_err(PutError::BadName)?;
+        let dir = self.dir().ok_or(PutError::NoDirectory)?;
+        let path = dir.join(format!("{name}.toml"));
+        let _changing = self.changes.lock().await;
+        let loaded = {
+            let (p, text) = (path.clone(), text.clone());
+            tokio::task::spawn_blocking(move || Loaded::parse(&p, &text))
+                .await
+                .map_err(|e| PutError::Io(path.clone(), e.to_string()))?
+        };
+        if let Err(diags) = &loaded.result {
+            return Err(PutError::Invalid(diags.clone()));
         }
+        save_atomically(&dir, &path, &text).map_err(|e| PutError::Io(path.clone(), e))?;
+        let existed = self.read().contains_key(name);
+        let outcome = self.apply(loaded).await;
+        let put = match (existed, outcome) {
+            (false, _) => Put::Created,
+            (true, Applied::Unchanged) => Put::Unchanged,
+            (true, _) => Put::Replaced,
+        };
+        let status = self
+            .get(name)
+            .ok_or_else(|| PutError::Io(path, "the pipeline vanished".into()))?;
+        Ok((put, status))
+    }
+
+    /// Stops pipeline `name`, forgets it and deletes its description file.
+    pub async fn delete(&self, name: &str) -> Result<(), SupervisorError> {
+        let _changing = self.changes.lock().await;
+        let file = self
+            .get(name)
+            .map(|s| s.file)
+            .ok_or_else(|| SupervisorError::NotFound(name.to_string()))?;
+        self.retire(name).await;
+        self.entries
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+        if let Err(e) = std::fs::remove_file(&file)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            return Err(SupervisorError::Io(format!(
+                "cannot delete {}: {e}",
+                file.display()
+            )));
+        }
+        self.events.publish(Event::new(
+            "removed",
+            name,
+            serde_json::json!({ "file": file }),
+        ));
+        Ok(())
+    }
+
+    /// The hot-reload path: the file at `path` was created, changed or deleted on disk. A
+    /// pipeline restarts only if what it describes changed; an invalid edit leaves a running
+    /// pipeline alone (its status and an event say why).
+    pub async fn file_changed(&self, path: &Path) {
+        let _changing = self.changes.lock().await;
+        let name = match path.file_stem() {
+            Some(stem) => stem.to_string_lossy().to_string(),
+            None => return,
+        };
+        if !path.exists() {
+            if self.read().contains_key(&name) {
+                tracing::info!("{name}: {} was deleted; stopping it", path.display());
+                self.retire(&name).await;
+                self.entries
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&name);
+                self.events.publish(Event::new(
+                    "removed",
+                    &name,
+                    serde_json::json!({ "file": path }),
+                ));
+            }
+            return;
+        }
+        let loaded = {
+            let path = path.to_path_buf();
+            match tokio::task::spawn_blocking(move || Loaded::read(&path)).await {
+                Ok(l) => l,
+                Err(_) => return,
+            }
+        };
+        self.apply(loaded).await;
+    }
+
+    /// Makes the entry match `loaded`, restarting only when the content changed. Callers hold
+    /// `changes`.
+    async fn apply(&self, loaded: Loaded) -> Applied {
+        let name = loaded.name.clone();
+        let current = self.read().get(&name).map(|e| {
+            (
+                e.content.clone(),
+                e.commands.is_some(),
+                e.status.borrow().state,
+            )
+        });
+        match (&current, &loaded.result) {
+            (Some((content, _, _)), Ok(_)) if content.is_some() && *content == loaded.content => {
+                // Same pipeline (perhaps only comments changed); clear a rejected edit's note.
+                if let Some(e) = self.read().get(&name) {
+                    e.status
+                        .send_if_modified(|s| s.reload_error.take().is_some());
+                }
+                Applied::Unchanged
+            }
+            (Some((_, true, _)), Err(diags)) => {
+                // A running (or runnable) pipeline keeps going on its last good description.
+                let error = diags.to_string();
+                tracing::error!("{name}: edit rejected, keeping the running pipeline: {error}");
+                if let Some(e) = self.read().get(&name) {
+                    e.status
+                        .send_modify(|s| s.reload_error = Some(error.clone()));
+                }
+                self.events.publish(Event::new(
+                    "reload",
+                    &name,
+                    serde_json::json!({ "ok": false, "error": error }),
+                ));
+                Applied::Rejected
+            }
+            _ => {
+                let was_running = current
+                    .as_ref()
+                    .is_some_and(|(_, _, state)| matches!(state, State::Playing | State::Starting));
+                if current.is_some() {
+                    tracing::info!("{name}: description changed; replacing the pipeline");
+                    self.retire(&name).await;
+                }
+                let valid = loaded.result.is_ok();
+                let (_, old) = self.install(loaded, was_running);
+                if let Some(old) = old {
+                    old.shutdown_now();
+                }
+                self.events.publish(Event::new(
+                    "reload",
+                    &name,
+                    serde_json::json!({ "ok": valid, "replaced": current.is_some() }),
+                ));
+                Applied::Replaced
+            }
+        }
+    }
+
+    /// Stops the runner of `name` and waits for it (bounded); the entry stays until replaced.
+    async fn retire(&self, name: &str) {
+        let (tx, task) = {
+            let mut map = self.entries.write().unwrap_or_else(|p| p.into_inner());
+            match map.get_mut(name) {
+                Some(e) => (e.commands.clone(), e.task.take()),
+                None => return,
+            }
+        };
+        if let Some(tx) = tx {
+            let _ = tx.send(Command::Shutdown).await;
+        }
+        if let Some(task) = task {
+            let bound = self.config.eos_timeout + Duration::from_secs(5);
+            if tokio::time::timeout(bound, task).await.is_err() {
+                tracing::warn!("{name}: did not stop within {bound:?}");
+            }
+        }
+    }
+
+    /// Encoded video bytes and frames of `name` since the service started.
+    pub fn meter(&self, name: &str) -> Option<MeterCounts> {
+        self.read().get(name).map(|e| e.meter.counts())
+    }
+
+    /// The running pipeline of `name`, for inspection (elements, properties, graph).
+    pub fn live(&self, name: &str) -> Result<Option<gst::Pipeline>, SupervisorError> {
+        let map = self.read();
+        let entry = map
+            .get(name)
+            .ok_or_else(|| SupervisorError::NotFound(name.to_string()))?;
+        Ok(entry.live.lock().unwrap_or_else(|p| p.into_inner()).clone())
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Entry>> {
@@ -332,7 +653,7 @@ impl Supervisor {
 
     /// Follows a pipeline's status changes.
     pub fn subscribe(&self, name: &str) -> Option<watch::Receiver<Status>> {
-        self.read().get(name).map(|e| e.status.clone())
+        self.read().get(name).map(|e| e.status.subscribe())
     }
 
     fn sender(&self, name: &str) -> Result<mpsc::Sender<Command>, SupervisorError> {
@@ -402,6 +723,8 @@ enum Ended {
     Error {
         message: String,
         detail: Option<String>,
+        /// The element that posted it, when GStreamer said.
+        element: Option<String>,
     },
     Eos,
     Stopped(oneshot::Sender<()>),
@@ -417,7 +740,9 @@ struct Runner {
     recordings: Arc<Recordings>,
     events: EventBus,
     hooks: Arc<HookTable>,
-    status: watch::Sender<Status>,
+    status: Arc<watch::Sender<Status>>,
+    live: Live,
+    meter: Arc<Meter>,
     /// Consecutive failures, for the backoff.
     failures: u32,
 }
@@ -495,8 +820,9 @@ impl Runner {
         });
     }
 
-    async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
-        let mut start_now = self.desc.options.autostart;
+    /// `run`: start now even without `autostart` (it replaces a pipeline that was running).
+    async fn run(mut self, mut commands: mpsc::Receiver<Command>, run: bool) {
+        let mut start_now = self.desc.options.autostart || run;
         let mut retry_at: Option<Instant> = None;
         let mut pending_ack: Option<oneshot::Sender<()>> = None;
         loop {
@@ -512,7 +838,11 @@ impl Runner {
                     Ok(Started::Ingest(plan)) => self.watch_ingest(plan, &mut commands).await,
                     Err((message, detail)) => {
                         self.webrtc.detach(self.name());
-                        Ended::Error { message, detail }
+                        Ended::Error {
+                            message,
+                            detail,
+                            element: None,
+                        }
                     }
                 };
                 match ended {
@@ -535,7 +865,16 @@ impl Runner {
                             self.set_state(State::Stopped, None);
                         }
                     }
-                    Ended::Error { message, detail } => {
+                    Ended::Error {
+                        message,
+                        detail,
+                        element,
+                    } => {
+                        self.events.publish(Event::new(
+                            "error",
+                            self.name(),
+                            serde_json::json!({ "element": element, "message": message, "detail": detail }),
+                        ));
                         self.failures += 1;
                         let error = Some((message, detail));
                         if self.desc.options.restart == RestartPolicy::Never {
@@ -571,6 +910,11 @@ impl Runner {
                 },
                 _ = sleep => {
                     self.status.send_modify(|s| s.restarts += 1);
+                    self.events.publish(Event::new(
+                        "restart",
+                        self.name(),
+                        serde_json::json!({ "attempt": self.failures, "restarts": self.status.borrow().restarts }),
+                    ));
                     tracing::info!("{}: restarting (attempt {})", self.name(), self.failures);
                     start_now = true;
                 }
@@ -602,6 +946,7 @@ impl Runner {
         let webrtc = self.webrtc.clone();
         let recordings = self.recordings.clone();
         let host = self.hook_host();
+        let meter = self.meter.clone();
         let mut starting =
             tokio::task::spawn_blocking(move || -> Result<_, (String, Option<String>)> {
                 let plan = assemble::plan(&desc).map_err(|d| (d.to_string(), None))?;
@@ -610,6 +955,7 @@ impl Runner {
                     return Ok(Started::Ingest(plan));
                 }
                 let pipeline = plan.build(&recordings).map_err(|e| (e, None))?;
+                meter.attach(&pipeline);
                 let hooks = RunningHooks::start(&desc.name, &pipeline, &plan.hooks, &host)
                     .map_err(|e| (e, None))?;
                 webrtc
@@ -710,6 +1056,7 @@ impl Runner {
 
     /// Follows a running pipeline until it ends or is told to stop.
     async fn watch(&mut self, mut active: Active, commands: &mut mpsc::Receiver<Command>) -> Ended {
+        self.set_live(Some(active.pipeline.clone()));
         let mut playing_since: Option<Instant> = None;
         let mut looped = false;
         let start_deadline = tokio::time::sleep(self.config.start_timeout);
@@ -718,7 +1065,7 @@ impl Runner {
             tokio::select! {
                 msg = active.bus.next() => {
                     let Some(msg) = msg else {
-                        break Ended::Error { message: "the pipeline's bus closed".into(), detail: None };
+                        break Ended::Error { message: "the pipeline's bus closed".into(), detail: None, element: None };
                     };
                     use gst::MessageView;
                     match msg.view() {
@@ -732,6 +1079,7 @@ impl Runner {
                             break Ended::Error {
                                 message: describe_error(&msg, &err.error(), err.debug().as_deref()),
                                 detail: err.debug().map(|d| d.to_string()),
+                                element: msg.src().map(element_path),
                             };
                         }
                         MessageView::Eos(_) => break Ended::Eos,
@@ -779,6 +1127,7 @@ impl Runner {
                             self.config.start_timeout.as_secs()
                         ),
                         detail: None,
+                        element: None,
                     };
                 }
             }
@@ -792,9 +1141,14 @@ impl Runner {
         if let Some(hooks) = active.hooks.take() {
             let _ = tokio::task::spawn_blocking(move || hooks.stop()).await;
         }
+        self.set_live(None);
         teardown(active.pipeline).await;
         self.recordings.stopped(self.name());
         ended
+    }
+
+    fn set_live(&self, pipeline: Option<gst::Pipeline>) {
+        *self.live.lock().unwrap_or_else(|p| p.into_inner()) = pipeline;
     }
 
     /// Sends end-of-stream and waits (bounded) until it has drained through every sink, so
@@ -878,7 +1232,7 @@ fn describe_error(msg: &gst::Message, error: &glib::Error, debug: Option<&str>) 
 }
 
 /// `/pipeline/bin/element`: the names from the top-level pipeline down.
-fn element_path(obj: &gst::Object) -> String {
+pub(crate) fn element_path(obj: &gst::Object) -> String {
     let mut names = vec![obj.name().to_string()];
     let mut parent = obj.parent();
     while let Some(p) = parent {

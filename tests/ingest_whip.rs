@@ -22,6 +22,11 @@ fn whip_publisher_is_recorded_without_reencoding() {
     let base = server.base.clone();
     wait_state(&base, "inbox", "playing");
     let url = format!("{base}/whip/inbox");
+    let events = collect_events(&base, |seen| {
+        seen.iter().any(|e| e["type"] == "publisher_stopped")
+            && seen.iter().any(|e| e["type"] == "segment_closed")
+    });
+    std::thread::sleep(Duration::from_millis(300));
 
     let first = aiortc_publish(&[
         "whip",
@@ -50,6 +55,26 @@ fn whip_publisher_is_recorded_without_reencoding() {
         let list = recordings(&base);
         (list.len() == 1 && list[0]["recording"] == false).then_some(list)
     });
+    // The event stream told the story: publisher in, segment opened, publisher out, closed.
+    let events = events.join().expect("events");
+    let kinds: Vec<&str> = events.iter().filter_map(|e| e["type"].as_str()).collect();
+    let at = |k: &str| {
+        kinds
+            .iter()
+            .position(|x| *x == k)
+            .unwrap_or_else(|| panic!("no {k}: {kinds:?}"))
+    };
+    assert!(at("publisher_started") < at("segment_opened"), "{kinds:?}");
+    assert!(at("segment_opened") < at("segment_closed"), "{kinds:?}");
+    let started = &events[at("publisher_started")];
+    assert_eq!(started["pipeline"], "inbox");
+    assert_eq!(started["fields"]["via"], "whip");
+    let stopped = &events[at("publisher_stopped")];
+    assert!(
+        stopped["fields"]["bytes_received"].as_u64().unwrap_or(0) > 100_000,
+        "{stopped}"
+    );
+
     let probe = ffprobe(list[0]["path"].as_str().expect("path"), None).expect("ffprobe");
     let video = probe.video().expect("video");
     assert_eq!(video.codec, "h264", "the publisher's codec, not re-encoded");

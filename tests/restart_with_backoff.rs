@@ -1,5 +1,6 @@
 //! A pipeline whose element errors mid-run is marked failed with the element's path and
-//! message, then restarted with exponentially growing delays up to the maximum.
+//! message, then restarted with exponentially growing delays up to the maximum; the event
+//! stream reports each error (with the element) and each restart.
 
 mod common;
 use common::*;
@@ -21,6 +22,7 @@ launch = "videotestsrc is-live=true ! video/x-raw,width=160,height=120,framerate
     let server = TestServer::start(dir.path());
     let sup = server.server.as_ref().expect("server").supervisor.clone();
     let mut rx = sup.subscribe("flaky").expect("pipeline exists");
+    let mut events = sup.events().subscribe();
 
     // Follow every status change: the states it passes through, and the restart delay
     // announced at each transition into `failed`.
@@ -75,6 +77,21 @@ launch = "videotestsrc is-live=true ! video/x-raw,width=160,height=120,framerate
     assert!(
         last["detail"].as_str().is_some(),
         "the GStreamer debug string is kept: {status}"
+    );
+    // The event stream said the same: errors naming the element, and each restart.
+    let mut seen = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        seen.push(e);
+    }
+    let error = seen
+        .iter()
+        .find(|e| e.kind == "error")
+        .expect("an error event");
+    assert_eq!(error.pipeline, "flaky");
+    assert_eq!(error.fields["element"], "/flaky/breaker");
+    assert!(
+        seen.iter().filter(|e| e.kind == "restart").count() >= 3,
+        "restart events: {seen:?}"
     );
     server.shutdown();
 }

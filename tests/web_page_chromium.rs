@@ -1,6 +1,7 @@
 //! Real headless Chromium opens the page at `/`, clicks "watch" on a pipeline and decodes its
 //! video over WebRTC (the figures are read from the page's own getStats panel); two pages
-//! exchange a chat line over their data channels.
+//! exchange a chat line over their data channels; the pipeline's charts show its fps and bitrate
+//! and its live graph opens.
 
 mod common;
 use common::*;
@@ -44,6 +45,18 @@ fn chromium_watches_from_the_page_and_chats() {
             .contains("hello from page A"),
         "{chat}"
     );
+
+    // The pipeline's live charts fill from its meter, and its graph opens as a picture.
+    let board = chromium(&base, "test-pattern", "dashboard");
+    assert!(board.get("error").is_none(), "{board}");
+    let fps = board["fps"].as_f64().unwrap_or(0.0);
+    assert!((20.0..=40.0).contains(&fps), "a 30 fps source: {board}");
+    assert!(
+        board["bitrate"].as_f64().unwrap_or(0.0) > 100.0,
+        "kbit/s: {board}"
+    );
+    assert!(board["charts"].as_u64().unwrap_or(0) >= 3, "{board}");
+    assert!(board["graphWidth"].as_u64().unwrap_or(0) > 200, "{board}");
 
     // The page itself is served from the binary.
     let page = ureq::get(&format!("{base}/"))

@@ -354,7 +354,7 @@ fn plan_structured(desc: &Description) -> Result<Plan, Diagnostic> {
     // make High 4:4:4 streams that browsers and most players cannot decode, at twice the cost.
     if let Some(enc) = &enc {
         chains.push(format!(
-            "video_raw. ! queue name=video_encode_queue leaky=downstream max-size-buffers=3 max-size-bytes=0 max-size-time=0 ! videoconvert ! video/x-raw,format={{I420,NV12}} ! {}{profile} ! tee name=video_enc allow-not-linked=true",
+            "video_raw. ! queue name=video_encode_queue leaky=downstream max-size-buffers=3 max-size-bytes=0 max-size-time=0 ! videoconvert ! video/x-raw,format={{I420,NV12}} ! {} name=video_encoder{profile} ! tee name=video_enc allow-not-linked=true",
             enc.launch
         ));
     }
@@ -376,7 +376,8 @@ fn plan_structured(desc: &Description) -> Result<Plan, Diagnostic> {
             enc.split(' ').next().unwrap_or_default().to_string(),
         ));
         chains.push(format!(
-            "audio_raw. ! queue leaky=downstream max-size-time=1000000000 max-size-buffers=0 max-size-bytes=0 ! audioconvert ! audioresample ! {enc} ! tee name=audio_{} allow-not-linked=true",
+            "audio_raw. ! queue leaky=downstream max-size-time=1000000000 max-size-buffers=0 max-size-bytes=0 ! audioconvert ! audioresample ! {enc} name=audio_encoder_{} ! tee name=audio_{} allow-not-linked=true",
+            codec.name(),
             codec.name()
         ));
     }

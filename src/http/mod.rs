@@ -5,6 +5,8 @@
 use crate::signalling::server::Hub;
 use crate::webrtc::output::{Registry, WebRtcError};
 
+mod elements;
+mod manage;
 mod page;
 mod recordings;
 mod whep;
@@ -44,6 +46,7 @@ impl From<SupervisorError> for ApiError {
             SupervisorError::NotFound(_) => StatusCode::NOT_FOUND,
             SupervisorError::Invalid(..) => StatusCode::CONFLICT,
             SupervisorError::Gone(_) => StatusCode::SERVICE_UNAVAILABLE,
+            SupervisorError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError(code, e.to_string())
     }
@@ -99,11 +102,32 @@ pub fn router(state: AppState) -> Router {
             get(recordings::get).delete(recordings::delete),
         )
         .route("/api/pipelines", get(list))
-        .route("/api/pipelines/{name}", get(show))
+        .route(
+            "/api/pipelines/{name}",
+            get(show).put(manage::put).delete(manage::delete),
+        )
+        .route(
+            "/api/pipelines/{name}/description",
+            get(manage::description),
+        )
         .route("/api/pipelines/{name}/{action}", post(action))
+        .route("/api/pipelines/{name}/elements", get(elements::list))
+        .route("/api/pipelines/{name}/graph.svg", get(elements::graph_svg))
+        .route("/api/pipelines/{name}/graph.dot", get(elements::graph_dot))
+        .route(
+            "/api/pipelines/{name}/elements/{element}",
+            get(elements::show),
+        )
+        .route(
+            "/api/pipelines/{name}/elements/{element}/properties/{prop}",
+            get(elements::get).put(elements::set),
+        )
         .route("/api/pipelines/{name}/snapshot.jpg", get(snapshot))
         .route("/api/events", get(events))
+        .route("/metrics", get(metrics))
+        .route("/api/openapi.json", get(openapi))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
 }
 
@@ -115,6 +139,8 @@ struct PipelineView {
     viewers: Vec<crate::webrtc::session::ViewerStats>,
     publishers: Vec<crate::webrtc::session::ViewerStats>,
     hooks: Vec<crate::hooks::HookStats>,
+    /// Encoded video bytes and frames so far (a client derives bitrate and fps from two reads).
+    meter: Option<crate::metrics::MeterCounts>,
 }
 
 fn view(
@@ -131,11 +157,13 @@ fn view(
         .map(|p| p.publishers())
         .unwrap_or_default();
     let hooks = supervisor.hook_stats(&status.name);
+    let meter = supervisor.meter(&status.name);
     PipelineView {
         status,
         viewers,
         publishers,
         hooks,
+        meter,
     }
 }
 
@@ -161,17 +189,23 @@ async fn show(
 }
 
 async fn action(
-    State(sup): State<Arc<Supervisor>>,
+    State(state): State<AppState>,
     Path((name, action)): Path<(String, String)>,
 ) -> Result<impl IntoResponse, ApiError> {
+    let sup = &state.supervisor;
     let status = match action.as_str() {
         "start" => sup.start(&name).await?,
         "stop" => sup.stop(&name).await?,
         "restart" => sup.restart(&name).await?,
+        "eos" => {
+            elements::eos(&state, &name).await?;
+            sup.get(&name)
+                .ok_or_else(|| SupervisorError::NotFound(name.clone()))?
+        }
         other => {
             return Err(ApiError(
                 StatusCode::NOT_FOUND,
-                format!("unknown action `{other}`: use start, stop or restart"),
+                format!("unknown action `{other}`: use start, stop, restart or eos"),
             ));
         }
     };
@@ -233,9 +267,66 @@ async fn events(
     })
 }
 
+/// `GET /metrics`: Prometheus exposition (OpenMetrics text).
+async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let text = tokio::task::spawn_blocking(move || {
+        crate::metrics::render(&state.supervisor, &state.webrtc, &state.recordings)
+    })
+    .await
+    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
+}
+
+/// `GET /api/openapi.json`: the API described as OpenAPI 3.1.
+async fn openapi() -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        include_str!("openapi.json"),
+    )
+        .into_response()
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{method} is not supported on {}", uri.path()),
+    )
+}
+
 async fn not_found(uri: axum::http::Uri) -> ApiError {
     ApiError(
         StatusCode::NOT_FOUND,
         format!("no such endpoint: {}", uri.path()),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every route the router registers is in the OpenAPI document, so it cannot fall behind.
+    #[test]
+    fn openapi_documents_every_route() {
+        let doc: serde_json::Value =
+            serde_json::from_str(include_str!("openapi.json")).expect("openapi.json is JSON");
+        let source = include_str!("mod.rs");
+        let routes: Vec<&str> = source
+            .split(".route(")
+            .skip(1)
+            .filter_map(|s| s.trim_start().strip_prefix('"')?.split('"').next())
+            .filter(|r| r.starts_with('/'))
+            .collect();
+        assert!(routes.len() > 20, "{routes:?}");
+        for route in routes {
+            assert!(
+                doc["paths"][route].is_object(),
+                "{route} is missing from openapi.json"
+            );
+        }
+    }
 }

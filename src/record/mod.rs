@@ -55,10 +55,22 @@ pub struct Recordings {
     retention: Mutex<HashMap<String, Retention>>,
     /// Durations of finished segments: (path, size) → seconds.
     durations: Mutex<HashMap<(PathBuf, u64), Option<f64>>>,
+    /// Per pipeline since the service started, for `/metrics`.
+    counts: Mutex<HashMap<String, Counts>>,
+    events: crate::events::EventBus,
+}
+
+/// What a pipeline recorded since the service started.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Counts {
+    /// Segments opened.
+    pub segments: u64,
+    /// Bytes in segments that were finished.
+    pub bytes_finished: u64,
 }
 
 impl Recordings {
-    pub fn new(dir: PathBuf) -> Arc<Recordings> {
+    pub fn new(dir: PathBuf, events: crate::events::EventBus) -> Arc<Recordings> {
         // Absolute, so the API's `path` and the safety checks do not depend on the cwd later.
         let dir = std::path::absolute(&dir).unwrap_or(dir);
         Arc::new(Recordings {
@@ -66,6 +78,8 @@ impl Recordings {
             current: Mutex::new(HashMap::new()),
             retention: Mutex::new(HashMap::new()),
             durations: Mutex::new(HashMap::new()),
+            counts: Mutex::new(HashMap::new()),
+            events,
         })
     }
 
@@ -95,27 +109,85 @@ impl Recordings {
             .entry(pipeline.to_string())
             .or_default()
             .insert(path.to_path_buf());
+        self.lock_counts()
+            .entry(pipeline.to_string())
+            .or_default()
+            .segments += 1;
+        self.events.publish(crate::events::Event::new(
+            "segment_opened",
+            pipeline,
+            serde_json::json!({ "file": path }),
+        ));
     }
 
     /// A segment was finalized (or its pipeline stopped).
     pub fn closed(&self, pipeline: &str, path: &Path) {
-        tracing::info!("{pipeline}: finished {}", path.display());
-        if let Some(set) = self
+        let was_open = self
             .current
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get_mut(pipeline)
-        {
-            set.remove(path);
+            .is_some_and(|set| set.remove(path));
+        if was_open {
+            self.finished(pipeline, path);
         }
     }
 
     /// Every segment of the pipeline counts as finished (it stopped or failed).
     pub fn stopped(&self, pipeline: &str) {
-        self.current
+        let open = self
+            .current
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(pipeline);
+        for path in open.into_iter().flatten() {
+            self.finished(pipeline, &path);
+        }
+    }
+
+    fn finished(&self, pipeline: &str, path: &Path) {
+        tracing::info!("{pipeline}: finished {}", path.display());
+        let bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        self.lock_counts()
+            .entry(pipeline.to_string())
+            .or_default()
+            .bytes_finished += bytes;
+        self.events.publish(crate::events::Event::new(
+            "segment_closed",
+            pipeline,
+            serde_json::json!({ "file": path, "bytes": bytes }),
+        ));
+    }
+
+    fn lock_counts(&self) -> std::sync::MutexGuard<'_, HashMap<String, Counts>> {
+        self.counts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Per pipeline: segments opened and bytes recorded (finished segments plus what the
+    /// open ones hold now).
+    pub fn counts(&self) -> Vec<(String, Counts, u64, usize)> {
+        let current = self
+            .current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let counts = self.lock_counts().clone();
+        let mut out: Vec<(String, Counts, u64, usize)> = counts
+            .into_iter()
+            .map(|(pipeline, c)| {
+                let open = current.get(&pipeline);
+                let open_bytes: u64 = open
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|p| std::fs::metadata(p).ok())
+                    .map(|m| m.len())
+                    .sum();
+                let n_open = open.map(|s| s.len()).unwrap_or(0);
+                (pipeline, c, c.bytes_finished + open_bytes, n_open)
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
     }
 
     fn is_current(&self, path: &Path) -> bool {
@@ -348,7 +420,7 @@ mod tests {
     #[test]
     fn resolve_refuses_escapes() {
         let dir = std::env::temp_dir().join(format!("mw-rec-{}", std::process::id()));
-        let rec = Recordings::new(dir.clone());
+        let rec = Recordings::new(dir.clone(), crate::events::EventBus::default());
         for (p, f) in [
             ("../etc", "passwd.mkv"),
             ("cam", "../x.mkv"),

@@ -3,12 +3,13 @@
 //! whose pipeline is the description's outputs fed by webrtcbin, so every publisher starts new
 //! segments and its leaving finalizes them.
 
-use super::output::{WebRtcConfig, WebRtcError};
+use super::output::{Totals, WebRtcConfig, WebRtcError};
 use super::sdp;
 use super::session::{
     self, AnswerSession, Handle, Ingest, Params, Role, Signal, Via, ViewerId, ViewerStats,
 };
 use crate::assemble::Plan;
+use crate::events::Event;
 use crate::record::Recordings;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -25,6 +26,8 @@ pub struct IngestPoint {
     active: watch::Sender<usize>,
     /// The signalling client that takes publishers from the `/publish` page.
     consumer: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// What publishers that already left sent.
+    ended: Mutex<Totals>,
 }
 
 #[derive(Default)]
@@ -50,6 +53,7 @@ impl IngestPoint {
             state: Mutex::new(State::default()),
             active: watch::channel(0).0,
             consumer: Mutex::new(None),
+            ended: Mutex::new(Totals::default()),
         })
     }
 
@@ -71,6 +75,15 @@ impl IngestPoint {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Totals over every publisher since the pipeline started, the current one included.
+    pub fn totals(&self) -> Totals {
+        let mut t = *self.ended.lock().unwrap_or_else(|p| p.into_inner());
+        for p in self.publishers() {
+            t.add(&p);
+        }
+        t
     }
 
     pub fn publishers(&self) -> Vec<ViewerStats> {
@@ -114,6 +127,7 @@ impl IngestPoint {
             chat,
             connect_timeout: self.config.connect_timeout,
         };
+        let via_name = via;
         let weak = Arc::downgrade(self);
         self.active.send_modify(|n| *n += 1);
         let handle = session::spawn(
@@ -132,17 +146,36 @@ impl IngestPoint {
             move |id| {
                 if let Some(point) = weak.upgrade() {
                     let mut state = point.lock();
-                    if state.publisher.as_ref().is_some_and(|h| h.id == *id) {
-                        state.publisher = None;
-                    }
+                    let gone = state
+                        .publisher
+                        .take_if(|h| h.id == *id)
+                        .map(|h| h.stats.borrow().clone());
                     drop(state);
+                    let bytes = gone.as_ref().map(|s| s.bytes_received).unwrap_or(0);
+                    if let Some(stats) = gone {
+                        point
+                            .ended
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .add(&stats);
+                    }
                     point.active.send_modify(|n| *n = n.saturating_sub(1));
                     tracing::info!("{}: publisher {id} left", point.pipeline);
+                    point.hooks.events.publish(Event::new(
+                        "publisher_stopped",
+                        &point.pipeline,
+                        serde_json::json!({ "publisher": id.short(), "bytes_received": bytes }),
+                    ));
                 }
             },
         );
         let (id, commands) = (handle.id.clone(), handle.commands.clone());
         tracing::info!("{}: publisher {id} arrived", self.pipeline);
+        self.hooks.events.publish(Event::new(
+            "publisher_started",
+            &self.pipeline,
+            serde_json::json!({ "publisher": id.short(), "via": via_name }),
+        ));
         state.publisher = Some(handle);
         Ok((id, commands, rx))
     }

@@ -75,6 +75,8 @@ const CHAT_QUEUE: usize = 256;
 struct Sessions {
     closed: bool,
     by_id: HashMap<ViewerId, Handle>,
+    /// Sessions told to end, until their task has finished (and read its final statistics).
+    ending: HashMap<ViewerId, Handle>,
 }
 
 pub struct WebRtcOutput {
@@ -90,11 +92,59 @@ pub struct WebRtcOutput {
     producer: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Forwards hook events to the viewers (`hook_events = true`).
     forwarder: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    events: crate::events::EventBus,
+    /// What the sessions that already ended sent (so counters never go backwards).
+    ended: Mutex<Totals>,
+}
+
+/// Counters summed over sessions, for `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct Totals {
+    pub sessions: u64,
+    pub bytes_sent: u64,
+    pub packets_sent: u64,
+    pub packets_lost: u64,
+    pub dropped_buffers: u64,
+    pub bytes_received: u64,
+}
+
+impl Totals {
+    pub fn add(&mut self, s: &ViewerStats) {
+        self.sessions += 1;
+        self.bytes_sent += s.bytes_sent;
+        self.packets_sent += s.packets_sent;
+        self.packets_lost += s.packets_lost.max(0) as u64;
+        self.dropped_buffers += s.dropped_buffers;
+        self.bytes_received += s.bytes_received;
+    }
 }
 
 impl WebRtcOutput {
     fn lock_sessions(&self) -> std::sync::MutexGuard<'_, Sessions> {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Totals over every session since the output started, live ones included.
+    pub fn totals(&self) -> Totals {
+        let mut t = *self.ended.lock().unwrap_or_else(|p| p.into_inner());
+        for v in self.viewers() {
+            t.add(&v);
+        }
+        t
+    }
+
+    /// A session left the table: its counters go to the totals, and an event says so.
+    fn left(&self, h: &Handle, remaining: usize) {
+        let stats = h.stats.borrow().clone();
+        self.ended
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .add(&stats);
+        self.events.publish(crate::events::Event::new(
+            "viewer_left",
+            &self.pipeline,
+            serde_json::json!({ "viewer": stats.id, "via": stats.via, "viewers": remaining, "bytes_sent": stats.bytes_sent }),
+        ));
     }
 
     pub fn viewers(&self) -> Vec<ViewerStats> {
@@ -145,9 +195,19 @@ impl WebRtcOutput {
             ));
         }
         let weak = Arc::downgrade(self);
+        let via = params.via;
         let handle = session::spawn(params, role, move |id| {
             if let Some(out) = weak.upgrade() {
-                out.lock_sessions().by_id.remove(id);
+                let mut sessions = out.lock_sessions();
+                let gone = sessions
+                    .by_id
+                    .remove(id)
+                    .or_else(|| sessions.ending.remove(id));
+                let remaining = sessions.by_id.len();
+                drop(sessions);
+                if let Some(h) = gone {
+                    out.left(&h, remaining);
+                }
             }
         });
         let (id, commands) = (handle.id.clone(), handle.commands.clone());
@@ -157,6 +217,11 @@ impl WebRtcOutput {
             self.pipeline,
             sessions.by_id.len()
         );
+        self.events.publish(crate::events::Event::new(
+            "viewer_joined",
+            &self.pipeline,
+            serde_json::json!({ "viewer": id.short(), "via": via, "viewers": sessions.by_id.len() }),
+        ));
         Ok((id, commands))
     }
 
@@ -215,9 +280,12 @@ impl WebRtcOutput {
     /// Ends one viewer session; false if there is none with that id. The session leaves the
     /// table at once (a repeated DELETE finds nothing); its task frees the rest.
     pub fn end(&self, id: &ViewerId) -> bool {
-        match self.lock_sessions().by_id.remove(id) {
+        let mut sessions = self.lock_sessions();
+        match sessions.by_id.remove(id) {
             Some(h) => {
                 h.end();
+                // Counted (and announced) once its task has finished, with its final numbers.
+                sessions.ending.insert(id.clone(), h);
                 true
             }
             None => false,
@@ -233,8 +301,10 @@ impl WebRtcOutput {
         }
         let mut sessions = self.lock_sessions();
         sessions.closed = true;
-        for (_, h) in sessions.by_id.drain() {
+        let ending: Vec<(ViewerId, Handle)> = sessions.by_id.drain().collect();
+        for (id, h) in ending {
             h.end();
+            sessions.ending.insert(id, h);
         }
     }
 
@@ -339,6 +409,8 @@ impl Registry {
             config: self.config.clone(),
             producer: Mutex::new(None),
             forwarder: Mutex::new(None),
+            events: events.clone(),
+            ended: Mutex::new(Totals::default()),
         });
         tokio::spawn(WebRtcOutput::relay_chat(Arc::downgrade(&output), chat_rx));
         if tap.hook_events {

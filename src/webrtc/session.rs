@@ -735,7 +735,7 @@ impl Session {
             .emit_by_name::<()>("get-stats", &[&None::<gst::Pad>, &promise]);
     }
 
-    fn update_stats(&self, all: &gst::Structure) {
+    fn update_stats(&self, all: &gst::StructureRef) {
         let (mut bytes, mut packets, mut lost, mut rtt) = (0u64, 0u64, 0i64, None::<f64>);
         let mut received = 0u64;
         for (_, value) in all.iter() {
@@ -814,8 +814,20 @@ impl Session {
         }
     }
 
+    /// Asks webrtcbin for its statistics one last time (bounded), so the totals of a session
+    /// that ends between two periodic reads still count everything it sent.
+    async fn final_stats(&self) {
+        let (promise, reply) = gst::Promise::new_future();
+        self.webrtc()
+            .emit_by_name::<()>("get-stats", &[&None::<gst::Pad>, &promise]);
+        if let Ok(Ok(Some(stats))) = tokio::time::timeout(Duration::from_millis(500), reply).await {
+            self.update_stats(&stats);
+        }
+    }
+
     /// Disconnects from the producers and sets the pipeline to NULL off the async threads.
     async fn teardown(self) {
+        self.final_stats().await;
         let Built {
             mut pipeline,
             links,

@@ -3,6 +3,8 @@
 //                                    decoded frames, prints the page's stats as JSON
 //   node view.mjs BASE NAME chat   → two pages watch NAME; page A sends a chat line; prints
 //                                    whether page B received it
+//   node view.mjs BASE NAME dashboard → waits for NAME's bitrate and fps charts to have data,
+//                                    opens its graph, prints the latest values and the graph size
 //   node view.mjs BASE NAME publish → the /publish page sends the fake camera + microphone to
 //                                    pipeline NAME for PUBLISH_SECONDS (5), then stops
 import { chromium } from "playwright-core";
@@ -71,6 +73,27 @@ try {
     await page.click("#stop");
     await page.waitForTimeout(500);
     console.log(JSON.stringify({ published: true, seconds }));
+  } else if (mode === "dashboard") {
+    const page = await context.newPage();
+    await page.goto(base);
+    const filled = (n) => {
+      const h = window.mediaweave.history[n];
+      const some = (a) => a.filter((v) => v > 0).length >= 3;
+      return h && some(h.bitrate) && some(h.fps);
+    };
+    await page.waitForFunction(filled, name, { timeout: 30000 });
+    const latest = await page.evaluate((n) => {
+      const last = (a) => a.filter((v) => v !== null).at(-1);
+      const h = window.mediaweave.history[n];
+      return { bitrate: last(h.bitrate), fps: last(h.fps), viewers: last(h.viewers) };
+    }, name);
+    const detail = page.locator(`tr[data-detail-of="${name}"]`);
+    const charts = await detail.locator("svg").count();
+    await detail.locator("summary").click();
+    const img = detail.locator("img");
+    await page.waitForFunction((el) => el.complete && el.naturalWidth > 0, await img.elementHandle(), { timeout: 20000 });
+    const graphWidth = await img.evaluate((el) => el.naturalWidth);
+    console.log(JSON.stringify({ ...latest, charts, graphWidth }));
   } else if (mode === "recordings") {
     // NAME is a pipeline with a finished recording: play its newest from the page's list.
     const page = await context.newPage();

@@ -124,6 +124,30 @@ pub fn post(url: &str) -> Reply {
     }
 }
 
+/// `PUT` with a text body (a description file, or JSON).
+pub fn put(url: &str, body: &str) -> Reply {
+    let mut r = agent().put(url).send(body).expect("PUT");
+    Reply {
+        status: r.status().as_u16(),
+        json: r.body_mut().read_json().unwrap_or(serde_json::Value::Null),
+    }
+}
+
+pub fn delete(url: &str) -> Reply {
+    let mut r = agent().delete(url).call().expect("DELETE");
+    Reply {
+        status: r.status().as_u16(),
+        json: r.body_mut().read_json().unwrap_or(serde_json::Value::Null),
+    }
+}
+
+/// `GET` returning the body as text.
+pub fn get_text(url: &str) -> (u16, String) {
+    let mut r = agent().get(url).call().expect("GET");
+    let status = r.status().as_u16();
+    (status, r.body_mut().read_to_string().unwrap_or_default())
+}
+
 /// Polls `f` until it returns Some, or panics with `what` after `timeout`.
 pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + timeout;

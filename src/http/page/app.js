@@ -21,37 +21,285 @@ function cell(row, text, cls) {
   return td;
 }
 
+// ---- Pipeline list: one entry per pipeline, kept across polls and updated in place, so
+// open graphs, chart history and buttons survive the once-a-second refresh.
+
+const POLL_MS = 1000;
+const HISTORY = 60; // chart samples kept (one per poll)
+const CHART_W = 160, CHART_H = 40;
+const SVG_NS = "http://www.w3.org/2000/svg";
+const entries = new Map(); // pipeline name → entry (see makeEntry)
+window.mediaweave.history = {}; // name → { bitrate, fps, viewers } arrays, for the console/tests
+
+function el(tag, cls, text) {
+  const e = document.createElement(tag);
+  if (cls) e.className = cls;
+  if (text !== undefined) e.textContent = text;
+  return e;
+}
+
+function svgEl(tag, attrs = {}) {
+  const e = document.createElementNS(SVG_NS, tag);
+  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
+  return e;
+}
+
+// Avoids needless DOM writes (and losing a text selection) when nothing changed.
+function setText(node, text) {
+  if (node.textContent !== text) node.textContent = text;
+}
+
+// A full-width row under the pipeline's row: its error, its reload warning, its details.
+function wideRow(cls) {
+  const row = el("tr", cls);
+  const td = row.insertCell();
+  td.colSpan = 6;
+  td.className = cls;
+  return { row, td };
+}
+
+function makeEntry(name) {
+  const row = el("tr", "pipeline");
+  row.dataset.pipeline = name;
+  const cells = {};
+  for (const k of ["name", "state", "source", "outputs", "viewers", "action"]) cells[k] = row.insertCell();
+  cells.name.textContent = name;
+  const err = wideRow("error");
+  const warn = wideRow("warning");
+  const detail = wideRow("detail");
+  detail.row.dataset.detailOf = name;
+  const charts = {
+    bitrate: makeChart("bitrate", "bitrate", 1, (v) => `${v.toFixed(0)} kbit/s`),
+    fps: makeChart("fps", "fps", 1, (v) => v.toFixed(v < 10 ? 1 : 0)),
+    viewers: makeChart("viewers", "viewers", 1, (v) => v.toFixed(0)),
+  };
+  const graph = makeGraph(name);
+  const strip = el("div", "pipeline-detail");
+  strip.append(charts.bitrate.fig, charts.fps.fig, charts.viewers.fig, graph.details);
+  detail.td.append(strip);
+  const hist = { bitrate: [], fps: [], viewers: [] };
+  window.mediaweave.history[name] = hist;
+  return { name, row, cells, err, warn, detail, charts, graph, hist, prev: null, state: null };
+}
+
+function dropEntry(e) {
+  if (e.graph.blobUrl) URL.revokeObjectURL(e.graph.blobUrl);
+  e.graph.seq++; // a graph load still under way is ignored
+  delete window.mediaweave.history[e.name];
+  entries.delete(e.name);
+}
+
+function updateEntry(e, p, now) {
+  const c = e.cells;
+  setText(c.state, p.state);
+  c.state.className = "state-" + p.state;
+  setText(c.source, p.source || "");
+  setText(c.outputs, (p.outputs || []).join(", "));
+  setText(c.viewers, String((p.viewers || []).length));
+
+  // "watch" only for a playing pipeline with a webrtc output; kept (not recreated) while valid.
+  const webrtc = (p.outputs || []).some((o) => o.startsWith("webrtc"));
+  let b = c.action.querySelector("button[data-watch]");
+  if (webrtc && p.state === "playing") {
+    if (!b) {
+      b = el("button", null, "watch");
+      b.dataset.watch = p.name;
+      b.onclick = () => watch(p.name);
+      c.action.append(b);
+    }
+  } else if (b) {
+    b.remove();
+  }
+
+  setText(e.err.td, p.error || "");
+  setText(e.warn.td, p.reload_error ? `⚠ the file's latest edit was not applied: ${p.reload_error}` : "");
+
+  sample(e, p, now);
+  for (const k of ["bitrate", "fps", "viewers"]) drawChart(e.charts[k], e.hist[k]);
+
+  // An open graph follows the pipeline: reload it when the state changes (new run, or stopped).
+  if (e.state !== null && e.state !== p.state && e.graph.details.open) loadGraph(e.graph);
+  e.state = p.state;
+}
+
+// One chart sample per poll. The meter's counters are cumulative: rates are the difference
+// from the previous poll over the elapsed time; a counter that went down (reset) counts as 0.
+function sample(e, p, now) {
+  const m = p.meter;
+  let kbps = null, fps = null; // null: unknown, drawn as a gap
+  if (m && e.prev && now > e.prev.t) {
+    const dt = (now - e.prev.t) / 1000;
+    const bytes = m.video_bytes - e.prev.bytes, frames = m.video_frames - e.prev.frames;
+    kbps = bytes < 0 ? 0 : (bytes * 8) / dt / 1000;
+    fps = frames < 0 ? 0 : frames / dt;
+  }
+  e.prev = m ? { bytes: m.video_bytes, frames: m.video_frames, t: now } : null;
+  push(e.hist.bitrate, kbps);
+  push(e.hist.fps, fps);
+  push(e.hist.viewers, (p.viewers || []).length);
+}
+
+function push(list, v) {
+  list.push(v);
+  if (list.length > HISTORY) list.shift();
+}
+
+// A labelled sparkline: caption (label, current value) over an inline SVG.
+function makeChart(kind, label, floor, format) {
+  const fig = el("figure", "chart chart-" + kind);
+  const value = el("span", "value", "–");
+  const cap = el("figcaption");
+  cap.append(el("span", "label", label), value);
+  const svg = svgEl("svg", { width: CHART_W, height: CHART_H, viewBox: `0 0 ${CHART_W} ${CHART_H}`, preserveAspectRatio: "none" });
+  const title = svgEl("title");
+  const area = svgEl("path", { class: "area" });
+  const line = svgEl("path", { class: "line" });
+  svg.append(title, area, line);
+  fig.append(cap, svg);
+  return { fig, value, title, area, line, floor, format };
+}
+
+// Draws the history right-aligned (newest at the right edge), scaled from 0 to its maximum
+// (at least c.floor, so a flat zero stays at the bottom); null values break the line.
+function drawChart(c, values) {
+  const known = values.filter((v) => v !== null);
+  const current = values.length ? values[values.length - 1] : null;
+  setText(c.value, current === null ? "–" : c.format(current));
+  const max = Math.max(c.floor, ...known);
+  const step = CHART_W / (HISTORY - 1), offset = HISTORY - values.length;
+  const y = (v) => (CHART_H - 1 - (v / max) * (CHART_H - 2)).toFixed(1);
+  let line = "", area = "", seg = [];
+  const flush = () => {
+    if (seg.length) {
+      const pts = seg.length === 1 ? [seg[0], seg[0]] : seg; // a lone sample shows as a dot
+      line += "M" + pts.map(([x, yy]) => `${x} ${yy}`).join("L");
+      area += `M${pts[0][0]} ${CHART_H}L` + pts.map(([x, yy]) => `${x} ${yy}`).join("L") + `L${pts[pts.length - 1][0]} ${CHART_H}Z`;
+    }
+    seg = [];
+  };
+  values.forEach((v, i) => {
+    if (v === null) flush();
+    else seg.push([((offset + i) * step).toFixed(1), y(v)]);
+  });
+  flush();
+  c.line.setAttribute("d", line);
+  c.area.setAttribute("d", area);
+  c.title.textContent = `last ${values.length} s, scale 0 – ${c.format(max)}`;
+}
+
+// The pipeline's live graph, behind a <details>: loaded when opened and on "refresh".
+function graphUrl(name) {
+  return `/api/pipelines/${encodeURIComponent(name)}/graph.svg?t=${Date.now()}`;
+}
+
+function makeGraph(name) {
+  const details = el("details", "graph");
+  details.append(el("summary", null, "graph"));
+  const bar = el("div", "graph-bar");
+  const reload = el("a", null, "refresh");
+  reload.href = "#";
+  const size = el("a", null, "actual size");
+  size.href = "#";
+  const open = el("a", null, "open in new tab");
+  open.target = "_blank";
+  open.rel = "noopener";
+  const status = el("span", "graph-status");
+  size.hidden = open.hidden = true; // until a graph is shown
+  bar.append(reload, size, open, status);
+  const box = el("div", "graph-box");
+  box.hidden = true;
+  const link = el("a"); // clicking the graph opens the SVG in a new tab (browser zoom, scroll)
+  link.target = "_blank";
+  link.rel = "noopener";
+  link.title = "open in a new tab";
+  const img = el("img");
+  img.alt = `graph of pipeline ${name}`;
+  link.append(img);
+  box.append(link);
+  details.append(bar, box);
+  const g = { name, details, box, img, link, size, open, status, blobUrl: null, seq: 0 };
+  details.addEventListener("toggle", () => { if (details.open) loadGraph(g); });
+  reload.onclick = (ev) => { ev.preventDefault(); loadGraph(g); };
+  size.onclick = (ev) => {
+    ev.preventDefault();
+    const actual = box.classList.toggle("actual");
+    size.textContent = actual ? "fit width" : "actual size";
+  };
+  return g;
+}
+
+// Fetches rather than pointing the <img> at the URL, so a failure's JSON error can be shown
+// (409: not running, 503: graphviz missing).
+async function loadGraph(g) {
+  const seq = ++g.seq; // only the latest load updates the view
+  const src = graphUrl(g.name);
+  g.status.className = "graph-status";
+  setText(g.status, "loading…");
+  try {
+    const res = await fetch(src);
+    if (!res.ok) {
+      let reason = `HTTP ${res.status}`;
+      try { reason = (await res.json()).error || reason; } catch { /* not JSON */ }
+      throw new Error(reason);
+    }
+    const blob = await res.blob();
+    if (seq !== g.seq) return;
+    if (g.blobUrl) URL.revokeObjectURL(g.blobUrl);
+    g.blobUrl = URL.createObjectURL(blob);
+    g.img.src = g.blobUrl;
+    g.link.href = g.open.href = src;
+    g.box.hidden = g.size.hidden = g.open.hidden = false;
+    setText(g.status, `as of ${new Date().toLocaleTimeString()}`);
+  } catch (e) {
+    if (seq !== g.seq) return;
+    g.box.hidden = g.size.hidden = g.open.hidden = true; // a stale graph would mislead
+    g.status.className = "graph-status error";
+    setText(g.status, e.message || String(e));
+  }
+}
+
+// Puts the rows in `wanted` order under `parent`, moving only what is out of place (moving
+// keeps an open <details> and a loaded <img>), and removes any other row.
+function placeRows(parent, wanted) {
+  let at = parent.firstChild;
+  for (const node of wanted) {
+    if (node === at) at = at.nextSibling;
+    else parent.insertBefore(node, at);
+  }
+  while (at) {
+    const next = at.nextSibling;
+    at.remove();
+    at = next;
+  }
+}
+
+let polling = false;
+
 async function refresh() {
+  if (polling) return; // the previous poll is still waiting for the service
+  polling = true;
   try {
     const res = await fetch("/api/pipelines");
     const list = await res.json();
-    const rows = $("#pipeline-rows");
-    rows.replaceChildren();
+    const now = performance.now();
+    const wanted = [], seen = new Set();
     for (const p of list) {
-      const row = rows.insertRow();
-      cell(row, p.name);
-      cell(row, p.state, "state-" + p.state);
-      cell(row, p.source || "");
-      cell(row, (p.outputs || []).join(", "));
-      cell(row, String((p.viewers || []).length));
-      const action = row.insertCell();
-      const webrtc = (p.outputs || []).some((o) => o.startsWith("webrtc"));
-      if (webrtc && p.state === "playing") {
-        const b = document.createElement("button");
-        b.textContent = "watch";
-        b.dataset.watch = p.name;
-        b.onclick = () => watch(p.name);
-        action.append(b);
-      }
-      if (p.error) {
-        const err = rows.insertRow();
-        const td = cell(err, p.error, "error");
-        td.colSpan = 6;
-      }
+      let e = entries.get(p.name);
+      if (!e) entries.set(p.name, (e = makeEntry(p.name)));
+      seen.add(p.name);
+      updateEntry(e, p, now);
+      wanted.push(e.row);
+      if (p.error) wanted.push(e.err.row);
+      if (p.reload_error) wanted.push(e.warn.row);
+      wanted.push(e.detail.row);
     }
+    for (const e of [...entries.values()]) if (!seen.has(e.name)) dropEntry(e);
+    placeRows($("#pipeline-rows"), wanted);
     $("#service-status").textContent = `${list.length} pipelines`;
   } catch (e) {
     $("#service-status").textContent = "service unreachable";
+  } finally {
+    polling = false;
   }
 }
 
@@ -248,5 +496,5 @@ async function refreshRecordings() {
 
 refresh();
 refreshRecordings();
-setInterval(refresh, 2000);
+setInterval(refresh, POLL_MS);
 setInterval(refreshRecordings, 5000);

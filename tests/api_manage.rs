@@ -1,0 +1,124 @@
+//! Runtime management over HTTP: a pipeline created by `PUT` runs (a TCP client decodes its
+//! frames), an invalid `PUT` is refused with FILE:LINE:COL diagnostics while the old pipeline
+//! keeps running, `GET .../description` returns the file, a restart of the service keeps `PUT`
+//! pipelines, and `DELETE` stops the pipeline and removes its file.
+
+mod common;
+use common::*;
+use std::time::Duration;
+
+fn tcp_pipeline(port: u16, pattern: &str) -> String {
+    format!(
+        "# made over HTTP\n[source]\nkind = \"test\"\nwidth = 320\nheight = 240\naudio = false\npattern = \"{pattern}\"\n\n[[output]]\nkind = \"tcp\"\nport = {port}\n"
+    )
+}
+
+#[test]
+fn put_delete_and_persist_pipelines() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let text = tcp_pipeline(port, "ball");
+    let since;
+    {
+        let server = TestServer::start(dir.path());
+        let base = server.base.clone();
+
+        let created = put(&format!("{base}/api/pipelines/made"), &text);
+        assert_eq!(created.status, 201, "{}", created.json);
+        assert_eq!(created.json["result"], "created");
+        let playing = wait_state(&base, "made", "playing");
+        let frames = gst_decode_tcp(port, 10).expect("decode");
+        assert!(frames.len() >= 10, "frames from the PUT pipeline");
+        assert_eq!(frames[0], (320, 240));
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("made.toml")).expect("saved"),
+            text
+        );
+        let (code, body) = get_text(&format!("{base}/api/pipelines/made/description"));
+        assert_eq!((code, body.as_str()), (200, text.as_str()));
+
+        // The same content again changes nothing.
+        let same = put(&format!("{base}/api/pipelines/made"), &text);
+        assert_eq!(same.status, 200);
+        assert_eq!(same.json["result"], "unchanged");
+        assert_eq!(same.json["since"], playing["since"], "not restarted");
+
+        // Invalid: 400 with the place of each problem; what runs keeps running.
+        let bad = put(
+            &format!("{base}/api/pipelines/made"),
+            "[source]\nkind = \"test\"\nwidht = 320\n\n[[output]]\nkind = \"tcp\"\nport = 5000\n",
+        );
+        assert_eq!(bad.status, 400, "{}", bad.json);
+        let error = bad.json["error"].as_str().expect("error");
+        assert!(
+            error.contains("made.toml:3:1: unknown key `widht`"),
+            "{error}"
+        );
+        assert_eq!(bad.json["diagnostics"][0]["line"], 3);
+        assert_eq!(bad.json["diagnostics"][0]["col"], 1);
+        let still = get(&format!("{base}/api/pipelines/made")).json;
+        assert_eq!(still["state"], "playing");
+        assert_eq!(still["since"], playing["since"]);
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("made.toml")).expect("kept"),
+            text,
+            "the invalid text is not saved"
+        );
+        assert!(gst_decode_tcp(port, 5).expect("decode").len() >= 5);
+
+        // Bad names and bodies are refused with a reason.
+        let r = put(&format!("{base}/api/pipelines/..%2Fescape"), &text);
+        assert_eq!(r.status, 400, "{}", r.json);
+        assert!(
+            r.json["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("not a valid pipeline name"),
+            "{}",
+            r.json
+        );
+        since = playing["since"].clone();
+    }
+
+    // A new service on the same directory runs the PUT pipeline again.
+    let server = TestServer::start(dir.path());
+    let base = server.base.clone();
+    let again = wait_state(&base, "made", "playing");
+    assert_ne!(again["since"], since);
+    assert!(gst_decode_tcp(port, 5).expect("decode").len() >= 5);
+
+    // DELETE stops it and removes the file.
+    let gone = delete(&format!("{base}/api/pipelines/made"));
+    assert_eq!(gone.status, 204);
+    assert!(!dir.path().join("made.toml").exists());
+    assert_eq!(get(&format!("{base}/api/pipelines/made")).status, 404);
+    wait_for("the port to close", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port))
+            .is_err()
+            .then_some(())
+    });
+    let r = delete(&format!("{base}/api/pipelines/made"));
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json["error"], "no pipeline named `made`");
+
+    // The API describes itself; a wrong method gets a JSON reason too.
+    let doc = get(&format!("{base}/api/openapi.json")).json;
+    assert_eq!(doc["openapi"], "3.1.0");
+    for path in [
+        "/api/pipelines/{name}",
+        "/api/pipelines/{name}/description",
+        "/api/pipelines/{name}/elements/{element}/properties/{prop}",
+        "/api/pipelines/{name}/graph.svg",
+        "/metrics",
+        "/api/events",
+    ] {
+        assert!(doc["paths"][path].is_object(), "{path} is documented");
+    }
+    assert!(doc["paths"]["/api/pipelines/{name}"]["put"].is_object());
+    let r = put(&format!("{base}/api/pipelines/made/description"), "x");
+    assert_eq!(r.status, 405);
+    assert_eq!(
+        r.json["error"],
+        "PUT is not supported on /api/pipelines/made/description"
+    );
+}
