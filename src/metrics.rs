@@ -306,10 +306,12 @@ pub fn render(sup: &Supervisor, webrtc: &WebRtc, recordings: &Recordings) -> Str
     let (mut v_rtt, mut v_lost, mut v_dropped, mut v_sent) = (vec![], vec![], vec![], vec![]);
     for st in &statuses {
         let p = labels(&[("pipeline", &st.name)]);
-        if let Some(out) = webrtc.get(&st.name) {
-            let live = out.viewers();
+        if let Some(t) = webrtc.viewer_totals(&st.name) {
+            let live = webrtc
+                .get(&st.name)
+                .map(|o| o.viewers())
+                .unwrap_or_default();
             viewers.push((p.clone(), live.len() as f64));
-            let t = out.totals();
             sessions.push((p.clone(), t.sessions));
             sent.push((p.clone(), t.bytes_sent));
             packets.push((p.clone(), t.packets_sent));
@@ -325,9 +327,12 @@ pub fn render(sup: &Supervisor, webrtc: &WebRtc, recordings: &Recordings) -> Str
                 v_sent.push((l, v.bytes_sent));
             }
         }
-        if let Some(point) = webrtc.ingest(&st.name) {
-            let t = point.totals();
-            publishers.push((p.clone(), point.publishers().len() as f64));
+        if let Some(t) = webrtc.publisher_totals(&st.name) {
+            let now = webrtc
+                .ingest(&st.name)
+                .map(|p| p.publishers().len())
+                .unwrap_or(0);
+            publishers.push((p.clone(), now as f64));
             received.push((p, t.bytes_received));
         }
     }
@@ -343,7 +348,7 @@ pub fn render(sup: &Supervisor, webrtc: &WebRtc, recordings: &Recordings) -> Str
     );
     s.counter(
         "mediaweave_webrtc_sessions",
-        "WebRTC viewer sessions since the pipeline started",
+        "WebRTC viewer sessions since the service started",
         sessions,
     );
     s.counter(

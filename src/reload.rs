@@ -66,8 +66,9 @@ pub fn watch(dir: &Path, supervisor: Arc<Supervisor>) -> notify::Result<DirWatch
     })
 }
 
-/// `NAME.toml`, not a hidden or temporary file (`PUT` writes `.put-*.tmp` and renames).
-fn is_description(path: &Path) -> bool {
+/// `NAME.toml`, not a hidden or temporary file (`PUT` writes `.put-*.tmp` and renames;
+/// editors leave `.#NAME.toml` locks).
+pub fn is_description(path: &Path) -> bool {
     path.extension().is_some_and(|e| e == "toml")
         && path
             .file_name()

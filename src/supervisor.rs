@@ -243,8 +243,13 @@ struct Entry {
 impl Entry {
     /// Tells the runner to stop without waiting for it.
     fn shutdown_now(&self) {
-        if let Some(tx) = &self.commands {
-            let _ = tx.try_send(Command::Shutdown);
+        if let Some(tx) = &self.commands
+            && let Err(mpsc::error::TrySendError::Full(cmd)) = tx.try_send(Command::Shutdown)
+        {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let _ = tx.send(cmd).await;
+            });
         }
     }
 }
@@ -264,6 +269,8 @@ pub enum PutError {
     NoDirectory,
     #[error("cannot save {0}: {1}")]
     Io(PathBuf, String),
+    #[error("the service is shutting down")]
+    ShuttingDown,
 }
 
 /// What a `PUT` did.
@@ -288,6 +295,11 @@ pub struct Supervisor {
     /// Serializes changes of the pipeline set (API writes, hot reload), so that a `PUT` and the
     /// watcher seeing its file never replace the same pipeline twice.
     changes: tokio::sync::Mutex<()>,
+    /// Runner tasks of deleted pipelines that had not ended within the stop bound; a new
+    /// pipeline of the same name waits for them (they may hold its camera or port).
+    lingering: std::sync::Mutex<std::collections::HashMap<String, Vec<JoinHandle<()>>>>,
+    /// Set by [`Supervisor::shutdown`]: no more changes.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl Supervisor {
@@ -308,6 +320,8 @@ impl Supervisor {
             entries: RwLock::new(BTreeMap::new()),
             dir: std::sync::Mutex::new(None),
             changes: tokio::sync::Mutex::new(()),
+            lingering: std::sync::Mutex::new(Default::default()),
+            closed: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -322,7 +336,7 @@ impl Supervisor {
         *self.dir.lock().unwrap_or_else(|p| p.into_inner()) = Some(dir.to_path_buf());
         let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+            .filter(|p| crate::reload::is_description(p))
             .collect();
         files.sort();
         for file in files {
@@ -333,34 +347,34 @@ impl Supervisor {
 
     /// Validates `path` and adds it; it starts at once if it is valid and has `autostart`.
     pub fn add_file(&self, path: &Path) -> Status {
-        let loaded = Loaded::read(path);
-        let (status, old) = self.install(loaded, false);
-        if let Some(old) = old {
-            old.shutdown_now();
-        }
-        status
+        let previous = self.stop_runner(&stem(path));
+        self.install(Loaded::read(path), false, previous)
     }
 
     /// Adds a validated description and spawns the task that owns it.
     pub fn add(&self, desc: Description) -> Status {
         let content = toml::from_str(&desc.text).ok();
+        let previous = self.stop_runner(&desc.name);
         let loaded = Loaded {
             name: desc.name.clone(),
             path: desc.path.clone(),
             content,
             result: Ok(desc),
         };
-        let (status, old) = self.install(loaded, false);
-        if let Some(old) = old {
-            old.shutdown_now();
-        }
-        status
+        self.install(loaded, false, previous)
     }
 
-    /// Puts a new entry in place of the old one (returned, still running). A valid
-    /// description's runner starts at once if it has `autostart` or `run` is set.
-    fn install(&self, loaded: Loaded, run: bool) -> (Status, Option<Entry>) {
+    /// Puts a new entry in place of the old one. A valid description's runner first waits for
+    /// `previous` (the tasks of the runners it replaces, told to stop), so two pipelines of one
+    /// name never run at once; then it starts if it has `autostart` or `run` is set. The
+    /// counters that must not go backwards (restarts, the meter) carry over.
+    fn install(&self, loaded: Loaded, run: bool, previous: Vec<JoinHandle<()>>) -> Status {
         let name = loaded.name.clone();
+        let (meter, restarts) = self
+            .read()
+            .get(&name)
+            .map(|e| (e.meter.clone(), e.status.borrow().restarts))
+            .unwrap_or_default();
         let (status, entry) = match loaded.result {
             Ok(desc) => {
                 let mut status = Status::new(&desc.name, &desc.path);
@@ -368,10 +382,10 @@ impl Supervisor {
                 status.description = desc.options.description.clone();
                 status.autostart = desc.options.autostart;
                 status.restart_policy = Some(desc.options.restart);
+                status.restarts = restarts;
                 let status_tx = Arc::new(watch::channel(status.clone()).0);
                 let (cmd_tx, cmd_rx) = mpsc::channel(16);
                 let live: Live = Arc::default();
-                let meter: Arc<Meter> = Arc::default();
                 let runner = Runner {
                     desc,
                     config: self.config.clone(),
@@ -384,7 +398,12 @@ impl Supervisor {
                     meter: meter.clone(),
                     failures: 0,
                 };
-                let task = tokio::spawn(runner.run(cmd_rx, run));
+                let task = tokio::spawn(async move {
+                    for task in previous {
+                        let _ = task.await;
+                    }
+                    runner.run(cmd_rx, run).await
+                });
                 let entry = Entry {
                     status: status_tx,
                     commands: Some(cmd_tx),
@@ -400,23 +419,32 @@ impl Supervisor {
                 let mut status = Status::new(&name, &loaded.path);
                 status.state = State::Invalid;
                 status.error = Some(diags.to_string());
+                status.restarts = restarts;
+                if !previous.is_empty() {
+                    // Nothing to run, but whatever still stops keeps its name until it has.
+                    self.lingering
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .entry(name.clone())
+                        .or_default()
+                        .extend(previous);
+                }
                 let entry = Entry {
                     status: Arc::new(watch::channel(status.clone()).0),
                     commands: None,
                     task: None,
                     content: loaded.content,
                     live: Arc::default(),
-                    meter: Arc::default(),
+                    meter,
                 };
                 (status, entry)
             }
         };
-        let old = self
-            .entries
+        self.entries
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(name, entry);
-        (status, old)
+        status
     }
 
     /// Creates or replaces pipeline `name` from a description's text: validated like a file,
@@ -427,18 +455,24 @@ impl Supervisor {
         let dir = self.dir().ok_or(PutError::NoDirectory)?;
         let path = dir.join(format!("{name}.toml"));
         let _changing = self.changes.lock().await;
-        let loaded = {
-            let (p, text) = (path.clone(), text.clone());
-            tokio::task::spawn_blocking(move || Loaded::parse(&p, &text))
-                .await
-                .map_err(|e| PutError::Io(path.clone(), e.to_string()))?
-        };
+        if self.is_closed() {
+            return Err(PutError::ShuttingDown);
+        }
+        let (p, t) = (path.clone(), text.clone());
+        let loaded = tokio::task::spawn_blocking(move || Loaded::parse(&p, &t))
+            .await
+            .map_err(|e| PutError::Io(path.clone(), e.to_string()))?;
         if let Err(diags) = &loaded.result {
             return Err(PutError::Invalid(diags.clone()));
         }
-        save_atomically(&dir, &path, &text).map_err(|e| PutError::Io(path.clone(), e))?;
+        let p = path.clone();
+        tokio::task::spawn_blocking(move || save_atomically(&dir, &p, &text))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r)
+            .map_err(|e| PutError::Io(path.clone(), e))?;
         let existed = self.read().contains_key(name);
-        let outcome = self.apply(loaded).await;
+        let outcome = self.apply(loaded);
         let put = match (existed, outcome) {
             (false, _) => Put::Created,
             (true, Applied::Unchanged) => Put::Unchanged,
@@ -450,19 +484,19 @@ impl Supervisor {
         Ok((put, status))
     }
 
-    /// Stops pipeline `name`, forgets it and deletes its description file.
+    /// Deletes pipeline `name`'s description file, then stops the pipeline (files finalized,
+    /// waited for within the stop bound) and forgets it.
     pub async fn delete(&self, name: &str) -> Result<(), SupervisorError> {
         let _changing = self.changes.lock().await;
+        if self.is_closed() {
+            return Err(SupervisorError::Gone(name.to_string()));
+        }
         let file = self
             .get(name)
             .map(|s| s.file)
             .ok_or_else(|| SupervisorError::NotFound(name.to_string()))?;
-        self.retire(name).await;
-        self.entries
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(name);
-        if let Err(e) = std::fs::remove_file(&file)
+        // The file first: if it cannot go, the pipeline stays as it is.
+        if let Err(e) = tokio::fs::remove_file(&file).await
             && e.kind() != std::io::ErrorKind::NotFound
         {
             return Err(SupervisorError::Io(format!(
@@ -470,11 +504,7 @@ impl Supervisor {
                 file.display()
             )));
         }
-        self.events.publish(Event::new(
-            "removed",
-            name,
-            serde_json::json!({ "file": file }),
-        ));
+        self.remove(name, &file).await;
         Ok(())
     }
 
@@ -483,49 +513,71 @@ impl Supervisor {
     /// pipeline alone (its status and an event say why).
     pub async fn file_changed(&self, path: &Path) {
         let _changing = self.changes.lock().await;
-        let name = match path.file_stem() {
-            Some(stem) => stem.to_string_lossy().to_string(),
-            None => return,
-        };
+        if self.is_closed() {
+            return;
+        }
+        let name = stem(path);
         if !path.exists() {
             if self.read().contains_key(&name) {
                 tracing::info!("{name}: {} was deleted; stopping it", path.display());
-                self.retire(&name).await;
-                self.entries
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&name);
-                self.events.publish(Event::new(
-                    "removed",
-                    &name,
-                    serde_json::json!({ "file": path }),
-                ));
+                self.remove(&name, path).await;
             }
             return;
         }
-        let loaded = {
-            let path = path.to_path_buf();
-            match tokio::task::spawn_blocking(move || Loaded::read(&path)).await {
-                Ok(l) => l,
-                Err(_) => return,
+        let p = path.to_path_buf();
+        if let Ok(loaded) = tokio::task::spawn_blocking(move || Loaded::read(&p)).await {
+            self.apply(loaded);
+        }
+    }
+
+    /// Stops and forgets `name`, waiting (bounded) for it to stop; a runner that takes longer
+    /// is remembered so a successor under the same name waits for it.
+    async fn remove(&self, name: &str, file: &Path) {
+        let old = self.stop_runner(name);
+        self.entries
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+        let bound = self.config.eos_timeout + Duration::from_secs(5);
+        let mut late = Vec::new();
+        for mut task in old {
+            if tokio::time::timeout(bound, &mut task).await.is_err() {
+                tracing::warn!("{name}: did not stop within {bound:?}; a successor will wait");
+                late.push(task);
             }
-        };
-        self.apply(loaded).await;
+        }
+        if !late.is_empty() {
+            self.lingering
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(name.to_string())
+                .or_default()
+                .extend(late);
+        }
+        self.events.publish(Event::new(
+            "removed",
+            name,
+            serde_json::json!({ "file": file }),
+        ));
     }
 
     /// Makes the entry match `loaded`, restarting only when the content changed. Callers hold
-    /// `changes`.
-    async fn apply(&self, loaded: Loaded) -> Applied {
+    /// `changes`. Never waits: a replacement waits for its predecessor's task by itself.
+    fn apply(&self, loaded: Loaded) -> Applied {
         let name = loaded.name.clone();
         let current = self.read().get(&name).map(|e| {
+            let s = e.status.borrow();
             (
                 e.content.clone(),
                 e.commands.is_some(),
-                e.status.borrow().state,
+                // Running, or failed with a restart scheduled: the replacement runs too.
+                matches!(s.state, State::Playing | State::Starting) || s.retry_in.is_some(),
             )
         });
         match (&current, &loaded.result) {
-            (Some((content, _, _)), Ok(_)) if content.is_some() && *content == loaded.content => {
+            (Some((content, true, _)), Ok(_))
+                if content.is_some() && *content == loaded.content =>
+            {
                 // Same pipeline (perhaps only comments changed); clear a rejected edit's note.
                 if let Some(e) = self.read().get(&name) {
                     e.status
@@ -549,46 +601,44 @@ impl Supervisor {
                 Applied::Rejected
             }
             _ => {
-                let was_running = current
-                    .as_ref()
-                    .is_some_and(|(_, _, state)| matches!(state, State::Playing | State::Starting));
+                let was_running = current.as_ref().is_some_and(|(_, _, running)| *running);
                 if current.is_some() {
                     tracing::info!("{name}: description changed; replacing the pipeline");
-                    self.retire(&name).await;
                 }
-                let valid = loaded.result.is_ok();
-                let (_, old) = self.install(loaded, was_running);
-                if let Some(old) = old {
-                    old.shutdown_now();
-                }
-                self.events.publish(Event::new(
-                    "reload",
-                    &name,
-                    serde_json::json!({ "ok": valid, "replaced": current.is_some() }),
-                ));
+                let fields = match &loaded.result {
+                    Ok(_) => serde_json::json!({ "ok": true, "replaced": current.is_some() }),
+                    Err(d) => serde_json::json!({
+                        "ok": false, "replaced": current.is_some(), "error": d.to_string(),
+                    }),
+                };
+                let previous = self.stop_runner(&name);
+                self.install(loaded, was_running, previous);
+                self.events.publish(Event::new("reload", &name, fields));
                 Applied::Replaced
             }
         }
     }
 
-    /// Stops the runner of `name` and waits for it (bounded); the entry stays until replaced.
-    async fn retire(&self, name: &str) {
-        let (tx, task) = {
-            let mut map = self.entries.write().unwrap_or_else(|p| p.into_inner());
-            match map.get_mut(name) {
-                Some(e) => (e.commands.clone(), e.task.take()),
-                None => return,
-            }
-        };
-        if let Some(tx) = tx {
-            let _ = tx.send(Command::Shutdown).await;
+    /// Tells the runner of `name` to stop and returns its task (and those of earlier runners
+    /// under this name that have not ended yet), without waiting.
+    fn stop_runner(&self, name: &str) -> Vec<JoinHandle<()>> {
+        let mut tasks = self
+            .lingering
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name)
+            .unwrap_or_default();
+        let mut map = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = map.get_mut(name) {
+            e.shutdown_now();
+            tasks.extend(e.task.take());
         }
-        if let Some(task) = task {
-            let bound = self.config.eos_timeout + Duration::from_secs(5);
-            if tokio::time::timeout(bound, task).await.is_err() {
-                tracing::warn!("{name}: did not stop within {bound:?}");
-            }
-        }
+        tasks.retain(|t| !t.is_finished());
+        tasks
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Encoded video bytes and frames of `name` since the service started.
@@ -698,6 +748,16 @@ impl Supervisor {
 
     /// Stops every pipeline cleanly, in parallel, and waits for them (bounded).
     pub async fn shutdown(&self) {
+        // No PUT, DELETE or reload may start anything from here on.
+        let _changing = self.changes.lock().await;
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+        let lingering: Vec<JoinHandle<()>> = self
+            .lingering
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .flat_map(|(_, v)| v)
+            .collect();
         let tasks: Vec<(mpsc::Sender<Command>, JoinHandle<()>)> = {
             let mut map = self.entries.write().unwrap_or_else(|p| p.into_inner());
             map.values_mut()
@@ -710,7 +770,8 @@ impl Supervisor {
         // One deadline for all: pipelines drain in parallel, so N stuck ones cost one bound.
         let bound = self.config.eos_timeout + Duration::from_secs(5);
         let deadline = Instant::now() + bound;
-        for (_, task) in tasks {
+        let all = tasks.into_iter().map(|(_, t)| t).chain(lingering);
+        for task in all {
             if tokio::time::timeout_at(deadline, task).await.is_err() {
                 tracing::warn!("a pipeline did not stop within {bound:?}");
             }

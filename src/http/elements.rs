@@ -372,6 +372,22 @@ pub fn value_to_json(v: &glib::Value) -> Json_ {
         _ if t.is_a(Type::ENUM) => glib::EnumValue::from_value(v)
             .map(|(_, ev)| Json_::from(ev.nick()))
             .unwrap_or(Json_::Null),
+        // Caps and structures in their text form; other boxed and object values (samples,
+        // buffers, elements) have no useful JSON form, and serializing an empty one makes
+        // GStreamer complain.
+        _ if t == gst::Caps::static_type() => v
+            .get::<Option<gst::Caps>>()
+            .ok()
+            .flatten()
+            .map(|c| Json_::from(c.to_string()))
+            .unwrap_or(Json_::Null),
+        _ if t == gst::Structure::static_type() => v
+            .get::<Option<gst::Structure>>()
+            .ok()
+            .flatten()
+            .map(|s| Json_::from(s.to_string()))
+            .unwrap_or(Json_::Null),
+        _ if t.is_a(Type::BOXED) || t.is_a(Type::OBJECT) || t.is_a(Type::INTERFACE) => Json_::Null,
         _ => v
             .serialize()
             .map(|s| Json_::from(s.as_str()))

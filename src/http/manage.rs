@@ -53,6 +53,9 @@ pub async fn put(
         }
         Err(e @ PutError::BadName(_)) => Err(ApiError(StatusCode::BAD_REQUEST, e.to_string())),
         Err(e @ PutError::NoDirectory) => Err(ApiError(StatusCode::CONFLICT, e.to_string())),
+        Err(e @ PutError::ShuttingDown) => {
+            Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))
+        }
         Err(e @ PutError::Io(..)) => {
             Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
         }

@@ -122,36 +122,48 @@ impl Recordings {
 
     /// A segment was finalized (or its pipeline stopped).
     pub fn closed(&self, pipeline: &str, path: &Path) {
-        let was_open = self
-            .current
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        if current
             .get_mut(pipeline)
-            .is_some_and(|set| set.remove(path));
-        if was_open {
-            self.finished(pipeline, path);
+            .is_some_and(|set| set.remove(path))
+        {
+            let bytes = self.count_finished(pipeline, path);
+            drop(current);
+            self.announce_finished(pipeline, path, bytes);
         }
     }
 
     /// Every segment of the pipeline counts as finished (it stopped or failed).
     pub fn stopped(&self, pipeline: &str) {
-        let open = self
-            .current
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(pipeline);
-        for path in open.into_iter().flatten() {
-            self.finished(pipeline, &path);
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        let open = current.remove(pipeline).unwrap_or_default();
+        let done: Vec<(PathBuf, u64)> = open
+            .into_iter()
+            .map(|path| {
+                let bytes = self.count_finished(pipeline, &path);
+                (path, bytes)
+            })
+            .collect();
+        drop(current);
+        for (path, bytes) in done {
+            self.announce_finished(pipeline, &path, bytes);
         }
     }
 
-    fn finished(&self, pipeline: &str, path: &Path) {
-        tracing::info!("{pipeline}: finished {}", path.display());
+    /// Moves a segment's size into the finished bytes. Called with `current` locked (the lock
+    /// order is current, then counts), so a scrape never sees it both open and finished, or
+    /// neither.
+    fn count_finished(&self, pipeline: &str, path: &Path) -> u64 {
         let bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
         self.lock_counts()
             .entry(pipeline.to_string())
             .or_default()
             .bytes_finished += bytes;
+        bytes
+    }
+
+    fn announce_finished(&self, pipeline: &str, path: &Path, bytes: u64) {
+        tracing::info!("{pipeline}: finished {}", path.display());
         self.events.publish(crate::events::Event::new(
             "segment_closed",
             pipeline,
@@ -166,12 +178,11 @@ impl Recordings {
     /// Per pipeline: segments opened and bytes recorded (finished segments plus what the
     /// open ones hold now).
     pub fn counts(&self) -> Vec<(String, Counts, u64, usize)> {
-        let current = self
-            .current
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        // Both under the `current` lock: see `count_finished`.
+        let current_lock = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        let current = current_lock.clone();
         let counts = self.lock_counts().clone();
+        drop(current_lock);
         let mut out: Vec<(String, Counts, u64, usize)> = counts
             .into_iter()
             .map(|(pipeline, c)| {

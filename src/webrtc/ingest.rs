@@ -26,8 +26,8 @@ pub struct IngestPoint {
     active: watch::Sender<usize>,
     /// The signalling client that takes publishers from the `/publish` page.
     consumer: Mutex<Option<tokio::task::JoinHandle<()>>>,
-    /// What publishers that already left sent.
-    ended: Mutex<Totals>,
+    /// What publishers that already left sent (the registry's ledger for this pipeline).
+    ended: Arc<Mutex<Totals>>,
 }
 
 #[derive(Default)]
@@ -43,6 +43,7 @@ impl IngestPoint {
         recordings: Arc<Recordings>,
         hooks: crate::hooks::HookHost,
         config: WebRtcConfig,
+        ended: Arc<Mutex<Totals>>,
     ) -> Arc<IngestPoint> {
         Arc::new(IngestPoint {
             pipeline: pipeline.to_string(),
@@ -53,7 +54,7 @@ impl IngestPoint {
             state: Mutex::new(State::default()),
             active: watch::channel(0).0,
             consumer: Mutex::new(None),
-            ended: Mutex::new(Totals::default()),
+            ended,
         })
     }
 
@@ -79,9 +80,11 @@ impl IngestPoint {
 
     /// Totals over every publisher since the pipeline started, the current one included.
     pub fn totals(&self) -> Totals {
+        // Under the state lock, which is also held while a publisher moves into the ledger.
+        let state = self.lock();
         let mut t = *self.ended.lock().unwrap_or_else(|p| p.into_inner());
-        for p in self.publishers() {
-            t.add(&p);
+        if let Some(h) = &state.publisher {
+            t.add(&h.stats.borrow());
         }
         t
     }
@@ -150,15 +153,15 @@ impl IngestPoint {
                         .publisher
                         .take_if(|h| h.id == *id)
                         .map(|h| h.stats.borrow().clone());
-                    drop(state);
-                    let bytes = gone.as_ref().map(|s| s.bytes_received).unwrap_or(0);
-                    if let Some(stats) = gone {
+                    if let Some(stats) = &gone {
                         point
                             .ended
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
-                            .add(&stats);
+                            .add(stats);
                     }
+                    drop(state);
+                    let bytes = gone.as_ref().map(|s| s.bytes_received).unwrap_or(0);
                     point.active.send_modify(|n| *n = n.saturating_sub(1));
                     tracing::info!("{}: publisher {id} left", point.pipeline);
                     point.hooks.events.publish(Event::new(

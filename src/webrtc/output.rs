@@ -93,8 +93,9 @@ pub struct WebRtcOutput {
     /// Forwards hook events to the viewers (`hook_events = true`).
     forwarder: Mutex<Option<tokio::task::JoinHandle<()>>>,
     events: crate::events::EventBus,
-    /// What the sessions that already ended sent (so counters never go backwards).
-    ended: Mutex<Totals>,
+    /// What the sessions that already ended sent, across runs of the pipeline (the
+    /// registry's ledger), so counters never go backwards.
+    ended: Arc<Mutex<Totals>>,
 }
 
 /// Counters summed over sessions, for `/metrics`.
@@ -124,22 +125,40 @@ impl WebRtcOutput {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Totals over every session since the output started, live ones included.
+    /// Totals over every session of this pipeline since the service started, live ones
+    /// included. Read under the sessions lock, which is also held while a session moves into
+    /// the ledger, so no session is counted twice or missed.
     pub fn totals(&self) -> Totals {
+        let sessions = self.lock_sessions();
         let mut t = *self.ended.lock().unwrap_or_else(|p| p.into_inner());
-        for v in self.viewers() {
-            t.add(&v);
+        for h in sessions.by_id.values().chain(sessions.ending.values()) {
+            t.add(&h.stats.borrow());
         }
         t
     }
 
-    /// A session left the table: its counters go to the totals, and an event says so.
-    fn left(&self, h: &Handle, remaining: usize) {
+    /// A session's task is over (its final statistics read): it goes into the ledger, and an
+    /// event says it left.
+    fn session_over(&self, id: &ViewerId) {
+        let mut sessions = self.lock_sessions();
+        let Some(h) = sessions
+            .by_id
+            .remove(id)
+            .or_else(|| sessions.ending.remove(id))
+        else {
+            return;
+        };
         let stats = h.stats.borrow().clone();
         self.ended
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .add(&stats);
+        let remaining = sessions.by_id.len();
+        drop(sessions);
+        self.announce_left(&stats, remaining);
+    }
+
+    fn announce_left(&self, stats: &ViewerStats, remaining: usize) {
         self.events.publish(crate::events::Event::new(
             "viewer_left",
             &self.pipeline,
@@ -198,16 +217,7 @@ impl WebRtcOutput {
         let via = params.via;
         let handle = session::spawn(params, role, move |id| {
             if let Some(out) = weak.upgrade() {
-                let mut sessions = out.lock_sessions();
-                let gone = sessions
-                    .by_id
-                    .remove(id)
-                    .or_else(|| sessions.ending.remove(id));
-                let remaining = sessions.by_id.len();
-                drop(sessions);
-                if let Some(h) = gone {
-                    out.left(&h, remaining);
-                }
+                out.session_over(id);
             }
         });
         let (id, commands) = (handle.id.clone(), handle.commands.clone());
@@ -299,12 +309,30 @@ impl WebRtcOutput {
                 task.abort();
             }
         }
+        // The output goes away with the pipeline: its sessions are counted now, with the
+        // numbers they have (their tasks end on their own).
         let mut sessions = self.lock_sessions();
-        sessions.closed = true;
-        let ending: Vec<(ViewerId, Handle)> = sessions.by_id.drain().collect();
-        for (id, h) in ending {
-            h.end();
-            sessions.ending.insert(id, h);
+        let table = &mut *sessions;
+        table.closed = true;
+        let all: Vec<Handle> = table
+            .by_id
+            .drain()
+            .chain(table.ending.drain())
+            .map(|(_, h)| h)
+            .collect();
+        let mut gone = Vec::new();
+        {
+            let mut ended = self.ended.lock().unwrap_or_else(|p| p.into_inner());
+            for h in all {
+                h.end();
+                let stats = h.stats.borrow().clone();
+                ended.add(&stats);
+                gone.push(stats);
+            }
+        }
+        drop(sessions);
+        for stats in gone {
+            self.announce_left(&stats, 0);
         }
     }
 
@@ -356,7 +384,13 @@ pub struct Registry {
     config: WebRtcConfig,
     /// `ws://.../ws` of this process's own signalling server, once it listens.
     embedded: Mutex<Option<String>>,
+    /// Per pipeline: what its ended viewer sessions and publishers sent and received, kept
+    /// across runs for the counters in `/metrics`.
+    viewer_ledgers: Ledgers,
+    publisher_ledgers: Ledgers,
 }
+
+type Ledgers = Mutex<HashMap<String, Arc<Mutex<Totals>>>>;
 
 impl Registry {
     pub fn new(config: WebRtcConfig) -> Arc<Registry> {
@@ -365,7 +399,49 @@ impl Registry {
             ingests: Mutex::new(HashMap::new()),
             config,
             embedded: Mutex::new(None),
+            viewer_ledgers: Mutex::default(),
+            publisher_ledgers: Mutex::default(),
         })
+    }
+
+    fn ledger(&self, ledgers: &Ledgers, name: &str) -> Arc<Mutex<Totals>> {
+        ledgers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(name.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// Viewer totals of pipeline `name` since the service started, None if it never had a
+    /// webrtc output.
+    pub fn viewer_totals(&self, name: &str) -> Option<Totals> {
+        if let Some(out) = self.get(name) {
+            return Some(out.totals());
+        }
+        let ledger = self
+            .viewer_ledgers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()?;
+        let t = *ledger.lock().unwrap_or_else(|p| p.into_inner());
+        Some(t)
+    }
+
+    /// Publisher totals of a webrtc-source pipeline since the service started.
+    pub fn publisher_totals(&self, name: &str) -> Option<Totals> {
+        if let Some(point) = self.ingest(name) {
+            return Some(point.totals());
+        }
+        let ledger = self
+            .publisher_ledgers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()?;
+        let t = *ledger.lock().unwrap_or_else(|p| p.into_inner());
+        Some(t)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<WebRtcOutput>>> {
@@ -410,7 +486,7 @@ impl Registry {
             producer: Mutex::new(None),
             forwarder: Mutex::new(None),
             events: events.clone(),
-            ended: Mutex::new(Totals::default()),
+            ended: self.ledger(&self.viewer_ledgers, name),
         });
         tokio::spawn(WebRtcOutput::relay_chat(Arc::downgrade(&output), chat_rx));
         if tap.hook_events {
@@ -484,8 +560,15 @@ impl Registry {
         recordings: Arc<crate::record::Recordings>,
         hooks: crate::hooks::HookHost,
     ) -> Arc<super::ingest::IngestPoint> {
-        let point =
-            super::ingest::IngestPoint::new(name, plan, recordings, hooks, self.config.clone());
+        let ledger = self.ledger(&self.publisher_ledgers, name);
+        let point = super::ingest::IngestPoint::new(
+            name,
+            plan,
+            recordings,
+            hooks,
+            self.config.clone(),
+            ledger,
+        );
         let url = self.config.signalling_url.clone().or_else(|| {
             self.embedded
                 .lock()

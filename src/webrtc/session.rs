@@ -760,13 +760,14 @@ impl Session {
             }
         }
         let dropped = self.built.links.iter().map(|l| l.dropped()).sum();
+        // Cumulative counters only grow: a partial (or error) reply never lowers them.
         self.stats.send_modify(|st| {
-            st.bytes_sent = bytes;
-            st.packets_sent = packets;
-            st.packets_lost = lost;
-            st.round_trip_time_ms = rtt.map(|r| r * 1000.0);
-            st.dropped_buffers = dropped;
-            st.bytes_received = received;
+            st.bytes_sent = st.bytes_sent.max(bytes);
+            st.packets_sent = st.packets_sent.max(packets);
+            st.packets_lost = st.packets_lost.max(lost);
+            st.round_trip_time_ms = rtt.map(|r| r * 1000.0).or(st.round_trip_time_ms);
+            st.dropped_buffers = st.dropped_buffers.max(dropped);
+            st.bytes_received = st.bytes_received.max(received);
         });
     }
 
@@ -820,7 +821,7 @@ impl Session {
         let (promise, reply) = gst::Promise::new_future();
         self.webrtc()
             .emit_by_name::<()>("get-stats", &[&None::<gst::Pad>, &promise]);
-        if let Ok(Ok(Some(stats))) = tokio::time::timeout(Duration::from_millis(500), reply).await {
+        if let Ok(Ok(Some(stats))) = tokio::time::timeout(Duration::from_secs(2), reply).await {
             self.update_stats(&stats);
         }
     }
