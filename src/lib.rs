@@ -19,8 +19,13 @@
 //!    events go to the [`events`] bus.
 //! 5. **WebRTC** ([`webrtc`], [`signalling`]): viewers get a pipeline each, fed by the encoded
 //!    stream; publishers get a pipeline each that records what they send.
-//! 6. **The HTTP API** ([`http`], served by [`server`]) reads statuses and sends commands.
-//!    The CLI (`src/main.rs`, [`cli`]) talks to a running server or runs pipelines itself.
+//! 6. **The HTTP API** ([`http`], served by [`server`]) reads statuses and sends commands;
+//!    `PUT`/`DELETE` of descriptions and hot reload ([`reload`]) change the pipeline set through
+//!    one serialized path in the supervisor (a replacement waits for its predecessor's task).
+//!    Element properties are read and set on the running pipeline's handle; everything that
+//!    happens goes to the [`events`] bus, and [`metrics`] reads counters at scrape time.
+//!    The CLI (`src/main.rs`, [`cli`], [`ctl`]) talks to a running server or runs pipelines
+//!    itself.
 
 pub mod assemble;
 pub mod cli;
