@@ -187,11 +187,21 @@ fn fetch_statuses(server: &str) -> Result<Vec<Status>, String> {
         .build()
         .into();
     let url = format!("{}/api/pipelines", server.trim_end_matches('/'));
-    let mut response = agent.get(&url).call().map_err(|e| e.to_string())?;
+    let mut response = with_token(agent.get(&url))
+        .call()
+        .map_err(|e| e.to_string())?;
     response
         .body_mut()
         .read_json::<Vec<Status>>()
         .map_err(|e| e.to_string())
+}
+
+/// Adds `Authorization: Bearer $MEDIAWEAVE_TOKEN` when that variable is set.
+fn with_token<B>(request: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+    match std::env::var("MEDIAWEAVE_TOKEN") {
+        Ok(t) if !t.is_empty() => request.header("Authorization", format!("Bearer {t}")),
+        _ => request,
+    }
 }
 
 fn print_table(header: &[&str], rows: &[[String; 6]]) {
@@ -368,8 +378,7 @@ fn live_dot(target: &str, server: &str) -> Option<String> {
         "{}/api/pipelines/{target}/graph.dot",
         server.trim_end_matches('/')
     );
-    agent
-        .get(&url)
+    with_token(agent.get(&url))
         .call()
         .ok()?
         .body_mut()
@@ -393,14 +402,40 @@ fn local_dot(target: &str, dir: &Path) -> Result<String, String> {
     Ok(crate::graph::dot(&pipeline))
 }
 
+/// `mediaweave token new`: a random token, and the entry for the token file (its hash only).
+pub fn token_new(name: &str, scopes: &[String]) -> ExitCode {
+    let token = crate::auth::new_token();
+    let hash = crate::auth::hex(&crate::auth::hash(&token));
+    let scopes: Vec<String> = scopes.iter().map(|s| format!("{s:?}")).collect();
+    println!("token: {token}");
+    println!("\n# for the token file (--tokens FILE); the token itself is not stored");
+    println!(
+        "[[token]]\nname = {name:?}\nsha256 = \"{hash}\"\nscopes = [{}]",
+        scopes.join(", ")
+    );
+    ExitCode::SUCCESS
+}
+
 /// `mediaweave serve`: runs until SIGINT/SIGTERM, then stops every pipeline cleanly.
 pub async fn serve(
     listen: SocketAddr,
     dir: PathBuf,
     recordings_dir: PathBuf,
     webrtc: crate::webrtc::output::WebRtcConfig,
+    tokens: Option<PathBuf>,
+    insecure: bool,
 ) -> ExitCode {
+    let env_tokens = std::env::var("MEDIAWEAVE_TOKENS").ok();
+    let auth = match crate::auth::Auth::load(tokens.as_deref(), env_tokens.as_deref()) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let config = ServerConfig {
+        auth,
+        insecure,
         listen,
         pipelines_dir: dir,
         supervisor: SupervisorConfig::default(),

@@ -74,14 +74,34 @@ fn agent() -> ureq::Agent {
         .into()
 }
 
+/// The bearer token of this invocation (`--token` / `MEDIAWEAVE_TOKEN`), if any.
+static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+fn authorization() -> Option<String> {
+    TOKEN.get().map(|t| format!("Bearer {t}"))
+}
+
 /// One request; the body of a success, or the server's error sentence.
 fn call(method: &str, url: &str, body: Option<String>) -> Result<String, String> {
     let agent = agent();
+    let auth = authorization();
     let response = match (method, body) {
-        ("GET", _) => agent.get(url).call(),
-        ("DELETE", _) => agent.delete(url).call(),
-        ("POST", _) => agent.post(url).send_empty(),
-        ("PUT", Some(b)) => agent.put(url).send(b.as_str()),
+        ("GET", _) => match &auth {
+            Some(a) => agent.get(url).header("Authorization", a).call(),
+            None => agent.get(url).call(),
+        },
+        ("DELETE", _) => match &auth {
+            Some(a) => agent.delete(url).header("Authorization", a).call(),
+            None => agent.delete(url).call(),
+        },
+        ("POST", _) => match &auth {
+            Some(a) => agent.post(url).header("Authorization", a).send_empty(),
+            None => agent.post(url).send_empty(),
+        },
+        ("PUT", Some(b)) => match &auth {
+            Some(a) => agent.put(url).header("Authorization", a).send(b.as_str()),
+            None => agent.put(url).send(b.as_str()),
+        },
         _ => return Err(format!("unsupported request {method}")),
     };
     let mut response = response.map_err(|e| format!("cannot reach {url}: {e}"))?;
@@ -103,8 +123,11 @@ fn pretty(text: &str) -> String {
         .unwrap_or_else(|_| text.to_string())
 }
 
-/// Runs one verb against `server` (e.g. `http://127.0.0.1:8080`).
-pub fn run(server: &str, verb: Verb) -> ExitCode {
+/// Runs one verb against `server` (e.g. `http://127.0.0.1:8080`), with `token` if given.
+pub fn run(server: &str, token: Option<&str>, verb: Verb) -> ExitCode {
+    if let Some(t) = token {
+        let _ = TOKEN.set(t.to_string());
+    }
     let base = server.trim_end_matches('/');
     let p = |name: &str| format!("{base}/api/pipelines/{name}");
     let result = match verb {
@@ -249,11 +272,15 @@ fn read_input(file: &str) -> Result<String, String> {
 
 /// Prints one event per line until the server closes the stream.
 fn follow_events(base: &str, only: Option<&str>) -> Result<String, String> {
-    let url = format!(
+    let mut url = format!(
         "{}/api/events",
         base.replacen("http://", "ws://", 1)
             .replacen("https://", "wss://", 1)
     );
+    // Browsers' WebSockets cannot send headers; the service takes the token in the query.
+    if let Some(t) = TOKEN.get() {
+        url.push_str(&format!("?token={t}"));
+    }
     let (mut ws, _) = tokio_tungstenite::tungstenite::connect(&url)
         .map_err(|e| format!("cannot reach {url}: {e}"))?;
     loop {

@@ -28,6 +28,7 @@
 //!    itself.
 
 pub mod assemble;
+pub mod auth;
 pub mod cli;
 pub mod ctl;
 pub mod description;

@@ -17,6 +17,18 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+enum TokenVerb {
+    /// Print a new random token and its token-file entry (the file keeps only its hash).
+    New {
+        #[arg(long, default_value = "token")]
+        name: String,
+        /// admin, view, view:NAME, publish, publish:NAME (repeatable).
+        #[arg(long = "scope", required = true)]
+        scopes: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Run every pipeline in the pipelines directory and serve the HTTP API.
     Serve {
@@ -41,6 +53,18 @@ enum Command {
         /// at ws://host:8443) instead of the embedded /ws, unless a description names its own.
         #[arg(long, value_name = "URL")]
         signalling_url: Option<String>,
+        /// Token file (TOML [[token]] entries with name, sha256, scopes); the environment
+        /// variable MEDIAWEAVE_TOKENS may hold the same TOML.
+        #[arg(long, env = "MEDIAWEAVE_TOKENS_FILE", value_name = "FILE")]
+        tokens: Option<PathBuf>,
+        /// Listen beyond loopback even though no token is configured (anyone may do anything).
+        #[arg(long)]
+        insecure: bool,
+    },
+    /// Make tokens for the token file.
+    Token {
+        #[command(subcommand)]
+        verb: TokenVerb,
     },
     /// Run one pipeline (a name in the pipelines directory, or a file) in the foreground.
     Run {
@@ -83,6 +107,9 @@ enum Command {
             default_value = "http://127.0.0.1:8080"
         )]
         server: String,
+        /// Bearer token for a server that has tokens configured.
+        #[arg(long, env = "MEDIAWEAVE_TOKEN")]
+        token: Option<String>,
         #[command(subcommand)]
         verb: mediaweave::ctl::Verb,
     },
@@ -112,7 +139,14 @@ fn main() -> ExitCode {
             output,
             server,
         } => mediaweave::cli::graph(&target, &pipelines, output.as_deref(), &server),
-        Command::Ctl { server, verb } => mediaweave::ctl::run(&server, verb),
+        Command::Ctl {
+            server,
+            token,
+            verb,
+        } => mediaweave::ctl::run(&server, token.as_deref(), verb),
+        Command::Token {
+            verb: TokenVerb::New { name, scopes },
+        } => mediaweave::cli::token_new(&name, &scopes),
         Command::Serve {
             listen,
             pipelines,
@@ -121,6 +155,8 @@ fn main() -> ExitCode {
             stun_server,
             turn_servers,
             signalling_url,
+            tokens,
+            insecure,
         } => {
             if ice_addresses.is_empty() && listen.ip().is_loopback() {
                 ice_addresses.push("127.0.0.1".into());
@@ -135,7 +171,7 @@ fn main() -> ExitCode {
                 ..Default::default()
             };
             runtime().block_on(mediaweave::cli::serve(
-                listen, pipelines, recordings, webrtc,
+                listen, pipelines, recordings, webrtc, tokens, insecure,
             ))
         }
         Command::Run { target, pipelines } => {

@@ -22,6 +22,10 @@ pub struct ServerConfig {
     pub webrtc: WebRtcConfig,
     /// Where record outputs write `{pipeline}/{UTC start}.{ext}` segments.
     pub recordings_dir: PathBuf,
+    /// The configured tokens; none means open, and then only loopback unless `insecure`.
+    pub auth: crate::auth::Auth,
+    /// Allow listening beyond loopback without any token.
+    pub insecure: bool,
 }
 
 /// A running service. Dropping it without [`Server::shutdown`] leaves pipelines running until
@@ -41,6 +45,26 @@ impl Server {
     /// Binds the listener, loads the pipelines directory and starts serving.
     pub async fn start(config: ServerConfig) -> anyhow::Result<Server> {
         crate::init()?;
+        let mut auth = config.auth.clone();
+        if auth.is_open() {
+            if !config.listen.ip().is_loopback() && !config.insecure {
+                anyhow::bail!(
+                    "refusing to listen on {} without any token: anyone who reaches it could run pipelines, read files and record. Configure tokens (--tokens FILE or MEDIAWEAVE_TOKENS; `mediaweave token new` makes one), listen on 127.0.0.1, or pass --insecure",
+                    config.listen
+                );
+            }
+            tracing::warn!(
+                "NO TOKENS CONFIGURED: everyone who can reach {} may view, publish and administer (see README, Security)",
+                config.listen
+            );
+        }
+        // Our own signalling clients (producers, the publish door) join the embedded server
+        // with a token only this process knows.
+        let internal = (!auth.is_open()).then(|| {
+            let t = crate::auth::new_token();
+            auth.add_internal(&t);
+            t
+        });
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -55,7 +79,10 @@ impl Server {
         } else {
             addr
         };
-        webrtc.set_embedded_signalling(format!("ws://{local}/ws"));
+        webrtc.set_embedded_signalling(match &internal {
+            Some(token) => format!("ws://{local}/ws?token={token}"),
+            None => format!("ws://{local}/ws"),
+        });
         let recordings = Recordings::new(config.recordings_dir.clone(), events.clone());
         // Left by a crash between opening a segment and writing to it.
         let rec = recordings.clone();
@@ -94,6 +121,7 @@ impl Server {
             hub: hub.clone(),
             webrtc: webrtc.clone(),
             recordings: recordings.clone(),
+            auth: Arc::new(auth),
         });
         let http = tokio::spawn(async move {
             let served = axum::serve(listener, app)

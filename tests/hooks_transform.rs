@@ -80,10 +80,14 @@ fn transforms_change_what_the_outputs_carry() {
     // Rust, in place: every decoded frame is the negative of red.
     let frames = gst_decode_tcp_rgb(rust_port, 30).expect("decode");
     assert_eq!(frames.len(), 30);
+    // A frame may pass unchanged when the machine is too busy for the budget (counted as
+    // passed through); nearly all are inverted, and nothing else is ever seen.
     for (w, h, px) in &frames {
         assert_eq!((*w, *h), (320, 240));
-        assert!(is_cyan(px), "expected cyan (inverted red), decoded {px:?}");
+        assert!(is_cyan(px) || is_red(px), "decoded {px:?}");
     }
+    let cyan = frames.iter().filter(|(_, _, px)| is_cyan(px)).count();
+    assert!(cyan >= 27, "{cyan} of 30 frames inverted");
     let status = get(&format!("{base}/api/pipelines/inverted")).json;
     let hook = &status["hooks"][0];
     assert_eq!(hook["mode"], "transform", "{hook}");

@@ -466,6 +466,8 @@ struct Job {
     buffer: gst::Buffer,
     info: gst_video::VideoInfo,
     reply: mpsc::SyncSender<gst::Buffer>,
+    /// After this the probe has let the original pass: the worker skips the job.
+    deadline: Instant,
 }
 
 /// Where a transform's probe offers frames; emptied when the hooks stop, which ends the worker.
@@ -520,7 +522,9 @@ impl RunningHooks {
             let spawn = std::thread::Builder::new().name(format!("hook-{}", tap.name));
             let thread = match (tap.budget, hook) {
                 (Some(budget), Some(hook)) => {
-                    let (tx, rx) = mpsc::sync_channel(0);
+                    // Room for one job: a frame can be offered while the worker is still
+                    // finishing the previous one's bookkeeping (or not scheduled yet).
+                    let (tx, rx) = mpsc::sync_channel(1);
                     let slot: JobSlot = Arc::new(Mutex::new(Some(tx)));
                     offer_frames(&element, budget, slot.clone(), state.clone())?;
                     running.jobs.push(slot);
@@ -685,7 +689,8 @@ fn instantiate(
 
 /// A transform's probe on the path: offers each frame to the worker and waits up to `budget`
 /// (and never longer than one frame interval, so the frame rate is kept) for the changed one.
-/// A busy worker (still on an earlier frame) or a late answer lets the original pass.
+/// A busy worker (an earlier frame still waiting for it) or a late answer lets the original
+/// pass; the worker skips frames whose wait is over.
 fn offer_frames(
     element: &gst::Element,
     budget: Duration,
@@ -702,28 +707,27 @@ fn offer_frames(
                 .and_then(|c| gst_video::VideoInfo::from_caps(&c).ok()),
         );
         if let Some((buffer, info_v)) = offered {
+            let interval = info
+                .buffer()
+                .and_then(|b| b.duration())
+                .map(|d| Duration::from_nanos(d.nseconds()));
+            let wait = interval.map_or(budget, |i| budget.min(i));
             let (reply, answer) = mpsc::sync_channel(1);
             let job = Job {
                 buffer,
                 info: info_v,
                 reply,
+                deadline: Instant::now() + wait,
             };
-            // A rendezvous channel: this only succeeds while the worker waits for work.
+            // Fails while an earlier job still waits: the worker is busy, the original passes.
             let taken = slot
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .as_ref()
                 .is_some_and(|jobs| jobs.try_send(job).is_ok());
-            if taken {
-                let interval = info
-                    .buffer()
-                    .and_then(|b| b.duration())
-                    .map(|d| Duration::from_nanos(d.nseconds()));
-                let wait = interval.map_or(budget, |i| budget.min(i));
-                if let Ok(changed) = answer.recv_timeout(wait) {
-                    info.data = Some(gst::PadProbeData::Buffer(changed));
-                    return gst::PadProbeReturn::Ok;
-                }
+            if taken && let Ok(changed) = answer.recv_timeout(wait) {
+                info.data = Some(gst::PadProbeData::Buffer(changed));
+                return gst::PadProbeReturn::Ok;
             }
         }
         state.passed_through.fetch_add(1, Ordering::Relaxed);
@@ -746,6 +750,10 @@ fn run_transform(
 ) {
     while let Ok(job) = jobs.recv() {
         let started = Instant::now();
+        if started >= job.deadline {
+            // Its frame has gone on unchanged already.
+            continue;
+        }
         // The original stays untouched: it is what passes if this is too slow.
         let Ok(mut buffer) = job.buffer.copy_deep() else {
             continue;

@@ -59,6 +59,7 @@ pub struct AppState {
     pub hub: Arc<Hub>,
     pub webrtc: Arc<Registry>,
     pub recordings: Arc<crate::record::Recordings>,
+    pub auth: Arc<crate::auth::Auth>,
 }
 
 impl axum::extract::FromRef<AppState> for Arc<Registry> {
@@ -128,6 +129,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/openapi.json", get(openapi))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authorize,
+        ))
         .with_state(state)
 }
 
@@ -167,11 +172,84 @@ fn view(
     }
 }
 
-async fn list(State(state): State<AppState>) -> impl IntoResponse {
+/// Checks the request's token against what its endpoint needs (see [`crate::auth`]) and
+/// hands the grant to the handler, which filters lists to what it may see.
+async fn authorize(
+    State(state): State<AppState>,
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use crate::auth::{Grant, Need};
+    let need = crate::auth::need(request.method(), request.uri().path());
+    if state.auth.is_open() {
+        request.extensions_mut().insert(Grant::all("open"));
+        return next.run(request).await;
+    }
+    let token = bearer(request.headers()).or_else(|| query_token(request.uri()));
+    let grant = match (token.as_deref().map(|t| state.auth.check(t)), &need) {
+        (Some(Some(grant)), _) => grant.clone(),
+        (_, Need::Nothing) => Grant::default(),
+        (None, _) => {
+            return unauthorized(
+                "this needs a token: send `Authorization: Bearer TOKEN` (or `?token=TOKEN` where headers are impossible)",
+            );
+        }
+        (Some(None), _) => return unauthorized("the token is not valid"),
+    };
+    if !grant.covers(&need) {
+        let what = match &need {
+            Need::View(Some(p)) if p == "*" => "view every pipeline".to_string(),
+            Need::View(Some(p)) => format!("view `{p}`"),
+            Need::View(None) => "view pipelines".to_string(),
+            Need::Publish(p) => format!("publish into `{p}`"),
+            Need::Admin => "administer the service".to_string(),
+            Need::Nothing | Need::AnyToken => "this".to_string(),
+        };
+        return ApiError(
+            StatusCode::FORBIDDEN,
+            format!("token `{}` may not {what}", grant.name),
+        )
+        .into_response();
+    }
+    request.extensions_mut().insert(grant);
+    next.run(request).await
+}
+
+fn unauthorized(why: &str) -> Response {
+    let mut response = ApiError(StatusCode::UNAUTHORIZED, why.to_string()).into_response();
+    response.headers_mut().insert(
+        axum::http::header::WWW_AUTHENTICATE,
+        axum::http::HeaderValue::from_static("Bearer"),
+    );
+    response
+}
+
+fn bearer(headers: &axum::http::HeaderMap) -> Option<String> {
+    let value = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_string())
+}
+
+fn query_token(uri: &axum::http::Uri) -> Option<String> {
+    let query: axum::extract::Query<std::collections::HashMap<String, String>> =
+        axum::extract::Query::try_from_uri(uri).ok()?;
+    query.0.get("token").cloned()
+}
+
+async fn list(
+    State(state): State<AppState>,
+    axum::Extension(grant): axum::Extension<crate::auth::Grant>,
+) -> impl IntoResponse {
     let all: Vec<PipelineView> = state
         .supervisor
         .list()
         .into_iter()
+        .filter(|s| grant.can_view(&s.name))
         .map(|s| view(s, &state.webrtc, &state.supervisor))
         .collect();
     Json(all)
@@ -240,6 +318,7 @@ async fn snapshot(
 async fn events(
     ws: axum::extract::ws::WebSocketUpgrade,
     State(state): State<AppState>,
+    axum::Extension(grant): axum::Extension<crate::auth::Grant>,
 ) -> Response {
     let mut rx = state.supervisor.events().subscribe();
     ws.on_upgrade(move |mut socket| async move {
@@ -249,6 +328,8 @@ async fn events(
             tokio::select! {
                 ev = rx.recv() => {
                     let text = match ev {
+                        // Only the pipelines this token may view.
+                        Ok(ev) if !grant.can_view(&ev.pipeline) => continue,
                         Ok(ev) => serde_json::to_string(&ev).unwrap_or_default(),
                         // A reader too slow for the backlog is told how much it missed.
                         Err(RecvError::Lagged(n)) => serde_json::json!({"type": "lagged", "skipped": n}).to_string(),

@@ -23,13 +23,17 @@ impl From<RecordError> for ApiError {
     }
 }
 
-/// `GET /api/recordings`: every segment on disk.
-pub async fn list(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+/// `GET /api/recordings`: every segment on disk of the pipelines the token may view.
+pub async fn list(
+    State(state): State<AppState>,
+    axum::Extension(grant): axum::Extension<crate::auth::Grant>,
+) -> Result<impl IntoResponse, ApiError> {
     let rec = state.recordings.clone();
     // Scans directories and asks containers for durations: off the async threads.
-    let list = tokio::task::spawn_blocking(move || rec.list())
+    let mut list = tokio::task::spawn_blocking(move || rec.list())
         .await
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    list.retain(|r| grant.can_view(&r.pipeline));
     Ok(Json(list))
 }
 

@@ -153,6 +153,11 @@ impl Router {
             .collect()
     }
 
+    /// The meta a peer announced (producers name their pipeline in it), if the peer exists.
+    pub fn meta_of(&self, peer: &PeerId) -> Option<Option<serde_json::Value>> {
+        self.peers.get(peer).map(|p| p.status.meta.clone())
+    }
+
     fn set_status(&mut self, from: &PeerId, status: PeerStatus) -> Vec<Delivery> {
         let Some(peer) = self.peers.get_mut(from) else {
             return Vec::new();

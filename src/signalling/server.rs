@@ -3,8 +3,9 @@
 //! Each connection has one task and a bounded outbox. The router runs under a mutex that is
 //! only held while it computes deliveries (never across an await).
 
-use super::protocol::{Outgoing, PeerId};
+use super::protocol::{Incoming, Outgoing, PeerId, Role};
 use super::router::{Delivery, Router};
+use crate::auth::Grant;
 use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
@@ -51,8 +52,48 @@ impl Hub {
         f(&mut router)
     }
 
+    /// What `grant` may not do with `text`, if anything: registering as a producer of viewers'
+    /// video takes `admin` (the service's own producers), registering as a browser publisher
+    /// (`meta.publish`) takes `publish` for that pipeline, and starting a session with a
+    /// producer takes `view` for the pipeline it names.
+    fn refused(&self, grant: &Grant, text: &str) -> Option<String> {
+        let pipeline_of = |meta: &Option<serde_json::Value>, key: &str| {
+            meta.as_ref()
+                .and_then(|m| m.get(key))
+                .and_then(|v| v.as_str())
+                .map(str::to_string)
+        };
+        match serde_json::from_str::<Incoming>(text).ok()? {
+            Incoming::SetPeerStatus(status) if status.has(Role::Producer) => {
+                match pipeline_of(&status.meta, "publish") {
+                    Some(p) if grant.can_publish(&p) => None,
+                    Some(p) => Some(format!("token `{}` may not publish into `{p}`", grant.name)),
+                    None if grant.admin => None,
+                    None => Some(format!(
+                        "token `{}` may not register a producer (a browser publisher sets meta.publish to its pipeline)",
+                        grant.name
+                    )),
+                }
+            }
+            Incoming::StartSession { peer_id, .. } => {
+                // An unknown peer: the router answers that.
+                let meta = self.with_router(|r| r.meta_of(&peer_id))?;
+                match pipeline_of(&meta, "publish").or_else(|| pipeline_of(&meta, "name")) {
+                    Some(p) if grant.can_view(&p) => None,
+                    Some(p) => Some(format!("token `{}` may not view `{p}`", grant.name)),
+                    None if grant.can_view_all() => None,
+                    None => Some(format!(
+                        "token `{}` may not view a producer that names no pipeline",
+                        grant.name
+                    )),
+                }
+            }
+            _ => None,
+        }
+    }
+
     /// Serves one WebSocket connection until it closes.
-    pub async fn serve(self: Arc<Self>, mut socket: WebSocket) {
+    pub async fn serve(self: Arc<Self>, mut socket: WebSocket, grant: Grant) {
         let (tx, mut rx) = mpsc::channel::<String>(OUTBOX);
         let (peer, welcome) = self.with_router(|r| r.connect());
         self.outboxes
@@ -64,6 +105,10 @@ impl Hub {
             tokio::select! {
                 incoming = socket.recv() => match incoming {
                     Some(Ok(Message::Text(text))) => {
+                        if let Some(why) = self.refused(&grant, text.as_str()) {
+                            self.deliver(vec![(peer.clone(), Outgoing::error(why))]);
+                            continue;
+                        }
                         let out = self.with_router(|r| r.handle_text(&peer, text.as_str()));
                         self.deliver(out);
                     }
@@ -95,7 +140,11 @@ impl Hub {
 }
 
 /// `GET /ws`: upgrade to the signalling protocol.
-pub async fn handler(ws: WebSocketUpgrade, State(hub): State<Arc<Hub>>) -> Response {
+pub async fn handler(
+    ws: WebSocketUpgrade,
+    State(hub): State<Arc<Hub>>,
+    axum::Extension(grant): axum::Extension<Grant>,
+) -> Response {
     ws.max_message_size(MAX_MESSAGE_BYTES)
-        .on_upgrade(move |socket| hub.serve(socket))
+        .on_upgrade(move |socket| hub.serve(socket, grant))
 }

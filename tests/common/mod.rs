@@ -39,6 +39,11 @@ pub struct TestServer {
 
 impl TestServer {
     pub fn start(dir: &Path) -> TestServer {
+        TestServer::start_with(dir, mediaweave::auth::Auth::default())
+    }
+
+    /// A server that requires the tokens of `auth`.
+    pub fn start_with(dir: &Path, auth: mediaweave::auth::Auth) -> TestServer {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -52,6 +57,8 @@ impl TestServer {
                 ..SupervisorConfig::default()
             },
             recordings_dir: dir.join("recordings"),
+            auth,
+            insecure: false,
             webrtc: WebRtcConfig {
                 // Loopback only: tests never send to another address.
                 ice: IceConfig {
@@ -328,11 +335,18 @@ pub fn venv_python() -> PathBuf {
 /// Runs the aiortc viewer (tests/peers/aiortc_viewer.py) and returns what it decoded:
 /// {"frames", "width", "height", "audio_frames"}.
 pub fn aiortc_view(args: &[&str]) -> serde_json::Value {
+    aiortc_view_with_token(args, None)
+}
+
+/// The aiortc viewer, sending `token` as `Authorization: Bearer` on its HTTP requests.
+pub fn aiortc_view_with_token(args: &[&str], token: Option<&str>) -> serde_json::Value {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/aiortc_viewer.py");
-    let python = venv_python();
-    let mut all = vec![script.to_str().expect("utf-8 path")];
-    all.extend_from_slice(args);
-    let out = run_limited(90, python.to_str().expect("utf-8 path"), &all);
+    let mut cmd = Command::new("timeout");
+    cmd.arg("90").arg(venv_python()).arg(script).args(args);
+    if let Some(t) = token {
+        cmd.env("MEDIAWEAVE_TOKEN", t);
+    }
+    let out = cmd.output().expect("run the aiortc viewer");
     last_json_line(&out, "aiortc viewer")
 }
 
@@ -442,9 +456,19 @@ pub fn spawn_serve(pipelines: &Path, recordings: &Path) -> (std::process::Child,
 /// Collects events from /api/events until `done` says enough (or 30 s pass).
 pub fn collect_events(
     base: &str,
+    done: impl FnMut(&[serde_json::Value]) -> bool + Send + 'static,
+) -> std::thread::JoinHandle<Vec<serde_json::Value>> {
+    collect_events_at(
+        format!("{}/api/events", base.replace("http://", "ws://")),
+        done,
+    )
+}
+
+/// Like [`collect_events`], from a full `ws://` URL (e.g. with `?token=`).
+pub fn collect_events_at(
+    url: String,
     mut done: impl FnMut(&[serde_json::Value]) -> bool + Send + 'static,
 ) -> std::thread::JoinHandle<Vec<serde_json::Value>> {
-    let url = format!("{}/api/events", base.replace("http://", "ws://"));
     std::thread::spawn(move || {
         let (mut ws, _) = tokio_tungstenite::tungstenite::connect(&url).expect("connect");
         if let tokio_tungstenite::tungstenite::stream::MaybeTlsStream::Plain(s) = ws.get_mut() {

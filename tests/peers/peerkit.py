@@ -15,10 +15,15 @@ def loopback_only():
 
 
 def http(method, url, body=None, content_type=None):
-    """(status, headers, text); resp.headers looks names up case-insensitively."""
+    """(status, headers, text); resp.headers looks names up case-insensitively. Sends
+    `Authorization: Bearer $MEDIAWEAVE_TOKEN` when that variable is set."""
+    import os
+
     req = urllib.request.Request(url, data=body, method=method)
     if content_type:
         req.add_header("Content-Type", content_type)
+    if os.environ.get("MEDIAWEAVE_TOKEN"):
+        req.add_header("Authorization", "Bearer " + os.environ["MEDIAWEAVE_TOKEN"])
     with urllib.request.urlopen(req, timeout=30) as resp:
         return resp.status, resp.headers, resp.read().decode()
 

@@ -3,8 +3,113 @@
 "use strict";
 
 const $ = (sel) => document.querySelector(sel);
+
+// ---- Access token. The service may require one (with no token configured, none is needed
+// and none is sent). It comes from ?token= in this page's URL (kept in localStorage, then
+// removed from the address bar so it stays out of the history), else from localStorage, else
+// from the header's token field. publish.js has the same few lines.
+const TOKEN_KEY = "mediaweave-token";
+let token = storedToken();
+{
+  const here = new URL(location.href);
+  if (here.searchParams.has("token")) {
+    storeToken(here.searchParams.get("token"));
+    here.searchParams.delete("token");
+    history.replaceState(history.state, "", here.pathname + here.search + here.hash);
+  }
+}
+
+function storedToken() {
+  try { return localStorage.getItem(TOKEN_KEY) || null; } catch { return null; } // storage off
+}
+
+function storeToken(value) {
+  token = (value || "").trim() || null;
+  try {
+    if (token) localStorage.setItem(TOKEN_KEY, token);
+    else localStorage.removeItem(TOKEN_KEY);
+  } catch { /* storage unavailable: the token lasts as long as this page */ }
+}
+
+// Only this service's URLs get the token.
+function ours(url) {
+  return new URL(url, location.href).origin === location.origin;
+}
+
+// fetch, with `Authorization: Bearer TOKEN` when a token is set. A success clears the notice
+// about a missing or refused token.
+async function api(url, options = {}) {
+  let init = options;
+  if (token && ours(url)) {
+    const headers = new Headers(options.headers);
+    headers.set("Authorization", `Bearer ${token}`);
+    init = { ...options, headers };
+  }
+  const res = await fetch(url, init);
+  if (res.ok) showAuthNotice("");
+  return res;
+}
+
+// For what cannot carry a header (WebSocket, <video src>, links to open in a new tab).
+function withToken(url) {
+  if (!token || !ours(url)) return url;
+  return `${url}${url.includes("?") ? "&" : "?"}token=${encodeURIComponent(token)}`;
+}
+
+// The JSON `error` of a failed response, else its status.
+async function reasonOf(res) {
+  try { return (await res.json()).error || `HTTP ${res.status}`; } catch { return `HTTP ${res.status}`; }
+}
+
+// The notice under the header: a missing or refused token (401) focuses the token field.
+function showAuthNotice(text, focus = false) {
+  const notice = $("#auth-message");
+  if (focus && (notice.hidden || notice.textContent !== text)) $("#token-input").focus();
+  if (notice.textContent !== text) notice.textContent = text;
+  notice.hidden = !text;
+}
+
+function authProblem(status, reason) {
+  if (status !== 401) return reason; // 403: the server says what the token may not do
+  const msg = "This service needs a token: paste one above";
+  return token ? `${msg} (the one in use was refused: ${reason})` : msg;
+}
+
+function showTokenState() {
+  const input = $("#token-input");
+  input.placeholder = token ? "token set" : "token";
+  input.title = token ? "a token is in use: paste another to replace it" : "access token, if the service needs one";
+  $("#token-forget").hidden = !token;
+}
+
+function tokenChanged() {
+  showTokenState();
+  refresh();
+  refreshRecordings();
+}
+
+$("#token-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  const input = $("#token-input");
+  if (!input.value.trim()) { input.focus(); return; }
+  storeToken(input.value);
+  input.value = "";
+  tokenChanged();
+});
+$("#token-forget").addEventListener("click", (e) => {
+  e.preventDefault();
+  storeToken(null);
+  tokenChanged();
+});
+// Another tab (this page or /publish) set or forgot the token.
+window.addEventListener("storage", (e) => {
+  if (e.key !== TOKEN_KEY && e.key !== null) return;
+  token = storedToken();
+  tokenChanged();
+});
+
 // Exposed for people poking in the console and for the browser tests.
-window.mediaweave = { stats: {}, chat: [], events: [], watching: null, channelOpen: false };
+window.mediaweave = { stats: {}, chat: [], events: [], watching: null, channelOpen: false, token: () => token };
 
 let pc = null, channel = null, statsTimer = null, last = null;
 
@@ -236,18 +341,14 @@ async function loadGraph(g) {
   g.status.className = "graph-status";
   setText(g.status, "loading…");
   try {
-    const res = await fetch(src);
-    if (!res.ok) {
-      let reason = `HTTP ${res.status}`;
-      try { reason = (await res.json()).error || reason; } catch { /* not JSON */ }
-      throw new Error(reason);
-    }
+    const res = await api(src);
+    if (!res.ok) throw new Error(await reasonOf(res));
     const blob = await res.blob();
     if (seq !== g.seq) return;
     if (g.blobUrl) URL.revokeObjectURL(g.blobUrl);
     g.blobUrl = URL.createObjectURL(blob);
     g.img.src = g.blobUrl;
-    g.link.href = g.open.href = src;
+    g.link.href = g.open.href = withToken(src); // a new tab cannot send the header
     g.box.hidden = g.size.hidden = g.open.hidden = false;
     setText(g.status, `as of ${new Date().toLocaleTimeString()}`);
   } catch (e) {
@@ -279,7 +380,22 @@ async function refresh() {
   if (polling) return; // the previous poll is still waiting for the service
   polling = true;
   try {
-    const res = await fetch("/api/pipelines");
+    const asked = token;
+    const res = await api("/api/pipelines");
+    if (asked !== token) return; // the token changed meanwhile: the next poll asks again
+    if (res.status === 401 || res.status === 403) {
+      const problem = authProblem(res.status, await reasonOf(res));
+      if (asked !== token) return;
+      showAuthNotice(problem, res.status === 401);
+      for (const e of [...entries.values()]) dropEntry(e); // nothing may be shown
+      placeRows($("#pipeline-rows"), []);
+      $("#service-status").textContent = res.status === 401 ? "token needed" : "not allowed";
+      return;
+    }
+    if (!res.ok) {
+      $("#service-status").textContent = `service error: ${await reasonOf(res)}`;
+      return;
+    }
     const list = await res.json();
     const now = performance.now();
     const wanted = [], seen = new Set();
@@ -323,7 +439,7 @@ function stop() {
   clearInterval(statsTimer);
   statsTimer = null;
   if (pc) pc.close();
-  if (resource) fetch(resource, { method: "DELETE" }).catch(() => {});
+  if (resource) api(resource, { method: "DELETE" }).catch(() => {});
   pc = channel = resource = null;
   last = null;
   window.mediaweave.watching = null;
@@ -368,20 +484,16 @@ async function watch(name) {
     await peer.setLocalDescription(await peer.createOffer());
     await waitForIce(peer);
     if (!current()) return;
-    const res = await fetch("/whep/" + encodeURIComponent(name), {
+    const res = await api("/whep/" + encodeURIComponent(name), {
       method: "POST",
       headers: { "Content-Type": "application/sdp" },
       body: peer.localDescription.sdp,
     });
-    if (!res.ok) {
-      let reason = `HTTP ${res.status}`;
-      try { reason = (await res.json()).error || reason; } catch { /* not JSON */ }
-      throw new Error(reason);
-    }
+    if (!res.ok) throw new Error(await reasonOf(res));
     const answer = await res.text();
     const location = res.headers.get("Location");
     if (!current()) {
-      if (location) fetch(location, { method: "DELETE" }).catch(() => {});
+      if (location) api(location, { method: "DELETE" }).catch(() => {});
       return;
     }
     resource = location;
@@ -457,9 +569,17 @@ function formatBytes(n) {
 }
 
 async function refreshRecordings() {
-  let list;
-  try { list = await (await fetch("/api/recordings")).json(); } catch { return; }
   const rows = $("#recording-rows");
+  let list;
+  try {
+    const res = await api("/api/recordings");
+    if (res.status === 401 || res.status === 403) {
+      rows.replaceChildren(); // the pipeline list's notice says why
+      return;
+    }
+    if (!res.ok) return;
+    list = await res.json();
+  } catch { return; }
   rows.replaceChildren();
   for (const r of list.slice().reverse()) { // newest first
     const row = rows.insertRow();
@@ -476,7 +596,7 @@ async function refreshRecordings() {
     play.onclick = () => {
       const v = $("#playback");
       v.hidden = false;
-      v.src = url;
+      v.src = withToken(url); // <video> cannot send the header
       v.play().catch(() => {});
     };
     actions.append(play);
@@ -485,8 +605,8 @@ async function refreshRecordings() {
       del.textContent = "delete";
       del.onclick = async () => {
         if (!confirm(`Delete ${r.pipeline}/${r.file}?`)) return;
-        const res = await fetch(url, { method: "DELETE" });
-        if (!res.ok) showError((await res.json().catch(() => ({}))).error || `HTTP ${res.status}`);
+        const res = await api(url, { method: "DELETE" });
+        if (!res.ok) showError(await reasonOf(res));
         refreshRecordings();
       };
       actions.append(del);
@@ -494,6 +614,7 @@ async function refreshRecordings() {
   }
 }
 
+showTokenState();
 refresh();
 refreshRecordings();
 setInterval(refresh, POLL_MS);

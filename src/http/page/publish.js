@@ -4,7 +4,103 @@
 "use strict";
 
 const $ = (sel) => document.querySelector(sel);
-window.mediaweavePublish = { state: "idle", sessionId: null };
+
+// ---- Access token: the same few lines as in app.js (the pages share localStorage). From
+// ?token= in this page's URL (kept, then removed from the address bar), else localStorage,
+// else the header's token field. With no token set, nothing is sent.
+const TOKEN_KEY = "mediaweave-token";
+let token = storedToken();
+{
+  const here = new URL(location.href);
+  if (here.searchParams.has("token")) {
+    storeToken(here.searchParams.get("token"));
+    here.searchParams.delete("token");
+    history.replaceState(history.state, "", here.pathname + here.search + here.hash);
+  }
+}
+
+function storedToken() {
+  try { return localStorage.getItem(TOKEN_KEY) || null; } catch { return null; } // storage off
+}
+
+function storeToken(value) {
+  token = (value || "").trim() || null;
+  try {
+    if (token) localStorage.setItem(TOKEN_KEY, token);
+    else localStorage.removeItem(TOKEN_KEY);
+  } catch { /* storage unavailable: the token lasts as long as this page */ }
+}
+
+function ours(url) {
+  return new URL(url, location.href).origin === location.origin;
+}
+
+// fetch, with `Authorization: Bearer TOKEN` when a token is set.
+async function api(url, options = {}) {
+  let init = options;
+  if (token && ours(url)) {
+    const headers = new Headers(options.headers);
+    headers.set("Authorization", `Bearer ${token}`);
+    init = { ...options, headers };
+  }
+  const res = await fetch(url, init);
+  if (res.ok) showAuthNotice("");
+  return res;
+}
+
+// For what cannot carry a header: the signalling WebSocket.
+function withToken(url) {
+  if (!token || !ours(url)) return url;
+  return `${url}${url.includes("?") ? "&" : "?"}token=${encodeURIComponent(token)}`;
+}
+
+function wsUrl(path) {
+  return `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}${withToken(path)}`;
+}
+
+async function reasonOf(res) {
+  try { return (await res.json()).error || `HTTP ${res.status}`; } catch { return `HTTP ${res.status}`; }
+}
+
+function showAuthNotice(text, focus = false) {
+  const notice = $("#auth-message");
+  if (focus && (notice.hidden || notice.textContent !== text)) $("#token-input").focus();
+  if (notice.textContent !== text) notice.textContent = text;
+  notice.hidden = !text;
+}
+
+function showTokenState() {
+  const input = $("#token-input");
+  input.placeholder = token ? "token set" : "token";
+  input.title = token ? "a token is in use: paste another to replace it" : "access token, if the service needs one";
+  $("#token-forget").hidden = !token;
+}
+
+function tokenChanged() {
+  showTokenState();
+  loadTargets().catch((e) => showError(String(e)));
+}
+
+$("#token-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  const input = $("#token-input");
+  if (!input.value.trim()) { input.focus(); return; }
+  storeToken(input.value);
+  input.value = "";
+  tokenChanged();
+});
+$("#token-forget").addEventListener("click", (e) => {
+  e.preventDefault();
+  storeToken(null);
+  tokenChanged();
+});
+window.addEventListener("storage", (e) => {
+  if (e.key !== TOKEN_KEY && e.key !== null) return;
+  token = storedToken();
+  tokenChanged();
+});
+
+window.mediaweavePublish = { state: "idle", sessionId: null, token: () => token };
 
 let ws = null, pc = null, stream = null, sessionId = null;
 
@@ -18,9 +114,44 @@ function showError(text) {
   $("#error").hidden = !text;
 }
 
-async function loadTargets() {
-  const list = await (await fetch("/api/pipelines")).json();
+// The pipeline chosen in the list, or typed when the token may publish but not list (403).
+function targetName() {
   const select = $("#target");
+  return select.hidden ? $("#target-name").value.trim() : select.value;
+}
+
+function typeTarget(typed) {
+  $("#target").hidden = typed;
+  $("#target-name").hidden = !typed;
+}
+
+let loading = 0; // only the latest load of the list updates the page
+
+async function loadTargets() {
+  const seq = ++loading;
+  const res = await api("/api/pipelines");
+  if (seq !== loading) return;
+  const select = $("#target");
+  if (res.status === 401 || res.status === 403) {
+    const reason = await reasonOf(res);
+    if (seq !== loading) return;
+    select.replaceChildren();
+    if (res.status === 401) {
+      const msg = "This service needs a token: paste one above";
+      showAuthNotice(token ? `${msg} (the one in use was refused: ${reason})` : msg, true);
+      typeTarget(false);
+    } else {
+      // e.g. a publish-only token: it may not list pipelines, but may publish into its own.
+      showAuthNotice(`${reason}: type the name of the pipeline to publish into`);
+      typeTarget(true);
+    }
+    return;
+  }
+  if (!res.ok) throw new Error(await reasonOf(res));
+  const list = await res.json();
+  if (seq !== loading) return;
+  const chosen = select.value;
+  typeTarget(false);
   select.replaceChildren();
   for (const p of list) {
     if (p.state === "playing" && (p.source || "").startsWith("webrtc publisher")) {
@@ -29,7 +160,9 @@ async function loadTargets() {
       select.append(o);
     }
   }
+  if (chosen && [...select.options].some((o) => o.value === chosen)) select.value = chosen;
   if (!select.options.length) showError("no pipeline accepts publishers (add one with [source] kind = \"webrtc\")");
+  else if (!ws) showError("");
 }
 
 function send(msg) {
@@ -59,7 +192,7 @@ async function onMessage(event) {
   try { msg = JSON.parse(event.data); } catch { return; }
   switch (msg.type) {
     case "welcome":
-      send({ type: "setPeerStatus", roles: ["producer"], meta: { name: "browser", publish: $("#target").value } });
+      send({ type: "setPeerStatus", roles: ["producer"], meta: { name: "browser", publish: targetName() } });
       setState("waiting for the pipeline");
       break;
     case "startSession":
@@ -81,6 +214,10 @@ async function onMessage(event) {
 
 async function start() {
   showError("");
+  if (!targetName()) {
+    showError("choose the pipeline to publish into");
+    return;
+  }
   try {
     stream = await navigator.mediaDevices.getUserMedia({ video: true, audio: true });
   } catch (e) {
@@ -88,9 +225,25 @@ async function start() {
     return;
   }
   $("#preview").srcObject = stream;
-  ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`);
-  ws.onmessage = (e) => onMessage(e).catch((err) => showError(String(err)));
-  ws.onclose = () => { if (pc) stop("signalling closed"); };
+  // The token goes in the URL: a browser's WebSocket cannot send headers.
+  const socket = new WebSocket(wsUrl("/ws"));
+  let opened = false;
+  ws = socket;
+  socket.onopen = () => { opened = true; };
+  socket.onmessage = (e) => onMessage(e).catch((err) => showError(String(err)));
+  socket.onclose = () => {
+    if (ws !== socket) return; // stop() closed it
+    if (opened) {
+      stop("signalling closed");
+      return;
+    }
+    // Refused before it opened: most likely the token (the signalling server needs a valid one
+    // when tokens are configured).
+    stop("signalling refused");
+    showError(token
+      ? "the signalling server refused the connection: is the token valid?"
+      : "the signalling server refused the connection: this service may need a token (paste one above)");
+  };
   $("#start").disabled = true;
   $("#stop").disabled = false;
   setState("connecting");
@@ -109,4 +262,5 @@ function stop(reason) {
 
 $("#publish-form").addEventListener("submit", (e) => { e.preventDefault(); start(); });
 $("#stop").addEventListener("click", () => stop());
+showTokenState();
 loadTargets().catch((e) => showError(String(e)));
