@@ -102,6 +102,10 @@ pub fn read_publish_offer(
 fn parse(offer: &str) -> Result<gst_sdp::SDPMessage, String> {
     // gst-sdp asserts GStreamer is initialized; a no-op after the first call.
     gst::init().map_err(|e| format!("GStreamer is not available: {e}"))?;
+    // gst-sdp asserts (a GLib critical) on an empty buffer instead of failing.
+    if offer.trim().is_empty() {
+        return Err("the offer is empty".into());
+    }
     gst_sdp::SDPMessage::parse_buffer(offer.as_bytes())
         .map_err(|_| "the offer is not a valid SDP".to_string())
 }
