@@ -139,10 +139,13 @@ impl Grant {
     }
 }
 
-/// The configured tokens, as (hash, grant).
+/// The configured tokens, as (hash, grant), and the web origins allowed to call the service.
 #[derive(Debug, Clone, Default)]
 pub struct Auth {
     tokens: Vec<([u8; 32], Grant)>,
+    /// Origins (`https://app.example.org`) whose pages may call the API, WHIP/WHEP and the
+    /// WebSockets; pages served by the service itself always may.
+    pub allowed_origins: Vec<String>,
 }
 
 impl Auth {
@@ -241,11 +244,27 @@ pub fn new_token() -> String {
     format!("{}{}", a.simple(), b.simple())
 }
 
+/// Whether a browser request from `origin` may reach the service listening as `host` (the
+/// request's Host header): same origin, or allowed by `--allow-origin`.
+pub fn origin_allowed(origin: &str, host: Option<&str>, allowed: &[String]) -> bool {
+    let same = origin
+        .split_once("://")
+        .map(|(_, rest)| rest)
+        .is_some_and(|authority| Some(authority) == host);
+    same || allowed
+        .iter()
+        .any(|a| a == "*" || a.trim_end_matches('/').eq_ignore_ascii_case(origin))
+}
+
 /// What `(method, path)` needs. Unknown paths need a token too (they answer 404 anyway).
 pub fn need(method: &axum::http::Method, path: &str) -> Need {
     use axum::http::Method;
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let read = method == Method::GET || method == Method::HEAD;
+    if method == Method::OPTIONS {
+        // CORS preflights carry no credentials; the request that follows is checked.
+        return Need::Nothing;
+    }
     match parts.as_slice() {
         [""] | ["app.js"] | ["style.css"] | ["publish"] | ["publish.js"] if read => Need::Nothing,
         ["api", "openapi.json"] if read => Need::Nothing,
@@ -309,6 +328,32 @@ mod tests {
         assert!(admin.covers(&need(&Method::GET, "/metrics")));
         assert_eq!(need(&Method::GET, "/"), Need::Nothing);
         assert_eq!(need(&Method::POST, "/"), Need::Admin);
+    }
+
+    #[test]
+    fn origins_are_same_or_allowed() {
+        let allowed = vec!["https://app.example.org".to_string()];
+        assert!(origin_allowed(
+            "http://127.0.0.1:8080",
+            Some("127.0.0.1:8080"),
+            &[]
+        ));
+        assert!(!origin_allowed(
+            "http://evil.example",
+            Some("127.0.0.1:8080"),
+            &[]
+        ));
+        assert!(origin_allowed(
+            "https://app.example.org",
+            Some("x:1"),
+            &allowed
+        ));
+        assert!(!origin_allowed(
+            "https://app.example.org.evil",
+            Some("x:1"),
+            &allowed
+        ));
+        assert!(!origin_allowed("null", Some("127.0.0.1:8080"), &[]));
     }
 
     #[test]

@@ -416,26 +416,39 @@ pub fn token_new(name: &str, scopes: &[String]) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// Who may reach `serve` and how: tokens, TLS, origins.
+pub struct Access {
+    /// The token file.
+    pub tokens: Option<PathBuf>,
+    /// Listen beyond loopback without tokens.
+    pub insecure: bool,
+    /// Certificate and key (PEM).
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Web origins whose pages may call the service.
+    pub allow_origins: Vec<String>,
+}
+
 /// `mediaweave serve`: runs until SIGINT/SIGTERM, then stops every pipeline cleanly.
 pub async fn serve(
     listen: SocketAddr,
     dir: PathBuf,
     recordings_dir: PathBuf,
     webrtc: crate::webrtc::output::WebRtcConfig,
-    tokens: Option<PathBuf>,
-    insecure: bool,
+    access: Access,
 ) -> ExitCode {
     let env_tokens = std::env::var("MEDIAWEAVE_TOKENS").ok();
-    let auth = match crate::auth::Auth::load(tokens.as_deref(), env_tokens.as_deref()) {
+    let mut auth = match crate::auth::Auth::load(access.tokens.as_deref(), env_tokens.as_deref()) {
         Ok(a) => a,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::FAILURE;
         }
     };
+    auth.allowed_origins = access.allow_origins;
     let config = ServerConfig {
         auth,
-        insecure,
+        insecure: access.insecure,
+        tls: access.tls,
         listen,
         pipelines_dir: dir,
         supervisor: SupervisorConfig::default(),
@@ -449,7 +462,7 @@ pub async fn serve(
             return ExitCode::FAILURE;
         }
     };
-    println!("mediaweave serving on http://{}", server.addr);
+    println!("mediaweave serving on {}", server.url);
     shutdown_signal().await;
     tracing::info!("shutting down: stopping pipelines");
     server.shutdown().await;

@@ -60,6 +60,16 @@ enum Command {
         /// Listen beyond loopback even though no token is configured (anyone may do anything).
         #[arg(long)]
         insecure: bool,
+        /// A web origin (e.g. https://app.example.org, or *) whose pages may call the API,
+        /// WHIP/WHEP and the WebSockets (repeatable); the service's own pages always may.
+        #[arg(long = "allow-origin", value_name = "ORIGIN")]
+        allow_origins: Vec<String>,
+        /// Serve HTTPS and WSS with this certificate (PEM, chain first); needs --tls-key.
+        #[arg(long, value_name = "FILE", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The certificate's private key (PEM).
+        #[arg(long, value_name = "FILE", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
     },
     /// Make tokens for the token file.
     Token {
@@ -157,6 +167,9 @@ fn main() -> ExitCode {
             signalling_url,
             tokens,
             insecure,
+            tls_cert,
+            tls_key,
+            allow_origins,
         } => {
             if ice_addresses.is_empty() && listen.ip().is_loopback() {
                 ice_addresses.push("127.0.0.1".into());
@@ -171,7 +184,16 @@ fn main() -> ExitCode {
                 ..Default::default()
             };
             runtime().block_on(mediaweave::cli::serve(
-                listen, pipelines, recordings, webrtc, tokens, insecure,
+                listen,
+                pipelines,
+                recordings,
+                webrtc,
+                mediaweave::cli::Access {
+                    tokens,
+                    insecure,
+                    tls: tls_cert.zip(tls_key),
+                    allow_origins,
+                },
             ))
         }
         Command::Run { target, pipelines } => {

@@ -10,7 +10,7 @@ use anyhow::Context;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use tokio::sync::oneshot;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 #[derive(Debug, Clone)]
@@ -26,6 +26,8 @@ pub struct ServerConfig {
     pub auth: crate::auth::Auth,
     /// Allow listening beyond loopback without any token.
     pub insecure: bool,
+    /// Serve HTTPS and WSS with this certificate chain and key (PEM files).
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 /// A running service. Dropping it without [`Server::shutdown`] leaves pipelines running until
@@ -35,8 +37,12 @@ pub struct Server {
     pub supervisor: Arc<Supervisor>,
     /// The embedded signalling server's state.
     pub hub: Arc<Hub>,
-    stop_http: Option<oneshot::Sender<()>>,
+    /// `http://ADDR` or `https://ADDR`.
+    pub url: String,
+    stop_http: Option<watch::Sender<bool>>,
     http: JoinHandle<()>,
+    /// The loopback listener for our own signalling clients, with TLS.
+    internal: Option<JoinHandle<()>>,
     /// Hot reload of the pipelines directory; None if it cannot be watched.
     watch: Option<crate::reload::DirWatch>,
 }
@@ -69,15 +75,45 @@ impl Server {
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let addr = listener.local_addr()?;
+        let tls = match &config.tls {
+            Some((cert, key)) => {
+                // One process-wide crypto provider (ring, already used for certificates).
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                Some(
+                    axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+                        .await
+                        .with_context(|| {
+                            format!(
+                                "cannot load the TLS certificate {} and key {}",
+                                cert.display(),
+                                key.display()
+                            )
+                        })?,
+                )
+            }
+            None => None,
+        };
+        // Our own signalling clients speak plain WebSocket: with TLS they get a listener of
+        // their own on loopback (tokens still apply there).
+        let internal_listener = match tls {
+            Some(_) => Some(
+                tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
+                    .await
+                    .context("cannot open the loopback listener for internal signalling")?,
+            ),
+            None => None,
+        };
         // One event stream for the whole service: pipelines, viewers, publishers, recordings.
         let events = EventBus::default();
         let webrtc = Registry::new(config.webrtc.clone());
         // Our own producers reach the embedded signalling server over loopback when the
         // service listens on every interface.
-        let local = if addr.ip().is_unspecified() {
-            std::net::SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port())
-        } else {
-            addr
+        let local = match &internal_listener {
+            Some(l) => l.local_addr()?,
+            None if addr.ip().is_unspecified() => {
+                std::net::SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port())
+            }
+            None => addr,
         };
         webrtc.set_embedded_signalling(match &internal {
             Some(token) => format!("ws://{local}/ws?token={token}"),
@@ -115,7 +151,7 @@ impl Server {
                 None
             }
         };
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let (stop_tx, stop_rx) = watch::channel(false);
         let app = http::router(http::AppState {
             supervisor: supervisor.clone(),
             hub: hub.clone(),
@@ -123,23 +159,57 @@ impl Server {
             recordings: recordings.clone(),
             auth: Arc::new(auth),
         });
-        let http = tokio::spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = stop_rx.await;
+        let stopped = |mut rx: watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let http = match tls {
+            None => {
+                let stop = stopped(stop_rx.clone());
+                let app = app.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = axum::serve(listener, app)
+                        .with_graceful_shutdown(stop)
+                        .await
+                    {
+                        tracing::error!("HTTP server failed: {e}");
+                    }
                 })
-                .await;
-            if let Err(e) = served {
-                tracing::error!("HTTP server failed: {e}");
             }
+            Some(tls) => {
+                let handle = axum_server::Handle::new();
+                let h = handle.clone();
+                let stop = stopped(stop_rx.clone());
+                tokio::spawn(async move {
+                    stop.await;
+                    h.graceful_shutdown(Some(std::time::Duration::from_secs(3)));
+                });
+                let server = axum_server::from_tcp_rustls(listener.into_std()?, tls)?;
+                let app = app.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = server.handle(handle).serve(app.into_make_service()).await {
+                        tracing::error!("HTTPS server failed: {e}");
+                    }
+                })
+            }
+        };
+        let internal = internal_listener.map(|l| {
+            let stop = stopped(stop_rx.clone());
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(l, app).with_graceful_shutdown(stop).await {
+                    tracing::error!("internal signalling listener failed: {e}");
+                }
+            })
         });
-        tracing::info!("serving on http://{addr}");
+        tracing::info!("serving on {scheme}://{addr}");
         Ok(Server {
             addr,
+            url: format!("{scheme}://{addr}"),
             supervisor,
             hub,
             stop_http: Some(stop_tx),
             http,
+            internal,
             watch,
         })
     }
@@ -150,8 +220,11 @@ impl Server {
         self.watch.take();
         self.supervisor.shutdown().await;
         if let Some(tx) = self.stop_http.take() {
-            let _ = tx.send(());
+            let _ = tx.send(true);
         }
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), &mut self.http).await;
+        if let Some(internal) = self.internal.take() {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), internal).await;
+        }
     }
 }

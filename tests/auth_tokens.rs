@@ -424,3 +424,74 @@ fn without_tokens_only_loopback_unless_insecure() {
         String::from_utf8_lossy(&bad.stderr)
     );
 }
+
+#[test]
+fn pages_of_other_origins_are_refused_unless_allowed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_pipeline(dir.path(), "cam", WEBRTC_TEST_PATTERN);
+    let mut auth = Auth::default();
+    auth.allowed_origins = vec!["https://app.example.org".into()];
+    let server = TestServer::start_with(dir.path(), auth);
+    let base = server.base.clone();
+    wait_state(&base, "cam", "playing");
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let post = |origin: &str| {
+        let mut r = agent
+            .post(&format!("{base}/api/pipelines/cam/restart"))
+            .header("Origin", origin)
+            .send_empty()
+            .expect("POST");
+        let status = r.status().as_u16();
+        (
+            status,
+            r.body_mut()
+                .read_json::<serde_json::Value>()
+                .unwrap_or_default(),
+        )
+    };
+    // A foreign page cannot drive even a service without tokens (no CSRF).
+    let (status, body) = post("http://evil.example");
+    assert_eq!(status, 403);
+    assert_eq!(
+        body["error"],
+        "requests from pages at http://evil.example are not allowed (see --allow-origin)"
+    );
+    // The service's own pages and the allowed origin can.
+    assert_eq!(post(&base).0, 200);
+    assert_eq!(post("https://app.example.org").0, 200);
+    // CORS: a preflight from the allowed origin is answered for WHEP.
+    let r = agent
+        .options(&format!("{base}/whep/cam"))
+        .header("Origin", "https://app.example.org")
+        .header("Access-Control-Request-Method", "POST")
+        .header(
+            "Access-Control-Request-Headers",
+            "authorization, content-type",
+        )
+        .call()
+        .expect("OPTIONS");
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(
+        r.headers()
+            .get("access-control-allow-origin")
+            .and_then(|v| v.to_str().ok()),
+        Some("https://app.example.org")
+    );
+    // A foreign page's WebSocket is refused at the handshake.
+    let ws = base.replace("http://", "ws://");
+    let mut request =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!(
+            "{ws}/ws"
+        ))
+        .expect("request");
+    request
+        .headers_mut()
+        .insert("Origin", "http://evil.example".parse().expect("header"));
+    match tokio_tungstenite::tungstenite::connect(request) {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 403),
+        other => panic!("a foreign page's WebSocket: {other:?}"),
+    }
+}

@@ -81,6 +81,37 @@ impl axum::extract::FromRef<AppState> for Arc<Hub> {
 }
 
 pub fn router(state: AppState) -> Router {
+    // Pages of the allowed origins may call WHIP/WHEP and the API from their own scripts.
+    let origins: Vec<axum::http::HeaderValue> = state
+        .auth
+        .allowed_origins
+        .iter()
+        .filter(|o| o.as_str() != "*")
+        .filter_map(|o| o.trim_end_matches('/').parse().ok())
+        .collect();
+    let any = state.auth.allowed_origins.iter().any(|o| o == "*");
+    let cors = tower_http::cors::CorsLayer::new()
+        .allow_origin(if any {
+            tower_http::cors::AllowOrigin::any()
+        } else {
+            tower_http::cors::AllowOrigin::list(origins)
+        })
+        .allow_methods([
+            axum::http::Method::GET,
+            axum::http::Method::POST,
+            axum::http::Method::PUT,
+            axum::http::Method::PATCH,
+            axum::http::Method::DELETE,
+        ])
+        .allow_headers([
+            axum::http::header::AUTHORIZATION,
+            axum::http::header::CONTENT_TYPE,
+        ])
+        .expose_headers([
+            axum::http::header::LOCATION,
+            axum::http::header::ETAG,
+            axum::http::header::LINK,
+        ]);
     Router::new()
         .route("/", get(page::index))
         .route("/app.js", get(page::script))
@@ -133,6 +164,7 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             authorize,
         ))
+        .layer(cors)
         .with_state(state)
 }
 
@@ -180,6 +212,25 @@ async fn authorize(
     next: axum::middleware::Next,
 ) -> Response {
     use crate::auth::{Grant, Need};
+    // A page of another origin may not drive the service (CSRF against a loopback service
+    // without tokens, a foreign site opening our WebSockets), unless it is allowed.
+    if let Some(origin) = request
+        .headers()
+        .get(axum::http::header::ORIGIN)
+        .and_then(|o| o.to_str().ok())
+    {
+        let host = request
+            .headers()
+            .get(axum::http::header::HOST)
+            .and_then(|h| h.to_str().ok());
+        if !crate::auth::origin_allowed(origin, host, &state.auth.allowed_origins) {
+            return ApiError(
+                StatusCode::FORBIDDEN,
+                format!("requests from pages at {origin} are not allowed (see --allow-origin)"),
+            )
+            .into_response();
+        }
+    }
     let need = crate::auth::need(request.method(), request.uri().path());
     if state.auth.is_open() {
         request.extensions_mut().insert(Grant::all("open"));

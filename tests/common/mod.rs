@@ -59,6 +59,7 @@ impl TestServer {
             recordings_dir: dir.join("recordings"),
             auth,
             insecure: false,
+            tls: None,
             webrtc: WebRtcConfig {
                 // Loopback only: tests never send to another address.
                 ice: IceConfig {
@@ -340,11 +341,17 @@ pub fn aiortc_view(args: &[&str]) -> serde_json::Value {
 
 /// The aiortc viewer, sending `token` as `Authorization: Bearer` on its HTTP requests.
 pub fn aiortc_view_with_token(args: &[&str], token: Option<&str>) -> serde_json::Value {
+    let env: Vec<(&str, &str)> = token.map(|t| ("MEDIAWEAVE_TOKEN", t)).into_iter().collect();
+    aiortc_view_env(args, &env)
+}
+
+/// The aiortc viewer with extra environment variables (a token, `SSL_CERT_FILE`, ...).
+pub fn aiortc_view_env(args: &[&str], env: &[(&str, &str)]) -> serde_json::Value {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/aiortc_viewer.py");
     let mut cmd = Command::new("timeout");
     cmd.arg("90").arg(venv_python()).arg(script).args(args);
-    if let Some(t) = token {
-        cmd.env("MEDIAWEAVE_TOKEN", t);
+    for (k, v) in env {
+        cmd.env(k, v);
     }
     let out = cmd.output().expect("run the aiortc viewer");
     last_json_line(&out, "aiortc viewer")
