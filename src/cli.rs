@@ -426,6 +426,8 @@ pub struct Access {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Web origins whose pages may call the service.
     pub allow_origins: Vec<String>,
+    /// What descriptions sent over the API may contain.
+    pub api_policy: crate::description::ApiPolicy,
 }
 
 /// `mediaweave serve`: runs until SIGINT/SIGTERM, then stops every pipeline cleanly.
@@ -451,7 +453,10 @@ pub async fn serve(
         tls: access.tls,
         listen,
         pipelines_dir: dir,
-        supervisor: SupervisorConfig::default(),
+        supervisor: SupervisorConfig {
+            api_policy: access.api_policy,
+            ..SupervisorConfig::default()
+        },
         webrtc,
         recordings_dir,
     };

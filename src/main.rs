@@ -28,6 +28,8 @@ enum TokenVerb {
     },
 }
 
+// Parsed once per process: the size of the `serve` variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run every pipeline in the pipelines directory and serve the HTTP API.
@@ -64,6 +66,23 @@ enum Command {
         /// WHIP/WHEP and the WebSockets (repeatable); the service's own pages always may.
         #[arg(long = "allow-origin", value_name = "ORIGIN")]
         allow_origins: Vec<String>,
+        /// Refuse this element in descriptions sent over the API, besides the default list of
+        /// file, fd, shared-memory and sound-device elements (repeatable).
+        #[arg(long = "api-deny-element", value_name = "ELEMENT")]
+        api_deny: Vec<String>,
+        /// Accept this element of the default deny list in descriptions sent over the API.
+        #[arg(long = "api-allow-element", value_name = "ELEMENT")]
+        api_allow: Vec<String>,
+        /// Accept only these elements in raw launch lines sent over the API (an allow-list).
+        #[arg(long = "api-only-element", value_name = "ELEMENT")]
+        api_only: Vec<String>,
+        /// Let descriptions sent over the API name paths (file sources/outputs, file: URIs,
+        /// unix sockets, snapshot paths).
+        #[arg(long)]
+        api_allow_paths: bool,
+        /// Let descriptions sent over the API have process hooks (they run commands).
+        #[arg(long)]
+        api_allow_process: bool,
         /// Serve HTTPS and WSS with this certificate (PEM, chain first); needs --tls-key.
         #[arg(long, value_name = "FILE", requires = "tls_key")]
         tls_cert: Option<PathBuf>,
@@ -170,7 +189,22 @@ fn main() -> ExitCode {
             tls_cert,
             tls_key,
             allow_origins,
+            api_deny,
+            api_allow,
+            api_only,
+            api_allow_paths,
+            api_allow_process,
         } => {
+            let mut api_policy = mediaweave::description::ApiPolicy {
+                allow_paths: api_allow_paths,
+                allow_process: api_allow_process,
+                allow_only: (!api_only.is_empty()).then_some(api_only),
+                ..Default::default()
+            };
+            api_policy.deny.extend(api_deny);
+            for element in &api_allow {
+                api_policy.allow(element);
+            }
             if ice_addresses.is_empty() && listen.ip().is_loopback() {
                 ice_addresses.push("127.0.0.1".into());
             }
@@ -193,6 +227,7 @@ fn main() -> ExitCode {
                     insecure,
                     tls: tls_cert.zip(tls_key),
                     allow_origins,
+                    api_policy,
                 },
             ))
         }

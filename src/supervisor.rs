@@ -205,6 +205,8 @@ pub struct SupervisorConfig {
     pub start_timeout: Duration,
     /// Playing this long resets the backoff to its initial delay.
     pub stable_after: Duration,
+    /// What descriptions sent over the API (`PUT`) may contain.
+    pub api_policy: description::ApiPolicy,
 }
 
 impl Default for SupervisorConfig {
@@ -213,6 +215,7 @@ impl Default for SupervisorConfig {
             eos_timeout: Duration::from_secs(5),
             start_timeout: Duration::from_secs(30),
             stable_after: Duration::from_secs(10),
+            api_policy: description::ApiPolicy::default(),
         }
     }
 }
@@ -458,13 +461,19 @@ impl Supervisor {
         if self.is_closed() {
             return Err(PutError::ShuttingDown);
         }
-        let (p, t) = (path.clone(), text.clone());
-        let loaded = tokio::task::spawn_blocking(move || Loaded::parse(&p, &t))
-            .await
-            .map_err(|e| PutError::Io(path.clone(), e.to_string()))?;
-        if let Err(diags) = &loaded.result {
-            return Err(PutError::Invalid(diags.clone()));
-        }
+        let (p, t, policy) = (path.clone(), text.clone(), self.config.api_policy.clone());
+        // Validated like a file, then held to the rules for descriptions from the API.
+        let loaded = tokio::task::spawn_blocking(move || {
+            let loaded = Loaded::parse(&p, &t);
+            let allowed = match &loaded.result {
+                Ok(desc) => policy.check(desc),
+                Err(diags) => Err(diags.clone()),
+            };
+            allowed.map(|()| loaded)
+        })
+        .await
+        .map_err(|e| PutError::Io(path.clone(), e.to_string()))?
+        .map_err(PutError::Invalid)?;
         let p = path.clone();
         tokio::task::spawn_blocking(move || save_atomically(&dir, &p, &text))
             .await

@@ -122,3 +122,66 @@ fn put_delete_and_persist_pipelines() {
         "PUT is not supported on /api/pipelines/made/description"
     );
 }
+
+#[test]
+fn descriptions_from_the_api_may_not_touch_files_or_run_commands() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("written.ts");
+    let writes_file = format!(
+        "launch = \"videotestsrc is-live=true ! x264enc ! mpegtsmux ! filesink location={}\"\n",
+        out.display()
+    );
+    // The operator's own file may do it.
+    write_pipeline(dir.path(), "operator", &writes_file);
+    let server = TestServer::start(dir.path());
+    let base = server.base.clone();
+    wait_state(&base, "operator", "playing");
+
+    let refused = [
+        (writes_file.as_str(), "viaapi.toml:1:"),
+        (
+            "[source]\nkind = \"file\"\npath = \"/etc/hostname\"\n\n[[output]]\nkind = \"tcp\"\nport = 5999\n",
+            "viaapi.toml:3:8: a `file` source reads a path: descriptions sent over the API may not name paths on the server",
+        ),
+        (
+            "[source]\nkind = \"test\"\n\n[[output]]\nkind = \"file\"\npath = \"/tmp/x.mkv\"\n",
+            "viaapi.toml:6:8: a `file` output writes a path",
+        ),
+        (
+            "[source]\nkind = \"test\"\n\n[[hook]]\nkind = \"process\"\ncommand = [\"sh\", \"-c\", \"id\"]\n",
+            "viaapi.toml:6:11: a `process` hook runs a command on the server",
+        ),
+    ];
+    for (text, expected) in refused {
+        let r = put(&format!("{base}/api/pipelines/viaapi"), text);
+        assert_eq!(r.status, 400, "{}", r.json);
+        let error = r.json["error"].as_str().unwrap_or_default();
+        assert!(error.contains(expected), "{error}");
+        assert!(!dir.path().join("viaapi.toml").exists(), "nothing saved");
+    }
+    let r = put(&format!("{base}/api/pipelines/viaapi"), &writes_file);
+    assert!(
+        r.json["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("element `filesink` is not allowed in descriptions sent over the API"),
+        "{}",
+        r.json
+    );
+    // Harmless raw lines are fine.
+    let ok = put(
+        &format!("{base}/api/pipelines/viaapi"),
+        "launch = \"videotestsrc is-live=true ! fakesink\"\n",
+    );
+    assert_eq!(ok.status, 201, "{}", ok.json);
+    drop(server);
+
+    // An operator can allow an element back.
+    let server =
+        TestServer::start_custom(dir.path(), |c| c.supervisor.api_policy.allow("filesink"));
+    let r = put(
+        &format!("{}/api/pipelines/viaapi", server.base),
+        &writes_file,
+    );
+    assert_eq!(r.status, 200, "{}", r.json);
+}

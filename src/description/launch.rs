@@ -53,6 +53,39 @@ pub(super) fn validate(launch: &Launch, file_text: &str) -> Result<(), (Range<us
     }
 }
 
+/// The element factories a (valid) launch line uses, each with the span of its first mention
+/// in the file (the whole value when it cannot be pinned down).
+pub(super) fn factories(launch: &Launch, file_text: &str) -> Vec<(String, Range<usize>)> {
+    let Ok(top) = gst::parse::launch(&launch.text) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = Vec::new();
+    let mut note = |e: &gst::Element| {
+        if let Some(f) = e.factory() {
+            let name = f.name().to_string();
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+    };
+    note(&top);
+    if let Some(bin) = top.downcast_ref::<gst::Bin>() {
+        for e in bin.iterate_recurse().into_iter().flatten() {
+            note(&e);
+        }
+    }
+    let _ = top.set_state(gst::State::Null);
+    let words = tokens(&launch.text);
+    names
+        .into_iter()
+        .map(|name| {
+            let token = words.iter().find(|(_, w)| *w == name).map(|(i, _)| *i);
+            let span = locate(launch, file_text, token);
+            (name, span)
+        })
+        .collect()
+}
+
 /// Whitespace-separated words of a launch line with their byte offsets; a double-quoted
 /// part (a property value with spaces) stays inside its word.
 fn tokens(line: &str) -> Vec<(usize, &str)> {

@@ -12,9 +12,11 @@
 mod diagnostic;
 pub mod elements;
 mod launch;
+pub mod policy;
 mod types;
 
 pub use diagnostic::{Diagnostic, Diagnostics, line_col};
+pub use policy::ApiPolicy;
 pub use types::{
     AudioCodec, Backoff, CameraFormat, CameraSource, Container, Encode, FileOutput, FileSource,
     HOOK_FORMATS, Hook, Options, Output, Passthrough, RecordOutput, RestartPolicy, RustHook,

@@ -683,7 +683,7 @@ fn default_snapshot_every() -> Duration {
     Duration::from_secs(5)
 }
 
-fn default_snapshot_path() -> String {
+pub(crate) fn default_snapshot_path() -> String {
     "snapshots/{name}.jpg".to_string()
 }
 

@@ -44,6 +44,11 @@ impl TestServer {
 
     /// A server that requires the tokens of `auth`.
     pub fn start_with(dir: &Path, auth: mediaweave::auth::Auth) -> TestServer {
+        TestServer::start_custom(dir, |c| c.auth = auth)
+    }
+
+    /// A server whose configuration `change` adjusts first.
+    pub fn start_custom(dir: &Path, change: impl FnOnce(&mut ServerConfig)) -> TestServer {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -57,7 +62,7 @@ impl TestServer {
                 ..SupervisorConfig::default()
             },
             recordings_dir: dir.join("recordings"),
-            auth,
+            auth: mediaweave::auth::Auth::default(),
             insecure: false,
             tls: None,
             webrtc: WebRtcConfig {
@@ -69,6 +74,8 @@ impl TestServer {
                 ..WebRtcConfig::default()
             },
         };
+        let mut config = config;
+        change(&mut config);
         let server = rt.block_on(Server::start(config)).expect("server starts");
         let base = format!("http://{}", server.addr);
         TestServer {
