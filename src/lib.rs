@@ -36,6 +36,7 @@ pub mod events;
 pub mod graph;
 pub mod hooks;
 pub mod http;
+pub mod limits;
 pub mod metrics;
 pub mod record;
 pub mod reload;

@@ -83,6 +83,17 @@ enum Command {
         /// Let descriptions sent over the API have process hooks (they run commands).
         #[arg(long)]
         api_allow_process: bool,
+        /// WebRTC viewers in total, over every pipeline (503 beyond).
+        #[arg(long, default_value_t = 500)]
+        max_viewers: usize,
+        /// WebRTC publishers in total (503 beyond).
+        #[arg(long, default_value_t = 32)]
+        max_publishers: usize,
+        /// New sessions (WHEP, WHIP, /offer, signalling connections) per second per client
+        /// address, with bursts of twice that; 429 beyond; 0 turns it off. Loopback clients
+        /// are not limited (a proxy in front limits its own clients).
+        #[arg(long, default_value_t = 20)]
+        session_rate: u32,
         /// Serve HTTPS and WSS with this certificate (PEM, chain first); needs --tls-key.
         #[arg(long, value_name = "FILE", requires = "tls_key")]
         tls_cert: Option<PathBuf>,
@@ -194,6 +205,9 @@ fn main() -> ExitCode {
             api_only,
             api_allow_paths,
             api_allow_process,
+            max_viewers,
+            max_publishers,
+            session_rate,
         } => {
             let mut api_policy = mediaweave::description::ApiPolicy {
                 allow_paths: api_allow_paths,
@@ -215,6 +229,12 @@ fn main() -> ExitCode {
                     turn_servers,
                 },
                 signalling_url,
+                limits: std::sync::Arc::new(mediaweave::limits::Limits::new(
+                    max_viewers,
+                    max_publishers,
+                    session_rate,
+                    false,
+                )),
                 ..Default::default()
             };
             runtime().block_on(mediaweave::cli::serve(

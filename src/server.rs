@@ -166,7 +166,10 @@ impl Server {
         let http = match tls {
             None => {
                 let stop = stopped(stop_rx.clone());
-                let app = app.clone();
+                // The client's address reaches the handlers (the session rate is per address).
+                let app = app
+                    .clone()
+                    .into_make_service_with_connect_info::<std::net::SocketAddr>();
                 tokio::spawn(async move {
                     if let Err(e) = axum::serve(listener, app)
                         .with_graceful_shutdown(stop)
@@ -187,7 +190,8 @@ impl Server {
                 let server = axum_server::from_tcp_rustls(listener.into_std()?, tls)?;
                 let app = app.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = server.handle(handle).serve(app.into_make_service()).await {
+                    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+                    if let Err(e) = server.handle(handle).serve(app).await {
                         tracing::error!("HTTPS server failed: {e}");
                     }
                 })
@@ -196,6 +200,7 @@ impl Server {
         let internal = internal_listener.map(|l| {
             let stop = stopped(stop_rx.clone());
             tokio::spawn(async move {
+                let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
                 if let Err(e) = axum::serve(l, app).with_graceful_shutdown(stop).await {
                     tracing::error!("internal signalling listener failed: {e}");
                 }

@@ -31,7 +31,9 @@ impl From<WebRtcError> for ApiError {
     fn from(e: WebRtcError) -> Self {
         let code = match e {
             WebRtcError::NotFound(_) => StatusCode::NOT_FOUND,
-            WebRtcError::NotPlaying(_) | WebRtcError::Full(..) => StatusCode::SERVICE_UNAVAILABLE,
+            WebRtcError::NotPlaying(_) | WebRtcError::Full(..) | WebRtcError::ServiceFull(..) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             WebRtcError::BadOffer(_) => StatusCode::BAD_REQUEST,
             WebRtcError::Busy(_) => StatusCode::CONFLICT,
             WebRtcError::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -234,6 +236,9 @@ async fn authorize(
     let need = crate::auth::need(request.method(), request.uri().path());
     if state.auth.is_open() {
         request.extensions_mut().insert(Grant::all("open"));
+        if let Some(refusal) = session_rate(&state, &request) {
+            return refusal;
+        }
         return next.run(request).await;
     }
     let token = bearer(request.headers()).or_else(|| query_token(request.uri()));
@@ -263,7 +268,47 @@ async fn authorize(
         .into_response();
     }
     request.extensions_mut().insert(grant);
+    if let Some(refusal) = session_rate(&state, &request) {
+        return refusal;
+    }
     next.run(request).await
+}
+
+/// New sessions (WHEP, WHIP, `/offer`, signalling connections) per address are rate-limited:
+/// 429 with `Retry-After` beyond the rate.
+fn session_rate(state: &AppState, request: &axum::extract::Request) -> Option<Response> {
+    use axum::http::Method;
+    let path = request.uri().path();
+    let creates = (request.method() == Method::POST
+        && (path.starts_with("/whep/") && path.matches('/').count() == 2
+            || path.starts_with("/whip/") && path.matches('/').count() == 2
+            || path == "/offer"
+            || path.starts_with("/offer/")))
+        || (request.method() == Method::GET && path == "/ws");
+    if !creates {
+        return None;
+    }
+    let ip = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()?
+        .0
+        .ip();
+    let limits = state.webrtc.limits();
+    let wait = limits.session_allowed(ip).err()?;
+    let mut response = ApiError(
+        StatusCode::TOO_MANY_REQUESTS,
+        format!(
+            "too many new sessions from {ip}: at most {} a second (see --session-rate); retry in {wait} s",
+            limits.session_rate
+        ),
+    )
+    .into_response();
+    if let Ok(v) = axum::http::HeaderValue::from_str(&wait.to_string()) {
+        response
+            .headers_mut()
+            .insert(axum::http::header::RETRY_AFTER, v);
+    }
+    Some(response)
 }
 
 fn unauthorized(why: &str) -> Response {

@@ -117,6 +117,11 @@ impl IngestPoint {
         if state.publisher.is_some() {
             return Err(WebRtcError::Busy(self.pipeline.clone()));
         }
+        let limits = &self.config.limits;
+        let slot = limits.publisher().ok_or(WebRtcError::ServiceFull(
+            limits.max_publishers,
+            "publishers",
+        ))?;
         let (tx, rx) = oneshot::channel();
         let (chat, _) = mpsc::channel(1); // publishers do not chat
         let params = Params {
@@ -147,6 +152,7 @@ impl IngestPoint {
                 }),
             },
             move |id| {
+                let _slot = slot;
                 if let Some(point) = weak.upgrade() {
                     let mut state = point.lock();
                     let gone = state

@@ -25,6 +25,8 @@ pub enum WebRtcError {
     Busy(String),
     #[error("pipeline `{0}` has its maximum of {1} viewers")]
     Full(String, u32),
+    #[error("the service has its maximum of {0} {1} (see --max-viewers, --max-publishers)")]
+    ServiceFull(usize, &'static str),
     #[error("{0}")]
     BadOffer(String),
     #[error("{0}")]
@@ -40,6 +42,8 @@ pub struct WebRtcConfig {
     pub signalling_url: Option<String>,
     /// How long a viewer has to complete ICE and DTLS.
     pub connect_timeout: Duration,
+    /// Viewers and publishers in total (shared by every output and ingest point).
+    pub limits: Arc<crate::limits::Limits>,
 }
 
 impl Default for WebRtcConfig {
@@ -48,6 +52,7 @@ impl Default for WebRtcConfig {
             ice: IceConfig::default(),
             signalling_url: None,
             connect_timeout: Duration::from_secs(20),
+            limits: Arc::default(),
         }
     }
 }
@@ -213,9 +218,15 @@ impl WebRtcOutput {
                 self.tap.max_viewers,
             ));
         }
+        let limits = &self.config.limits;
+        let slot = limits
+            .viewer()
+            .ok_or(WebRtcError::ServiceFull(limits.max_viewers, "viewers"))?;
         let weak = Arc::downgrade(self);
         let via = params.via;
         let handle = session::spawn(params, role, move |id| {
+            // The place is given back when the session is over (or never started).
+            let _slot = slot;
             if let Some(out) = weak.upgrade() {
                 out.session_over(id);
             }
@@ -411,6 +422,11 @@ impl Registry {
             .entry(name.to_string())
             .or_default()
             .clone()
+    }
+
+    /// The service-wide limits.
+    pub fn limits(&self) -> &Arc<crate::limits::Limits> {
+        &self.config.limits
     }
 
     /// Viewer totals of pipeline `name` since the service started, None if it never had a
