@@ -337,6 +337,11 @@ pub fn render(sup: &Supervisor, webrtc: &WebRtc, recordings: &Recordings) -> Str
         }
     }
     s.gauge(
+        "mediaweave_webrtc_peer_pipelines",
+        "Per-peer pipelines (viewers and publishers) that exist now, until GStreamer frees them",
+        vec![(vec![], crate::webrtc::session::live_peer_pipelines() as f64)],
+    );
+    s.gauge(
         "mediaweave_webrtc_viewers",
         "WebRTC viewers connected now",
         viewers,

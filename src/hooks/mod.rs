@@ -522,9 +522,9 @@ impl RunningHooks {
             let spawn = std::thread::Builder::new().name(format!("hook-{}", tap.name));
             let thread = match (tap.budget, hook) {
                 (Some(budget), Some(hook)) => {
-                    // Room for one job: a frame can be offered while the worker is still
-                    // finishing the previous one's bookkeeping (or not scheduled yet).
-                    let (tx, rx) = mpsc::sync_channel(1);
+                    // A rendezvous: a frame is handed over only while the worker waits for
+                    // one, so a busy worker costs the stream nothing.
+                    let (tx, rx) = mpsc::sync_channel(0);
                     let slot: JobSlot = Arc::new(Mutex::new(Some(tx)));
                     offer_frames(&element, budget, slot.clone(), state.clone())?;
                     running.jobs.push(slot);
@@ -689,8 +689,7 @@ fn instantiate(
 
 /// A transform's probe on the path: offers each frame to the worker and waits up to `budget`
 /// (and never longer than one frame interval, so the frame rate is kept) for the changed one.
-/// A busy worker (an earlier frame still waiting for it) or a late answer lets the original
-/// pass; the worker skips frames whose wait is over.
+/// A busy worker or a late answer lets the original pass.
 fn offer_frames(
     element: &gst::Element,
     budget: Duration,
@@ -719,7 +718,7 @@ fn offer_frames(
                 reply,
                 deadline: Instant::now() + wait,
             };
-            // Fails while an earlier job still waits: the worker is busy, the original passes.
+            // Fails unless the worker is waiting for work: busy, the original passes at once.
             let taken = slot
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())

@@ -270,6 +270,14 @@ pub fn spawn(
 }
 
 /// A built viewer pipeline.
+/// Per-peer pipelines (viewers and publishers) not yet freed.
+static LIVE_PIPELINES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// How many per-peer pipelines exist right now (built and not yet freed by GStreamer).
+pub fn live_peer_pipelines() -> usize {
+    LIVE_PIPELINES.load(std::sync::atomic::Ordering::SeqCst)
+}
+
 struct Built {
     pipeline: PipelineGuard,
     /// Frame hooks of a publisher's pipeline; dropping them stops them.
@@ -1168,6 +1176,12 @@ fn build_receiver(
 fn build(a: BuildArgs) -> Result<Built, String> {
     let guard = PipelineGuard(Some(gst::Pipeline::with_name(&a.name)));
     let pipeline = guard.0.clone().ok_or("no pipeline")?;
+    // Counted until GStreamer actually frees it: a session that ended but left its pipeline
+    // alive would show here (and in /metrics).
+    LIVE_PIPELINES.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    pipeline.add_weak_ref_notify(|| {
+        LIVE_PIPELINES.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    });
     let webrtc = setup_webrtcbin(&pipeline, &a.ice, a.cert, &a.events)?;
 
     let mut links = Vec::new();
