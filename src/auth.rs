@@ -266,7 +266,9 @@ pub fn need(method: &axum::http::Method, path: &str) -> Need {
         return Need::Nothing;
     }
     match parts.as_slice() {
-        [""] | ["app.js"] | ["style.css"] | ["publish"] | ["publish.js"] if read => Need::Nothing,
+        [""] | ["app.js"] | ["token.js"] | ["style.css"] | ["publish"] | ["publish.js"] if read => {
+            Need::Nothing
+        }
         ["api", "openapi.json"] if read => Need::Nothing,
         ["ws"] => Need::AnyToken,
         ["metrics"] => Need::Admin,

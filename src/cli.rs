@@ -198,8 +198,16 @@ fn fetch_statuses(server: &str) -> Result<Vec<Status>, String> {
 
 /// Adds `Authorization: Bearer $MEDIAWEAVE_TOKEN` when that variable is set.
 fn with_token<B>(request: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
-    match std::env::var("MEDIAWEAVE_TOKEN") {
-        Ok(t) if !t.is_empty() => request.header("Authorization", format!("Bearer {t}")),
+    bearer(request, std::env::var("MEDIAWEAVE_TOKEN").ok().as_deref())
+}
+
+/// Adds `Authorization: Bearer TOKEN` when there is a token.
+pub(crate) fn bearer<B>(
+    request: ureq::RequestBuilder<B>,
+    token: Option<&str>,
+) -> ureq::RequestBuilder<B> {
+    match token {
+        Some(t) if !t.is_empty() => request.header("Authorization", format!("Bearer {t}")),
         _ => request,
     }
 }

@@ -77,31 +77,16 @@ fn agent() -> ureq::Agent {
 /// The bearer token of this invocation (`--token` / `MEDIAWEAVE_TOKEN`), if any.
 static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
-fn authorization() -> Option<String> {
-    TOKEN.get().map(|t| format!("Bearer {t}"))
-}
-
 /// One request; the body of a success, or the server's error sentence.
 fn call(method: &str, url: &str, body: Option<String>) -> Result<String, String> {
     let agent = agent();
-    let auth = authorization();
+    let token = TOKEN.get().map(String::as_str);
+    let with = |r| crate::cli::bearer(r, token);
     let response = match (method, body) {
-        ("GET", _) => match &auth {
-            Some(a) => agent.get(url).header("Authorization", a).call(),
-            None => agent.get(url).call(),
-        },
-        ("DELETE", _) => match &auth {
-            Some(a) => agent.delete(url).header("Authorization", a).call(),
-            None => agent.delete(url).call(),
-        },
-        ("POST", _) => match &auth {
-            Some(a) => agent.post(url).header("Authorization", a).send_empty(),
-            None => agent.post(url).send_empty(),
-        },
-        ("PUT", Some(b)) => match &auth {
-            Some(a) => agent.put(url).header("Authorization", a).send(b.as_str()),
-            None => agent.put(url).send(b.as_str()),
-        },
+        ("GET", _) => with(agent.get(url)).call(),
+        ("DELETE", _) => with(agent.delete(url)).call(),
+        ("POST", _) => crate::cli::bearer(agent.post(url), token).send_empty(),
+        ("PUT", Some(b)) => crate::cli::bearer(agent.put(url), token).send(b.as_str()),
         _ => return Err(format!("unsupported request {method}")),
     };
     let mut response = response.map_err(|e| format!("cannot reach {url}: {e}"))?;

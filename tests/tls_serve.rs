@@ -5,8 +5,7 @@
 
 mod common;
 use common::*;
-use std::io::BufRead;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 #[test]
 fn https_and_wss_with_a_certificate() {
@@ -20,37 +19,17 @@ fn https_and_wss_with_a_certificate() {
     std::fs::write(&cert_file, key.cert.pem()).expect("cert");
     std::fs::write(&key_file, key.signing_key.serialize_pem()).expect("key");
 
-    let mut serve = Command::new(bin())
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--ice-address",
-            "127.0.0.1",
-        ])
-        .arg("--pipelines")
-        .arg(&pipelines)
-        .arg("--recordings")
-        .arg(dir.path().join("recordings"))
-        .arg("--tls-cert")
-        .arg(&cert_file)
-        .arg("--tls-key")
-        .arg(&key_file)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("serve");
-    let mut line = String::new();
-    std::io::BufReader::new(serve.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("read");
-    let base = line
-        .trim()
-        .rsplit(' ')
-        .next()
-        .unwrap_or_default()
-        .to_string();
-    assert!(base.starts_with("https://127.0.0.1:"), "{line}");
+    let (mut serve, base) = spawn_serve_with(
+        &pipelines,
+        &dir.path().join("recordings"),
+        &[
+            "--tls-cert".as_ref(),
+            cert_file.as_os_str(),
+            "--tls-key".as_ref(),
+            key_file.as_os_str(),
+        ],
+    );
+    assert!(base.starts_with("https://127.0.0.1:"), "{base}");
 
     let curl = |url: &str| {
         let out = Command::new("curl")

@@ -466,8 +466,6 @@ struct Job {
     buffer: gst::Buffer,
     info: gst_video::VideoInfo,
     reply: mpsc::SyncSender<gst::Buffer>,
-    /// After this the probe has let the original pass: the worker skips the job.
-    deadline: Instant,
 }
 
 /// Where a transform's probe offers frames; emptied when the hooks stop, which ends the worker.
@@ -716,7 +714,6 @@ fn offer_frames(
                 buffer,
                 info: info_v,
                 reply,
-                deadline: Instant::now() + wait,
             };
             // Fails unless the worker is waiting for work: busy, the original passes at once.
             let taken = slot
@@ -749,10 +746,6 @@ fn run_transform(
 ) {
     while let Ok(job) = jobs.recv() {
         let started = Instant::now();
-        if started >= job.deadline {
-            // Its frame has gone on unchanged already.
-            continue;
-        }
         // The original stays untouched: it is what passes if this is too slow.
         let Ok(mut buffer) = job.buffer.copy_deep() else {
             continue;

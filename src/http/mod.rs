@@ -117,6 +117,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(page::index))
         .route("/app.js", get(page::script))
+        .route("/token.js", get(page::token_script))
         .route("/publish", get(page::publish))
         .route("/publish.js", get(page::publish_script))
         .route("/style.css", get(page::style))

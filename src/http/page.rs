@@ -26,6 +26,14 @@ pub async fn script() -> impl IntoResponse {
     )
 }
 
+/// The access-token helpers both pages load first.
+pub async fn token_script() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        include_str!("page/token.js"),
+    )
+}
+
 pub async fn style() -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/css; charset=utf-8")],

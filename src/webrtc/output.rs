@@ -403,6 +403,17 @@ pub struct Registry {
 
 type Ledgers = Mutex<HashMap<String, Arc<Mutex<Totals>>>>;
 
+/// What a pipeline's ended sessions counted, if it ever had any ledger.
+fn ledger_total(ledgers: &Ledgers, name: &str) -> Option<Totals> {
+    let ledger = ledgers
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(name)
+        .cloned()?;
+    let total = *ledger.lock().unwrap_or_else(|p| p.into_inner());
+    Some(total)
+}
+
 impl Registry {
     pub fn new(config: WebRtcConfig) -> Arc<Registry> {
         Arc::new(Registry {
@@ -432,32 +443,18 @@ impl Registry {
     /// Viewer totals of pipeline `name` since the service started, None if it never had a
     /// webrtc output.
     pub fn viewer_totals(&self, name: &str) -> Option<Totals> {
-        if let Some(out) = self.get(name) {
-            return Some(out.totals());
+        match self.get(name) {
+            Some(out) => Some(out.totals()),
+            None => ledger_total(&self.viewer_ledgers, name),
         }
-        let ledger = self
-            .viewer_ledgers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(name)
-            .cloned()?;
-        let t = *ledger.lock().unwrap_or_else(|p| p.into_inner());
-        Some(t)
     }
 
     /// Publisher totals of a webrtc-source pipeline since the service started.
     pub fn publisher_totals(&self, name: &str) -> Option<Totals> {
-        if let Some(point) = self.ingest(name) {
-            return Some(point.totals());
+        match self.ingest(name) {
+            Some(point) => Some(point.totals()),
+            None => ledger_total(&self.publisher_ledgers, name),
         }
-        let ledger = self
-            .publisher_ledgers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(name)
-            .cloned()?;
-        let t = *ledger.lock().unwrap_or_else(|p| p.into_inner());
-        Some(t)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<WebRtcOutput>>> {

@@ -436,6 +436,15 @@ pub const INBOX: &str =
 /// Runs `mediaweave serve` on a free port (ICE on loopback) and returns it with its base URL,
 /// read from the line it prints when it listens.
 pub fn spawn_serve(pipelines: &Path, recordings: &Path) -> (std::process::Child, String) {
+    spawn_serve_with(pipelines, recordings, &[])
+}
+
+/// [`spawn_serve`] with more options (e.g. `--tls-cert`); the base URL may be `https://`.
+pub fn spawn_serve_with(
+    pipelines: &Path,
+    recordings: &Path,
+    extra: &[&std::ffi::OsStr],
+) -> (std::process::Child, String) {
     use std::io::{BufRead, BufReader};
     let mut child = Command::new(bin())
         .args([
@@ -449,6 +458,7 @@ pub fn spawn_serve(pipelines: &Path, recordings: &Path) -> (std::process::Child,
         .arg(pipelines)
         .arg("--recordings")
         .arg(recordings)
+        .args(extra)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -463,7 +473,10 @@ pub fn spawn_serve(pipelines: &Path, recordings: &Path) -> (std::process::Child,
         .next()
         .unwrap_or_default()
         .to_string();
-    assert!(base.starts_with("http://"), "first line: {line}");
+    assert!(
+        base.starts_with("http://") || base.starts_with("https://"),
+        "first line: {line}"
+    );
     (child, base)
 }
 

@@ -4,108 +4,11 @@
 
 const $ = (sel) => document.querySelector(sel);
 
-// ---- Access token. The service may require one (with no token configured, none is needed
-// and none is sent). It comes from ?token= in this page's URL (kept in localStorage, then
-// removed from the address bar so it stays out of the history), else from localStorage, else
-// from the header's token field. publish.js has the same few lines.
-const TOKEN_KEY = "mediaweave-token";
-let token = storedToken();
-{
-  const here = new URL(location.href);
-  if (here.searchParams.has("token")) {
-    storeToken(here.searchParams.get("token"));
-    here.searchParams.delete("token");
-    history.replaceState(history.state, "", here.pathname + here.search + here.hash);
-  }
-}
-
-function storedToken() {
-  try { return localStorage.getItem(TOKEN_KEY) || null; } catch { return null; } // storage off
-}
-
-function storeToken(value) {
-  token = (value || "").trim() || null;
-  try {
-    if (token) localStorage.setItem(TOKEN_KEY, token);
-    else localStorage.removeItem(TOKEN_KEY);
-  } catch { /* storage unavailable: the token lasts as long as this page */ }
-}
-
-// Only this service's URLs get the token.
-function ours(url) {
-  return new URL(url, location.href).origin === location.origin;
-}
-
-// fetch, with `Authorization: Bearer TOKEN` when a token is set. A success clears the notice
-// about a missing or refused token.
-async function api(url, options = {}) {
-  let init = options;
-  if (token && ours(url)) {
-    const headers = new Headers(options.headers);
-    headers.set("Authorization", `Bearer ${token}`);
-    init = { ...options, headers };
-  }
-  const res = await fetch(url, init);
-  if (res.ok) showAuthNotice("");
-  return res;
-}
-
-// For what cannot carry a header (WebSocket, <video src>, links to open in a new tab).
-function withToken(url) {
-  if (!token || !ours(url)) return url;
-  return `${url}${url.includes("?") ? "&" : "?"}token=${encodeURIComponent(token)}`;
-}
-
-// The JSON `error` of a failed response, else its status.
-async function reasonOf(res) {
-  try { return (await res.json()).error || `HTTP ${res.status}`; } catch { return `HTTP ${res.status}`; }
-}
-
-// The notice under the header: a missing or refused token (401) focuses the token field.
-function showAuthNotice(text, focus = false) {
-  const notice = $("#auth-message");
-  if (focus && (notice.hidden || notice.textContent !== text)) $("#token-input").focus();
-  if (notice.textContent !== text) notice.textContent = text;
-  notice.hidden = !text;
-}
-
-function authProblem(status, reason) {
-  if (status !== 401) return reason; // 403: the server says what the token may not do
-  const msg = "This service needs a token: paste one above";
-  return token ? `${msg} (the one in use was refused: ${reason})` : msg;
-}
-
-function showTokenState() {
-  const input = $("#token-input");
-  input.placeholder = token ? "token set" : "token";
-  input.title = token ? "a token is in use: paste another to replace it" : "access token, if the service needs one";
-  $("#token-forget").hidden = !token;
-}
-
-function tokenChanged() {
-  showTokenState();
+// The token helpers (api, withToken, reasonOf, showAuthNotice, authProblem, token) come from
+// token.js; a new token reloads the lists.
+onTokenChange(() => {
   refresh();
   refreshRecordings();
-}
-
-$("#token-form").addEventListener("submit", (e) => {
-  e.preventDefault();
-  const input = $("#token-input");
-  if (!input.value.trim()) { input.focus(); return; }
-  storeToken(input.value);
-  input.value = "";
-  tokenChanged();
-});
-$("#token-forget").addEventListener("click", (e) => {
-  e.preventDefault();
-  storeToken(null);
-  tokenChanged();
-});
-// Another tab (this page or /publish) set or forgot the token.
-window.addEventListener("storage", (e) => {
-  if (e.key !== TOKEN_KEY && e.key !== null) return;
-  token = storedToken();
-  tokenChanged();
 });
 
 // Exposed for people poking in the console and for the browser tests.

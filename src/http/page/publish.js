@@ -5,100 +5,15 @@
 
 const $ = (sel) => document.querySelector(sel);
 
-// ---- Access token: the same few lines as in app.js (the pages share localStorage). From
-// ?token= in this page's URL (kept, then removed from the address bar), else localStorage,
-// else the header's token field. With no token set, nothing is sent.
-const TOKEN_KEY = "mediaweave-token";
-let token = storedToken();
-{
-  const here = new URL(location.href);
-  if (here.searchParams.has("token")) {
-    storeToken(here.searchParams.get("token"));
-    here.searchParams.delete("token");
-    history.replaceState(history.state, "", here.pathname + here.search + here.hash);
-  }
-}
+// The token helpers (api, withToken, reasonOf, showAuthNotice, authProblem, token) come from
+// token.js; a new token reloads the list of pipelines.
+onTokenChange(() => loadTargets().catch((e) => showError(String(e))));
 
-function storedToken() {
-  try { return localStorage.getItem(TOKEN_KEY) || null; } catch { return null; } // storage off
-}
-
-function storeToken(value) {
-  token = (value || "").trim() || null;
-  try {
-    if (token) localStorage.setItem(TOKEN_KEY, token);
-    else localStorage.removeItem(TOKEN_KEY);
-  } catch { /* storage unavailable: the token lasts as long as this page */ }
-}
-
-function ours(url) {
-  return new URL(url, location.href).origin === location.origin;
-}
-
-// fetch, with `Authorization: Bearer TOKEN` when a token is set.
-async function api(url, options = {}) {
-  let init = options;
-  if (token && ours(url)) {
-    const headers = new Headers(options.headers);
-    headers.set("Authorization", `Bearer ${token}`);
-    init = { ...options, headers };
-  }
-  const res = await fetch(url, init);
-  if (res.ok) showAuthNotice("");
-  return res;
-}
-
-// For what cannot carry a header: the signalling WebSocket.
-function withToken(url) {
-  if (!token || !ours(url)) return url;
-  return `${url}${url.includes("?") ? "&" : "?"}token=${encodeURIComponent(token)}`;
-}
-
+// The signalling WebSocket's URL; the token goes in it, as a browser's WebSocket cannot send
+// headers.
 function wsUrl(path) {
   return `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}${withToken(path)}`;
 }
-
-async function reasonOf(res) {
-  try { return (await res.json()).error || `HTTP ${res.status}`; } catch { return `HTTP ${res.status}`; }
-}
-
-function showAuthNotice(text, focus = false) {
-  const notice = $("#auth-message");
-  if (focus && (notice.hidden || notice.textContent !== text)) $("#token-input").focus();
-  if (notice.textContent !== text) notice.textContent = text;
-  notice.hidden = !text;
-}
-
-function showTokenState() {
-  const input = $("#token-input");
-  input.placeholder = token ? "token set" : "token";
-  input.title = token ? "a token is in use: paste another to replace it" : "access token, if the service needs one";
-  $("#token-forget").hidden = !token;
-}
-
-function tokenChanged() {
-  showTokenState();
-  loadTargets().catch((e) => showError(String(e)));
-}
-
-$("#token-form").addEventListener("submit", (e) => {
-  e.preventDefault();
-  const input = $("#token-input");
-  if (!input.value.trim()) { input.focus(); return; }
-  storeToken(input.value);
-  input.value = "";
-  tokenChanged();
-});
-$("#token-forget").addEventListener("click", (e) => {
-  e.preventDefault();
-  storeToken(null);
-  tokenChanged();
-});
-window.addEventListener("storage", (e) => {
-  if (e.key !== TOKEN_KEY && e.key !== null) return;
-  token = storedToken();
-  tokenChanged();
-});
 
 window.mediaweavePublish = { state: "idle", sessionId: null, token: () => token };
 
@@ -137,8 +52,7 @@ async function loadTargets() {
     if (seq !== loading) return;
     select.replaceChildren();
     if (res.status === 401) {
-      const msg = "This service needs a token: paste one above";
-      showAuthNotice(token ? `${msg} (the one in use was refused: ${reason})` : msg, true);
+      showAuthNotice(authProblem(401, reason), true);
       typeTarget(false);
     } else {
       // e.g. a publish-only token: it may not list pipelines, but may publish into its own.
