@@ -93,11 +93,24 @@ fn unknown_encoder_element_in_structured_form() {
 
 #[test]
 fn launch_that_does_not_parse() {
+    // A link to nothing is pointed at (GStreamer itself only says "syntax error").
     assert_error(
         "bad-launch",
         "launch = \"videotestsrc ! ! fakesink\"\n",
+        "1:26",
+        "in `launch`: this `!` links to nothing",
+    );
+    assert_error(
+        "bad-caps-launch",
+        "launch = \"videotestsrc ! video/x-raw ! fakesink =\"\n",
         "1:10",
         "`launch` does not parse: syntax error",
+    );
+    assert_error(
+        "bad-media-type",
+        "launch = \"videotestsrc ! 0/a ! fakesink\"\n",
+        "1:26",
+        "in `launch`: a caps filter's media type starts with a letter",
     );
 }
 

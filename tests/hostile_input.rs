@@ -5,21 +5,30 @@
 //! and the service keeps serving.
 
 mod common;
+#[path = "fuzz/harness.rs"]
+mod harness;
 use common::*;
-use mediaweave::description::{self, VideoCodec};
-use mediaweave::hooks::process::OutputParser;
-use mediaweave::signalling::protocol::Outgoing;
-use mediaweave::signalling::router::Router;
-use mediaweave::webrtc::sdp;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed};
 use std::path::Path;
 
-/// GLib criticals (a library's assertion failing on our input) abort the test instead of
-/// scrolling by.
-fn criticals_are_fatal() {
-    gst::init().expect("gst");
-    glib::log_set_always_fatal(glib::LogLevels::LEVEL_CRITICAL);
+/// The inputs kept by the cargo-fuzz runs (`scripts/fuzz`), and the crashes they found once,
+/// go through the same checks on every run of the suite.
+#[test]
+fn fuzz_corpus_replays_cleanly() {
+    harness::init();
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz/corpus");
+    for (name, run) in harness::TARGETS {
+        let dir = corpus.join(name);
+        let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        let mut inputs = 0;
+        for entry in entries.flatten() {
+            let bytes = std::fs::read(entry.path()).expect("corpus file");
+            run(&bytes);
+            inputs += 1;
+        }
+        assert!(inputs > 0, "no corpus for {name}");
+    }
 }
 
 fn config(cases: u32) -> Config {
@@ -91,21 +100,13 @@ fn description_line() -> impl Strategy<Value = String> {
 
 #[test]
 fn descriptions_never_panic_and_point_at_the_file() {
-    criticals_are_fatal();
-    let path = Path::new("pipelines/fuzz.toml");
+    harness::init();
     proptest!(config(3000), |(lines in prop::collection::vec(description_line(), 0..14))| {
-        let text = lines.join("\n");
-        if let Err(diags) = description::parse(path, &text) {
-            for d in &diags.0 {
-                prop_assert!(d.line >= 1 && d.col >= 1, "{d}");
-                prop_assert!(d.line <= text.lines().count().max(1) + 1, "{d} in {text:?}");
-            }
-            prop_assert!(diags.to_string().starts_with("pipelines/fuzz.toml:"), "{diags}");
-        }
+        harness::description(lines.join("\n").as_bytes());
     });
-    // Arbitrary bytes as text, too.
+    // Arbitrary text, too.
     proptest!(config(1000), |(text in "\\PC{0,300}")| {
-        let _ = description::parse(path, &text);
+        harness::description(text.as_bytes());
     });
 }
 
@@ -141,21 +142,15 @@ fn signalling_message() -> impl Strategy<Value = String> {
 
 #[test]
 fn signalling_router_survives_any_message_order() {
-    proptest!(config(1500), |(script in prop::collection::vec((0usize..3, signalling_message()), 1..40))| {
-        let mut router = Router::new();
-        let peers: Vec<_> = (0..3).map(|_| router.connect().0).collect();
+    proptest!(config(1500), |(script in prop::collection::vec((0u8..3, signalling_message()), 1..40))| {
+        // One message per line, its first byte the sending peer (the fuzz target's format).
+        let mut bytes = Vec::new();
         for (who, text) in &script {
-            let out = router.handle_text(&peers[*who], text);
-            for (to, msg) in out {
-                prop_assert!(peers.contains(&to), "delivered to an unknown peer {to:?}");
-                // Every message the server sends is valid protocol JSON.
-                let json = msg.to_json();
-                prop_assert!(serde_json::from_str::<Outgoing>(&json).is_ok(), "{json}");
-            }
+            bytes.push(*who);
+            bytes.extend_from_slice(text.as_bytes());
+            bytes.push(b'\n');
         }
-        for p in &peers {
-            let _ = router.disconnect(p);
-        }
+        harness::signalling(&bytes);
     });
 }
 
@@ -190,12 +185,9 @@ fn mangled_offer() -> impl Strategy<Value = String> {
 
 #[test]
 fn sdp_reading_never_panics() {
-    criticals_are_fatal();
+    harness::init();
     proptest!(config(2000), |(offer in prop_oneof![mangled_offer(), "\\PC{0,400}".prop_map(|s| s)])| {
-        for codec in [VideoCodec::H264, VideoCodec::Vp8] {
-            let _ = sdp::read_offer(&offer, codec);
-            let _ = sdp::read_publish_offer(&offer, codec, true);
-        }
+        harness::sdp(offer.as_bytes());
     });
 }
 
@@ -219,19 +211,10 @@ fn hook_framing_parser_takes_any_bytes_in_any_pieces() {
         Just(b"MWF".to_vec()),
         (0u32..64).prop_map(frame),
     ];
-    proptest!(config(2000), |(pieces in prop::collection::vec(piece, 0..20), split in 1usize..17)| {
-        let bytes: Vec<u8> = pieces.concat();
-        let mut parser = OutputParser::default();
-        'feed: for chunk in bytes.chunks(split) {
-            parser.push(chunk);
-            loop {
-                match parser.next_item() {
-                    Ok(Some(_)) => {}
-                    Ok(None) => break,
-                    Err(_) => break 'feed,
-                }
-            }
-        }
+    proptest!(config(2000), |(pieces in prop::collection::vec(piece, 0..20), split in 0u8..16)| {
+        let mut bytes = vec![split];
+        bytes.extend(pieces.concat());
+        harness::hook_framing(&bytes);
     });
 }
 

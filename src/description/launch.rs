@@ -10,16 +10,33 @@ pub(super) fn validate(launch: &Launch, file_text: &str) -> Result<(), (Range<us
     if launch.text.trim().is_empty() {
         return Err((launch.span.clone(), "`launch` is empty".into()));
     }
-    let mut ctx = gst::ParseContext::new();
-    let result =
-        gst::parse::launch_full(&launch.text, Some(&mut ctx), gst::ParseFlags::FATAL_ERRORS);
-    let err = match result {
-        Ok(element) => {
-            // Parsing only: do not leave anything behind.
-            let _ = element.set_state(gst::State::Null);
-            return Ok(());
-        }
-        Err(e) => e,
+    // GStreamer's parser recovers from a dangling link badly (after a caps filter it links
+    // elements that are in no bin yet: a GStreamer-CRITICAL), and says only "syntax error":
+    // catch it first, at its spot.
+    if let Some(at) = dangling_link(&launch.text) {
+        return Err((
+            locate(launch, file_text, Some(at)),
+            "in `launch`: this `!` links to nothing (an element or caps must stand on each side)"
+                .into(),
+        ));
+    }
+    if let Some(at) = bad_media_type(&launch.text) {
+        return Err((
+            locate(launch, file_text, Some(at)),
+            "in `launch`: a caps filter's media type starts with a letter (`video/x-raw`)".into(),
+        ));
+    }
+    // The same for any error near a caps filter (a syntax error, an unknown element): the
+    // structure (caps filters as plain elements) is parsed first and its error reported; the
+    // line itself is parsed only once its structure holds together.
+    let structure = caps_as_elements(&launch.text);
+    let (err, ctx) = match parse(&structure) {
+        Err(failed) => failed,
+        Ok(()) if structure == launch.text => return Ok(()),
+        Ok(()) => match parse(&launch.text) {
+            Err(failed) => failed,
+            Ok(()) => return Ok(()),
+        },
     };
     let at = |token: Option<usize>| locate(launch, file_text, token);
     let message = err.message().to_string();
@@ -91,25 +108,12 @@ pub(super) fn factories(launch: &Launch, file_text: &str) -> Vec<(String, Range<
 fn tokens(line: &str) -> Vec<(usize, &str)> {
     let mut out = Vec::new();
     let mut start = None;
-    let mut quoted = false;
-    let mut escaped = false;
-    for (i, c) in line.char_indices() {
-        if escaped {
-            escaped = false;
-            continue;
-        }
-        match c {
-            '\\' => escaped = true,
-            '"' => quoted = !quoted,
-            c if c.is_whitespace() && !quoted => {
-                if let Some(s) = start.take() {
-                    out.push((s, &line[s..i]));
-                }
-                continue;
+    for (i, c, outside) in scan(line) {
+        if outside && c.is_whitespace() {
+            if let Some(s) = start.take() {
+                out.push((s, &line[s..i]));
             }
-            _ => {}
-        }
-        if start.is_none() {
+        } else if start.is_none() {
             start = Some(i);
         }
     }
@@ -117,6 +121,132 @@ fn tokens(line: &str) -> Vec<(usize, &str)> {
         out.push((s, &line[s..]));
     }
     out
+}
+
+/// The characters of a launch line, each with whether it stands outside quotes (quotes and
+/// backslash escapes themselves do not).
+fn scan(line: &str) -> impl Iterator<Item = (usize, char, bool)> + '_ {
+    let (mut quoted, mut escaped) = (false, false);
+    line.char_indices().map(move |(i, c)| {
+        let outside = match c {
+            _ if escaped => {
+                escaped = false;
+                false
+            }
+            '\\' => {
+                escaped = true;
+                false
+            }
+            '"' => {
+                quoted = !quoted;
+                false
+            }
+            _ => !quoted,
+        };
+        (i, c, outside)
+    })
+}
+
+/// Parses a launch line the way gst-launch-1.0 does, dropping what it built.
+fn parse(text: &str) -> Result<(), (glib::Error, gst::ParseContext)> {
+    let mut ctx = gst::ParseContext::new();
+    match gst::parse::launch_full(text, Some(&mut ctx), gst::ParseFlags::FATAL_ERRORS) {
+        Ok(element) => {
+            let _ = element.set_state(gst::State::Null);
+            Ok(())
+        }
+        Err(e) => Err((e, ctx)),
+    }
+}
+
+/// The byte offset of a `!` with nothing to link on one side (at the start, after another `!`
+/// or a `(`, or at the end or before a `)`), outside quotes.
+fn dangling_link(line: &str) -> Option<usize> {
+    // Where the latest `!` is while nothing has followed it yet.
+    let mut open_link: Option<usize> = None;
+    let mut something = false;
+    for (i, c, outside) in scan(line) {
+        match c {
+            _ if outside && c.is_whitespace() => continue,
+            '!' if outside => {
+                if !something {
+                    return Some(i);
+                }
+                open_link = Some(i);
+                something = false;
+                continue;
+            }
+            '(' if outside => {
+                // `a ! ( b )`: the bin is what the link reaches; inside, nothing yet.
+                open_link = None;
+                something = false;
+                continue;
+            }
+            ')' if outside => {
+                if let (Some(at), false) = (open_link, something) {
+                    return Some(at);
+                }
+            }
+            _ => {}
+        }
+        open_link = None;
+        something = true;
+    }
+    open_link
+}
+
+/// The parts of a launch line between unquoted `!`s, each with its byte offset.
+fn operands(line: &str) -> Vec<(usize, &str)> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for (i, c, outside) in scan(line) {
+        if outside && c == '!' {
+            out.push((start, &line[start..i]));
+            start = i + 1;
+        }
+    }
+    out.push((start, &line[start..]));
+    out
+}
+
+/// Where a caps filter operand's media type starts (`video/x-raw,...`, quoted or not), if the
+/// operand is one.
+fn caps_start(operand: &str) -> Option<usize> {
+    let t = operand.trim_start();
+    let t = t.strip_prefix('"').unwrap_or(t);
+    let name = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+    let (kind, rest) = t.split_once('/')?;
+    let sub: String = rest
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .collect();
+    (name(kind) && name(&sub)).then(|| operand.len() - t.len())
+}
+
+/// The line with every caps filter (`! video/x-raw,width=640 !`) replaced by `identity`:
+/// the same structure without filtered links.
+fn caps_as_elements(line: &str) -> String {
+    let parts: Vec<&str> = operands(line)
+        .into_iter()
+        .map(|(_, o)| {
+            if caps_start(o).is_some() {
+                " identity "
+            } else {
+                o
+            }
+        })
+        .collect();
+    parts.join("!")
+}
+
+/// A caps filter whose media type GStreamer would refuse with a critical (it must start with
+/// a letter): its offset.
+fn bad_media_type(line: &str) -> Option<usize> {
+    operands(line).into_iter().find_map(|(at, o)| {
+        let start = caps_start(o)?;
+        let first = o[start..].chars().next()?;
+        (!first.is_ascii_alphabetic()).then_some(at + start)
+    })
 }
 
 /// The n-th "quoted" word of a GStreamer error message.
@@ -149,7 +279,43 @@ fn locate(launch: &Launch, file_text: &str, token: Option<usize>) -> Range<usize
 
 #[cfg(test)]
 mod tests {
-    use super::tokens;
+    use super::{bad_media_type, caps_as_elements, dangling_link, tokens};
+
+    #[test]
+    fn media_types_start_with_a_letter() {
+        assert_eq!(bad_media_type("a ! video/x-raw ! b"), None);
+        assert_eq!(bad_media_type("a ! 0/a ! b"), Some(4));
+        assert_eq!(bad_media_type("a !\"9p/x\"! b"), Some(4));
+    }
+
+    #[test]
+    fn caps_filters_become_elements() {
+        assert_eq!(
+            caps_as_elements("a ! video/x-raw,width=640 ! b"),
+            "a ! identity ! b"
+        );
+        assert_eq!(
+            caps_as_elements("a !\"video/x-raw, format=(string)I420\"! b name=\"c/d ! e\""),
+            "a ! identity ! b name=\"c/d ! e\""
+        );
+        assert_eq!(
+            caps_as_elements("filesrc location=/a/b ! c"),
+            "filesrc location=/a/b ! c"
+        );
+    }
+
+    #[test]
+    fn dangling_links_are_found() {
+        assert_eq!(dangling_link("a ! b ! c"), None);
+        assert_eq!(dangling_link("a!video/x-raw!b"), None);
+        assert_eq!(dangling_link("a ! b t. ! c name=\"x ! !\""), None);
+        assert_eq!(dangling_link("bin. ( a ! b ) ! c"), None);
+        assert_eq!(dangling_link("a ! b !"), Some(6));
+        assert_eq!(dangling_link("! a"), Some(0));
+        assert_eq!(dangling_link("a ! ! b"), Some(4));
+        assert_eq!(dangling_link("( a ! ) ! b"), Some(4));
+        assert_eq!(dangling_link("( ! a )"), Some(2));
+    }
 
     #[test]
     fn words_keep_quoted_values_together() {

@@ -17,9 +17,20 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use std::sync::Arc;
+pub use whep::{read_json_offer, read_sdp_request};
 
 /// An API error: a status code and a sentence.
 pub struct ApiError(StatusCode, String);
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        self.0
+    }
+
+    pub fn message(&self) -> &str {
+        &self.1
+    }
+}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {

@@ -20,7 +20,7 @@ fn output(webrtc: &Registry, name: &str) -> Result<Arc<WebRtcOutput>, ApiError> 
         .ok_or_else(|| WebRtcError::NotFound(name.to_string()).into())
 }
 
-fn sdp_body(body: &Bytes) -> Result<String, ApiError> {
+fn sdp_body(body: &[u8]) -> Result<String, ApiError> {
     if body.len() > MAX_SDP_BYTES {
         return Err(ApiError(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -42,13 +42,21 @@ fn sdp_body(body: &Bytes) -> Result<String, ApiError> {
     Ok(text.to_string())
 }
 
-/// The SDP offer of a WHIP/WHEP request, which must say `Content-Type: application/sdp`.
 fn sdp_offer(headers: &HeaderMap, body: &Bytes, protocol: &str) -> Result<String, ApiError> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if !content_type.starts_with("application/sdp") {
+        .and_then(|v| v.to_str().ok());
+    read_sdp_request(content_type, body, protocol)
+}
+
+/// The SDP offer of a WHIP/WHEP request, which must say `Content-Type: application/sdp`:
+/// checked before any pipeline is touched (also what the fuzz targets feed).
+pub fn read_sdp_request(
+    content_type: Option<&str>,
+    body: &[u8],
+    protocol: &str,
+) -> Result<String, ApiError> {
+    if !content_type.unwrap_or("").starts_with("application/sdp") {
         return Err(ApiError(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             format!("{protocol} wants Content-Type: application/sdp"),
@@ -105,11 +113,35 @@ pub async fn patch() -> ApiError {
 }
 
 #[derive(serde::Deserialize)]
-pub struct OfferBody {
+struct OfferBody {
     sdp: String,
     #[serde(rename = "type")]
     kind: String,
     pipeline: Option<String>,
+}
+
+/// The body of `POST /offer`: `{"sdp", "type": "offer", "pipeline"?}` → the offer and the
+/// pipeline it names, if any.
+pub fn read_json_offer(body: &[u8]) -> Result<(String, Option<String>), ApiError> {
+    if body.len() > MAX_SDP_BYTES {
+        return Err(ApiError(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "the offer is too large".into(),
+        ));
+    }
+    let req: OfferBody = serde_json::from_slice(body).map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("expected JSON {{\"sdp\": ..., \"type\": \"offer\"}}: {e}"),
+        )
+    })?;
+    if req.kind != "offer" {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("\"type\" must be \"offer\", not \"{}\"", req.kind),
+        ));
+    }
+    Ok((req.sdp, req.pipeline))
 }
 
 /// `POST /offer/{name}`: `{"sdp", "type": "offer"}` in, `{"sdp", "type": "answer"}` out.
@@ -134,25 +166,8 @@ async fn answer_json(
     name: Option<String>,
     body: &Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    if body.len() > MAX_SDP_BYTES {
-        return Err(ApiError(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "the offer is too large".into(),
-        ));
-    }
-    let req: OfferBody = serde_json::from_slice(body).map_err(|e| {
-        ApiError(
-            StatusCode::BAD_REQUEST,
-            format!("expected JSON {{\"sdp\": ..., \"type\": \"offer\"}}: {e}"),
-        )
-    })?;
-    if req.kind != "offer" {
-        return Err(ApiError(
-            StatusCode::BAD_REQUEST,
-            format!("\"type\" must be \"offer\", not \"{}\"", req.kind),
-        ));
-    }
-    let name = match name.or(req.pipeline) {
+    let (sdp, named) = read_json_offer(body)?;
+    let name = match name.or(named) {
         Some(n) => n,
         None => {
             let names = state.webrtc.names();
@@ -171,7 +186,7 @@ async fn answer_json(
         }
     };
     let out = output(&state.webrtc, &name)?;
-    let (_, answer) = out.answer(req.sdp, Via::Offer).await?;
+    let (_, answer) = out.answer(sdp, Via::Offer).await?;
     Ok(Json(serde_json::json!({ "sdp": answer, "type": "answer" })))
 }
 
