@@ -94,6 +94,11 @@ enum Command {
         /// are not limited (a proxy in front limits its own clients).
         #[arg(long, default_value_t = 20)]
         session_rate: u32,
+        /// Seconds a connected WebRTC peer may stay silent (no packet of any kind: RTCP
+        /// reports, media, DTLS) before its session ends; how fast a vanished viewer or
+        /// publisher is noticed.
+        #[arg(long, value_name = "SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(3..))]
+        peer_timeout: u64,
         /// Serve HTTPS and WSS with this certificate (PEM, chain first); needs --tls-key.
         #[arg(long, value_name = "FILE", requires = "tls_key")]
         tls_cert: Option<PathBuf>,
@@ -208,6 +213,7 @@ fn main() -> ExitCode {
             max_viewers,
             max_publishers,
             session_rate,
+            peer_timeout,
         } => {
             let mut api_policy = mediaweave::description::ApiPolicy {
                 allow_paths: api_allow_paths,
@@ -229,6 +235,7 @@ fn main() -> ExitCode {
                     turn_servers,
                 },
                 signalling_url,
+                peer_timeout: std::time::Duration::from_secs(peer_timeout),
                 limits: std::sync::Arc::new(mediaweave::limits::Limits::new(
                     max_viewers,
                     max_publishers,

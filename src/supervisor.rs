@@ -907,7 +907,7 @@ impl Runner {
                     Ok(Started::Pipeline(active)) => self.watch(active, &mut commands).await,
                     Ok(Started::Ingest(plan)) => self.watch_ingest(plan, &mut commands).await,
                     Err((message, detail)) => {
-                        self.webrtc.detach(self.name());
+                        self.release_viewers(self.desc.options.restart != RestartPolicy::Never);
                         Ended::Error {
                             message,
                             detail,
@@ -965,13 +965,17 @@ impl Runner {
             };
             tokio::select! {
                 cmd = commands.recv() => match cmd {
-                    None | Some(Command::Shutdown) => return,
+                    None | Some(Command::Shutdown) => {
+                        self.webrtc.detach(self.name());
+                        return;
+                    }
                     Some(Command::Start(ack)) | Some(Command::Restart(ack)) => {
                         self.failures = 0;
                         start_now = true;
                         pending_ack = Some(ack);
                     }
                     Some(Command::Stop(ack)) => {
+                        self.webrtc.detach(self.name());
                         if retry_at.take().is_some() {
                             self.set_state(State::Stopped, None);
                         }
@@ -989,6 +993,17 @@ impl Runner {
                     start_now = true;
                 }
             }
+        }
+    }
+
+    /// The run ended: its WebRTC viewers' sessions end, or, when it will be restarted (after
+    /// an error, or after end-of-stream with `restart = "always"`), wait to follow the next run (the source failing mid-stream costs viewers a
+    /// pause, not their connection).
+    fn release_viewers(&self, restarts: bool) {
+        if restarts {
+            self.webrtc.suspend(self.name());
+        } else {
+            self.webrtc.detach(self.name());
         }
     }
 
@@ -1205,7 +1220,12 @@ impl Runner {
         if playing_since.is_some_and(|t| t.elapsed() >= self.config.stable_after) {
             self.failures = 0;
         }
-        self.webrtc.detach(self.name());
+        let restarts = match ended {
+            Ended::Error { .. } => self.desc.options.restart != RestartPolicy::Never,
+            Ended::Eos => self.desc.options.restart == RestartPolicy::Always,
+            _ => false,
+        };
+        self.release_viewers(restarts);
         // Hooks first: observe hooks still take the frames waiting in their appsinks (a stream
         // that ended is seen to its last frame), transforms let frames pass from now on.
         if let Some(hooks) = active.hooks.take() {

@@ -134,6 +134,7 @@ impl IngestPoint {
             ice: self.config.ice.clone(),
             chat,
             connect_timeout: self.config.connect_timeout,
+            peer_timeout: self.config.peer_timeout,
         };
         let via_name = via;
         let weak = Arc::downgrade(self);

@@ -42,6 +42,8 @@ pub struct WebRtcConfig {
     pub signalling_url: Option<String>,
     /// How long a viewer has to complete ICE and DTLS.
     pub connect_timeout: Duration,
+    /// How long a connected peer may stay silent before its session ends.
+    pub peer_timeout: Duration,
     /// Viewers and publishers in total (shared by every output and ingest point).
     pub limits: Arc<crate::limits::Limits>,
 }
@@ -52,6 +54,7 @@ impl Default for WebRtcConfig {
             ice: IceConfig::default(),
             signalling_url: None,
             connect_timeout: Duration::from_secs(20),
+            peer_timeout: Duration::from_secs(15),
             limits: Arc::default(),
         }
     }
@@ -84,12 +87,27 @@ struct Sessions {
     ending: HashMap<ViewerId, Handle>,
 }
 
+/// What the running pipeline feeds the viewers; replaced when the pipeline restarts after an
+/// error, while its sessions wait (suspended) to follow the new run.
+#[derive(Default)]
+struct Feed {
+    video: Option<StreamProducer>,
+    audio: Option<StreamProducer>,
+    /// The pipeline's clock and base time, once it plays (None: not accepting viewers).
+    clock: Option<(gst::Clock, gst::ClockTime)>,
+    /// The pipeline failed and is restarting; its sessions wait for the next run.
+    suspended: bool,
+    /// Counts suspensions, so a grace timer knows whether it is still the current one.
+    generation: u64,
+}
+
+/// How long viewers wait for a failed pipeline to come back before their sessions end.
+const RESUME_GRACE: Duration = Duration::from_secs(30);
+
 pub struct WebRtcOutput {
     pub pipeline: String,
     pub tap: WebRtcTap,
-    video: Option<StreamProducer>,
-    audio: Option<StreamProducer>,
-    clock: Mutex<Option<(gst::Clock, gst::ClockTime)>>,
+    feed: Mutex<Feed>,
     sessions: Mutex<Sessions>,
     chat: mpsc::Sender<(ViewerId, String)>,
     config: WebRtcConfig,
@@ -128,6 +146,10 @@ impl Totals {
 impl WebRtcOutput {
     fn lock_sessions(&self) -> std::sync::MutexGuard<'_, Sessions> {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_feed(&self) -> std::sync::MutexGuard<'_, Feed> {
+        self.feed.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Totals over every session of this pipeline since the service started, live ones
@@ -183,20 +205,21 @@ impl WebRtcOutput {
     }
 
     fn params(self: &Arc<Self>, via: Via) -> Result<Params, WebRtcError> {
-        let clock = self.clock.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        if clock.is_none() {
+        let feed = self.lock_feed();
+        if feed.clock.is_none() {
             return Err(WebRtcError::NotPlaying(self.pipeline.clone()));
         }
         Ok(Params {
             id: ViewerId::new(),
             via,
             codec: self.tap.codec,
-            video: self.video.clone(),
-            audio: self.audio.clone(),
-            clock,
+            video: feed.video.clone(),
+            audio: feed.audio.clone(),
+            clock: feed.clock.clone(),
             ice: self.config.ice.clone(),
             chat: self.chat.clone(),
             connect_timeout: self.config.connect_timeout,
+            peer_timeout: self.config.peer_timeout,
         })
     }
 
@@ -256,7 +279,7 @@ impl WebRtcOutput {
     ) -> Result<AnswerSession, WebRtcError> {
         let formats = sdp::read_offer(&offer, self.tap.codec).map_err(WebRtcError::BadOffer)?;
         let takes_video = formats.video_pt.is_some();
-        let takes_audio = formats.audio_pt.is_some() && self.audio.is_some();
+        let takes_audio = formats.audio_pt.is_some() && self.lock_feed().audio.is_some();
         if !takes_video && !takes_audio {
             return Err(WebRtcError::BadOffer(
                 "the offer takes neither the video nor the audio this pipeline sends".into(),
@@ -311,6 +334,39 @@ impl WebRtcOutput {
             }
             None => false,
         }
+    }
+
+    /// The pipeline failed and will be restarted: sessions stay, waiting for the next run.
+    /// Returns the suspension's generation, or None if there is no session to keep.
+    fn suspend(&self) -> Option<u64> {
+        if self.lock_sessions().by_id.is_empty() {
+            return None;
+        }
+        let mut feed = self.lock_feed();
+        feed.clock = None;
+        feed.suspended = true;
+        feed.generation += 1;
+        Some(feed.generation)
+    }
+
+    /// Takes the producers of a restarted pipeline, if this output is waiting for one with
+    /// the same streams; false otherwise (its sessions cannot follow).
+    fn resume_with(
+        &self,
+        tap: &WebRtcTap,
+        video: Option<StreamProducer>,
+        audio: Option<StreamProducer>,
+    ) -> bool {
+        let mut feed = self.lock_feed();
+        let same_streams = tap.codec == self.tap.codec
+            && video.is_some() == feed.video.is_some()
+            && audio.is_some() == feed.audio.is_some();
+        if !feed.suspended || !same_streams {
+            return false;
+        }
+        feed.video = video;
+        feed.audio = audio;
+        true
     }
 
     /// Ends every session and admits no more (the pipeline stopped).
@@ -482,17 +538,29 @@ impl Registry {
             // No clock sync: a frame goes to the viewers the moment it is encoded (live
             // sources and `clocksync` pace the stream); syncing held each one a frame longer.
             let settings = gst_utils::streamproducer::ProducerSettings { sync: false };
-            Ok(StreamProducer::with(&appsink, settings))
+            let producer = StreamProducer::with(&appsink, settings);
+            // The pipeline's end-of-stream is not the viewers' end: the registry ends their
+            // sessions when the pipeline stops, or keeps them for its restart.
+            producer.set_forward_events([gst::EventType::Gap]);
+            Ok(producer)
         };
         let video = Some(producer(&tap.video_sink)?);
         let audio = tap.audio_sink.as_deref().map(producer).transpose()?;
         let (chat_tx, chat_rx) = mpsc::channel(CHAT_QUEUE);
+        // A pipeline restarting after an error: its waiting viewers follow the new run.
+        if let Some(old) = self.get(name)
+            && old.resume_with(tap, video.clone(), audio.clone())
+        {
+            return Ok(());
+        }
         let output = Arc::new(WebRtcOutput {
             pipeline: name.to_string(),
             tap: tap.clone(),
-            video,
-            audio,
-            clock: Mutex::new(None),
+            feed: Mutex::new(Feed {
+                video,
+                audio,
+                ..Feed::default()
+            }),
             sessions: Mutex::new(Sessions::default()),
             chat: chat_tx,
             config: self.config.clone(),
@@ -526,7 +594,26 @@ impl Registry {
         let Some(out) = self.get(name) else { return };
         if let Some(clock) = pipeline.clock() {
             let base = pipeline.base_time().unwrap_or(gst::ClockTime::ZERO);
-            *out.clock.lock().unwrap_or_else(|p| p.into_inner()) = Some((clock, base));
+            let mut feed = out.lock_feed();
+            feed.clock = Some((clock.clone(), base));
+            if std::mem::take(&mut feed.suspended) {
+                // The sessions that waited switch to the new run's streams.
+                let follow = || Command::Follow {
+                    video: feed.video.clone(),
+                    audio: feed.audio.clone(),
+                    clock: clock.clone(),
+                };
+                let sessions = out.lock_sessions();
+                tracing::info!(
+                    "{name}: {} viewer(s) follow the restarted pipeline",
+                    sessions.by_id.len()
+                );
+                for h in sessions.by_id.values() {
+                    if h.commands.try_send(follow()).is_err() {
+                        h.end();
+                    }
+                }
+            }
         }
         let url = out
             .tap
@@ -546,6 +633,32 @@ impl Registry {
                 Arc::downgrade(&out),
             )));
         }
+    }
+
+    /// The pipeline failed and will be restarted: its viewers' sessions wait (for
+    /// [`RESUME_GRACE`] at most) and follow the next run, without renegotiating. Without
+    /// viewers this is [`Registry::detach`].
+    pub fn suspend(self: &Arc<Self>, name: &str) {
+        let Some(out) = self.get(name) else { return };
+        let Some(generation) = out.suspend() else {
+            return self.detach(name);
+        };
+        tracing::info!("{name}: viewers wait for the pipeline to restart");
+        let (registry, name) = (Arc::downgrade(self), name.to_string());
+        tokio::spawn(async move {
+            tokio::time::sleep(RESUME_GRACE).await;
+            let Some(registry) = registry.upgrade() else {
+                return;
+            };
+            let still_waiting = registry.get(&name).is_some_and(|now| {
+                let feed = now.lock_feed();
+                Arc::ptr_eq(&now, &out) && feed.suspended && feed.generation == generation
+            });
+            if still_waiting {
+                tracing::info!("{name}: the pipeline did not come back; its viewers' sessions end");
+                registry.detach(&name);
+            }
+        });
     }
 
     /// The pipeline stopped: its viewers' sessions end.

@@ -20,7 +20,7 @@ use gst_utils::streamproducer::{ConsumptionLink, StreamProducer};
 use gst_webrtc::{WebRTCDataChannel, WebRTCPeerConnectionState, WebRTCSessionDescription};
 use serde::Serialize;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -120,6 +120,12 @@ pub enum Command {
     },
     /// A chat line from another viewer, to send on this viewer's data channel.
     Chat(String),
+    /// The pipeline restarted (after an error): take its streams from now on.
+    Follow {
+        video: Option<StreamProducer>,
+        audio: Option<StreamProducer>,
+        clock: gst::Clock,
+    },
 }
 
 pub enum Role {
@@ -172,6 +178,10 @@ pub struct Params {
     pub chat: ChatSender,
     /// How long a peer has to connect (ICE + DTLS) before the session is dropped.
     pub connect_timeout: Duration,
+    /// How long a connected peer may stay silent (nothing at all arrives) before the session
+    /// ends: webrtcbin 1.22 has no ICE consent checks, so a peer that vanished without a word
+    /// is noticed this way.
+    pub peer_timeout: Duration,
 }
 
 /// The owner's handle on a running session.
@@ -210,7 +220,7 @@ enum Event {
     DataChannel(WebRTCDataChannel),
     ChatIn(String),
     Stats(gst::Structure),
-    /// The peer said goodbye (RTCP BYE) or went silent (RTCP timeout).
+    /// The peer said goodbye (RTCP BYE).
     PeerGone(&'static str),
     /// End-of-stream reached every sink (a publisher's recording is finalized).
     Eos,
@@ -284,6 +294,7 @@ struct Built {
     _hooks: Option<crate::hooks::RunningHooks>,
     webrtc: gst::Element,
     links: Vec<ConsumptionLink>,
+    continuity: Arc<Continuity>,
     /// The data channel we created (offer role).
     channel: Option<WebRTCDataChannel>,
 }
@@ -344,6 +355,10 @@ async fn run(
         channel: None,
         chat_tokens: CHAT_BURST,
         chat_refill: Instant::now(),
+        heard: Arc::new(Heard::default()),
+        listening: false,
+        peer_timeout: params.peer_timeout,
+        timeline: params.clock.clone(),
     };
     session.channel = session.built.channel.clone();
     if let Some(channel) = session.channel.clone() {
@@ -390,6 +405,46 @@ struct Session {
     channel: Option<WebRTCDataChannel>,
     chat_tokens: u32,
     chat_refill: Instant,
+    /// When a packet last arrived from the peer.
+    heard: Arc<Heard>,
+    /// Whether the probe that updates `heard` is in place.
+    listening: bool,
+    peer_timeout: Duration,
+    /// The clock and base time this viewer's pipeline runs on (the main pipeline's when the
+    /// session started).
+    timeline: Option<(gst::Clock, gst::ClockTime)>,
+}
+
+/// The time of the peer's latest packet, written by a pad probe on a GStreamer thread.
+struct Heard {
+    epoch: std::time::Instant,
+    /// Milliseconds since `epoch`.
+    at: std::sync::atomic::AtomicU64,
+}
+
+impl Default for Heard {
+    fn default() -> Self {
+        Heard {
+            epoch: std::time::Instant::now(),
+            at: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+}
+
+impl Heard {
+    fn now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn mark(&self) {
+        self.at
+            .fetch_max(self.now(), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn silent_for(&self) -> Duration {
+        let at = self.at.load(std::sync::atomic::Ordering::Relaxed);
+        Duration::from_millis(self.now().saturating_sub(at))
+    }
 }
 
 /// Where negotiation stands.
@@ -569,6 +624,8 @@ impl Session {
                         Event::State(state) => match state {
                             WebRTCPeerConnectionState::Connected => {
                                 connected = true;
+                                self.heard.mark();
+                                self.listen_to_peer();
                                 disconnected_since = None;
                                 self.stats.send_modify(|s| s.connected = true);
                                 tracing::info!("viewer {}: connected", self.id);
@@ -606,6 +663,7 @@ impl Session {
                             self.webrtc().emit_by_name::<()>("add-ice-candidate", &[&mline, &candidate]);
                         }
                     }
+                    Some(Command::Follow { video, audio, clock }) => self.follow(video, audio, clock)?,
                     Some(Command::Chat(text)) => {
                         if let Some(ch) = &self.channel
                             && ch.ready_state() == gst_webrtc::WebRTCDataChannelState::Open
@@ -623,7 +681,19 @@ impl Session {
                     _ if !connected => return Err("the peer did not connect in time (ICE/DTLS)".into()),
                     _ => return Err("the peer stayed disconnected for 10 s".into()),
                 },
-                _ = stats_tick.tick() => self.request_stats(ev_tx),
+                _ = stats_tick.tick() => {
+                    self.request_stats(ev_tx);
+                    if connected {
+                        self.listen_to_peer();
+                        let silent = self.heard.silent_for();
+                        if self.listening && silent >= self.peer_timeout {
+                            return Err(format!(
+                                "nothing arrived from the peer for {} s: it is gone",
+                                silent.as_secs()
+                            ));
+                        }
+                    }
+                }
             }
         }
     }
@@ -730,6 +800,67 @@ impl Session {
             return;
         }
         let _ = self.chat.try_send((self.id.clone(), text));
+    }
+
+    /// Switches to the streams of the restarted main pipeline. The peer sees a pause, then
+    /// the new stream with timestamps that go on from where they were (see [`Continuity`]);
+    /// the producer asks the new encoder for a keyframe.
+    fn follow(
+        &mut self,
+        video: Option<StreamProducer>,
+        audio: Option<StreamProducer>,
+        clock: gst::Clock,
+    ) -> Result<(), String> {
+        // The viewer pipeline keeps its clock; one that belonged to the failed pipeline
+        // (an audio device's) may have stopped with it.
+        if self.timeline.as_ref().is_none_or(|(own, _)| *own != clock) {
+            return Err("the restarted pipeline runs on another clock; reconnect".into());
+        }
+        self.built.continuity.rebase();
+        for link in &mut self.built.links {
+            let appsrc = link.appsrc().clone();
+            let producer = if appsrc.name() == "video" {
+                &video
+            } else {
+                &audio
+            };
+            let Some(producer) = producer else {
+                return Err(format!(
+                    "the restarted pipeline has no {} stream",
+                    appsrc.name()
+                ));
+            };
+            link.change_producer(producer, false)
+                .map_err(|e| format!("cannot follow the restarted pipeline: {e}"))?;
+        }
+        tracing::info!("viewer {}: follows the restarted pipeline", self.id);
+        Ok(())
+    }
+
+    /// Marks `heard` on every packet the peer's ICE transport delivers (DTLS, SRTP, SRTCP:
+    /// every live peer sends receiver reports or media at least every few seconds). The
+    /// transport exists once the descriptions are set, so this is tried until it is found.
+    fn listen_to_peer(&mut self) {
+        if self.listening {
+            return;
+        }
+        let Some(bin) = self.webrtc().downcast_ref::<gst::Bin>() else {
+            return;
+        };
+        for element in bin.iterate_recurse().into_iter().flatten() {
+            let is_nicesrc = element.factory().is_some_and(|f| f.name() == "nicesrc");
+            if let (true, Some(pad)) = (is_nicesrc, element.static_pad("src")) {
+                let heard = self.heard.clone();
+                pad.add_probe(
+                    gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
+                    move |_, _| {
+                        heard.mark();
+                        gst::PadProbeReturn::Ok
+                    },
+                );
+                self.listening = true;
+            }
+        }
     }
 
     fn request_stats(&self, ev_tx: &mpsc::Sender<Event>) {
@@ -866,6 +997,75 @@ impl Drop for PipelineGuard {
     }
 }
 
+/// Keeps a viewer's timestamps going forward when its streams switch to a restarted main
+/// pipeline, whose running time starts again near zero: the first buffer after
+/// [`Continuity::rebase`] sets an offset on every appsrc pad so that it lands where the old
+/// stream would be by now (the last buffer sent plus the time since). RTP timestamps then
+/// jump by the length of the pause, as a peer expects, and never go back; nothing waits,
+/// the viewer pipeline's clock being [`VIEWER_CLOCK_MARGIN`] ahead.
+struct Continuity {
+    epoch: std::time::Instant,
+    /// Running time of the latest buffer sent (ns, offset included), and when it was sent
+    /// (ns since `epoch`).
+    sent: Mutex<(i64, i64)>,
+    rebase: std::sync::atomic::AtomicBool,
+}
+
+impl Continuity {
+    fn watch<'a>(appsrcs: impl Iterator<Item = &'a gst_app::AppSrc>) -> Arc<Continuity> {
+        let continuity = Arc::new(Continuity {
+            epoch: std::time::Instant::now(),
+            sent: Mutex::new((0, 0)),
+            rebase: std::sync::atomic::AtomicBool::new(false),
+        });
+        let pads: Vec<gst::Pad> = appsrcs.filter_map(|a| a.static_pad("src")).collect();
+        // Weak: the probes live on these pads.
+        let all: Arc<Vec<glib::WeakRef<gst::Pad>>> =
+            Arc::new(pads.iter().map(|p| p.downgrade()).collect());
+        for pad in &pads {
+            let (c, all) = (continuity.clone(), all.clone());
+            pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+                if let Some(rt) = info.buffer().and_then(|b| running_time(pad, b)) {
+                    c.sent(pad, rt, &all);
+                }
+                gst::PadProbeReturn::Ok
+            });
+        }
+        continuity
+    }
+
+    fn sent(&self, pad: &gst::Pad, rt: i64, all: &[glib::WeakRef<gst::Pad>]) {
+        let now = i64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(i64::MAX);
+        let mut sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
+        let mut offset = pad.offset();
+        if self.rebase.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            let (last, at) = *sent;
+            offset = last.saturating_add(now.saturating_sub(at).max(1_000_000)) - rt;
+            // GStreamer resends the segment with the new offset before this buffer.
+            for p in all.iter().filter_map(|w| w.upgrade()) {
+                p.set_offset(offset);
+            }
+        }
+        let out = rt.saturating_add(offset);
+        if out >= sent.0 {
+            *sent = (out, now);
+        }
+    }
+
+    fn rebase(&self) {
+        self.rebase.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A buffer's running time in its pad's segment (ns), without the pad offset.
+fn running_time(pad: &gst::Pad, buffer: &gst::BufferRef) -> Option<i64> {
+    let pts = buffer.pts()?;
+    let event = pad.sticky_event::<gst::event::Segment>(0)?;
+    let segment = event.segment().downcast_ref::<gst::ClockTime>()?;
+    let rt = segment.to_running_time(pts)?;
+    i64::try_from(rt.nseconds()).ok()
+}
+
 fn stop_pipeline(p: &gst::Pipeline) {
     if let Some(bus) = p.bus() {
         bus.unset_sync_handler();
@@ -993,8 +1193,10 @@ fn setup_webrtcbin(
         }
         None
     });
-    // webrtcbin 1.22 does not notice a peer that vanishes (no ICE consent checks), but its
-    // rtpbin does: an RTCP BYE when the peer closes, a timeout when it stops sending reports.
+    // webrtcbin 1.22 does not notice a peer that closes (no ICE consent checks), but its
+    // rtpbin hears an RTCP BYE. (rtpbin's own source timeout is not used: a browser whose
+    // stream pauses while the pipeline restarts stops reporting for a while; silence of
+    // every kind is what ends a session, see `Heard`.)
     if let Some(rtpbin) = webrtc
         .downcast_ref::<gst::Bin>()
         .and_then(|b| b.by_name("rtpbin"))
@@ -1002,11 +1204,6 @@ fn setup_webrtcbin(
         let tx = events.clone();
         rtpbin.connect("on-bye-ssrc", false, move |_| {
             let _ = tx.try_send(Event::PeerGone("the peer said goodbye (RTCP BYE)"));
-            None
-        });
-        let tx = events.clone();
-        rtpbin.connect("on-timeout", false, move |_| {
-            let _ = tx.try_send(Event::PeerGone("the peer stopped sending RTCP"));
             None
         });
     }
@@ -1168,9 +1365,13 @@ fn build_receiver(
         _hooks: hooks,
         webrtc,
         links: Vec::new(),
+        continuity: Continuity::watch(std::iter::empty()),
         channel: None,
     })
 }
+
+/// How far a viewer pipeline's running time is ahead of its main pipeline's.
+const VIEWER_CLOCK_MARGIN: gst::ClockTime = gst::ClockTime::from_seconds(10);
 
 /// Builds and starts a viewer pipeline (blocking: runs on the blocking pool).
 fn build(a: BuildArgs) -> Result<Built, String> {
@@ -1274,11 +1475,17 @@ fn build(a: BuildArgs) -> Result<Built, String> {
     if links.is_empty() {
         return Err("the offer takes neither the video nor the audio this pipeline sends".into());
     }
+    let continuity = Continuity::watch(links.iter().map(|l| l.appsrc()));
 
     if let Some((clock, base)) = &a.clock {
+        // The main pipeline's clock, and its base time moved back by a margin: a live appsrc
+        // waits until a buffer's running time comes, and buffers of a main pipeline that is
+        // not live (a TCP or URI source buffered while it prerolled) can be ahead of its clock
+        // by a second; waiting here would overflow the viewer's queue. With the margin every
+        // buffer is already due and goes out the moment it is encoded.
         pipeline.use_clock(Some(clock));
         pipeline.set_start_time(gst::ClockTime::NONE);
-        pipeline.set_base_time(*base);
+        pipeline.set_base_time(base.saturating_sub(VIEWER_CLOCK_MARGIN));
     }
     pipeline
         .set_state(gst::State::Playing)
@@ -1309,6 +1516,7 @@ fn build(a: BuildArgs) -> Result<Built, String> {
         _hooks: None,
         webrtc,
         links,
+        continuity,
         channel,
     })
 }

@@ -1,6 +1,8 @@
 // Headless Chromium (Debian's) against mediaweave's page.
 //   node view.mjs BASE NAME watch  → opens the page, clicks "watch" for NAME, waits for ≥ 60
 //                                    decoded frames, prints the page's stats as JSON
+//   node view.mjs BASE NAME follow → watches NAME through a pause (its source failing and
+//                                    coming back); prints the longest pause and frames after it
 //   node view.mjs BASE NAME chat   → two pages watch NAME; page A sends a chat line; prints
 //                                    whether page B received it
 //   node view.mjs BASE NAME dashboard → waits for NAME's bitrate and fps charts to have data,
@@ -46,6 +48,27 @@ try {
     await page.click("#stop");
     await page.waitForTimeout(300);
     console.log(JSON.stringify({ ...stats, shownResolution: shown }));
+  } else if (mode === "follow") {
+    // Keeps watching while the pipeline's source fails and comes back: waits for a pause of
+    // over 2.5 s in decoded frames (they are read once a second) followed by 60 more.
+    const page = await context.newPage();
+    await watching(page);
+    await page.waitForFunction(() => (window.mediaweave.stats.framesDecoded || 0) >= 30, null, { timeout: 40000 });
+    let last = await page.evaluate(() => window.mediaweave.stats.framesDecoded || 0);
+    let lastChange = Date.now(), maxGapMs = 0, atGap = last;
+    const deadline = Date.now() + 60000;
+    while (Date.now() < deadline) {
+      await page.waitForTimeout(100);
+      const now = await page.evaluate(() => window.mediaweave.stats.framesDecoded || 0);
+      if (now !== last) {
+        const gap = Date.now() - lastChange;
+        if (gap > maxGapMs) { maxGapMs = gap; atGap = last; }
+        last = now; lastChange = Date.now();
+      }
+      if (maxGapMs >= 2500 && last - atGap >= 60) break;
+    }
+    const stats = await page.evaluate(() => window.mediaweave.stats);
+    console.log(JSON.stringify({ ...stats, maxGapMs, framesAfterGap: last - atGap }));
   } else if (mode === "chat") {
     const a = await context.newPage();
     const b = await context.newPage();

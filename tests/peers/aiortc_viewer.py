@@ -46,8 +46,16 @@ async def count_video(track, result, started, stamps):
             frame = await track.recv()
         except MediaStreamError:
             return
+        now = time.monotonic()
         if result["frames"] == 0:
-            result["ttff_ms"] = (time.monotonic() - started[0]) * 1000
+            result["ttff_ms"] = (now - started[0]) * 1000
+        else:
+            # The longest pause between two frames, and how many frames came after it.
+            gap = (now - result["_last"]) * 1000
+            if gap > result["max_gap_ms"]:
+                result["max_gap_ms"], result["frames_after_max_gap"] = gap, 0
+        result["_last"] = now
+        result["frames_after_max_gap"] += 1
         result["frames"] += 1
         result["width"], result["height"] = frame.width, frame.height
         if stamps:
@@ -162,7 +170,8 @@ async def main():
     args = ap.parse_args()
 
     pc = RTCPeerConnection()
-    result = {"frames": 0, "width": 0, "height": 0, "audio_frames": 0, "events": [], "ttff_ms": None}
+    result = {"frames": 0, "width": 0, "height": 0, "audio_frames": 0, "events": [], "ttff_ms": None,
+              "max_gap_ms": 0, "frames_after_max_gap": 0, "_last": 0}
     if args.stamps:
         result["latencies_ms"] = []
     started = [time.monotonic()]
@@ -199,6 +208,7 @@ async def main():
         await asyncio.wait_for(done(), args.timeout)
     except asyncio.TimeoutError:
         pass
+    result.pop("_last", None)
     print(json.dumps(result), flush=True)
     await asyncio.sleep(args.hold)
     if location:
