@@ -1,6 +1,7 @@
 //! kill -9 of the service in the middle of a recording: every segment on disk stays readable
 //! and decodes to within about a second of the kill (Matroska clusters and MP4 fragments of at
-//! most 1 s, unbuffered writes). On restart the recordings are listed and recording resumes.
+//! most 1 s, unbuffered writes). On restart the recordings are listed, recording resumes, and
+//! every pipeline comes back — one created over the API before the kill too.
 
 mod common;
 use common::*;
@@ -27,6 +28,15 @@ fn kill_9_loses_at_most_about_a_second() {
     let (mut child, base) = spawn_serve(&pipelines, &recordings);
     wait_state(&base, "mkv", "playing");
     wait_state(&base, "mp4", "playing");
+    let tcp_port = free_port();
+    let added = put(
+        &format!("{base}/api/pipelines/added"),
+        &format!(
+            "[source]\nkind = \"test\"\nwidth = 160\nheight = 120\naudio = false\n[[output]]\nkind = \"tcp\"\nport = {tcp_port}\n"
+        ),
+    );
+    assert_eq!(added.status, 201, "{}", added.json);
+    wait_state(&base, "added", "playing");
     let started = Instant::now();
     std::thread::sleep(Duration::from_secs(5));
     let elapsed = started.elapsed().as_secs_f64();
@@ -53,6 +63,10 @@ fn kill_9_loses_at_most_about_a_second() {
     // new segment.
     let (mut child, base) = spawn_serve(&pipelines, &recordings);
     wait_state(&base, "mkv", "playing");
+    wait_state(&base, "mp4", "playing");
+    wait_state(&base, "added", "playing");
+    let frames = gst_decode_tcp(tcp_port, 10).expect("the API-created pipeline serves again");
+    assert_eq!(frames.len(), 10);
     let list = wait_for("a new segment", Duration::from_secs(10), || {
         let list = get(&format!("{base}/api/recordings")).json;
         let n = list

@@ -20,6 +20,12 @@ pub(super) fn validate(launch: &Launch, file_text: &str) -> Result<(), (Range<us
                 .into(),
         ));
     }
+    if let Some(at) = unclosed_quote(&launch.text) {
+        return Err((
+            locate(launch, file_text, Some(at)),
+            "in `launch`: this quote is never closed".into(),
+        ));
+    }
     if let Some(at) = bad_media_type(&launch.text) {
         return Err((
             locate(launch, file_text, Some(at)),
@@ -123,11 +129,28 @@ fn tokens(line: &str) -> Vec<(usize, &str)> {
     out
 }
 
+/// Where a quote opens that nothing closes.
+fn unclosed_quote(line: &str) -> Option<usize> {
+    let mut open = None;
+    for (i, c, outside) in scan(line) {
+        // Quotes that open or close a string are not "outside"; escaped ones are skipped.
+        if c == '"' && !outside && !line[..i].ends_with('\\') {
+            open = if open.is_some() { None } else { Some(i) };
+        }
+    }
+    open
+}
+
 /// The characters of a launch line, each with whether it stands outside quotes (quotes and
-/// backslash escapes themselves do not).
+/// backslash escapes themselves do not). As in gst-launch, a quote opens a quoted string only
+/// at the start of a word or value (`name="a b"`, `! "video/x-raw, width=640" !`); inside a
+/// word (`a"b`) it is an ordinary character.
 fn scan(line: &str) -> impl Iterator<Item = (usize, char, bool)> + '_ {
     let (mut quoted, mut escaped) = (false, false);
+    let mut prev: Option<char> = None;
     line.char_indices().map(move |(i, c)| {
+        let starts_word =
+            prev.is_none_or(|p| p.is_whitespace() || matches!(p, '=' | '!' | '(' | ')'));
         let outside = match c {
             _ if escaped => {
                 escaped = false;
@@ -137,12 +160,13 @@ fn scan(line: &str) -> impl Iterator<Item = (usize, char, bool)> + '_ {
                 escaped = true;
                 false
             }
-            '"' => {
+            '"' if quoted || starts_word => {
                 quoted = !quoted;
                 false
             }
             _ => !quoted,
         };
+        prev = Some(c);
         (i, c, outside)
     })
 }
@@ -280,6 +304,14 @@ fn locate(launch: &Launch, file_text: &str, token: Option<usize>) -> Range<usize
 #[cfg(test)]
 mod tests {
     use super::{bad_media_type, caps_as_elements, dangling_link, tokens};
+
+    #[test]
+    fn unclosed_quotes_are_found() {
+        assert_eq!(super::unclosed_quote("a name=\"x y\" ! b"), None);
+        assert_eq!(super::unclosed_quote("a name=\"x \\\" y\""), None);
+        assert_eq!(super::unclosed_quote("\"e!0/6!"), Some(0));
+        assert_eq!(super::unclosed_quote("a x=b\"c ! d"), None);
+    }
 
     #[test]
     fn media_types_start_with_a_letter() {
