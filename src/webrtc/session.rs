@@ -358,7 +358,7 @@ async fn run(
         heard: Arc::new(Heard::default()),
         listening: false,
         peer_timeout: params.peer_timeout,
-        timeline: params.clock.clone(),
+        clock: params.clock.as_ref().map(|(clock, _)| clock.clone()),
     };
     session.channel = session.built.channel.clone();
     if let Some(channel) = session.channel.clone() {
@@ -410,9 +410,9 @@ struct Session {
     /// Whether the probe that updates `heard` is in place.
     listening: bool,
     peer_timeout: Duration,
-    /// The clock and base time this viewer's pipeline runs on (the main pipeline's when the
-    /// session started).
-    timeline: Option<(gst::Clock, gst::ClockTime)>,
+    /// The clock this viewer's pipeline runs on (the main pipeline's when the session
+    /// started); a restarted pipeline is followed only on the same one.
+    clock: Option<gst::Clock>,
 }
 
 /// The time of the peer's latest packet, written by a pad probe on a GStreamer thread.
@@ -813,7 +813,7 @@ impl Session {
     ) -> Result<(), String> {
         // The viewer pipeline keeps its clock; one that belonged to the failed pipeline
         // (an audio device's) may have stopped with it.
-        if self.timeline.as_ref().is_none_or(|(own, _)| *own != clock) {
+        if self.clock.as_ref() != Some(&clock) {
             return Err("the restarted pipeline runs on another clock; reconnect".into());
         }
         self.built.continuity.rebase();
