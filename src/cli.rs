@@ -59,33 +59,40 @@ fn one_line(desc: &Description, plan: &assemble::Plan) -> String {
 
 /// `mediaweave list`: every description file, with state from a running server if reachable.
 pub fn list(dir: &Path, server: &str) -> ExitCode {
+    // A running server knows what runs (API-created pipelines too); local files are read only
+    // when none answers, so `list` works from any directory while a server runs.
+    let unreachable = match fetch_statuses(server) {
+        Ok(statuses) => {
+            list_statuses(&statuses);
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => e,
+    };
     if let Err(e) = crate::init() {
         eprintln!("cannot initialize GStreamer: {e}");
         return ExitCode::FAILURE;
     }
-    let remote = fetch_statuses(server);
-    let mut rows: Vec<[String; 6]> = Vec::new();
-    let mut errors = Vec::new();
     let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
         Ok(entries) => entries
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|e| e == "toml"))
             .collect(),
         Err(e) => {
-            eprintln!("cannot read {}: {e}", dir.display());
+            eprintln!(
+                "no server answers at {server} ({unreachable}), and cannot read the pipelines directory {}: {e}",
+                dir.display()
+            );
             return ExitCode::FAILURE;
         }
     };
     files.sort();
+    let mut rows: Vec<[String; 6]> = Vec::new();
+    let mut errors = Vec::new();
     for file in &files {
         let name = file
             .file_stem()
             .map(|s| s.to_string_lossy().to_string())
             .unwrap_or_default();
-        let live = remote
-            .as_ref()
-            .ok()
-            .and_then(|all| all.iter().find(|s| s.name == name));
         match description::load(file) {
             Err(diags) => {
                 errors.push(diags.to_string());
@@ -96,30 +103,6 @@ pub fn list(dir: &Path, server: &str) -> ExitCode {
                     "-".into(),
                     "-".into(),
                     "invalid".into(),
-                ]);
-            }
-            Ok(desc) if live.is_some() => {
-                // The server knows what runs; planning here would open the camera it holds.
-                let Some(s) = live else { continue };
-                if let Some(err) = &s.error {
-                    errors.push(format!("{name}: {err}"));
-                }
-                let encoder = s
-                    .chosen
-                    .iter()
-                    .find(|c| c.role == "video encoder")
-                    .map(|c| c.element.clone());
-                let (source, outputs) = match &s.source {
-                    Some(source) => (source.clone(), s.outputs.join(", ")),
-                    None => describe_form(&desc),
-                };
-                rows.push([
-                    name,
-                    desc.form_name().into(),
-                    source,
-                    outputs,
-                    encoder.unwrap_or_else(|| "-".into()),
-                    s.state.as_str().into(),
                 ]);
             }
             Ok(desc) => {
@@ -141,14 +124,13 @@ pub fn list(dir: &Path, server: &str) -> ExitCode {
                     }
                 };
                 // No server runs it: no state to show.
-                let state = "-".to_string();
                 rows.push([
                     name,
                     desc.form_name().into(),
                     source,
                     outputs,
                     encoder,
-                    state,
+                    "-".into(),
                 ]);
             }
         }
@@ -157,13 +139,51 @@ pub fn list(dir: &Path, server: &str) -> ExitCode {
         &["NAME", "FORM", "SOURCE", "OUTPUTS", "ENCODER", "STATE"],
         &rows,
     );
-    if let Err(e) = &remote {
-        println!("\n(state: no server reachable at {server}: {e})");
-    }
+    println!(
+        "\n(from {}: no server answers at {server}: {unreachable})",
+        dir.display()
+    );
     for e in errors {
         println!("\n{e}");
     }
     ExitCode::SUCCESS
+}
+
+/// The table of what a running server reports.
+fn list_statuses(statuses: &[Status]) {
+    let mut errors = Vec::new();
+    let rows: Vec<[String; 6]> = statuses
+        .iter()
+        .map(|s| {
+            if let Some(err) = s.error.as_ref().or(s.reload_error.as_ref()) {
+                errors.push(format!("{}: {err}", s.name));
+            }
+            let encoder = s
+                .chosen
+                .iter()
+                .find(|c| c.role == "video encoder")
+                .map(|c| c.element.clone());
+            [
+                s.name.clone(),
+                s.form.clone().unwrap_or_else(|| "-".into()),
+                s.source.clone().unwrap_or_else(|| "-".into()),
+                if s.outputs.is_empty() {
+                    "-".into()
+                } else {
+                    s.outputs.join(", ")
+                },
+                encoder.unwrap_or_else(|| "-".into()),
+                s.state.as_str().into(),
+            ]
+        })
+        .collect();
+    print_table(
+        &["NAME", "FORM", "SOURCE", "OUTPUTS", "ENCODER", "STATE"],
+        &rows,
+    );
+    for e in errors {
+        println!("\n{e}");
+    }
 }
 
 /// Source and outputs as written in the description, for when it cannot be planned.

@@ -77,21 +77,16 @@ fn list_shows_state_from_the_server_and_invalid_files() {
     let server = TestServer::start(dir.path());
     wait_state(&server.base, "alpha", "playing");
 
+    // Run from a folder without pipelines/: a running server is asked first.
+    let elsewhere = tempfile::tempdir().expect("tempdir");
     let out = Command::new(bin())
-        .args(["list", "--server", &server.base, "--pipelines"])
-        .arg(dir.path())
+        .current_dir(elsewhere.path())
+        .args(["list", "--server", &server.base])
         .output()
         .expect("run list");
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(out.status.success(), "{stdout}");
-    let row = |name: &str| {
-        stdout
-            .lines()
-            .find(|l| l.starts_with(name))
-            .unwrap_or_else(|| panic!("no row for {name}:\n{stdout}"))
-            .split_whitespace()
-            .collect::<Vec<_>>()
-    };
+    let row = |name: &str| row_in(&stdout, name);
     let alpha = row("alpha");
     assert_eq!(alpha[1], "structured");
     assert!(
@@ -106,7 +101,7 @@ fn list_shows_state_from_the_server_and_invalid_files() {
         "{stdout}"
     );
 
-    // Without a server, list still reads the files and says where it looked.
+    // Without a server, list reads the files and says so; without files either, it says both.
     let out = Command::new(bin())
         .args(["list", "--server", "http://127.0.0.1:9", "--pipelines"])
         .arg(dir.path())
@@ -114,8 +109,31 @@ fn list_shows_state_from_the_server_and_invalid_files() {
         .expect("run list");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        stdout.contains("no server reachable at http://127.0.0.1:9"),
+        stdout.contains("no server answers at http://127.0.0.1:9"),
         "{stdout}"
     );
+    assert_eq!(row_in(&stdout, "beta").last(), Some(&"invalid"));
+    let out = Command::new(bin())
+        .current_dir(elsewhere.path())
+        .args(["list", "--server", "http://127.0.0.1:9"])
+        .output()
+        .expect("run list");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("no server answers at http://127.0.0.1:9")
+            && stderr.contains("cannot read the pipelines directory pipelines"),
+        "{stderr}"
+    );
     server.shutdown();
+}
+
+/// The words of the table row of `name`.
+fn row_in<'a>(stdout: &'a str, name: &str) -> Vec<&'a str> {
+    stdout
+        .lines()
+        .find(|l| l.starts_with(name))
+        .unwrap_or_else(|| panic!("no row for {name}:\n{stdout}"))
+        .split_whitespace()
+        .collect()
 }
