@@ -196,27 +196,22 @@ fn metrics_move_with_traffic_and_graphs_show_elements() {
     let r = get(&format!("{base}/api/pipelines/nope/graph.svg"));
     assert_eq!(r.status, 404);
 
-    // Every property of a splitmuxsink reads: structures in their text form, empty boxed
-    // values as null.
-    let rec = get(&format!("{base}/api/pipelines/cam/elements/out2_rec")).json;
-    let props = rec["properties"].as_array().expect("properties");
-    let muxer = props
-        .iter()
-        .find(|p| p["name"] == "muxer-properties")
-        .expect("muxer-properties");
+    // Every property of a recording's file sink reads: structures in their text form, empty
+    // boxed values as null.
+    let sink = get(&format!("{base}/api/pipelines/cam/elements/out2_sink")).json;
+    let props = sink["properties"].as_array().expect("properties");
+    let stats = props.iter().find(|p| p["name"] == "stats").expect("stats");
     assert!(
-        muxer["value"]
+        stats["value"]
             .as_str()
-            .is_some_and(|v| v.contains("max-cluster-duration")),
-        "{muxer}"
+            .is_some_and(|v| v.contains("average-rate")),
+        "{stats}"
     );
     let sample = props.iter().find(|p| p["name"] == "last-sample");
     assert!(sample.is_none_or(|p| p["value"].is_null()));
-    assert!(
-        props
-            .iter()
-            .any(|p| p["name"] == "max-size-time" && p["value"].is_u64())
-    );
+    assert!(props.iter().any(
+        |p| p["name"] == "location" && p["value"].as_str().is_some_and(|l| l.ends_with(".mkv"))
+    ));
 
     // Stopping finishes the recording: the events say which file and how big.
     let events = collect_events(&base, |seen| {

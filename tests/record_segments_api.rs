@@ -31,16 +31,16 @@ max_total_size = "1.2MB"
     // Long enough for several 2 s segments (~0.5 MB each at the default 2 Mbit/s).
     std::thread::sleep(Duration::from_secs(9));
 
-    // Between one segment closing and the next opening, none is being written: read the list
-    // outside that instant.
-    let list = wait_for("a segment being written", Duration::from_secs(5), || {
+    // At a cut the old segment is finalized beside the new one, so for an instant two are
+    // being written: read the list outside that instant.
+    let list = wait_for("one segment being written", Duration::from_secs(5), || {
         let list = get(&format!("{base}/api/recordings")).json;
         let writing = list
             .as_array()?
             .iter()
             .filter(|r| r["recording"] == true)
             .count();
-        (writing > 0).then_some(list)
+        (writing == 1).then_some(list)
     });
     let all = list.as_array().expect("array").clone();
     assert!(!all.is_empty(), "{list}");

@@ -50,7 +50,7 @@ pub struct Plan {
     file_sinks: Vec<(String, String)>,
     /// WebRTC outputs: where their encoded streams leave the pipeline.
     pub webrtc: Vec<WebRtcTap>,
-    /// Record outputs: their splitmuxsinks.
+    /// Record outputs: their muxers and sinks.
     pub records: Vec<RecordTap>,
     /// Set for webrtc-source pipelines: built per publisher, fed at `video_in` / `audio_in`.
     pub ingest: Option<IngestTap>,
@@ -65,11 +65,14 @@ pub struct IngestTap {
     pub audio: bool,
 }
 
-/// A `record` output's splitmuxsink and how its segments are written and kept.
+/// A `record` output: its first segment's muxer and file sink (the writer makes the next ones
+/// alike), and how its segments are cut and kept.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RecordTap {
-    pub element: String,
+    pub muxer: String,
+    pub sink: String,
     pub container: Container,
+    pub segment: std::time::Duration,
     pub retention: Retention,
 }
 
@@ -81,22 +84,16 @@ impl RecordTap {
         }
     }
 
-    /// splitmuxsink settings for a muxer and file sink that lose at most about a second in
-    /// a crash.
-    fn muxer_and_sink(&self) -> &'static str {
-        // Each file sink writes unbuffered (buffer-mode 2): muxed data reaches the kernel at
-        // once. (An enum given as a string does not convert here; its number does.)
+    /// A muxer that loses at most about a second in a crash: what it has muxed reaches the
+    /// unbuffered file sink at once, and it never holds much.
+    fn muxer(&self) -> &'static str {
         match self.container {
-            // Fragmented MP4, readable without a final index. qtmux cuts fragments only at
+            // Fragmented MP4, readable without a final index. mp4mux cuts fragments only at
             // keyframes, so with 0.5 s every keyframe starts one: a crash loses about one
             // keyframe interval (Matroska, below, does not depend on keyframes).
-            Container::Mp4 => {
-                "muxer-factory=mp4mux muxer-properties=\"properties,fragment-duration=(uint)500\" sink-factory=filesink sink-properties=\"properties,buffer-mode=(int)2\""
-            }
+            Container::Mp4 => "mp4mux fragment-duration=500",
             // Matroska: a cluster at least every second, keyframe or not.
-            _ => {
-                "muxer-factory=matroskamux muxer-properties=\"properties,max-cluster-duration=(gint64)1000000000,min-cluster-duration=(gint64)0\" sink-factory=filesink sink-properties=\"properties,buffer-mode=(int)2\""
-            }
+            _ => "matroskamux max-cluster-duration=1000000000 min-cluster-duration=0",
         }
     }
 }
@@ -621,30 +618,40 @@ fn plan_outputs(
         );
         outputs.push(out.value.summary());
         if let Output::Record(r) = &out.value {
-            // Keyframe requests let splitmuxsink cut segments on time; async-finalize closes
-            // the old segment beside the new one instead of stalling the stream. Segment names
-            // come from build() (format-location-full).
-            let rec = format!("out{i}_rec");
+            // The first segment's muxer and sink; the writer (record::writer, wired by build())
+            // names the files, cuts segments on keyframes it asks for and finalizes them beside
+            // the running stream. The file sink writes unbuffered: muxed data reaches the
+            // kernel at once.
             let tap = RecordTap {
-                element: rec.clone(),
+                muxer: format!("out{i}_mux"),
+                sink: format!("out{i}_sink"),
                 container,
+                segment: r.segment,
                 retention: Retention {
                     max_age: r.max_age,
                     max_total_size: r.max_total_size,
                 },
             };
+            // The writer links segments' muxers at run time: the formats they take are fixed
+            // here, so the parsers negotiate them before any muxer is linked.
+            let parse = match codec {
+                VideoCodec::H264 => {
+                    "h264parse config-interval=-1 ! video/x-h264,stream-format=avc,alignment=au ! "
+                }
+                _ => video_parser(codec),
+            };
             chains.push(format!(
-                "{video_queue} ! {}splitmuxsink name={rec} async-finalize=true max-size-time={} send-keyframe-requests=true {}",
-                video_parser(codec),
-                r.segment.as_nanos(),
-                tap.muxer_and_sink()
+                "{video_queue} ! {parse}{} name={} ! filesink name={} async=false buffer-mode=unbuffered",
+                tap.muxer(),
+                tap.muxer,
+                tap.sink,
             ));
             if want_audio {
                 let parser = match audio_codec {
-                    AudioCodec::Aac => "aacparse",
+                    AudioCodec::Aac => "aacparse ! audio/mpeg,stream-format=raw",
                     AudioCodec::Opus => "opusparse",
                 };
-                chains.push(format!("{audio_queue} ! {parser} ! {rec}.audio_%u"));
+                chains.push(format!("{audio_queue} ! {parser} ! {}.", tap.muxer));
             }
             records.push(tap);
             continue;
@@ -1078,39 +1085,30 @@ impl Plan {
 }
 
 impl Plan {
-    /// Names each segment of a record output after its UTC start time as it opens, and keeps
-    /// the pipeline's recordings within their retention limits.
+    /// Hands a record output to its segment writer, which names each segment after its UTC
+    /// start time and keeps the pipeline's recordings within their retention limits.
     fn wire_record(
         &self,
         pipeline: &gst::Pipeline,
         tap: &RecordTap,
         recordings: &Arc<Recordings>,
     ) -> Result<(), String> {
-        let split = pipeline
-            .by_name(&tap.element)
-            .ok_or("the assembled pipeline has no recorder")?;
         let dir = recordings.dir().join(&self.name);
         std::fs::create_dir_all(&dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         recordings.set_retention(&self.name, tap.retention);
-        let (rec, name, ext) = (recordings.clone(), self.name.clone(), tap.extension());
-        // Runs on a streaming thread: a name, a registry update and a job for the blocking
-        // pool (retention scans the directory), nothing that waits.
-        let runtime = tokio::runtime::Handle::try_current().ok();
-        split.connect("format-location-full", false, move |_| {
-            let path = rec.next_segment(&name, ext);
-            rec.opened(&name, &path);
-            if let Some(rt) = &runtime {
-                let (rec, name) = (rec.clone(), name.clone());
-                rt.spawn_blocking(move || rec.enforce_retention(&name));
-            }
-            Some(path.to_string_lossy().to_string().to_value())
-        });
-        Ok(())
+        let spec = crate::record::writer::WriterSpec {
+            pipeline: self.name.clone(),
+            muxer: tap.muxer.clone(),
+            sink: tap.sink.clone(),
+            extension: tap.extension(),
+            segment: tap.segment,
+        };
+        crate::record::writer::attach(pipeline, spec, recordings)
     }
 
-    /// How many outputs report their own end after EOS: a `splitmuxsink-fragment-closed` per
-    /// record output, an EOS at the file sink of each file output.
+    /// How many outputs report their own end after EOS: a [`crate::record::writer::FINISHED_MESSAGE`]
+    /// per record output, an EOS at the file sink of each file output.
     pub fn finalizing_outputs(&self) -> usize {
         self.records.len() + self.file_sinks.len()
     }
@@ -1172,7 +1170,7 @@ fn wire_decode(pipeline: &gst::Pipeline, links: &DecodeLinks) -> Result<(), Stri
             (expect_audio, "audio_codec")
         };
         if let Some(expected) = expected.filter(|e| media != *e) {
-            // End the refused branch: muxers (splitmuxsink above all) would otherwise hold the
+            // End the refused branch: muxers would otherwise hold the
             // other stream waiting for it, and the pipeline could not even be stopped.
             let head = if is_video { v.as_ref() } else { a.as_ref() };
             if let Some(head) = head.filter(|h| !h.is_linked()) {

@@ -1,10 +1,12 @@
 //! Recordings on disk: `{recordings dir}/{pipeline}/{UTC start}.{ext}` segments written by the
-//! `record` outputs (splitmuxsink), what the API lists and serves, and retention.
+//! `record` outputs ([`writer`]), what the API lists and serves, and retention.
 //!
 //! Segments are written so that a crash loses at most about a second: Matroska clusters and
 //! fragmented-MP4 fragments of at most 1 s, an unbuffered file sink. The registry knows which
 //! segments are being written (never deleted, listed with `"recording": true`); everything else
 //! it learns from the directory, so recordings from before a restart (or a crash) are listed too.
+
+pub mod writer;
 
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};

@@ -224,9 +224,8 @@ enum Event {
     PeerGone(&'static str),
     /// End-of-stream reached every sink (a publisher's recording is finalized).
     Eos,
-    /// A publisher's recording closed a segment file.
-    SegmentClosed(String),
-    /// End-of-stream reached the file sink of a file output.
+    /// End-of-stream reached the file sink of a file output, or a record output finished its
+    /// last segment.
     SinkEos,
     Error(String),
 }
@@ -645,7 +644,6 @@ impl Session {
                         Event::PeerGone(why) => return Ok(why),
                         Event::Eos => return Ok("the stream ended"),
                         Event::SinkEos => {}
-                        Event::SegmentClosed(location) => self.segment_closed(&location),
                         Event::Stats(s) => self.update_stats(&s),
                     }
                 }
@@ -925,10 +923,6 @@ impl Session {
             while pending > 0 {
                 match events.recv().await {
                     None | Some(Event::Eos) | Some(Event::Error(_)) => return,
-                    Some(Event::SegmentClosed(location)) => {
-                        self.segment_closed(&location);
-                        pending -= 1;
-                    }
                     Some(Event::SinkEos) => pending -= 1,
                     Some(_) => {}
                 }
@@ -944,14 +938,6 @@ impl Session {
             );
         }
         ingest.recordings.stopped(&ingest.plan.name);
-    }
-
-    fn segment_closed(&self, location: &str) {
-        if let Some(ingest) = &self.ingest {
-            ingest
-                .recordings
-                .closed(&ingest.plan.name, std::path::Path::new(location));
-        }
     }
 
     /// Asks webrtcbin for its statistics one last time (bounded), so the totals of a session
@@ -1224,15 +1210,12 @@ fn setup_webrtcbin(
                 gst::MessageView::Eos(_) => {
                     let _ = tx.try_send(Event::Eos);
                 }
-                gst::MessageView::Element(e) => {
-                    // A publisher's recording finished a segment.
-                    let closed = e
-                        .structure()
-                        .filter(|s| s.name() == "splitmuxsink-fragment-closed")
-                        .and_then(|s| s.get::<String>("location").ok());
-                    if let Some(location) = closed {
-                        let _ = tx.try_send(Event::SegmentClosed(location));
-                    }
+                gst::MessageView::Element(e)
+                    if e.structure()
+                        .is_some_and(|s| s.name() == crate::record::writer::FINISHED_MESSAGE) =>
+                {
+                    // A publisher's record output finished its last segment.
+                    let _ = tx.try_send(Event::SinkEos);
                 }
                 _ => {}
             }

@@ -9,7 +9,9 @@ the connection is up, then DELETEs the session. Prints one JSON line:
   offer URL ...     an aiortc-style POST /offer ({"sdp", "type"}) instead of WHIP
 
 --h264 offers only H.264 video; the JSON line then also has "bytes_sent" (RTP payload bytes,
-from getStats).
+from getStats). --keyframes-on-request makes the H.264 encoder send keyframes only when the
+receiver asks (RTCP PLI/FIR), as browsers do; aiortc's VP8 encoder already does (a keyframe at
+most every 3000 frames otherwise).
 """
 import argparse
 import asyncio
@@ -23,6 +25,37 @@ loopback_only()
 import av  # noqa: E402
 from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription, VideoStreamTrack  # noqa: E402
 from aiortc.mediastreams import AudioStreamTrack  # noqa: E402
+
+
+def keyframes_on_request():
+    """aiortc's H.264 encoder leaves libx264 to place keyframes itself (about one a second
+    here); make it place none, so that only a PLI/FIR (on which aiortc forces one) starts one."""
+    import aiortc.codecs.h264 as h264
+
+    class Codec:
+        """The codec context, with x264's own keyframes turned off whatever options aiortc sets."""
+
+        def __init__(self, inner):
+            object.__setattr__(self, "_inner", inner)
+
+        def __getattr__(self, name):
+            return getattr(self._inner, name)
+
+        def __setattr__(self, name, value):
+            if name == "options":
+                value = dict(value, **{"x264-params": "keyint=infinite:scenecut=0"})
+            setattr(self._inner, name, value)
+
+    class Av:
+        def __getattr__(self, name):
+            return getattr(av, name)
+
+        class CodecContext:
+            @staticmethod
+            def create(*args, **kwargs):
+                return Codec(av.CodecContext.create(*args, **kwargs))
+
+    h264.av = Av()
 
 
 class Pattern(VideoStreamTrack):
@@ -56,7 +89,11 @@ async def main():
     ap.add_argument("--height", type=int, default=480)
     ap.add_argument("--no-delete", action="store_true", help="vanish without DELETE")
     ap.add_argument("--h264", action="store_true", help="offer H.264 video only")
+    ap.add_argument("--keyframes-on-request", action="store_true",
+                    help="H.264: a keyframe only when the receiver asks for one")
     args = ap.parse_args()
+    if args.keyframes_on_request:
+        keyframes_on_request()
 
     pc = RTCPeerConnection()
     video = Pattern(args.width, args.height)
