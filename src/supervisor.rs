@@ -207,6 +207,9 @@ pub struct SupervisorConfig {
     pub stable_after: Duration,
     /// What descriptions sent over the API (`PUT`) may contain.
     pub api_policy: description::ApiPolicy,
+    /// A pause inside every build, zero in service: lets tests slow a build on purpose to show
+    /// that a start which times out leaves nothing behind.
+    pub build_delay: Duration,
 }
 
 impl Default for SupervisorConfig {
@@ -216,6 +219,7 @@ impl Default for SupervisorConfig {
             start_timeout: Duration::from_secs(30),
             stable_after: Duration::from_secs(10),
             api_policy: description::ApiPolicy::default(),
+            build_delay: Duration::ZERO,
         }
     }
 }
@@ -824,6 +828,17 @@ enum Started {
     Ingest(Plan),
 }
 
+/// What the blocking build hands back: a pipeline not yet seen by anyone, or an ingest plan.
+enum Built {
+    Pipeline(Plan, gst::Pipeline),
+    Ingest(Plan),
+}
+
+/// Stops hook threads off the async threads.
+async fn stop_hooks(hooks: RunningHooks) {
+    let _ = tokio::task::spawn_blocking(move || hooks.stop()).await;
+}
+
 /// A pipeline that is running, with its bus.
 struct Active {
     pipeline: gst::Pipeline,
@@ -1024,80 +1039,121 @@ impl Runner {
         Instant::now() + delay
     }
 
-    /// Plans, builds and sets the pipeline to PLAYING.
+    /// Plans, builds and sets the pipeline to PLAYING, within `start_timeout` in all.
+    ///
+    /// Only the planning and the build run where this task cannot follow them (the blocking
+    /// pool), and they touch nothing outside the pipeline they make: everything that makes a
+    /// run visible to others (the meter, hooks, the webrtc output) is attached here, by this
+    /// task, after the build came back in time. A build that comes back too late is torn down
+    /// unseen, so it can never attach anything after this task has moved on.
     async fn start(&mut self) -> Result<Started, (String, Option<String>)> {
         self.set_state(State::Starting, None);
-        let desc = self.desc.clone();
-        let webrtc = self.webrtc.clone();
-        let recordings = self.recordings.clone();
-        let host = self.hook_host();
-        let meter = self.meter.clone();
-        let mut starting =
-            tokio::task::spawn_blocking(move || -> Result<_, (String, Option<String>)> {
-                let plan = assemble::plan(&desc).map_err(|d| (d.to_string(), None))?;
-                if plan.ingest.is_some() {
-                    // Built per publisher, not now.
-                    return Ok(Started::Ingest(plan));
-                }
-                let pipeline = plan.build(&recordings).map_err(|e| (e, None))?;
-                meter.attach(&pipeline);
-                let hooks = RunningHooks::start(&desc.name, &pipeline, &plan.hooks, &host)
-                    .map_err(|e| (e, None))?;
-                webrtc
-                    .attach(&desc.name, &pipeline, &plan.webrtc, &host.events)
-                    .map_err(|e| (e, None))?;
-                let bus = pipeline
-                    .bus()
-                    .ok_or_else(|| ("the pipeline has no bus".to_string(), None))?;
-                // Subscribe before starting so no message is missed.
-                let mut stream = bus.stream();
-                if pipeline.set_state(gst::State::Playing).is_err() {
-                    let _ = pipeline.set_state(gst::State::Null);
-                    hooks.stop();
-                    let error = first_error(&mut stream).unwrap_or_else(|| {
-                        (
-                            "the pipeline refused to start (state change failed)".to_string(),
-                            None,
-                        )
-                    });
-                    let _ = pipeline.set_state(gst::State::Null);
-                    return Err(error);
-                }
-                Ok(Started::Pipeline(Active {
-                    pipeline,
-                    bus: stream,
-                    plan,
-                    hooks: Some(hooks),
-                }))
-            });
-        // Some state changes block for minutes (a TCP connect to an unreachable host): give up
-        // waiting after start_timeout, and tear the pipeline down whenever the call returns.
         let limit = self.config.start_timeout;
-        let built = match tokio::time::timeout(limit, &mut starting).await {
-            Ok(joined) => joined.map_err(|e| (format!("pipeline start panicked: {e}"), None))??,
+        let deadline = Instant::now() + limit;
+        let timed_out = || {
+            (
+                format!(
+                    "did not start within {} s (a source that cannot connect?)",
+                    limit.as_secs()
+                ),
+                None,
+            )
+        };
+        let (desc, recordings) = (self.desc.clone(), self.recordings.clone());
+        let build_delay = self.config.build_delay;
+        let mut building = tokio::task::spawn_blocking(move || -> Result<Built, String> {
+            let plan = assemble::plan(&desc).map_err(|d| d.to_string())?;
+            if plan.ingest.is_some() {
+                // Built per publisher, not now.
+                return Ok(Built::Ingest(plan));
+            }
+            std::thread::sleep(build_delay);
+            let pipeline = plan.build(&recordings)?;
+            Ok(Built::Pipeline(plan, pipeline))
+        });
+        let built = match tokio::time::timeout_at(deadline, &mut building).await {
+            Ok(joined) => joined
+                .map_err(|e| (format!("pipeline build panicked: {e}"), None))?
+                .map_err(|e| (e, None))?,
             Err(_) => {
                 tokio::spawn(async move {
-                    if let Ok(Ok(Started::Pipeline(active))) = starting.await {
-                        teardown(active.pipeline).await;
-                        if let Some(hooks) = active.hooks {
-                            let _ = tokio::task::spawn_blocking(move || hooks.stop()).await;
-                        }
+                    if let Ok(Ok(Built::Pipeline(_, pipeline))) = building.await {
+                        teardown(pipeline).await;
                     }
                 });
-                return Err((
-                    format!(
-                        "did not start within {} s (a source that cannot connect?)",
-                        limit.as_secs()
-                    ),
-                    None,
-                ));
+                return Err(timed_out());
             }
         };
-
-        let plan = match &built {
-            Started::Pipeline(active) => &active.plan,
-            Started::Ingest(plan) => plan,
+        let (plan, pipeline) = match built {
+            Built::Ingest(plan) => {
+                self.announce(&plan);
+                return Ok(Started::Ingest(plan));
+            }
+            Built::Pipeline(plan, pipeline) => (plan, pipeline),
         };
+
+        self.meter.attach(&pipeline);
+        let host = self.hook_host();
+        let hooks = match RunningHooks::start(self.name(), &pipeline, &plan.hooks, &host) {
+            Ok(hooks) => hooks,
+            Err(e) => {
+                teardown(pipeline).await;
+                return Err((e, None));
+            }
+        };
+        if let Err(e) = self
+            .webrtc
+            .attach(self.name(), &pipeline, &plan.webrtc, &host.events)
+        {
+            stop_hooks(hooks).await;
+            teardown(pipeline).await;
+            return Err((e, None));
+        }
+        let Some(bus) = pipeline.bus() else {
+            stop_hooks(hooks).await;
+            teardown(pipeline).await;
+            return Err(("the pipeline has no bus".to_string(), None));
+        };
+        // Subscribe before starting so no message is missed.
+        let mut stream = bus.stream();
+        // Some state changes block for minutes (a TCP connect to an unreachable host): give up
+        // waiting at the deadline, and tear the pipeline down whenever the call returns. (The
+        // caller detaches the webrtc output attached above when a start fails.)
+        let p = pipeline.clone();
+        let mut playing = tokio::task::spawn_blocking(move || p.set_state(gst::State::Playing));
+        match tokio::time::timeout_at(deadline, &mut playing).await {
+            Ok(Ok(Ok(_))) => {}
+            Ok(_) => {
+                let error = first_error(&mut stream).unwrap_or_else(|| {
+                    (
+                        "the pipeline refused to start (state change failed)".to_string(),
+                        None,
+                    )
+                });
+                stop_hooks(hooks).await;
+                teardown(pipeline).await;
+                return Err(error);
+            }
+            Err(_) => {
+                tokio::spawn(async move {
+                    let _ = playing.await;
+                    stop_hooks(hooks).await;
+                    teardown(pipeline).await;
+                });
+                return Err(timed_out());
+            }
+        }
+        self.announce(&plan);
+        Ok(Started::Pipeline(Active {
+            pipeline,
+            bus: stream,
+            plan,
+            hooks: Some(hooks),
+        }))
+    }
+
+    /// What the plan chose, in the log and the status.
+    fn announce(&self, plan: &Plan) {
         for (role, element) in &plan.chosen {
             tracing::info!("{}: {role}: {element}", self.name());
         }
@@ -1114,7 +1170,6 @@ impl Runner {
                 })
                 .collect();
         });
-        Ok(built)
     }
 
     /// A webrtc-source pipeline: open to publishers (each gets a pipeline of its own) until
@@ -1186,13 +1241,6 @@ impl Runner {
                                 seek_to_start(&active.pipeline, gst::SeekFlags::FLUSH | gst::SeekFlags::SEGMENT);
                             }
                         }
-                        MessageView::Element(e) => {
-                            // splitmuxsink finished a segment: it is complete on disk.
-                            if let Some(s) = e.structure().filter(|s| s.name() == "splitmuxsink-fragment-closed")
-                                && let Ok(location) = s.get::<String>("location") {
-                                    self.recordings.closed(self.name(), std::path::Path::new(&location));
-                                }
-                        }
                         MessageView::SegmentDone(_) => {
                             seek_to_start(&active.pipeline, gst::SeekFlags::SEGMENT);
                         }
@@ -1229,7 +1277,7 @@ impl Runner {
         // Hooks first: observe hooks still take the frames waiting in their appsinks (a stream
         // that ended is seen to its last frame), transforms let frames pass from now on.
         if let Some(hooks) = active.hooks.take() {
-            let _ = tokio::task::spawn_blocking(move || hooks.stop()).await;
+            stop_hooks(hooks).await;
         }
         self.set_live(None);
         teardown(active.pipeline).await;

@@ -148,6 +148,19 @@ pub fn put(url: &str, body: &str) -> Reply {
     }
 }
 
+/// `POST` of an SDP offer (WHEP, WHIP): the status and the JSON error body, if any.
+pub fn post_sdp(url: &str, sdp: &str) -> Reply {
+    let mut r = agent()
+        .post(url)
+        .header("Content-Type", "application/sdp")
+        .send(sdp)
+        .expect("POST");
+    Reply {
+        status: r.status().as_u16(),
+        json: r.body_mut().read_json().unwrap_or(serde_json::Value::Null),
+    }
+}
+
 pub fn delete(url: &str) -> Reply {
     let mut r = agent().delete(url).call().expect("DELETE");
     Reply {
