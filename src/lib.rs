@@ -38,10 +38,12 @@ pub mod hooks;
 pub mod http;
 pub mod limits;
 pub mod metrics;
+pub mod pipeline;
 pub mod record;
 pub mod reload;
 pub mod server;
 pub mod signalling;
+pub mod stall;
 pub mod supervisor;
 pub mod webrtc;
 

@@ -189,6 +189,14 @@ pub fn render(sup: &Supervisor, webrtc: &WebRtc, recordings: &Recordings) -> Str
             .map(|st| (labels(&[("pipeline", &st.name)]), u64::from(st.restarts)))
             .collect(),
     );
+    s.counter(
+        "mediaweave_pipeline_stalls",
+        "Runs ended because the source stopped delivering video (stall_timeout)",
+        statuses
+            .iter()
+            .map(|st| (labels(&[("pipeline", &st.name)]), u64::from(st.stalls)))
+            .collect(),
+    );
     s.gauge(
         "mediaweave_pipeline_element_info",
         "Elements chosen for the machine (role: video encoder, audio encoder, ...)",

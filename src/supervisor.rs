@@ -11,7 +11,9 @@ use crate::description::{self, Description, Diagnostics, RestartPolicy};
 use crate::events::{Event, EventBus};
 use crate::hooks::{HookHost, HookTable, RunningHooks};
 use crate::metrics::{Meter, MeterCounts};
+use crate::pipeline::{describe_error, element_path, teardown};
 use crate::record::Recordings;
+use crate::stall::{Stall, Watchdog};
 use crate::webrtc::output::Registry;
 use futures_util::{FutureExt, StreamExt};
 use gst::prelude::*;
@@ -75,6 +77,10 @@ pub struct Status {
     pub last_error: Option<LastError>,
     /// Automatic restarts since the service started.
     pub restarts: u32,
+    /// Runs ended by the buffer-flow watchdog (the source stopped delivering) since the
+    /// service started.
+    #[serde(default)]
+    pub stalls: u32,
     /// "raw" or "structured"; null when the file is invalid.
     pub form: Option<String>,
     pub source: Option<String>,
@@ -104,6 +110,7 @@ impl Status {
             error_detail: None,
             last_error: None,
             restarts: 0,
+            stalls: 0,
             form: None,
             source: None,
             outputs: Vec::new(),
@@ -1201,6 +1208,17 @@ impl Runner {
         let mut looped = false;
         let start_deadline = tokio::time::sleep(self.config.start_timeout);
         tokio::pin!(start_deadline);
+        let mut watchdog = active
+            .plan
+            .stall
+            .as_ref()
+            .and_then(|w| Watchdog::install(&active.pipeline, w));
+        let mut tick = tokio::time::interval(
+            watchdog
+                .as_ref()
+                .map(Watchdog::period)
+                .unwrap_or(Duration::from_secs(1)),
+        );
         let ended = loop {
             tokio::select! {
                 msg = active.bus.next() => {
@@ -1232,6 +1250,9 @@ impl Runner {
                                 && playing_since.is_none() =>
                         {
                             playing_since = Some(Instant::now());
+                            if let Some(w) = &mut watchdog {
+                                w.playing(Instant::now());
+                            }
                             self.webrtc.playing(self.name(), &active.pipeline);
                             self.set_state(State::Playing, None);
                             if active.plan.looping && !looped {
@@ -1263,8 +1284,15 @@ impl Runner {
                         element: None,
                     };
                 }
+                _ = tick.tick(), if watchdog.is_some() => {
+                    if let Some(stall) = watchdog.as_mut().and_then(|w| w.check(Instant::now())) {
+                        self.stalled(&stall);
+                        break Ended::Error { message: stall.message, detail: None, element: Some(stall.element) };
+                    }
+                }
             }
         };
+        drop(watchdog);
         if playing_since.is_some_and(|t| t.elapsed() >= self.config.stable_after) {
             self.failures = 0;
         }
@@ -1283,6 +1311,18 @@ impl Runner {
         teardown(active.pipeline).await;
         self.recordings.stopped(self.name());
         ended
+    }
+
+    /// The source stopped delivering: counted, and said on the event bus (the error and the
+    /// restart follow as for any error).
+    fn stalled(&self, stall: &Stall) {
+        tracing::warn!("{}: {}", self.name(), stall.message);
+        self.status.send_modify(|s| s.stalls += 1);
+        self.events.publish(Event::new(
+            "stall",
+            self.name(),
+            serde_json::json!({ "element": stall.element, "message": stall.message }),
+        ));
     }
 
     fn set_live(&self, pipeline: Option<gst::Pipeline>) {
@@ -1333,52 +1373,6 @@ fn seek_to_start(pipeline: &gst::Pipeline, flags: gst::SeekFlags) {
             gst::ClockTime::NONE,
         );
     });
-}
-
-/// Sets the pipeline to NULL off the async threads and drops it. Bounded: a pipeline that
-/// deadlocks in its state change is abandoned (and said so) rather than hanging the service.
-pub(crate) async fn teardown(pipeline: gst::Pipeline) {
-    let name = pipeline.name().to_string();
-    let stop = tokio::task::spawn_blocking(move || {
-        let _ = pipeline.set_state(gst::State::Null);
-    });
-    if tokio::time::timeout(Duration::from_secs(10), stop)
-        .await
-        .is_err()
-    {
-        tracing::error!("{name}: the pipeline did not stop within 10 s; abandoning it");
-    }
-}
-
-/// "element-path: message: reason", e.g. "/tcp-test/out0_sink: Could not open resource for
-/// reading: Failed to bind on host '127.0.0.1:5000': ... Address already in use". GStreamer's
-/// message is often generic; the debug string's text after its source-location line usually
-/// holds the actual reason, so it is appended when there is one.
-fn describe_error(msg: &gst::Message, error: &glib::Error, debug: Option<&str>) -> String {
-    let mut text = error.message().trim_end_matches('.').to_string();
-    let reason = debug
-        .and_then(|d| d.split_once('\n').map(|(_, rest)| rest))
-        .map(|r| r.split_whitespace().collect::<Vec<_>>().join(" "))
-        .filter(|r| !r.is_empty() && !text.contains(r.as_str()));
-    if let Some(reason) = reason {
-        text = format!("{text}: {reason}");
-    }
-    match msg.src() {
-        Some(src) => format!("{}: {text}", element_path(src)),
-        None => text,
-    }
-}
-
-/// `/pipeline/bin/element`: the names from the top-level pipeline down.
-pub(crate) fn element_path(obj: &gst::Object) -> String {
-    let mut names = vec![obj.name().to_string()];
-    let mut parent = obj.parent();
-    while let Some(p) = parent {
-        names.push(p.name().to_string());
-        parent = p.parent();
-    }
-    names.reverse();
-    format!("/{}", names.join("/"))
 }
 
 fn first_error(stream: &mut gst::bus::BusStream) -> Option<(String, Option<String>)> {

@@ -56,6 +56,52 @@ pub struct Plan {
     pub ingest: Option<IngestTap>,
     /// Frame hooks: their appsinks and what runs on them.
     pub hooks: Vec<HookTap>,
+    /// The buffer-flow watchdog, when the source has one.
+    pub stall: Option<StallWatch>,
+}
+
+/// A source that stops delivering video without an error is noticed: when nothing passes
+/// `counted` for `timeout`, the run has stalled, and `source` is named as the culprit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StallWatch {
+    /// The element whose sink pad the source's video passes; None: every source element's
+    /// output (raw launch lines).
+    pub counted: Option<String>,
+    /// The element a stall is reported against; None: the first source element.
+    pub source: Option<String>,
+    pub timeout: std::time::Duration,
+}
+
+/// Live sources are watched unless `stall_timeout = 0`; others only when it is set.
+const DEFAULT_STALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+fn stall_watch(
+    desc: &Description,
+    live: bool,
+    counted: Option<&str>,
+    source: Option<&str>,
+) -> Option<StallWatch> {
+    let timeout = match desc.options.stall_timeout {
+        Some(t) => t,
+        None if live => DEFAULT_STALL_TIMEOUT,
+        None => return None,
+    };
+    (!timeout.is_zero()).then(|| StallWatch {
+        counted: counted.map(str::to_string),
+        source: source.map(str::to_string),
+        timeout,
+    })
+}
+
+/// Whether a source delivers live (a clock-paced or network stream), and the element named
+/// when it stalls.
+fn source_liveness(source: &Source) -> (bool, &'static str) {
+    match source {
+        Source::Test(_) | Source::Camera(_) | Source::Tcp(_) => (true, "source"),
+        Source::File(_) => (false, "source"),
+        Source::Uri(u) => (is_live_uri(u.uri.get_ref()), "decode"),
+        Source::WebRtc(_) => (false, "source"),
+    }
 }
 
 /// What a webrtc-source pipeline accepts from publishers.
@@ -147,6 +193,7 @@ fn plan_raw(desc: &Description, launch: &str) -> Result<Plan, Diagnostic> {
         records: Vec::new(),
         ingest: None,
         hooks: Vec::new(),
+        stall: stall_watch(desc, false, None, None),
     })
 }
 
@@ -217,7 +264,7 @@ fn plan_structured(desc: &Description) -> Result<Plan, Diagnostic> {
                 None => (String::new(), String::new()),
             };
             let mut v = format!(
-                "videotestsrc is-live=true{video_count} pattern={} ! {size_caps}",
+                "videotestsrc name=source is-live=true{video_count} pattern={} ! {size_caps}",
                 t.pattern.get_ref()
             );
             if t.clock {
@@ -248,7 +295,7 @@ fn plan_structured(desc: &Description) -> Result<Plan, Diagnostic> {
                 );
             }
             chains.push(format!(
-                "filesrc location={} ! decodebin name=decode",
+                "filesrc name=source location={} ! decodebin name=decode",
                 quote(path)
             ));
             decode = Some(DecodeLinks::video_only());
@@ -278,7 +325,7 @@ fn plan_structured(desc: &Description) -> Result<Plan, Diagnostic> {
             // timeout: a dead or unreachable server fails the pipeline (and so restarts it)
             // instead of blocking it for minutes.
             chains.push(format!(
-                "tcpclientsrc host={} port={} timeout=10 ! decodebin name=decode",
+                "tcpclientsrc name=source host={} port={} timeout=10 ! decodebin name=decode",
                 quote(&t.host),
                 t.port
             ));
@@ -400,6 +447,10 @@ fn plan_structured(desc: &Description) -> Result<Plan, Diagnostic> {
         records: outs.records,
         ingest: None,
         hooks: hooks.taps,
+        stall: {
+            let (live, named) = source_liveness(source);
+            stall_watch(desc, live, Some("video_raw"), Some(named))
+        },
     })
 }
 
@@ -742,7 +793,7 @@ fn plan_passthrough(
     let caps = quote(ENCODED);
     let src = match &s.source.value {
         Source::Tcp(t) => format!(
-            "tcpclientsrc host={} port={} timeout=10 ! decodebin name=decode caps={caps}",
+            "tcpclientsrc name=source host={} port={} timeout=10 ! decodebin name=decode caps={caps}",
             quote(&t.host),
             t.port
         ),
@@ -811,6 +862,10 @@ fn plan_passthrough(
         records: outs.records,
         ingest: None,
         hooks,
+        stall: {
+            let (live, named) = source_liveness(&s.source.value);
+            stall_watch(desc, live, Some("video_in"), Some(named))
+        },
     })
 }
 
@@ -849,6 +904,8 @@ fn plan_ingest(
         webrtc: outs.webrtc,
         records: outs.records,
         hooks,
+        // A publisher that goes silent ends its session (the peer timeout).
+        stall: None,
         ingest: Some(IngestTap {
             codec: w.codec,
             audio: w.audio,
@@ -970,7 +1027,7 @@ fn camera_chain(
         (Some(w), Some(h), None) => format!(" {w}x{h}"),
         _ => String::new(),
     };
-    let src = format!("v4l2src device={}", quote(device));
+    let src = format!("v4l2src name=source device={}", quote(device));
     Ok(match format {
         CameraFormat::Auto | CameraFormat::Raw => (
             format!("{src} ! {}", raw_caps("video/x-raw", w, h, fps)),

@@ -20,8 +20,8 @@ pub use policy::ApiPolicy;
 pub use types::{
     AudioCodec, Backoff, CameraFormat, CameraSource, Container, Encode, FileOutput, FileSource,
     HOOK_FORMATS, Hook, Options, Output, Passthrough, RecordOutput, RestartPolicy, RustHook,
-    SnapshotHook, Source, StatsHook, TcpOutput, TcpSource, TestSource, UriSource, VideoCodec,
-    WebRtcOutput, WebRtcSource,
+    SnapshotHook, Source, StallTimeout, StatsHook, TcpOutput, TcpSource, TestSource, UriSource,
+    VideoCodec, WebRtcOutput, WebRtcSource,
 };
 
 use serde::Deserialize;
@@ -118,6 +118,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Description, Diagnostics> {
         autostart: top.autostart.unwrap_or(true),
         restart: top.restart.unwrap_or_default(),
         backoff: top.backoff.unwrap_or_default(),
+        stall_timeout: top.stall_timeout.map(|t| t.0),
     };
     if options.backoff.initial > options.backoff.max {
         return Err(diag(
@@ -244,6 +245,7 @@ struct TopLevel {
     autostart: Option<bool>,
     restart: Option<RestartPolicy>,
     backoff: Option<Backoff>,
+    stall_timeout: Option<StallTimeout>,
     launch: Option<Spanned<String>>,
     encode: Option<Encode>,
     #[allow(dead_code)]

@@ -16,7 +16,15 @@ pub struct Options {
     pub autostart: bool,
     pub restart: RestartPolicy,
     pub backoff: Backoff,
+    /// How long the source may deliver no video before the run counts as failed; None: the
+    /// default for the source (10 s for live sources, off otherwise); zero: off.
+    pub stall_timeout: Option<Duration>,
 }
+
+/// A `stall_timeout` as written: a duration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct StallTimeout(#[serde(deserialize_with = "duration")] pub Duration);
 
 /// What the supervisor does when a pipeline ends by itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]

@@ -133,7 +133,7 @@ pub async fn list(
             .flatten()
             .map(|e| ElementInfo {
                 name: e.name().to_string(),
-                path: crate::supervisor::element_path(e.upcast_ref()),
+                path: crate::pipeline::element_path(e.upcast_ref()),
                 factory: factory(&e),
                 state: format!("{:?}", e.current_state()).to_lowercase(),
             })
@@ -159,7 +159,7 @@ pub async fn show(
             .collect();
         Ok(Json(serde_json::json!({
             "name": e.name().as_str(),
-            "path": crate::supervisor::element_path(e.upcast_ref()),
+            "path": crate::pipeline::element_path(e.upcast_ref()),
             "factory": factory(&e),
             "properties": properties,
         })))

@@ -964,7 +964,7 @@ impl Session {
             if let Some(bus) = p.bus() {
                 bus.unset_sync_handler();
             }
-            crate::supervisor::teardown(p).await;
+            crate::pipeline::teardown(p).await;
         }
     }
 }
