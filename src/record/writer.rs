@@ -417,7 +417,9 @@ impl Writer {
                     let _ = p.remove_many([&muxer, &sink]);
                 });
             }
-            gst::PadProbeReturn::Drop
+            // Consumed here (Handled, not Drop: gstreamer-rs takes the event out of the probe
+            // info, and GStreamer 1.22 then unrefs the empty slot of a dropped event).
+            gst::PadProbeReturn::Handled
         });
     }
 }

@@ -4,11 +4,13 @@
 //! - [`sdp`]: reading remote offers (payload types to answer with);
 //! - [`session`]: one viewer = one pipeline + one task;
 //! - [`output`]: a pipeline's `webrtc` output: its stream producers, sessions and chat;
-//! - [`ingest`]: a webrtc-source pipeline's door for publishers (WHIP, `/publish`).
+//! - [`ingest`]: a webrtc-source pipeline's door for publishers (WHIP, `/publish`);
+//! - [`rtx`]: each viewer's retransmission budget.
 
 pub mod cert;
 pub mod ingest;
 pub mod output;
+pub mod rtx;
 pub mod sdp;
 pub mod session;
 

@@ -81,6 +81,10 @@ pub struct ViewerStats {
     pub dropped_buffers: u64,
     /// What a publisher sent us.
     pub bytes_received: u64,
+    /// Packets sent again on the viewer's request (NACK), and requests refused (too old,
+    /// already resent, or over its retransmission budget: see [`super::rtx`]).
+    pub retransmitted: u64,
+    pub retransmissions_refused: u64,
     pub started: String,
 }
 
@@ -251,6 +255,8 @@ pub fn spawn(
         round_trip_time_ms: None,
         dropped_buffers: 0,
         bytes_received: 0,
+        retransmitted: 0,
+        retransmissions_refused: 0,
         started: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
     };
     let (stats_tx, stats_rx) = watch::channel(stats);
@@ -292,6 +298,8 @@ struct Built {
     /// Frame hooks of a publisher's pipeline; dropping them stops them.
     _hooks: Option<crate::hooks::RunningHooks>,
     webrtc: gst::Element,
+    /// What the retransmission guard let through and refused.
+    rtx: Arc<super::rtx::RtxCounters>,
     links: Vec<ConsumptionLink>,
     continuity: Arc<Continuity>,
     /// The data channel we created (offer role).
@@ -905,6 +913,16 @@ impl Session {
             st.round_trip_time_ms = rtt.map(|r| r * 1000.0).or(st.round_trip_time_ms);
             st.dropped_buffers = st.dropped_buffers.max(dropped);
             st.bytes_received = st.bytes_received.max(received);
+            st.retransmitted = self
+                .built
+                .rtx
+                .resent
+                .load(std::sync::atomic::Ordering::Relaxed);
+            st.retransmissions_refused = self
+                .built
+                .rtx
+                .refused
+                .load(std::sync::atomic::Ordering::Relaxed);
         });
     }
 
@@ -1103,13 +1121,14 @@ fn make(factory: &str) -> Result<gst::Element, String> {
 }
 
 /// Makes webrtcbin, adds it to `pipeline` and wires what every session needs: the ECDSA
-/// certificate, ICE addresses and servers, and callbacks that only report [`Event`]s.
+/// certificate, the retransmission budget, ICE addresses and servers, and callbacks that only
+/// report [`Event`]s.
 fn setup_webrtcbin(
     pipeline: &gst::Pipeline,
     ice: &IceConfig,
     cert: &'static DtlsCertificate,
     events: &mpsc::Sender<Event>,
-) -> Result<gst::Element, String> {
+) -> Result<(gst::Element, Arc<super::rtx::RtxCounters>), String> {
     let webrtc = make("webrtcbin")?;
     webrtc.set_property_from_str("bundle-policy", "max-bundle");
     if let Some(stun) = &ice.stun_server {
@@ -1122,11 +1141,16 @@ fn setup_webrtcbin(
 
     // The ECDSA certificate goes into dtlssrtpdec while webrtcbin creates it (inside
     // create-offer/create-answer, element still in NULL): the only moment it takes effect.
+    // The retransmitter appears as the send side is linked, also inside webrtcbin.
     let pem = cert.pem.clone();
+    let rtx = Arc::new(super::rtx::RtxCounters::default());
+    let counters = rtx.clone();
     if let Some(bin) = webrtc.downcast_ref::<gst::Bin>() {
         bin.connect_deep_element_added(move |_, _, element| {
-            if element.factory().is_some_and(|f| f.name() == "dtlssrtpdec") {
-                element.set_property("pem", &pem);
+            match element.factory().map(|f| f.name()).as_deref() {
+                Some("dtlssrtpdec") => element.set_property("pem", &pem),
+                Some("rtprtxsend") => super::rtx::guard(element, counters.clone()),
+                _ => {}
             }
         });
     }
@@ -1223,7 +1247,7 @@ fn setup_webrtcbin(
         });
     }
 
-    Ok(webrtc)
+    Ok((webrtc, rtx))
 }
 
 /// Builds and starts a publisher's pipeline: the ingest plan's outputs, fed by webrtcbin
@@ -1262,7 +1286,7 @@ fn build_receiver(
             });
         }
     }
-    let webrtc = setup_webrtcbin(&pipeline, &ice, cert, &events)?;
+    let (webrtc, rtx) = setup_webrtcbin(&pipeline, &ice, cert, &events)?;
     let (enc, depay) = match codec {
         VideoCodec::H264 => ("H264", "rtph264depay"),
         VideoCodec::Vp8 => ("VP8", "rtpvp8depay"),
@@ -1347,6 +1371,7 @@ fn build_receiver(
         pipeline: guard,
         _hooks: hooks,
         webrtc,
+        rtx,
         links: Vec::new(),
         continuity: Continuity::watch(std::iter::empty()),
         channel: None,
@@ -1366,7 +1391,7 @@ fn build(a: BuildArgs) -> Result<Built, String> {
     pipeline.add_weak_ref_notify(|| {
         LIVE_PIPELINES.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     });
-    let webrtc = setup_webrtcbin(&pipeline, &a.ice, a.cert, &a.events)?;
+    let (webrtc, rtx) = setup_webrtcbin(&pipeline, &a.ice, a.cert, &a.events)?;
 
     let mut links = Vec::new();
     let branches = [
@@ -1498,6 +1523,7 @@ fn build(a: BuildArgs) -> Result<Built, String> {
         pipeline: guard,
         _hooks: None,
         webrtc,
+        rtx,
         links,
         continuity,
         channel,

@@ -9,6 +9,9 @@
 //                                    opens its graph, prints the latest values and the graph size
 //   node view.mjs BASE NAME publish → the /publish page sends the fake camera + microphone to
 //                                    pipeline NAME for PUBLISH_SECONDS (5), then stops
+//   node view.mjs BASE NAME linger → watches NAME for WATCH_SECONDS (20) whatever arrives (a
+//                                    viewer on a slow link), prints "connected" once its first
+//                                    frame is decoded, then the page's stats at the end
 import { chromium } from "playwright-core";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -48,6 +51,16 @@ try {
     await page.click("#stop");
     await page.waitForTimeout(300);
     console.log(JSON.stringify({ ...stats, shownResolution: shown }));
+  } else if (mode === "linger") {
+    const page = await context.newPage();
+    await watching(page);
+    await page.waitForFunction(() => (window.mediaweave.stats.framesDecoded || 0) >= 1, null, { timeout: 40000 });
+    console.log(JSON.stringify({ connected: true }));
+    await page.waitForTimeout(Number(process.env.WATCH_SECONDS || "20") * 1000);
+    const stats = await page.evaluate(() => window.mediaweave.stats);
+    await page.click("#stop");
+    await page.waitForTimeout(300);
+    console.log(JSON.stringify(stats));
   } else if (mode === "follow") {
     // Keeps watching while the pipeline's source fails and comes back: waits for a pause of
     // over 2.5 s in decoded frames (they are read once a second) followed by 60 more.

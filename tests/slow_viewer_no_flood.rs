@@ -1,0 +1,205 @@
+//! A viewer on a slow link never makes the service flood it: headless Chromium watches a
+//! 2 Mbit/s 720p stream through a 600 kbit/s link (a veth pair into a network namespace of the
+//! test's own, shaped with `tbf`). It loses most packets and keeps asking for them (NACK);
+//! what the service offers that link (what the shaper sent plus what it dropped) stays within
+//! 1.5× the stream, and a viewer on a fast link keeps 30 fps meanwhile.
+
+mod common;
+use common::*;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const HOST: &str = "10.201.7.1";
+const VIEWER: &str = "10.201.7.2";
+
+/// The namespace and link, removed again when dropped.
+struct SlowLink {
+    ns: String,
+    veth: String,
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("run ip");
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl SlowLink {
+    /// A namespace reached over a veth pair whose egress toward it is shaped to `rate`.
+    fn new(rate: &str) -> SlowLink {
+        let id = std::process::id() % 100_000;
+        let (ns, veth, peer) = (
+            format!("mwslow{id}"),
+            format!("mws{id}a"),
+            format!("mws{id}b"),
+        );
+        ip(&["netns", "add", &ns]);
+        let link = SlowLink { ns, veth };
+        ip(&[
+            "link", "add", &link.veth, "type", "veth", "peer", "name", &peer,
+        ]);
+        ip(&["link", "set", &peer, "netns", &link.ns]);
+        ip(&["addr", "add", &format!("{HOST}/24"), "dev", &link.veth]);
+        ip(&["link", "set", &link.veth, "up"]);
+        let inside = |args: &[&str]| {
+            let mut all = vec!["netns", "exec", &link.ns, "ip"];
+            all.extend(args);
+            ip(&all);
+        };
+        inside(&["addr", "add", &format!("{VIEWER}/24"), "dev", &peer]);
+        inside(&["link", "set", &peer, "up"]);
+        inside(&["link", "set", "lo", "up"]);
+        let tc = Command::new("tc")
+            .args([
+                "qdisc", "add", "dev", &link.veth, "root", "tbf", "rate", rate,
+            ])
+            .args(["burst", "20kb", "latency", "100ms"])
+            .output()
+            .expect("run tc");
+        assert!(
+            tc.status.success(),
+            "tc: {}",
+            String::from_utf8_lossy(&tc.stderr)
+        );
+        link
+    }
+
+    /// (bytes sent, packets sent, packets dropped) by the shaper so far.
+    fn shaper(&self) -> (u64, u64, u64) {
+        let out = Command::new("tc")
+            .args(["-s", "qdisc", "show", "dev", &self.veth])
+            .output()
+            .expect("tc -s");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        // " Sent 1258731 bytes 1517 pkt (dropped 38261, overlimits ..."
+        let words: Vec<&str> = text.split_whitespace().collect();
+        let after = |w: &str| -> u64 {
+            words
+                .iter()
+                .position(|x| *x == w)
+                .and_then(|i| words.get(i + 1))
+                .map(|v| v.trim_end_matches(',').parse().unwrap_or(0))
+                .unwrap_or(0)
+        };
+        let bytes = after("Sent");
+        let packets = words
+            .iter()
+            .position(|x| *x == "bytes")
+            .and_then(|i| words.get(i + 1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        (bytes, packets, after("(dropped"))
+    }
+}
+
+impl Drop for SlowLink {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.veth])
+            .status();
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+    }
+}
+
+#[test]
+fn a_slow_viewer_gets_at_most_one_and_a_half_times_the_stream() {
+    let link = SlowLink::new("600kbit");
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_pipeline(
+        dir.path(),
+        "cam",
+        "[source]\nkind = \"test\"\nwidth = 1280\nheight = 720\nframerate = 30\naudio = false\n[encode]\nbitrate = 2000\n[[output]]\nkind = \"webrtc\"\n",
+    );
+    let server = TestServer::start_custom(dir.path(), |c| {
+        c.listen = format!("{HOST}:0").parse().expect("address");
+        // No tokens, and not loopback: this namespace is the test's own.
+        c.insecure = true;
+        c.webrtc.ice.addresses = vec![HOST.into(), "127.0.0.1".into()];
+    });
+    let base = server.base.clone();
+    wait_state(&base, "cam", "playing");
+
+    // The slow viewer: Chromium in the namespace, watching for 25 s whatever arrives.
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/view.mjs");
+    let mut chromium = Command::new("ip")
+        .args(["netns", "exec", &link.ns, "node"])
+        .arg(&script)
+        .args([base.as_str(), "cam", "linger"])
+        .env("WATCH_SECONDS", "25")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start chromium");
+    let mut lines = BufReader::new(chromium.stdout.take().expect("stdout")).lines();
+    let first = lines.next().and_then(Result::ok).unwrap_or_default();
+    assert!(first.contains("\"connected\":true"), "chromium: {first}");
+    // Let its losses and requests build up.
+    std::thread::sleep(Duration::from_secs(3));
+
+    // The fast viewer: a GStreamer webrtcbin viewer on loopback, counting frames.
+    let viewers =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/gst_viewers.py");
+    let mut fast = Command::new("/usr/bin/python3")
+        .arg(&viewers)
+        .args(["whep", &format!("{base}/whep/cam")])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the fast viewer");
+    let mut to_fast = fast.stdin.take().expect("stdin");
+    let mut from_fast = BufReader::new(fast.stdout.take().expect("stdout")).lines();
+    let mut ask = |cmd: &str| -> serde_json::Value {
+        writeln!(to_fast, "{cmd}").expect("command");
+        let line = from_fast.next().and_then(Result::ok).unwrap_or_default();
+        serde_json::from_str(&line).unwrap_or_else(|_| panic!("fast viewer: {line}"))
+    };
+    let added = ask("add 1");
+    assert_eq!(added["connected"], 1, "{added}");
+
+    let meter = || -> u64 {
+        get(&format!("{base}/api/pipelines/cam")).json["meter"]["video_bytes"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let (shaper0, stream0) = (link.shaper(), meter());
+    let measured = ask("measure 12");
+    let (shaper1, stream1) = (link.shaper(), meter());
+    let status = get(&format!("{base}/api/pipelines/cam")).json;
+    drop(ask);
+    let _ = writeln!(to_fast, "quit");
+    let _ = fast.wait();
+    let _ = chromium.wait();
+
+    let sent = shaper1.0 - shaper0.0;
+    let packets = (shaper1.1 - shaper0.1).max(1);
+    let dropped = shaper1.2 - shaper0.2;
+    // Dropped packets are counted, not their bytes: they weigh what the sent ones did.
+    let offered = sent + dropped * sent / packets;
+    let stream = stream1 - stream0;
+    let ratio = offered as f64 / stream as f64;
+    println!(
+        "offered {offered} bytes toward the slow viewer (sent {sent}, dropped {dropped} packets) for a stream of {stream} bytes: {ratio:.2}×"
+    );
+    assert!(ratio <= 1.5, "{ratio:.2}× the stream: {status}");
+    let refused: u64 = status["viewers"]
+        .as_array()
+        .map(|v| {
+            v.iter()
+                .filter_map(|s| s["retransmissions_refused"].as_u64())
+                .sum()
+        })
+        .unwrap_or(0);
+    assert!(
+        refused > 0,
+        "the slow viewer asked for more than its budget: {status}"
+    );
+    let fps = measured["fps"][0].as_f64().unwrap_or(0.0);
+    assert!(fps >= 27.0, "the fast viewer got {fps} fps: {measured}");
+    server.shutdown();
+}
