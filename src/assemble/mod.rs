@@ -578,7 +578,11 @@ fn plan_hooks(s: &crate::description::Structured, name: &str) -> PlannedHooks {
             if rate.is_some() {
                 chain.push_str(&format!(" ! videorate name={element}_rate"));
             }
-            let mut caps = format!("video/x-raw,format={format}");
+            // RGB, BGR and GRAY8 are made from I420 in the hook's own thread, only for the
+            // frames it takes (hooks::convert); the branch itself only scales and re-times.
+            let convert = crate::hooks::convert::Wanted::for_format(&format);
+            let delivered = if convert.is_some() { "I420" } else { format.as_str() };
+            let mut caps = format!("video/x-raw,format={delivered}");
             if let Some(w) = w {
                 caps.push_str(&format!(",width={w}"));
             }
@@ -600,6 +604,10 @@ fn plan_hooks(s: &crate::description::Structured, name: &str) -> PlannedHooks {
             ));
             planned.branches.push(chain);
         }
+        let convert = match budget {
+            None => crate::hooks::convert::Wanted::for_format(&format),
+            Some(_) => None,
+        };
         planned.taps.push(HookTap {
             element: if budget.is_some() {
                 format!("hook_t{i}")
@@ -610,6 +618,7 @@ fn plan_hooks(s: &crate::description::Structured, name: &str) -> PlannedHooks {
             kind: kind.to_string(),
             options,
             budget,
+            convert,
         });
     }
     planned

@@ -16,6 +16,7 @@
 //! [`process`] runs an external program per hook; [`socket`] serves frames to any number of
 //! subscribers.
 
+pub mod convert;
 pub mod process;
 pub mod socket;
 
@@ -179,34 +180,41 @@ impl FrameHook for Stats {
         if !self.seen.is_multiple_of(self.every) {
             return None;
         }
-        // Luma of packed RGB/BGR rows (ITU-R BT.601 weights), or the first plane otherwise.
+        // Luma of packed RGB/BGR rows (ITU-R BT.601 weights, in 1/256ths), or the first plane
+        // otherwise; integer sums, so a 1080p frame takes about a millisecond.
         let (w, h, stride) = (
             frame.width() as usize,
             frame.height() as usize,
             frame.stride(0),
         );
         let data = frame.plane_data(0);
-        let (mut sum, mut n) = (0f64, 0u64);
-        let packed = matches!(frame.format(), "RGB" | "BGR");
-        let rgb = frame.format() == "RGB";
+        let (weights, bpp) = match frame.format() {
+            "RGB" => ([77u64, 150, 29], 3),
+            "BGR" => ([29, 150, 77], 3),
+            _ => ([256, 0, 0], 1),
+        };
+        let mut sum = 0u64;
+        let mut n = 0u64;
         for row in data.chunks(stride.max(1)).take(h) {
-            if packed {
-                for px in row.chunks_exact(3).take(w) {
-                    let (r, b) = if rgb { (px[0], px[2]) } else { (px[2], px[0]) };
-                    sum += 0.299 * r as f64 + 0.587 * px[1] as f64 + 0.114 * b as f64;
-                    n += 1;
-                }
-            } else {
-                for v in row.iter().take(w) {
-                    sum += *v as f64;
-                    n += 1;
+            let row = &row[..(w * bpp).min(row.len())];
+            let mut acc = [0u64; 3];
+            for px in row.chunks_exact(bpp) {
+                for (a, v) in acc.iter_mut().zip(px) {
+                    *a += u64::from(*v);
                 }
             }
+            sum += acc.iter().zip(weights).map(|(a, w)| a * w).sum::<u64>();
+            n += (row.len() / bpp) as u64;
         }
+        let mean = if n > 0 {
+            sum as f64 / 256.0 / n as f64
+        } else {
+            0.0
+        };
         Some(HookEvent {
             kind: "stats".into(),
             fields: serde_json::json!({
-                "mean_luma": if n > 0 { sum / n as f64 } else { 0.0 },
+                "mean_luma": mean,
                 "frame_interval_ms": self.interval_ms,
                 "frames": self.seen,
             }),
@@ -449,6 +457,9 @@ pub struct HookTap {
     pub options: HookOptions,
     /// Transform hooks: how long a frame may wait for the hook before it goes on unchanged.
     pub budget: Option<Duration>,
+    /// Observe hooks whose branch delivers I420 but which want RGB, BGR or GRAY8: converted
+    /// in the hook's thread (see [`convert`]).
+    pub convert: Option<convert::Wanted>,
 }
 
 /// The hooks of running pipelines, by pipeline name (what the API reads counters from).
@@ -549,7 +560,14 @@ impl RunningHooks {
                         .get("path")
                         .and_then(|p| p.as_str())
                         .map(str::to_string);
-                    spawn.spawn(move || run(appsink, hook, path, s, bus, name))
+                    let converter = tap.convert.map(convert::Converter::new);
+                    let taker = Taker {
+                        appsink,
+                        hook,
+                        converter,
+                        snapshot_path: path,
+                    };
+                    spawn.spawn(move || run(taker, s, bus, name))
                 }
             }
             .map_err(|e| format!("cannot start a hook thread: {e}"))?;
@@ -782,16 +800,56 @@ fn save_snapshot(template: &str, jpeg: &[u8]) {
     }
 }
 
+/// What an observe hook's thread takes frames from and hands them to.
+struct Taker {
+    appsink: gst_app::AppSink,
+    /// None for the snapshot (its branch encodes the JPEG).
+    hook: Option<Box<dyn FrameHook>>,
+    /// Turns the branch's I420 into what the hook asked for.
+    converter: Option<convert::Converter>,
+    snapshot_path: Option<String>,
+}
+
+impl Taker {
+    /// Hands one sample to the hook (or keeps the snapshot); the hook's event, if any.
+    fn take(&mut self, sample: &gst::Sample, state: &HookState) -> Option<HookEvent> {
+        let buffer = sample.buffer()?;
+        let Some(hook) = &mut self.hook else {
+            // Snapshot: the branch already encoded the JPEG.
+            if let Ok(map) = buffer.map_readable() {
+                if let Some(path) = &self.snapshot_path {
+                    save_snapshot(path, map.as_slice());
+                }
+                *state.latest_jpeg.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some(map.as_slice().to_vec());
+            }
+            return None;
+        };
+        let info = sample
+            .caps()
+            .and_then(|c| gst_video::VideoInfo::from_caps(c).ok())?;
+        let converted;
+        let (buffer, info) = match &mut self.converter {
+            Some(c) => match c.convert(&sample.buffer_owned()?, &info) {
+                Ok(done) => {
+                    converted = done;
+                    (converted.0.as_ref(), &converted.1)
+                }
+                Err(e) => {
+                    tracing::warn!("hook {}: frame not converted: {e}", state.name);
+                    return None;
+                }
+            },
+            None => (buffer, &info),
+        };
+        let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, info).ok()?;
+        hook.on_frame(&Frame { frame: &frame })
+    }
+}
+
 /// An observe hook's thread: pulls frames from its appsink until told to stop, then takes
 /// what is left there (so a stream that ended is seen to its last frame).
-fn run(
-    appsink: gst_app::AppSink,
-    mut hook: Option<Box<dyn FrameHook>>,
-    snapshot_path: Option<String>,
-    state: Arc<HookState>,
-    events: EventBus,
-    pipeline: String,
-) {
+fn run(mut taker: Taker, state: Arc<HookState>, events: EventBus, pipeline: String) {
     let mut last = false;
     while !last {
         // Told to stop: one last look at what the appsink holds (the end of a stream that
@@ -802,40 +860,15 @@ fn run(
         } else {
             gst::ClockTime::from_mseconds(100)
         };
-        let Some(sample) = appsink.try_pull_sample(wait) else {
-            if appsink.is_eos() {
+        let Some(sample) = taker.appsink.try_pull_sample(wait) else {
+            if taker.appsink.is_eos() {
                 // Nothing more will come; wait to be stopped.
                 std::thread::sleep(Duration::from_millis(50));
             }
             continue;
         };
-        let Some(buffer) = sample.buffer() else {
-            continue;
-        };
         let started = Instant::now();
-        let event = match &mut hook {
-            None => {
-                // Snapshot: the branch already encoded the JPEG.
-                if let Ok(map) = buffer.map_readable() {
-                    if let Some(path) = &snapshot_path {
-                        save_snapshot(path, map.as_slice());
-                    }
-                    *state.latest_jpeg.lock().unwrap_or_else(|p| p.into_inner()) =
-                        Some(map.as_slice().to_vec());
-                }
-                None
-            }
-            Some(hook) => {
-                let info = sample
-                    .caps()
-                    .and_then(|c| gst_video::VideoInfo::from_caps(c).ok());
-                let Some(info) = info else { continue };
-                match gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, &info) {
-                    Ok(frame) => hook.on_frame(&Frame { frame: &frame }),
-                    Err(_) => continue,
-                }
-            }
-        };
+        let event = taker.take(&sample, &state);
         state.record(started.elapsed());
         if let Some(ev) = event {
             publish(&events, &pipeline, &state, ev);
