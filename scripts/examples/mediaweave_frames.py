@@ -17,6 +17,13 @@ A `socket` hook serves the same frames to any number of readers:
 
 Each frame is a 32-byte little-endian header (magic b"MWF1", width, height, format,
 stride, pts in ns, payload length) followed by the pixels.
+
+With `transport = "shm"` on the hook the pixels are in shared memory instead: the stream
+(stdin, or the Unix socket) first carries the memory's descriptor, then a 48-byte message per
+frame (the header with magic b"MWS1", the pixels' offset and a sequence number). `frame.data`
+is then a view of that memory, not a copy: it stays valid until the next frame is asked for
+(the service may then reuse its slot); copy it (`bytes(frame.data)`, `array.copy()`) to keep
+it longer. Everything else reads the same.
 """
 import json
 import struct
@@ -47,20 +54,98 @@ def _read_exactly(stream, n):
     return b"".join(chunks)
 
 
+SHM_MESSAGE = struct.Struct("<QQ")  # after the header: offset, sequence number
+
+
+def _is_socket(fileno):
+    import os
+    import stat
+
+    try:
+        return stat.S_ISSOCK(os.fstat(fileno).st_mode)
+    except OSError:
+        return False
+
+
 def frames(stream=None) -> Iterator[Frame]:
-    """Frames until the service closes the pipe."""
-    stream = stream or sys.stdin.buffer
+    """Frames until the service closes the pipe (or the socket)."""
+    if stream is None:
+        if _is_socket(0):
+            import os
+            import socket
+
+            # Shared memory: stdin is a socket that carries the memory's descriptor.
+            yield from _from_socket(socket.socket(fileno=os.dup(0)))
+            return
+        stream = sys.stdin.buffer
+    yield from _parse(stream, None, None)
+
+
+def _parse(stream, memory, ack) -> Iterator[Frame]:
+    """Frames from `stream`: pixels inline (MWF1) or in `memory` (MWS1, then `ack(seq)`)."""
+    import mmap
+    import os
+
     while True:
         head = _read_exactly(stream, HEADER.size)
         if head is None:
             return
         magic, width, height, fmt, stride, pts, length = HEADER.unpack(head)
-        if magic != b"MWF1":
+        pts = None if pts == NO_PTS else pts
+        fmt = fmt.rstrip(b"\0").decode()
+        if magic == b"MWF1":
+            data = _read_exactly(stream, length)
+            if data is None:
+                return
+            yield Frame(width, height, fmt, stride, pts, data)
+        elif magic == b"MWS1" and memory is not None:
+            tail = _read_exactly(stream, SHM_MESSAGE.size)
+            if tail is None:
+                return
+            offset, seq = SHM_MESSAGE.unpack(tail)
+            if offset + length > len(memory["map"]):
+                # The service made its memory larger (larger frames): map all of it again.
+                memory["map"] = mmap.mmap(memory["fd"], os.fstat(memory["fd"]).st_size,
+                                          mmap.MAP_SHARED, mmap.PROT_READ)
+            yield Frame(width, height, fmt, stride, pts,
+                        memoryview(memory["map"])[offset:offset + length])
+            ack(seq)  # the consumer asked for the next frame: this one's slot is free
+        else:
             raise ValueError(f"not a mediaweave frame header: {magic!r}")
-        data = _read_exactly(stream, length)
-        if data is None:
-            return
-        yield Frame(width, height, fmt.rstrip(b"\0").decode(), stride, None if pts == NO_PTS else pts, data)
+
+
+def _from_socket(sock) -> Iterator[Frame]:
+    """Frames from a connected socket; a hello with a descriptor first means shared memory."""
+    import mmap
+    import socket
+
+    data, fds, _, _ = socket.recv_fds(sock, 16, 1)
+    memory = None
+    if fds and data[:4] == b"MWR1":
+        fd = fds[0]
+        import os
+
+        size = os.fstat(fd).st_size
+        memory = {"fd": fd, "map": mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ) if size else b""}
+        data = data[16:]
+    stream = sock.makefile("rb")
+
+    class Joined:
+        """What recv_fds read first, then the rest of the stream."""
+
+        def __init__(self, first):
+            self.first = first
+
+        def read(self, n):
+            if self.first:
+                out, self.first = self.first[:n], self.first[n:]
+                return out
+            return stream.read(n)
+
+    def ack(seq):
+        sock.sendall(struct.pack("<Q", seq))
+
+    yield from _parse(Joined(data), memory, ack)
 
 
 def to_numpy(frame: Frame):
@@ -84,8 +169,8 @@ def subscribe(address: str) -> Iterator[Frame]:
     else:
         host, port = address.rsplit(":", 1)
         sock = socket.create_connection((host.strip("[]"), int(port)))
-    with sock, sock.makefile("rb") as stream:
-        yield from frames(stream)
+    with sock:
+        yield from _from_socket(sock)
 
 
 def send(frame: Frame, image) -> None:
@@ -105,7 +190,7 @@ def send(frame: Frame, image) -> None:
         rows = np.frombuffer(frame.data, dtype=np.uint8)[: frame.stride * frame.height]
         rows = rows.reshape(frame.height, frame.stride).copy()
         rows[:, : flat.shape[1]] = flat
-        data = rows.tobytes() + frame.data[frame.stride * frame.height :]
+        data = rows.tobytes() + bytes(frame.data[frame.stride * frame.height :])
     pts = NO_PTS if frame.pts is None else frame.pts
     fmt = frame.format.encode().ljust(4, b"\0")
     out = sys.stdout.buffer

@@ -359,17 +359,12 @@ fn plan_structured(desc: &Description) -> Result<Plan, Diagnostic> {
     // Transform hooks sit on the raw video before it fans out; observe hooks branch off it.
     let hooks = plan_hooks(s, &desc.name);
     video.push_str(&hooks.path);
-    // With an encoder the raw video is I420, what encoders take: otherwise a hook asking for
-    // RGB makes the source draw RGB, converted back for the encoder (two conversions instead
-    // of one; +50 % CPU at 1080p). Hooks alone get the source's own format, exact colours.
-    let raw_format = if s.outputs.is_empty() {
-        ""
-    } else {
-        " ! video/x-raw,format=I420"
-    };
-    video.push_str(&format!(
-        " ! videoconvert{raw_format} ! tee name=video_raw allow-not-linked=true"
-    ));
+    // The raw video is I420, what encoders take and what observe hooks' branches deliver (the
+    // RGB a hook may want is made in its own thread): a source left to pick its own format
+    // draws in whatever comes first in its list, converted again for each consumer.
+    video.push_str(
+        " ! videoconvert ! video/x-raw,format=I420 ! tee name=video_raw allow-not-linked=true",
+    );
     chains.insert(0, video);
 
     // 2. One video encoder, fanned out by the `video_enc` tee; none when no output needs one
@@ -551,6 +546,9 @@ fn plan_hooks(s: &crate::description::Structured, name: &str) -> PlannedHooks {
                 )
             }
         };
+        if hook.value.shared_memory() {
+            options.insert("transport".into(), "shm".into());
+        }
         let budget = match &hook.value {
             Hook::Rust(r) if hook.value.transform().is_some() => Some(r.budget),
             Hook::Process(p) if hook.value.transform().is_some() => Some(p.budget),
@@ -581,7 +579,11 @@ fn plan_hooks(s: &crate::description::Structured, name: &str) -> PlannedHooks {
             // RGB, BGR and GRAY8 are made from I420 in the hook's own thread, only for the
             // frames it takes (hooks::convert); the branch itself only scales and re-times.
             let convert = crate::hooks::convert::Wanted::for_format(&format);
-            let delivered = if convert.is_some() { "I420" } else { format.as_str() };
+            let delivered = if convert.is_some() {
+                "I420"
+            } else {
+                format.as_str()
+            };
             let mut caps = format!("video/x-raw,format={delivered}");
             if let Some(w) = w {
                 caps.push_str(&format!(",width={w}"));

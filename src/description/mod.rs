@@ -19,9 +19,9 @@ pub use diagnostic::{Diagnostic, Diagnostics, line_col};
 pub use policy::ApiPolicy;
 pub use types::{
     AudioCodec, Backoff, CameraFormat, CameraSource, Container, Encode, FileOutput, FileSource,
-    HOOK_FORMATS, Hook, Options, Output, Passthrough, RecordOutput, RestartPolicy, RustHook,
-    SnapshotHook, Source, StallTimeout, StatsHook, TcpOutput, TcpSource, TestSource, UriSource,
-    VideoCodec, WebRtcOutput, WebRtcSource,
+    HOOK_FORMATS, Hook, HookTransport, Options, Output, Passthrough, RecordOutput, RestartPolicy,
+    RustHook, SnapshotHook, Source, StallTimeout, StatsHook, TcpOutput, TcpSource, TestSource,
+    UriSource, VideoCodec, WebRtcOutput, WebRtcSource,
 };
 
 use serde::Deserialize;

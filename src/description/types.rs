@@ -708,6 +708,16 @@ pub enum HookMode {
     Transform,
 }
 
+/// How frames reach an external hook: in the stream itself (the default), or in shared
+/// memory with only a small message per frame in the stream (`hooks::shm`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HookTransport {
+    #[default]
+    Stream,
+    Shm,
+}
+
 /// A Rust hook registered by name (`mediaweave::hooks::register`), on decoded frames.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -782,6 +792,8 @@ pub struct ProcessHook {
     /// Transforms: the longest a frame waits for the process before it goes on unchanged.
     #[serde(default = "default_budget", deserialize_with = "duration")]
     pub budget: Duration,
+    /// "stream" (default) or "shm".
+    pub transport: Option<Spanned<HookTransport>>,
 }
 
 /// Frames in the framing of `process` hooks, served to any number of subscribers on a TCP
@@ -795,6 +807,9 @@ pub struct SocketHook {
     pub width: Option<u32>,
     pub height: Option<u32>,
     pub fps: Option<u32>,
+    /// "stream" (default) or "shm" (Unix sockets only: the memory travels with the
+    /// connection).
+    pub transport: Option<Spanned<HookTransport>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -808,6 +823,16 @@ pub enum Hook {
 }
 
 impl Hook {
+    /// External hooks whose frames go through shared memory (`transport = "shm"`).
+    pub fn shared_memory(&self) -> bool {
+        let transport = match self {
+            Hook::Process(p) => p.transport.as_ref(),
+            Hook::Socket(s) => s.transport.as_ref(),
+            _ => None,
+        };
+        transport.is_some_and(|t| *t.get_ref() == HookTransport::Shm)
+    }
+
     /// Transforms (and their `mode` key), for the hooks that can be one.
     pub fn transform(&self) -> Option<&Spanned<HookMode>> {
         let mode = match self {
@@ -973,6 +998,15 @@ pub(super) fn validate(s: &super::Structured) -> Result<(), (Where, String)> {
                     format!(
                         "`{listen}` is not an address to listen on: use HOST:PORT (e.g. \"127.0.0.1:7000\") or unix:PATH"
                     ),
+                ));
+            }
+            if let Some(t) = &sock.transport
+                && *t.get_ref() == HookTransport::Shm
+                && !listen.starts_with("unix:")
+            {
+                return Err((
+                    Where::Span(t.span()),
+                    "transport = \"shm\" shares memory with the reader: it needs listen = \"unix:PATH\" (a TCP reader may be on another machine)".into(),
                 ));
             }
         }

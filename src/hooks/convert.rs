@@ -87,7 +87,13 @@ impl Converter {
             let mut map = out.map_writable().map_err(|e| e.to_string())?;
             let input = buffer.map_readable().map_err(|e| e.to_string())?;
             let stride = out_info.stride()[0] as u32;
-            to_packed(input.as_slice(), info, map.as_mut_slice(), stride, self.wanted)?;
+            to_packed(
+                input.as_slice(),
+                info,
+                map.as_mut_slice(),
+                stride,
+                self.wanted,
+            )?;
         }
         self.spare = Some(out.clone());
         Ok((out, out_info))
@@ -214,7 +220,10 @@ mod tests {
             let map = out.map_readable().expect("map");
             let px = &map.as_slice()[..3];
             for (got, want) in px.iter().zip(rgb) {
-                assert!(got.abs_diff(want) <= 1, "{yuv:?} → {px:?}, expected {rgb:?}");
+                assert!(
+                    got.abs_diff(want) <= 1,
+                    "{yuv:?} → {px:?}, expected {rgb:?}"
+                );
             }
             assert_eq!(out_info.format(), VideoFormat::Rgb);
             let mut c = Converter::new(Wanted::Bgr);
@@ -232,7 +241,10 @@ mod tests {
         let (out, gray) = c.convert(&buffer, &info).expect("gray");
         assert_eq!(gray.format(), VideoFormat::Gray8);
         assert_eq!(gray.stride()[0], info.stride()[0]);
-        let (a, b) = (out.map_readable().expect("map"), buffer.map_readable().expect("map"));
+        let (a, b) = (
+            out.map_readable().expect("map"),
+            buffer.map_readable().expect("map"),
+        );
         assert_eq!(a.as_ptr(), b.as_ptr(), "the same memory");
         drop((a, b));
         let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(out.as_ref(), &gray)

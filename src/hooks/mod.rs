@@ -18,6 +18,7 @@
 
 pub mod convert;
 pub mod process;
+pub mod shm;
 pub mod socket;
 
 use crate::events::{Event, EventBus};
@@ -686,12 +687,19 @@ fn instantiate(
                         .collect()
                 })
                 .unwrap_or_default();
-            let hook = process::ProcessHook::new(command, &tap.name, pipeline_name, events.clone());
+            let hook = process::ProcessHook::new(
+                command,
+                text("transport") == "shm",
+                &tap.name,
+                pipeline_name,
+                events.clone(),
+            );
             let abort: Abort = Some(Box::new(hook.killer()));
             return Ok((Some(Box::new(hook)), abort));
         }
         "socket" => Some(Box::new(socket::SocketHook::bind(
             text("listen"),
+            text("transport") == "shm",
             pipeline_name,
             events.clone(),
         )?)),

@@ -16,9 +16,11 @@
 //! | 4     | length | u32, payload bytes                                   |
 //! | length| pixels | the planes one after another, rows of `stride` bytes |
 
+use super::shm;
 use super::{Frame, FrameHook, FrameMut, HookEvent};
 use crate::events::{Event, EventBus};
 use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
@@ -138,14 +140,23 @@ pub fn header(frame: &Frame, length: usize) -> [u8; HEADER_LEN] {
     h
 }
 
+/// Where a child's frames go: its stdin pipe, or (shared memory) a ring and a socket pair whose
+/// other end is its stdin.
+enum Input {
+    Pipe(ChildStdin),
+    Shm { stream: UnixStream, ring: shm::Ring },
+}
+
 pub struct ProcessHook {
     command: Vec<String>,
+    /// Frames in shared memory (`transport = "shm"`) instead of the pipe.
+    shared_memory: bool,
     name: String,
     pipeline: String,
     events: EventBus,
     /// Shared with [`ProcessHook::killer`], which can end it while a write blocks.
     child: Arc<Mutex<Option<Child>>>,
-    stdin: Option<ChildStdin>,
+    stdin: Option<Input>,
     /// Set by the reader when the child's output cannot be followed (or ended).
     broken: Arc<AtomicBool>,
     /// Frames the child wrote back (transforms).
@@ -156,9 +167,16 @@ pub struct ProcessHook {
 }
 
 impl ProcessHook {
-    pub fn new(command: Vec<String>, name: &str, pipeline: &str, events: EventBus) -> ProcessHook {
+    pub fn new(
+        command: Vec<String>,
+        shared_memory: bool,
+        name: &str,
+        pipeline: &str,
+        events: EventBus,
+    ) -> ProcessHook {
         ProcessHook {
             command,
+            shared_memory,
             name: name.to_string(),
             pipeline: pipeline.to_string(),
             events,
@@ -191,9 +209,33 @@ impl ProcessHook {
         let Some((program, args)) = self.command.split_first() else {
             return;
         };
+        // Shared memory: stdin is one end of a socket pair, which carries the memory file's
+        // descriptor, the frame messages, and the child's "done" messages back.
+        let ring = if self.shared_memory {
+            match UnixStream::pair().and_then(|pair| Ok((pair, shm::Ring::new(&self.name)?))) {
+                Ok(made) => Some(made),
+                Err(e) => {
+                    self.event(
+                        "error",
+                        serde_json::json!({ "error": format!("no shared memory for frames: {e}") }),
+                    );
+                    self.failed();
+                    return;
+                }
+            }
+        } else {
+            None
+        };
+        let (stdin, ring) = match ring {
+            Some(((ours, theirs), ring)) => (
+                Stdio::from(std::os::fd::OwnedFd::from(theirs)),
+                Some((ours, ring)),
+            ),
+            None => (Stdio::piped(), None),
+        };
         let spawned = Command::new(program)
             .args(args)
-            .stdin(Stdio::piped())
+            .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn();
@@ -208,7 +250,12 @@ impl ProcessHook {
                 return;
             }
         };
-        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+        let input = match (ring, child.stdin.take()) {
+            (Some((stream, ring)), _) => ring.hello(&stream).map(|()| Input::Shm { stream, ring }),
+            (None, Some(stdin)) => Ok(Input::Pipe(stdin)),
+            (None, None) => Err(std::io::Error::other("no stdin")),
+        };
+        let (Ok(stdin), Some(stdout)) = (input, child.stdout.take()) else {
             let _ = child.kill();
             let _ = child.wait();
             self.failed();
@@ -295,11 +342,25 @@ impl ProcessHook {
         // frames (or, for a transform, lets them pass) while the child catches up. A child that
         // never reads is killed when the hooks stop (see `killer`).
         let mut write = || -> std::io::Result<()> {
-            stdin.write_all(&header(frame, length))?;
-            for p in 0..frame.n_planes() {
-                stdin.write_all(frame.plane_data(p))?;
+            match stdin {
+                Input::Pipe(stdin) => {
+                    stdin.write_all(&header(frame, length))?;
+                    for p in 0..frame.n_planes() {
+                        stdin.write_all(frame.plane_data(p))?;
+                    }
+                    stdin.flush()
+                }
+                Input::Shm { stream, ring } => {
+                    ring.read_done(stream)?;
+                    let planes: Vec<&[u8]> =
+                        (0..frame.n_planes()).map(|p| frame.plane_data(p)).collect();
+                    // None: the child still holds every slot; this frame skips it.
+                    match ring.put(&header(frame, length), &planes)? {
+                        Some(message) => shm::send(stream, &message),
+                        None => Ok(()),
+                    }
+                }
             }
-            stdin.flush()
         };
         if write().is_err() {
             self.failed();

@@ -3,7 +3,9 @@
 //! number of subscribers (at most [`MAX_SUBSCRIBERS`]). Each subscriber has a queue of 2
 //! frames: one that reads slowly skips frames, never holds up the others or the pipeline; one
 //! that stops reading for [`WRITE_TIMEOUT`] is disconnected. Subscribers only read; anything
-//! they write is ignored.
+//! they write is ignored — except with `transport = "shm"` (Unix sockets only): then each
+//! subscriber gets a ring of shared memory of its own and frame messages (see [`super::shm`]),
+//! and tells when it is done with a frame.
 
 use super::process::header;
 use super::{Frame, FrameHook, HookEvent};
@@ -33,6 +35,25 @@ struct Shared {
 }
 
 impl Shared {
+    /// Into a subscriber's shared memory, announced on its socket; a subscriber that still
+    /// holds every slot skips the frame.
+    fn put_into(
+        &self,
+        ring: &mut super::shm::Ring,
+        stream: &mut std::os::unix::net::UnixStream,
+    ) -> std::io::Result<()> {
+        ring.read_done(stream)?;
+        let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(&self.buffer, &self.info)
+            .map_err(|_| std::io::Error::other("cannot map the frame"))?;
+        let planes: Vec<&[u8]> = (0..frame.n_planes())
+            .map(|p| frame.plane_data(p).unwrap_or(&[]))
+            .collect();
+        match ring.put(&self.header, &planes)? {
+            Some(message) => super::shm::send(stream, &message),
+            None => Ok(()),
+        }
+    }
+
     fn write_to(&self, out: &mut dyn Write) -> std::io::Result<()> {
         out.write_all(&self.header)?;
         let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(&self.buffer, &self.info)
@@ -82,8 +103,14 @@ impl SocketHook {
         Ok((Listener::Unix(listener), Some((path, inode))))
     }
 
-    /// Listens on `listen` ("HOST:PORT" or "unix:PATH") and accepts subscribers on a thread.
-    pub fn bind(listen: &str, pipeline: &str, events: EventBus) -> Result<SocketHook, String> {
+    /// Listens on `listen` ("HOST:PORT" or "unix:PATH") and accepts subscribers on a thread;
+    /// `shared_memory`: frames go through shared memory (Unix sockets only).
+    pub fn bind(
+        listen: &str,
+        shared_memory: bool,
+        pipeline: &str,
+        events: EventBus,
+    ) -> Result<SocketHook, String> {
         let deadline = std::time::Instant::now() + BIND_RETRY;
         let (listener, unix_path) = loop {
             match Self::listen(listen) {
@@ -113,7 +140,17 @@ impl SocketHook {
         let (pipeline, what) = (pipeline.to_string(), listen.to_string());
         let acceptor = std::thread::Builder::new()
             .name("hook-socket".into())
-            .spawn(move || accept(listener, subscribers, stop, pipeline, what, events))
+            .spawn(move || {
+                accept(
+                    listener,
+                    shared_memory,
+                    subscribers,
+                    stop,
+                    pipeline,
+                    what,
+                    events,
+                )
+            })
             .map_err(|e| format!("cannot start a socket hook thread: {e}"))?;
         hook.acceptor = Some(acceptor);
         tracing::info!("socket hook serving frames on {listen}");
@@ -121,9 +158,25 @@ impl SocketHook {
     }
 }
 
+/// A subscriber's connection, and how frames reach it.
+enum Subscriber {
+    Stream(Box<dyn Write + Send>),
+    Shm(std::os::unix::net::UnixStream, super::shm::Ring),
+}
+
+impl Subscriber {
+    fn send(&mut self, frame: &Shared) -> std::io::Result<()> {
+        match self {
+            Subscriber::Stream(out) => frame.write_to(out),
+            Subscriber::Shm(stream, ring) => frame.put_into(ring, stream),
+        }
+    }
+}
+
 /// Takes subscribers until the hook stops; each gets a writer thread and a queue of 2 frames.
 fn accept(
     listener: Listener,
+    shared_memory: bool,
     subscribers: Subscribers,
     stop: Arc<AtomicBool>,
     pipeline: String,
@@ -131,17 +184,24 @@ fn accept(
     events: EventBus,
 ) {
     while !stop.load(Ordering::Relaxed) {
-        let accepted: std::io::Result<(Box<dyn Write + Send>, String)> = match &listener {
+        let accepted: std::io::Result<(Subscriber, String)> = match &listener {
             Listener::Tcp(l) => l.accept().and_then(|(s, peer)| {
                 s.set_nonblocking(false)?;
                 s.set_write_timeout(Some(WRITE_TIMEOUT))?;
                 let _ = s.set_nodelay(true);
-                Ok((Box::new(s) as Box<dyn Write + Send>, peer.to_string()))
+                Ok((Subscriber::Stream(Box::new(s)), peer.to_string()))
             }),
             Listener::Unix(l) => l.accept().and_then(|(s, _)| {
                 s.set_nonblocking(false)?;
                 s.set_write_timeout(Some(WRITE_TIMEOUT))?;
-                Ok((Box::new(s) as Box<dyn Write + Send>, "unix".to_string()))
+                let subscriber = if shared_memory {
+                    let ring = super::shm::Ring::new("socket-hook")?;
+                    ring.hello(&s)?;
+                    Subscriber::Shm(s, ring)
+                } else {
+                    Subscriber::Stream(Box::new(s))
+                };
+                Ok((subscriber, "unix".to_string()))
             }),
         };
         match accepted {
@@ -153,13 +213,13 @@ fn accept(
                     "{pipeline}: frame subscriber {peer} turned away: {MAX_SUBSCRIBERS} already"
                 );
             }
-            Ok((mut stream, peer)) => {
+            Ok((mut subscriber, peer)) => {
                 let (tx, rx) = std::sync::mpsc::sync_channel::<Arc<Shared>>(QUEUE);
                 let spawned = std::thread::Builder::new()
                     .name("hook-socket-out".into())
                     .spawn(move || {
                         for frame in rx {
-                            if frame.write_to(&mut stream).is_err() {
+                            if subscriber.send(&frame).is_err() {
                                 return;
                             }
                         }
