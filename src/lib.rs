@@ -12,20 +12,27 @@
 //! 3. **The supervisor** ([`supervisor`]) gives every pipeline one tokio task that owns it:
 //!    commands in through a channel, bus messages in through `Bus::stream()`, status out
 //!    through a `watch` channel. Errors restart the pipeline with exponential backoff per its
-//!    restart policy; stops send end-of-stream first so files are finalized.
+//!    restart policy; stops send end-of-stream first so files are finalized. A source that
+//!    stops delivering without an error is caught by the buffer-flow watchdog ([`stall`]).
+//!    Only the runner attaches a run's hooks, meter and WebRTC output, after the blocking build
+//!    came back in time, so a start that timed out leaves nothing behind.
 //! 4. **Frame hooks** ([`hooks`]) take decoded frames off the raw video: observing hooks on
 //!    leaky branches of their own (a slow hook loses frames, the outputs never wait), transforms
 //!    on the path with a latency budget (a late hook lets the frame pass unchanged). Their
 //!    events go to the [`events`] bus.
 //! 5. **WebRTC** ([`webrtc`], [`signalling`]): viewers get a pipeline each, fed by the encoded
-//!    stream; publishers get a pipeline each that records what they send.
+//!    stream, their retransmissions held to a budget ([`webrtc::rtx`]); publishers get a
+//!    pipeline each that records what they send. Recordings ([`record`]) are written by a
+//!    segment writer that puts every frame into the current segment's muxer as it arrives and
+//!    cuts segments on keyframes it asks for, so a crash loses about a second at most.
 //! 6. **The HTTP API** ([`http`], served by [`server`]) reads statuses and sends commands;
 //!    `PUT`/`DELETE` of descriptions and hot reload ([`reload`]) change the pipeline set through
 //!    one serialized path in the supervisor (a replacement waits for its predecessor's task).
 //!    Element properties are read and set on the running pipeline's handle; everything that
 //!    happens goes to the [`events`] bus, and [`metrics`] reads counters at scrape time.
 //!    The CLI (`src/main.rs`, [`cli`], [`ctl`]) talks to a running server or runs pipelines
-//!    itself.
+//!    itself. [`pipeline`] holds leaf helpers for any pipeline (teardown, element paths, error
+//!    text) and imports nothing of ours.
 
 pub mod assemble;
 pub mod auth;
