@@ -171,7 +171,6 @@ fn a_slow_viewer_gets_at_most_one_and_a_half_times_the_stream() {
     let measured = ask("measure 12");
     let (shaper1, stream1) = (link.shaper(), meter());
     let status = get(&format!("{base}/api/pipelines/cam")).json;
-    drop(ask);
     let _ = writeln!(to_fast, "quit");
     let _ = fast.wait();
     let _ = chromium.wait();
