@@ -846,6 +846,14 @@ async fn stop_hooks(hooks: RunningHooks) {
     let _ = tokio::task::spawn_blocking(move || hooks.stop()).await;
 }
 
+/// A start that failed after the build: its hooks stop, its pipeline goes.
+async fn discard(hooks: Option<RunningHooks>, pipeline: gst::Pipeline) {
+    if let Some(hooks) = hooks {
+        stop_hooks(hooks).await;
+    }
+    teardown(pipeline).await;
+}
+
 /// A pipeline that is running, with its bus.
 struct Active {
     pipeline: gst::Pipeline,
@@ -1104,7 +1112,7 @@ impl Runner {
         let hooks = match RunningHooks::start(self.name(), &pipeline, &plan.hooks, &host) {
             Ok(hooks) => hooks,
             Err(e) => {
-                teardown(pipeline).await;
+                discard(None, pipeline).await;
                 return Err((e, None));
             }
         };
@@ -1112,13 +1120,11 @@ impl Runner {
             .webrtc
             .attach(self.name(), &pipeline, &plan.webrtc, &host.events)
         {
-            stop_hooks(hooks).await;
-            teardown(pipeline).await;
+            discard(Some(hooks), pipeline).await;
             return Err((e, None));
         }
         let Some(bus) = pipeline.bus() else {
-            stop_hooks(hooks).await;
-            teardown(pipeline).await;
+            discard(Some(hooks), pipeline).await;
             return Err(("the pipeline has no bus".to_string(), None));
         };
         // Subscribe before starting so no message is missed.
@@ -1137,15 +1143,13 @@ impl Runner {
                         None,
                     )
                 });
-                stop_hooks(hooks).await;
-                teardown(pipeline).await;
+                discard(Some(hooks), pipeline).await;
                 return Err(error);
             }
             Err(_) => {
                 tokio::spawn(async move {
                     let _ = playing.await;
-                    stop_hooks(hooks).await;
-                    teardown(pipeline).await;
+                    discard(Some(hooks), pipeline).await;
                 });
                 return Err(timed_out());
             }

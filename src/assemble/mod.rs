@@ -554,6 +554,11 @@ fn plan_hooks(s: &crate::description::Structured, name: &str) -> PlannedHooks {
             Hook::Process(p) if hook.value.transform().is_some() => Some(p.budget),
             _ => None,
         };
+        // Observe hooks only: a transform gets the format it asks for on the path.
+        let convert = match budget {
+            None => crate::hooks::convert::Wanted::for_format(&format),
+            Some(_) => None,
+        };
         if budget.is_some() {
             // validate() has made sure a transform has no size or rate of its own.
             if planned.path.is_empty() {
@@ -578,7 +583,6 @@ fn plan_hooks(s: &crate::description::Structured, name: &str) -> PlannedHooks {
             }
             // RGB, BGR and GRAY8 are made from I420 in the hook's own thread, only for the
             // frames it takes (hooks::convert); the branch itself only scales and re-times.
-            let convert = crate::hooks::convert::Wanted::for_format(&format);
             let delivered = if convert.is_some() {
                 "I420"
             } else {
@@ -606,10 +610,6 @@ fn plan_hooks(s: &crate::description::Structured, name: &str) -> PlannedHooks {
             ));
             planned.branches.push(chain);
         }
-        let convert = match budget {
-            None => crate::hooks::convert::Wanted::for_format(&format),
-            Some(_) => None,
-        };
         planned.taps.push(HookTap {
             element: if budget.is_some() {
                 format!("hook_t{i}")

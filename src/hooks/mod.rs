@@ -17,6 +17,7 @@
 //! subscribers.
 
 pub mod convert;
+pub mod framing;
 pub mod process;
 pub mod shm;
 pub mod socket;

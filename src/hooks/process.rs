@@ -16,6 +16,7 @@
 //! | 4     | length | u32, payload bytes                                   |
 //! | length| pixels | the planes one after another, rows of `stride` bytes |
 
+use super::framing::{HEADER_LEN, MAGIC, header};
 use super::shm;
 use super::{Frame, FrameHook, FrameMut, HookEvent};
 use crate::events::{Event, EventBus};
@@ -116,28 +117,6 @@ impl OutputParser {
             None => Ok(None),
         }
     }
-}
-
-pub const MAGIC: &[u8; 4] = b"MWF1";
-pub const HEADER_LEN: usize = 32;
-
-/// The 32-byte header of `frame` with a payload of `length` bytes.
-pub fn header(frame: &Frame, length: usize) -> [u8; HEADER_LEN] {
-    let mut h = [0u8; HEADER_LEN];
-    h[0..4].copy_from_slice(MAGIC);
-    h[4..8].copy_from_slice(&frame.width().to_le_bytes());
-    h[8..12].copy_from_slice(&frame.height().to_le_bytes());
-    let code: &[u8] = match frame.format() {
-        "GRAY8" => b"GRAY",
-        other => other.as_bytes(),
-    };
-    let n = code.len().min(4);
-    h[12..12 + n].copy_from_slice(&code[..n]);
-    h[16..20].copy_from_slice(&(frame.stride(0) as u32).to_le_bytes());
-    let pts = frame.pts().map_or(u64::MAX, |d| d.as_nanos() as u64);
-    h[20..28].copy_from_slice(&pts.to_le_bytes());
-    h[28..32].copy_from_slice(&(length as u32).to_le_bytes());
-    h
 }
 
 /// Where a child's frames go: its stdin pipe, or (shared memory) a ring and a socket pair whose
@@ -351,14 +330,9 @@ impl ProcessHook {
                     stdin.flush()
                 }
                 Input::Shm { stream, ring } => {
-                    ring.read_done(stream)?;
                     let planes: Vec<&[u8]> =
                         (0..frame.n_planes()).map(|p| frame.plane_data(p)).collect();
-                    // None: the child still holds every slot; this frame skips it.
-                    match ring.put(&header(frame, length), &planes)? {
-                        Some(message) => shm::send(stream, &message),
-                        None => Ok(()),
-                    }
+                    ring.deliver(stream, &header(frame, length), &planes)
                 }
             }
         };

@@ -9,7 +9,7 @@
 //! 1. **hello**, once, service → reader: 16 bytes, `MWR1`, u32 version 1, u64 zero, with the
 //!    memory file's descriptor attached (`SCM_RIGHTS`).
 //! 2. **frame**, service → reader: 48 bytes: the 32-byte header of the stream framing (see
-//!    [`super::process`]) with magic `MWS1` (its length: the pixel bytes), then u64 `offset`
+//!    [`super::framing`]) with magic `MWS1` (its length: the pixel bytes), then u64 `offset`
 //!    of the pixels in the memory file and u64 `seq`, the frame's sequence number.
 //! 3. **done**, reader → service: u64 `seq`: the reader is finished with every frame up to
 //!    `seq` (mediaweave_frames.py sends it when the next frame is asked for).
@@ -20,6 +20,7 @@
 //!
 //! All little-endian. The service writes the slots with `pwrite`; it never maps the memory.
 
+use super::framing::HEADER_LEN;
 use std::fs::File;
 use std::io::{IoSlice, Write};
 use std::os::fd::AsFd;
@@ -110,11 +111,27 @@ impl Ring {
         self.partial.drain(..whole);
     }
 
+    /// A frame to the reader at the other end of `stream`: takes its `done` messages, writes
+    /// the frame into a free slot and announces it. A reader that still holds every slot skips
+    /// the frame. An error means the reader is gone.
+    pub fn deliver(
+        &mut self,
+        stream: &mut UnixStream,
+        header: &[u8; HEADER_LEN],
+        planes: &[&[u8]],
+    ) -> std::io::Result<()> {
+        self.read_done(stream)?;
+        match self.put(header, planes)? {
+            Some(message) => stream.write_all(&message),
+            None => Ok(()),
+        }
+    }
+
     /// Writes a frame (its stream header and planes) into a free slot and returns the message
     /// announcing it; None when the reader holds every slot (the frame skips it).
-    pub fn put(
+    fn put(
         &mut self,
-        header: &[u8; super::process::HEADER_LEN],
+        header: &[u8; HEADER_LEN],
         planes: &[&[u8]],
     ) -> std::io::Result<Option<[u8; MESSAGE_LEN]>> {
         let length: u64 = planes.iter().map(|p| p.len() as u64).sum();
@@ -150,11 +167,6 @@ impl Ring {
         message[40..48].copy_from_slice(&seq.to_le_bytes());
         Ok(Some(message))
     }
-}
-
-/// Sends `message` (a frame's announcement) on `stream`.
-pub fn send(stream: &mut UnixStream, message: &[u8; MESSAGE_LEN]) -> std::io::Result<()> {
-    stream.write_all(message)
 }
 
 #[cfg(test)]

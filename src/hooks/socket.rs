@@ -7,7 +7,7 @@
 //! subscriber gets a ring of shared memory of its own and frame messages (see [`super::shm`]),
 //! and tells when it is done with a frame.
 
-use super::process::header;
+use super::framing::{HEADER_LEN, header};
 use super::{Frame, FrameHook, HookEvent};
 use crate::events::{Event, EventBus};
 use gst_video::prelude::*;
@@ -29,29 +29,24 @@ const BIND_RETRY: Duration = Duration::from_secs(2);
 
 /// A frame for the subscribers: its header and a reference to the buffer (no pixel copy).
 struct Shared {
-    header: [u8; super::process::HEADER_LEN],
+    header: [u8; HEADER_LEN],
     buffer: gst::Buffer,
     info: gst_video::VideoInfo,
 }
 
 impl Shared {
-    /// Into a subscriber's shared memory, announced on its socket; a subscriber that still
-    /// holds every slot skips the frame.
+    /// Into a subscriber's shared memory, announced on its socket (see [`super::shm::Ring::deliver`]).
     fn put_into(
         &self,
         ring: &mut super::shm::Ring,
         stream: &mut std::os::unix::net::UnixStream,
     ) -> std::io::Result<()> {
-        ring.read_done(stream)?;
         let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(&self.buffer, &self.info)
             .map_err(|_| std::io::Error::other("cannot map the frame"))?;
         let planes: Vec<&[u8]> = (0..frame.n_planes())
             .map(|p| frame.plane_data(p).unwrap_or(&[]))
             .collect();
-        match ring.put(&self.header, &planes)? {
-            Some(message) => super::shm::send(stream, &message),
-            None => Ok(()),
-        }
+        ring.deliver(stream, &self.header, &planes)
     }
 
     fn write_to(&self, out: &mut dyn Write) -> std::io::Result<()> {

@@ -51,7 +51,6 @@ const KEYFRAME_LEAD: gst::ClockTime = gst::ClockTime::from_mseconds(300);
 const REQUEST_EVERY: gst::ClockTime = gst::ClockTime::from_seconds(1);
 
 /// The elements and input pads of one segment.
-#[derive(Clone)]
 struct Segment {
     muxer: gst::Element,
     sink: gst::Element,
