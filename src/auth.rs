@@ -54,6 +54,9 @@ pub struct Grant {
     /// None: no view scope; Some(None): every pipeline; Some(Some(list)): these.
     view: Option<Option<Vec<String>>>,
     publish: Option<Option<Vec<String>>>,
+    /// The service's own signalling clients: register producers and take sessions with
+    /// browser publishers on `/ws`, nothing else (no HTTP endpoint, no view of pipelines).
+    pub service: bool,
 }
 
 fn add(slot: &mut Option<Option<Vec<String>>>, pipeline: Option<&str>) {
@@ -81,6 +84,16 @@ impl Grant {
             admin: true,
             view: Some(None),
             publish: Some(None),
+            service: false,
+        }
+    }
+
+    /// What this process's own signalling clients may do (see [`Grant::service`]).
+    pub fn service() -> Grant {
+        Grant {
+            name: "internal".to_string(),
+            service: true,
+            ..Grant::default()
         }
     }
 
@@ -189,7 +202,7 @@ impl Auth {
 
     /// Adds a token known only to this process (its own signalling clients).
     pub fn add_internal(&mut self, token: &str) {
-        self.tokens.push((hash(token), Grant::all("internal")));
+        self.tokens.push((hash(token), Grant::service()));
     }
 
     /// True when no token is configured: every request is allowed.
@@ -280,7 +293,7 @@ pub fn need(method: &axum::http::Method, path: &str) -> Need {
             "api",
             "pipelines",
             name,
-            "description" | "snapshot.jpg" | "graph.svg" | "graph.dot",
+            "snapshot.jpg" | "graph.svg" | "graph.dot",
         ] if read => Need::View(Some(name.to_string())),
         ["whep", name] | ["whep", name, _] => Need::View(Some(name.to_string())),
         ["offer", name] => Need::View(Some(name.to_string())),
@@ -316,6 +329,8 @@ mod tests {
         assert!(!viewer.covers(&need(&Method::PUT, "/api/pipelines/cam")));
         assert!(!viewer.covers(&need(&Method::POST, "/api/pipelines/cam/stop")));
         assert!(!viewer.covers(&need(&Method::GET, "/api/pipelines/cam/elements")));
+        // A description may hold credentials in URIs: it is the administrator's.
+        assert!(!viewer.covers(&need(&Method::GET, "/api/pipelines/cam/description")));
         assert!(!viewer.covers(&need(&Method::POST, "/offer")));
         assert!(viewer.covers(&need(&Method::GET, "/recordings/cam/x.mkv")));
         assert!(!viewer.covers(&need(&Method::DELETE, "/recordings/cam/x.mkv")));
@@ -330,6 +345,24 @@ mod tests {
         assert!(admin.covers(&need(&Method::GET, "/metrics")));
         assert_eq!(need(&Method::GET, "/"), Need::Nothing);
         assert_eq!(need(&Method::POST, "/"), Need::Admin);
+    }
+
+    #[test]
+    fn the_service_grant_covers_only_the_websocket() {
+        let service = Grant::service();
+        assert!(service.covers(&need(&Method::GET, "/ws")));
+        for (m, p) in [
+            (Method::GET, "/metrics"),
+            (Method::GET, "/api/pipelines"),
+            (Method::GET, "/api/pipelines/cam"),
+            (Method::GET, "/api/pipelines/cam/description"),
+            (Method::PUT, "/api/pipelines/cam"),
+            (Method::POST, "/whep/cam"),
+            (Method::POST, "/whip/inbox"),
+            (Method::GET, "/recordings/cam/x.mkv"),
+        ] {
+            assert!(!service.covers(&need(&m, p)), "{m} {p}");
+        }
     }
 
     #[test]

@@ -32,7 +32,7 @@
 //!    happens goes to the [`events`] bus, and [`metrics`] reads counters at scrape time.
 //!    The CLI (`src/main.rs`, [`cli`], [`ctl`]) talks to a running server or runs pipelines
 //!    itself. [`pipeline`] holds leaf helpers for any pipeline (teardown, element paths, error
-//!    text) and imports nothing of ours.
+//!    text); [`redact`] takes tokens and passwords out of anything logged.
 
 pub mod assemble;
 pub mod auth;
@@ -47,6 +47,7 @@ pub mod limits;
 pub mod metrics;
 pub mod pipeline;
 pub mod record;
+pub mod redact;
 pub mod reload;
 pub mod server;
 pub mod signalling;

@@ -1,6 +1,6 @@
 //! Helpers for any running `gst::Pipeline`, shared by the supervisor, the WebRTC sessions
-//! and the API: bounded teardown, element paths, readable errors. A leaf: it uses nothing
-//! else of this crate.
+//! and the API: bounded teardown, element paths, readable errors. It uses nothing else of
+//! this crate but [`crate::redact`].
 
 use gst::prelude::*;
 use std::time::Duration;
@@ -33,6 +33,8 @@ pub fn describe_error(msg: &gst::Message, error: &glib::Error, debug: Option<&st
     if let Some(reason) = reason {
         text = format!("{text}: {reason}");
     }
+    // A URI in the message may hold a password or a token.
+    let text = crate::redact::redact(&text);
     match msg.src() {
         Some(src) => format!("{}: {text}", element_path(src)),
         None => text,

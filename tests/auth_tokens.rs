@@ -173,6 +173,12 @@ fn every_surface_checks_tokens_and_scopes() {
         (
             VIEWER,
             "GET",
+            "/api/pipelines/cam/description",
+            "token `viewer` may not administer the service",
+        ),
+        (
+            VIEWER,
+            "GET",
             "/metrics",
             "token `viewer` may not administer the service",
         ),
@@ -283,22 +289,32 @@ fn every_surface_checks_tokens_and_scopes() {
         ),
         "token `viewer` may not register a producer (a browser publisher sets meta.publish to its pipeline)"
     );
-    let cam_producer = {
+    // `list` shows only the producers a token may view.
+    let producers = |token: &str| -> Vec<serde_json::Value> {
         let (mut sock, _) =
-            tokio_tungstenite::tungstenite::connect(format!("{ws}/ws?token={PUBLISHER}"))
-                .expect("ws");
+            tokio_tungstenite::tungstenite::connect(format!("{ws}/ws?token={token}")).expect("ws");
         let _welcome = sock.read().expect("welcome");
         sock.send(r#"{"type":"list"}"#.into()).expect("send");
         let list: serde_json::Value =
             serde_json::from_str(&sock.read().expect("list").into_text().expect("text"))
                 .expect("json");
-        list["producers"]
-            .as_array()
-            .and_then(|ps| ps.iter().find(|p| p["meta"]["name"] == "cam"))
-            .and_then(|p| p["id"].as_str())
-            .expect("cam's producer is listed")
-            .to_string()
+        list["producers"].as_array().cloned().unwrap_or_default()
     };
+    let cam_producer = producers(ADMIN)
+        .iter()
+        .find(|p| p["meta"]["name"] == "cam")
+        .and_then(|p| p["id"].as_str())
+        .expect("cam's producer is listed to an admin")
+        .to_string();
+    assert!(
+        producers(PUBLISHER).is_empty(),
+        "a publish token views nothing"
+    );
+    let seen = producers(VIEWER);
+    assert!(
+        seen.len() == 1 && seen[0]["meta"]["name"] == "cam",
+        "a view:cam token sees only cam: {seen:?}"
+    );
     assert_eq!(
         signal(
             &format!("{ws}/ws?token={PUBLISHER}"),
@@ -493,5 +509,70 @@ fn pages_of_other_origins_are_refused_unless_allowed() {
     match tokio_tungstenite::tungstenite::connect(request) {
         Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 403),
         other => panic!("a foreign page's WebSocket: {other:?}"),
+    }
+}
+
+/// The service's own signalling token never reaches the log: every URL logged has its
+/// `token=` redacted (and the token could only register producers anyway).
+#[test]
+fn no_token_in_the_log() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_pipeline(dir.path(), "cam", WEBRTC_TEST_PATTERN);
+    let mut child = Command::new(bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--pipelines"])
+        .arg(dir.path())
+        .arg("--recordings")
+        .arg(dir.path().join("recordings"))
+        .env("MEDIAWEAVE_TOKENS", tokens())
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("serve");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let mut log = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(line) => {
+                let done = line.contains("registered as a producer");
+                log.push(line);
+                if done {
+                    break;
+                }
+            }
+            Err(_) => continue,
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    while let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+        log.push(line);
+    }
+    let registered = log
+        .iter()
+        .find(|l| l.contains("registered as a producer"))
+        .unwrap_or_else(|| panic!("the producer registers: {log:#?}"));
+    assert!(registered.contains("/ws?token=REDACTED"), "{registered}");
+    for line in &log {
+        let lower = line.to_ascii_lowercase();
+        for (at, _) in lower.match_indices("token=") {
+            let value = &lower[at + 6..];
+            assert!(
+                value.is_empty()
+                    || value.starts_with("redacted")
+                    || !value.starts_with(|c: char| c.is_ascii_hexdigit()),
+                "a token in the log: {line}"
+            );
+        }
     }
 }

@@ -28,16 +28,21 @@ const SESSION_SIGNALS: usize = 64;
 /// Keeps `output` registered as a producer at `url` until the output is dropped.
 pub async fn run_producer(url: String, output: Weak<WebRtcOutput>) {
     let mut delay = Duration::from_millis(500);
+    // The URL may carry a token: logs get it without.
+    let shown = crate::redact::redact(&url);
     loop {
         let Some(name) = output.upgrade().map(|o| o.pipeline.clone()) else {
             return;
         };
         match serve_once(&url, &output).await {
             Ok(()) => {
-                tracing::info!("{name}: signalling connection to {url} closed");
+                tracing::info!("{name}: signalling connection to {shown} closed");
                 delay = Duration::from_millis(500);
             }
-            Err(e) => tracing::warn!("{name}: signalling at {url}: {e}"),
+            Err(e) => tracing::warn!(
+                "{name}: signalling at {shown}: {}",
+                crate::redact::redact(&e)
+            ),
         }
         if output.upgrade().is_none() {
             return;
@@ -68,7 +73,10 @@ async fn serve_once(url: &str, output: &Weak<WebRtcOutput>) -> Result<(), String
         peer_id: None,
     });
     send(&mut sink, &status).await?;
-    tracing::info!("{name}: registered as a producer at {url}");
+    tracing::info!(
+        "{name}: registered as a producer at {}",
+        crate::redact::redact(url)
+    );
 
     let (sig_tx, mut signals) = mpsc::channel::<(SessionId, Signal)>(SIGNAL_QUEUE);
     let mut sessions: HashMap<SessionId, Tracked> = HashMap::new();
@@ -242,7 +250,11 @@ pub async fn run_consumer(url: String, point: Weak<crate::webrtc::ingest::Ingest
             return;
         };
         if let Err(e) = consume_once(&url, &point).await {
-            tracing::warn!("{name}: signalling (publishers) at {url}: {e}");
+            tracing::warn!(
+                "{name}: signalling (publishers) at {}: {}",
+                crate::redact::redact(&url),
+                crate::redact::redact(&e)
+            );
         } else {
             delay = Duration::from_millis(500);
         }

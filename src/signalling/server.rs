@@ -21,7 +21,53 @@ const OUTBOX: usize = 256;
 #[derive(Default)]
 pub struct Hub {
     router: Mutex<Router>,
-    outboxes: Mutex<HashMap<PeerId, mpsc::Sender<String>>>,
+    outboxes: Mutex<HashMap<PeerId, Outbox>>,
+}
+
+/// Where a connection's messages go, and what its token may see.
+struct Outbox {
+    tx: mpsc::Sender<String>,
+    grant: Grant,
+}
+
+/// The pipeline a peer's meta names: a browser publisher's `publish`, a producer's `name`.
+fn pipeline_of(meta: &Option<serde_json::Value>) -> Option<String> {
+    let field = |key: &str| {
+        meta.as_ref()
+            .and_then(|m| m.get(key))
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+    };
+    field("publish").or_else(|| field("name"))
+}
+
+fn publishes(meta: &Option<serde_json::Value>) -> bool {
+    meta.as_ref().and_then(|m| m.get("publish")).is_some()
+}
+
+/// Whether `grant` may watch the producer that announced `meta`: the pipeline it names must be
+/// viewable; the service's own consumer sees only browser publishers.
+fn may_watch(grant: &Grant, meta: &Option<serde_json::Value>) -> bool {
+    if grant.service {
+        return publishes(meta);
+    }
+    match pipeline_of(meta) {
+        Some(p) => grant.can_view(&p),
+        None => grant.can_view_all(),
+    }
+}
+
+/// `msg` as `grant` may see it: producers it may not watch are left out of lists and their
+/// status changes are not sent.
+fn visible(grant: &Grant, msg: Outgoing) -> Option<Outgoing> {
+    match msg {
+        Outgoing::List { mut producers } => {
+            producers.retain(|p| may_watch(grant, &p.meta));
+            Some(Outgoing::List { producers })
+        }
+        Outgoing::PeerStatusChanged(status) if !may_watch(grant, &status.meta) => None,
+        other => Some(other),
+    }
 }
 
 impl Hub {
@@ -36,10 +82,13 @@ impl Hub {
     fn deliver(&self, deliveries: Vec<Delivery>) {
         let mut outboxes = self.outboxes.lock().unwrap_or_else(|p| p.into_inner());
         for (to, msg) in deliveries {
-            let Some(tx) = outboxes.get(&to) else {
+            let Some(outbox) = outboxes.get(&to) else {
                 continue;
             };
-            if tx.try_send(msg.to_json()).is_err() {
+            let Some(msg) = visible(&outbox.grant, msg) else {
+                continue;
+            };
+            if outbox.tx.try_send(msg.to_json()).is_err() {
                 // Full (a stuck reader) or closed: drop this peer rather than block the others.
                 tracing::warn!("signalling peer {to} is not reading; disconnecting it");
                 outboxes.remove(&to);
@@ -53,22 +102,21 @@ impl Hub {
     }
 
     /// What `grant` may not do with `text`, if anything: registering as a producer of viewers'
-    /// video takes `admin` (the service's own producers), registering as a browser publisher
+    /// video takes `admin` (or the service's own token), registering as a browser publisher
     /// (`meta.publish`) takes `publish` for that pipeline, and starting a session with a
     /// producer takes `view` for the pipeline it names.
     fn refused(&self, grant: &Grant, text: &str) -> Option<String> {
-        let pipeline_of = |meta: &Option<serde_json::Value>, key: &str| {
-            meta.as_ref()
-                .and_then(|m| m.get(key))
-                .and_then(|v| v.as_str())
-                .map(str::to_string)
-        };
         match serde_json::from_str::<Incoming>(text).ok()? {
             Incoming::SetPeerStatus(status) if status.has(Role::Producer) => {
-                match pipeline_of(&status.meta, "publish") {
+                let publish = status
+                    .meta
+                    .as_ref()
+                    .and_then(|m| m.get("publish"))
+                    .map(|p| p.as_str().unwrap_or_default().to_string());
+                match publish {
                     Some(p) if grant.can_publish(&p) => None,
                     Some(p) => Some(format!("token `{}` may not publish into `{p}`", grant.name)),
-                    None if grant.admin => None,
+                    None if grant.admin || grant.service => None,
                     None => Some(format!(
                         "token `{}` may not register a producer (a browser publisher sets meta.publish to its pipeline)",
                         grant.name
@@ -78,15 +126,16 @@ impl Hub {
             Incoming::StartSession { peer_id, .. } => {
                 // An unknown peer: the router answers that.
                 let meta = self.with_router(|r| r.meta_of(&peer_id))?;
-                match pipeline_of(&meta, "publish").or_else(|| pipeline_of(&meta, "name")) {
-                    Some(p) if grant.can_view(&p) => None,
-                    Some(p) => Some(format!("token `{}` may not view `{p}`", grant.name)),
-                    None if grant.can_view_all() => None,
-                    None => Some(format!(
+                if may_watch(grant, &meta) {
+                    return None;
+                }
+                Some(match pipeline_of(&meta) {
+                    Some(p) => format!("token `{}` may not view `{p}`", grant.name),
+                    None => format!(
                         "token `{}` may not view a producer that names no pipeline",
                         grant.name
-                    )),
-                }
+                    ),
+                })
             }
             _ => None,
         }
@@ -99,7 +148,13 @@ impl Hub {
         self.outboxes
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(peer.clone(), tx);
+            .insert(
+                peer.clone(),
+                Outbox {
+                    tx,
+                    grant: grant.clone(),
+                },
+            );
         self.deliver(welcome);
         loop {
             tokio::select! {
