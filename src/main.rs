@@ -66,20 +66,27 @@ enum Command {
         /// WHIP/WHEP and the WebSockets (repeatable); the service's own pages always may.
         #[arg(long = "allow-origin", value_name = "ORIGIN")]
         allow_origins: Vec<String>,
-        /// Refuse this element in descriptions sent over the API, besides the default list of
-        /// file, fd, shared-memory and sound-device elements (repeatable).
+        /// Take this element off the list of elements descriptions sent over the API may use
+        /// (repeatable).
         #[arg(long = "api-deny-element", value_name = "ELEMENT")]
         api_deny: Vec<String>,
-        /// Accept this element of the default deny list in descriptions sent over the API.
+        /// Let descriptions sent over the API use this element too (repeatable). Its
+        /// properties that name paths or devices are still checked.
         #[arg(long = "api-allow-element", value_name = "ELEMENT")]
         api_allow: Vec<String>,
-        /// Accept only these elements in raw launch lines sent over the API (an allow-list).
+        /// Let descriptions sent over the API use only these elements, instead of the default
+        /// list (repeatable).
         #[arg(long = "api-only-element", value_name = "ELEMENT")]
         api_only: Vec<String>,
-        /// Let descriptions sent over the API name paths (file sources/outputs, file: URIs,
-        /// unix sockets, snapshot paths).
+        /// Let descriptions sent over the API name paths and non-network URIs on the server
+        /// (file sources/outputs, file: URIs, unix sockets, snapshot paths, element
+        /// properties such as `location`).
         #[arg(long)]
         api_allow_paths: bool,
+        /// Let descriptions sent over the API open devices (camera sources, element
+        /// properties such as `device`).
+        #[arg(long)]
+        api_allow_devices: bool,
         /// Let descriptions sent over the API have process hooks (they run commands).
         #[arg(long)]
         api_allow_process: bool,
@@ -209,6 +216,7 @@ fn main() -> ExitCode {
             api_allow,
             api_only,
             api_allow_paths,
+            api_allow_devices,
             api_allow_process,
             max_viewers,
             max_publishers,
@@ -217,13 +225,18 @@ fn main() -> ExitCode {
         } => {
             let mut api_policy = mediaweave::description::ApiPolicy {
                 allow_paths: api_allow_paths,
+                allow_devices: api_allow_devices,
                 allow_process: api_allow_process,
-                allow_only: (!api_only.is_empty()).then_some(api_only),
                 ..Default::default()
             };
-            api_policy.deny.extend(api_deny);
+            if !api_only.is_empty() {
+                api_policy.allow = api_only;
+            }
             for element in &api_allow {
                 api_policy.allow(element);
+            }
+            for element in &api_deny {
+                api_policy.deny(element);
             }
             if ice_addresses.is_empty() && listen.ip().is_loopback() {
                 ice_addresses.push("127.0.0.1".into());

@@ -166,11 +166,15 @@ impl Loaded {
     }
 
     fn parse(path: &Path, text: &str) -> Loaded {
+        Loaded::of(path, text, description::parse(path, text))
+    }
+
+    fn of(path: &Path, text: &str, result: Result<Description, Diagnostics>) -> Loaded {
         Loaded {
             name: stem(path),
             path: path.to_path_buf(),
             content: toml::from_str(text).ok(),
-            result: description::parse(path, text),
+            result,
         }
     }
 }
@@ -475,12 +479,7 @@ impl Supervisor {
         let (p, t, policy) = (path.clone(), text.clone(), self.config.api_policy.clone());
         // Validated like a file, then held to the rules for descriptions from the API.
         let loaded = tokio::task::spawn_blocking(move || {
-            let loaded = Loaded::parse(&p, &t);
-            let allowed = match &loaded.result {
-                Ok(desc) => policy.check(desc),
-                Err(diags) => Err(diags.clone()),
-            };
-            allowed.map(|()| loaded)
+            description::parse_for_api(&p, &t, &policy).map(|desc| Loaded::of(&p, &t, Ok(desc)))
         })
         .await
         .map_err(|e| PutError::Io(path.clone(), e.to_string()))?

@@ -141,11 +141,61 @@ fn descriptions_from_the_api_may_not_touch_files_or_run_commands() {
         (writes_file.as_str(), "viaapi.toml:1:"),
         (
             "[source]\nkind = \"file\"\npath = \"/etc/hostname\"\n\n[[output]]\nkind = \"tcp\"\nport = 5999\n",
-            "viaapi.toml:3:8: a `file` source reads a path: descriptions sent over the API may not name paths on the server",
+            "viaapi.toml:3:8: a `file` source reads a path: descriptions sent over the API may not name paths or non-network URIs on the server",
         ),
         (
             "[source]\nkind = \"test\"\n\n[[output]]\nkind = \"file\"\npath = \"/tmp/x.mkv\"\n",
             "viaapi.toml:6:8: a `file` output writes a path",
+        ),
+        (
+            "[source]\nkind = \"uri\"\nuri = \"FILE:///etc/passwd\"\n\n[[output]]\nkind = \"tcp\"\nport = 5999\n",
+            "viaapi.toml:3:7: this URI is not a network URI",
+        ),
+        (
+            "[source]\nkind = \"uri\"\nuri = \"gio:/etc/passwd\"\n\n[[output]]\nkind = \"tcp\"\nport = 5999\n",
+            "viaapi.toml:3:7: this URI is not a network URI",
+        ),
+        (
+            "[source]\nkind = \"camera\"\ndevice = \"/etc/passwd\"\n\n[[output]]\nkind = \"tcp\"\nport = 5999\n",
+            "viaapi.toml:3:10: a `camera` source opens a device",
+        ),
+        // Raw lines: every element of the graph is on the allow-list, and no property names
+        // a path or a device, however it is spelled.
+        (
+            "launch = \"urisourcebin uri=file:///etc/passwd ! tcpclientsink host=127.0.0.1 port=5981\"\n",
+            "viaapi.toml:1:11: element `urisourcebin` is not on the list",
+        ),
+        (
+            "launch = \"uridecodebin uri=file:///etc/passwd ! fakesink\"\n",
+            "element `uridecodebin` is not on the list",
+        ),
+        (
+            "launch = \"playbin uri=file:///etc/passwd\"\n",
+            "element `playbin` is not on the list",
+        ),
+        (
+            "launch = \"file:///etc/passwd ! tcpclientsink port=5981\"\n",
+            "viaapi.toml:1:11: `file:///etc/passwd` makes an element from a URI",
+        ),
+        (
+            "launch = \"videotestsrc ! x264enc ! h264parse ! hlssink2 location=/tmp/s%05d.ts playlist-location=/tmp/p.m3u8\"\n",
+            "element `hlssink2` is not on the list",
+        ),
+        (
+            "launch = \"videotestsrc ! queue ! fakesink ( filesrc location=/etc/passwd ! tcpclientsink port=5981 )\"\n",
+            "element `filesrc` is not on the list",
+        ),
+        (
+            "launch = \"videotestsrc ! x264enc option-string=dump-yuv=/tmp/x.yuv ! fakesink\"\n",
+            "viaapi.toml:1:34: property `option-string` of `x264enc` reads or writes files",
+        ),
+        (
+            "launch = \"videotestsrc ! x264enc ! mp4mux moov-recovery-file=/tmp/r ! fakesink\"\n",
+            "property `moov-recovery-file` of `mp4mux` reads or writes files",
+        ),
+        (
+            "launch = \"souphttpsrc location=file:///etc/passwd ! fakesink\"\n",
+            "property `location` of `souphttpsrc` reads or writes files",
         ),
         (
             "[source]\nkind = \"test\"\n\n[[hook]]\nkind = \"process\"\ncommand = [\"sh\", \"-c\", \"id\"]\n",
@@ -164,24 +214,64 @@ fn descriptions_from_the_api_may_not_touch_files_or_run_commands() {
         r.json["error"]
             .as_str()
             .unwrap_or_default()
-            .contains("element `filesink` is not allowed in descriptions sent over the API"),
+            .contains("element `filesink` is not on the list of elements descriptions sent over the API may use"),
         "{}",
         r.json
     );
-    // Harmless raw lines are fine.
+    // Harmless raw lines are fine, network URIs too.
     let ok = put(
         &format!("{base}/api/pipelines/viaapi"),
-        "launch = \"videotestsrc is-live=true ! fakesink\"\n",
+        "launch = \"videotestsrc is-live=true ! x264enc tune=zerolatency ! h264parse ! mpegtsmux ! tcpclientsink host=127.0.0.1 port=5981 sync=false\"\n",
     );
     assert_eq!(ok.status, 201, "{}", ok.json);
+    let ok = put(
+        &format!("{base}/api/pipelines/viaapi"),
+        "autostart = false\nlaunch = \"rtspsrc location=rtsp://127.0.0.1:8554/x ! fakesink\"\n",
+    );
+    assert_eq!(ok.status, 200, "{}", ok.json);
     drop(server);
 
-    // An operator can allow an element back.
+    // An operator can allow an element: its path still needs --api-allow-paths.
     let server =
         TestServer::start_custom(dir.path(), |c| c.supervisor.api_policy.allow("filesink"));
     let r = put(
         &format!("{}/api/pipelines/viaapi", server.base),
         &writes_file,
     );
+    assert_eq!(r.status, 400, "{}", r.json);
+    assert!(
+        r.json["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("property `location` of `filesink` reads or writes files"),
+        "{}",
+        r.json
+    );
+    drop(server);
+    let server = TestServer::start_custom(dir.path(), |c| {
+        c.supervisor.api_policy.allow("filesink");
+        c.supervisor.api_policy.allow_paths = true;
+    });
+    let r = put(
+        &format!("{}/api/pipelines/viaapi", server.base),
+        &writes_file,
+    );
     assert_eq!(r.status, 200, "{}", r.json);
+    drop(server);
+
+    // Allowing a bin does not allow what it holds: hlssink2 writes through its children.
+    let server =
+        TestServer::start_custom(dir.path(), |c| c.supervisor.api_policy.allow("hlssink2"));
+    let r = put(
+        &format!("{}/api/pipelines/hls", server.base),
+        "launch = \"videotestsrc ! x264enc ! h264parse ! hlssink2\"\n",
+    );
+    assert_eq!(r.status, 400, "{}", r.json);
+    let error = r.json["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains(
+            "hls.toml:1:48: element `splitmuxsink` (inside `hlssink2`) is not on the list"
+        ),
+        "{error}"
+    );
 }

@@ -1024,10 +1024,25 @@ fn camera_chain(
         cam.device.span()
     };
     let err = |m: String| desc.diagnostic(Some(span.clone()), m);
+    if !device.starts_with("/dev/") || device.split('/').any(|part| part == "..") {
+        return Err(err(format!(
+            "camera device `{device}` is not under /dev (a camera is a device such as /dev/video0)"
+        )));
+    }
     if !Path::new(device).exists() {
         return Err(err(format!(
             "camera device `{device}` does not exist (no camera connected? `ls /dev/video*` lists cameras; set `device` to use another)"
         )));
+    }
+    {
+        use std::os::unix::fs::FileTypeExt;
+        // Through any symlink (/dev/v4l/by-id/...): it must end at a character device.
+        let is_device = std::fs::metadata(device).is_ok_and(|m| m.file_type().is_char_device());
+        if !is_device {
+            return Err(err(format!(
+                "camera device `{device}` is not a device (a camera is a character device such as /dev/video0)"
+            )));
+        }
     }
     let format = match cam.format {
         CameraFormat::Auto => probe_camera(device, w, h, fps).map_err(&err)?,

@@ -76,35 +76,192 @@ pub(super) fn validate(launch: &Launch, file_text: &str) -> Result<(), (Range<us
     }
 }
 
-/// The element factories a (valid) launch line uses, each with the span of its first mention
-/// in the file (the whole value when it cannot be pinned down).
-pub(super) fn factories(launch: &Launch, file_text: &str) -> Vec<(String, Range<usize>)> {
+/// What a word of a launch line makes, read without GStreamer (so nothing is built).
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Maker<'a> {
+    /// An element of this factory (also a typed bin, `rtpbin.( ... )`).
+    Factory(&'a str),
+    /// An element made from a URI or a path (`file:///x`, `/x`).
+    Uri(&'a str),
+    /// `name=value` (quotes removed; `child::name` for a bin's child) set on the element the
+    /// last `Factory` made, if any.
+    Property {
+        element: Option<&'a str>,
+        name: &'a str,
+        value: &'a str,
+    },
+}
+
+/// The words of a launch line that make elements, with their byte offsets: everything but
+/// links, assignments (`prop=value`, `@preset=...`), caps, references (`t.`, `t.src_0`) and
+/// parentheses, following gst-launch's lexer.
+pub(super) fn makers<'a>(line: &'a str) -> Vec<(usize, Maker<'a>)> {
+    // Words separated by unquoted whitespace, `!`, `(` and `)`, each with the separator
+    // that follows it (after spaces).
+    let mut words: Vec<(usize, &str)> = Vec::new();
+    let mut start = None;
+    for (i, c, outside) in scan(line) {
+        let sep = outside && (c.is_whitespace() || matches!(c, '!' | '(' | ')' | ';'));
+        if sep {
+            if let Some(s) = start.take() {
+                words.push((s, &line[s..i]));
+            }
+        } else if start.is_none() {
+            start = Some(i);
+        }
+    }
+    if let Some(s) = start {
+        words.push((s, &line[s..]));
+    }
+    let next_char = |end: usize| line[end..].trim_start().chars().next();
+    let is_caps = |w: &str| {
+        let (kind, rest) = w.split_once('/').unwrap_or_default();
+        let mime =
+            |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+        let sub: String = rest.chars().take_while(|c| *c != ',').collect();
+        mime(kind) && mime(&sub)
+    };
+    let mut current: Option<&str> = None;
+    let mut out = Vec::new();
+    for (at, w) in words {
+        let end = at + w.len();
+        if w.starts_with('"') || w.starts_with('\'') {
+            // Quoted caps.
+            current = None;
+            continue;
+        }
+        if let Some((name, value)) = w.split_once('=') {
+            if !name.starts_with('@') {
+                let unquote = |v: &'a str| {
+                    v.strip_prefix('"')
+                        .and_then(|v| v.strip_suffix('"'))
+                        .unwrap_or(v)
+                };
+                out.push((
+                    at,
+                    Maker::Property {
+                        element: current,
+                        name: name.rsplit("::").next().unwrap_or(name),
+                        value: unquote(value),
+                    },
+                ));
+            }
+            continue;
+        }
+        let made = if w.contains("://") {
+            Some(Maker::Uri(w))
+        } else if let Some(bin) = w.strip_suffix('.')
+            && next_char(end) == Some('(')
+        {
+            Some(Maker::Factory(bin))
+        } else if w.contains('.') && !w.contains('/') {
+            // A reference (`t.`, `t.src_0`): what follows sets nothing here.
+            None
+        } else if w.contains('/') {
+            (!is_caps(w)).then_some(Maker::Uri(w))
+        } else if w.ends_with(',') {
+            // A caps field list continues after a comma (`video/x-raw, format=I420`).
+            None
+        } else {
+            Some(Maker::Factory(w))
+        };
+        current = match &made {
+            Some(Maker::Factory(f)) => Some(f),
+            _ => None,
+        };
+        if let Some(m) = made {
+            out.push((at, m));
+        }
+    }
+    out
+}
+
+/// One element of a parsed launch line, as the API policy needs to see it.
+pub(super) struct Placed {
+    pub factory: String,
+    /// The factory of the bin it sits in (hlssink2 holds a splitmuxsink), if not the top.
+    pub inside: Option<String>,
+    /// Its first mention in the file (the whole value when it cannot be pinned down; an
+    /// element a bin made for itself points at the bin).
+    pub span: Range<usize>,
+    /// Properties that differ from their defaults: (name, value as text, span of `name=`).
+    pub changed: Vec<(String, String, Range<usize>)>,
+}
+
+/// Every element of a (valid) launch line, bins' children included, with the properties the
+/// line (or a bin, for its children) set.
+pub(super) fn elements(launch: &Launch, file_text: &str) -> Vec<Placed> {
     let Ok(top) = gst::parse::launch(&launch.text) else {
         return Vec::new();
     };
-    let mut names: Vec<String> = Vec::new();
-    let mut note = |e: &gst::Element| {
-        if let Some(f) = e.factory() {
-            let name = f.name().to_string();
-            if !names.contains(&name) {
-                names.push(name);
-            }
-        }
-    };
-    note(&top);
+    let mut all = vec![top.clone()];
     if let Some(bin) = top.downcast_ref::<gst::Bin>() {
-        for e in bin.iterate_recurse().into_iter().flatten() {
-            note(&e);
-        }
+        all.extend(bin.iterate_recurse().into_iter().flatten());
     }
-    let _ = top.set_state(gst::State::Null);
     let words = tokens(&launch.text);
-    names
-        .into_iter()
-        .map(|name| {
-            let token = words.iter().find(|(_, w)| *w == name).map(|(i, _)| *i);
-            let span = locate(launch, file_text, token);
-            (name, span)
+    let word_of = |name: &str| words.iter().find(|(_, w)| *w == name).map(|(i, _)| *i);
+    let placed = all
+        .iter()
+        .filter_map(|e| {
+            let factory = e.factory()?.name().to_string();
+            let inside = e
+                .parent()
+                .and_then(|p| p.downcast::<gst::Element>().ok())
+                .filter(|p| *p != top)
+                .and_then(|p| p.factory())
+                .map(|f| f.name().to_string());
+            let at = word_of(&factory).or_else(|| inside.as_deref().and_then(word_of));
+            let changed = changed_properties(e)
+                .into_iter()
+                .map(|(name, value)| {
+                    // The first `name=` after the element's word.
+                    let prop = format!("{name}=");
+                    let token = words
+                        .iter()
+                        .skip_while(|(i, _)| at.is_some_and(|a| *i < a))
+                        .find(|(_, w)| w.starts_with(&prop))
+                        .map(|(i, _)| *i)
+                        .or(at);
+                    (name, value, locate(launch, file_text, token))
+                })
+                .collect();
+            Some(Placed {
+                factory,
+                inside,
+                span: locate(launch, file_text, at),
+                changed,
+            })
+        })
+        .collect();
+    let _ = top.set_state(gst::State::Null);
+    placed
+}
+
+/// The readable, writable string and enum properties of `e` whose value is not the default,
+/// as text (enums by nick). Other types cannot name a path and are left out (serializing
+/// every type is not safe: some serializers crash on a default value).
+fn changed_properties(e: &gst::Element) -> Vec<(String, String)> {
+    e.list_properties()
+        .iter()
+        .filter(|p| {
+            p.flags()
+                .contains(glib::ParamFlags::READABLE | glib::ParamFlags::WRITABLE)
+                && !matches!(p.name(), "name" | "parent")
+        })
+        .filter_map(|p| {
+            let value = e.property_value(p.name());
+            let default = p.default_value();
+            let text = |v: &glib::Value| -> Option<Option<String>> {
+                if v.type_() == glib::Type::STRING {
+                    v.get::<Option<String>>().ok()
+                } else if v.type_().is_a(glib::Type::ENUM) {
+                    Some(glib::EnumValue::from_value(v).map(|(_, ev)| ev.nick().to_string()))
+                } else {
+                    None
+                }
+            };
+            let now = text(&value)?;
+            (now != text(default)?).then(|| (p.name().to_string(), now.unwrap_or_default()))
         })
         .collect()
 }
@@ -278,6 +435,11 @@ fn quoted(message: &str, n: usize) -> Option<String> {
     message.split('"').nth(2 * n + 1).map(str::to_string)
 }
 
+/// [`locate`] for a word known to start at byte `at` of the value.
+pub(super) fn locate_word(launch: &Launch, file_text: &str, at: usize) -> Range<usize> {
+    locate(launch, file_text, Some(at))
+}
+
 /// The span, in the file, of the launch-line word starting at byte `token` of the value. When
 /// the TOML string uses escapes (so file text and value differ) this falls back to the value.
 fn locate(launch: &Launch, file_text: &str, token: Option<usize>) -> Range<usize> {
@@ -347,6 +509,63 @@ mod tests {
         assert_eq!(dangling_link("a ! ! b"), Some(4));
         assert_eq!(dangling_link("( a ! ) ! b"), Some(4));
         assert_eq!(dangling_link("( ! a )"), Some(2));
+    }
+
+    #[test]
+    fn element_makers_are_read_without_gstreamer() {
+        use super::{Maker, makers};
+        let m = |line| {
+            makers(line)
+                .into_iter()
+                .map(|(_, m)| m)
+                .filter(|m| !matches!(m, Maker::Property { .. }))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            m(
+                "videotestsrc is-live=true ! video/x-raw,width=640 ! x264enc ! tee name=t t. ! queue ! fakesink"
+            ),
+            vec![
+                Maker::Factory("videotestsrc"),
+                Maker::Factory("x264enc"),
+                Maker::Factory("tee"),
+                Maker::Factory("queue"),
+                Maker::Factory("fakesink")
+            ]
+        );
+        assert_eq!(
+            m(
+                "file:///etc/passwd ! a ( b loc=\"x y\" ) rtpbin.( c ) /etc/x ! \"video/x-raw, format=I420\" ! d"
+            ),
+            vec![
+                Maker::Uri("file:///etc/passwd"),
+                Maker::Factory("a"),
+                Maker::Factory("b"),
+                Maker::Factory("rtpbin"),
+                Maker::Factory("c"),
+                Maker::Uri("/etc/x"),
+                Maker::Factory("d")
+            ]
+        );
+        assert_eq!(
+            m("a!video/x-raw, format=I420, width=2!b @preset=x t.src_0 ! .sink"),
+            vec![Maker::Factory("a"), Maker::Factory("b")]
+        );
+        assert_eq!(
+            makers("a b::c::location=\"/x y\" ! d"),
+            vec![
+                (0, Maker::Factory("a")),
+                (
+                    2,
+                    Maker::Property {
+                        element: Some("a"),
+                        name: "location",
+                        value: "/x y"
+                    }
+                ),
+                (26, Maker::Factory("d"))
+            ]
+        );
     }
 
     #[test]

@@ -99,6 +99,26 @@ pub fn load(path: &Path) -> Result<Description, Diagnostics> {
 
 /// Validates a description given its text; `path` names it in errors and gives the name.
 pub fn parse(path: &Path, text: &str) -> Result<Description, Diagnostics> {
+    parse_with(path, text, None)
+}
+
+/// Validates a description sent over the API and holds it to `policy`. A raw line's elements
+/// are checked against the allow-list before GStreamer builds any of them.
+pub fn parse_for_api(
+    path: &Path,
+    text: &str,
+    policy: &ApiPolicy,
+) -> Result<Description, Diagnostics> {
+    let desc = parse_with(path, text, Some(policy))?;
+    policy.check(&desc)?;
+    Ok(desc)
+}
+
+fn parse_with(
+    path: &Path,
+    text: &str,
+    policy: Option<&ApiPolicy>,
+) -> Result<Description, Diagnostics> {
     let name = pipeline_name(path).map_err(|m| Diagnostic::at(path, text, 0, m))?;
     let diag = |span: Option<Range<usize>>, msg: String| Diagnostic::at_span(path, text, span, msg);
     let toml_diag = |e: toml::de::Error| diag(e.span(), describe_toml_error(e.message()));
@@ -143,6 +163,16 @@ pub fn parse(path: &Path, text: &str) -> Result<Description, Diagnostics> {
                 span: launch.span(),
                 text: launch.into_inner(),
             };
+            if let Some(policy) = policy {
+                let problems: Vec<Diagnostic> = policy
+                    .precheck(&launch)
+                    .into_iter()
+                    .map(|(at, msg)| diag(Some(launch::locate_word(&launch, text, at)), msg))
+                    .collect();
+                if !problems.is_empty() {
+                    return Err(Diagnostics(problems));
+                }
+            }
             launch::validate(&launch, text).map_err(|(span, msg)| diag(Some(span), msg))?;
             Form::Raw(launch)
         }

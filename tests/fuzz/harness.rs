@@ -23,18 +23,17 @@ pub fn init() {
     });
 }
 
-/// A description file: parsed and validated; when valid, also checked against the policy for
-/// descriptions that arrive over the API. Every diagnostic points into the file.
+/// A description file: parsed and validated as a file, and as a description sent over the
+/// API (its elements checked before any is built, then the policy). Every diagnostic points
+/// into the file.
 pub fn description(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     let path = Path::new("pipelines/fuzz.toml");
-    match description::parse(path, &text) {
-        Ok(desc) => {
-            if let Err(diags) = ApiPolicy::default().check(&desc) {
-                check_diagnostics(&diags, &text);
-            }
-        }
-        Err(diags) => check_diagnostics(&diags, &text),
+    if let Err(diags) = description::parse(path, &text) {
+        check_diagnostics(&diags, &text);
+    }
+    if let Err(diags) = description::parse_for_api(path, &text, &ApiPolicy::default()) {
+        check_diagnostics(&diags, &text);
     }
 }
 
