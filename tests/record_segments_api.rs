@@ -113,10 +113,40 @@ max_total_size = "1.2MB"
         assert_eq!(r.status().as_u16(), code, "{bad}");
     }
     std::fs::remove_file(rec_dir.join("evil.mkv")).expect("remove symlink");
+    // A symlinked directory does not lead out either: not served, not listed, not deleted.
+    let elsewhere = tempfile::tempdir().expect("tempdir");
+    std::fs::write(elsewhere.path().join("X.mkv"), b"not a recording").expect("write");
+    let recordings = rec_dir.parent().expect("recordings root");
+    std::os::unix::fs::symlink(elsewhere.path(), recordings.join("raw-example")).expect("symlink");
+    let outside = format!("{base}/recordings/raw-example/X.mkv");
+    assert_eq!(
+        agent.get(&outside).call().expect("GET").status().as_u16(),
+        404
+    );
+    assert_eq!(
+        agent
+            .delete(&outside)
+            .call()
+            .expect("DELETE")
+            .status()
+            .as_u16(),
+        404
+    );
+    assert!(
+        elsewhere.path().join("X.mkv").exists(),
+        "nothing outside deleted"
+    );
+    let listed = get(&format!("{base}/api/recordings")).json;
+    assert!(
+        listed
+            .as_array()
+            .is_some_and(|a| a.iter().all(|r| r["pipeline"] != "raw-example")),
+        "{listed}"
+    );
 
     // Deleting: a finished segment goes; the one being written is refused.
     let r = agent.delete(&url).call().expect("DELETE");
-    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(r.status().as_u16(), 204);
     assert_eq!(agent.get(&url).call().expect("GET").status().as_u16(), 404);
     // Ask again: the segment seen earlier may have been finalized since.
     let list = get(&format!("{base}/api/recordings")).json;

@@ -51,7 +51,7 @@ pub async fn get(
     Ok(response.map(Body::new))
 }
 
-/// `DELETE /recordings/{pipeline}/{file}`: removes a finished segment.
+/// `DELETE /recordings/{pipeline}/{file}`: removes a finished segment; 204.
 pub async fn delete(
     State(state): State<AppState>,
     Path((pipeline, file)): Path<(String, String)>,
@@ -60,5 +60,5 @@ pub async fn delete(
     tokio::task::spawn_blocking(move || rec.delete(&pipeline, &file))
         .await
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
-    Ok(StatusCode::OK)
+    Ok(StatusCode::NO_CONTENT)
 }

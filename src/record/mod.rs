@@ -279,9 +279,23 @@ impl Recordings {
         }
     }
 
+    /// A pipeline's directory of segments, if it is a real directory right inside the
+    /// recordings root: a symlink at any level could lead anywhere, and what is served,
+    /// listed, pruned or deleted must stay inside.
+    fn pipeline_dir(&self, pipeline: &str) -> Option<PathBuf> {
+        let dir = self.dir.join(pipeline);
+        let meta = dir.symlink_metadata().ok()?;
+        if !meta.is_dir() {
+            return None;
+        }
+        let root = self.dir.canonicalize().ok()?;
+        let real = dir.canonicalize().ok()?;
+        (real.parent() == Some(root.as_path())).then_some(real)
+    }
+
     /// (file name, path, bytes, modified) of a pipeline's segment files.
     fn segments_of(&self, pipeline: &str) -> Vec<(String, PathBuf, u64, Option<SystemTime>)> {
-        let Ok(entries) = std::fs::read_dir(self.dir.join(pipeline)) else {
+        let Some(Ok(entries)) = self.pipeline_dir(pipeline).map(std::fs::read_dir) else {
             return Vec::new();
         };
         entries
@@ -357,7 +371,7 @@ impl Recordings {
     }
 
     /// The file behind `{pipeline}/{file}`, refusing names that could leave the recordings
-    /// directory (`..`, separators, absolute paths, symlinks).
+    /// directory (`..`, separators, absolute paths, symlinks at either level).
     pub fn resolve(&self, pipeline: &str, file: &str) -> Result<PathBuf, RecordError> {
         let what = format!("{pipeline}/{file}");
         crate::description::validate_name(pipeline)
@@ -378,7 +392,10 @@ impl Recordings {
         if !plain || !ext_ok {
             return Err(RecordError::BadName(what));
         }
-        let path = self.dir.join(pipeline).join(file);
+        let dir = self
+            .pipeline_dir(pipeline)
+            .ok_or_else(|| RecordError::NotFound(what.clone()))?;
+        let path = dir.join(file);
         let meta = path
             .symlink_metadata()
             .map_err(|_| RecordError::NotFound(what.clone()))?;
