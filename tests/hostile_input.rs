@@ -183,6 +183,58 @@ fn mangled_offer() -> impl Strategy<Value = String> {
     })
 }
 
+/// A real offer missing what ICE and DTLS need, or with it spoiled: each bit of the mask
+/// drops one kind of line or applies one change.
+fn broken_offer() -> impl Strategy<Value = String> {
+    let offer = include_str!("fixtures/aiortc-offer.sdp");
+    any::<u16>().prop_map(move |mask| {
+        let drops = [
+            "a=ice-ufrag",
+            "a=ice-pwd",
+            "a=fingerprint",
+            "a=setup",
+            "a=mid",
+            "a=group:BUNDLE",
+            "a=rtcp-mux",
+            "a=candidate",
+            "c=",
+            "a=rtpmap",
+        ];
+        let bit = |i: usize| mask & (1 << i) != 0;
+        let mut text: String = offer
+            .lines()
+            .filter(|l| {
+                !drops
+                    .iter()
+                    .enumerate()
+                    .any(|(i, d)| bit(i) && l.starts_with(d))
+            })
+            .map(|l| format!("{l}\r\n"))
+            .collect();
+        if bit(10) {
+            text = text.replace("a=fingerprint:sha-256", "a=fingerprint:sha-999");
+        }
+        if bit(11) {
+            text = text.replace("m=video 58585", "m=video 0");
+        }
+        if bit(12) {
+            text = text
+                .replace("m=video 58585", "m=video 0")
+                .replace("m=audio 34657", "m=audio 0");
+        }
+        if bit(13) {
+            text = text.replace("a=setup:actpass", "a=setup:holdconn");
+        }
+        if bit(14) {
+            text = text.replace("UDP/TLS/RTP/SAVPF", "RTP/AVP");
+        }
+        if bit(15) {
+            text = text.replace("a=recvonly", "a=sendrecv");
+        }
+        text
+    })
+}
+
 #[test]
 fn sdp_reading_never_panics() {
     harness::init();
@@ -267,6 +319,66 @@ fn http_signalling_endpoints_answer_garbage_with_4xx() {
         // Garbage is a client error; a PUT of a valid text may create a pipeline (200/201),
         // a valid property value 200. Never a server error.
         prop_assert!(status < 500 || status == 503, "{path} {ct:?} → {status} for {body:?}");
+    });
+    // What is missing is named.
+    let offer = include_str!("fixtures/aiortc-offer.sdp");
+    let without = |prefix: &str| {
+        offer
+            .lines()
+            .filter(|l| !l.starts_with(prefix))
+            .map(|l| format!("{l}\r\n"))
+            .collect::<String>()
+    };
+    for (path, body, expected) in [
+        (
+            "/whep/cam",
+            without("a=ice-ufrag"),
+            "video m-line has no a=ice-ufrag",
+        ),
+        (
+            "/whep/cam",
+            without("a=fingerprint"),
+            "has no a=fingerprint",
+        ),
+        (
+            "/whep/cam",
+            offer.replace("a=fingerprint:sha-256", "a=fingerprint:sha-999"),
+            "unknown hash `sha-999`",
+        ),
+        (
+            "/whep/cam",
+            offer
+                .replace("m=video 58585", "m=video 0")
+                .replace("m=audio 34657", "m=audio 0"),
+            "every m-line of the offer is rejected (port 0)",
+        ),
+    ] {
+        let r = post_sdp(&format!("{base}{path}"), &body);
+        let error = r.json["error"].as_str().unwrap_or_default();
+        assert_eq!(r.status, 400, "{path}: {error}");
+        assert!(error.contains(expected), "{error}");
+    }
+    let r = post(&format!("{base}/offer/cam"));
+    assert_eq!(r.status, 400, "{}", r.json);
+
+    // Offers that lack or spoil what ICE and DTLS need: a 4xx naming it, never a 5xx (nor a
+    // session that can never connect). Sessions that are created are ended at once.
+    let target = prop::sample::select(vec!["/whep/cam", "/offer/cam", "/whip/inbox"]);
+    proptest!(config(150), |(path in target, offer in broken_offer())| {
+        let url = format!("{base}{path}");
+        let response = if path.starts_with("/offer") {
+            let body = serde_json::json!({"type": "offer", "sdp": offer}).to_string();
+            agent.post(&url).header("Content-Type", "application/json").send(body.as_str())
+        } else {
+            agent.post(&url).header("Content-Type", "application/sdp").send(offer.as_str())
+        };
+        let mut response = response.expect("the service answers");
+        let status = response.status().as_u16();
+        if let Some(location) = response.headers().get("location").and_then(|l| l.to_str().ok()) {
+            let _ = agent.delete(&format!("{base}{location}")).call();
+        }
+        let body = response.body_mut().read_to_string().unwrap_or_default();
+        prop_assert!(status < 500 || status == 503, "{path} → {status} {body} for {offer:?}");
     });
     // Still serving, and the pipelines are unharmed.
     assert_eq!(wait_state(&base, "cam", "playing")["name"], "cam");

@@ -67,6 +67,7 @@ pub(super) async fn await_answer(
 ) -> Result<(ViewerId, String), WebRtcError> {
     match answer.await {
         Ok(Ok(sdp)) => Ok((id, sdp)),
+        Ok(Err(e)) if e.starts_with(super::session::OFFER_REFUSED) => Err(WebRtcError::BadOffer(e)),
         Ok(Err(e)) => Err(WebRtcError::Failed(e)),
         Err(_) => Err(WebRtcError::Failed(
             "the session ended before answering".into(),

@@ -17,6 +17,7 @@ pub struct OfferedFormats {
 /// answered by a viewer session: not SDP, sends media, or takes none of our video codec.
 pub fn read_offer(offer: &str, codec: VideoCodec) -> Result<OfferedFormats, String> {
     let msg = parse(offer)?;
+    check_transport(&msg)?;
     let mut formats = OfferedFormats {
         video_pt: None,
         audio_pt: None,
@@ -63,6 +64,7 @@ pub fn read_publish_offer(
     want_audio: bool,
 ) -> Result<OfferedFormats, String> {
     let msg = parse(offer)?;
+    check_transport(&msg)?;
     let mut formats = OfferedFormats {
         video_pt: None,
         audio_pt: None,
@@ -108,6 +110,87 @@ fn parse(offer: &str) -> Result<gst_sdp::SDPMessage, String> {
     }
     gst_sdp::SDPMessage::parse_buffer(offer.as_bytes())
         .map_err(|_| "the offer is not a valid SDP".to_string())
+}
+
+/// Hash functions of `a=fingerprint` (RFC 8122) and their digest lengths in bytes.
+const FINGERPRINT_HASHES: &[(&str, usize)] = &[
+    ("sha-1", 20),
+    ("sha-224", 28),
+    ("sha-256", 32),
+    ("sha-384", 48),
+    ("sha-512", 64),
+];
+
+/// What ICE and DTLS need from an offer, checked before webrtcbin sees it (which would fail
+/// late, or accept a session that can never connect): at least one m-line that is not
+/// rejected, and for each such m-line ICE credentials and a certificate fingerprint with a
+/// known hash (at its level or the session's), and a valid `a=setup`.
+fn check_transport(msg: &gst_sdp::SDPMessageRef) -> Result<(), String> {
+    if msg.medias_len() == 0 {
+        return Err("the offer has no m-line: there is nothing to answer".into());
+    }
+    let active: Vec<&gst_sdp::SDPMediaRef> = msg.medias().filter(|m| m.port() != 0).collect();
+    if active.is_empty() {
+        return Err(
+            "every m-line of the offer is rejected (port 0): there is nothing to answer".into(),
+        );
+    }
+    for (key, what) in [
+        ("ice-ufrag", "ICE credentials"),
+        ("ice-pwd", "ICE credentials"),
+        ("fingerprint", "the DTLS certificate's fingerprint"),
+    ] {
+        for media in &active {
+            let value = media.attribute_val(key).or_else(|| msg.attribute_val(key));
+            if value.is_none_or(|v| v.trim().is_empty()) {
+                return Err(format!(
+                    "the offer's {} m-line has no a={key} ({what}), at its level or the session's",
+                    media.media().unwrap_or("unnamed")
+                ));
+            }
+        }
+    }
+    let media_attrs = active
+        .iter()
+        .flat_map(|m| (0..m.attributes_len()).filter_map(move |i| m.attribute(i)));
+    let session_attrs = (0..msg.attributes_len()).filter_map(|i| msg.attribute(i));
+    for attr in session_attrs.chain(media_attrs) {
+        let value = attr.value().unwrap_or_default().trim();
+        match attr.key() {
+            "fingerprint" => check_fingerprint(value)?,
+            "setup" if !matches!(value, "actpass" | "active" | "passive") => {
+                return Err(format!(
+                    "a=setup:{value} is not one of actpass, active, passive"
+                ));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// `sha-256 AB:CD:…`: a known hash and a digest of its length.
+fn check_fingerprint(value: &str) -> Result<(), String> {
+    let (hash, digest) = value.split_once(' ').unwrap_or((value, ""));
+    let Some((_, len)) = FINGERPRINT_HASHES
+        .iter()
+        .find(|(h, _)| h.eq_ignore_ascii_case(hash))
+    else {
+        return Err(format!(
+            "a=fingerprint uses the unknown hash `{hash}` (use one of sha-1, sha-224, sha-256, sha-384, sha-512)"
+        ));
+    };
+    let bytes: Vec<&str> = digest.trim().split(':').collect();
+    let well_formed = bytes.len() == *len
+        && bytes
+            .iter()
+            .all(|b| b.len() == 2 && b.chars().all(|c| c.is_ascii_hexdigit()));
+    if !well_formed {
+        return Err(format!(
+            "a=fingerprint:{hash} is not {len} hex bytes separated by colons"
+        ));
+    }
+    Ok(())
 }
 
 /// `(payload type, "ENC/clock[/channels]")` of each `a=rtpmap`.
@@ -164,6 +247,9 @@ mod tests {
     use super::*;
 
     const AIORTC_LIKE: &str = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n\
+a=ice-ufrag:mx1s\r\na=ice-pwd:DbeoUYTVA2Xcc6eDtw2B0U\r\n\
+a=fingerprint:sha-256 A8:11:DE:6F:AA:78:40:23:C1:45:D7:2D:94:C1:7B:CF:D3:13:72:7F:A9:74:C6:94:21:5A:63:7C:E3:F5:05:56\r\n\
+a=setup:actpass\r\n\
 m=audio 9 UDP/TLS/RTP/SAVPF 96 0\r\nc=IN IP4 0.0.0.0\r\na=recvonly\r\n\
 a=rtpmap:96 opus/48000/2\r\na=rtpmap:0 PCMU/8000\r\n\
 m=video 9 UDP/TLS/RTP/SAVPF 97 99 101 103\r\nc=IN IP4 0.0.0.0\r\na=recvonly\r\n\
@@ -199,6 +285,54 @@ a=rtpmap:103 H264/90000\r\na=fmtp:103 packetization-mode=1;profile-level-id=640c
         );
         let err = read_publish_offer(AIORTC_LIKE, VideoCodec::H264, true).expect_err("recvonly");
         assert!(err.contains("WHEP"), "{err}");
+    }
+
+    #[test]
+    fn ice_and_dtls_essentials_are_required() {
+        let drop_lines = |prefix: &str| {
+            AIORTC_LIKE
+                .lines()
+                .filter(|l| !l.starts_with(prefix))
+                .collect::<Vec<_>>()
+                .join("\r\n")
+        };
+        for (offer, expected) in [
+            (drop_lines("a=ice-ufrag"), "has no a=ice-ufrag"),
+            (drop_lines("a=ice-pwd"), "has no a=ice-pwd"),
+            (drop_lines("a=fingerprint"), "has no a=fingerprint"),
+            (
+                AIORTC_LIKE.replace("a=fingerprint:sha-256", "a=fingerprint:sha-999"),
+                "unknown hash `sha-999`",
+            ),
+            (
+                AIORTC_LIKE.replace("a=fingerprint:sha-256 ", "a=fingerprint:sha-256 AB:"),
+                "is not 32 hex bytes",
+            ),
+            (
+                AIORTC_LIKE.replace("a=setup:actpass", "a=setup:holdconn"),
+                "a=setup:holdconn",
+            ),
+            (
+                AIORTC_LIKE
+                    .lines()
+                    .map(|l| match l.strip_prefix("m=") {
+                        Some(rest) => {
+                            let mut parts: Vec<&str> = rest.split(' ').collect();
+                            parts[1] = "0";
+                            format!("m={}", parts.join(" "))
+                        }
+                        None => l.to_string(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\r\n"),
+                "every m-line of the offer is rejected",
+            ),
+        ] {
+            let err = read_offer(&offer, VideoCodec::H264).expect_err(expected);
+            assert!(err.contains(expected), "{err}");
+            let err = read_publish_offer(&offer, VideoCodec::H264, false).expect_err(expected);
+            assert!(err.contains(expected), "{err}");
+        }
     }
 
     #[test]

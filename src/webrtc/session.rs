@@ -25,6 +25,10 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
+/// How an answering session's error starts when the remote offer was the problem (webrtcbin
+/// refused it): the client gets 400, not a server error.
+pub const OFFER_REFUSED: &str = "the offer was refused";
+
 /// Identifies a viewer session (also its WHEP resource id).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
@@ -735,13 +739,13 @@ impl Session {
         ev_tx: &mpsc::Sender<Event>,
     ) -> Result<(), String> {
         let msg = gst_sdp::SDPMessage::parse_buffer(sdp.as_bytes())
-            .map_err(|_| "the remote description is not a valid SDP".to_string())?;
+            .map_err(|_| format!("{OFFER_REFUSED}: the remote description is not a valid SDP"))?;
         let desc = WebRTCSessionDescription::new(kind, msg);
         let tx = ev_tx.clone();
         let promise = gst::Promise::with_change_func(move |reply| {
             let r = match reply {
                 Ok(Some(s)) if s.has_field("error") => Err(format!(
-                    "webrtcbin rejected the remote description: {:?}",
+                    "{OFFER_REFUSED}: webrtcbin rejected the remote description: {:?}",
                     s.get::<glib::Error>("error").map(|e| e.to_string())
                 )),
                 Ok(_) => Ok(()),
@@ -762,6 +766,9 @@ impl Session {
             let r = match reply {
                 Ok(Some(s)) => s.get::<WebRTCSessionDescription>(field).map_err(|_| {
                     match s.get::<glib::Error>("error") {
+                        Ok(e) if answer => {
+                            format!("{OFFER_REFUSED}: webrtcbin could not create an answer: {e}")
+                        }
                         Ok(e) => format!("webrtcbin could not create an {field}: {e}"),
                         Err(_) => format!("webrtcbin gave no {field}"),
                     }
