@@ -1,14 +1,16 @@
 //! Limits that keep one client (or a crowd) from slowing everyone else down: WebRTC viewers and
-//! publishers in total, and how fast one address may open new sessions. Over a limit the
-//! answer is an explicit refusal (503, 429), never a slowdown.
+//! publishers in total, sessions that have not connected yet (in total and per address), and
+//! how fast one address may open new sessions. Over a limit the answer is an explicit refusal
+//! (503, 429), never a slowdown, and never the eviction of a connected peer.
 
 use governor::clock::DefaultClock;
 use governor::state::keyed::HashMapStateStore;
 use governor::{Quota, RateLimiter};
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// The service-wide limits, shared by the WebRTC outputs, the ingest points and the HTTP layer.
 pub struct Limits {
@@ -22,6 +24,40 @@ pub struct Limits {
     /// should do its own limiting; tests and the benchmark connect from loopback).
     pub limit_loopback: bool,
     pub session_rate: u32,
+    /// Sessions that have not completed ICE and DTLS yet, in total and per client address.
+    pub max_pending: usize,
+    pub max_pending_per_address: usize,
+    pending: Mutex<Pending>,
+    /// Sessions refused because too many were pending.
+    pub pending_refused: AtomicU64,
+}
+
+#[derive(Default)]
+struct Pending {
+    total: usize,
+    by_address: HashMap<IpAddr, usize>,
+}
+
+/// One session that has not connected yet; dropping it (connected, or over) gives the place
+/// back.
+pub struct PendingSlot {
+    limits: Arc<Limits>,
+    address: Option<IpAddr>,
+}
+
+impl Drop for PendingSlot {
+    fn drop(&mut self) {
+        let mut p = self.limits.lock_pending();
+        p.total = p.total.saturating_sub(1);
+        if let Some(ip) = self.address
+            && let Some(n) = p.by_address.get_mut(&ip)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                p.by_address.remove(&ip);
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Limits {
@@ -77,7 +113,55 @@ impl Limits {
             sessions,
             limit_loopback,
             session_rate,
+            max_pending: 64,
+            max_pending_per_address: 8,
+            pending: Mutex::default(),
+            pending_refused: AtomicU64::new(0),
         }
+    }
+
+    fn lock_pending(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A place for one more session that has yet to connect, from `client` (None: not known,
+    /// e.g. a signalling session; then only the total applies). Loopback clients are held to
+    /// the total only, unless `limit_loopback` (a proxy in front limits its own clients).
+    pub fn pending(self: &Arc<Self>, client: Option<IpAddr>) -> Result<PendingSlot, String> {
+        let address = client.filter(|ip| !ip.is_loopback() || self.limit_loopback);
+        let mut p = self.lock_pending();
+        let refusal = if p.total >= self.max_pending {
+            Some(format!(
+                "the service has {} sessions that have not connected yet, its maximum (see --max-pending); retry shortly",
+                p.total
+            ))
+        } else if let Some(ip) = address
+            && p.by_address.get(&ip).copied().unwrap_or(0) >= self.max_pending_per_address
+        {
+            Some(format!(
+                "{ip} has {} sessions that have not connected yet, its maximum (see --max-pending-per-address); retry once they connect",
+                self.max_pending_per_address
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = refusal {
+            self.pending_refused.fetch_add(1, Ordering::Relaxed);
+            return Err(why);
+        }
+        p.total += 1;
+        if let Some(ip) = address {
+            *p.by_address.entry(ip).or_default() += 1;
+        }
+        Ok(PendingSlot {
+            limits: self.clone(),
+            address,
+        })
+    }
+
+    /// Sessions that have not connected yet.
+    pub fn pending_now(&self) -> usize {
+        self.lock_pending().total
     }
 
     fn take(self: &Arc<Self>, publisher: bool) -> Option<Slot> {

@@ -101,6 +101,13 @@ enum Command {
         /// are not limited (a proxy in front limits its own clients).
         #[arg(long, default_value_t = 20)]
         session_rate: u32,
+        /// WebRTC sessions that have not completed ICE and DTLS yet, in total (503 beyond;
+        /// each gets 10 s to connect). Connected peers are never evicted for them.
+        #[arg(long, default_value_t = 64)]
+        max_pending: usize,
+        /// The same per client address (loopback clients are held to the total only).
+        #[arg(long, default_value_t = 8)]
+        max_pending_per_address: usize,
         /// Seconds a connected WebRTC peer may stay silent (no packet of any kind: RTCP
         /// reports, media, DTLS) before its session ends; how fast a vanished viewer or
         /// publisher is noticed.
@@ -221,6 +228,8 @@ fn main() -> ExitCode {
             max_viewers,
             max_publishers,
             session_rate,
+            max_pending,
+            max_pending_per_address,
             peer_timeout,
         } => {
             let mut api_policy = mediaweave::description::ApiPolicy {
@@ -249,12 +258,17 @@ fn main() -> ExitCode {
                 },
                 signalling_url,
                 peer_timeout: std::time::Duration::from_secs(peer_timeout),
-                limits: std::sync::Arc::new(mediaweave::limits::Limits::new(
-                    max_viewers,
-                    max_publishers,
-                    session_rate,
-                    false,
-                )),
+                limits: std::sync::Arc::new({
+                    let mut limits = mediaweave::limits::Limits::new(
+                        max_viewers,
+                        max_publishers,
+                        session_rate,
+                        false,
+                    );
+                    limits.max_pending = max_pending;
+                    limits.max_pending_per_address = max_pending_per_address;
+                    limits
+                }),
                 ..Default::default()
             };
             runtime().block_on(mediaweave::cli::serve(

@@ -349,6 +349,22 @@ pub fn render(sup: &Supervisor, webrtc: &WebRtc, recordings: &Recordings) -> Str
         "Per-peer pipelines (viewers and publishers) that exist now, until GStreamer frees them",
         vec![(vec![], crate::webrtc::session::live_peer_pipelines() as f64)],
     );
+    let limits = webrtc.limits();
+    s.gauge(
+        "mediaweave_webrtc_pending_sessions",
+        "WebRTC sessions (viewers and publishers) that have not completed ICE and DTLS yet",
+        vec![(vec![], limits.pending_now() as f64)],
+    );
+    s.counter(
+        "mediaweave_webrtc_pending_refused",
+        "Sessions refused (503) because too many had not connected yet (--max-pending, --max-pending-per-address)",
+        vec![(
+            vec![],
+            limits
+                .pending_refused
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )],
+    );
     s.gauge(
         "mediaweave_webrtc_viewers",
         "WebRTC viewers connected now",

@@ -115,3 +115,100 @@ fn viewers_publishers_and_session_rate_are_limited() {
             .is_some_and(|s| s.parse::<u64>().is_ok())
     );
 }
+
+/// Sessions that never finish ICE and DTLS cannot hold every place: at most
+/// `max_pending_per_address` per address and `max_pending` in total (503 beyond, counted in
+/// /metrics), each ended after the connect deadline; a connected viewer is never evicted.
+#[test]
+fn pending_sessions_are_capped_per_address_and_in_total() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_pipeline(dir.path(), "cam", WEBRTC_TEST_PATTERN);
+    let server = TestServer::start_custom(dir.path(), |c| {
+        let mut limits = Limits::new(500, 32, 0, true);
+        limits.max_pending_per_address = 4;
+        limits.max_pending = 64;
+        c.webrtc.limits = Arc::new(limits);
+        c.webrtc.connect_timeout = Duration::from_secs(3);
+    });
+    let base = server.base.clone();
+    wait_state(&base, "cam", "playing");
+    // A real viewer connects first and keeps watching through the flood.
+    let watcher = std::thread::spawn({
+        let url = format!("{base}/whep/cam");
+        move || aiortc_view(&["whep", &url, "--frames", "150"])
+    });
+    wait_for("the real viewer connects", Duration::from_secs(20), || {
+        let p = get(&format!("{base}/api/pipelines/cam")).json;
+        p["viewers"]
+            .as_array()
+            .is_some_and(|v| v.iter().any(|v| v["connected"] == true))
+            .then_some(())
+    });
+    // 30 concurrent offers whose peer never answers ICE (nothing listens at its candidate).
+    let silent = include_str!("fixtures/aiortc-offer.sdp");
+    let flood = |base: &str, n: usize| -> Vec<Answer> {
+        let threads: Vec<_> = (0..n)
+            .map(|_| {
+                let url = format!("{base}/whep/cam");
+                std::thread::spawn(move || offer(&url, silent))
+            })
+            .collect();
+        threads
+            .into_iter()
+            .map(|t| t.join().expect("thread"))
+            .collect()
+    };
+    let answers = flood(&base, 30);
+    let created = answers.iter().filter(|a| a.status == 201).count();
+    let refused: Vec<&Answer> = answers.iter().filter(|a| a.status == 503).collect();
+    assert_eq!(created, 4, "at most 4 pending per address");
+    assert_eq!(refused.len(), 26);
+    assert!(
+        refused[0]
+            .error
+            .contains("127.0.0.1 has 4 sessions that have not connected yet"),
+        "{}",
+        refused[0].error
+    );
+    let metrics = get_text(&format!("{base}/metrics")).1;
+    assert!(
+        metrics.contains("mediaweave_webrtc_pending_sessions{} 4.0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("mediaweave_webrtc_pending_refused_total{} 26"),
+        "{metrics}"
+    );
+    // Past the deadline the pending ones are gone and the address may try again.
+    wait_for("pending sessions end", Duration::from_secs(15), || {
+        get_text(&format!("{base}/metrics"))
+            .1
+            .contains("mediaweave_webrtc_pending_sessions{} 0.0")
+            .then_some(())
+    });
+    assert_eq!(offer(&format!("{base}/whep/cam"), silent).status, 201);
+    // The connected viewer was never evicted: it decoded all its frames.
+    let seen = watcher.join().expect("watcher");
+    assert!(seen["frames"].as_u64().unwrap_or(0) >= 150, "{seen}");
+    drop(server);
+
+    // In total: loopback is held to the total only.
+    let server = TestServer::start_custom(dir.path(), |c| {
+        let mut limits = Limits::new(500, 32, 0, false);
+        limits.max_pending = 5;
+        c.webrtc.limits = Arc::new(limits);
+        c.webrtc.connect_timeout = Duration::from_secs(3);
+    });
+    let base = server.base.clone();
+    wait_state(&base, "cam", "playing");
+    let answers = flood(&base, 12);
+    assert_eq!(answers.iter().filter(|a| a.status == 201).count(), 5);
+    let refused = answers.iter().find(|a| a.status == 503).expect("refusals");
+    assert!(
+        refused
+            .error
+            .contains("the service has 5 sessions that have not connected yet, its maximum"),
+        "{}",
+        refused.error
+    );
+}

@@ -42,9 +42,10 @@ impl From<WebRtcError> for ApiError {
     fn from(e: WebRtcError) -> Self {
         let code = match e {
             WebRtcError::NotFound(_) => StatusCode::NOT_FOUND,
-            WebRtcError::NotPlaying(_) | WebRtcError::Full(..) | WebRtcError::ServiceFull(..) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            WebRtcError::NotPlaying(_)
+            | WebRtcError::Full(..)
+            | WebRtcError::ServiceFull(..)
+            | WebRtcError::TooManyPending(_) => StatusCode::SERVICE_UNAVAILABLE,
             WebRtcError::BadOffer(_) => StatusCode::BAD_REQUEST,
             WebRtcError::Busy(_) => StatusCode::CONFLICT,
             WebRtcError::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -65,16 +65,25 @@ pub fn read_sdp_request(
     sdp_body(body)
 }
 
+/// The client's address, when the listener recorded it (limits on pending sessions are per
+/// address).
+type Client = Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>;
+
+fn ip(client: Client) -> Option<std::net::IpAddr> {
+    client.map(|c| c.0.0.ip())
+}
+
 /// `POST /whep/{name}`: `application/sdp` offer in; `201 Created`, the answer and `Location`.
 pub async fn start(
     State(state): State<AppState>,
     Path(name): Path<String>,
+    client: Client,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let out = output(&state.webrtc, &name)?;
     let offer = sdp_offer(&headers, &body, "WHEP")?;
-    let (id, answer) = out.answer(offer, Via::Whep).await?;
+    let (id, answer) = out.answer(offer, Via::Whep, ip(client)).await?;
     let location = format!("/whep/{name}/{id}");
     Ok((
         StatusCode::CREATED,
@@ -148,22 +157,25 @@ pub fn read_json_offer(body: &[u8]) -> Result<(String, Option<String>), ApiError
 pub async fn offer(
     State(state): State<AppState>,
     Path(name): Path<String>,
+    client: Client,
     body: Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    answer_json(&state, Some(name), &body).await
+    answer_json(&state, Some(name), ip(client), &body).await
 }
 
 /// `POST /offer` with `"pipeline"` in the body (or the only webrtc pipeline).
 pub async fn offer_any(
     State(state): State<AppState>,
+    client: Client,
     body: Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    answer_json(&state, None, &body).await
+    answer_json(&state, None, ip(client), &body).await
 }
 
 async fn answer_json(
     state: &AppState,
     name: Option<String>,
+    client: Option<std::net::IpAddr>,
     body: &Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let (sdp, named) = read_json_offer(body)?;
@@ -186,7 +198,7 @@ async fn answer_json(
         }
     };
     let out = output(&state.webrtc, &name)?;
-    let (_, answer) = out.answer(sdp, Via::Offer).await?;
+    let (_, answer) = out.answer(sdp, Via::Offer, client).await?;
     Ok(Json(serde_json::json!({ "sdp": answer, "type": "answer" })))
 }
 
@@ -195,6 +207,7 @@ async fn answer_json(
 pub async fn whip_start(
     State(state): State<AppState>,
     Path(name): Path<String>,
+    client: Client,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -205,7 +218,7 @@ pub async fn whip_start(
         )
     })?;
     let offer = sdp_offer(&headers, &body, "WHIP")?;
-    let (id, answer) = point.publish(offer, Via::Whip).await?;
+    let (id, answer) = point.publish(offer, Via::Whip, ip(client)).await?;
     Ok((
         StatusCode::CREATED,
         [

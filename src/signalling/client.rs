@@ -172,7 +172,7 @@ fn start_session(
             // The consumer offered: answer with every candidate gathered; its own trickled
             // candidates still reach the session through `commands`.
             let (viewer, commands, answer) = out
-                .answer_session(offer, Via::Signalling, Some(tx.clone()))
+                .answer_session(offer, Via::Signalling, None, Some(tx.clone()))
                 .map_err(|e| e.to_string())?;
             tokio::spawn(async move {
                 if let Ok(Ok(sdp)) = answer.await {
@@ -376,7 +376,7 @@ fn answer_publisher(
 ) -> Result<Tracked, String> {
     let tx = tag_signals(session_id, shared);
     let (viewer, commands, answer) = point
-        .publish_session(offer, Via::Signalling, Some(tx.clone()))
+        .publish_session(offer, Via::Signalling, None, Some(tx.clone()))
         .map_err(|e| e.to_string())?;
     tokio::spawn(async move {
         if let Ok(Ok(sdp)) = answer.await {

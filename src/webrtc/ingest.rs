@@ -102,6 +102,7 @@ impl IngestPoint {
         self: &Arc<Self>,
         offer: String,
         via: Via,
+        client: Option<std::net::IpAddr>,
         signal: Option<mpsc::Sender<Signal>>,
     ) -> Result<AnswerSession, WebRtcError> {
         let ingest = self
@@ -122,6 +123,9 @@ impl IngestPoint {
             limits.max_publishers,
             "publishers",
         ))?;
+        let pending = limits
+            .pending(client)
+            .map_err(WebRtcError::TooManyPending)?;
         let (tx, rx) = oneshot::channel();
         let (chat, _) = mpsc::channel(1); // publishers do not chat
         let params = Params {
@@ -135,6 +139,7 @@ impl IngestPoint {
             chat,
             connect_timeout: self.config.connect_timeout,
             peer_timeout: self.config.peer_timeout,
+            pending: Some(pending),
         };
         let via_name = via;
         let weak = Arc::downgrade(self);
@@ -195,8 +200,9 @@ impl IngestPoint {
         self: &Arc<Self>,
         offer: String,
         via: Via,
+        client: Option<std::net::IpAddr>,
     ) -> Result<(ViewerId, String), WebRtcError> {
-        let (id, _, rx) = self.publish_session(offer, via, None)?;
+        let (id, _, rx) = self.publish_session(offer, via, client, None)?;
         super::output::await_answer(id, rx).await
     }
 

@@ -30,6 +30,8 @@ pub enum WebRtcError {
     #[error("{0}")]
     BadOffer(String),
     #[error("{0}")]
+    TooManyPending(String),
+    #[error("{0}")]
     Failed(String),
 }
 
@@ -53,7 +55,7 @@ impl Default for WebRtcConfig {
         WebRtcConfig {
             ice: IceConfig::default(),
             signalling_url: None,
-            connect_timeout: Duration::from_secs(20),
+            connect_timeout: Duration::from_secs(10),
             peer_timeout: Duration::from_secs(15),
             limits: Arc::default(),
         }
@@ -205,11 +207,20 @@ impl WebRtcOutput {
         v
     }
 
-    fn params(self: &Arc<Self>, via: Via) -> Result<Params, WebRtcError> {
+    fn params(
+        self: &Arc<Self>,
+        via: Via,
+        client: Option<std::net::IpAddr>,
+    ) -> Result<Params, WebRtcError> {
         let feed = self.lock_feed();
         if feed.clock.is_none() {
             return Err(WebRtcError::NotPlaying(self.pipeline.clone()));
         }
+        let pending = self
+            .config
+            .limits
+            .pending(client)
+            .map_err(WebRtcError::TooManyPending)?;
         Ok(Params {
             id: ViewerId::new(),
             via,
@@ -221,6 +232,7 @@ impl WebRtcOutput {
             chat: self.chat.clone(),
             connect_timeout: self.config.connect_timeout,
             peer_timeout: self.config.peer_timeout,
+            pending: Some(pending),
         })
     }
 
@@ -276,6 +288,7 @@ impl WebRtcOutput {
         self: &Arc<Self>,
         offer: String,
         via: Via,
+        client: Option<std::net::IpAddr>,
         signal: Option<mpsc::Sender<Signal>>,
     ) -> Result<AnswerSession, WebRtcError> {
         let formats = sdp::read_offer(&offer, self.tap.codec).map_err(WebRtcError::BadOffer)?;
@@ -286,7 +299,7 @@ impl WebRtcOutput {
                 "the offer takes neither the video nor the audio this pipeline sends".into(),
             ));
         }
-        let params = self.params(via)?;
+        let params = self.params(via, client)?;
         let (tx, rx) = oneshot::channel();
         let (id, commands) = self.register(
             params,
@@ -307,8 +320,9 @@ impl WebRtcOutput {
         self: &Arc<Self>,
         offer: String,
         via: Via,
+        client: Option<std::net::IpAddr>,
     ) -> Result<(ViewerId, String), WebRtcError> {
-        let (id, _, rx) = self.answer_session(offer, via, None)?;
+        let (id, _, rx) = self.answer_session(offer, via, client, None)?;
         await_answer(id, rx).await
     }
 
@@ -318,7 +332,7 @@ impl WebRtcOutput {
         self: &Arc<Self>,
         signal: mpsc::Sender<Signal>,
     ) -> Result<(ViewerId, mpsc::Sender<Command>), WebRtcError> {
-        let params = self.params(Via::Signalling)?;
+        let params = self.params(Via::Signalling, None)?;
         self.register(params, Role::Offer { signal })
     }
 

@@ -190,6 +190,8 @@ pub struct Params {
     /// ends: webrtcbin 1.22 has no ICE consent checks, so a peer that vanished without a word
     /// is noticed this way.
     pub peer_timeout: Duration,
+    /// Its place among the sessions that have not connected yet, given back on connecting.
+    pub pending: Option<crate::limits::PendingSlot>,
 }
 
 /// The owner's handle on a running session.
@@ -370,6 +372,7 @@ async fn run(
         listening: false,
         peer_timeout: params.peer_timeout,
         clock: params.clock.as_ref().map(|(clock, _)| clock.clone()),
+        pending: params.pending,
     };
     session.channel = session.built.channel.clone();
     if let Some(channel) = session.channel.clone() {
@@ -421,6 +424,8 @@ struct Session {
     /// Whether the probe that updates `heard` is in place.
     listening: bool,
     peer_timeout: Duration,
+    /// Held until the peer connects (see [`Params::pending`]).
+    pending: Option<crate::limits::PendingSlot>,
     /// The clock this viewer's pipeline runs on (the main pipeline's when the session
     /// started); a restarted pipeline is followed only on the same one.
     clock: Option<gst::Clock>,
@@ -635,6 +640,7 @@ impl Session {
                         Event::State(state) => match state {
                             WebRTCPeerConnectionState::Connected => {
                                 connected = true;
+                                self.pending.take();
                                 self.heard.mark();
                                 self.listen_to_peer();
                                 disconnected_since = None;
