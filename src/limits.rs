@@ -1,6 +1,7 @@
 //! Limits that keep one client (or a crowd) from slowing everyone else down: WebRTC viewers and
-//! publishers in total, sessions that have not connected yet (in total and per address), and
-//! how fast one address may open new sessions. Over a limit the answer is an explicit refusal
+//! publishers in total; sessions that have not connected yet, HTTP connections and signalling
+//! WebSockets, each in total and per address ([`Gate`]); and how fast one address may open new
+//! sessions. Over a limit the answer is an explicit refusal
 //! (503, 429), never a slowdown, and never the eviction of a connected peer.
 
 use governor::clock::DefaultClock;
@@ -24,39 +25,116 @@ pub struct Limits {
     /// should do its own limiting; tests and the benchmark connect from loopback).
     pub limit_loopback: bool,
     pub session_rate: u32,
-    /// Sessions that have not completed ICE and DTLS yet, in total and per client address.
-    pub max_pending: usize,
-    pub max_pending_per_address: usize,
-    pending: Mutex<Pending>,
-    /// Sessions refused because too many were pending.
-    pub pending_refused: AtomicU64,
+    /// WebRTC sessions that have not completed ICE and DTLS yet.
+    pub pending: Gate,
+    /// HTTP connections (TCP, or TLS once accepted).
+    pub connections: Gate,
+    /// Signalling WebSocket peers.
+    pub signalling: Gate,
+    /// How long a client has to send a request's headers, and how long a keep-alive HTTP
+    /// connection may stay idle.
+    pub header_timeout: std::time::Duration,
+    /// How long a signalling peer may stay without a role or a session since its last message.
+    pub signalling_idle: std::time::Duration,
+}
+
+/// A count of things in progress, capped in total and per client address; over a cap the
+/// caller refuses (and it is counted).
+pub struct Gate {
+    /// What is counted, for refusals: "sessions that have not connected yet".
+    what: &'static str,
+    /// The options that set the caps, for refusals.
+    options: (&'static str, &'static str),
+    pub max_total: usize,
+    pub max_per_address: usize,
+    counts: Arc<Mutex<Counts>>,
+    /// Refused because a cap was reached.
+    pub refused: AtomicU64,
 }
 
 #[derive(Default)]
-struct Pending {
+struct Counts {
     total: usize,
     by_address: HashMap<IpAddr, usize>,
 }
 
-/// One session that has not connected yet; dropping it (connected, or over) gives the place
-/// back.
-pub struct PendingSlot {
-    limits: Arc<Limits>,
+/// One thing counted by a [`Gate`]; dropping it gives the place back.
+pub struct Pass {
+    counts: Arc<Mutex<Counts>>,
     address: Option<IpAddr>,
 }
 
-impl Drop for PendingSlot {
+impl Drop for Pass {
     fn drop(&mut self) {
-        let mut p = self.limits.lock_pending();
-        p.total = p.total.saturating_sub(1);
+        let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        c.total = c.total.saturating_sub(1);
         if let Some(ip) = self.address
-            && let Some(n) = p.by_address.get_mut(&ip)
+            && let Some(n) = c.by_address.get_mut(&ip)
         {
             *n = n.saturating_sub(1);
             if *n == 0 {
-                p.by_address.remove(&ip);
+                c.by_address.remove(&ip);
             }
         }
+    }
+}
+
+impl Gate {
+    pub fn new(
+        what: &'static str,
+        options: (&'static str, &'static str),
+        max_total: usize,
+        max_per_address: usize,
+    ) -> Gate {
+        Gate {
+            what,
+            options,
+            max_total,
+            max_per_address,
+            counts: Arc::default(),
+            refused: AtomicU64::new(0),
+        }
+    }
+
+    /// A place for one more from `address` (None: not counted per address, only in total).
+    pub fn enter(&self, address: Option<IpAddr>) -> Result<Pass, String> {
+        let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let refusal = if c.total >= self.max_total {
+            Some(format!(
+                "the service has {} {}, its maximum (see {}); retry shortly",
+                c.total, self.what, self.options.0
+            ))
+        } else if let Some(ip) = address
+            && c.by_address.get(&ip).copied().unwrap_or(0) >= self.max_per_address
+        {
+            Some(format!(
+                "{ip} has {} {}, its maximum (see {})",
+                self.max_per_address, self.what, self.options.1
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = refusal {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            return Err(why);
+        }
+        c.total += 1;
+        if let Some(ip) = address {
+            *c.by_address.entry(ip).or_default() += 1;
+        }
+        Ok(Pass {
+            counts: self.counts.clone(),
+            address,
+        })
+    }
+
+    /// How many now.
+    pub fn now(&self) -> usize {
+        self.counts.lock().unwrap_or_else(|p| p.into_inner()).total
+    }
+
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
     }
 }
 
@@ -113,55 +191,39 @@ impl Limits {
             sessions,
             limit_loopback,
             session_rate,
-            max_pending: 64,
-            max_pending_per_address: 8,
-            pending: Mutex::default(),
-            pending_refused: AtomicU64::new(0),
+            pending: Gate::new(
+                "sessions that have not connected yet",
+                ("--max-pending", "--max-pending-per-address"),
+                64,
+                8,
+            ),
+            connections: Gate::new(
+                "open HTTP connections",
+                ("--max-connections", "--max-connections-per-address"),
+                1024,
+                64,
+            ),
+            signalling: Gate::new(
+                "signalling WebSocket connections",
+                ("--max-signalling", "--max-signalling-per-address"),
+                512,
+                16,
+            ),
+            header_timeout: std::time::Duration::from_secs(10),
+            signalling_idle: std::time::Duration::from_secs(30),
         }
     }
 
-    fn lock_pending(&self) -> std::sync::MutexGuard<'_, Pending> {
-        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    /// The address a per-address cap counts `client` under: loopback clients are held to the
+    /// totals only, unless `limit_loopback` (a proxy in front limits its own clients).
+    pub fn address(&self, client: Option<IpAddr>) -> Option<IpAddr> {
+        client.filter(|ip| !ip.is_loopback() || self.limit_loopback)
     }
 
-    /// A place for one more session that has yet to connect, from `client` (None: not known,
-    /// e.g. a signalling session; then only the total applies). Loopback clients are held to
-    /// the total only, unless `limit_loopback` (a proxy in front limits its own clients).
-    pub fn pending(self: &Arc<Self>, client: Option<IpAddr>) -> Result<PendingSlot, String> {
-        let address = client.filter(|ip| !ip.is_loopback() || self.limit_loopback);
-        let mut p = self.lock_pending();
-        let refusal = if p.total >= self.max_pending {
-            Some(format!(
-                "the service has {} sessions that have not connected yet, its maximum (see --max-pending); retry shortly",
-                p.total
-            ))
-        } else if let Some(ip) = address
-            && p.by_address.get(&ip).copied().unwrap_or(0) >= self.max_pending_per_address
-        {
-            Some(format!(
-                "{ip} has {} sessions that have not connected yet, its maximum (see --max-pending-per-address); retry once they connect",
-                self.max_pending_per_address
-            ))
-        } else {
-            None
-        };
-        if let Some(why) = refusal {
-            self.pending_refused.fetch_add(1, Ordering::Relaxed);
-            return Err(why);
-        }
-        p.total += 1;
-        if let Some(ip) = address {
-            *p.by_address.entry(ip).or_default() += 1;
-        }
-        Ok(PendingSlot {
-            limits: self.clone(),
-            address,
-        })
-    }
-
-    /// Sessions that have not connected yet.
-    pub fn pending_now(&self) -> usize {
-        self.lock_pending().total
+    /// A place for one more WebRTC session that has yet to connect, from `client` (None: not
+    /// known, e.g. a signalling session).
+    pub fn pending(&self, client: Option<IpAddr>) -> Result<Pass, String> {
+        self.pending.enter(self.address(client))
     }
 
     fn take(self: &Arc<Self>, publisher: bool) -> Option<Slot> {

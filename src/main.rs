@@ -108,6 +108,18 @@ enum Command {
         /// The same per client address (loopback clients are held to the total only).
         #[arg(long, default_value_t = 8)]
         max_pending_per_address: usize,
+        /// Open HTTP connections in total (beyond, new ones are closed at once).
+        #[arg(long, default_value_t = 1024)]
+        max_connections: usize,
+        /// The same per client address (loopback clients are held to the total only).
+        #[arg(long, default_value_t = 64)]
+        max_connections_per_address: usize,
+        /// Signalling WebSocket connections (`/ws`) in total (503 beyond).
+        #[arg(long, default_value_t = 512)]
+        max_signalling: usize,
+        /// The same per client address (loopback clients are held to the total only).
+        #[arg(long, default_value_t = 16)]
+        max_signalling_per_address: usize,
         /// Seconds a connected WebRTC peer may stay silent (no packet of any kind: RTCP
         /// reports, media, DTLS) before its session ends; how fast a vanished viewer or
         /// publisher is noticed.
@@ -230,6 +242,10 @@ fn main() -> ExitCode {
             session_rate,
             max_pending,
             max_pending_per_address,
+            max_connections,
+            max_connections_per_address,
+            max_signalling,
+            max_signalling_per_address,
             peer_timeout,
         } => {
             let mut api_policy = mediaweave::description::ApiPolicy {
@@ -265,8 +281,12 @@ fn main() -> ExitCode {
                         session_rate,
                         false,
                     );
-                    limits.max_pending = max_pending;
-                    limits.max_pending_per_address = max_pending_per_address;
+                    limits.pending.max_total = max_pending;
+                    limits.pending.max_per_address = max_pending_per_address;
+                    limits.connections.max_total = max_connections;
+                    limits.connections.max_per_address = max_connections_per_address;
+                    limits.signalling.max_total = max_signalling;
+                    limits.signalling.max_per_address = max_signalling_per_address;
                     limits
                 }),
                 ..Default::default()

@@ -353,17 +353,32 @@ pub fn render(sup: &Supervisor, webrtc: &WebRtc, recordings: &Recordings) -> Str
     s.gauge(
         "mediaweave_webrtc_pending_sessions",
         "WebRTC sessions (viewers and publishers) that have not completed ICE and DTLS yet",
-        vec![(vec![], limits.pending_now() as f64)],
+        vec![(vec![], limits.pending.now() as f64)],
     );
     s.counter(
         "mediaweave_webrtc_pending_refused",
         "Sessions refused (503) because too many had not connected yet (--max-pending, --max-pending-per-address)",
-        vec![(
-            vec![],
-            limits
-                .pending_refused
-                .load(std::sync::atomic::Ordering::Relaxed),
-        )],
+        vec![(vec![], limits.pending.refused())],
+    );
+    s.gauge(
+        "mediaweave_http_connections",
+        "HTTP connections open now",
+        vec![(vec![], limits.connections.now() as f64)],
+    );
+    s.counter(
+        "mediaweave_http_connections_refused",
+        "HTTP connections closed at once because of the connection caps",
+        vec![(vec![], limits.connections.refused())],
+    );
+    s.gauge(
+        "mediaweave_signalling_connections",
+        "Signalling WebSocket connections open now",
+        vec![(vec![], limits.signalling.now() as f64)],
+    );
+    s.counter(
+        "mediaweave_signalling_connections_refused",
+        "Signalling WebSocket connections refused (503) because of the caps",
+        vec![(vec![], limits.signalling.refused())],
     );
     s.gauge(
         "mediaweave_webrtc_viewers",

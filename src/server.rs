@@ -130,7 +130,7 @@ impl Server {
             events.clone(),
         );
         tokio::task::spawn_blocking(crate::webrtc::warm_up);
-        let hub = Hub::new();
+        let hub = Hub::new(webrtc.limits().clone());
         // Validation builds elements (blocking GStreamer calls): off the async threads.
         let (sup, dir) = (supervisor.clone(), config.pipelines_dir.clone());
         tokio::task::spawn_blocking(move || sup.load_dir(&dir))
@@ -163,49 +163,24 @@ impl Server {
             let _ = rx.wait_for(|stop| *stop).await;
         };
         let scheme = if tls.is_some() { "https" } else { "http" };
-        let http = match tls {
-            None => {
-                let stop = stopped(stop_rx.clone());
-                // The client's address reaches the handlers (the session rate is per address).
-                let app = app
-                    .clone()
-                    .into_make_service_with_connect_info::<std::net::SocketAddr>();
-                tokio::spawn(async move {
-                    if let Err(e) = axum::serve(listener, app)
-                        .with_graceful_shutdown(stop)
-                        .await
-                    {
-                        tracing::error!("HTTP server failed: {e}");
-                    }
-                })
-            }
-            Some(tls) => {
-                let handle = axum_server::Handle::new();
-                let h = handle.clone();
-                let stop = stopped(stop_rx.clone());
-                tokio::spawn(async move {
-                    stop.await;
-                    h.graceful_shutdown(Some(std::time::Duration::from_secs(3)));
-                });
-                let server = axum_server::from_tcp_rustls(listener.into_std()?, tls)?;
-                let app = app.clone();
-                tokio::spawn(async move {
-                    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-                    if let Err(e) = server.handle(handle).serve(app).await {
-                        tracing::error!("HTTPS server failed: {e}");
-                    }
-                })
-            }
+        let limits = webrtc.limits().clone();
+        let http = http::listen::serve(
+            listener.into_std()?,
+            app.clone(),
+            tls,
+            limits.clone(),
+            stopped(stop_rx.clone()),
+        )?;
+        let internal = match internal_listener {
+            Some(l) => Some(http::listen::serve(
+                l.into_std()?,
+                app,
+                None,
+                limits,
+                stopped(stop_rx.clone()),
+            )?),
+            None => None,
         };
-        let internal = internal_listener.map(|l| {
-            let stop = stopped(stop_rx.clone());
-            tokio::spawn(async move {
-                let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-                if let Err(e) = axum::serve(l, app).with_graceful_shutdown(stop).await {
-                    tracing::error!("internal signalling listener failed: {e}");
-                }
-            })
-        });
         tracing::info!("serving on {scheme}://{addr}");
         Ok(Server {
             addr,

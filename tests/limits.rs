@@ -125,8 +125,7 @@ fn pending_sessions_are_capped_per_address_and_in_total() {
     write_pipeline(dir.path(), "cam", WEBRTC_TEST_PATTERN);
     let server = TestServer::start_custom(dir.path(), |c| {
         let mut limits = Limits::new(500, 32, 0, true);
-        limits.max_pending_per_address = 4;
-        limits.max_pending = 64;
+        limits.pending.max_per_address = 4;
         c.webrtc.limits = Arc::new(limits);
         c.webrtc.connect_timeout = Duration::from_secs(3);
     });
@@ -195,7 +194,7 @@ fn pending_sessions_are_capped_per_address_and_in_total() {
     // In total: loopback is held to the total only.
     let server = TestServer::start_custom(dir.path(), |c| {
         let mut limits = Limits::new(500, 32, 0, false);
-        limits.max_pending = 5;
+        limits.pending.max_total = 5;
         c.webrtc.limits = Arc::new(limits);
         c.webrtc.connect_timeout = Duration::from_secs(3);
     });
@@ -211,4 +210,183 @@ fn pending_sessions_are_capped_per_address_and_in_total() {
         "{}",
         refused.error
     );
+}
+
+/// Clients that never finish cannot hold connections: headers must arrive within the header
+/// timeout (idle keep-alive connections too), connections are capped per address, signalling
+/// WebSockets are capped and closed when they register nothing, and an oversized signalling
+/// message gets an error and a close frame with code 1009.
+#[test]
+fn slow_idle_and_oversized_clients_are_cut_off() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use tokio_tungstenite::tungstenite::{self, Message, protocol::frame::coding::CloseCode};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start_custom(dir.path(), |c| {
+        let mut limits = Limits::new(500, 32, 0, true);
+        limits.connections.max_per_address = 20;
+        limits.signalling.max_per_address = 5;
+        limits.header_timeout = Duration::from_secs(2);
+        limits.signalling_idle = Duration::from_secs(2);
+        c.webrtc.limits = Arc::new(limits);
+    });
+    let base = server.base.clone();
+    let addr = base.trim_start_matches("http://").to_string();
+    // Whether the server closed `s` (EOF or reset) within `wait`.
+    let closed_within = |s: &mut TcpStream, wait: Duration| -> bool {
+        s.set_read_timeout(Some(wait)).expect("timeout");
+        let mut buf = [0u8; 512];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => return true,
+                Ok(_) => continue,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return false;
+                }
+                Err(_) => return true,
+            }
+        }
+    };
+
+    // Slow headers: one byte every 300 ms never completes a request in time.
+    let slow = std::thread::spawn({
+        let addr = addr.clone();
+        move || {
+            let mut s = TcpStream::connect(&addr).expect("connect");
+            let started = std::time::Instant::now();
+            for b in
+                b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa".iter()
+            {
+                if s.write_all(&[*b]).is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(300));
+            }
+            (started.elapsed(), s)
+        }
+    });
+    // Idle: connected, nothing sent.
+    let mut idle = TcpStream::connect(&addr).expect("connect");
+    assert!(
+        !closed_within(&mut idle, Duration::from_millis(500)),
+        "open at first"
+    );
+    assert!(
+        closed_within(&mut idle, Duration::from_secs(5)),
+        "closed after the header timeout"
+    );
+    let (took, mut slow) = slow.join().expect("slow");
+    assert!(
+        closed_within(&mut slow, Duration::from_secs(5)),
+        "the slow client is cut off"
+    );
+    assert!(took < Duration::from_secs(12), "{took:?}");
+    // A normal request still works.
+    assert_eq!(get(&format!("{base}/api/pipelines")).status, 200);
+
+    // At most 20 connections from one address: the rest are closed at once.
+    let mut held: Vec<TcpStream> = (0..25)
+        .map(|_| TcpStream::connect(&addr).expect("connect"))
+        .collect();
+    std::thread::sleep(Duration::from_millis(700));
+    let cut = held
+        .iter_mut()
+        .filter_map(|s| closed_within(s, Duration::from_millis(20)).then_some(()))
+        .count();
+    assert_eq!(cut, 5, "connections beyond the cap are closed");
+    drop(held);
+    let metrics = wait_for(
+        "the held connections close",
+        Duration::from_secs(10),
+        || {
+            let (status, text) = get_text(&format!("{base}/metrics"));
+            (status == 200).then_some(text)
+        },
+    );
+    assert!(
+        metrics.contains("mediaweave_http_connections_refused_total{} 5"),
+        "{metrics}"
+    );
+
+    // Signalling: 5 per address, the 6th is refused with 503.
+    let ws = format!("{}/ws", base.replace("http://", "ws://"));
+    let mut peers: Vec<_> = (0..5)
+        .map(|_| {
+            let (mut sock, _) = tungstenite::connect(&ws).expect("ws");
+            let _welcome = sock.read().expect("welcome");
+            sock
+        })
+        .collect();
+    match tungstenite::connect(&ws) {
+        Err(tungstenite::Error::Http(r)) => {
+            assert_eq!(r.status(), 503);
+            let body = String::from_utf8_lossy(r.body().as_deref().unwrap_or_default()).to_string();
+            assert!(
+                body.contains("127.0.0.1 has 5 signalling WebSocket connections"),
+                "{body}"
+            );
+        }
+        other => panic!("a sixth WebSocket: {other:?}"),
+    }
+    // One registers as a listener and stays; the others registered nothing and are closed.
+    peers[0]
+        .send(r#"{"type":"setPeerStatus","roles":["listener"]}"#.into())
+        .expect("send");
+    let close_code = |sock: &mut tungstenite::WebSocket<_>| -> Option<(CloseCode, String)> {
+        loop {
+            match sock.read() {
+                Ok(Message::Close(frame)) => {
+                    return frame.map(|f| (f.code, f.reason.to_string()));
+                }
+                Ok(_) => continue,
+                Err(_) => return None,
+            }
+        }
+    };
+    for sock in peers.iter_mut().skip(1) {
+        let (code, reason) = close_code(sock).expect("a close frame");
+        assert_eq!(code, CloseCode::Policy);
+        assert!(
+            reason.starts_with("idle: no role and no session"),
+            "{reason}"
+        );
+    }
+    if let tungstenite::stream::MaybeTlsStream::Plain(s) = peers[0].get_mut() {
+        s.set_read_timeout(Some(Duration::from_secs(3)))
+            .expect("timeout");
+    }
+    match peers[0].read() {
+        Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("a registered listener stays connected: {other:?}"),
+    }
+    drop(peers);
+
+    // An oversized message: an error, then close code 1009, whatever its size.
+    for size in [300 * 1024, 1_100_000] {
+        let (mut sock, _) = wait_for("a signalling place", Duration::from_secs(10), || {
+            tungstenite::connect(&ws).ok()
+        });
+        let _welcome = sock.read().expect("welcome");
+        let _ = sock.send(Message::Text("x".repeat(size).into()));
+        let mut error = None;
+        let close = loop {
+            match sock.read() {
+                Ok(Message::Text(t)) => error = Some(t.to_string()),
+                Ok(Message::Close(frame)) => break frame,
+                Ok(_) => continue,
+                Err(e) => panic!("{size} bytes: no close frame: {e}"),
+            }
+        };
+        let frame = close.expect("a close frame");
+        assert_eq!(frame.code, CloseCode::Size, "{size} bytes");
+        if size < 1_000_000 {
+            let error = error.expect("an error message first");
+            assert!(error.contains("over the limit of 262144"), "{error}");
+        }
+    }
 }

@@ -6,6 +6,7 @@ use crate::signalling::server::Hub;
 use crate::webrtc::output::{Registry, WebRtcError};
 
 mod elements;
+pub mod listen;
 mod manage;
 mod page;
 mod recordings;

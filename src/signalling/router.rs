@@ -75,6 +75,13 @@ impl Router {
         self.sessions.len()
     }
 
+    /// Whether `peer` has neither a role nor a session (it registered nothing yet).
+    pub fn is_unregistered(&self, peer: &PeerId) -> bool {
+        self.peers
+            .get(peer)
+            .is_some_and(|p| p.status.roles.is_empty() && p.sessions.is_empty())
+    }
+
     /// A text frame from `from`: parsed, then handled; unparseable text gets an error reply.
     pub fn handle_text(&mut self, from: &PeerId, text: &str) -> Vec<Delivery> {
         match serde_json::from_str::<Incoming>(text) {

@@ -1,20 +1,30 @@
 //! The embedded signalling server at `/ws`: moves frames between sockets and the [`Router`].
 //!
 //! Each connection has one task and a bounded outbox. The router runs under a mutex that is
-//! only held while it computes deliveries (never across an await).
+//! only held while it computes deliveries (never across an await). Connections are capped in
+//! total and per address (`Limits::signalling`, 503 beyond); a peer that has neither a role
+//! nor a session is closed after `Limits::signalling_idle` without a message; a message over
+//! [`MAX_MESSAGE_BYTES`] is answered with an `error` and a close frame with code 1009.
 
 use super::protocol::{Incoming, Outgoing, PeerId, Role};
 use super::router::{Delivery, Router};
 use crate::auth::Grant;
+use crate::limits::{Limits, Pass};
 use axum::extract::State;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::response::Response;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::response::{IntoResponse, Response};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
-/// Largest accepted frame: an SDP with many candidates is a few KiB; 256 KiB leaves room.
+/// Largest accepted message: an SDP with many candidates is a few KiB; 256 KiB leaves room.
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
+/// Largest message read at all: between the two, the peer is told why it is closed.
+const MAX_READ_BYTES: usize = 4 * MAX_MESSAGE_BYTES;
+/// WebSocket close code for a message too big to process (RFC 6455).
+const TOO_BIG: u16 = 1009;
+/// WebSocket close code for a policy violation (RFC 6455).
+const POLICY: u16 = 1008;
 /// Messages queued for a peer that reads too slowly before it is disconnected.
 const OUTBOX: usize = 256;
 
@@ -22,6 +32,7 @@ const OUTBOX: usize = 256;
 pub struct Hub {
     router: Mutex<Router>,
     outboxes: Mutex<HashMap<PeerId, Outbox>>,
+    limits: Arc<Limits>,
 }
 
 /// Where a connection's messages go, and what its token may see.
@@ -71,8 +82,11 @@ fn visible(grant: &Grant, msg: Outgoing) -> Option<Outgoing> {
 }
 
 impl Hub {
-    pub fn new() -> Arc<Hub> {
-        Arc::new(Hub::default())
+    pub fn new(limits: Arc<Limits>) -> Arc<Hub> {
+        Arc::new(Hub {
+            limits,
+            ..Hub::default()
+        })
     }
 
     pub fn session_count(&self) -> usize {
@@ -141,8 +155,9 @@ impl Hub {
         }
     }
 
-    /// Serves one WebSocket connection until it closes.
-    pub async fn serve(self: Arc<Self>, mut socket: WebSocket, grant: Grant) {
+    /// Serves one WebSocket connection until it closes; `_pass` holds its place under the
+    /// connection caps.
+    pub async fn serve(self: Arc<Self>, mut socket: WebSocket, grant: Grant, _pass: Pass) {
         let (tx, mut rx) = mpsc::channel::<String>(OUTBOX);
         let (peer, welcome) = self.with_router(|r| r.connect());
         self.outboxes
@@ -156,34 +171,66 @@ impl Hub {
                 },
             );
         self.deliver(welcome);
-        loop {
+        let idle = self.limits.signalling_idle;
+        let mut heard = tokio::time::Instant::now();
+        let closing = loop {
             tokio::select! {
-                incoming = socket.recv() => match incoming {
-                    Some(Ok(Message::Text(text))) => {
-                        if let Some(why) = self.refused(&grant, text.as_str()) {
-                            self.deliver(vec![(peer.clone(), Outgoing::error(why))]);
-                            continue;
+                incoming = socket.recv() => {
+                    heard = tokio::time::Instant::now();
+                    match incoming {
+                        Some(Ok(Message::Text(text))) if text.len() > MAX_MESSAGE_BYTES => {
+                            let why = format!(
+                                "a message of {} bytes is over the limit of {MAX_MESSAGE_BYTES}",
+                                text.len()
+                            );
+                            let err = Outgoing::error(why.clone()).to_json();
+                            let _ = socket.send(Message::Text(err.into())).await;
+                            break Some((TOO_BIG, why));
                         }
-                        let out = self.with_router(|r| r.handle_text(&peer, text.as_str()));
-                        self.deliver(out);
+                        Some(Ok(Message::Text(text))) => {
+                            if let Some(why) = self.refused(&grant, text.as_str()) {
+                                self.deliver(vec![(peer.clone(), Outgoing::error(why))]);
+                                continue;
+                            }
+                            let out = self.with_router(|r| r.handle_text(&peer, text.as_str()));
+                            self.deliver(out);
+                        }
+                        Some(Ok(Message::Binary(_))) => {
+                            let err = Outgoing::error("binary frames are not part of the protocol: send JSON text");
+                            self.deliver(vec![(peer.clone(), err)]);
+                        }
+                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                        Some(Ok(Message::Close(_))) | None => break None,
+                        Some(Err(e)) => break read_failure(e),
                     }
-                    Some(Ok(Message::Binary(_))) => {
-                        let err = Outgoing::error("binary frames are not part of the protocol: send JSON text");
-                        self.deliver(vec![(peer.clone(), err)]);
-                    }
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
-                },
+                }
                 outgoing = rx.recv() => match outgoing {
                     Some(text) => {
                         if socket.send(Message::Text(text.into())).await.is_err() {
-                            break;
+                            break None;
                         }
                     }
                     // Removed from the outboxes (too slow): end the connection.
-                    None => break,
+                    None => break None,
                 },
+                () = tokio::time::sleep_until(heard + idle) => {
+                    if self.with_router(|r| r.is_unregistered(&peer)) {
+                        break Some((POLICY, format!(
+                            "idle: no role and no session {} s after the last message",
+                            idle.as_secs()
+                        )));
+                    }
+                    heard = tokio::time::Instant::now();
+                }
             }
+        };
+        if let Some((code, reason)) = closing {
+            tracing::debug!("signalling peer {peer}: closing ({reason})");
+            let frame = CloseFrame {
+                code,
+                reason: reason.into(),
+            };
+            let _ = socket.send(Message::Close(Some(frame))).await;
         }
         self.outboxes
             .lock()
@@ -194,12 +241,35 @@ impl Hub {
     }
 }
 
-/// `GET /ws`: upgrade to the signalling protocol.
+/// How a connection that failed to read ends: a message over even the read limit gets the
+/// close code for it (best effort: the rest of the message is unread).
+fn read_failure(e: axum::Error) -> Option<(u16, String)> {
+    use tokio_tungstenite::tungstenite::Error;
+    match e.into_inner().downcast::<Error>() {
+        Ok(e) if matches!(*e, Error::Capacity(_)) => Some((
+            TOO_BIG,
+            format!("a message over the limit of {MAX_MESSAGE_BYTES} bytes"),
+        )),
+        _ => None,
+    }
+}
+
+/// `GET /ws`: upgrade to the signalling protocol, within the connection caps (503 beyond).
 pub async fn handler(
     ws: WebSocketUpgrade,
     State(hub): State<Arc<Hub>>,
     axum::Extension(grant): axum::Extension<Grant>,
+    client: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
 ) -> Response {
-    ws.max_message_size(MAX_MESSAGE_BYTES)
-        .on_upgrade(move |socket| hub.serve(socket, grant))
+    let address = hub.limits.address(client.map(|c| c.0.0.ip()));
+    let pass = match hub.limits.signalling.enter(address) {
+        Ok(pass) => pass,
+        Err(why) => {
+            let body = axum::Json(serde_json::json!({ "error": why }));
+            return (axum::http::StatusCode::SERVICE_UNAVAILABLE, body).into_response();
+        }
+    };
+    ws.max_message_size(MAX_READ_BYTES)
+        .max_frame_size(MAX_READ_BYTES)
+        .on_upgrade(move |socket| hub.serve(socket, grant, pass))
 }

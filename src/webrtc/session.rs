@@ -191,7 +191,7 @@ pub struct Params {
     /// is noticed this way.
     pub peer_timeout: Duration,
     /// Its place among the sessions that have not connected yet, given back on connecting.
-    pub pending: Option<crate::limits::PendingSlot>,
+    pub pending: Option<crate::limits::Pass>,
 }
 
 /// The owner's handle on a running session.
@@ -425,7 +425,7 @@ struct Session {
     listening: bool,
     peer_timeout: Duration,
     /// Held until the peer connects (see [`Params::pending`]).
-    pending: Option<crate::limits::PendingSlot>,
+    pending: Option<crate::limits::Pass>,
     /// The clock this viewer's pipeline runs on (the main pipeline's when the session
     /// started); a restarted pipeline is followed only on the same one.
     clock: Option<gst::Clock>,
