@@ -1170,7 +1170,8 @@ impl Runner {
         self.status.send_modify(|s| {
             s.source = Some(plan.source.clone());
             s.outputs = plan.outputs.clone();
-            s.launch = Some(plan.launch.clone());
+            // Shown to viewers: without a password or token a URI in it may carry.
+            s.launch = Some(crate::redact::redact(&plan.launch));
             s.chosen = plan
                 .chosen
                 .iter()

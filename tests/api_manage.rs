@@ -229,6 +229,12 @@ fn descriptions_from_the_api_may_not_touch_files_or_run_commands() {
         "autostart = false\nlaunch = \"rtspsrc location=rtsp://127.0.0.1:8554/x ! fakesink\"\n",
     );
     assert_eq!(ok.status, 200, "{}", ok.json);
+    // A network URI is fine.
+    let ok = put(
+        &format!("{base}/api/pipelines/viaapi"),
+        "autostart = false\n[source]\nkind = \"uri\"\nuri = \"rtsp://cam:hunter2@127.0.0.1:1/x\"\n\n[[output]]\nkind = \"tcp\"\nport = 5999\n",
+    );
+    assert_eq!(ok.status, 200, "{}", ok.json);
     drop(server);
 
     // An operator can allow an element: its path still needs --api-allow-paths.

@@ -425,7 +425,8 @@ impl Source {
             Source::Camera(c) => format!("camera {}", c.device.get_ref()),
             Source::Test(t) => format!("test {}x{}@{}", t.width, t.height, t.framerate),
             Source::File(f) => format!("file {}", f.path.get_ref()),
-            Source::Uri(u) => format!("uri {}", u.uri.get_ref()),
+            // Shown to viewers (status, `list`): without a password or token it may carry.
+            Source::Uri(u) => format!("uri {}", crate::redact::redact(u.uri.get_ref())),
             Source::Tcp(t) => format!("tcp {}:{}", t.host, t.port),
             Source::WebRtc(w) => format!("webrtc publisher ({})", w.codec.name()),
         }
@@ -648,7 +649,7 @@ impl Output {
                 humantime::format_duration(r.segment)
             ),
             Output::WebRtc(w) => match &w.signalling_url {
-                Some(url) => format!("webrtc via {}", url.get_ref()),
+                Some(url) => format!("webrtc via {}", crate::redact::redact(url.get_ref())),
                 None => "webrtc".to_string(),
             },
         }

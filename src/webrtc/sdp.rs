@@ -17,7 +17,6 @@ pub struct OfferedFormats {
 /// answered by a viewer session: not SDP, sends media, or takes none of our video codec.
 pub fn read_offer(offer: &str, codec: VideoCodec) -> Result<OfferedFormats, String> {
     let msg = parse(offer)?;
-    check_transport(&msg)?;
     let mut formats = OfferedFormats {
         video_pt: None,
         audio_pt: None,
@@ -53,6 +52,7 @@ pub fn read_offer(offer: &str, codec: VideoCodec) -> Result<OfferedFormats, Stri
     if formats.video_pt.is_none() && formats.audio_pt.is_none() && !formats.data_channel {
         return Err("the offer has no video, audio or data channel to answer".into());
     }
+    check_transport(&msg)?;
     Ok(formats)
 }
 
@@ -64,7 +64,6 @@ pub fn read_publish_offer(
     want_audio: bool,
 ) -> Result<OfferedFormats, String> {
     let msg = parse(offer)?;
-    check_transport(&msg)?;
     let mut formats = OfferedFormats {
         video_pt: None,
         audio_pt: None,
@@ -98,6 +97,7 @@ pub fn read_publish_offer(
             "the offer sends no video: to watch a pipeline use WHEP".into()
         });
     }
+    check_transport(&msg)?;
     Ok(formats)
 }
 
@@ -330,7 +330,8 @@ a=rtpmap:103 H264/90000\r\na=fmtp:103 packetization-mode=1;profile-level-id=640c
         ] {
             let err = read_offer(&offer, VideoCodec::H264).expect_err(expected);
             assert!(err.contains(expected), "{err}");
-            let err = read_publish_offer(&offer, VideoCodec::H264, false).expect_err(expected);
+            let publishing = offer.replace("a=recvonly", "a=sendonly");
+            let err = read_publish_offer(&publishing, VideoCodec::H264, false).expect_err(expected);
             assert!(err.contains(expected), "{err}");
         }
     }
