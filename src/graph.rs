@@ -11,7 +11,9 @@ pub fn dot(pipeline: &gst::Pipeline) -> String {
         | gst::DebugGraphDetails::CAPS_DETAILS
         | gst::DebugGraphDetails::NON_DEFAULT_PARAMS
         | gst::DebugGraphDetails::STATES;
-    pipeline.debug_to_dot_data(details).to_string()
+    // Non-default properties include credentials (`user-pw`, passwords in URIs): a viewer
+    // sees the graph without them.
+    crate::redact::redact(&pipeline.debug_to_dot_data(details))
 }
 
 /// Renders DOT to SVG with `dot -Tsvg`. Blocking; the error says what to install if `dot` is

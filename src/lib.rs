@@ -32,7 +32,7 @@
 //!    happens goes to the [`events`] bus, and [`metrics`] reads counters at scrape time.
 //!    The CLI (`src/main.rs`, [`cli`], [`ctl`]) talks to a running server or runs pipelines
 //!    itself. [`pipeline`] holds leaf helpers for any pipeline (teardown, element paths, error
-//!    text); [`redact`] takes tokens and passwords out of anything logged.
+//!    text); [`redact`] takes tokens and passwords out of anything logged or shown.
 
 pub mod assemble;
 pub mod auth;

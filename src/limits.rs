@@ -36,6 +36,9 @@ pub struct Limits {
     pub header_timeout: std::time::Duration,
     /// How long a signalling peer may stay without a role or a session since its last message.
     pub signalling_idle: std::time::Duration,
+    /// The address of each peer of the embedded signalling server, so that sessions started
+    /// through it count against their client's address too.
+    signalling_peers: Mutex<HashMap<String, IpAddr>>,
 }
 
 /// A count of things in progress, capped in total and per client address; over a cap the
@@ -211,13 +214,37 @@ impl Limits {
             ),
             header_timeout: std::time::Duration::from_secs(10),
             signalling_idle: std::time::Duration::from_secs(30),
+            signalling_peers: Mutex::default(),
         }
+    }
+
+    fn lock_peers(&self) -> std::sync::MutexGuard<'_, HashMap<String, IpAddr>> {
+        self.signalling_peers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A signalling peer connected from `ip` (until [`Limits::forget_peer`]).
+    pub fn remember_peer(&self, peer: &str, ip: IpAddr) {
+        self.lock_peers().insert(peer.to_string(), ip);
+    }
+
+    pub fn forget_peer(&self, peer: &str) {
+        self.lock_peers().remove(peer);
+    }
+
+    /// Where signalling peer `peer` connected from, if it is one of the embedded server's.
+    pub fn peer_address(&self, peer: &str) -> Option<IpAddr> {
+        self.lock_peers().get(peer).copied()
     }
 
     /// The address a per-address cap counts `client` under: loopback clients are held to the
     /// totals only, unless `limit_loopback` (a proxy in front limits its own clients).
     pub fn address(&self, client: Option<IpAddr>) -> Option<IpAddr> {
-        client.filter(|ip| !ip.is_loopback() || self.limit_loopback)
+        // `::ffff:127.0.0.1` (a dual-stack listener) is loopback too.
+        client
+            .map(|ip| ip.to_canonical())
+            .filter(|ip| !ip.is_loopback() || self.limit_loopback)
     }
 
     /// A place for one more WebRTC session that has yet to connect, from `client` (None: not

@@ -1,11 +1,24 @@
 //! Secrets out of log lines and messages: `token=` values and URL passwords. A leaf.
 
-/// `text` (a URL, or a message holding URLs) fit for a log line: the value of every `token=`
-/// query parameter and the password of every `user:password@` replaced by `REDACTED` (our own
-/// signalling URLs carry the service's token; users' URIs may carry theirs).
+/// Keys whose values are secrets: `token=` in URLs, credentials of GStreamer elements in
+/// launch lines (`user-pw=`, `proxy-pw=`, `passphrase=`, ...).
+const SECRET_KEYS: &[&str] = &[
+    "token=",
+    "passphrase=",
+    "password=",
+    "passwd=",
+    "-pw=",
+    "secret=",
+];
+
+/// `text` (a URL, a launch line, or a message holding them) fit for a log line or a status:
+/// the value of every secret key ([`SECRET_KEYS`]) and the password of every
+/// `user:password@` replaced by `REDACTED` (our own signalling URLs carry the service's
+/// token; users' URIs and launch lines may carry theirs).
 pub fn redact(text: &str) -> String {
-    let ends = |c: char| c.is_whitespace() || matches!(c, '/' | '?' | '#' | '"' | '\'' | '>');
-    // user:password@ in the authority after every `://`.
+    let ends = |c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '>');
+    // user:password@ after every `://`, up to the last `@` before the URL ends (a password
+    // may hold `/`, `?` or `#` unencoded).
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(at) = rest.find("://") {
@@ -13,36 +26,53 @@ pub fn redact(text: &str) -> String {
         out.push_str(&rest[..start]);
         let after = &rest[start..];
         let end = after.find(ends).unwrap_or(after.len());
-        let authority = &after[..end];
-        match authority.rsplit_once('@') {
-            Some((userinfo, host)) => {
+        match after[..end].rfind('@') {
+            Some(amp) => {
+                let userinfo = &after[..amp];
                 match userinfo.split_once(':') {
-                    Some((user, _)) => out.push_str(&format!("{user}:REDACTED@")),
-                    None => out.push_str(&format!("{userinfo}@")),
+                    Some((user, _)) => out.push_str(&format!("{user}:REDACTED")),
+                    None => out.push_str(userinfo),
                 }
-                out.push_str(host);
+                rest = &after[amp..];
             }
-            None => out.push_str(authority),
+            None => rest = after,
         }
-        rest = &after[end..];
     }
     out.push_str(rest);
-    // token=VALUE anywhere, whatever the case of `token`.
+    // KEY=VALUE anywhere, whatever the case of the key.
     let text = out;
+    let lower = text.to_ascii_lowercase();
     let mut out = String::with_capacity(text.len());
-    let mut tail = text.as_str();
-    while let Some(at) = tail.to_ascii_lowercase().find("token=") {
-        let value_start = at + "token=".len();
-        out.push_str(&tail[..value_start]);
-        let value_end = tail[value_start..]
-            .find(|c: char| c == '&' || c == '#' || c == '"' || c.is_whitespace())
-            .map_or(tail.len(), |e| value_start + e);
+    let mut from = 0;
+    loop {
+        let next = SECRET_KEYS
+            .iter()
+            .filter_map(|k| lower[from..].find(k).map(|i| (from + i, k.len())))
+            .min();
+        let Some((at, len)) = next else { break };
+        let value_start = at + len;
+        out.push_str(&text[from..value_start]);
+        // `key="a value"`, or `key=\"a value\"` inside a Graphviz label: the quotes stay.
+        if let Some(q) = ["\\\"", "\""]
+            .into_iter()
+            .find(|q| text[value_start..].starts_with(q))
+        {
+            let inner = value_start + q.len();
+            let close = text[inner..].find(q).map_or(text.len(), |e| inner + e);
+            out.push_str(q);
+            out.push_str("REDACTED");
+            from = close;
+            continue;
+        }
+        let value_end = text[value_start..]
+            .find(|c: char| c == '&' || c == '#' || c == '\\' || ends(c))
+            .map_or(text.len(), |e| value_start + e);
         if value_end > value_start {
             out.push_str("REDACTED");
         }
-        tail = &tail[value_end..];
+        from = value_end;
     }
-    out.push_str(tail);
+    out.push_str(&text[from..]);
     out
 }
 
@@ -70,6 +100,18 @@ mod tests {
             "not a url token=REDACTED def"
         );
         assert_eq!(redact("x?token="), "x?token=");
+        assert_eq!(
+            redact(
+                "rtspsrc location=rtsp://u:pa/ss#1@cam/x user-pw=hunter2 ! srtsink passphrase=\"a b\""
+            ),
+            "rtspsrc location=rtsp://u:REDACTED@cam/x user-pw=REDACTED ! srtsink passphrase=\"REDACTED\""
+        );
+        assert_eq!(redact("x264enc key-int-max=30"), "x264enc key-int-max=30");
+        // Inside a Graphviz label (escaped quotes, literal \n).
+        assert_eq!(
+            redact(r#"label="rtspsrc\nuser-pw=\"hunter2\"\nproxy-pw=x\nlatency=0""#),
+            r#"label="rtspsrc\nuser-pw=\"REDACTED\"\nproxy-pw=REDACTED\nlatency=0""#
+        );
         assert_eq!(
             redact("Could not open rtsp://a:b@h:554/x (after http://c:d@e/f)"),
             "Could not open rtsp://a:REDACTED@h:554/x (after http://c:REDACTED@e/f)"

@@ -197,6 +197,28 @@ fn descriptions_from_the_api_may_not_touch_files_or_run_commands() {
             "launch = \"souphttpsrc location=file:///etc/passwd ! fakesink\"\n",
             "property `location` of `souphttpsrc` reads or writes files",
         ),
+        // A structure can carry launch lines (rtpbin builds its FEC encoders from them).
+        (
+            r#"launch = 'rtpbin name=r fec-encoders=fec,0="filesink\ location\=/tmp/pwned" videotestsrc ! fakesink'"#,
+            "property `fec-encoders` of `rtpbin` takes a GstStructure",
+        ),
+        // Spellings that hide an element from a simple reading of the line.
+        (
+            "launch = 'videotestsrc ! video/x-raw,a=1:v4l2src'\n",
+            "viaapi.toml:1:42: element `v4l2src` is not on the list",
+        ),
+        (
+            "launch = 'videotestsrc ! fakesink v4l2src@preset=x'\n",
+            "element `v4l2src` is not on the list",
+        ),
+        (
+            r#"launch = 'videotestsrc ! fakesink "v4l2src device=/dev/video0"'"#,
+            "cannot be checked",
+        ),
+        (
+            "launch = 'videotestsrc ! fakesink hlssink2::splitmuxsink::max-files=1'\n",
+            "sets a property of a bin's child",
+        ),
         (
             "[source]\nkind = \"test\"\n\n[[hook]]\nkind = \"process\"\ncommand = [\"sh\", \"-c\", \"id\"]\n",
             "viaapi.toml:6:11: a `process` hook runs a command on the server",
@@ -224,11 +246,17 @@ fn descriptions_from_the_api_may_not_touch_files_or_run_commands() {
         "launch = \"videotestsrc is-live=true ! x264enc tune=zerolatency ! h264parse ! mpegtsmux ! tcpclientsink host=127.0.0.1 port=5981 sync=false\"\n",
     );
     assert_eq!(ok.status, 201, "{}", ok.json);
-    let ok = put(
-        &format!("{base}/api/pipelines/viaapi"),
-        "autostart = false\nlaunch = \"rtspsrc location=rtsp://127.0.0.1:8554/x ! fakesink\"\n",
-    );
-    assert_eq!(ok.status, 200, "{}", ok.json);
+    for line in [
+        "rtspsrc location=rtsp://127.0.0.1:8554/x ! fakesink",
+        "videotestsrc ! video/x-raw,format=(string)I420,framerate=(fraction)30/1 ! fakesink",
+        "videotestsrc ! video/x-raw,width=(int)320 ! capsfilter caps=video/x-raw ! fakesink",
+    ] {
+        let ok = put(
+            &format!("{base}/api/pipelines/viaapi"),
+            &format!("autostart = false\nlaunch = '{line}'\n"),
+        );
+        assert_eq!(ok.status, 200, "{line}: {}", ok.json);
+    }
     // A network URI is fine.
     let ok = put(
         &format!("{base}/api/pipelines/viaapi"),

@@ -185,6 +185,44 @@ fn pending_sessions_are_capped_per_address_and_in_total() {
             .contains("mediaweave_webrtc_pending_sessions{} 0.0")
             .then_some(())
     });
+    // Sessions asked for over the signalling WebSocket count against the asker's address too.
+    {
+        use tokio_tungstenite::tungstenite;
+        let ws = format!("{}/ws", base.replace("http://", "ws://"));
+        let (mut sock, _) = tungstenite::connect(&ws).expect("ws");
+        let _welcome = sock.read().expect("welcome");
+        sock.send(r#"{"type":"list"}"#.into()).expect("send");
+        let list: serde_json::Value =
+            serde_json::from_str(&sock.read().expect("list").into_text().expect("text"))
+                .expect("json");
+        let producer = list["producers"][0]["id"]
+            .as_str()
+            .expect("cam's producer")
+            .to_string();
+        for _ in 0..7 {
+            let start = format!(r#"{{"type":"startSession","peerId":"{producer}"}}"#);
+            sock.send(start.into()).expect("send");
+        }
+        let pending = wait_for(
+            "signalling sessions pending",
+            Duration::from_secs(10),
+            || {
+                let m = get_text(&format!("{base}/metrics")).1;
+                m.contains("mediaweave_webrtc_pending_refused_total{} 29")
+                    .then_some(m)
+            },
+        );
+        assert!(
+            pending.contains("mediaweave_webrtc_pending_sessions{} 4.0"),
+            "{pending}"
+        );
+    }
+    wait_for("pending sessions end", Duration::from_secs(15), || {
+        get_text(&format!("{base}/metrics"))
+            .1
+            .contains("mediaweave_webrtc_pending_sessions{} 0.0")
+            .then_some(())
+    });
     assert_eq!(offer(&format!("{base}/whep/cam"), silent).status, 201);
     // The connected viewer was never evicted: it decoded all its frames.
     let seen = watcher.join().expect("watcher");

@@ -83,25 +83,57 @@ pub(super) enum Maker<'a> {
     Factory(&'a str),
     /// An element made from a URI or a path (`file:///x`, `/x`).
     Uri(&'a str),
-    /// `name=value` (quotes removed; `child::name` for a bin's child) set on the element the
-    /// last `Factory` made, if any.
+    /// `name=value` (quotes removed) set on the element the last `Factory` made, if any;
+    /// `child::name` sets a property of a bin's child.
     Property {
         element: Option<&'a str>,
         name: &'a str,
         value: &'a str,
     },
+    /// A word this reading cannot classify with certainty (a quoted word that is not caps).
+    Unclear(&'a str),
 }
 
-/// The words of a launch line that make elements, with their byte offsets: everything but
-/// links, assignments (`prop=value`, `@preset=...`), caps, references (`t.`, `t.src_0`) and
-/// parentheses, following gst-launch's lexer.
+/// `prop=value`, as gst-launch's lexer reads an assignment: an identifier, `=`, a value.
+fn assignment(word: &str) -> Option<(&str, &str)> {
+    let (name, value) = word.split_once('=')?;
+    let mut chars = name.chars();
+    let first = chars.next()?;
+    let identifier = (first.is_ascii_alphanumeric() || first == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '%' | ':'));
+    identifier.then_some((name, value))
+}
+
+/// `video/x-raw`, `video/x-raw,width=640`: a caps filter's media type starts the word.
+fn is_caps(word: &str) -> bool {
+    let Some((kind, rest)) = word.split_once('/') else {
+        return false;
+    };
+    let mime = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+    let sub: String = rest.chars().take_while(|c| *c != ',').collect();
+    mime(kind) && mime(&sub)
+}
+
+/// The words of a launch line that make elements or set properties, with their byte offsets,
+/// following gst-launch's lexer but erring on the side of seeing an element: links (`!`, `:`),
+/// caps, references (`t.`, `t.src_0`), presets and parentheses make nothing; a word that
+/// cannot be read with certainty is `Unclear`.
 pub(super) fn makers<'a>(line: &'a str) -> Vec<(usize, Maker<'a>)> {
-    // Words separated by unquoted whitespace, `!`, `(` and `)`, each with the separator
-    // that follows it (after spaces).
+    // Words separated by unquoted whitespace, `!`, `;` and the parentheses of bins (not those
+    // of a typed caps value, `format=(string)I420`).
     let mut words: Vec<(usize, &str)> = Vec::new();
     let mut start = None;
+    let mut typed = false;
+    let mut prev = None;
     for (i, c, outside) in scan(line) {
-        let sep = outside && (c.is_whitespace() || matches!(c, '!' | '(' | ')' | ';'));
+        if outside && c == '(' && matches!(prev, Some('=') | Some(',')) {
+            typed = true;
+        }
+        let sep = outside && !typed && (c.is_whitespace() || matches!(c, '!' | '(' | ')' | ';'));
+        if outside && c == ')' && typed {
+            typed = false;
+        }
+        prev = Some(c);
         if sep {
             if let Some(s) = start.take() {
                 words.push((s, &line[s..i]));
@@ -114,66 +146,81 @@ pub(super) fn makers<'a>(line: &'a str) -> Vec<(usize, Maker<'a>)> {
         words.push((s, &line[s..]));
     }
     let next_char = |end: usize| line[end..].trim_start().chars().next();
-    let is_caps = |w: &str| {
-        let (kind, rest) = w.split_once('/').unwrap_or_default();
-        let mime =
-            |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
-        let sub: String = rest.chars().take_while(|c| *c != ',').collect();
-        mime(kind) && mime(&sub)
-    };
     let mut current: Option<&str> = None;
     let mut out = Vec::new();
     for (at, w) in words {
-        let end = at + w.len();
-        if w.starts_with('"') || w.starts_with('\'') {
-            // Quoted caps.
+        if let Some(quoted) = w.strip_prefix('"').or_else(|| w.strip_prefix('\'')) {
+            // Only caps stand quoted on their own (`! "video/x-raw, format=I420" !`).
             current = None;
-            continue;
-        }
-        if let Some((name, value)) = w.split_once('=') {
-            if !name.starts_with('@') {
-                let unquote = |v: &'a str| {
-                    v.strip_prefix('"')
-                        .and_then(|v| v.strip_suffix('"'))
-                        .unwrap_or(v)
-                };
-                out.push((
-                    at,
-                    Maker::Property {
-                        element: current,
-                        name: name.rsplit("::").next().unwrap_or(name),
-                        value: unquote(value),
-                    },
-                ));
+            if !is_caps(quoted) {
+                out.push((at, Maker::Unclear(w)));
             }
             continue;
         }
-        let made = if w.contains("://") {
-            Some(Maker::Uri(w))
-        } else if let Some(bin) = w.strip_suffix('.')
-            && next_char(end) == Some('(')
-        {
-            Some(Maker::Factory(bin))
-        } else if w.contains('.') && !w.contains('/') {
-            // A reference (`t.`, `t.src_0`): what follows sets nothing here.
-            None
-        } else if w.contains('/') {
-            (!is_caps(w)).then_some(Maker::Uri(w))
-        } else if w.ends_with(',') {
-            // A caps field list continues after a comma (`video/x-raw, format=I420`).
-            None
-        } else {
-            Some(Maker::Factory(w))
-        };
-        current = match &made {
-            Some(Maker::Factory(f)) => Some(f),
-            _ => None,
-        };
-        if let Some(m) = made {
-            out.push((at, m));
+        if let Some((name, value)) = assignment(w) {
+            let unquote = |v: &'a str| {
+                v.strip_prefix('"')
+                    .and_then(|v| v.strip_suffix('"'))
+                    .unwrap_or(v)
+            };
+            out.push((
+                at,
+                Maker::Property {
+                    element: current,
+                    name,
+                    value: unquote(value),
+                },
+            ));
+            continue;
+        }
+        if w.contains("://") {
+            current = None;
+            out.push((at, Maker::Uri(w)));
+            continue;
+        }
+        // What is left may hold several tokens: `caps:element` (a `:` link), `element@preset=x`.
+        let mut offset = at;
+        for piece in w.split([':', '@']) {
+            let piece_at = offset;
+            offset += piece.len() + 1;
+            let end = piece_at + piece.len();
+            let made = if piece.contains('/') {
+                current = None;
+                (!is_caps(piece)).then_some(Maker::Uri(piece))
+            } else if piece.is_empty() || piece.contains('=') {
+                // Between links, or a caps field or preset name: nothing made.
+                None
+            } else if let Some(bin) = piece.strip_suffix('.')
+                && next_char(end) == Some('(')
+            {
+                Some(Maker::Factory(bin))
+            } else if piece.contains('.') {
+                // A reference (`t.`, `t.src_0`): what follows sets nothing here.
+                current = None;
+                None
+            } else if piece.ends_with(',') {
+                // A caps field list continues after a comma (`video/x-raw, format=I420`).
+                None
+            } else {
+                Some(Maker::Factory(piece))
+            };
+            if let Some(m) = made {
+                if let Maker::Factory(f) = m {
+                    current = Some(f);
+                }
+                out.push((piece_at, m));
+            }
         }
     }
     out
+}
+
+/// The type of property `name` of elements of `factory`, read from its class (no element is
+/// made); None if there is no such factory or property.
+pub(super) fn property_type(factory: &str, name: &str) -> Option<glib::Type> {
+    let factory = gst::ElementFactory::find(factory)?.load().ok()?;
+    let class = glib::Class::<glib::Object>::from_type(factory.element_type())?;
+    class.find_property(name).map(|p| p.value_type())
 }
 
 /// One element of a parsed launch line, as the API policy needs to see it.
@@ -551,6 +598,32 @@ mod tests {
             m("a!video/x-raw, format=I420, width=2!b @preset=x t.src_0 ! .sink"),
             vec![Maker::Factory("a"), Maker::Factory("b")]
         );
+        // Spellings that hide an element from a simpler reading.
+        assert_eq!(
+            m("a ! video/x-raw,a=1:v4l2src"),
+            vec![Maker::Factory("a"), Maker::Factory("v4l2src")]
+        );
+        assert_eq!(
+            m("a ! fakesink v4l2src@preset=x"),
+            vec![
+                Maker::Factory("a"),
+                Maker::Factory("fakesink"),
+                Maker::Factory("v4l2src")
+            ]
+        );
+        assert_eq!(
+            m("a ! fakesink \"v4l2src device=/dev/video0\""),
+            vec![
+                Maker::Factory("a"),
+                Maker::Factory("fakesink"),
+                Maker::Unclear("\"v4l2src device=/dev/video0\"")
+            ]
+        );
+        // Typed caps values are not bins.
+        assert_eq!(
+            m("a ! video/x-raw,format=(string)I420,width=(int)2 ! b"),
+            vec![Maker::Factory("a"), Maker::Factory("b")]
+        );
         assert_eq!(
             makers("a b::c::location=\"/x y\" ! d"),
             vec![
@@ -559,7 +632,7 @@ mod tests {
                     2,
                     Maker::Property {
                         element: Some("a"),
-                        name: "location",
+                        name: "b::c::location",
                         value: "/x y"
                     }
                 ),

@@ -179,6 +179,33 @@ const FILE_BY_OPTION: &[(&str, &str, &[&str])] = &[
     ),
 ];
 
+/// Property types that hold only a value: numbers, strings, enums, flags, caps, fractions and
+/// arrays of values.
+fn plain_type(ty: glib::Type) -> bool {
+    use glib::types::StaticType;
+    [
+        glib::Type::BOOL,
+        glib::Type::I8,
+        glib::Type::U8,
+        glib::Type::I32,
+        glib::Type::U32,
+        glib::Type::I_LONG,
+        glib::Type::U_LONG,
+        glib::Type::I64,
+        glib::Type::U64,
+        glib::Type::F32,
+        glib::Type::F64,
+        glib::Type::STRING,
+        gst::Caps::static_type(),
+        gst::Fraction::static_type(),
+        gst::Array::static_type(),
+        glib::ValueArray::static_type(),
+    ]
+    .contains(&ty)
+        || ty.is_a(glib::Type::ENUM)
+        || ty.is_a(glib::Type::FLAGS)
+}
+
 /// What kind of server resource a property value names, if any.
 #[derive(Debug, PartialEq, Eq)]
 enum Names {
@@ -299,16 +326,42 @@ impl ApiPolicy {
                         "`{u}` makes an element from a URI or path: descriptions sent over the API may not (a structured `uri` source pulls network URIs)"
                     ),
                 )),
+                super::launch::Maker::Unclear(w) => Some((
+                    at,
+                    format!(
+                        "`{w}` cannot be checked (only caps stand quoted on their own): descriptions sent over the API may not use it"
+                    ),
+                )),
                 // What the line says, whether or not the element would keep the value.
                 super::launch::Maker::Property {
                     element,
                     name,
                     value,
-                } => self
-                    .property_problem(element.unwrap_or("an element"), name, value)
-                    .map(|p| (at, p)),
+                } => self.assignment_problem(element, name, value).map(|p| (at, p)),
             })
             .collect()
+    }
+
+    /// What is wrong with `name=value` set on an element of `element` in a raw line: a path or
+    /// device, a property of a bin's child (which cannot be checked), or a value of a type that
+    /// can carry more than a value (a structure: rtpbin's `fec-encoders` holds launch lines).
+    fn assignment_problem(&self, element: Option<&str>, name: &str, value: &str) -> Option<String> {
+        let factory = element.unwrap_or("an element");
+        if name.contains("::") {
+            return Some(format!(
+                "`{name}` sets a property of a bin's child, which cannot be checked: descriptions sent over the API may not"
+            ));
+        }
+        if let Some(p) = self.property_problem(factory, name, value) {
+            return Some(p);
+        }
+        let ty = super::launch::property_type(element?, name)?;
+        (!plain_type(ty)).then(|| {
+            format!(
+                "property `{name}` of `{factory}` takes a {}, which descriptions sent over the API may not set (only numbers, strings, enums, flags, caps and fractions)",
+                ty.name()
+            )
+        })
     }
 
     /// The problems of one element of a launch line.

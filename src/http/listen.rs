@@ -1,7 +1,8 @@
 //! Serving the router on a TCP listener, plain or TLS, so that no client can hold connections
-//! open for free: a client must send its first bytes and then a request's headers within
-//! `header_timeout` each (hyper's header timer also closes a keep-alive connection that stays
-//! idle that long), and open connections are capped in total and per address
+//! open for free: a client must send its first bytes (enough to tell the HTTP version) and
+//! then a request's headers within `header_timeout` each (hyper's header timer also closes a
+//! keep-alive connection that stays idle that long; request bodies have the same time, see
+//! `http::router`), and open connections are capped in total and per address
 //! (`Limits::connections`; a refused connection is closed at once and counted).
 
 use crate::limits::{Limits, Pass};
@@ -54,7 +55,8 @@ pub fn serve(
             })
         }
         Some(tls) => {
-            // Counted over TLS: the first bytes that count are a request's, after the handshake.
+            // Counted over TLS: the first bytes that count are a request's; the handshake's
+            // time counts against the same deadline.
             let tls = axum_server::tls_rustls::RustlsAcceptor::new(tls);
             let mut server = axum_server::from_tcp(listener)?.acceptor(capped.around(tls));
             configure(server.http_builder(), header_timeout);
@@ -129,6 +131,7 @@ where
                             inner: stream,
                             _pass: pass,
                             silent_until: Some(silent_until),
+                            received: 0,
                         },
                         service,
                     ))
@@ -149,7 +152,12 @@ pub struct Counted<S> {
     _pass: Pass,
     /// Until the first bytes arrive: when they must have arrived by.
     silent_until: Option<Pin<Box<tokio::time::Sleep>>>,
+    received: usize,
 }
+
+/// Bytes hyper reads to tell HTTP/1 from HTTP/2 (the HTTP/2 preface), with no timer of its
+/// own: until that many arrived, the first-bytes deadline holds.
+const SNIFFED: usize = 24;
 
 impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
     fn poll_read(
@@ -160,7 +168,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
         let before = buf.filled().len();
         let read = Pin::new(&mut self.inner).poll_read(cx, buf);
         match &read {
-            Poll::Ready(Ok(())) if buf.filled().len() > before => self.silent_until = None,
+            Poll::Ready(Ok(())) if buf.filled().len() > before => {
+                self.received += buf.filled().len() - before;
+                if self.received >= SNIFFED {
+                    self.silent_until = None;
+                }
+            }
             Poll::Pending => {
                 if let Some(deadline) = self.silent_until.as_mut()
                     && deadline.as_mut().poll(cx).is_ready()

@@ -180,6 +180,10 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             authorize,
         ))
+        // A body sent slowly holds a connection no longer than headers may.
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            state.webrtc.limits().header_timeout,
+        ))
         .layer(cors)
         .with_state(state)
 }

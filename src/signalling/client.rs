@@ -98,8 +98,10 @@ async fn serve_once(url: &str, output: &Weak<WebRtcOutput>) -> Result<(), String
                 };
                 let Some(out) = output.upgrade() else { break Ok(()) };
                 match msg {
-                    Outgoing::StartSession { session_id, offer, .. } => {
-                        match start_session(&out, &session_id, offer, &sig_tx) {
+                    Outgoing::StartSession { session_id, offer, peer_id } => {
+                        // A consumer of the embedded server counts against its own address.
+                        let client = out.signalling_peer_address(&peer_id.0);
+                        match start_session(&out, &session_id, offer, client, &sig_tx) {
                             Ok(tracked) => { sessions.insert(session_id, tracked); }
                             Err(e) => {
                                 tracing::warn!("{name}: cannot start session {session_id}: {e}");
@@ -160,19 +162,20 @@ fn start_session(
     out: &Arc<WebRtcOutput>,
     session_id: &SessionId,
     offer: Option<String>,
+    client: Option<std::net::IpAddr>,
     shared: &mpsc::Sender<(SessionId, Signal)>,
 ) -> Result<Tracked, String> {
     let tx = tag_signals(session_id, shared);
     match offer {
         None => {
-            let (viewer, commands) = out.offer(tx).map_err(|e| e.to_string())?;
+            let (viewer, commands) = out.offer(tx, client).map_err(|e| e.to_string())?;
             Ok(Tracked { viewer, commands })
         }
         Some(offer) => {
             // The consumer offered: answer with every candidate gathered; its own trickled
             // candidates still reach the session through `commands`.
             let (viewer, commands, answer) = out
-                .answer_session(offer, Via::Signalling, None, Some(tx.clone()))
+                .answer_session(offer, Via::Signalling, client, Some(tx.clone()))
                 .map_err(|e| e.to_string())?;
             tokio::spawn(async move {
                 if let Ok(Ok(sdp)) = answer.await {

@@ -157,9 +157,18 @@ impl Hub {
 
     /// Serves one WebSocket connection until it closes; `_pass` holds its place under the
     /// connection caps.
-    pub async fn serve(self: Arc<Self>, mut socket: WebSocket, grant: Grant, _pass: Pass) {
+    pub async fn serve(
+        self: Arc<Self>,
+        mut socket: WebSocket,
+        grant: Grant,
+        client: Option<std::net::IpAddr>,
+        _pass: Pass,
+    ) {
         let (tx, mut rx) = mpsc::channel::<String>(OUTBOX);
         let (peer, welcome) = self.with_router(|r| r.connect());
+        if let Some(ip) = client {
+            self.limits.remember_peer(&peer.0, ip);
+        }
         self.outboxes
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -176,7 +185,6 @@ impl Hub {
         let closing = loop {
             tokio::select! {
                 incoming = socket.recv() => {
-                    heard = tokio::time::Instant::now();
                     match incoming {
                         Some(Ok(Message::Text(text))) if text.len() > MAX_MESSAGE_BYTES => {
                             let why = format!(
@@ -191,6 +199,10 @@ impl Hub {
                             if let Some(why) = self.refused(&grant, text.as_str()) {
                                 self.deliver(vec![(peer.clone(), Outgoing::error(why))]);
                                 continue;
+                            }
+                            // Only a message the protocol takes counts as activity.
+                            if serde_json::from_str::<Incoming>(text.as_str()).is_ok() {
+                                heard = tokio::time::Instant::now();
                             }
                             let out = self.with_router(|r| r.handle_text(&peer, text.as_str()));
                             self.deliver(out);
@@ -236,6 +248,7 @@ impl Hub {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&peer);
+        self.limits.forget_peer(&peer.0);
         let out = self.with_router(|r| r.disconnect(&peer));
         self.deliver(out);
     }
@@ -261,8 +274,8 @@ pub async fn handler(
     axum::Extension(grant): axum::Extension<Grant>,
     client: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
 ) -> Response {
-    let address = hub.limits.address(client.map(|c| c.0.0.ip()));
-    let pass = match hub.limits.signalling.enter(address) {
+    let ip = client.map(|c| c.0.0.ip());
+    let pass = match hub.limits.signalling.enter(hub.limits.address(ip)) {
         Ok(pass) => pass,
         Err(why) => {
             let body = axum::Json(serde_json::json!({ "error": why }));
@@ -271,5 +284,5 @@ pub async fn handler(
     };
     ws.max_message_size(MAX_READ_BYTES)
         .max_frame_size(MAX_READ_BYTES)
-        .on_upgrade(move |socket| hub.serve(socket, grant, pass))
+        .on_upgrade(move |socket| hub.serve(socket, grant, ip, pass))
 }

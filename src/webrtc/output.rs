@@ -326,13 +326,19 @@ impl WebRtcOutput {
         await_answer(id, rx).await
     }
 
+    /// Where signalling peer `peer` connected from, if it is one of the embedded server's.
+    pub fn signalling_peer_address(&self, peer: &str) -> Option<std::net::IpAddr> {
+        self.config.limits.peer_address(peer)
+    }
+
     /// Starts a session in which we offer (signalling protocol). Signals go out on `signal`;
     /// remote SDP and candidates go in through the returned command sender.
     pub fn offer(
         self: &Arc<Self>,
         signal: mpsc::Sender<Signal>,
+        client: Option<std::net::IpAddr>,
     ) -> Result<(ViewerId, mpsc::Sender<Command>), WebRtcError> {
-        let params = self.params(Via::Signalling, None)?;
+        let params = self.params(Via::Signalling, client)?;
         self.register(params, Role::Offer { signal })
     }
 
