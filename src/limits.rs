@@ -34,6 +34,9 @@ pub struct Limits {
     /// How long a client has to send a request's headers, and how long a keep-alive HTTP
     /// connection may stay idle.
     pub header_timeout: std::time::Duration,
+    /// How long one HTTP request may take, its body included (the longest legitimate one
+    /// waits for a pipeline to stop and start again).
+    pub request_timeout: std::time::Duration,
     /// How long a signalling peer may stay without a role or a session since its last message.
     pub signalling_idle: std::time::Duration,
     /// The address of each peer of the embedded signalling server, so that sessions started
@@ -213,6 +216,7 @@ impl Limits {
                 16,
             ),
             header_timeout: std::time::Duration::from_secs(10),
+            request_timeout: std::time::Duration::from_secs(120),
             signalling_idle: std::time::Duration::from_secs(30),
             signalling_peers: Mutex::default(),
         }

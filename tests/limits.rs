@@ -265,6 +265,7 @@ fn slow_idle_and_oversized_clients_are_cut_off() {
         limits.connections.max_per_address = 20;
         limits.signalling.max_per_address = 5;
         limits.header_timeout = Duration::from_secs(2);
+        limits.request_timeout = Duration::from_secs(3);
         limits.signalling_idle = Duration::from_secs(2);
         c.webrtc.limits = Arc::new(limits);
     });
@@ -324,6 +325,39 @@ fn slow_idle_and_oversized_clients_are_cut_off() {
         "the slow client is cut off"
     );
     assert!(took < Duration::from_secs(12), "{took:?}");
+    // A body sent slowly gets no more time than headers: answered (4xx) and closed.
+    let mut body = TcpStream::connect(&addr).expect("connect");
+    body.write_all(b"PUT /api/pipelines/slow HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n")
+        .expect("headers");
+    body.set_read_timeout(Some(Duration::from_millis(300)))
+        .expect("timeout");
+    let started = std::time::Instant::now();
+    let mut answer = Vec::new();
+    while started.elapsed() < Duration::from_secs(8) {
+        let _ = body.write_all(b"x");
+        let mut buf = [0u8; 512];
+        match body.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => break,
+        }
+    }
+    let answer = String::from_utf8_lossy(&answer).to_string();
+    assert!(
+        answer.starts_with("HTTP/1.1 4"),
+        "{answer:?} after {:?}",
+        started.elapsed()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        started.elapsed()
+    );
     // A normal request still works.
     assert_eq!(get(&format!("{base}/api/pipelines")).status, 200);
 

@@ -180,9 +180,14 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             authorize,
         ))
-        // A body sent slowly holds a connection no longer than headers may.
+        // A body that stalls holds a connection no longer than headers may, and no request
+        // (a body sent a byte at a time included) lasts beyond the request timeout: 408.
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
             state.webrtc.limits().header_timeout,
+        ))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            state.webrtc.limits().request_timeout,
         ))
         .layer(cors)
         .with_state(state)
