@@ -22,7 +22,9 @@
 //!    events go to the [`events`] bus.
 //! 5. **WebRTC** ([`webrtc`], [`signalling`]): viewers get a pipeline each, fed by the encoded
 //!    stream, their retransmissions held to a budget ([`webrtc::rtx`]); publishers get a
-//!    pipeline each that records what they send. Recordings ([`record`]) are written by a
+//!    pipeline each that records what they send. [`signalling`] is the protocol and the
+//!    embedded `/ws` server only; the clients that register outputs as producers live in
+//!    [`webrtc::signaller`]. Recordings ([`record`]) are written by a
 //!    segment writer that puts every frame into the current segment's muxer as it arrives and
 //!    cuts segments on keyframes it asks for, so a crash loses about a second at most.
 //! 6. **The HTTP API** ([`http`], served by [`server`]) reads statuses and sends commands;
@@ -32,7 +34,11 @@
 //!    happens goes to the [`events`] bus, and [`metrics`] reads counters at scrape time.
 //!    The CLI (`src/main.rs`, [`cli`], [`ctl`]) talks to a running server or runs pipelines
 //!    itself. [`pipeline`] holds leaf helpers for any pipeline (teardown, element paths, error
-//!    text); [`redact`] takes tokens and passwords out of anything logged or shown.
+//!    text), [`meter`] the encoded-video meter; [`redact`] takes tokens and passwords out of
+//!    anything logged or shown.
+//!
+//! Dependencies between these modules flow one way, with the data; `tests/module_graph.rs`
+//! fails on any import cycle.
 
 pub mod assemble;
 pub mod auth;
@@ -44,6 +50,7 @@ pub mod graph;
 pub mod hooks;
 pub mod http;
 pub mod limits;
+pub mod meter;
 pub mod metrics;
 pub mod pipeline;
 pub mod record;

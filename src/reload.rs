@@ -33,7 +33,7 @@ pub fn watch(dir: &Path, supervisor: Arc<Supervisor>) -> notify::Result<DirWatch
         notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
             Ok(event) => {
                 for path in event.paths {
-                    if is_description(&path) {
+                    if crate::description::is_description(&path) {
                         let _ = tx.send(path);
                     }
                 }
@@ -64,14 +64,4 @@ pub fn watch(dir: &Path, supervisor: Arc<Supervisor>) -> notify::Result<DirWatch
         _watcher: watcher,
         task,
     })
-}
-
-/// `NAME.toml`, not a hidden or temporary file (`PUT` writes `.put-*.tmp` and renames;
-/// editors leave `.#NAME.toml` locks).
-pub fn is_description(path: &Path) -> bool {
-    path.extension().is_some_and(|e| e == "toml")
-        && path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| !n.starts_with('.'))
 }

@@ -10,7 +10,7 @@ use crate::assemble::{self, Plan};
 use crate::description::{self, Description, Diagnostics, RestartPolicy};
 use crate::events::{Event, EventBus};
 use crate::hooks::{HookHost, HookTable, RunningHooks};
-use crate::metrics::{Meter, MeterCounts};
+use crate::meter::{Meter, MeterCounts};
 use crate::pipeline::{describe_error, element_path, teardown};
 use crate::record::Recordings;
 use crate::stall::{Stall, Watchdog};
@@ -354,7 +354,7 @@ impl Supervisor {
         *self.dir.lock().unwrap_or_else(|p| p.into_inner()) = Some(dir.to_path_buf());
         let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| crate::reload::is_description(p))
+            .filter(|p| description::is_description(p))
             .collect();
         files.sort();
         for file in files {

@@ -97,6 +97,16 @@ pub fn load(path: &Path) -> Result<Description, Diagnostics> {
     parse(path, &text)
 }
 
+/// `NAME.toml`, not a hidden or temporary file (`PUT` writes `.put-*.tmp` and renames;
+/// editors leave `.#NAME.toml` locks).
+pub fn is_description(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "toml")
+        && path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| !n.starts_with('.'))
+}
+
 /// Validates a description given its text; `path` names it in errors and gives the name.
 pub fn parse(path: &Path, text: &str) -> Result<Description, Diagnostics> {
     parse_with(path, text, None)

@@ -202,7 +202,7 @@ struct PipelineView {
     publishers: Vec<crate::webrtc::session::ViewerStats>,
     hooks: Vec<crate::hooks::HookStats>,
     /// Encoded video bytes and frames so far (a client derives bitrate and fps from two reads).
-    meter: Option<crate::metrics::MeterCounts>,
+    meter: Option<crate::meter::MeterCounts>,
 }
 
 fn view(

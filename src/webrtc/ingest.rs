@@ -60,10 +60,7 @@ impl IngestPoint {
 
     /// Takes publishers from a signalling server too (the `/publish` page's producers).
     pub fn listen_for_publishers(self: &Arc<Self>, url: String) {
-        let task = tokio::spawn(crate::signalling::client::run_consumer(
-            url,
-            Arc::downgrade(self),
-        ));
+        let task = tokio::spawn(super::signaller::run_consumer(url, Arc::downgrade(self)));
         if let Some(old) = self
             .consumer
             .lock()

@@ -649,7 +649,7 @@ impl Registry {
             });
         let mut producer = out.producer.lock().unwrap_or_else(|p| p.into_inner());
         if let (Some(url), None) = (url, producer.as_ref()) {
-            *producer = Some(tokio::spawn(crate::signalling::client::run_producer(
+            *producer = Some(tokio::spawn(super::signaller::run_producer(
                 url,
                 Arc::downgrade(&out),
             )));

@@ -7,11 +7,11 @@
 //! session that cannot keep up is ended instead). If the server goes away, every session is
 //! ended and the client reconnects with exponential backoff.
 
-use super::protocol::{
+use super::output::WebRtcOutput;
+use super::session::{Command, Signal, Via, ViewerId};
+use crate::signalling::protocol::{
     IceCandidate, Incoming, Outgoing, PeerMessage, PeerPayload, PeerStatus, Role, Sdp, SessionId,
 };
-use crate::webrtc::output::WebRtcOutput;
-use crate::webrtc::session::{Command, Signal, Via, ViewerId};
 use futures_util::{SinkExt, StreamExt};
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
@@ -246,7 +246,7 @@ where
 /// The consumer side, for ingest: listens on a signalling server for producers whose
 /// `meta.publish` names this pipeline (the `/publish` page sets it), starts a session with
 /// each, and answers its offer with a publisher session. One task owns the connection.
-pub async fn run_consumer(url: String, point: Weak<crate::webrtc::ingest::IngestPoint>) {
+pub async fn run_consumer(url: String, point: Weak<super::ingest::IngestPoint>) {
     let mut delay = Duration::from_millis(500);
     loop {
         let Some(name) = point.upgrade().map(|p| p.pipeline.clone()) else {
@@ -269,11 +269,8 @@ pub async fn run_consumer(url: String, point: Weak<crate::webrtc::ingest::Ingest
     }
 }
 
-async fn consume_once(
-    url: &str,
-    point: &Weak<crate::webrtc::ingest::IngestPoint>,
-) -> Result<(), String> {
-    use super::protocol::PeerId;
+async fn consume_once(url: &str, point: &Weak<super::ingest::IngestPoint>) -> Result<(), String> {
+    use crate::signalling::protocol::PeerId;
     let (ws, _) = tokio_tungstenite::connect_async(url)
         .await
         .map_err(|e| format!("cannot connect: {e}"))?;
@@ -372,7 +369,7 @@ async fn consume_once(
 
 /// Starts the publisher session for a producer's offer; its answer goes back as a signal.
 fn answer_publisher(
-    point: &Arc<crate::webrtc::ingest::IngestPoint>,
+    point: &Arc<super::ingest::IngestPoint>,
     session_id: &SessionId,
     offer: String,
     shared: &mpsc::Sender<(SessionId, Signal)>,
