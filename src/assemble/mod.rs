@@ -728,12 +728,14 @@ fn plan_outputs(
             };
             // sync=false: frames go to viewers the moment they are encoded (the source paces
             // them), not held until the pipeline's reported latency has passed.
+            // async=false: nothing waits for them to preroll (a publisher's pipeline plays as
+            // soon as its first media arrives, whichever branch it reaches first).
             chains.push(format!(
-                "{video_queue}{parse} ! appsink name=out{i}_video sync=false"
+                "{video_queue}{parse} ! appsink name=out{i}_video sync=false async=false"
             ));
             if want_audio {
                 chains.push(format!(
-                    "{audio_queue} ! appsink name=out{i}_audio sync=false"
+                    "{audio_queue} ! appsink name=out{i}_audio sync=false async=false"
                 ));
             }
             webrtc.push(WebRtcTap {

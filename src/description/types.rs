@@ -1127,14 +1127,16 @@ fn validate_ingest(s: &super::Structured, w: &WebRtcSource) -> Result<(), (Where
     }
     for out in &s.outputs {
         let container = out.value.container();
-        let ok = matches!(out.value, Output::Record(_) | Output::File(_))
+        // Relayed to WebRTC viewers as it arrives, or recorded as it arrives.
+        let relayed = matches!(out.value, Output::WebRtc(_));
+        let recorded = matches!(out.value, Output::Record(_) | Output::File(_))
             && matches!(container, Container::Matroska | Container::WebM)
             && container.carries(w.codec);
-        if !ok {
+        if !relayed && !recorded {
             return Err((
                 Where::Span(out.span.clone()),
                 format!(
-                    "a webrtc source is recorded as it arrives ({} video, Opus audio): use a record output (container \"mkv\") or a .mkv/.webm file output",
+                    "a webrtc source is relayed and recorded as it arrives ({} video, Opus audio): use a webrtc output, a record output (container \"mkv\") or a .mkv/.webm file output",
                     w.codec.name()
                 ),
             ));

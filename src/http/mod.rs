@@ -44,6 +44,7 @@ impl From<WebRtcError> for ApiError {
         let code = match e {
             WebRtcError::NotFound(_) => StatusCode::NOT_FOUND,
             WebRtcError::NotPlaying(_)
+            | WebRtcError::NobodyPublishing(_)
             | WebRtcError::Full(..)
             | WebRtcError::ServiceFull(..)
             | WebRtcError::TooManyPending(_) => StatusCode::SERVICE_UNAVAILABLE,

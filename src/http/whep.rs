@@ -14,10 +14,35 @@ use std::sync::Arc;
 /// Largest offer accepted: real offers are a few KiB.
 const MAX_SDP_BYTES: usize = 64 * 1024;
 
+/// How long a viewer of a relaying pipeline waits for a publisher that is connecting (its
+/// pipeline plays at its first media) rather than being told nobody publishes.
+const RELAY_START_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// [`output`], once a relaying pipeline's connecting publisher plays (bounded).
+async fn ready_output(webrtc: &Registry, name: &str) -> Result<Arc<WebRtcOutput>, ApiError> {
+    let deadline = tokio::time::Instant::now() + RELAY_START_WAIT;
+    while tokio::time::Instant::now() < deadline {
+        let connecting = webrtc
+            .ingest(name)
+            .is_some_and(|p| p.relays() && p.has_publisher());
+        let playing = webrtc.get(name).is_some_and(|o| o.is_playing());
+        if playing || !connecting {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    output(webrtc, name)
+}
+
 fn output(webrtc: &Registry, name: &str) -> Result<Arc<WebRtcOutput>, ApiError> {
-    webrtc
-        .get(name)
-        .ok_or_else(|| WebRtcError::NotFound(name.to_string()).into())
+    if let Some(out) = webrtc.get(name) {
+        return Ok(out);
+    }
+    // A relaying webrtc-source pipeline has viewers only while somebody publishes.
+    if webrtc.ingest(name).is_some_and(|p| p.relays()) {
+        return Err(WebRtcError::NobodyPublishing(name.to_string()).into());
+    }
+    Err(WebRtcError::NotFound(name.to_string()).into())
 }
 
 fn sdp_body(body: &[u8]) -> Result<String, ApiError> {
@@ -81,8 +106,8 @@ pub async fn start(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let out = output(&state.webrtc, &name)?;
     let offer = sdp_offer(&headers, &body, "WHEP")?;
+    let out = ready_output(&state.webrtc, &name).await?;
     let (id, answer) = out.answer(offer, Via::Whep, ip(client)).await?;
     let location = format!("/whep/{name}/{id}");
     Ok((
@@ -197,7 +222,7 @@ async fn answer_json(
             }
         }
     };
-    let out = output(&state.webrtc, &name)?;
+    let out = ready_output(&state.webrtc, &name).await?;
     let (_, answer) = out.answer(sdp, Via::Offer, client).await?;
     Ok(Json(serde_json::json!({ "sdp": answer, "type": "answer" })))
 }

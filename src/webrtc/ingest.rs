@@ -28,6 +28,8 @@ pub struct IngestPoint {
     consumer: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// What publishers that already left sent (the registry's ledger for this pipeline).
     ended: Arc<Mutex<Totals>>,
+    /// Set when the pipeline has a webrtc output: publishers are relayed to its viewers.
+    relay: Option<super::output::Relay>,
 }
 
 #[derive(Default)]
@@ -44,6 +46,7 @@ impl IngestPoint {
         hooks: crate::hooks::HookHost,
         config: WebRtcConfig,
         ended: Arc<Mutex<Totals>>,
+        relay: Option<super::output::Relay>,
     ) -> Arc<IngestPoint> {
         Arc::new(IngestPoint {
             pipeline: pipeline.to_string(),
@@ -55,7 +58,13 @@ impl IngestPoint {
             active: watch::channel(0).0,
             consumer: Mutex::new(None),
             ended,
+            relay,
         })
+    }
+
+    /// Whether the pipeline relays its publishers to WebRTC viewers.
+    pub fn relays(&self) -> bool {
+        self.relay.is_some()
     }
 
     /// Takes publishers from a signalling server too (the `/publish` page's producers).
@@ -84,6 +93,11 @@ impl IngestPoint {
             t.add(&h.stats.borrow());
         }
         t
+    }
+
+    /// Whether a publisher is live (or connecting) now.
+    pub fn has_publisher(&self) -> bool {
+        self.lock().publisher.is_some()
     }
 
     pub fn publishers(&self) -> Vec<ViewerStats> {
@@ -152,6 +166,7 @@ impl IngestPoint {
                     plan: self.plan.clone(),
                     recordings: self.recordings.clone(),
                     hooks: self.hooks.clone(),
+                    relay: self.relay.clone(),
                 }),
             },
             move |id| {

@@ -21,6 +21,8 @@ pub enum WebRtcError {
     NotFound(String),
     #[error("pipeline `{0}` is not playing yet")]
     NotPlaying(String),
+    #[error("nobody is publishing to `{0}` yet: its viewers are served while a publisher is live")]
+    NobodyPublishing(String),
     #[error("pipeline `{0}` already has a publisher")]
     Busy(String),
     #[error("pipeline `{0}` has its maximum of {1} viewers")]
@@ -149,6 +151,12 @@ impl Totals {
 impl WebRtcOutput {
     fn lock_sessions(&self) -> std::sync::MutexGuard<'_, Sessions> {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether viewers are served now (its pipeline plays; not waiting for a restart or for
+    /// a publisher's first media).
+    pub fn is_playing(&self) -> bool {
+        self.lock_feed().clock.is_some()
     }
 
     fn lock_feed(&self) -> std::sync::MutexGuard<'_, Feed> {
@@ -612,6 +620,11 @@ impl Registry {
     /// The pipeline is playing: viewers share its clock and base time from now on, and the
     /// output registers as a producer with its signalling server.
     pub fn playing(&self, name: &str, pipeline: &gst::Pipeline) {
+        self.serve_from(name, pipeline, true);
+    }
+
+    /// [`Registry::playing`]; `announce`: register as a producer too.
+    fn serve_from(&self, name: &str, pipeline: &gst::Pipeline, announce: bool) {
         let Some(out) = self.get(name) else { return };
         if let Some(clock) = pipeline.clock() {
             let base = pipeline.base_time().unwrap_or(gst::ClockTime::ZERO);
@@ -635,6 +648,9 @@ impl Registry {
                     }
                 }
             }
+        }
+        if !announce {
+            return;
         }
         let url = out
             .tap
@@ -701,13 +717,18 @@ impl Registry {
 
     /// Opens a webrtc-source pipeline to publishers.
     pub fn attach_ingest(
-        &self,
+        self: &Arc<Self>,
         name: &str,
         plan: crate::assemble::Plan,
         recordings: Arc<crate::record::Recordings>,
         hooks: crate::hooks::HookHost,
     ) -> Arc<super::ingest::IngestPoint> {
         let ledger = self.ledger(&self.publisher_ledgers, name);
+        // With a webrtc output, each publisher's stream is relayed to viewers as it arrives.
+        let relay = (!plan.webrtc.is_empty()).then(|| Relay {
+            registry: Arc::downgrade(self),
+            events: hooks.events.clone(),
+        });
         let point = super::ingest::IngestPoint::new(
             name,
             plan,
@@ -715,6 +736,7 @@ impl Registry {
             hooks,
             self.config.clone(),
             ledger,
+            relay,
         );
         let url = self.config.signalling_url.clone().or_else(|| {
             self.embedded
@@ -732,7 +754,8 @@ impl Registry {
         point
     }
 
-    /// Closes it again: the publisher (if any) is ended and its recording finalized first.
+    /// Closes it again: the publisher (if any) is ended and its recording finalized first;
+    /// viewers of its relay end.
     pub async fn detach_ingest(&self, name: &str) {
         let point = self
             .ingests
@@ -742,6 +765,7 @@ impl Registry {
         if let Some(point) = point {
             point.close().await;
         }
+        self.detach(name);
     }
 
     pub fn ingest(&self, name: &str) -> Option<Arc<super::ingest::IngestPoint>> {
@@ -750,5 +774,61 @@ impl Registry {
             .unwrap_or_else(|p| p.into_inner())
             .get(name)
             .cloned()
+    }
+}
+
+/// A webrtc-source pipeline's relay: each publisher's pipeline feeds the pipeline's webrtc
+/// output while it lasts (its appsinks become the viewers' stream producers, its clock theirs);
+/// between publishers the viewers wait, as they wait for a restarted pipeline.
+#[derive(Clone)]
+pub struct Relay {
+    registry: std::sync::Weak<Registry>,
+    events: crate::events::EventBus,
+}
+
+impl Relay {
+    /// A publisher's pipeline is built and playing: viewers are served from it.
+    pub fn started(&self, name: &str, pipeline: &gst::Pipeline, taps: &[WebRtcTap]) {
+        let Some(registry) = self.registry.upgrade() else {
+            return;
+        };
+        if let Err(e) = registry.attach(name, pipeline, taps, &self.events) {
+            tracing::warn!("{name}: cannot relay the publisher: {e}");
+            return;
+        }
+        // Viewers share the publisher pipeline's clock and base time, which are final only
+        // once it plays (it waits for the publisher's first media).
+        let (weak, name) = (pipeline.downgrade(), name.to_string());
+        tokio::spawn(async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            while tokio::time::Instant::now() < deadline {
+                let Some(pipeline) = weak.upgrade() else {
+                    return;
+                };
+                if pipeline.current_state() == gst::State::Playing {
+                    // Not announced on the signalling server yet: an offer made for a relayed
+                    // H.264 stream can miss its codec parameters (see README, Ingest).
+                    registry.serve_from(&name, &pipeline, false);
+                    return;
+                }
+                drop(pipeline);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            tracing::warn!("{name}: the publisher's pipeline did not play within 30 s");
+        });
+    }
+
+    /// The publisher left: its viewers wait for the next one (same codec) or end.
+    pub fn ended(&self, name: &str) {
+        if let Some(registry) = self.registry.upgrade() {
+            registry.suspend(name);
+        }
+    }
+
+    /// Whether viewers of `name` are waiting for (or watching) a publisher.
+    pub fn has_output(&self, name: &str) -> bool {
+        self.registry
+            .upgrade()
+            .is_some_and(|r| r.get(name).is_some())
     }
 }

@@ -159,6 +159,8 @@ pub struct Ingest {
     pub recordings: Arc<crate::record::Recordings>,
     /// Where the pipeline's hooks (on the decoded stream) report.
     pub hooks: crate::hooks::HookHost,
+    /// Where the publisher's stream is relayed to viewers, if the pipeline has a webrtc output.
+    pub relay: Option<super::output::Relay>,
 }
 
 /// A session that answers an offer: its id, its command sender, and where its answer (ICE
@@ -359,6 +361,12 @@ async fn run(
         Ok(Err(e)) => return fail(role, e),
         Err(e) => return fail(role, format!("viewer pipeline setup panicked: {e}")),
     };
+    // A publisher whose pipeline relays: its viewers are served from this pipeline now.
+    if let Some(ingest) = &ingest
+        && let (Some(relay), Some(pipeline)) = (&ingest.relay, built.pipeline.0.as_ref())
+    {
+        relay.started(&ingest.plan.name, pipeline, &ingest.plan.webrtc);
+    }
     let mut session = Session {
         id: id.clone(),
         ingest: ingest.clone(),
@@ -388,6 +396,9 @@ async fn run(
         Err(e) => tracing::warn!("session {id}: ended: {e}"),
     }
     if let Some(ingest) = ingest {
+        if let Some(relay) = &ingest.relay {
+            relay.ended(&ingest.plan.name);
+        }
         session.drain(&ingest, &mut events).await;
     }
     session.teardown().await;
