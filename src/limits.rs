@@ -55,7 +55,7 @@ pub struct Gate {
     pub max_per_address: usize,
     counts: Arc<Mutex<Counts>>,
     /// Refused because a cap was reached.
-    pub refused: AtomicU64,
+    refused: AtomicU64,
 }
 
 #[derive(Default)]

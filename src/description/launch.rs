@@ -106,12 +106,7 @@ fn assignment(word: &str) -> Option<(&str, &str)> {
 
 /// `video/x-raw`, `video/x-raw,width=640`: a caps filter's media type starts the word.
 fn is_caps(word: &str) -> bool {
-    let Some((kind, rest)) = word.split_once('/') else {
-        return false;
-    };
-    let mime = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
-    let sub: String = rest.chars().take_while(|c| *c != ',').collect();
-    mime(kind) && mime(&sub)
+    caps_start(word) == Some(0)
 }
 
 /// The words of a launch line that make elements or set properties, with their byte offsets,

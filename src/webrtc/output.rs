@@ -787,35 +787,21 @@ pub struct Relay {
 }
 
 impl Relay {
-    /// A publisher's pipeline is built and playing: viewers are served from it.
+    /// A publisher's pipeline is built: its appsinks become the viewers' stream producers.
     pub fn started(&self, name: &str, pipeline: &gst::Pipeline, taps: &[WebRtcTap]) {
-        let Some(registry) = self.registry.upgrade() else {
-            return;
-        };
-        if let Err(e) = registry.attach(name, pipeline, taps, &self.events) {
+        if let Some(registry) = self.registry.upgrade()
+            && let Err(e) = registry.attach(name, pipeline, taps, &self.events)
+        {
             tracing::warn!("{name}: cannot relay the publisher: {e}");
-            return;
         }
-        // Viewers share the publisher pipeline's clock and base time, which are final only
-        // once it plays (it waits for the publisher's first media).
-        let (weak, name) = (pipeline.downgrade(), name.to_string());
-        tokio::spawn(async move {
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-            while tokio::time::Instant::now() < deadline {
-                let Some(pipeline) = weak.upgrade() else {
-                    return;
-                };
-                if pipeline.current_state() == gst::State::Playing {
-                    // Not announced on the signalling server yet: an offer made for a relayed
-                    // H.264 stream can miss its codec parameters (see README, Ingest).
-                    registry.serve_from(&name, &pipeline, false);
-                    return;
-                }
-                drop(pipeline);
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            tracing::warn!("{name}: the publisher's pipeline did not play within 30 s");
-        });
+    }
+
+    /// The publisher's pipeline plays (it waits for the publisher's first media): viewers
+    /// share its clock and base time, which are final only now.
+    pub fn playing(&self, name: &str, pipeline: &gst::Pipeline) {
+        if let Some(registry) = self.registry.upgrade() {
+            registry.playing(name, pipeline);
+        }
     }
 
     /// The publisher left: its viewers wait for the next one (same codec) or end.
@@ -823,12 +809,5 @@ impl Relay {
         if let Some(registry) = self.registry.upgrade() {
             registry.suspend(name);
         }
-    }
-
-    /// Whether viewers of `name` are waiting for (or watching) a publisher.
-    pub fn has_output(&self, name: &str) -> bool {
-        self.registry
-            .upgrade()
-            .is_some_and(|r| r.get(name).is_some())
     }
 }

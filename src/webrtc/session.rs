@@ -236,6 +236,8 @@ enum Event {
     PeerGone(&'static str),
     /// End-of-stream reached every sink (a publisher's recording is finalized).
     Eos,
+    /// A publisher's pipeline reached PLAYING (its clock and base time are final).
+    Playing,
     /// End-of-stream reached the file sink of a file output, or a record output finished its
     /// last segment.
     SinkEos,
@@ -361,7 +363,8 @@ async fn run(
         Ok(Err(e)) => return fail(role, e),
         Err(e) => return fail(role, format!("viewer pipeline setup panicked: {e}")),
     };
-    // A publisher whose pipeline relays: its viewers are served from this pipeline now.
+    // A publisher whose pipeline relays: its viewers will be served from this pipeline (once
+    // it plays, see `Event::Playing`).
     if let Some(ingest) = &ingest
         && let (Some(relay), Some(pipeline)) = (&ingest.relay, built.pipeline.0.as_ref())
     {
@@ -542,6 +545,15 @@ impl Session {
 
     /// The negotiation and serving loop; any error ends the session.
     #[allow(clippy::too_many_arguments)]
+    /// A relaying publisher's pipeline plays: its viewers are served from it from now on.
+    fn relay_playing(&self) {
+        if let (Some(ingest), Some(pipeline)) = (&self.ingest, self.built.pipeline.0.as_ref())
+            && let Some(relay) = &ingest.relay
+        {
+            relay.playing(&ingest.plan.name, pipeline);
+        }
+    }
+
     async fn drive(
         &mut self,
         reply: &mut Option<oneshot::Sender<Result<String, String>>>,
@@ -673,6 +685,7 @@ impl Session {
                         Event::PeerGone(why) => return Ok(why),
                         Event::Eos => return Ok("the stream ended"),
                         Event::SinkEos => {}
+                        Event::Playing => self.relay_playing(),
                         Event::Stats(s) => self.update_stats(&s),
                     }
                 }
@@ -1257,6 +1270,13 @@ fn setup_webrtcbin(
                 }
                 gst::MessageView::Eos(_) => {
                     let _ = tx.try_send(Event::Eos);
+                }
+                // The publisher pipeline itself (the only pipeline on its bus) plays.
+                gst::MessageView::StateChanged(sc)
+                    if sc.current() == gst::State::Playing
+                        && msg.src().is_some_and(|s| s.is::<gst::Pipeline>()) =>
+                {
+                    let _ = tx.try_send(Event::Playing);
                 }
                 gst::MessageView::Element(e)
                     if e.structure()
