@@ -297,7 +297,7 @@ pub async fn run(target: &str, dir: &Path) -> ExitCode {
     let events = crate::events::EventBus::default();
     let sup = Supervisor::new(
         SupervisorConfig::default(),
-        crate::webrtc::output::Registry::new(Default::default()),
+        crate::webrtc::registry::Registry::new(Default::default()),
         crate::record::Recordings::new(PathBuf::from("recordings"), events.clone()),
         events,
     );

@@ -20,14 +20,22 @@
 //!    leaky branches of their own (a slow hook loses frames, the outputs never wait), transforms
 //!    on the path with a latency budget (a late hook lets the frame pass unchanged). Their
 //!    events go to the [`events`] bus.
-//! 5. **WebRTC** ([`webrtc`], [`signalling`]): viewers get a pipeline each, fed by the encoded
-//!    stream, their retransmissions held to a budget ([`webrtc::rtx`]); publishers get a
-//!    pipeline each that records what they send. [`signalling`] is the protocol and the
+//! 5. **The stream hub** ([`hub`]): each run of a pipeline (or each publisher's pipeline) is
+//!    handed to the readers that live outside it through one small trait (attach, playing,
+//!    suspend, detach): its encoded tracks become named streams (gstreamer-utils
+//!    `StreamProducer`s) that readers join and leave at run time, each behind its own
+//!    bounded, leaky, counted queue; a relayed publisher's stream is the same kind of stream.
+//!    Recording, TCP and hooks still run inside the source's pipeline, as tee branches.
+//! 6. **WebRTC** ([`webrtc`], [`signalling`]), the hub's readers: viewers get a pipeline each,
+//!    fed by a stream, their retransmissions held to a budget ([`webrtc::rtx`]) and their
+//!    keyframe requests throttled per stream ([`webrtc::keyframes`]); negotiation is a
+//!    sans-I/O state machine ([`webrtc::negotiation`]); publishers get a pipeline each that
+//!    records what they send and, with a `webrtc` output, feeds its stream to viewers. [`signalling`] is the protocol and the
 //!    embedded `/ws` server only; the clients that register outputs as producers live in
 //!    [`webrtc::signaller`]. Recordings ([`record`]) are written by a
 //!    segment writer that puts every frame into the current segment's muxer as it arrives and
 //!    cuts segments on keyframes it asks for, so a crash loses about a second at most.
-//! 6. **The HTTP API** ([`http`], served by [`server`]) reads statuses and sends commands;
+//! 7. **The HTTP API** ([`http`], served by [`server`]) reads statuses and sends commands;
 //!    `PUT`/`DELETE` of descriptions and hot reload ([`reload`]) change the pipeline set through
 //!    one serialized path in the supervisor (a replacement waits for its predecessor's task).
 //!    Element properties are read and set on the running pipeline's handle; everything that
@@ -49,6 +57,7 @@ pub mod events;
 pub mod graph;
 pub mod hooks;
 pub mod http;
+pub mod hub;
 pub mod limits;
 pub mod meter;
 pub mod metrics;

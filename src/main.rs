@@ -125,6 +125,10 @@ enum Command {
         /// publisher is noticed.
         #[arg(long, value_name = "SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(3..))]
         peer_timeout: u64,
+        /// Seconds viewers wait for a pipeline that failed, or a relayed stream whose
+        /// publisher left, to come back (they go on with no new offer) before their sessions end.
+        #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+        resume_grace: u64,
         /// Serve HTTPS and WSS with this certificate (PEM, chain first); needs --tls-key.
         #[arg(long, value_name = "FILE", requires = "tls_key")]
         tls_cert: Option<PathBuf>,
@@ -247,6 +251,7 @@ fn main() -> ExitCode {
             max_signalling,
             max_signalling_per_address,
             peer_timeout,
+            resume_grace,
         } => {
             let mut api_policy = mediaweave::description::ApiPolicy {
                 allow_paths: api_allow_paths,
@@ -267,13 +272,14 @@ fn main() -> ExitCode {
                 ice_addresses.push("127.0.0.1".into());
             }
             let webrtc = mediaweave::webrtc::output::WebRtcConfig {
-                ice: mediaweave::webrtc::session::IceConfig {
+                ice: mediaweave::webrtc::types::IceConfig {
                     addresses: ice_addresses,
                     stun_server,
                     turn_servers,
                 },
                 signalling_url,
                 peer_timeout: std::time::Duration::from_secs(peer_timeout),
+                resume_grace: std::time::Duration::from_secs(resume_grace),
                 limits: std::sync::Arc::new({
                     let mut limits = mediaweave::limits::Limits::new(
                         max_viewers,

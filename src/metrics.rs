@@ -6,10 +6,17 @@
 //!
 //! GStreamer's own numbers are read the way its tracers would report them, but on demand:
 //! a latency query per pipeline and the current level of every queue.
+//!
+//! A scrape first takes a [`Snapshot`] (the only part that reads the service and GStreamer),
+//! then one collector per area turns its part of the snapshot into metric families.
 
-use crate::record::Recordings;
-use crate::supervisor::{State, Supervisor};
-use crate::webrtc::output::Registry as WebRtc;
+use crate::hooks::HookStats;
+use crate::meter::MeterCounts;
+use crate::record::{Counts, Recordings};
+use crate::supervisor::{State, Status, Supervisor};
+use crate::webrtc::output::Totals;
+use crate::webrtc::registry::Registry as WebRtc;
+use crate::webrtc::types::ViewerStats;
 use gst::prelude::*;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -41,6 +48,7 @@ fn labels(pairs: &[(&str, &str)]) -> Labels {
 }
 
 /// Builds one scrape's registry: each metric is a family filled from the snapshot.
+#[derive(Default)]
 struct Scrape {
     registry: Registry,
 }
@@ -72,15 +80,217 @@ impl Scrape {
     }
 }
 
+/// What one scrape reports, read from the service at scrape time.
+pub struct Snapshot {
+    pub now: chrono::DateTime<chrono::Utc>,
+    pub statuses: Vec<Status>,
+    /// Encoded video counters of the pipelines that have a meter.
+    pub meters: Vec<(String, MeterCounts)>,
+    pub elements: Vec<ElementsOf>,
+    pub webrtc: Vec<WebRtcOf>,
+    /// Per-peer pipelines not yet freed.
+    pub peer_pipelines: usize,
+    pub limits: LimitCounts,
+    pub hooks: Vec<(String, HookStats)>,
+    /// Per pipeline: recording counts, bytes, open segments.
+    pub recordings: Vec<(String, Counts, u64, usize)>,
+    pub process: Option<ProcessStats>,
+}
+
+/// What a running pipeline's elements say.
+#[derive(Default)]
+pub struct ElementsOf {
+    pub pipeline: String,
+    /// Minimum latency, for a live pipeline.
+    pub latency_s: Option<f64>,
+    /// (element, buffers, seconds) of each queue.
+    pub queues: Vec<(String, f64, f64)>,
+    /// (element, bytes served, clients) of each TCP output.
+    pub tcp: Vec<(String, u64, f64)>,
+}
+
+/// A pipeline's WebRTC viewers (webrtc output) and publishers (webrtc source).
+pub struct WebRtcOf {
+    pub pipeline: String,
+    /// Viewer totals since the service started, and the viewers now; None without an output.
+    pub viewers: Option<(Totals, Vec<ViewerStats>)>,
+    /// Keyframe requests (forwarded, suppressed).
+    pub keyframes: (u64, u64),
+    /// Publisher totals and how many publish now; None for a pipeline that takes none.
+    pub publishers: Option<(Totals, usize)>,
+}
+
+#[derive(Default)]
+pub struct LimitCounts {
+    pub pending: usize,
+    pub pending_refused: u64,
+    pub connections: usize,
+    pub connections_refused: u64,
+    pub signalling: usize,
+    pub signalling_refused: u64,
+}
+
+pub struct ProcessStats {
+    pub cpu_seconds: f64,
+    pub rss_bytes: f64,
+    pub virtual_bytes: f64,
+    pub threads: f64,
+    pub open_fds: Option<f64>,
+}
+
+impl Snapshot {
+    /// Reads everything a scrape reports. Reads GStreamer elements: call it off the async
+    /// threads.
+    pub fn take(sup: &Supervisor, webrtc: &WebRtc, recordings: &Recordings) -> Snapshot {
+        let statuses = sup.list();
+        let meters = statuses
+            .iter()
+            .filter_map(|st| Some((st.name.clone(), sup.meter(&st.name)?)))
+            .collect();
+        let elements = statuses
+            .iter()
+            .filter_map(|st| match sup.live(&st.name) {
+                Ok(Some(pipeline)) => Some(elements_of(&st.name, &pipeline)),
+                _ => None,
+            })
+            .collect();
+        let webrtc_rows = statuses
+            .iter()
+            .map(|st| {
+                let viewers = webrtc.viewer_totals(&st.name).map(|t| {
+                    let live = webrtc
+                        .get(&st.name)
+                        .map(|o| o.viewers())
+                        .unwrap_or_default();
+                    (t, live)
+                });
+                let keyframes = webrtc.keyframe_counts(&st.name);
+                let publishers = webrtc.publisher_totals(&st.name).map(|t| {
+                    let now = webrtc
+                        .ingest(&st.name)
+                        .map(|p| p.publishers().len())
+                        .unwrap_or(0);
+                    (t, now)
+                });
+                WebRtcOf {
+                    pipeline: st.name.clone(),
+                    viewers,
+                    keyframes,
+                    publishers,
+                }
+            })
+            .collect();
+        let l = webrtc.limits();
+        let limits = LimitCounts {
+            pending: l.pending.now(),
+            pending_refused: l.pending.refused(),
+            connections: l.connections.now(),
+            connections_refused: l.connections.refused(),
+            signalling: l.signalling.now(),
+            signalling_refused: l.signalling.refused(),
+        };
+        let hooks = statuses
+            .iter()
+            .flat_map(|st| {
+                sup.hook_stats(&st.name)
+                    .into_iter()
+                    .map(|h| (st.name.clone(), h))
+            })
+            .collect();
+        Snapshot {
+            now: chrono::Utc::now(),
+            statuses,
+            meters,
+            elements,
+            webrtc: webrtc_rows,
+            peer_pipelines: crate::webrtc::peer::live_peer_pipelines(),
+            limits,
+            hooks,
+            recordings: recordings.counts(),
+            process: process_stats(),
+        }
+    }
+}
+
+/// A running pipeline's latency, queue levels and TCP outputs.
+fn elements_of(name: &str, pipeline: &gst::Pipeline) -> ElementsOf {
+    let mut out = ElementsOf {
+        pipeline: name.to_string(),
+        ..ElementsOf::default()
+    };
+    let mut q = gst::query::Latency::new();
+    if pipeline.query(&mut q) {
+        let (live, min, _) = q.result();
+        if live {
+            out.latency_s = Some(min.seconds_f64());
+        }
+    }
+    for e in pipeline.iterate_recurse().into_iter().flatten() {
+        let factory = e
+            .factory()
+            .map(|f| f.name().to_string())
+            .unwrap_or_default();
+        let element = e.name().to_string();
+        match factory.as_str() {
+            "queue" => {
+                if let (Some(buffers), Some(time)) = (
+                    number(&e, "current-level-buffers"),
+                    number(&e, "current-level-time"),
+                ) {
+                    out.queues.push((element, buffers, time / 1e9));
+                }
+            }
+            "tcpserversink" => {
+                if let (Some(bytes), Some(clients)) =
+                    (number(&e, "bytes-served"), number(&e, "num-handles"))
+                {
+                    out.tcp.push((element, bytes as u64, clients));
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+fn process_stats() -> Option<ProcessStats> {
+    let me = procfs::process::Process::myself().ok()?;
+    let stat = me.stat().ok()?;
+    let ticks = procfs::ticks_per_second() as f64;
+    Some(ProcessStats {
+        cpu_seconds: (stat.utime + stat.stime) as f64 / ticks,
+        rss_bytes: (stat.rss * procfs::page_size()) as f64,
+        virtual_bytes: stat.vsize as f64,
+        threads: stat.num_threads as f64,
+        open_fds: me.fd_count().ok().map(|n| n as f64),
+    })
+}
+
 /// The exposition text. Reads GStreamer elements: call it off the async threads.
 pub fn render(sup: &Supervisor, webrtc: &WebRtc, recordings: &Recordings) -> String {
-    let mut s = Scrape {
-        registry: Registry::default(),
-    };
-    let statuses = sup.list();
-    let now = chrono::Utc::now();
+    exposition(&Snapshot::take(sup, webrtc, recordings))
+}
 
-    // Pipelines.
+/// The exposition text of a snapshot: one collector per area.
+pub fn exposition(snap: &Snapshot) -> String {
+    let mut s = Scrape::default();
+    pipelines(&mut s, snap);
+    elements(&mut s, &snap.elements);
+    webrtc_peers(&mut s, &snap.webrtc);
+    service_limits(&mut s, snap);
+    hooks(&mut s, &snap.hooks);
+    recording(&mut s, &snap.recordings);
+    process(&mut s, snap.process.as_ref());
+    let mut text = String::new();
+    if encode(&mut text, &s.registry).is_err() {
+        return "# the metrics could not be encoded\n# EOF\n".into();
+    }
+    text
+}
+
+/// Pipelines: state, uptime, restarts, stalls, chosen elements, encoded video.
+fn pipelines(s: &mut Scrape, snap: &Snapshot) {
+    let (statuses, now) = (&snap.statuses, snap.now);
     let states = [
         State::Playing,
         State::Starting,
@@ -89,7 +299,7 @@ pub fn render(sup: &Supervisor, webrtc: &WebRtc, recordings: &Recordings) -> Str
         State::Invalid,
     ];
     let mut rows = Vec::new();
-    for st in &statuses {
+    for st in statuses {
         for state in states {
             let v = if st.state == state { 1.0 } else { 0.0 };
             rows.push((
@@ -160,10 +370,7 @@ pub fn render(sup: &Supervisor, webrtc: &WebRtc, recordings: &Recordings) -> Str
             })
             .collect(),
     );
-    let meters: Vec<(String, crate::meter::MeterCounts)> = statuses
-        .iter()
-        .filter_map(|st| Some((st.name.clone(), sup.meter(&st.name)?)))
-        .collect();
+    let meters = &snap.meters;
     s.counter(
         "mediaweave_video_encoded_bytes",
         "Bytes of encoded video the pipeline produced (before fan-out)",
@@ -180,48 +387,26 @@ pub fn render(sup: &Supervisor, webrtc: &WebRtc, recordings: &Recordings) -> Str
             .map(|(n, m)| (labels(&[("pipeline", n)]), m.video_frames))
             .collect(),
     );
+}
 
-    // What the running pipelines' elements say.
+/// What the running pipelines' elements say: latency, queue levels, TCP outputs.
+fn elements(s: &mut Scrape, all: &[ElementsOf]) {
     let (mut latency, mut q_buffers, mut q_time, mut tcp_bytes, mut tcp_clients) =
         (vec![], vec![], vec![], vec![], vec![]);
-    for st in &statuses {
-        let Ok(Some(pipeline)) = sup.live(&st.name) else {
-            continue;
-        };
-        let mut q = gst::query::Latency::new();
-        if pipeline.query(&mut q) {
-            let (live, min, _) = q.result();
-            if live {
-                latency.push((labels(&[("pipeline", &st.name)]), min.seconds_f64()));
-            }
+    for e in all {
+        let p = labels(&[("pipeline", &e.pipeline)]);
+        if let Some(l) = e.latency_s {
+            latency.push((p, l));
         }
-        for e in pipeline.iterate_recurse().into_iter().flatten() {
-            let factory = e
-                .factory()
-                .map(|f| f.name().to_string())
-                .unwrap_or_default();
-            let name = e.name().to_string();
-            let l = labels(&[("pipeline", &st.name), ("element", &name)]);
-            match factory.as_str() {
-                "queue" => {
-                    if let (Some(buffers), Some(time)) = (
-                        number(&e, "current-level-buffers"),
-                        number(&e, "current-level-time"),
-                    ) {
-                        q_buffers.push((l.clone(), buffers));
-                        q_time.push((l, time / 1e9));
-                    }
-                }
-                "tcpserversink" => {
-                    if let (Some(bytes), Some(clients)) =
-                        (number(&e, "bytes-served"), number(&e, "num-handles"))
-                    {
-                        tcp_bytes.push((l.clone(), bytes as u64));
-                        tcp_clients.push((l, clients));
-                    }
-                }
-                _ => {}
-            }
+        for (element, buffers, seconds) in &e.queues {
+            let l = labels(&[("pipeline", &e.pipeline), ("element", element)]);
+            q_buffers.push((l.clone(), *buffers));
+            q_time.push((l, *seconds));
+        }
+        for (element, bytes, clients) in &e.tcp {
+            let l = labels(&[("pipeline", &e.pipeline), ("element", element)]);
+            tcp_bytes.push((l.clone(), *bytes));
+            tcp_clients.push((l, *clients));
         }
     }
     s.gauge(
@@ -249,19 +434,27 @@ pub fn render(sup: &Supervisor, webrtc: &WebRtc, recordings: &Recordings) -> Str
         "Clients connected to a TCP output",
         tcp_clients,
     );
+}
 
-    // WebRTC viewers and publishers.
+/// WebRTC viewers and publishers, per pipeline and per viewer.
+fn webrtc_peers(s: &mut Scrape, all: &[WebRtcOf]) {
     let (mut viewers, mut publishers) = (vec![], vec![]);
     let (mut sessions, mut sent, mut packets, mut lost, mut dropped, mut received) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
     let (mut v_rtt, mut v_lost, mut v_dropped, mut v_sent) = (vec![], vec![], vec![], vec![]);
-    for st in &statuses {
-        let p = labels(&[("pipeline", &st.name)]);
-        if let Some(t) = webrtc.viewer_totals(&st.name) {
-            let live = webrtc
-                .get(&st.name)
-                .map(|o| o.viewers())
-                .unwrap_or_default();
+    let mut keyframes = vec![];
+    for row in all {
+        let p = labels(&[("pipeline", &row.pipeline)]);
+        if let Some((t, live)) = &row.viewers {
+            for (outcome, n) in [
+                ("forwarded", row.keyframes.0),
+                ("suppressed", row.keyframes.1),
+            ] {
+                keyframes.push((
+                    labels(&[("pipeline", &row.pipeline), ("outcome", outcome)]),
+                    n,
+                ));
+            }
             viewers.push((p.clone(), live.len() as f64));
             sessions.push((p.clone(), t.sessions));
             sent.push((p.clone(), t.bytes_sent));
@@ -269,7 +462,7 @@ pub fn render(sup: &Supervisor, webrtc: &WebRtc, recordings: &Recordings) -> Str
             lost.push((p.clone(), t.packets_lost));
             dropped.push((p.clone(), t.dropped_buffers));
             for v in live {
-                let l = labels(&[("pipeline", &st.name), ("viewer", &v.id)]);
+                let l = labels(&[("pipeline", &row.pipeline), ("viewer", &v.id)]);
                 if let Some(rtt) = v.round_trip_time_ms {
                     v_rtt.push((l.clone(), rtt / 1000.0));
                 }
@@ -278,51 +471,11 @@ pub fn render(sup: &Supervisor, webrtc: &WebRtc, recordings: &Recordings) -> Str
                 v_sent.push((l, v.bytes_sent));
             }
         }
-        if let Some(t) = webrtc.publisher_totals(&st.name) {
-            let now = webrtc
-                .ingest(&st.name)
-                .map(|p| p.publishers().len())
-                .unwrap_or(0);
-            publishers.push((p.clone(), now as f64));
+        if let Some((t, now)) = &row.publishers {
+            publishers.push((p.clone(), *now as f64));
             received.push((p, t.bytes_received));
         }
     }
-    s.gauge(
-        "mediaweave_webrtc_peer_pipelines",
-        "Per-peer pipelines (viewers and publishers) that exist now, until GStreamer frees them",
-        vec![(vec![], crate::webrtc::session::live_peer_pipelines() as f64)],
-    );
-    let limits = webrtc.limits();
-    s.gauge(
-        "mediaweave_webrtc_pending_sessions",
-        "WebRTC sessions (viewers and publishers) that have not completed ICE and DTLS yet",
-        vec![(vec![], limits.pending.now() as f64)],
-    );
-    s.counter(
-        "mediaweave_webrtc_pending_refused",
-        "Sessions refused (503) because too many had not connected yet (--max-pending, --max-pending-per-address)",
-        vec![(vec![], limits.pending.refused())],
-    );
-    s.gauge(
-        "mediaweave_http_connections",
-        "HTTP connections open now",
-        vec![(vec![], limits.connections.now() as f64)],
-    );
-    s.counter(
-        "mediaweave_http_connections_refused",
-        "HTTP connections closed at once because of the connection caps",
-        vec![(vec![], limits.connections.refused())],
-    );
-    s.gauge(
-        "mediaweave_signalling_connections",
-        "Signalling WebSocket connections open now",
-        vec![(vec![], limits.signalling.now() as f64)],
-    );
-    s.counter(
-        "mediaweave_signalling_connections_refused",
-        "Signalling WebSocket connections refused (503) because of the caps",
-        vec![(vec![], limits.signalling.refused())],
-    );
     s.gauge(
         "mediaweave_webrtc_viewers",
         "WebRTC viewers connected now",
@@ -359,6 +512,11 @@ pub fn render(sup: &Supervisor, webrtc: &WebRtc, recordings: &Recordings) -> Str
         dropped,
     );
     s.counter(
+        "mediaweave_webrtc_keyframe_requests",
+        "Keyframe requests of viewers (joins, PLI, FIR) for a stream: forwarded to its encoder or publisher, or suppressed (one was forwarded under 500 ms before)",
+        keyframes,
+    );
+    s.counter(
         "mediaweave_webrtc_received_bytes",
         "Bytes received from WebRTC publishers",
         received,
@@ -383,20 +541,60 @@ pub fn render(sup: &Supervisor, webrtc: &WebRtc, recordings: &Recordings) -> Str
         "RTP bytes sent to a viewer",
         v_sent,
     );
+}
 
-    // Hooks.
+/// Peer pipelines, and the service's caps on sessions and connections.
+fn service_limits(s: &mut Scrape, snap: &Snapshot) {
+    s.gauge(
+        "mediaweave_webrtc_peer_pipelines",
+        "Per-peer pipelines (viewers and publishers) that exist now, until GStreamer frees them",
+        vec![(vec![], snap.peer_pipelines as f64)],
+    );
+    let limits = &snap.limits;
+    s.gauge(
+        "mediaweave_webrtc_pending_sessions",
+        "WebRTC sessions (viewers and publishers) that have not completed ICE and DTLS yet",
+        vec![(vec![], limits.pending as f64)],
+    );
+    s.counter(
+        "mediaweave_webrtc_pending_refused",
+        "Sessions refused (503) because too many had not connected yet (--max-pending, --max-pending-per-address)",
+        vec![(vec![], limits.pending_refused)],
+    );
+    s.gauge(
+        "mediaweave_http_connections",
+        "HTTP connections open now",
+        vec![(vec![], limits.connections as f64)],
+    );
+    s.counter(
+        "mediaweave_http_connections_refused",
+        "HTTP connections closed at once because of the connection caps",
+        vec![(vec![], limits.connections_refused)],
+    );
+    s.gauge(
+        "mediaweave_signalling_connections",
+        "Signalling WebSocket connections open now",
+        vec![(vec![], limits.signalling as f64)],
+    );
+    s.counter(
+        "mediaweave_signalling_connections_refused",
+        "Signalling WebSocket connections refused (503) because of the caps",
+        vec![(vec![], limits.signalling_refused)],
+    );
+}
+
+/// Frame hooks.
+fn hooks(s: &mut Scrape, all: &[(String, HookStats)]) {
     let (mut arrived, mut delivered, mut h_dropped, mut passed, mut p99) =
         (vec![], vec![], vec![], vec![], vec![]);
-    for st in &statuses {
-        for h in sup.hook_stats(&st.name) {
-            let l = labels(&[("pipeline", &st.name), ("hook", &h.name)]);
-            arrived.push((l.clone(), h.arrived));
-            delivered.push((l.clone(), h.delivered));
-            h_dropped.push((l.clone(), h.dropped));
-            passed.push((l.clone(), h.passed_through));
-            if let Some(ms) = h.processing_p99_ms {
-                p99.push((l, ms / 1000.0));
-            }
+    for (pipeline, h) in all {
+        let l = labels(&[("pipeline", pipeline), ("hook", &h.name)]);
+        arrived.push((l.clone(), h.arrived));
+        delivered.push((l.clone(), h.delivered));
+        h_dropped.push((l.clone(), h.dropped));
+        passed.push((l.clone(), h.passed_through));
+        if let Some(ms) = h.processing_p99_ms {
+            p99.push((l, ms / 1000.0));
         }
     }
     s.counter(
@@ -424,9 +622,10 @@ pub fn render(sup: &Supervisor, webrtc: &WebRtc, recordings: &Recordings) -> Str
         "99th percentile of a hook's processing time (last 512 frames)",
         p99,
     );
+}
 
-    // Recordings.
-    let counts = recordings.counts();
+/// Recordings.
+fn recording(s: &mut Scrape, counts: &[(String, Counts, u64, usize)]) {
     s.counter(
         "mediaweave_recording_segments",
         "Recording segments opened",
@@ -451,44 +650,91 @@ pub fn render(sup: &Supervisor, webrtc: &WebRtc, recordings: &Recordings) -> Str
             .map(|(n, _, _, open)| (labels(&[("pipeline", n)]), *open as f64))
             .collect(),
     );
+}
 
-    // The process.
-    if let Ok(me) = procfs::process::Process::myself() {
-        if let Ok(stat) = me.stat() {
-            let ticks = procfs::ticks_per_second() as f64;
-            s.counter_f(
-                "process_cpu_seconds",
-                "User and system CPU time of the process",
-                vec![(vec![], (stat.utime + stat.stime) as f64 / ticks)],
-            );
-            s.gauge(
-                "process_resident_memory_bytes",
-                "Resident memory size",
-                vec![(vec![], (stat.rss * procfs::page_size()) as f64)],
-            );
-            s.gauge(
-                "process_virtual_memory_bytes",
-                "Virtual memory size",
-                vec![(vec![], stat.vsize as f64)],
-            );
-            s.gauge(
-                "process_threads",
-                "Threads of the process",
-                vec![(vec![], stat.num_threads as f64)],
-            );
-        }
-        if let Ok(fds) = me.fd_count() {
-            s.gauge(
-                "process_open_fds",
-                "Open file descriptors",
-                vec![(vec![], fds as f64)],
-            );
+/// The process: CPU, memory, threads, file descriptors.
+fn process(s: &mut Scrape, p: Option<&ProcessStats>) {
+    let Some(p) = p else { return };
+    s.counter_f(
+        "process_cpu_seconds",
+        "User and system CPU time of the process",
+        vec![(vec![], p.cpu_seconds)],
+    );
+    s.gauge(
+        "process_resident_memory_bytes",
+        "Resident memory size",
+        vec![(vec![], p.rss_bytes)],
+    );
+    s.gauge(
+        "process_virtual_memory_bytes",
+        "Virtual memory size",
+        vec![(vec![], p.virtual_bytes)],
+    );
+    s.gauge(
+        "process_threads",
+        "Threads of the process",
+        vec![(vec![], p.threads)],
+    );
+    if let Some(fds) = p.open_fds {
+        s.gauge(
+            "process_open_fds",
+            "Open file descriptors",
+            vec![(vec![], fds)],
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn totals(sessions: u64) -> Totals {
+        Totals {
+            sessions,
+            ..Totals::default()
         }
     }
 
-    let mut text = String::new();
-    if encode(&mut text, &s.registry).is_err() {
-        return "# the metrics could not be encoded\n# EOF\n".into();
+    #[test]
+    fn a_snapshot_renders_every_area_without_the_service() {
+        let snap = Snapshot {
+            now: chrono::Utc::now(),
+            statuses: vec![],
+            meters: vec![],
+            elements: vec![ElementsOf {
+                pipeline: "cam".into(),
+                latency_s: Some(0.1),
+                queues: vec![("q".into(), 3.0, 0.5)],
+                tcp: vec![("out0_sink".into(), 1000, 2.0)],
+            }],
+            webrtc: vec![WebRtcOf {
+                pipeline: "inbox".into(),
+                viewers: Some((totals(4), vec![])),
+                keyframes: (2, 7),
+                publishers: Some((totals(1), 1)),
+            }],
+            peer_pipelines: 2,
+            limits: LimitCounts {
+                pending_refused: 5,
+                ..LimitCounts::default()
+            },
+            hooks: vec![],
+            recordings: vec![],
+            process: None,
+        };
+        let text = exposition(&snap);
+        for line in [
+            "mediaweave_pipeline_latency_seconds{pipeline=\"cam\"} 0.1",
+            "mediaweave_queue_level_buffers{pipeline=\"cam\",element=\"q\"} 3.0",
+            "mediaweave_tcp_clients{pipeline=\"cam\",element=\"out0_sink\"} 2.0",
+            "mediaweave_webrtc_sessions_total{pipeline=\"inbox\"} 4",
+            "mediaweave_webrtc_keyframe_requests_total{pipeline=\"inbox\",outcome=\"suppressed\"} 7",
+            "mediaweave_webrtc_publishers{pipeline=\"inbox\"} 1.0",
+            "mediaweave_webrtc_peer_pipelines{} 2.0",
+            "mediaweave_webrtc_pending_refused_total{} 5",
+        ] {
+            assert!(text.contains(line), "no `{line}` in:\n{text}");
+        }
+        assert!(text.ends_with("# EOF\n"), "{text}");
     }
-    text
 }

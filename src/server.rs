@@ -5,7 +5,8 @@ use crate::http;
 use crate::record::Recordings;
 use crate::signalling::server::Hub;
 use crate::supervisor::{Supervisor, SupervisorConfig};
-use crate::webrtc::output::{Registry, WebRtcConfig};
+use crate::webrtc::output::WebRtcConfig;
+use crate::webrtc::registry::Registry;
 use anyhow::Context;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -37,6 +38,8 @@ pub struct Server {
     pub supervisor: Arc<Supervisor>,
     /// The embedded signalling server's state.
     pub hub: Arc<Hub>,
+    /// The WebRTC outputs and ingest points, and every session.
+    pub webrtc: Arc<Registry>,
     /// `http://ADDR` or `https://ADDR`.
     pub url: String,
     stop_http: Option<watch::Sender<bool>>,
@@ -187,6 +190,7 @@ impl Server {
             url: format!("{scheme}://{addr}"),
             supervisor,
             hub,
+            webrtc,
             stop_http: Some(stop_tx),
             http,
             internal,
@@ -199,6 +203,8 @@ impl Server {
         // No reload may start a pipeline while they stop.
         self.watch.take();
         self.supervisor.shutdown().await;
+        // Every viewer's and publisher's pipeline is gone before serve returns.
+        self.webrtc.shutdown().await;
         if let Some(tx) = self.stop_http.take() {
             let _ = tx.send(true);
         }

@@ -14,7 +14,6 @@ use crate::meter::{Meter, MeterCounts};
 use crate::pipeline::{describe_error, element_path, teardown};
 use crate::record::Recordings;
 use crate::stall::{Stall, Watchdog};
-use crate::webrtc::output::Registry;
 use futures_util::{FutureExt, StreamExt};
 use gst::prelude::*;
 use serde::Serialize;
@@ -303,7 +302,7 @@ pub enum Put {
 /// All named pipelines of a service.
 pub struct Supervisor {
     config: SupervisorConfig,
-    webrtc: Arc<Registry>,
+    readers: Arc<dyn crate::hub::Readers>,
     recordings: Arc<Recordings>,
     events: EventBus,
     hooks: Arc<HookTable>,
@@ -321,17 +320,17 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    /// `webrtc` receives the webrtc outputs of pipelines while they run; record outputs write
+    /// `readers` receives each run of a pipeline (its streams, see [`crate::hub`]); record outputs write
     /// into `recordings`.
     pub fn new(
         config: SupervisorConfig,
-        webrtc: Arc<Registry>,
+        readers: Arc<dyn crate::hub::Readers>,
         recordings: Arc<Recordings>,
         events: EventBus,
     ) -> Arc<Supervisor> {
         Arc::new(Supervisor {
             config,
-            webrtc,
+            readers,
             recordings,
             events,
             hooks: Arc::new(HookTable::default()),
@@ -407,7 +406,7 @@ impl Supervisor {
                 let runner = Runner {
                     desc,
                     config: self.config.clone(),
-                    webrtc: self.webrtc.clone(),
+                    readers: self.readers.clone(),
                     recordings: self.recordings.clone(),
                     events: self.events.clone(),
                     hooks: self.hooks.clone(),
@@ -816,7 +815,7 @@ enum Ended {
 struct Runner {
     desc: Description,
     config: SupervisorConfig,
-    webrtc: Arc<Registry>,
+    readers: Arc<dyn crate::hub::Readers>,
     recordings: Arc<Recordings>,
     events: EventBus,
     hooks: Arc<HookTable>,
@@ -995,7 +994,7 @@ impl Runner {
             tokio::select! {
                 cmd = commands.recv() => match cmd {
                     None | Some(Command::Shutdown) => {
-                        self.webrtc.detach(self.name());
+                        self.readers.detach(self.name());
                         return;
                     }
                     Some(Command::Start(ack)) | Some(Command::Restart(ack)) => {
@@ -1004,7 +1003,7 @@ impl Runner {
                         pending_ack = Some(ack);
                     }
                     Some(Command::Stop(ack)) => {
-                        self.webrtc.detach(self.name());
+                        self.readers.detach(self.name());
                         if retry_at.take().is_some() {
                             self.set_state(State::Stopped, None);
                         }
@@ -1030,9 +1029,9 @@ impl Runner {
     /// pause, not their connection).
     fn release_viewers(&self, restarts: bool) {
         if restarts {
-            self.webrtc.suspend(self.name());
+            self.readers.suspend(self.name());
         } else {
-            self.webrtc.detach(self.name());
+            self.readers.detach(self.name());
         }
     }
 
@@ -1116,7 +1115,7 @@ impl Runner {
             }
         };
         if let Err(e) = self
-            .webrtc
+            .readers
             .attach(self.name(), &pipeline, &plan.webrtc, &host.events)
         {
             discard(Some(hooks), pipeline).await;
@@ -1186,9 +1185,8 @@ impl Runner {
     /// A webrtc-source pipeline: open to publishers (each gets a pipeline of its own) until
     /// told to stop; stopping ends the publisher and waits until its recording is finalized.
     async fn watch_ingest(&mut self, plan: Plan, commands: &mut mpsc::Receiver<Command>) -> Ended {
-        let _point =
-            self.webrtc
-                .attach_ingest(self.name(), plan, self.recordings.clone(), self.hook_host());
+        self.readers
+            .open_ingest(self.name(), plan, self.recordings.clone(), self.hook_host());
         self.set_state(State::Playing, None);
         let ended = loop {
             match commands.recv().await {
@@ -1200,7 +1198,7 @@ impl Runner {
                 Some(Command::Shutdown) | None => break Ended::Shutdown,
             }
         };
-        self.webrtc.detach_ingest(self.name()).await;
+        self.readers.close_ingest(self.name()).await;
         self.recordings.stopped(self.name());
         ended
     }
@@ -1257,7 +1255,7 @@ impl Runner {
                             if let Some(w) = &mut watchdog {
                                 w.playing(Instant::now());
                             }
-                            self.webrtc.playing(self.name(), &active.pipeline);
+                            self.readers.playing(self.name(), &active.pipeline);
                             self.set_state(State::Playing, None);
                             if active.plan.looping && !looped {
                                 looped = true;

@@ -184,6 +184,16 @@ fn output_that_cannot_carry_the_codec() {
 }
 
 #[test]
+fn passthrough_aac_cannot_go_to_webrtc_viewers() {
+    assert_error(
+        "rtsp-aac",
+        "[source]\nkind = \"uri\"\nuri = \"rtsp://cam/1\"\npassthrough = true\n\n[[output]]\nkind = \"webrtc\"\n",
+        "6:1",
+        "a passthrough source sends its AAC audio as it arrives, and WebRTC carries Opus only: set audio = false in [source] (video only), or passthrough = false to re-encode",
+    );
+}
+
+#[test]
 fn container_hint_names_a_codec_it_carries() {
     assert_error(
         "webm-h264",

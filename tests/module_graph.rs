@@ -83,3 +83,48 @@ fn no_import_cycle_among_top_level_modules() {
         .collect();
     assert!(cycles.is_empty(), "import cycles:\n{}", cycles.join("\n"));
 }
+
+/// Whether `from` names `to`, directly or through other modules.
+fn reaches(deps: &BTreeMap<String, BTreeSet<String>>, from: &str, to: &str) -> bool {
+    let mut stack = vec![from.to_string()];
+    let mut seen = BTreeSet::new();
+    while let Some(m) = stack.pop() {
+        for next in deps.get(&m).into_iter().flatten() {
+            if next == to {
+                return true;
+            }
+            if seen.insert(next.clone()) {
+                stack.push(next.clone());
+            }
+        }
+    }
+    false
+}
+
+#[test]
+fn layers_depend_downwards_only() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let deps = graph(&src);
+    // The supervisor hands streams to readers through `hub`; it never names the readers, the
+    // API or the server. Readers (webrtc) never name the supervisor or what serves them.
+    for (from, never) in [
+        (
+            "supervisor",
+            &["webrtc", "http", "metrics", "server", "signalling"][..],
+        ),
+        ("webrtc", &["supervisor", "http", "metrics", "server"][..]),
+        (
+            "assemble",
+            &["supervisor", "webrtc", "http", "metrics", "server"][..],
+        ),
+        (
+            "description",
+            &["assemble", "supervisor", "webrtc", "http", "server"][..],
+        ),
+        ("hub", &["supervisor", "webrtc", "http", "server"][..]),
+    ] {
+        for to in never {
+            assert!(!reaches(&deps, from, to), "{from} reaches {to}: {deps:?}");
+        }
+    }
+}

@@ -86,10 +86,9 @@ fn tcp_stream_is_recorded_without_reencoding() {
     server.shutdown();
 }
 
-#[test]
-fn rtsp_stream_is_recorded_without_reencoding() {
+/// A real RTSP server (gst-rtsp-server) with H.264 + AAC at rtsp://127.0.0.1:PORT/test.
+fn rtsp_server() -> (std::process::Child, u16) {
     use std::io::{BufRead, BufReader};
-    // A real RTSP server (gst-rtsp-server) with H.264 + AAC.
     let port = free_port();
     let script =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/rtsp_server.py");
@@ -105,6 +104,12 @@ fn rtsp_stream_is_recorded_without_reencoding() {
         .read_line(&mut line)
         .expect("read");
     assert_eq!(line.trim(), "ready");
+    (rtsp, port)
+}
+
+#[test]
+fn rtsp_stream_is_recorded_without_reencoding() {
+    let (mut rtsp, port) = rtsp_server();
 
     let dir = tempfile::tempdir().expect("tempdir");
     write_pipeline(
@@ -132,6 +137,45 @@ fn rtsp_stream_is_recorded_without_reencoding() {
         probe.audio().map(|a| a.codec.as_str()),
         Some("aac"),
         "{probe:?}"
+    );
+    server.shutdown();
+    let _ = rtsp.kill();
+    let _ = rtsp.wait();
+}
+
+#[test]
+fn rtsp_h264_reaches_webrtc_viewers_without_reencoding() {
+    let (mut rtsp, port) = rtsp_server();
+    let dir = tempfile::tempdir().expect("tempdir");
+    // WebRTC carries no AAC: video only (audio = false), kept as the camera sends it.
+    let text = format!(
+        "[source]\nkind = \"uri\"\nuri = \"rtsp://127.0.0.1:{port}/test\"\npassthrough = true\naudio = false\n[[output]]\nkind = \"webrtc\"\n[[output]]\nkind = \"record\"\nsegment = \"1m\"\n"
+    );
+    write_pipeline(dir.path(), "cam", &text);
+    let server = TestServer::start(dir.path());
+    let base = server.base.clone();
+    let status = wait_state(&base, "cam", "playing");
+    // No encoder in the graph: nothing chosen but passthrough, nothing encoding in the line.
+    assert_eq!(status["chosen"][0]["role"], "passthrough", "{status}");
+    let launch = status["launch"].as_str().unwrap_or_default();
+    let encoders: Vec<&str> = launch
+        .split_whitespace()
+        .filter(|t| !t.contains('=') && (t.ends_with("enc") || t.starts_with("avenc")))
+        .collect();
+    assert!(encoders.is_empty(), "{encoders:?} in {launch}");
+    let seen = aiortc_view(&[
+        "whep",
+        &format!("{base}/whep/cam"),
+        "--frames",
+        "60",
+        "--timeout",
+        "30",
+    ]);
+    assert!(seen["frames"].as_u64().unwrap_or(0) >= 60, "{seen}");
+    assert_eq!(
+        (seen["width"].as_u64(), seen["height"].as_u64()),
+        (Some(320), Some(240)),
+        "{seen}"
     );
     server.shutdown();
     let _ = rtsp.kill();

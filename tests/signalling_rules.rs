@@ -185,6 +185,7 @@ fn outsiders_cannot_use_a_session() {
         &id("lis"),
         Incoming::EndSession {
             session_id: sid.clone(),
+            reason: None,
         },
     );
     assert_eq!(
@@ -252,6 +253,7 @@ fn end_session_tells_the_other_member() {
         &id("cons"),
         Incoming::EndSession {
             session_id: sid.clone(),
+            reason: None,
         },
     );
     assert_eq!(
@@ -268,9 +270,41 @@ fn end_session_tells_the_other_member() {
         &id("cons"),
         Incoming::EndSession {
             session_id: sid.clone(),
+            reason: None,
         },
     );
     assert_eq!(only_error_to(&out, "cons"), format!("no session {sid}"));
+}
+
+#[test]
+fn a_reason_to_end_reaches_the_other_member_as_an_error() {
+    let mut r = setup();
+    let sid = start(&mut r);
+    let out = r.handle(
+        &id("prod"),
+        Incoming::EndSession {
+            session_id: sid.clone(),
+            reason: Some("the offer does not accept H264 video".into()),
+        },
+    );
+    assert_eq!(
+        out,
+        vec![
+            (
+                id("cons"),
+                Outgoing::error(format!(
+                    "session {sid} ended: the offer does not accept H264 video"
+                ))
+            ),
+            (
+                id("cons"),
+                Outgoing::EndSession {
+                    session_id: sid.clone()
+                }
+            ),
+        ]
+    );
+    assert_eq!(r.session_count(), 0);
 }
 
 #[test]

@@ -31,7 +31,7 @@ fn rss_kb() -> u64 {
 
 /// Per-peer pipelines GStreamer has not freed (a weak reference on each).
 fn live_webrtcbins() -> usize {
-    mediaweave::webrtc::session::live_peer_pipelines()
+    mediaweave::webrtc::peer::live_peer_pipelines()
 }
 
 /// Polls `f` until Ok, or returns its last Err after `timeout`.

@@ -143,7 +143,7 @@ fn whep_and_offer_reject_bad_requests() {
         "application/sdp",
         "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 97\r\na=rtpmap:97 VP8/90000\r\n",
     );
-    assert_eq!(code, 400);
+    assert_eq!(code, 406);
     assert!(err.contains("does not accept H264"), "{err}");
     let (code, err) = post("/offer/tp", "application/json", "{\"sdp\": 1}");
     assert_eq!(code, 400, "{err}");

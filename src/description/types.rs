@@ -1024,8 +1024,13 @@ pub(super) fn validate(s: &super::Structured) -> Result<(), (Where, String)> {
         }
         for out in &s.outputs {
             let container = out.value.container();
-            let audio_ok = p.audio != Some(AudioCodec::Aac) || container != Container::WebRtc;
-            if !container.carries(p.codec) || !audio_ok || container == Container::WebM {
+            if p.audio == Some(AudioCodec::Aac) && container == Container::WebRtc {
+                return Err((
+                    Where::Span(out.span.clone()),
+                    "a passthrough source sends its AAC audio as it arrives, and WebRTC carries Opus only: set audio = false in [source] (video only), or passthrough = false to re-encode".into(),
+                ));
+            }
+            if !container.carries(p.codec) || container == Container::WebM {
                 return Err((
                     Where::Span(out.span.clone()),
                     format!(

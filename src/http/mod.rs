@@ -3,7 +3,8 @@
 //! Every error is a JSON body `{"error": "..."}` with a fitting status code.
 
 use crate::signalling::server::Hub;
-use crate::webrtc::output::{Registry, WebRtcError};
+use crate::webrtc::output::WebRtcError;
+use crate::webrtc::registry::Registry;
 
 mod elements;
 pub mod listen;
@@ -49,6 +50,7 @@ impl From<WebRtcError> for ApiError {
             | WebRtcError::ServiceFull(..)
             | WebRtcError::TooManyPending(_) => StatusCode::SERVICE_UNAVAILABLE,
             WebRtcError::BadOffer(_) => StatusCode::BAD_REQUEST,
+            WebRtcError::CodecMismatch(_) => StatusCode::NOT_ACCEPTABLE,
             WebRtcError::Busy(_) => StatusCode::CONFLICT,
             WebRtcError::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
@@ -199,8 +201,8 @@ pub fn router(state: AppState) -> Router {
 struct PipelineView {
     #[serde(flatten)]
     status: crate::supervisor::Status,
-    viewers: Vec<crate::webrtc::session::ViewerStats>,
-    publishers: Vec<crate::webrtc::session::ViewerStats>,
+    viewers: Vec<crate::webrtc::types::ViewerStats>,
+    publishers: Vec<crate::webrtc::types::ViewerStats>,
     hooks: Vec<crate::hooks::HookStats>,
     /// Encoded video bytes and frames so far (a client derives bitrate and fps from two reads).
     meter: Option<crate::meter::MeterCounts>,

@@ -2,8 +2,9 @@
 //! where the viewer offers and we answer with every candidate included (no trickle).
 
 use super::{ApiError, AppState};
-use crate::webrtc::output::{Registry, WebRtcError, WebRtcOutput};
-use crate::webrtc::session::{Via, ViewerId};
+use crate::webrtc::output::{WebRtcError, WebRtcOutput};
+use crate::webrtc::registry::Registry;
+use crate::webrtc::types::{Via, ViewerId};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -126,8 +127,13 @@ pub async fn end(
     State(state): State<AppState>,
     Path((name, id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let out = output(&state.webrtc, &name)?;
-    if out.end(&ViewerId(id.clone())) {
+    // A session of an output that is gone (its pipeline stopped, its publisher left and
+    // nobody came back) is gone too.
+    let ended = state
+        .webrtc
+        .get(&name)
+        .is_some_and(|out| out.end(&ViewerId(id.clone())));
+    if ended {
         Ok(StatusCode::OK)
     } else {
         Err(ApiError(

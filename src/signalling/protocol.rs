@@ -121,9 +121,13 @@ pub enum Incoming {
         #[serde(default)]
         offer: Option<String>,
     },
+    /// `reason` (an extension; other servers ignore it): why the sender ends the session,
+    /// passed on to the other member as an `error` before its `endSession`.
     #[serde(rename_all = "camelCase")]
     EndSession {
         session_id: SessionId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
     },
     Peer(PeerMessage),
     List,

@@ -122,7 +122,9 @@ impl Router {
             )],
             Incoming::StartSession { peer_id, offer } => self.start_session(from, &peer_id, offer),
             Incoming::Peer(msg) => self.forward(from, msg),
-            Incoming::EndSession { session_id } => self.end_session_by(from, &session_id),
+            Incoming::EndSession { session_id, reason } => {
+                self.end_session_by(from, &session_id, reason)
+            }
         }
     }
 
@@ -274,13 +276,31 @@ impl Router {
         vec![(session.other(from).clone(), Outgoing::Peer(msg))]
     }
 
-    fn end_session_by(&mut self, from: &PeerId, sid: &SessionId) -> Vec<Delivery> {
+    /// A member ends session `sid`; the other member hears `reason` first, as an `error`.
+    fn end_session_by(
+        &mut self,
+        from: &PeerId,
+        sid: &SessionId,
+        reason: Option<String>,
+    ) -> Vec<Delivery> {
         match self.sessions.get(sid) {
             None => vec![reply_error(from, format!("no session {sid}"))],
             Some(s) if s.producer != *from && s.consumer != *from => {
                 vec![reply_error(from, format!("session {sid} is not yours"))]
             }
-            Some(_) => self.end_session(sid, Some(from)),
+            Some(s) => {
+                let other = if s.producer == *from {
+                    s.consumer.clone()
+                } else {
+                    s.producer.clone()
+                };
+                let mut out: Vec<Delivery> = reason
+                    .map(|r| reply_error(&other, format!("session {sid} ended: {r}")))
+                    .into_iter()
+                    .collect();
+                out.extend(self.end_session(sid, Some(from)));
+                out
+            }
         }
     }
 

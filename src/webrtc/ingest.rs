@@ -5,8 +5,9 @@
 
 use super::output::{Totals, WebRtcConfig, WebRtcError};
 use super::sdp;
-use super::session::{
-    self, AnswerSession, Handle, Ingest, Params, Role, Signal, Via, ViewerId, ViewerStats,
+use super::session;
+use super::types::{
+    AnswerSession, Answering, Handle, Ingest, Params, Role, Signal, Via, ViewerId, ViewerStats,
 };
 use crate::assemble::Plan;
 use crate::events::Event;
@@ -29,7 +30,7 @@ pub struct IngestPoint {
     /// What publishers that already left sent (the registry's ledger for this pipeline).
     ended: Arc<Mutex<Totals>>,
     /// Set when the pipeline has a webrtc output: publishers are relayed to its viewers.
-    relay: Option<super::output::Relay>,
+    relay: Option<super::registry::Relay>,
 }
 
 #[derive(Default)]
@@ -46,7 +47,7 @@ impl IngestPoint {
         hooks: crate::hooks::HookHost,
         config: WebRtcConfig,
         ended: Arc<Mutex<Totals>>,
-        relay: Option<super::output::Relay>,
+        relay: Option<super::registry::Relay>,
     ) -> Arc<IngestPoint> {
         Arc::new(IngestPoint {
             pipeline: pipeline.to_string(),
@@ -156,19 +157,22 @@ impl IngestPoint {
         let weak = Arc::downgrade(self);
         self.active.send_modify(|n| *n += 1);
         let handle = session::spawn(
+            &self.config.sessions,
             params,
-            Role::Answer {
-                offer,
-                formats,
-                reply: tx,
-                signal,
-                ingest: Some(Ingest {
+            Role::Publish(
+                Answering {
+                    offer,
+                    formats,
+                    reply: tx,
+                    signal,
+                },
+                Ingest {
                     plan: self.plan.clone(),
                     recordings: self.recordings.clone(),
                     hooks: self.hooks.clone(),
                     relay: self.relay.clone(),
-                }),
-            },
+                },
+            ),
             move |id| {
                 let _slot = slot;
                 if let Some(point) = weak.upgrade() {

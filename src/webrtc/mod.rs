@@ -1,21 +1,36 @@
-//! WebRTC viewing: per-viewer sessions around webrtcbin, fed by the pipeline's encoders.
+//! WebRTC, the stream hub's readers: per-peer sessions around webrtcbin, viewers fed by a
+//! pipeline's encoded streams or a publisher's relayed ones, publishers recorded and relayed.
 //!
+//! - [`types`]: ids, statistics, the messages in and out of a session, its parameters;
+//! - [`session`]: one peer = one pipeline + one task;
+//! - [`negotiation`]: offer/answer as a sans-I/O state machine (inputs in, actions out);
+//! - [`peer`]: webrtcbin set up for any session, and its asynchronous calls;
+//! - [`viewer`], [`publisher`]: the two kinds of session pipeline;
 //! - [`cert`]: the ECDSA DTLS certificate and the fingerprint fix-up;
-//! - [`sdp`]: reading remote offers (payload types to answer with);
-//! - [`session`]: one viewer = one pipeline + one task;
+//! - [`sdp`]: reading remote offers (payload types to answer with) and answers;
 //! - [`output`]: a pipeline's `webrtc` output: its stream producers, sessions and chat;
+//! - [`registry`]: the running outputs and ingest points by pipeline name; the relay;
 //! - [`ingest`]: a webrtc-source pipeline's door for publishers (WHIP, `/publish`);
+//! - [`keyframes`]: which frames a joining viewer starts on, and keyframe requests held
+//!   to one per half second per stream, none lost;
 //! - [`rtx`]: each viewer's retransmission budget;
 //! - [`signaller`]: a webrtc output registered as a producer (and an ingest point as a
 //!   consumer of browser publishers) on a signalling server, the embedded `/ws` or another.
 
 pub mod cert;
 pub mod ingest;
+pub mod keyframes;
+pub mod negotiation;
 pub mod output;
+pub mod peer;
+pub mod publisher;
+pub mod registry;
 pub mod rtx;
 pub mod sdp;
 pub mod session;
 pub mod signaller;
+pub mod types;
+pub mod viewer;
 
 /// Makes the first viewer as quick as the next ones: the DTLS certificate and the WebRTC
 /// plugins (webrtcbin, libnice, DTLS, SRTP) are otherwise made and loaded on its time.

@@ -1,13 +1,15 @@
 //! A pipeline's `webrtc` output: the stream producers its viewers consume, the viewer
-//! sessions, and the chat relay between them. The [`Registry`] maps pipeline names to their
+//! sessions, and the chat relay between them. The [`super::registry::Registry`] maps pipeline names to their
 //! running outputs; the supervisor attaches and detaches them with the pipeline's lifecycle.
 
 use super::sdp;
-use super::session::{
-    self, AnswerSession, Command, Handle, IceConfig, Params, Role, Signal, Via, ViewerId,
+use super::session;
+use super::types::{
+    AnswerSession, Answering, Command, Handle, IceConfig, Params, Role, Signal, Via, ViewerId,
     ViewerStats,
 };
 use crate::assemble::WebRtcTap;
+use crate::description::VideoCodec;
 use gst::prelude::*;
 use gst_utils::streamproducer::StreamProducer;
 use std::collections::HashMap;
@@ -31,6 +33,9 @@ pub enum WebRtcError {
     ServiceFull(usize, &'static str),
     #[error("{0}")]
     BadOffer(String),
+    /// The offer does not take the stream's codec (or H.264 profile).
+    #[error("{0}")]
+    CodecMismatch(String),
     #[error("{0}")]
     TooManyPending(String),
     #[error("{0}")]
@@ -48,8 +53,13 @@ pub struct WebRtcConfig {
     pub connect_timeout: Duration,
     /// How long a connected peer may stay silent before its session ends.
     pub peer_timeout: Duration,
+    /// How long viewers wait for a failed pipeline, or for the next publisher of a relayed
+    /// stream, before their sessions end.
+    pub resume_grace: Duration,
     /// Viewers and publishers in total (shared by every output and ingest point).
     pub limits: Arc<crate::limits::Limits>,
+    /// Every session task (viewers and publishers), so shutdown can wait for them all.
+    pub sessions: tokio_util::task::TaskTracker,
 }
 
 impl Default for WebRtcConfig {
@@ -59,7 +69,9 @@ impl Default for WebRtcConfig {
             signalling_url: None,
             connect_timeout: Duration::from_secs(10),
             peer_timeout: Duration::from_secs(15),
+            resume_grace: Duration::from_secs(30),
             limits: Arc::default(),
+            sessions: tokio_util::task::TaskTracker::new(),
         }
     }
 }
@@ -71,7 +83,7 @@ pub(super) async fn await_answer(
 ) -> Result<(ViewerId, String), WebRtcError> {
     match answer.await {
         Ok(Ok(sdp)) => Ok((id, sdp)),
-        Ok(Err(e)) if e.starts_with(super::session::OFFER_REFUSED) => Err(WebRtcError::BadOffer(e)),
+        Ok(Err(e)) if e.starts_with(super::types::OFFER_REFUSED) => Err(WebRtcError::BadOffer(e)),
         Ok(Err(e)) => Err(WebRtcError::Failed(e)),
         Err(_) => Err(WebRtcError::Failed(
             "the session ended before answering".into(),
@@ -80,50 +92,49 @@ pub(super) async fn await_answer(
 }
 
 /// Chat lines waiting to be relayed; a burst of viewers typing fits, a flood is dropped.
-const CHAT_QUEUE: usize = 256;
+pub(super) const CHAT_QUEUE: usize = 256;
 
 /// The session table; `closed` once the output is detached, so no session can slip in after
 /// `end_all`.
 #[derive(Default)]
-struct Sessions {
-    closed: bool,
-    by_id: HashMap<ViewerId, Handle>,
+pub(super) struct Sessions {
+    pub(super) closed: bool,
+    pub(super) by_id: HashMap<ViewerId, Handle>,
     /// Sessions told to end, until their task has finished (and read its final statistics).
-    ending: HashMap<ViewerId, Handle>,
+    pub(super) ending: HashMap<ViewerId, Handle>,
 }
 
 /// What the running pipeline feeds the viewers; replaced when the pipeline restarts after an
 /// error, while its sessions wait (suspended) to follow the new run.
 #[derive(Default)]
-struct Feed {
-    video: Option<StreamProducer>,
-    audio: Option<StreamProducer>,
+pub(super) struct Feed {
+    pub(super) video: Option<StreamProducer>,
+    pub(super) audio: Option<StreamProducer>,
     /// The pipeline's clock and base time, once it plays (None: not accepting viewers).
-    clock: Option<(gst::Clock, gst::ClockTime)>,
+    pub(super) clock: Option<(gst::Clock, gst::ClockTime)>,
     /// The pipeline failed and is restarting; its sessions wait for the next run.
-    suspended: bool,
+    pub(super) suspended: bool,
     /// Counts suspensions, so a grace timer knows whether it is still the current one.
-    generation: u64,
+    pub(super) generation: u64,
 }
-
-/// How long viewers wait for a failed pipeline to come back before their sessions end.
-const RESUME_GRACE: Duration = Duration::from_secs(30);
 
 pub struct WebRtcOutput {
     pub pipeline: String,
     pub tap: WebRtcTap,
-    feed: Mutex<Feed>,
-    sessions: Mutex<Sessions>,
-    chat: mpsc::Sender<(ViewerId, String)>,
-    config: WebRtcConfig,
+    pub(super) feed: Mutex<Feed>,
+    pub(super) sessions: Mutex<Sessions>,
+    pub(super) chat: mpsc::Sender<(ViewerId, String)>,
+    pub(super) config: WebRtcConfig,
     /// The producer's signalling client, while the output plays.
-    producer: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    pub(super) producer: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Forwards hook events to the viewers (`hook_events = true`).
-    forwarder: Mutex<Option<tokio::task::JoinHandle<()>>>,
-    events: crate::events::EventBus,
+    pub(super) forwarder: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Relays chat between its viewers.
+    pub(super) chat_relay: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    pub(super) events: crate::events::EventBus,
     /// What the sessions that already ended sent, across runs of the pipeline (the
     /// registry's ledger), so counters never go backwards.
-    ended: Arc<Mutex<Totals>>,
+    pub(super) ended: Arc<Mutex<Totals>>,
 }
 
 /// Counters summed over sessions, for `/metrics`.
@@ -149,7 +160,7 @@ impl Totals {
 }
 
 impl WebRtcOutput {
-    fn lock_sessions(&self) -> std::sync::MutexGuard<'_, Sessions> {
+    pub(super) fn lock_sessions(&self) -> std::sync::MutexGuard<'_, Sessions> {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -159,7 +170,7 @@ impl WebRtcOutput {
         self.lock_feed().clock.is_some()
     }
 
-    fn lock_feed(&self) -> std::sync::MutexGuard<'_, Feed> {
+    pub(super) fn lock_feed(&self) -> std::sync::MutexGuard<'_, Feed> {
         self.feed.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -215,6 +226,22 @@ impl WebRtcOutput {
         v
     }
 
+    /// The H.264 profile of the stream as it flows now (None: not H.264, or not known yet).
+    fn h264_profile(&self) -> Option<sdp::H264Profile> {
+        if self.tap.codec != VideoCodec::H264 {
+            return None;
+        }
+        let caps = self
+            .lock_feed()
+            .video
+            .as_ref()?
+            .appsink()
+            .static_pad("sink")?
+            .current_caps()?;
+        let profile = caps.structure(0)?.get::<&str>("profile").ok()?;
+        sdp::H264Profile::from_caps(profile)
+    }
+
     fn params(
         self: &Arc<Self>,
         via: Via,
@@ -268,7 +295,7 @@ impl WebRtcOutput {
             .ok_or(WebRtcError::ServiceFull(limits.max_viewers, "viewers"))?;
         let weak = Arc::downgrade(self);
         let via = params.via;
-        let handle = session::spawn(params, role, move |id| {
+        let handle = session::spawn(&self.config.sessions, params, role, move |id| {
             // The place is given back when the session is over (or never started).
             let _slot = slot;
             if let Some(out) = weak.upgrade() {
@@ -299,7 +326,11 @@ impl WebRtcOutput {
         client: Option<std::net::IpAddr>,
         signal: Option<mpsc::Sender<Signal>>,
     ) -> Result<AnswerSession, WebRtcError> {
-        let formats = sdp::read_offer(&offer, self.tap.codec).map_err(WebRtcError::BadOffer)?;
+        let formats =
+            sdp::read_offer(&offer, self.tap.codec, self.h264_profile()).map_err(|e| match e {
+                sdp::OfferError::Codec(e) => WebRtcError::CodecMismatch(e),
+                sdp::OfferError::Invalid(e) => WebRtcError::BadOffer(e),
+            })?;
         let takes_video = formats.video_pt.is_some();
         let takes_audio = formats.audio_pt.is_some() && self.lock_feed().audio.is_some();
         if !takes_video && !takes_audio {
@@ -311,13 +342,12 @@ impl WebRtcOutput {
         let (tx, rx) = oneshot::channel();
         let (id, commands) = self.register(
             params,
-            Role::Answer {
+            Role::Answer(Answering {
                 offer,
                 formats,
                 reply: tx,
                 signal,
-                ingest: None,
-            },
+            }),
         )?;
         Ok((id, commands, rx))
     }
@@ -367,7 +397,7 @@ impl WebRtcOutput {
 
     /// The pipeline failed and will be restarted: sessions stay, waiting for the next run.
     /// Returns the suspension's generation, or None if there is no session to keep.
-    fn suspend(&self) -> Option<u64> {
+    pub(super) fn suspend(&self) -> Option<u64> {
         if self.lock_sessions().by_id.is_empty() {
             return None;
         }
@@ -380,7 +410,7 @@ impl WebRtcOutput {
 
     /// Takes the producers of a restarted pipeline, if this output is waiting for one with
     /// the same streams; false otherwise (its sessions cannot follow).
-    fn resume_with(
+    pub(super) fn resume_with(
         &self,
         tap: &WebRtcTap,
         video: Option<StreamProducer>,
@@ -399,8 +429,8 @@ impl WebRtcOutput {
     }
 
     /// Ends every session and admits no more (the pipeline stopped).
-    fn end_all(&self) {
-        for task in [&self.producer, &self.forwarder] {
+    pub(super) fn end_all(&self) {
+        for task in [&self.producer, &self.forwarder, &self.chat_relay] {
             if let Some(task) = task.lock().unwrap_or_else(|p| p.into_inner()).take() {
                 task.abort();
             }
@@ -434,7 +464,7 @@ impl WebRtcOutput {
 
     /// Sends this pipeline's hook events to every viewer, as `{"event": {...}}` on the data
     /// channel. A session that cannot take more (its queue is full) misses events.
-    async fn forward_hook_events(
+    pub(super) async fn forward_hook_events(
         weak: std::sync::Weak<Self>,
         mut events: tokio::sync::broadcast::Receiver<crate::events::Event>,
     ) {
@@ -457,7 +487,7 @@ impl WebRtcOutput {
     }
 
     /// Relays chat lines from one viewer to every other viewer of this output.
-    async fn relay_chat(
+    pub(super) async fn relay_chat(
         weak: std::sync::Weak<Self>,
         mut lines: mpsc::Receiver<(ViewerId, String)>,
     ) {
@@ -469,345 +499,6 @@ impl WebRtcOutput {
                     let _ = h.commands.try_send(Command::Chat(line.clone()));
                 }
             }
-        }
-    }
-}
-
-/// The running webrtc outputs, by pipeline name.
-pub struct Registry {
-    outputs: Mutex<HashMap<String, Arc<WebRtcOutput>>>,
-    ingests: Mutex<HashMap<String, Arc<super::ingest::IngestPoint>>>,
-    config: WebRtcConfig,
-    /// `ws://.../ws` of this process's own signalling server, once it listens.
-    embedded: Mutex<Option<String>>,
-    /// Per pipeline: what its ended viewer sessions and publishers sent and received, kept
-    /// across runs for the counters in `/metrics`.
-    viewer_ledgers: Ledgers,
-    publisher_ledgers: Ledgers,
-}
-
-type Ledgers = Mutex<HashMap<String, Arc<Mutex<Totals>>>>;
-
-/// What a pipeline's ended sessions counted, if it ever had any ledger.
-fn ledger_total(ledgers: &Ledgers, name: &str) -> Option<Totals> {
-    let ledger = ledgers
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(name)
-        .cloned()?;
-    let total = *ledger.lock().unwrap_or_else(|p| p.into_inner());
-    Some(total)
-}
-
-impl Registry {
-    pub fn new(config: WebRtcConfig) -> Arc<Registry> {
-        Arc::new(Registry {
-            outputs: Mutex::new(HashMap::new()),
-            ingests: Mutex::new(HashMap::new()),
-            config,
-            embedded: Mutex::new(None),
-            viewer_ledgers: Mutex::default(),
-            publisher_ledgers: Mutex::default(),
-        })
-    }
-
-    fn ledger(&self, ledgers: &Ledgers, name: &str) -> Arc<Mutex<Totals>> {
-        ledgers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(name.to_string())
-            .or_default()
-            .clone()
-    }
-
-    /// The service-wide limits.
-    pub fn limits(&self) -> &Arc<crate::limits::Limits> {
-        &self.config.limits
-    }
-
-    /// Viewer totals of pipeline `name` since the service started, None if it never had a
-    /// webrtc output.
-    pub fn viewer_totals(&self, name: &str) -> Option<Totals> {
-        match self.get(name) {
-            Some(out) => Some(out.totals()),
-            None => ledger_total(&self.viewer_ledgers, name),
-        }
-    }
-
-    /// Publisher totals of a webrtc-source pipeline since the service started.
-    pub fn publisher_totals(&self, name: &str) -> Option<Totals> {
-        match self.ingest(name) {
-            Some(point) => Some(point.totals()),
-            None => ledger_total(&self.publisher_ledgers, name),
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<WebRtcOutput>>> {
-        self.outputs.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Takes the appsinks of `taps` from a freshly built pipeline as stream producers.
-    /// Call before the pipeline plays; viewers are accepted once [`Registry::playing`] is called.
-    pub fn attach(
-        &self,
-        name: &str,
-        pipeline: &gst::Pipeline,
-        taps: &[WebRtcTap],
-        events: &crate::events::EventBus,
-    ) -> Result<(), String> {
-        // One webrtc output per pipeline is what viewers address (by pipeline name).
-        let Some(tap) = taps.first() else {
-            return Ok(());
-        };
-        let producer = |sink: &str| -> Result<StreamProducer, String> {
-            let appsink = pipeline
-                .by_name(sink)
-                .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
-                .ok_or_else(|| format!("the assembled pipeline has no appsink {sink}"))?;
-            // No clock sync: a frame goes to the viewers the moment it is encoded (live
-            // sources and `clocksync` pace the stream); syncing held each one a frame longer.
-            let settings = gst_utils::streamproducer::ProducerSettings { sync: false };
-            let producer = StreamProducer::with(&appsink, settings);
-            // The pipeline's end-of-stream is not the viewers' end: the registry ends their
-            // sessions when the pipeline stops, or keeps them for its restart.
-            producer.set_forward_events([gst::EventType::Gap]);
-            Ok(producer)
-        };
-        let video = Some(producer(&tap.video_sink)?);
-        let audio = tap.audio_sink.as_deref().map(producer).transpose()?;
-        let (chat_tx, chat_rx) = mpsc::channel(CHAT_QUEUE);
-        // A pipeline restarting after an error: its waiting viewers follow the new run.
-        if let Some(old) = self.get(name)
-            && old.resume_with(tap, video.clone(), audio.clone())
-        {
-            return Ok(());
-        }
-        let output = Arc::new(WebRtcOutput {
-            pipeline: name.to_string(),
-            tap: tap.clone(),
-            feed: Mutex::new(Feed {
-                video,
-                audio,
-                ..Feed::default()
-            }),
-            sessions: Mutex::new(Sessions::default()),
-            chat: chat_tx,
-            config: self.config.clone(),
-            producer: Mutex::new(None),
-            forwarder: Mutex::new(None),
-            events: events.clone(),
-            ended: self.ledger(&self.viewer_ledgers, name),
-        });
-        tokio::spawn(WebRtcOutput::relay_chat(Arc::downgrade(&output), chat_rx));
-        if tap.hook_events {
-            let task = tokio::spawn(WebRtcOutput::forward_hook_events(
-                Arc::downgrade(&output),
-                events.subscribe(),
-            ));
-            *output.forwarder.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
-        }
-        if let Some(old) = self.lock().insert(name.to_string(), output) {
-            old.end_all();
-        }
-        Ok(())
-    }
-
-    /// Where producers join when nothing else is configured.
-    pub fn set_embedded_signalling(&self, url: String) {
-        *self.embedded.lock().unwrap_or_else(|p| p.into_inner()) = Some(url);
-    }
-
-    /// The pipeline is playing: viewers share its clock and base time from now on, and the
-    /// output registers as a producer with its signalling server.
-    pub fn playing(&self, name: &str, pipeline: &gst::Pipeline) {
-        self.serve_from(name, pipeline, true);
-    }
-
-    /// [`Registry::playing`]; `announce`: register as a producer too.
-    fn serve_from(&self, name: &str, pipeline: &gst::Pipeline, announce: bool) {
-        let Some(out) = self.get(name) else { return };
-        if let Some(clock) = pipeline.clock() {
-            let base = pipeline.base_time().unwrap_or(gst::ClockTime::ZERO);
-            let mut feed = out.lock_feed();
-            feed.clock = Some((clock.clone(), base));
-            if std::mem::take(&mut feed.suspended) {
-                // The sessions that waited switch to the new run's streams.
-                let follow = || Command::Follow {
-                    video: feed.video.clone(),
-                    audio: feed.audio.clone(),
-                    clock: clock.clone(),
-                };
-                let sessions = out.lock_sessions();
-                tracing::info!(
-                    "{name}: {} viewer(s) follow the restarted pipeline",
-                    sessions.by_id.len()
-                );
-                for h in sessions.by_id.values() {
-                    if h.commands.try_send(follow()).is_err() {
-                        h.end();
-                    }
-                }
-            }
-        }
-        if !announce {
-            return;
-        }
-        let url = out
-            .tap
-            .signalling_url
-            .clone()
-            .or_else(|| self.config.signalling_url.clone())
-            .or_else(|| {
-                self.embedded
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .clone()
-            });
-        let mut producer = out.producer.lock().unwrap_or_else(|p| p.into_inner());
-        if let (Some(url), None) = (url, producer.as_ref()) {
-            *producer = Some(tokio::spawn(super::signaller::run_producer(
-                url,
-                Arc::downgrade(&out),
-            )));
-        }
-    }
-
-    /// The pipeline failed and will be restarted: its viewers' sessions wait (for
-    /// [`RESUME_GRACE`] at most) and follow the next run, without renegotiating. Without
-    /// viewers this is [`Registry::detach`].
-    pub fn suspend(self: &Arc<Self>, name: &str) {
-        let Some(out) = self.get(name) else { return };
-        let Some(generation) = out.suspend() else {
-            return self.detach(name);
-        };
-        tracing::info!("{name}: viewers wait for the pipeline to restart");
-        let (registry, name) = (Arc::downgrade(self), name.to_string());
-        tokio::spawn(async move {
-            tokio::time::sleep(RESUME_GRACE).await;
-            let Some(registry) = registry.upgrade() else {
-                return;
-            };
-            let still_waiting = registry.get(&name).is_some_and(|now| {
-                let feed = now.lock_feed();
-                Arc::ptr_eq(&now, &out) && feed.suspended && feed.generation == generation
-            });
-            if still_waiting {
-                tracing::info!("{name}: the pipeline did not come back; its viewers' sessions end");
-                registry.detach(&name);
-            }
-        });
-    }
-
-    /// The pipeline stopped: its viewers' sessions end.
-    pub fn detach(&self, name: &str) {
-        if let Some(out) = self.lock().remove(name) {
-            out.end_all();
-        }
-    }
-
-    pub fn get(&self, name: &str) -> Option<Arc<WebRtcOutput>> {
-        self.lock().get(name).cloned()
-    }
-
-    pub fn names(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.lock().keys().cloned().collect();
-        v.sort();
-        v
-    }
-
-    /// Opens a webrtc-source pipeline to publishers.
-    pub fn attach_ingest(
-        self: &Arc<Self>,
-        name: &str,
-        plan: crate::assemble::Plan,
-        recordings: Arc<crate::record::Recordings>,
-        hooks: crate::hooks::HookHost,
-    ) -> Arc<super::ingest::IngestPoint> {
-        let ledger = self.ledger(&self.publisher_ledgers, name);
-        // With a webrtc output, each publisher's stream is relayed to viewers as it arrives.
-        let relay = (!plan.webrtc.is_empty()).then(|| Relay {
-            registry: Arc::downgrade(self),
-            events: hooks.events.clone(),
-        });
-        let point = super::ingest::IngestPoint::new(
-            name,
-            plan,
-            recordings,
-            hooks,
-            self.config.clone(),
-            ledger,
-            relay,
-        );
-        let url = self.config.signalling_url.clone().or_else(|| {
-            self.embedded
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone()
-        });
-        if let Some(url) = url {
-            point.listen_for_publishers(url);
-        }
-        self.ingests
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(name.to_string(), point.clone());
-        point
-    }
-
-    /// Closes it again: the publisher (if any) is ended and its recording finalized first;
-    /// viewers of its relay end.
-    pub async fn detach_ingest(&self, name: &str) {
-        let point = self
-            .ingests
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(name);
-        if let Some(point) = point {
-            point.close().await;
-        }
-        self.detach(name);
-    }
-
-    pub fn ingest(&self, name: &str) -> Option<Arc<super::ingest::IngestPoint>> {
-        self.ingests
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(name)
-            .cloned()
-    }
-}
-
-/// A webrtc-source pipeline's relay: each publisher's pipeline feeds the pipeline's webrtc
-/// output while it lasts (its appsinks become the viewers' stream producers, its clock theirs);
-/// between publishers the viewers wait, as they wait for a restarted pipeline.
-#[derive(Clone)]
-pub struct Relay {
-    registry: std::sync::Weak<Registry>,
-    events: crate::events::EventBus,
-}
-
-impl Relay {
-    /// A publisher's pipeline is built: its appsinks become the viewers' stream producers.
-    pub fn started(&self, name: &str, pipeline: &gst::Pipeline, taps: &[WebRtcTap]) {
-        if let Some(registry) = self.registry.upgrade()
-            && let Err(e) = registry.attach(name, pipeline, taps, &self.events)
-        {
-            tracing::warn!("{name}: cannot relay the publisher: {e}");
-        }
-    }
-
-    /// The publisher's pipeline plays (it waits for the publisher's first media): viewers
-    /// share its clock and base time, which are final only now.
-    pub fn playing(&self, name: &str, pipeline: &gst::Pipeline) {
-        if let Some(registry) = self.registry.upgrade() {
-            registry.playing(name, pipeline);
-        }
-    }
-
-    /// The publisher left: its viewers wait for the next one (same codec) or end.
-    pub fn ended(&self, name: &str) {
-        if let Some(registry) = self.registry.upgrade() {
-            registry.suspend(name);
         }
     }
 }

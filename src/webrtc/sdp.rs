@@ -13,25 +13,95 @@ pub struct OfferedFormats {
     pub data_channel: bool,
 }
 
-/// Picks our payload types from `offer`. Fails with a sentence when the offer cannot be
-/// answered by a viewer session: not SDP, sends media, or takes none of our video codec.
-pub fn read_offer(offer: &str, codec: VideoCodec) -> Result<OfferedFormats, String> {
+/// Why a viewer's offer cannot be answered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OfferError {
+    /// It does not accept the stream's codec, or its H.264 profile (HTTP `406`).
+    #[error("{0}")]
+    Codec(String),
+    /// Anything else: not SDP, sends media, no usable transport (HTTP `400`).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl From<String> for OfferError {
+    fn from(s: String) -> Self {
+        OfferError::Invalid(s)
+    }
+}
+
+/// An H.264 profile as far as decoding goes: a decoder of one decodes the ones before it
+/// (Constrained Baseline, what encoders for the web send, is in every one of them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum H264Profile {
+    Baseline,
+    Main,
+    High,
+    /// High 10, 4:2:2, 4:4:4 and the rest.
+    Beyond,
+}
+
+impl H264Profile {
+    /// From the `profile` field of GStreamer's `video/x-h264` caps.
+    pub fn from_caps(name: &str) -> Option<H264Profile> {
+        Some(match name {
+            "constrained-baseline" | "baseline" => H264Profile::Baseline,
+            "main" | "extended" => H264Profile::Main,
+            "high" | "progressive-high" | "constrained-high" => H264Profile::High,
+            "" => return None,
+            _ => H264Profile::Beyond,
+        })
+    }
+
+    /// From an SDP `profile-level-id` (hex: profile_idc, constraint flags, level).
+    pub fn from_profile_level_id(hex: &str) -> Option<H264Profile> {
+        let idc = u8::from_str_radix(hex.get(0..2)?, 16).ok()?;
+        Some(match idc {
+            66 => H264Profile::Baseline,
+            77 | 88 => H264Profile::Main,
+            100 => H264Profile::High,
+            _ => H264Profile::Beyond,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            H264Profile::Baseline => "Baseline",
+            H264Profile::Main => "Main",
+            H264Profile::High => "High",
+            H264Profile::Beyond => "High 10/4:2:2/4:4:4",
+        }
+    }
+}
+
+/// Picks our payload types from `offer`, for a stream of `codec` (and, for H.264, of
+/// `profile` when known). Fails with a sentence when the offer cannot be answered by a viewer
+/// session: not SDP, sends media, or takes none of our video codec or profile.
+pub fn read_offer(
+    offer: &str,
+    codec: VideoCodec,
+    profile: Option<H264Profile>,
+) -> Result<OfferedFormats, OfferError> {
     let msg = parse(offer)?;
     let mut formats = OfferedFormats {
         video_pt: None,
         audio_pt: None,
         data_channel: false,
     };
-    let mut saw_video = false;
+    let (mut saw_video, mut lower_profile) = (false, false);
     for media in msg.medias() {
         if media.attribute_val("sendonly").is_some() {
-            return Err("the offer only sends media; to publish a stream use WHIP".into());
+            return Err(OfferError::Invalid(
+                "the offer only sends media; to publish a stream use WHIP".into(),
+            ));
         }
         match media.media() {
             Some("video") => {
                 saw_video = true;
                 if formats.video_pt.is_none() {
-                    formats.video_pt = pick_video(media, codec);
+                    formats.video_pt = pick_video(media, codec, profile);
+                    lower_profile |=
+                        formats.video_pt.is_none() && pick_video(media, codec, None).is_some();
                 }
             }
             Some("audio") if formats.audio_pt.is_none() => {
@@ -44,16 +114,39 @@ pub fn read_offer(offer: &str, codec: VideoCodec) -> Result<OfferedFormats, Stri
         }
     }
     if saw_video && formats.video_pt.is_none() {
-        return Err(format!(
-            "the offer does not accept {} video, which this pipeline sends",
-            codec.name().to_uppercase()
-        ));
+        let codec = codec.name().to_uppercase();
+        return Err(OfferError::Codec(match profile {
+            Some(p) if lower_profile => format!(
+                "the offer accepts {codec} video only in a profile below {} (by its profile-level-id), and this stream is {codec} {} profile",
+                p.name(),
+                p.name()
+            ),
+            _ => format!("the offer does not accept {codec} video, which this stream sends"),
+        }));
     }
     if formats.video_pt.is_none() && formats.audio_pt.is_none() && !formats.data_channel {
-        return Err("the offer has no video, audio or data channel to answer".into());
+        return Err(OfferError::Invalid(
+            "the offer has no video, audio or data channel to answer".into(),
+        ));
     }
     check_transport(&msg)?;
     Ok(formats)
+}
+
+/// Checks a viewer's answer to our offer: a video m-line it rejects (port 0) means it cannot
+/// take the stream's codec; the session would connect and show nothing.
+pub fn check_answer(answer: &str, codec: VideoCodec) -> Result<(), String> {
+    let msg = parse(answer).map_err(|_| "the answer is not a valid SDP".to_string())?;
+    let refused = msg
+        .medias()
+        .any(|m| m.media() == Some("video") && m.port() == 0);
+    if refused {
+        return Err(format!(
+            "the answer refuses the video: this stream sends {} video",
+            codec.name().to_uppercase()
+        ));
+    }
+    Ok(())
 }
 
 /// Reads a publisher's offer (WHIP, `/publish`): the payload types it sends our codec and Opus
@@ -76,7 +169,7 @@ pub fn read_publish_offer(
         match media.media() {
             Some("video") if !receives_only && formats.video_pt.is_none() => {
                 saw_video = true;
-                formats.video_pt = pick_video(media, codec);
+                formats.video_pt = pick_video(media, codec, None);
             }
             Some("audio") if !receives_only && want_audio && formats.audio_pt.is_none() => {
                 formats.audio_pt = rtpmaps(media)
@@ -213,7 +306,14 @@ fn fmtp(media: &gst_sdp::SDPMediaRef, pt: u32) -> Option<&str> {
         })
 }
 
-fn pick_video(media: &gst_sdp::SDPMediaRef, codec: VideoCodec) -> Option<u32> {
+/// Our payload type in `media`: the codec's, and for H.264 packetization-mode 1 and a
+/// profile that decodes `profile` (any, if None; an entry without profile-level-id is
+/// taken to decode anything, as browsers' and players' decoders do).
+fn pick_video(
+    media: &gst_sdp::SDPMediaRef,
+    codec: VideoCodec,
+    profile: Option<H264Profile>,
+) -> Option<u32> {
     let name = match codec {
         VideoCodec::H264 => "H264/90000",
         VideoCodec::Vp8 => "VP8/90000",
@@ -230,10 +330,21 @@ fn pick_video(media: &gst_sdp::SDPMediaRef, codec: VideoCodec) -> Option<u32> {
     // H.264: packetization-mode=1 (what rtph264pay sends), preferring a constrained-baseline
     // profile-level-id (42e0xx / 42c0xx) — the stream we encode for browsers.
     let params = |pt: u32| fmtp(media, pt).unwrap_or("").to_ascii_lowercase();
+    let decodes = |pt: u32| {
+        let p = params(pt);
+        let offered = p
+            .split(';')
+            .find_map(|kv| kv.trim().strip_prefix("profile-level-id="))
+            .and_then(H264Profile::from_profile_level_id);
+        match (profile, offered) {
+            (Some(stream), Some(offered)) => offered >= stream,
+            _ => true,
+        }
+    };
     let mode1: Vec<u32> = candidates
         .iter()
         .copied()
-        .filter(|pt| params(*pt).contains("packetization-mode=1"))
+        .filter(|pt| params(*pt).contains("packetization-mode=1") && decodes(*pt))
         .collect();
     let constrained = mode1.iter().copied().find(|pt| {
         let p = params(*pt);
@@ -260,12 +371,12 @@ a=rtpmap:103 H264/90000\r\na=fmtp:103 packetization-mode=1;profile-level-id=640c
 
     #[test]
     fn picks_packetization_mode_1_constrained_baseline() {
-        let f = read_offer(AIORTC_LIKE, VideoCodec::H264).expect("answerable");
+        let f = read_offer(AIORTC_LIKE, VideoCodec::H264, None).expect("answerable");
         assert_eq!(f.video_pt, Some(101));
         assert_eq!(f.audio_pt, Some(96));
         assert!(!f.data_channel);
         assert_eq!(
-            read_offer(AIORTC_LIKE, VideoCodec::Vp8)
+            read_offer(AIORTC_LIKE, VideoCodec::Vp8, None)
                 .expect("vp8")
                 .video_pt,
             Some(97)
@@ -328,8 +439,8 @@ a=rtpmap:103 H264/90000\r\na=fmtp:103 packetization-mode=1;profile-level-id=640c
                 "every m-line of the offer is rejected",
             ),
         ] {
-            let err = read_offer(&offer, VideoCodec::H264).expect_err(expected);
-            assert!(err.contains(expected), "{err}");
+            let err = read_offer(&offer, VideoCodec::H264, None).expect_err(expected);
+            assert!(err.to_string().contains(expected), "{err}");
             let publishing = offer.replace("a=recvonly", "a=sendonly");
             let err = read_publish_offer(&publishing, VideoCodec::H264, false).expect_err(expected);
             assert!(err.contains(expected), "{err}");
@@ -338,18 +449,60 @@ a=rtpmap:103 H264/90000\r\na=fmtp:103 packetization-mode=1;profile-level-id=640c
 
     #[test]
     fn refuses_what_it_cannot_answer() {
-        assert!(read_offer("garbage", VideoCodec::H264).is_err());
-        let err = read_offer(AIORTC_LIKE, VideoCodec::Vp9).expect_err("no vp9");
-        assert!(err.contains("VP9"), "{err}");
+        assert!(read_offer("garbage", VideoCodec::H264, None).is_err());
+        let err = read_offer(AIORTC_LIKE, VideoCodec::Vp9, None).expect_err("no vp9");
+        assert!(
+            matches!(&err, OfferError::Codec(e) if e.contains("does not accept VP9")),
+            "{err}"
+        );
         let huge_pt = AIORTC_LIKE.replace("101", "300");
         // PT 300 is not a payload type: the next packetization-mode=1 entry is used.
-        let f = read_offer(&huge_pt, VideoCodec::H264).expect("answerable");
+        let f = read_offer(&huge_pt, VideoCodec::H264, None).expect("answerable");
         assert_eq!(f.video_pt, Some(103));
         let publisher = AIORTC_LIKE.replace("a=recvonly", "a=sendonly");
         assert!(
-            read_offer(&publisher, VideoCodec::H264)
+            read_offer(&publisher, VideoCodec::H264, None)
                 .expect_err("sends")
+                .to_string()
                 .contains("WHIP")
         );
+    }
+
+    #[test]
+    fn an_h264_stream_needs_a_profile_that_decodes_it() {
+        use H264Profile::*;
+        // Constrained Baseline: the constrained-baseline entry, as before.
+        let f = read_offer(AIORTC_LIKE, VideoCodec::H264, Some(Baseline)).expect("cb");
+        assert_eq!(f.video_pt, Some(101));
+        // High: only the 640c1f entry decodes it.
+        let f = read_offer(AIORTC_LIKE, VideoCodec::H264, Some(High)).expect("high");
+        assert_eq!(f.video_pt, Some(103));
+        // Beyond High: nothing offered decodes it; the error names the profile.
+        let err = read_offer(AIORTC_LIKE, VideoCodec::H264, Some(Beyond)).expect_err("none");
+        assert!(
+            matches!(&err, OfferError::Codec(e) if e.contains("H264") && e.contains("profile")),
+            "{err}"
+        );
+        // An entry without profile-level-id is taken to decode anything.
+        let bare = AIORTC_LIKE.replace(";profile-level-id=640c1f", "");
+        let f = read_offer(&bare, VideoCodec::H264, Some(Beyond)).expect("bare");
+        assert_eq!(f.video_pt, Some(103));
+    }
+
+    #[test]
+    fn profiles_from_caps_and_sdp() {
+        use H264Profile::*;
+        assert_eq!(
+            H264Profile::from_caps("constrained-baseline"),
+            Some(Baseline)
+        );
+        assert_eq!(H264Profile::from_caps("high"), Some(High));
+        assert_eq!(H264Profile::from_caps("high-4:4:4"), Some(Beyond));
+        assert_eq!(H264Profile::from_caps(""), None);
+        assert_eq!(H264Profile::from_profile_level_id("42e01f"), Some(Baseline));
+        assert_eq!(H264Profile::from_profile_level_id("4d001f"), Some(Main));
+        assert_eq!(H264Profile::from_profile_level_id("640c1f"), Some(High));
+        assert_eq!(H264Profile::from_profile_level_id("zz"), None);
+        assert!(Baseline < Main && Main < High && High < Beyond);
     }
 }

@@ -1,255 +1,44 @@
-//! One viewer: its own pipeline `appsrc → payloader → webrtcbin`, owned by one task.
+//! One peer session (a viewer or a publisher): its own pipeline, owned by one task.
 //!
-//! The encoded streams come from the main pipeline through `StreamProducer` consumers (leaky
-//! appsrcs, 500 ms), so a slow viewer drops its own data and never slows the encoder or the
-//! other viewers. GStreamer callbacks (webrtcbin signals, promises, pad probes, the bus) only
-//! push an [`Event`] into the task's channel; the task owns every decision.
+//! Viewers' pipelines are built by [`super::viewer`] (the output's encoded streams through
+//! leaky `StreamProducer` consumers, so a slow viewer drops its own data), publishers' by
+//! [`super::publisher`]. GStreamer callbacks (webrtcbin signals, promises, pad probes, the bus)
+//! only push an [`Event`] into the task's channel; the task feeds them to the sans-I/O
+//! [`Negotiation`] and carries out the [`Action`]s it returns.
 //!
-//! Two ways to negotiate:
-//! - [`Role::Answer`] (WHEP, `POST /offer`): the peer offers; we answer once ICE gathering is
-//!   complete, so no trickle is needed;
+//! How a session negotiates follows its [`Role`]:
+//! - [`Role::Answer`] (WHEP, `POST /offer`) and [`Role::Publish`] (WHIP, `/publish`): the peer
+//!   offers; we answer once ICE gathering is complete, so no trickle is needed;
 //! - [`Role::Offer`] (the signalling protocol): we offer and trickle candidates through
 //!   [`Signal`]s; the answer and remote candidates arrive as [`Command`]s.
 
-use super::cert::{self, DtlsCertificate};
-use super::sdp::OfferedFormats;
+use super::cert;
+use super::negotiation::{Action, Input, Negotiation, Start};
+use super::peer::{self, Built, EVENT_QUEUE, Event};
+use super::types::{
+    Answering, CHAT_MAX_CHARS, ChatSender, Command, Handle, Ingest, Params, Role, Signal, ViewerId,
+    ViewerStats,
+};
 use crate::description::VideoCodec;
-use gst::glib;
 use gst::prelude::*;
-use gst_utils::streamproducer::{ConsumptionLink, StreamProducer};
-use gst_webrtc::{WebRTCDataChannel, WebRTCPeerConnectionState, WebRTCSessionDescription};
-use serde::Serialize;
-use std::fmt;
-use std::sync::{Arc, Mutex};
+use gst_utils::streamproducer::StreamProducer;
+use gst_webrtc::{
+    WebRTCDataChannel, WebRTCPeerConnectionState, WebRTCSDPType, WebRTCSessionDescription,
+};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-/// How an answering session's error starts when the remote offer was the problem (webrtcbin
-/// refused it): the client gets 400, not a server error.
-pub const OFFER_REFUSED: &str = "the offer was refused";
-
-/// Identifies a viewer session (also its WHEP resource id).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(transparent)]
-pub struct ViewerId(pub String);
-
-impl ViewerId {
-    pub fn new() -> ViewerId {
-        ViewerId(uuid::Uuid::new_v4().simple().to_string())
-    }
-}
-
-impl ViewerId {
-    /// The first 8 characters: enough to tell viewers apart in the API and chat, and not the
-    /// whole id, which is the WHEP resource's capability (whoever knows it can DELETE it).
-    pub fn short(&self) -> String {
-        self.0.chars().take(8).collect()
-    }
-}
-
-impl Default for ViewerId {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl fmt::Display for ViewerId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// How the viewer negotiated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Via {
-    Whep,
-    Whip,
-    Offer,
-    Signalling,
-}
-
-/// Per-viewer statistics, from webrtcbin's `get-stats` (RTCP receiver reports for loss/RTT).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ViewerStats {
-    /// A prefix of the viewer id (see [`ViewerId::short`]).
-    pub id: String,
-    pub via: Via,
-    pub connected: bool,
-    pub bytes_sent: u64,
-    pub packets_sent: u64,
-    pub packets_lost: i64,
-    pub round_trip_time_ms: Option<f64>,
-    /// Encoded buffers the leaky per-viewer queue dropped because this viewer fell behind.
-    pub dropped_buffers: u64,
-    /// What a publisher sent us.
-    pub bytes_received: u64,
-    /// Packets sent again on the viewer's request (NACK), and requests refused (too old,
-    /// already resent, or over its retransmission budget: see [`super::rtx`]).
-    pub retransmitted: u64,
-    pub retransmissions_refused: u64,
-    pub started: String,
-}
-
-/// ICE settings of the service.
-#[derive(Debug, Clone, Default)]
-pub struct IceConfig {
-    /// Local addresses to gather host candidates on; empty = every interface but loopback
-    /// (libnice's default). Loopback-only machines need "127.0.0.1".
-    pub addresses: Vec<String>,
-    /// `stun://host:port`.
-    pub stun_server: Option<String>,
-    /// `turn(s)://user:password@host:port`.
-    pub turn_servers: Vec<String>,
-}
-
-/// Messages from the session to a signalling peer (offer role).
-#[derive(Debug, Clone, PartialEq)]
-pub enum Signal {
-    Offer(String),
-    /// Our answer to an offer the consumer sent with `startSession`.
-    Answer(String),
-    Ice {
-        mline: u32,
-        candidate: String,
-    },
-    /// The session is over (its resources are freed).
-    Ended,
-}
-
-/// Messages into a session.
-#[derive(Debug)]
-pub enum Command {
-    RemoteAnswer(String),
-    RemoteIce {
-        mline: u32,
-        candidate: String,
-    },
-    /// A chat line from another viewer, to send on this viewer's data channel.
-    Chat(String),
-    /// The pipeline restarted (after an error): take its streams from now on.
-    Follow {
-        video: Option<StreamProducer>,
-        audio: Option<StreamProducer>,
-        clock: gst::Clock,
-    },
-}
-
-pub enum Role {
-    Answer {
-        offer: String,
-        formats: OfferedFormats,
-        reply: oneshot::Sender<Result<String, String>>,
-        /// Told `Signal::Ended` when the session ends (a signalling consumer that offered).
-        signal: Option<mpsc::Sender<Signal>>,
-        /// Set when the peer publishes: we receive into this pipeline instead of sending.
-        ingest: Option<Ingest>,
-    },
-    Offer {
-        signal: mpsc::Sender<Signal>,
-    },
-}
-
-/// Where a publisher's media goes: the ingest pipeline's plan (built per publisher) and the
-/// recordings its record outputs write.
-#[derive(Clone)]
-pub struct Ingest {
-    pub plan: Arc<crate::assemble::Plan>,
-    pub recordings: Arc<crate::record::Recordings>,
-    /// Where the pipeline's hooks (on the decoded stream) report.
-    pub hooks: crate::hooks::HookHost,
-    /// Where the publisher's stream is relayed to viewers, if the pipeline has a webrtc output.
-    pub relay: Option<super::output::Relay>,
-}
-
-/// A session that answers an offer: its id, its command sender, and where its answer (ICE
-/// gathered) arrives.
-pub type AnswerSession = (
-    ViewerId,
-    mpsc::Sender<Command>,
-    oneshot::Receiver<Result<String, String>>,
-);
-
-/// Chat lines from viewers, to be relayed by whoever owns the session (the output).
-pub type ChatSender = mpsc::Sender<(ViewerId, String)>;
-
-/// Everything a session needs from its output.
-pub struct Params {
-    pub id: ViewerId,
-    pub via: Via,
-    pub codec: VideoCodec,
-    pub video: Option<StreamProducer>,
-    pub audio: Option<StreamProducer>,
-    /// The main pipeline's clock and base time: viewer pipelines share them so timestamps of
-    /// the fanned-out buffers mean the same thing.
-    pub clock: Option<(gst::Clock, gst::ClockTime)>,
-    pub ice: IceConfig,
-    pub chat: ChatSender,
-    /// How long a peer has to connect (ICE + DTLS) before the session is dropped.
-    pub connect_timeout: Duration,
-    /// How long a connected peer may stay silent (nothing at all arrives) before the session
-    /// ends: webrtcbin 1.22 has no ICE consent checks, so a peer that vanished without a word
-    /// is noticed this way.
-    pub peer_timeout: Duration,
-    /// Its place among the sessions that have not connected yet, given back on connecting.
-    pub pending: Option<crate::limits::Pass>,
-}
-
-/// The owner's handle on a running session.
-pub struct Handle {
-    pub id: ViewerId,
-    pub commands: mpsc::Sender<Command>,
-    pub stats: watch::Receiver<ViewerStats>,
-    /// Ends the session; unlike a queued command it cannot be lost to a full queue.
-    pub cancel: Arc<tokio::sync::Notify>,
-}
-
-impl Handle {
-    pub fn end(&self) {
-        // notify_one keeps a permit when the task is not waiting right now.
-        self.cancel.notify_one();
-    }
-}
-
-/// Longest chat line relayed, in characters.
-pub const CHAT_MAX_CHARS: usize = 500;
 /// Chat lines one viewer may send per 10 s; more are dropped (and counted in the logs).
 const CHAT_BURST: u32 = 10;
 /// Default payload types when we offer.
 const OFFER_VIDEO_PT: u32 = 96;
 const OFFER_AUDIO_PT: u32 = 111;
 
-/// What GStreamer callbacks report to the session task.
-enum Event {
-    NegotiationNeeded,
-    MediaFlowing,
-    RemoteSet(Result<(), String>),
-    Created(Result<WebRTCSessionDescription, String>),
-    IceCandidate(u32, String),
-    GatheringComplete,
-    State(WebRTCPeerConnectionState),
-    DataChannel(WebRTCDataChannel),
-    ChatIn(String),
-    Stats(gst::Structure),
-    /// The peer said goodbye (RTCP BYE).
-    PeerGone(&'static str),
-    /// End-of-stream reached every sink (a publisher's recording is finalized).
-    Eos,
-    /// A publisher's pipeline reached PLAYING (its clock and base time are final).
-    Playing,
-    /// End-of-stream reached the file sink of a file output, or a record output finished its
-    /// last segment.
-    SinkEos,
-    Error(String),
-}
-
-/// Events queued from GStreamer threads; a few per second in normal operation (candidates,
-/// stats, chat), so 256 only fills if the task is stuck, and then dropping is right.
-const EVENT_QUEUE: usize = 256;
-
 /// Starts a session task; `on_end` runs when it is over and every resource is freed.
 pub fn spawn(
+    tasks: &tokio_util::task::TaskTracker,
     params: Params,
     role: Role,
     on_end: impl FnOnce(&ViewerId) + Send + 'static,
@@ -273,7 +62,7 @@ pub fn spawn(
     let id = params.id.clone();
     let cancel = Arc::new(tokio::sync::Notify::new());
     let task_cancel = cancel.clone();
-    tokio::spawn(async move {
+    tasks.spawn(async move {
         // Runs on_end even if the task panics, so the owner's table never keeps a dead entry.
         struct OnEnd<F: FnOnce(&ViewerId)>(Option<(F, ViewerId)>);
         impl<F: FnOnce(&ViewerId)> Drop for OnEnd<F> {
@@ -294,26 +83,12 @@ pub fn spawn(
     }
 }
 
-/// A built viewer pipeline.
-/// Per-peer pipelines (viewers and publishers) not yet freed.
-static LIVE_PIPELINES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
-/// How many per-peer pipelines exist right now (built and not yet freed by GStreamer).
-pub fn live_peer_pipelines() -> usize {
-    LIVE_PIPELINES.load(std::sync::atomic::Ordering::SeqCst)
-}
-
-struct Built {
-    pipeline: PipelineGuard,
-    /// Frame hooks of a publisher's pipeline; dropping them stops them.
-    _hooks: Option<crate::hooks::RunningHooks>,
-    webrtc: gst::Element,
-    /// What the retransmission guard let through and refused.
-    rtx: Arc<super::rtx::RtxCounters>,
-    links: Vec<ConsumptionLink>,
-    continuity: Arc<Continuity>,
-    /// The data channel we created (offer role).
-    channel: Option<WebRTCDataChannel>,
+/// What the session is, for its log lines.
+fn kind(role: &Role) -> &'static str {
+    match role {
+        Role::Publish(..) => "publisher",
+        _ => "viewer",
+    }
 }
 
 async fn run(
@@ -325,43 +100,13 @@ async fn run(
 ) {
     let (ev_tx, mut events) = mpsc::channel::<Event>(EVENT_QUEUE);
     let id = params.id.clone();
-    let (video_pt, audio_pt, offering) = match &role {
-        Role::Answer { formats, .. } => (formats.video_pt, formats.audio_pt, false),
-        Role::Offer { .. } => (Some(OFFER_VIDEO_PT), Some(OFFER_AUDIO_PT), true),
+    let built = match build(&params, &role, &ev_tx).await {
+        Ok(b) => b,
+        Err(e) => return fail(role, e),
     };
     let ingest = match &role {
-        Role::Answer { ingest, .. } => ingest.clone(),
-        Role::Offer { .. } => None,
-    };
-    let build = if let Some(ingest) = ingest.clone() {
-        let (ice, codec, tx) = (params.ice.clone(), params.codec, ev_tx.clone());
-        tokio::task::spawn_blocking(move || {
-            let cert = cert::certificate()?;
-            build_receiver(ingest, codec, video_pt, audio_pt, ice, cert, tx)
-        })
-    } else {
-        let (video, audio) = (params.video.clone(), params.audio.clone());
-        let (clock, ice, codec) = (params.clock.clone(), params.ice.clone(), params.codec);
-        let (tx, name) = (ev_tx.clone(), format!("viewer-{id}"));
-        tokio::task::spawn_blocking(move || {
-            let cert = cert::certificate()?;
-            build(BuildArgs {
-                name,
-                codec,
-                video: video.zip(video_pt),
-                audio: audio.zip(audio_pt),
-                clock,
-                ice,
-                cert,
-                create_channel: offering,
-                events: tx,
-            })
-        })
-    };
-    let built = match build.await {
-        Ok(Ok(b)) => b,
-        Ok(Err(e)) => return fail(role, e),
-        Err(e) => return fail(role, format!("viewer pipeline setup panicked: {e}")),
+        Role::Publish(_, ingest) => Some(ingest.clone()),
+        _ => None,
     };
     // A publisher whose pipeline relays: its viewers will be served from this pipeline (once
     // it plays, see `Event::Playing`).
@@ -372,6 +117,7 @@ async fn run(
     }
     let mut session = Session {
         id: id.clone(),
+        kind: kind(&role),
         ingest: ingest.clone(),
         built,
         stats,
@@ -384,16 +130,21 @@ async fn run(
         peer_timeout: params.peer_timeout,
         clock: params.clock.as_ref().map(|(clock, _)| clock.clone()),
         pending: params.pending,
+        codec: params.codec,
+        created: None,
     };
     session.channel = session.built.channel.clone();
     if let Some(channel) = session.channel.clone() {
         session.watch_channel(&channel, &ev_tx);
     }
 
-    let deadline = Instant::now() + params.connect_timeout;
-    let outcome = session
-        .negotiate_and_serve(role, &mut events, &mut commands, &ev_tx, &cancel, deadline)
-        .await;
+    let io = Io {
+        events: &mut events,
+        commands: &mut commands,
+        ev_tx: &ev_tx,
+        cancel: &cancel,
+    };
+    let outcome = session.serve(role, params.connect_timeout, io).await;
     match &outcome {
         Ok(reason) => tracing::info!("session {id}: ended ({reason})"),
         Err(e) => tracing::warn!("session {id}: ended: {e}"),
@@ -402,29 +153,100 @@ async fn run(
         if let Some(relay) = &ingest.relay {
             relay.ended(&ingest.plan.name);
         }
-        session.drain(&ingest, &mut events).await;
+        let pipeline = session.built.pipeline.0.clone();
+        super::publisher::drain(&id, pipeline, &ingest, &mut events).await;
     }
     session.teardown().await;
 }
 
+/// Builds the session's pipeline on the blocking pool: a publisher's receiving pipeline, or
+/// a viewer's sending one (with the payload types its offer takes, or ours when we offer).
+async fn build(params: &Params, role: &Role, ev_tx: &mpsc::Sender<Event>) -> Result<Built, String> {
+    let (ice, codec, tx) = (params.ice.clone(), params.codec, ev_tx.clone());
+    let task = match role {
+        Role::Publish(answering, ingest) => {
+            let (ingest, formats) = (ingest.clone(), answering.formats.clone());
+            tokio::task::spawn_blocking(move || {
+                let cert = cert::certificate()?;
+                let (video_pt, audio_pt) = (formats.video_pt, formats.audio_pt);
+                super::publisher::build_receiver(ingest, codec, video_pt, audio_pt, ice, cert, tx)
+            })
+        }
+        Role::Answer(_) | Role::Offer { .. } => {
+            let (video_pt, audio_pt, offering) = match role {
+                Role::Answer(a) => (a.formats.video_pt, a.formats.audio_pt, false),
+                _ => (Some(OFFER_VIDEO_PT), Some(OFFER_AUDIO_PT), true),
+            };
+            let (video, audio) = (params.video.clone(), params.audio.clone());
+            let (clock, name) = (params.clock.clone(), format!("viewer-{}", params.id));
+            tokio::task::spawn_blocking(move || {
+                let cert = cert::certificate()?;
+                super::viewer::build(super::viewer::BuildArgs {
+                    name,
+                    codec,
+                    video: video.zip(video_pt),
+                    audio: audio.zip(audio_pt),
+                    clock,
+                    ice,
+                    cert,
+                    create_channel: offering,
+                    events: tx,
+                })
+            })
+        }
+    };
+    match task.await {
+        Ok(built) => built,
+        Err(e) => Err(format!("session pipeline setup panicked: {e}")),
+    }
+}
+
 /// Reports a session that could not even be built.
 fn fail(role: Role, error: String) {
-    tracing::warn!("viewer session failed to start: {error}");
-    match role {
-        Role::Answer { reply, signal, .. } => {
-            let _ = reply.send(Err(error));
-            if let Some(signal) = signal {
-                let _ = signal.try_send(Signal::Ended);
-            }
-        }
-        Role::Offer { signal } => {
-            let _ = signal.try_send(Signal::Ended);
+    tracing::warn!("{} session failed to start: {error}", kind(&role));
+    let (reply, signal) = match role {
+        Role::Answer(a) | Role::Publish(a, _) => (Some(a.reply), a.signal),
+        Role::Offer { signal } => (None, Some(signal)),
+    };
+    if let Some(reply) = reply {
+        let _ = reply.send(Err(error.clone()));
+    }
+    if let Some(signal) = signal {
+        let _ = signal.try_send(Signal::Ended(Some(error)));
+    }
+}
+
+/// The session task's channels.
+struct Io<'a> {
+    events: &'a mut mpsc::Receiver<Event>,
+    commands: &'a mut mpsc::Receiver<Command>,
+    ev_tx: &'a mpsc::Sender<Event>,
+    cancel: &'a tokio::sync::Notify,
+}
+
+/// Who hears what the negotiation produces: the requester of an answer, and (signalling) the
+/// peer's connection.
+struct Peer {
+    /// The peer's description (its offer, or its answer to ours) until it is set.
+    remote: Option<String>,
+    reply: Option<oneshot::Sender<Result<String, String>>>,
+    signal: Option<mpsc::Sender<Signal>>,
+}
+
+impl Peer {
+    fn answering(a: Answering) -> Peer {
+        Peer {
+            remote: Some(a.offer),
+            reply: Some(a.reply),
+            signal: a.signal,
         }
     }
 }
 
 struct Session {
     id: ViewerId,
+    /// "viewer" or "publisher", for the log.
+    kind: &'static str,
     /// A publisher's session: media comes in (into this ingest), nothing is sent.
     ingest: Option<Ingest>,
     built: Built,
@@ -440,9 +262,13 @@ struct Session {
     peer_timeout: Duration,
     /// Held until the peer connects (see [`Params::pending`]).
     pending: Option<crate::limits::Pass>,
+    /// The stream's video codec (what a viewer's answer must accept).
+    codec: VideoCodec,
     /// The clock this viewer's pipeline runs on (the main pipeline's when the session
     /// started); a restarted pipeline is followed only on the same one.
     clock: Option<gst::Clock>,
+    /// What webrtcbin created last (our offer or answer): the local description.
+    created: Option<WebRTCSessionDescription>,
 }
 
 /// The time of the peer's latest packet, written by a pad probe on a GStreamer thread.
@@ -477,74 +303,44 @@ impl Heard {
     }
 }
 
-/// Where negotiation stands.
-enum Phase {
-    /// Answer role: waiting for media, then setting the remote offer.
-    AwaitMedia,
-    AwaitRemoteSet,
-    AwaitAnswer,
-    AwaitGathering(Instant),
-    /// Offer role: waiting for webrtcbin to want negotiation and for media to flow.
-    AwaitOfferPrereqs {
-        negotiation: bool,
-        media: bool,
-    },
-    AwaitOffer,
-    /// Negotiated (or offer sent): serving until the peer goes away.
-    Serving,
-}
-
 impl Session {
     fn webrtc(&self) -> &gst::Element {
         &self.built.webrtc
     }
 
-    async fn negotiate_and_serve(
+    /// Negotiates and serves until the session ends; the requester of an answer that never
+    /// came, and the signalling peer, hear why.
+    async fn serve(
         &mut self,
         role: Role,
-        events: &mut mpsc::Receiver<Event>,
-        commands: &mut mpsc::Receiver<Command>,
-        ev_tx: &mpsc::Sender<Event>,
-        cancel: &tokio::sync::Notify,
-        connect_deadline: Instant,
+        connect_timeout: Duration,
+        io: Io<'_>,
     ) -> Result<&'static str, String> {
-        // `trickle`: where our offer and candidates go (offer role only); `signal`: who hears
-        // that the session ended.
-        let (mut reply, signal, trickle, offer) = match role {
-            Role::Answer {
-                reply,
-                offer,
-                signal,
-                ..
-            } => (Some(reply), signal, None, Some(offer)),
-            Role::Offer { signal } => (None, Some(signal.clone()), Some(signal), None),
+        let (start, mut peer) = match role {
+            Role::Answer(a) => (Start::Viewer, Peer::answering(a)),
+            Role::Publish(a, _) => (Start::Publisher, Peer::answering(a)),
+            Role::Offer { signal } => (
+                Start::Offerer,
+                Peer {
+                    remote: None,
+                    reply: None,
+                    signal: Some(signal),
+                },
+            ),
         };
-        let result = self
-            .drive(
-                &mut reply,
-                trickle.as_ref(),
-                offer.as_deref(),
-                events,
-                commands,
-                ev_tx,
-                cancel,
-                connect_deadline,
-            )
-            .await;
-        if let Some(reply) = reply.take() {
+        let result = self.drive(start, connect_timeout, &mut peer, io).await;
+        if let Some(reply) = peer.reply.take() {
             let _ = reply.send(Err(match &result {
                 Err(e) => e.clone(),
                 Ok(r) => r.to_string(),
             }));
         }
-        if let Some(signal) = signal {
-            let _ = signal.try_send(Signal::Ended);
+        if let Some(signal) = &peer.signal {
+            let _ = signal.try_send(Signal::Ended(result.clone().err()));
         }
         result
     }
 
-    /// The negotiation and serving loop; any error ends the session.
-    #[allow(clippy::too_many_arguments)]
     /// A relaying publisher's pipeline plays: its viewers are served from it from now on.
     fn relay_playing(&self) {
         if let (Some(ingest), Some(pipeline)) = (&self.ingest, self.built.pipeline.0.as_ref())
@@ -554,176 +350,54 @@ impl Session {
         }
     }
 
+    /// The loop: events, commands and time go to the negotiation (and the rest of the
+    /// session's work); its actions are carried out here. Any error ends the session.
     async fn drive(
         &mut self,
-        reply: &mut Option<oneshot::Sender<Result<String, String>>>,
-        signal: Option<&mpsc::Sender<Signal>>,
-        offer: Option<&str>,
-        events: &mut mpsc::Receiver<Event>,
-        commands: &mut mpsc::Receiver<Command>,
-        ev_tx: &mpsc::Sender<Event>,
-        cancel: &tokio::sync::Notify,
-        connect_deadline: Instant,
+        start: Start,
+        connect_timeout: Duration,
+        peer: &mut Peer,
+        io: Io<'_>,
     ) -> Result<&'static str, String> {
-        let mut phase = if self.ingest.is_some() {
-            // Nothing of ours has to flow first: take the publisher's offer at once.
-            let Some(offer) = offer else {
-                return Err("no offer".into());
-            };
-            self.set_remote(WebRTCSDPType::Offer, offer, ev_tx)?;
-            Phase::AwaitRemoteSet
-        } else if reply.is_some() {
-            Phase::AwaitMedia
-        } else {
-            Phase::AwaitOfferPrereqs {
-                negotiation: false,
-                media: false,
-            }
-        };
-        let media_deadline = Instant::now() + Duration::from_secs(10);
+        // Only when we offer do our candidates trickle to the peer.
+        let trickle = start == Start::Offerer;
+        let (mut negotiation, first) =
+            Negotiation::new(start, std::time::Instant::now(), connect_timeout);
+        if let Some(why) = self.act(first, peer, io.ev_tx)? {
+            return Ok(why);
+        }
         let mut stats_tick = tokio::time::interval(Duration::from_secs(2));
-        let mut connected = false;
-        let mut disconnected_since: Option<Instant> = None;
         loop {
-            let timeout_at = match phase {
-                Phase::AwaitMedia | Phase::AwaitOfferPrereqs { .. } => media_deadline,
-                Phase::AwaitGathering(until) => until,
-                _ if !connected => connect_deadline,
-                _ => disconnected_since.map_or(far_future(), |t| t + Duration::from_secs(10)),
-            };
-            tokio::select! {
-                ev = events.recv() => {
+            let deadline = negotiation
+                .deadline()
+                .map_or_else(far_future, Instant::from_std);
+            let input = tokio::select! {
+                ev = io.events.recv() => {
                     let Some(ev) = ev else { return Err("event channel closed".into()) };
-                    match ev {
-                        Event::Error(e) => return Err(e),
-                        Event::MediaFlowing => match &mut phase {
-                            Phase::AwaitMedia => {
-                                let Some(offer) = offer else { return Err("no offer".into()) };
-                                self.set_remote(WebRTCSDPType::Offer, offer, ev_tx)?;
-                                phase = Phase::AwaitRemoteSet;
-                            }
-                            Phase::AwaitOfferPrereqs { media, negotiation } => {
-                                *media = true;
-                                if *negotiation {
-                                    self.create(false, ev_tx);
-                                    phase = Phase::AwaitOffer;
-                                }
-                            }
-                            _ => {}
-                        },
-                        Event::NegotiationNeeded => {
-                            if let Phase::AwaitOfferPrereqs { negotiation, media } = &mut phase {
-                                *negotiation = true;
-                                if *media {
-                                    self.create(false, ev_tx);
-                                    phase = Phase::AwaitOffer;
-                                }
-                            }
-                        }
-                        Event::RemoteSet(r) => {
-                            r?;
-                            if matches!(phase, Phase::AwaitRemoteSet) {
-                                self.create(true, ev_tx);
-                                phase = Phase::AwaitAnswer;
-                            }
-                        }
-                        Event::Created(desc) => {
-                            let desc = desc?;
-                            self.webrtc().emit_by_name::<()>(
-                                "set-local-description",
-                                &[&desc, &None::<gst::Promise>],
-                            );
-                            match phase {
-                                Phase::AwaitAnswer => {
-                                    phase = Phase::AwaitGathering(Instant::now() + Duration::from_secs(5));
-                                    if self.gathering_complete() {
-                                        phase = self.send_answer(reply)?;
-                                    }
-                                }
-                                Phase::AwaitOffer => {
-                                    let sdp = sdp_text(&desc)?;
-                                    if let Some(signal) = signal {
-                                        send_signal(signal, Signal::Offer(sdp))?;
-                                    }
-                                    phase = Phase::Serving;
-                                }
-                                _ => {}
-                            }
-                        }
-                        Event::GatheringComplete => {
-                            if matches!(phase, Phase::AwaitGathering(_)) {
-                                phase = self.send_answer(reply)?;
-                            }
-                        }
-                        Event::IceCandidate(mline, candidate) => {
-                            if let Some(signal) = signal {
-                                send_signal(signal, Signal::Ice { mline, candidate })?;
-                            }
-                        }
-                        Event::State(state) => match state {
-                            WebRTCPeerConnectionState::Connected => {
-                                connected = true;
-                                self.pending.take();
-                                self.heard.mark();
-                                self.listen_to_peer();
-                                disconnected_since = None;
-                                self.stats.send_modify(|s| s.connected = true);
-                                tracing::info!("viewer {}: connected", self.id);
-                            }
-                            WebRTCPeerConnectionState::Disconnected => {
-                                disconnected_since.get_or_insert_with(Instant::now);
-                            }
-                            WebRTCPeerConnectionState::Failed => return Err("connection failed (ICE or DTLS)".into()),
-                            WebRTCPeerConnectionState::Closed => return Ok("peer closed the connection"),
-                            _ => {}
-                        },
-                        Event::DataChannel(channel) => {
-                            self.watch_channel(&channel, ev_tx);
-                            self.channel = Some(channel);
-                        }
-                        Event::ChatIn(text) => self.relay_chat(text),
-                        Event::PeerGone(why) => return Ok(why),
-                        Event::Eos => return Ok("the stream ended"),
-                        Event::SinkEos => {}
-                        Event::Playing => self.relay_playing(),
-                        Event::Stats(s) => self.update_stats(&s),
+                    let trickle_to = if trickle { peer.signal.as_ref() } else { None };
+                    match self.on_event(ev, trickle_to, io.ev_tx)? {
+                        Handled::Input(input) => Some(input),
+                        Handled::Done => None,
+                        Handled::End(why) => return Ok(why),
                     }
                 }
-                _ = cancel.notified() => return Ok("ended by request"),
-                cmd = commands.recv() => match cmd {
+                _ = io.cancel.notified() => return Ok("ended by request"),
+                cmd = io.commands.recv() => match cmd {
                     None => return Ok("ended by request"),
                     Some(Command::RemoteAnswer(sdp)) => {
-                        self.set_remote(WebRTCSDPType::Answer, &sdp, ev_tx)?;
+                        super::sdp::check_answer(&sdp, self.codec)?;
+                        peer.remote = Some(sdp);
+                        Some(Input::RemoteAnswer)
                     }
-                    Some(Command::RemoteIce { mline, candidate }) => {
-                        // glib strings cannot hold NUL; such a candidate is garbage anyway.
-                        if candidate.contains('\0') {
-                            tracing::debug!("viewer {}: ignoring a candidate with a NUL byte", self.id);
-                        } else {
-                            self.webrtc().emit_by_name::<()>("add-ice-candidate", &[&mline, &candidate]);
-                        }
-                    }
-                    Some(Command::Follow { video, audio, clock }) => self.follow(video, audio, clock)?,
-                    Some(Command::Chat(text)) => {
-                        if let Some(ch) = &self.channel
-                            && ch.ready_state() == gst_webrtc::WebRTCDataChannelState::Open
-                                && let Err(e) = ch.send_string_full(Some(&text)) {
-                                    tracing::debug!("viewer {}: chat not sent: {e}", self.id);
-                                }
+                    Some(cmd) => {
+                        self.on_command(cmd)?;
+                        None
                     }
                 },
-                _ = tokio::time::sleep_until(timeout_at) => match phase {
-                    // Answer with the candidates gathered so far rather than not at all.
-                    Phase::AwaitGathering(_) => phase = self.send_answer(reply)?,
-                    Phase::AwaitMedia | Phase::AwaitOfferPrereqs { .. } => {
-                        return Err("no media from the pipeline within 10 s".into())
-                    }
-                    _ if !connected => return Err("the peer did not connect in time (ICE/DTLS)".into()),
-                    _ => return Err("the peer stayed disconnected for 10 s".into()),
-                },
+                _ = tokio::time::sleep_until(deadline) => Some(Input::Timeout),
                 _ = stats_tick.tick() => {
-                    self.request_stats(ev_tx);
-                    if connected {
+                    self.request_stats(io.ev_tx);
+                    if negotiation.is_connected() {
                         self.listen_to_peer();
                         let silent = self.heard.silent_for();
                         if self.listening && silent >= self.peer_timeout {
@@ -733,8 +407,175 @@ impl Session {
                             ));
                         }
                     }
+                    None
+                }
+            };
+            if let Some(input) = input {
+                let actions = negotiation.handle(input, std::time::Instant::now());
+                if let Some(why) = self.act(actions, peer, io.ev_tx)? {
+                    return Ok(why);
                 }
             }
+        }
+    }
+
+    /// Carries out the negotiation's actions: `Some(why)` when one ends the session without
+    /// error, `Err` when one fails or ends it with an error.
+    fn act(
+        &mut self,
+        actions: Vec<Action>,
+        peer: &mut Peer,
+        ev_tx: &mpsc::Sender<Event>,
+    ) -> Result<Option<&'static str>, String> {
+        for action in actions {
+            match action {
+                Action::SetRemoteOffer | Action::SetRemoteAnswer => {
+                    let (kind, what) = match action {
+                        Action::SetRemoteOffer => (WebRTCSDPType::Offer, "offer"),
+                        _ => (WebRTCSDPType::Answer, "answer"),
+                    };
+                    let sdp = peer.remote.take().ok_or(format!("no {what} to set"))?;
+                    peer::set_remote(self.webrtc(), kind, &sdp, ev_tx)?;
+                }
+                Action::CreateAnswer => peer::create(self.webrtc(), true, ev_tx),
+                Action::CreateOffer => peer::create(self.webrtc(), false, ev_tx),
+                Action::SetLocal => {
+                    let desc = self.created.as_ref().ok_or("nothing was created")?;
+                    self.webrtc().emit_by_name::<()>(
+                        "set-local-description",
+                        &[desc, &None::<gst::Promise>],
+                    );
+                }
+                Action::SendAnswer => self.send_answer(&mut peer.reply)?,
+                Action::SendOffer => {
+                    let desc = self.created.take().ok_or("no local offer")?;
+                    let sdp = peer::sdp_text(&desc)?;
+                    if let Some(signal) = &peer.signal {
+                        send_signal(signal, Signal::Offer(sdp))?;
+                    }
+                }
+                Action::Connected => {
+                    self.pending.take();
+                    self.heard.mark();
+                    self.listen_to_peer();
+                    self.stats.send_modify(|s| s.connected = true);
+                    tracing::info!("{} {}: connected", self.kind, self.id);
+                    self.request_keyframe();
+                }
+                Action::End(end) => return end.map(Some),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Turns a GStreamer report into the negotiation's input, or handles it here.
+    fn on_event(
+        &mut self,
+        ev: Event,
+        trickle: Option<&mpsc::Sender<Signal>>,
+        ev_tx: &mpsc::Sender<Event>,
+    ) -> Result<Handled, String> {
+        let input = match ev {
+            Event::Error(e) => return Err(e),
+            Event::PeerGone(why) => return Ok(Handled::End(why)),
+            Event::Eos => return Ok(Handled::End("the stream ended")),
+            Event::MediaFlowing => Input::MediaFlowing,
+            Event::NegotiationNeeded => Input::NegotiationNeeded,
+            Event::RemoteSet(r) => Input::RemoteSet(r),
+            Event::Created(Ok(desc)) => {
+                self.created = Some(desc);
+                Input::Created {
+                    result: Ok(()),
+                    gathered: self.gathering_complete(),
+                }
+            }
+            Event::Created(Err(e)) => Input::Created {
+                result: Err(e),
+                gathered: false,
+            },
+            Event::GatheringComplete => Input::GatheringComplete,
+            Event::State(WebRTCPeerConnectionState::Connected) => Input::Connected,
+            Event::State(WebRTCPeerConnectionState::Disconnected) => Input::Disconnected,
+            Event::State(WebRTCPeerConnectionState::Failed) => Input::Failed,
+            Event::State(WebRTCPeerConnectionState::Closed) => Input::Closed,
+            Event::IceCandidate(mline, candidate) => {
+                if let Some(signal) = trickle {
+                    send_signal(signal, Signal::Ice { mline, candidate })?;
+                }
+                return Ok(Handled::Done);
+            }
+            Event::DataChannel(channel) => {
+                self.watch_channel(&channel, ev_tx);
+                self.channel = Some(channel);
+                return Ok(Handled::Done);
+            }
+            Event::ChatIn(text) => {
+                self.relay_chat(text);
+                return Ok(Handled::Done);
+            }
+            Event::Playing => {
+                self.relay_playing();
+                return Ok(Handled::Done);
+            }
+            Event::Stats(s) => {
+                self.update_stats(&s);
+                return Ok(Handled::Done);
+            }
+            Event::State(_) | Event::SinkEos => return Ok(Handled::Done),
+        };
+        Ok(Handled::Input(input))
+    }
+
+    /// Commands other than the peer's answer (which goes to the negotiation).
+    fn on_command(&mut self, cmd: Command) -> Result<(), String> {
+        match cmd {
+            Command::RemoteIce { mline, candidate } => {
+                // glib strings cannot hold NUL; such a candidate is garbage anyway.
+                if candidate.contains('\0') {
+                    tracing::debug!(
+                        "{} {}: ignoring a candidate with a NUL byte",
+                        self.kind,
+                        self.id
+                    );
+                } else {
+                    self.webrtc()
+                        .emit_by_name::<()>("add-ice-candidate", &[&mline, &candidate]);
+                }
+            }
+            Command::Follow {
+                video,
+                audio,
+                clock,
+            } => self.follow(video, audio, clock)?,
+            Command::Chat(text) => {
+                if let Some(ch) = &self.channel
+                    && ch.ready_state() == gst_webrtc::WebRTCDataChannelState::Open
+                    && let Err(e) = ch.send_string_full(Some(&text))
+                {
+                    tracing::debug!("viewer {}: chat not sent: {e}", self.id);
+                }
+            }
+            Command::RemoteAnswer(_) => {}
+        }
+        Ok(())
+    }
+
+    /// A viewer just connected: what was sent before (its first keyframe, likely) was lost
+    /// to a transport that was not up yet, so ask the source for a keyframe now rather than
+    /// wait for the peer's PLI (a peer may send none).
+    fn request_keyframe(&self) {
+        let payloader_sink = self
+            .built
+            .links
+            .iter()
+            .find(|l| l.appsrc().name() == "video")
+            .and_then(|l| l.appsrc().static_pad("src"))
+            .and_then(|src| src.peer());
+        if let Some(pad) = payloader_sink {
+            let event = gst_video::UpstreamForceKeyUnitEvent::builder()
+                .all_headers(true)
+                .build();
+            let _ = pad.push_event(event);
         }
     }
 
@@ -744,77 +585,22 @@ impl Session {
             == gst_webrtc::WebRTCICEGatheringState::Complete
     }
 
-    /// Replies with the local description (candidates included) and starts serving.
+    /// Replies with the local description (candidates included).
     fn send_answer(
         &self,
         reply: &mut Option<oneshot::Sender<Result<String, String>>>,
-    ) -> Result<Phase, String> {
+    ) -> Result<(), String> {
         let desc = self
             .webrtc()
             .property::<Option<WebRTCSessionDescription>>("local-description")
             .ok_or("no local description after create-answer")?;
-        let sdp = sdp_text(&desc)?;
+        let sdp = peer::sdp_text(&desc)?;
         if let Some(reply) = reply.take() {
             reply
                 .send(Ok(sdp))
                 .map_err(|_| "the requester went away before the answer".to_string())?;
         }
-        Ok(Phase::Serving)
-    }
-
-    fn set_remote(
-        &self,
-        kind: WebRTCSDPType,
-        sdp: &str,
-        ev_tx: &mpsc::Sender<Event>,
-    ) -> Result<(), String> {
-        let msg = gst_sdp::SDPMessage::parse_buffer(sdp.as_bytes())
-            .map_err(|_| format!("{OFFER_REFUSED}: the remote description is not a valid SDP"))?;
-        let desc = WebRTCSessionDescription::new(kind, msg);
-        let tx = ev_tx.clone();
-        let promise = gst::Promise::with_change_func(move |reply| {
-            let r = match reply {
-                Ok(Some(s)) if s.has_field("error") => Err(format!(
-                    "{OFFER_REFUSED}: webrtcbin rejected the remote description: {:?}",
-                    s.get::<glib::Error>("error").map(|e| e.to_string())
-                )),
-                Ok(_) => Ok(()),
-                Err(e) => Err(format!("setting the remote description failed: {e:?}")),
-            };
-            let _ = tx.try_send(Event::RemoteSet(r));
-        });
-        self.webrtc()
-            .emit_by_name::<()>("set-remote-description", &[&desc, &promise]);
         Ok(())
-    }
-
-    /// create-answer (`answer`) or create-offer; the result comes back as `Event::Created`.
-    fn create(&self, answer: bool, ev_tx: &mpsc::Sender<Event>) {
-        let tx = ev_tx.clone();
-        let field = if answer { "answer" } else { "offer" };
-        let promise = gst::Promise::with_change_func(move |reply| {
-            let r = match reply {
-                Ok(Some(s)) => s.get::<WebRTCSessionDescription>(field).map_err(|_| {
-                    match s.get::<glib::Error>("error") {
-                        Ok(e) if answer => {
-                            format!("{OFFER_REFUSED}: webrtcbin could not create an answer: {e}")
-                        }
-                        Ok(e) => format!("webrtcbin could not create an {field}: {e}"),
-                        Err(_) => format!("webrtcbin gave no {field}"),
-                    }
-                }),
-                Ok(None) => Err(format!("webrtcbin gave no {field}")),
-                Err(e) => Err(format!("creating the {field} failed: {e:?}")),
-            };
-            let _ = tx.try_send(Event::Created(r));
-        });
-        let signal = if answer {
-            "create-answer"
-        } else {
-            "create-offer"
-        };
-        self.webrtc()
-            .emit_by_name::<()>(signal, &[&None::<gst::Structure>, &promise]);
     }
 
     fn watch_channel(&self, channel: &WebRTCDataChannel, ev_tx: &mpsc::Sender<Event>) {
@@ -963,38 +749,6 @@ impl Session {
         });
     }
 
-    /// Ends a publisher's stream so every output finalizes (segments get their index), waiting
-    /// at most 5 s for end-of-stream to reach the sinks.
-    async fn drain(&self, ingest: &Ingest, events: &mut mpsc::Receiver<Event>) {
-        let Some(pipeline) = self.built.pipeline.0.clone() else {
-            return;
-        };
-        let plan = ingest.plan.clone();
-        let _ = tokio::task::spawn_blocking(move || plan.send_eos(&pipeline)).await;
-        // The pipeline as a whole never posts EOS (webrtcbin's network sink gets none): wait
-        // for each output to report its own end instead.
-        let mut pending = ingest.plan.finalizing_outputs();
-        let wait = async {
-            while pending > 0 {
-                match events.recv().await {
-                    None | Some(Event::Eos) | Some(Event::Error(_)) => return,
-                    Some(Event::SinkEos) => pending -= 1,
-                    Some(_) => {}
-                }
-            }
-        };
-        if tokio::time::timeout(Duration::from_secs(5), wait)
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                "session {}: end-of-stream did not drain within 5 s",
-                self.id
-            );
-        }
-        ingest.recordings.stopped(&ingest.plan.name);
-    }
-
     /// Asks webrtcbin for its statistics one last time (bounded), so the totals of a session
     /// that ends between two periodic reads still count everything it sent.
     async fn final_stats(&self) {
@@ -1024,94 +778,13 @@ impl Session {
     }
 }
 
-use gst_webrtc::WebRTCSDPType;
-
-/// Owns a viewer pipeline: if it is dropped without [`Session::teardown`] (a failed build, a
-/// panic), it still goes to NULL, so webrtcbin's threads and sockets are released.
-struct PipelineGuard(Option<gst::Pipeline>);
-
-impl Drop for PipelineGuard {
-    fn drop(&mut self) {
-        if let Some(p) = self.0.take() {
-            stop_pipeline(&p);
-        }
-    }
-}
-
-/// Keeps a viewer's timestamps going forward when its streams switch to a restarted main
-/// pipeline, whose running time starts again near zero: the first buffer after
-/// [`Continuity::rebase`] sets an offset on every appsrc pad so that it lands where the old
-/// stream would be by now (the last buffer sent plus the time since). RTP timestamps then
-/// jump by the length of the pause, as a peer expects, and never go back; nothing waits,
-/// the viewer pipeline's clock being [`VIEWER_CLOCK_MARGIN`] ahead.
-struct Continuity {
-    epoch: std::time::Instant,
-    /// Running time of the latest buffer sent (ns, offset included), and when it was sent
-    /// (ns since `epoch`).
-    sent: Mutex<(i64, i64)>,
-    rebase: std::sync::atomic::AtomicBool,
-}
-
-impl Continuity {
-    fn watch<'a>(appsrcs: impl Iterator<Item = &'a gst_app::AppSrc>) -> Arc<Continuity> {
-        let continuity = Arc::new(Continuity {
-            epoch: std::time::Instant::now(),
-            sent: Mutex::new((0, 0)),
-            rebase: std::sync::atomic::AtomicBool::new(false),
-        });
-        let pads: Vec<gst::Pad> = appsrcs.filter_map(|a| a.static_pad("src")).collect();
-        // Weak: the probes live on these pads.
-        let all: Arc<Vec<glib::WeakRef<gst::Pad>>> =
-            Arc::new(pads.iter().map(|p| p.downgrade()).collect());
-        for pad in &pads {
-            let (c, all) = (continuity.clone(), all.clone());
-            pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
-                if let Some(rt) = info.buffer().and_then(|b| running_time(pad, b)) {
-                    c.sent(pad, rt, &all);
-                }
-                gst::PadProbeReturn::Ok
-            });
-        }
-        continuity
-    }
-
-    fn sent(&self, pad: &gst::Pad, rt: i64, all: &[glib::WeakRef<gst::Pad>]) {
-        let now = i64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(i64::MAX);
-        let mut sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
-        let mut offset = pad.offset();
-        if self.rebase.swap(false, std::sync::atomic::Ordering::SeqCst) {
-            let (last, at) = *sent;
-            offset = last.saturating_add(now.saturating_sub(at).max(1_000_000)) - rt;
-            // GStreamer resends the segment with the new offset before this buffer.
-            for p in all.iter().filter_map(|w| w.upgrade()) {
-                p.set_offset(offset);
-            }
-        }
-        let out = rt.saturating_add(offset);
-        if out >= sent.0 {
-            *sent = (out, now);
-        }
-    }
-
-    fn rebase(&self) {
-        self.rebase.store(true, std::sync::atomic::Ordering::SeqCst);
-    }
-}
-
-/// A buffer's running time in its pad's segment (ns), without the pad offset.
-fn running_time(pad: &gst::Pad, buffer: &gst::BufferRef) -> Option<i64> {
-    let pts = buffer.pts()?;
-    let event = pad.sticky_event::<gst::event::Segment>(0)?;
-    let segment = event.segment().downcast_ref::<gst::ClockTime>()?;
-    let rt = segment.to_running_time(pts)?;
-    i64::try_from(rt.nseconds()).ok()
-}
-
-fn stop_pipeline(p: &gst::Pipeline) {
-    if let Some(bus) = p.bus() {
-        bus.unset_sync_handler();
-    }
-    let _ = p.set_state(gst::State::Null);
+/// What the session made of an event.
+enum Handled {
+    Input(Input),
+    /// Handled here (chat, stats, a candidate sent on).
+    Done,
+    /// The session is over, without error.
+    End(&'static str),
 }
 
 fn far_future() -> Instant {
@@ -1126,450 +799,5 @@ fn send_signal(signal: &mpsc::Sender<Signal>, s: Signal) -> Result<(), String> {
             "the signalling connection is not keeping up".to_string()
         }
         mpsc::error::TrySendError::Closed(_) => "the signalling connection is gone".to_string(),
-    })
-}
-
-/// The SDP text to send to a peer, with our certificate's fingerprint.
-fn sdp_text(desc: &WebRTCSessionDescription) -> Result<String, String> {
-    let text = desc
-        .sdp()
-        .as_text()
-        .map_err(|e| format!("cannot serialize the SDP: {e}"))?;
-    let cert = cert::certificate()?;
-    Ok(cert::patch_fingerprint(&text, cert))
-}
-
-struct BuildArgs {
-    name: String,
-    codec: VideoCodec,
-    video: Option<(StreamProducer, u32)>,
-    audio: Option<(StreamProducer, u32)>,
-    clock: Option<(gst::Clock, gst::ClockTime)>,
-    ice: IceConfig,
-    cert: &'static DtlsCertificate,
-    create_channel: bool,
-    events: mpsc::Sender<Event>,
-}
-
-fn make(factory: &str) -> Result<gst::Element, String> {
-    gst::ElementFactory::make(factory)
-        .build()
-        .map_err(|_| crate::description::elements::explain_missing(factory))
-}
-
-/// Makes webrtcbin, adds it to `pipeline` and wires what every session needs: the ECDSA
-/// certificate, the retransmission budget, ICE addresses and servers, and callbacks that only
-/// report [`Event`]s.
-fn setup_webrtcbin(
-    pipeline: &gst::Pipeline,
-    ice: &IceConfig,
-    cert: &'static DtlsCertificate,
-    events: &mpsc::Sender<Event>,
-) -> Result<(gst::Element, Arc<super::rtx::RtxCounters>), String> {
-    let webrtc = make("webrtcbin")?;
-    webrtc.set_property_from_str("bundle-policy", "max-bundle");
-    if let Some(stun) = &ice.stun_server {
-        webrtc.set_property("stun-server", stun);
-    }
-    for turn in &ice.turn_servers {
-        let _ = webrtc.emit_by_name::<bool>("add-turn-server", &[turn]);
-    }
-    pipeline.add(&webrtc).map_err(|e| e.to_string())?;
-
-    // The ECDSA certificate goes into dtlssrtpdec while webrtcbin creates it (inside
-    // create-offer/create-answer, element still in NULL): the only moment it takes effect.
-    // The retransmitter appears as the send side is linked, also inside webrtcbin.
-    let pem = cert.pem.clone();
-    let rtx = Arc::new(super::rtx::RtxCounters::default());
-    let counters = rtx.clone();
-    if let Some(bin) = webrtc.downcast_ref::<gst::Bin>() {
-        bin.connect_deep_element_added(move |_, _, element| {
-            match element.factory().map(|f| f.name()).as_deref() {
-                Some("dtlssrtpdec") => element.set_property("pem", &pem),
-                Some("rtprtxsend") => super::rtx::guard(element, counters.clone()),
-                _ => {}
-            }
-        });
-    }
-    let agent = webrtc.property::<glib::Object>("ice-agent");
-    for address in &ice.addresses {
-        let _ = agent.emit_by_name::<bool>("add-local-ip-address", &[address]);
-    }
-    // libnice looks for a UPnP router before it calls gathering done (200 ms by default): a
-    // server has no use for one, and every WHEP answer waits for gathering to finish.
-    if agent.find_property("agent").is_some() {
-        let nice = agent.property::<glib::Object>("agent");
-        if nice.find_property("upnp").is_some() {
-            nice.set_property("upnp", false);
-        }
-    }
-
-    let tx = events.clone();
-    webrtc.connect("on-negotiation-needed", false, move |_| {
-        let _ = tx.try_send(Event::NegotiationNeeded);
-        None
-    });
-    let tx = events.clone();
-    webrtc.connect("on-ice-candidate", false, move |values| {
-        let mline = values.get(1).and_then(|v| v.get::<u32>().ok());
-        let candidate = values.get(2).and_then(|v| v.get::<String>().ok());
-        if let (Some(mline), Some(candidate)) = (mline, candidate) {
-            let _ = tx.try_send(Event::IceCandidate(mline, candidate));
-        }
-        None
-    });
-    let tx = events.clone();
-    webrtc.connect_notify(Some("ice-gathering-state"), move |w, _| {
-        let state = w.property::<gst_webrtc::WebRTCICEGatheringState>("ice-gathering-state");
-        if state == gst_webrtc::WebRTCICEGatheringState::Complete {
-            let _ = tx.try_send(Event::GatheringComplete);
-        }
-    });
-    let tx = events.clone();
-    webrtc.connect_notify(Some("connection-state"), move |w, _| {
-        let state = w.property::<WebRTCPeerConnectionState>("connection-state");
-        let _ = tx.try_send(Event::State(state));
-    });
-    let tx = events.clone();
-    webrtc.connect("on-data-channel", false, move |values| {
-        if let Some(ch) = values
-            .get(1)
-            .and_then(|v| v.get::<WebRTCDataChannel>().ok())
-        {
-            let _ = tx.try_send(Event::DataChannel(ch));
-        }
-        None
-    });
-    // webrtcbin 1.22 does not notice a peer that closes (no ICE consent checks), but its
-    // rtpbin hears an RTCP BYE. (rtpbin's own source timeout is not used: a browser whose
-    // stream pauses while the pipeline restarts stops reporting for a while; silence of
-    // every kind is what ends a session, see `Heard`.)
-    if let Some(rtpbin) = webrtc
-        .downcast_ref::<gst::Bin>()
-        .and_then(|b| b.by_name("rtpbin"))
-    {
-        let tx = events.clone();
-        rtpbin.connect("on-bye-ssrc", false, move |_| {
-            let _ = tx.try_send(Event::PeerGone("the peer said goodbye (RTCP BYE)"));
-            None
-        });
-    }
-    if let Some(bus) = pipeline.bus() {
-        let tx = events.clone();
-        bus.set_sync_handler(move |_, msg| {
-            match msg.view() {
-                gst::MessageView::Error(e) if crate::hooks::from_hook_branch(msg) => {
-                    // The hooks' decoder or branch: their problem, not the recording's.
-                    tracing::warn!("publisher pipeline, hook branch: {}", e.error());
-                }
-                gst::MessageView::Error(e) => {
-                    let _ = tx.try_send(Event::Error(format!(
-                        "session pipeline error: {}",
-                        e.error()
-                    )));
-                }
-                gst::MessageView::Eos(_) => {
-                    let _ = tx.try_send(Event::Eos);
-                }
-                // The publisher pipeline itself (the only pipeline on its bus) plays.
-                gst::MessageView::StateChanged(sc)
-                    if sc.current() == gst::State::Playing
-                        && msg.src().is_some_and(|s| s.is::<gst::Pipeline>()) =>
-                {
-                    let _ = tx.try_send(Event::Playing);
-                }
-                gst::MessageView::Element(e)
-                    if e.structure()
-                        .is_some_and(|s| s.name() == crate::record::writer::FINISHED_MESSAGE) =>
-                {
-                    // A publisher's record output finished its last segment.
-                    let _ = tx.try_send(Event::SinkEos);
-                }
-                _ => {}
-            }
-            gst::BusSyncReply::Drop
-        });
-    }
-
-    Ok((webrtc, rtx))
-}
-
-/// Builds and starts a publisher's pipeline: the ingest plan's outputs, fed by webrtcbin
-/// through a depayloader per stream as the publisher's pads appear (blocking).
-fn build_receiver(
-    ingest: Ingest,
-    codec: VideoCodec,
-    video_pt: Option<u32>,
-    audio_pt: Option<u32>,
-    ice: IceConfig,
-    cert: &'static DtlsCertificate,
-    events: mpsc::Sender<Event>,
-) -> Result<Built, String> {
-    let guard = PipelineGuard(Some(ingest.plan.build(&ingest.recordings)?));
-    let pipeline = guard.0.clone().ok_or("no pipeline")?;
-    let hooks = if ingest.plan.hooks.is_empty() {
-        None
-    } else {
-        Some(crate::hooks::RunningHooks::start(
-            &ingest.plan.name,
-            &pipeline,
-            &ingest.plan.hooks,
-            &ingest.hooks,
-        )?)
-    };
-    for name in ingest.plan.file_sink_names() {
-        let tx = events.clone();
-        if let Some(pad) = pipeline.by_name(name).and_then(|e| e.static_pad("sink")) {
-            pad.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
-                if let Some(gst::PadProbeData::Event(ev)) = &info.data
-                    && ev.type_() == gst::EventType::Eos
-                {
-                    let _ = tx.try_send(Event::SinkEos);
-                }
-                gst::PadProbeReturn::Ok
-            });
-        }
-    }
-    let (webrtc, rtx) = setup_webrtcbin(&pipeline, &ice, cert, &events)?;
-    let (enc, depay) = match codec {
-        VideoCodec::H264 => ("H264", "rtph264depay"),
-        VideoCodec::Vp8 => ("VP8", "rtpvp8depay"),
-        VideoCodec::Vp9 => ("VP9", "rtpvp9depay"),
-        VideoCodec::Av1 => return Err("AV1 cannot be received here".into()),
-    };
-    let wanted = [
-        video_pt.map(|pt| ("video", enc, 90000i32, pt)),
-        audio_pt.map(|pt| ("audio", "OPUS", 48000i32, pt)),
-    ];
-    for (media, enc, rate, pt) in wanted.into_iter().flatten() {
-        let caps = gst::Caps::builder("application/x-rtp")
-            .field("media", media)
-            .field("encoding-name", enc)
-            .field("payload", pt as i32)
-            .field("clock-rate", rate)
-            .build();
-        let transceiver = webrtc.emit_by_name_with_values(
-            "add-transceiver",
-            &[
-                gst_webrtc::WebRTCRTPTransceiverDirection::Recvonly.to_value(),
-                caps.to_value(),
-            ],
-        );
-        if let Some(t) = transceiver.and_then(|v| v.get::<glib::Object>().ok())
-            && t.find_property("do-nack").is_some()
-        {
-            t.set_property("do-nack", true);
-        }
-    }
-    // Each incoming stream: depayload into its branch head (video_in / audio_in). Linking in
-    // pad-added is how GStreamer wires dynamic pads; nothing here waits on anything else.
-    let weak = pipeline.downgrade();
-    webrtc.connect_pad_added(move |_, pad| {
-        let Some(pipeline) = weak.upgrade() else {
-            return;
-        };
-        let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
-        let media = caps
-            .structure(0)
-            .and_then(|s| s.get::<String>("media").ok())
-            .unwrap_or_default();
-        let (head, depay) = match media.as_str() {
-            "video" => ("video_in", depay),
-            "audio" => ("audio_in", "rtpopusdepay"),
-            _ => ("", ""),
-        };
-        let target = pipeline.by_name(head).and_then(|e| e.static_pad("sink"));
-        let linked = target.filter(|t| !t.is_linked()).and_then(|target| {
-            let d = gst::ElementFactory::make(depay).build().ok()?;
-            pipeline.add(&d).ok()?;
-            d.sync_state_with_parent().ok()?;
-            pad.link(&d.static_pad("sink")?).ok()?;
-            d.static_pad("src")?.link(&target).ok()?;
-            Some(())
-        });
-        if linked.is_none() {
-            // A stream nobody records (or a second one of a kind): drain it.
-            if let Ok(sink) = gst::ElementFactory::make("fakesink")
-                .property("async", false)
-                .build()
-                && pipeline.add(&sink).is_ok()
-                && sink.sync_state_with_parent().is_ok()
-                && let Some(sinkpad) = sink.static_pad("sink")
-            {
-                let _ = pad.link(&sinkpad);
-            }
-        }
-    });
-    pipeline
-        .set_state(gst::State::Playing)
-        .map_err(|_| "the publisher pipeline did not start".to_string())?;
-    // The offer has no audio but the outputs expect it: end that branch so muxers go on.
-    if audio_pt.is_none()
-        && let Some(pad) = pipeline
-            .by_name("audio_in")
-            .and_then(|e| e.static_pad("sink"))
-    {
-        pad.send_event(gst::event::Eos::new());
-    }
-    Ok(Built {
-        pipeline: guard,
-        _hooks: hooks,
-        webrtc,
-        rtx,
-        links: Vec::new(),
-        continuity: Continuity::watch(std::iter::empty()),
-        channel: None,
-    })
-}
-
-/// How far a viewer pipeline's running time is ahead of its main pipeline's.
-const VIEWER_CLOCK_MARGIN: gst::ClockTime = gst::ClockTime::from_seconds(10);
-
-/// Builds and starts a viewer pipeline (blocking: runs on the blocking pool).
-fn build(a: BuildArgs) -> Result<Built, String> {
-    let guard = PipelineGuard(Some(gst::Pipeline::with_name(&a.name)));
-    let pipeline = guard.0.clone().ok_or("no pipeline")?;
-    // Counted until GStreamer actually frees it: a session that ended but left its pipeline
-    // alive would show here (and in /metrics).
-    LIVE_PIPELINES.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    pipeline.add_weak_ref_notify(|| {
-        LIVE_PIPELINES.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-    });
-    let (webrtc, rtx) = setup_webrtcbin(&pipeline, &a.ice, a.cert, &a.events)?;
-
-    let mut links = Vec::new();
-    let branches = [
-        a.video.map(|(p, pt)| (p, pt, true)),
-        a.audio.map(|(p, pt)| (p, pt, false)),
-    ];
-    // An offer or answer carries the right codec parameters only once the stream's caps are
-    // known. H.264's come from the stream itself (sprop, profile-level-id), so with H.264 video
-    // the video branch must have payloaded a buffer (audio often flows first, while video
-    // waits for a keyframe); otherwise any branch will do.
-    let h264_video = branches[0].is_some() && a.codec == VideoCodec::H264;
-    let flowing = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    for (producer, pt, is_video) in branches.into_iter().flatten() {
-        let appsrc = gst_app::AppSrc::builder()
-            .name(if is_video { "video" } else { "audio" })
-            .format(gst::Format::Time)
-            .is_live(true)
-            .build();
-        let (payloader, caps) = if is_video {
-            let (pay, enc) = match a.codec {
-                VideoCodec::H264 => ("rtph264pay", "H264"),
-                VideoCodec::Vp8 => ("rtpvp8pay", "VP8"),
-                VideoCodec::Vp9 => ("rtpvp9pay", "VP9"),
-                VideoCodec::Av1 => return Err("AV1 cannot be sent over WebRTC here".into()),
-            };
-            let p = make(pay)?;
-            if a.codec == VideoCodec::H264 {
-                // SPS/PPS with every keyframe; one NAL per packet as soon as it is ready.
-                p.set_property("config-interval", -1i32);
-                p.set_property_from_str("aggregate-mode", "zero-latency");
-            }
-            let caps = gst::Caps::builder("application/x-rtp")
-                .field("media", "video")
-                .field("encoding-name", enc)
-                .field("payload", pt as i32)
-                .field("clock-rate", 90000i32)
-                .build();
-            (p, caps)
-        } else {
-            let caps = gst::Caps::builder("application/x-rtp")
-                .field("media", "audio")
-                .field("encoding-name", "OPUS")
-                .field("payload", pt as i32)
-                .field("clock-rate", 48000i32)
-                .build();
-            (make("rtpopuspay")?, caps)
-        };
-        payloader.set_property("pt", pt);
-        let filter = gst::ElementFactory::make("capsfilter")
-            .property("caps", &caps)
-            .build()
-            .map_err(|e| e.to_string())?;
-        pipeline
-            .add_many([appsrc.upcast_ref(), &payloader, &filter])
-            .map_err(|e| e.to_string())?;
-        gst::Element::link_many([appsrc.upcast_ref(), &payloader, &filter])
-            .map_err(|e| format!("cannot link the viewer's payloader: {e}"))?;
-        let sink = webrtc
-            .request_pad_simple("sink_%u")
-            .ok_or("webrtcbin gave no sink pad")?;
-        // RTCP feedback: retransmit on NACK (PLI already reaches the encoder as a key-unit
-        // request through the payloader and the stream producer).
-        if let Some(t) = sink.property::<Option<glib::Object>>("transceiver")
-            && t.find_property("do-nack").is_some()
-        {
-            t.set_property("do-nack", true);
-        }
-        filter
-            .static_pad("src")
-            .ok_or("capsfilter has no src pad")?
-            .link(&sink)
-            .map_err(|e| format!("cannot link into webrtcbin: {e:?}"))?;
-        let (tx, flowing) = (a.events.clone(), flowing.clone());
-        let counts = is_video || !h264_video;
-        if let (Some(src), true) = (payloader.static_pad("src"), counts) {
-            src.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
-                if !flowing.swap(true, std::sync::atomic::Ordering::SeqCst) {
-                    let _ = tx.try_send(Event::MediaFlowing);
-                }
-                gst::PadProbeReturn::Remove
-            });
-        }
-        links.push(
-            producer
-                .add_consumer(&appsrc)
-                .map_err(|e| format!("cannot attach the viewer: {e}"))?,
-        );
-    }
-    if links.is_empty() {
-        return Err("the offer takes neither the video nor the audio this pipeline sends".into());
-    }
-    let continuity = Continuity::watch(links.iter().map(|l| l.appsrc()));
-
-    if let Some((clock, base)) = &a.clock {
-        // The main pipeline's clock, and its base time moved back by a margin: a live appsrc
-        // waits until a buffer's running time comes, and buffers of a main pipeline that is
-        // not live (a TCP or URI source buffered while it prerolled) can be ahead of its clock
-        // by a second; waiting here would overflow the viewer's queue. With the margin every
-        // buffer is already due and goes out the moment it is encoded.
-        pipeline.use_clock(Some(clock));
-        pipeline.set_start_time(gst::ClockTime::NONE);
-        pipeline.set_base_time(base.saturating_sub(VIEWER_CLOCK_MARGIN));
-    }
-    pipeline
-        .set_state(gst::State::Playing)
-        .map_err(|_| "the viewer pipeline did not start".to_string())?;
-    // After PLAYING: webrtcbin refuses data channels while it is still closed (NULL).
-    let channel = if a.create_channel {
-        // Typed emit_by_name panics here on GStreamer 1.22 (glib rejects the declared return
-        // type), so take the value untyped and convert it.
-        let value = webrtc.emit_by_name_with_values(
-            "create-data-channel",
-            &["chat".to_value(), None::<gst::Structure>.to_value()],
-        );
-        let channel = value.and_then(|v| {
-            v.get::<glib::Object>()
-                .ok()
-                .and_then(|o| o.downcast::<WebRTCDataChannel>().ok())
-        });
-        if channel.is_none() {
-            tracing::warn!("webrtcbin made no data channel: chat is off for this viewer");
-        }
-        channel
-    } else {
-        None
-    };
-
-    Ok(Built {
-        pipeline: guard,
-        _hooks: None,
-        webrtc,
-        rtx,
-        links,
-        continuity,
-        channel,
     })
 }

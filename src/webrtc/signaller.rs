@@ -8,7 +8,7 @@
 //! ended and the client reconnects with exponential backoff.
 
 use super::output::WebRtcOutput;
-use super::session::{Command, Signal, Via, ViewerId};
+use super::types::{Command, Signal, Via, ViewerId};
 use crate::signalling::protocol::{
     IceCandidate, Incoming, Outgoing, PeerMessage, PeerPayload, PeerStatus, Role, Sdp, SessionId,
 };
@@ -105,7 +105,7 @@ async fn serve_once(url: &str, output: &Weak<WebRtcOutput>) -> Result<(), String
                             Ok(tracked) => { sessions.insert(session_id, tracked); }
                             Err(e) => {
                                 tracing::warn!("{name}: cannot start session {session_id}: {e}");
-                                send(&mut sink, &Incoming::EndSession { session_id }).await?;
+                                send(&mut sink, &Incoming::EndSession { session_id, reason: Some(e) }).await?;
                             }
                         }
                     }
@@ -129,7 +129,8 @@ async fn serve_once(url: &str, output: &Weak<WebRtcOutput>) -> Result<(), String
                             if let Some(s) = sessions.remove(&session_id) {
                                 out.end(&s.viewer);
                             }
-                            send(&mut sink, &Incoming::EndSession { session_id }).await?;
+                            let reason = Some("the session could not keep up with signalling".to_string());
+                            send(&mut sink, &Incoming::EndSession { session_id, reason }).await?;
                         }
                     }
                     Outgoing::EndSession { session_id } => {
@@ -206,9 +207,9 @@ fn to_server<T>(
         Signal::Ice { mline, candidate } => {
             peer(PeerPayload::Ice(IceCandidate::new(candidate, mline)))
         }
-        Signal::Ended => sessions
+        Signal::Ended(reason) => sessions
             .remove(&session_id)
-            .map(|_| Incoming::EndSession { session_id }),
+            .map(|_| Incoming::EndSession { session_id, reason }),
     }
 }
 
@@ -222,12 +223,12 @@ fn tag_signals(
     let (sid, shared_tx) = (session_id.clone(), shared.clone());
     tokio::spawn(async move {
         while let Some(s) = rx.recv().await {
-            let ended = s == Signal::Ended;
+            let ended = matches!(s, Signal::Ended(_));
             if shared_tx.send((sid.clone(), s)).await.is_err() || ended {
                 return;
             }
         }
-        let _ = shared_tx.send((sid, Signal::Ended)).await;
+        let _ = shared_tx.send((sid, Signal::Ended(None))).await;
     });
     tx
 }
@@ -329,7 +330,7 @@ async fn consume_once(url: &str, point: &Weak<super::ingest::IngestPoint>) -> Re
                                     Err(e) => {
                                         tracing::warn!("{name}: refusing publisher: {e}");
                                         sessions.remove(&session_id);
-                                        send(&mut sink, &Incoming::EndSession { session_id }).await?;
+                                        send(&mut sink, &Incoming::EndSession { session_id, reason: Some(e) }).await?;
                                     }
                                 }
                             }

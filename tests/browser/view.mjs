@@ -9,6 +9,9 @@
 //                                    opens its graph, prints the latest values and the graph size
 //   node view.mjs BASE NAME publish → the /publish page sends the fake camera + microphone to
 //                                    pipeline NAME for PUBLISH_SECONDS (5), then stops
+//   node view.mjs BASE NAME relay  → page A shows NAME waiting for a publisher; page B publishes
+//                                    the fake camera to NAME from /publish; page A watches it
+//                                    (≥ 60 frames) and prints its stats
 //   node view.mjs BASE NAME linger → watches NAME for WATCH_SECONDS (20) whatever arrives (a
 //                                    viewer on a slow link), prints "connected" once its first
 //                                    frame is decoded, then the page's stats at the end
@@ -109,6 +112,26 @@ try {
     await page.click("#stop");
     await page.waitForTimeout(500);
     console.log(JSON.stringify({ published: true, seconds }));
+  } else if (mode === "relay") {
+    // NAME relays what is published to it. Page A shows it waiting; page B publishes the fake
+    // camera from /publish; page A's "watch" appears and decodes it.
+    const viewer = await context.newPage();
+    await viewer.goto(base);
+    await viewer.locator(`span[data-waiting="${name}"]`).waitFor({ timeout: 20000 });
+    const publisher = await context.newPage();
+    await publisher.goto(base + "/publish");
+    await publisher.waitForFunction((n) => [...document.querySelectorAll("#target option")].some((o) => o.value === n), name, { timeout: 20000 });
+    await publisher.selectOption("#target", name);
+    await publisher.click("#start");
+    await publisher.waitForFunction(() => window.mediaweavePublish.state === "publishing", null, { timeout: 30000 });
+    await watching(viewer);
+    await viewer.waitForFunction(() => (window.mediaweave.stats.framesDecoded || 0) >= 60, null, { timeout: 40000 });
+    const stats = await viewer.evaluate(() => window.mediaweave.stats);
+    const shown = await viewer.locator("#stat-resolution").textContent();
+    await viewer.click("#stop");
+    await publisher.click("#stop");
+    await publisher.waitForTimeout(500);
+    console.log(JSON.stringify({ ...stats, shownResolution: shown, waitedFirst: true }));
   } else if (mode === "dashboard") {
     const page = await context.newPage();
     await page.goto(base);

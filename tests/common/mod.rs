@@ -5,7 +5,7 @@
 use mediaweave::server::{Server, ServerConfig};
 use mediaweave::supervisor::SupervisorConfig;
 use mediaweave::webrtc::output::WebRtcConfig;
-use mediaweave::webrtc::session::IceConfig;
+use mediaweave::webrtc::types::IceConfig;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -93,6 +93,14 @@ impl TestServer {
 
     pub fn shutdown(self) {
         drop(self);
+    }
+
+    /// `Server::shutdown` alone: the runtime keeps running (its tasks are not cancelled), so
+    /// what is left afterwards is what the service itself left.
+    pub fn stop_service(&mut self) {
+        if let (Some(server), Some(rt)) = (self.server.take(), self.runtime.as_ref()) {
+            rt.block_on(server.shutdown());
+        }
     }
 }
 

@@ -78,7 +78,8 @@ pub fn signalling(data: &[u8]) {
 pub fn sdp(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     for codec in [VideoCodec::H264, VideoCodec::Vp8] {
-        let _ = sdp::read_offer(&text, codec);
+        let _ = sdp::read_offer(&text, codec, None);
+        let _ = sdp::read_offer(&text, codec, Some(sdp::H264Profile::High));
         let _ = sdp::read_publish_offer(&text, codec, true);
         let _ = sdp::read_publish_offer(&text, codec, false);
     }
@@ -109,7 +110,8 @@ pub fn offer_request(data: &[u8]) {
         Some(""),
     ][usize::from(*pick) % 5];
     let read = |offer: &str| {
-        let _ = sdp::read_offer(offer, VideoCodec::H264);
+        let _ = sdp::read_offer(offer, VideoCodec::H264, None);
+        let _ = sdp::check_answer(offer, VideoCodec::H264);
         let _ = sdp::read_publish_offer(offer, VideoCodec::H264, true);
     };
     for protocol in ["WHEP", "WHIP"] {

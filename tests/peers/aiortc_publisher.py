@@ -2,27 +2,35 @@
 """A stock aiortc publisher, used by the tests as a real third-party WHIP client.
 
 Sends a generated test pattern (and silence) to a WHIP endpoint for a number of seconds after
-the connection is up, then DELETEs the session. Prints one JSON line:
+the connection is up (or until SIGTERM), then DELETEs the session. Prints one JSON line:
 {"seconds": S, "width": W, "height": H, "frames": N}.
 
   whip URL [--seconds 5] [--width 640] [--height 480] [--no-delete]
   offer URL ...     an aiortc-style POST /offer ({"sdp", "type"}) instead of WHIP
 
+--colour R,G,B draws a solid colour (and a small moving bar at the top) instead of grey bars.
 --h264 offers only H.264 video; the JSON line then also has "bytes_sent" (RTP payload bytes,
 from getStats). --keyframes-on-request makes the H.264 encoder send keyframes only when the
 receiver asks (RTCP PLI/FIR), as browsers do; aiortc's VP8 encoder already does (a keyframe at
 most every 3000 frames otherwise).
+--stamp draws the wall-clock time into each frame as it is handed to the encoder, as
+mediaweave's `stamp` hook does (peerkit.draw_stamp), so that a viewer (aiortc_viewer.py
+--stamps) measures glass-to-glass latency through whatever relays it. --grain adds a camera's
+noise, so that the stream is as heavy as the encoder is let make it; --bitrate KBPS holds the
+H.264 encoder there (aiortc starts at 1000 and then follows the receiver's estimate).
 """
 import argparse
 import asyncio
 import json
+import signal
 import time
 
-from peerkit import http, loopback_only
+from peerkit import add_grain, draw_stamp, grey_bars, hold_h264_bitrate, http, loopback_only
 
 loopback_only()
 
 import av  # noqa: E402
+import numpy as np  # noqa: E402
 from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription, VideoStreamTrack  # noqa: E402
 from aiortc.mediastreams import AudioStreamTrack  # noqa: E402
 
@@ -58,26 +66,48 @@ def keyframes_on_request():
     h264.av = Av()
 
 
-class Pattern(VideoStreamTrack):
-    """Moving grey bars, 30 frames per second."""
+def yuv(r, g, b):
+    """BT.601 limited range, as decoders read it back."""
+    y = 16 + (65.738 * r + 129.057 * g + 25.064 * b) / 256
+    u = 128 + (-37.945 * r - 74.494 * g + 112.439 * b) / 256
+    v = 128 + (112.439 * r - 94.154 * g - 18.285 * b) / 256
+    return round(y), round(u), round(v)
 
-    def __init__(self, width, height):
+
+class Pattern(VideoStreamTrack):
+    """Moving grey bars, 30 frames per second; or a solid colour with a small moving bar at
+    the top (so that frames differ), when `colour` is (R, G, B). With `grain`, a camera's
+    noise over it; with `stamp`, the time each frame was made in its top-left corner."""
+
+    def __init__(self, width, height, colour=None, stamp=False, grain=False):
         super().__init__()
-        self.width, self.height, self.count = width, height, 0
+        self.width, self.height, self.count, self.colour = width, height, 0, colour
+        self.stamp, self.grain = stamp, grain
 
     async def recv(self):
         pts, time_base = await self.next_timestamp()
         frame = av.VideoFrame(self.width, self.height, "yuv420p")
-        row = bytes((x + self.count * 4) % 256 for x in range(frame.planes[0].line_size))
-        frame.planes[0].update(row * self.height)
-        chroma = bytes([128]) * (frame.planes[1].line_size * (self.height // 2))
-        frame.planes[1].update(chroma)
-        frame.planes[2].update(chroma)
+        luma_size = frame.planes[0].line_size
+        chroma_size = frame.planes[1].line_size * (self.height // 2)
+        if self.colour:
+            y, u, v = yuv(*self.colour)
+            bar = bytes(235 if (x - self.count * 4) % 64 < 8 else y for x in range(luma_size))
+            frame.planes[0].update(bar * 8 + bytes([y]) * (luma_size * (self.height - 8)))
+            frame.planes[1].update(bytes([u]) * chroma_size)
+            frame.planes[2].update(bytes([v]) * chroma_size)
+        else:
+            frame.planes[0].update(grey_bars(self.count, luma_size) * self.height)
+            frame.planes[1].update(bytes([128]) * chroma_size)
+            frame.planes[2].update(bytes([128]) * chroma_size)
+        # Drawn in place, into the frame's own luma plane; the stamp last, so nothing covers it.
+        luma = np.frombuffer(frame.planes[0], np.uint8).reshape(self.height, luma_size)
+        if self.grain:
+            add_grain(luma, self.count)
+        if self.stamp:
+            draw_stamp(luma, int(time.time() * 1000))
         frame.pts, frame.time_base = pts, time_base
         self.count += 1
         return frame
-
-
 
 
 async def main():
@@ -91,12 +121,19 @@ async def main():
     ap.add_argument("--h264", action="store_true", help="offer H.264 video only")
     ap.add_argument("--keyframes-on-request", action="store_true",
                     help="H.264: a keyframe only when the receiver asks for one")
+    ap.add_argument("--colour", help="R,G,B: draw this colour instead of grey bars")
+    ap.add_argument("--stamp", action="store_true", help="draw the wall-clock time into each frame")
+    ap.add_argument("--grain", action="store_true", help="add a camera's noise to the picture")
+    ap.add_argument("--bitrate", type=int, help="kb/s: hold the H.264 encoder at this bitrate")
     args = ap.parse_args()
     if args.keyframes_on_request:
         keyframes_on_request()
+    if args.bitrate:
+        hold_h264_bitrate(args.bitrate * 1000)
 
     pc = RTCPeerConnection()
-    video = Pattern(args.width, args.height)
+    colour = tuple(int(c) for c in args.colour.split(",")) if args.colour else None
+    video = Pattern(args.width, args.height, colour, args.stamp, args.grain)
     sender = pc.addTrack(video)
     if args.h264:
         h264 = [c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType == "video/H264"]
@@ -124,7 +161,13 @@ async def main():
     await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
     await asyncio.wait_for(connected.wait(), 20)
     started = time.monotonic()
-    await asyncio.sleep(args.seconds)
+    # SIGTERM ends the sending early; the session still ends as usual (DELETE, the JSON line).
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    try:
+        await asyncio.wait_for(stop.wait(), args.seconds)
+    except asyncio.TimeoutError:
+        pass
     sent = time.monotonic() - started
     report = await pc.getStats()
     bytes_sent = sum(getattr(s, "bytesSent", 0) for s in report.values() if s.type == "outbound-rtp")

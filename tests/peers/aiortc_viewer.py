@@ -2,8 +2,11 @@
 """A stock aiortc viewer, used by the tests as a real third-party WebRTC peer.
 
 Connects to mediaweave in one of three ways, counts decoded video frames, and prints one JSON
-line: {"frames": N, "width": W, "height": H, "audio_frames": M, "events": [...], "ttff_ms": T}
-(ttff: from the start of the offer, or of startSession, to the first decoded frame).
+line: {"frames": N, "width": W, "height": H, "audio_frames": M, "events": [...], "ttff_ms": T,
+"rgb": [R, G, B]} (ttff: from the start of the offer, or of startSession, to the first decoded
+frame; rgb: the mean colour of the middle of a recent frame).
+The line is printed again at the end, with "signalling" (endSession and error messages over
+the WebSocket protocol) and "delete_status" (WHEP: what DELETE of the session answered).
 With --events N (WHEP and /offer) it opens a data channel and also waits for N hook events.
 With --stamps it reads the time stamp that mediaweave's `stamp` hook (or the benchmark's aiortc
 server) draws into each frame and adds "latencies_ms": now - stamp, per decoded frame.
@@ -18,6 +21,7 @@ import asyncio
 import json
 import sys
 import time
+import urllib.error
 
 from peerkit import STAMP_BITS, http, loopback_only, read_stamp
 
@@ -40,6 +44,13 @@ def luma_of(frame):
     return frame.to_ndarray(format="gray")
 
 
+def centre_rgb(frame):
+    """The mean colour of the frame's middle quarter, [R, G, B]."""
+    rgb = frame.to_ndarray(format="rgb24")
+    h, w = rgb.shape[0], rgb.shape[1]
+    return [int(c) for c in rgb[h // 4:3 * h // 4, w // 4:3 * w // 4].reshape(-1, 3).mean(axis=0)]
+
+
 async def count_video(track, result, started, stamps):
     while True:
         try:
@@ -58,6 +69,8 @@ async def count_video(track, result, started, stamps):
         result["frames_after_max_gap"] += 1
         result["frames"] += 1
         result["width"], result["height"] = frame.width, frame.height
+        if result["frames"] % 10 == 1:
+            result["rgb"] = centre_rgb(frame)
         if stamps:
             now = int(time.time() * 1000) & ((1 << STAMP_BITS) - 1)
             latency = (now - read_stamp(luma_of(frame))) % (1 << STAMP_BITS)
@@ -99,7 +112,7 @@ async def via_http(pc, mode, url, started):
     return location
 
 
-async def via_ws(pc, url, name, started):
+async def via_ws(pc, url, name, started, result):
     import websockets
 
     ws = await websockets.connect(url)
@@ -153,6 +166,7 @@ async def via_ws(pc, url, name, started):
                     await pc.addIceCandidate(cand)
             elif kind in ("endSession", "error"):
                 print(json.dumps({"signalling": msg}), file=sys.stderr)
+                result["signalling"].append(msg)
 
     return ws, asyncio.ensure_future(pump())
 
@@ -170,8 +184,8 @@ async def main():
     args = ap.parse_args()
 
     pc = RTCPeerConnection()
-    result = {"frames": 0, "width": 0, "height": 0, "audio_frames": 0, "events": [], "ttff_ms": None,
-              "max_gap_ms": 0, "frames_after_max_gap": 0, "_last": 0}
+    result = {"frames": 0, "width": 0, "height": 0, "rgb": None, "audio_frames": 0, "events": [], "ttff_ms": None,
+              "max_gap_ms": 0, "frames_after_max_gap": 0, "_last": 0, "signalling": []}
     if args.stamps:
         result["latencies_ms"] = []
     started = [time.monotonic()]
@@ -201,7 +215,7 @@ async def main():
 
     location, ws = None, None
     if args.mode == "ws":
-        ws, _ = await via_ws(pc, args.url, args.name, started)
+        ws, _ = await via_ws(pc, args.url, args.name, started, result)
     else:
         location = await via_http(pc, args.mode, args.url, started)
     try:
@@ -213,10 +227,17 @@ async def main():
     await asyncio.sleep(args.hold)
     if location:
         base = args.url.split("/whep/")[0]
-        await asyncio.get_running_loop().run_in_executor(None, http, "DELETE", base + location)
+        try:
+            status, _, _ = await asyncio.get_running_loop().run_in_executor(
+                None, http, "DELETE", base + location)
+        except urllib.error.HTTPError as e:
+            status = e.code
+        result["delete_status"] = status
     await pc.close()
     if ws:
         await ws.close()
+    # Again, with what happened while holding on (signalling messages, the DELETE's status).
+    print(json.dumps(result), flush=True)
 
 
 asyncio.run(main())

@@ -1,7 +1,8 @@
-"""Shared by the test peers: keep aiortc's ICE on loopback, a tiny HTTP client, and the
-time stamp that mediaweave's `stamp` hook draws (40 blocks of 24x24 pixels in the top-left
-corner, milliseconds since the epoch, most significant bit first). Imports nothing outside
-the standard library at the top, so system-Python peers (GObject bindings) can use it too."""
+"""Shared by the test peers: keep aiortc's ICE on loopback, a tiny HTTP client, the moving grey
+bars the aiortc peers draw (with grain, at a held bitrate), and the time stamp that
+mediaweave's `stamp` hook draws (40 blocks of 24x24 pixels in the top-left corner,
+milliseconds since the epoch, most significant bit first). Imports nothing outside the
+standard library at the top, so system-Python peers (GObject bindings) can use it too."""
 import urllib.request
 
 STAMP_BITS, STAMP_BLOCK = 40, 24
@@ -26,6 +27,40 @@ def http(method, url, body=None, content_type=None):
         req.add_header("Authorization", "Bearer " + os.environ["MEDIAWEAVE_TOKEN"])
     with urllib.request.urlopen(req, timeout=30) as resp:
         return resp.status, resp.headers, resp.read().decode()
+
+
+def grey_bars(count, width):
+    """One row of luma of the peers' moving grey bars at frame `count`: a ramp of 256 levels,
+    repeated across, moving 4 pixels a frame (every row is alike)."""
+    return bytes((x + count * 4) % 256 for x in range(width))
+
+
+_GRAIN = {}  # (height, width) -> the noise add_grain takes its frames' grain from
+
+
+def add_grain(luma, count):
+    """Adds grain to a luma plane (a numpy array) in place, different at every frame `count`,
+    as a camera's noise does. Without it the stamped grey bars are so predictable that H.264
+    makes ~0.1 Mb/s of them at 720p whatever the target; with it, the target: the stream is as
+    heavy as a camera's."""
+    import numpy as np
+
+    height, width = luma.shape
+    pool = _GRAIN.get(luma.shape)
+    if pool is None:
+        pool = _GRAIN[luma.shape] = np.random.default_rng(1).integers(0, 16, (height + 64, width), np.uint8)
+    offset = count * 17 % 64  # every offset once in 64 frames; never the same two in a row
+    np.minimum(luma, 239, out=luma)
+    luma += pool[offset:offset + height]
+
+
+def hold_h264_bitrate(bps):
+    """aiortc's H.264 encoder starts at 1 Mb/s and then follows the receiver's estimate
+    (REMB; 0.5–3 Mb/s): hold it at `bps` instead, so that the streams compared are alike
+    whatever each receiver estimates, or does not."""
+    import aiortc.codecs.h264 as h264
+
+    h264.H264Encoder.target_bitrate = property(lambda self: bps, lambda self, value: None)
 
 
 def draw_stamp(luma, millis):

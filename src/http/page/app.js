@@ -106,9 +106,13 @@ function updateEntry(e, p, now) {
   setText(c.viewers, String((p.viewers || []).length));
 
   // "watch" only for a playing pipeline with a webrtc output; kept (not recreated) while valid.
+  // A pipeline that relays what is published to it has nothing to show while nobody
+  // publishes: it says it is waiting instead.
   const webrtc = (p.outputs || []).some((o) => o.startsWith("webrtc"));
+  const relay = (p.source || "").startsWith("webrtc publisher");
+  const waiting = webrtc && p.state === "playing" && relay && !(p.publishers || []).length;
   let b = c.action.querySelector("button[data-watch]");
-  if (webrtc && p.state === "playing") {
+  if (webrtc && p.state === "playing" && !waiting) {
     if (!b) {
       b = el("button", null, "watch");
       b.dataset.watch = p.name;
@@ -117,6 +121,14 @@ function updateEntry(e, p, now) {
     }
   } else if (b) {
     b.remove();
+  }
+  let w = c.action.querySelector("span[data-waiting]");
+  if (waiting && !w) {
+    w = el("span", "waiting", "waiting for a publisher");
+    w.dataset.waiting = p.name;
+    c.action.append(w);
+  } else if (!waiting && w) {
+    w.remove();
   }
 
   setText(e.err.td, p.error || "");

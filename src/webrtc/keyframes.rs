@@ -1,0 +1,225 @@
+//! Keyframes for joining viewers: which frames a viewer may start on, and how often the
+//! source is asked for one.
+//!
+//! - A viewer starts on an IDR access unit only. `h264parse` flags every I-slice frame as a
+//!   keyframe, and publishers' encoders (x264's scene cuts, for one) send non-IDR I-frames that
+//!   carry no SPS/PPS: a viewer started on one would offer H.264 without its parameters and its
+//!   decoder could not begin. [`mark_h264_keyframes`] makes only IDR access units keyframes on
+//!   the way into the stream producer, so a new viewer waits for (and asks for) a real one.
+//! - Every viewer that needs a keyframe asks upstream (a join, a PLI or FIR from its browser).
+//!   Upstream is the shared encoder, or, for a relayed stream, the publisher (the request
+//!   becomes an RTCP PLI). [`throttle_requests`] lets one request through per
+//!   [`MIN_REQUEST_INTERVAL`], and sends one more at the end of the interval if any was held
+//!   back: a crowd of joins does not flood the source, and no viewer's request is lost.
+
+use gst::prelude::*;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// At most one keyframe request per stream this often.
+pub const MIN_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Whether an H.264 byte-stream access unit holds an IDR slice (NAL type 5). Reads NAL headers
+/// up to the first slice: parameter sets, SEI and delimiters come before it in an access unit.
+pub fn h264_access_unit_is_idr(au: &[u8]) -> bool {
+    let mut i = 0;
+    while i + 3 < au.len() {
+        // A start code is 00 00 01 (a four-byte 00 00 00 01 ends the same way).
+        if au[i] == 0 && au[i + 1] == 0 && au[i + 2] == 1 {
+            match au[i + 3] & 0x1f {
+                5 => return true,
+                1..=4 => return false,
+                _ => {}
+            }
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    false
+}
+
+/// Flags every access unit that is not an IDR as a delta unit, on `appsink`'s sink pad
+/// (byte-stream, one access unit per buffer).
+pub fn mark_h264_keyframes(appsink: &gst::Element) {
+    let Some(pad) = appsink.static_pad("sink") else {
+        return;
+    };
+    pad.add_probe(gst::PadProbeType::BUFFER, |_, info| {
+        let Some(gst::PadProbeData::Buffer(buffer)) = info.data.as_mut() else {
+            return gst::PadProbeReturn::Ok;
+        };
+        if buffer.flags().contains(gst::BufferFlags::DELTA_UNIT) {
+            return gst::PadProbeReturn::Ok;
+        }
+        let idr = buffer
+            .map_readable()
+            .is_ok_and(|map| h264_access_unit_is_idr(&map));
+        if !idr {
+            buffer.make_mut().set_flags(gst::BufferFlags::DELTA_UNIT);
+        }
+        gst::PadProbeReturn::Ok
+    });
+}
+
+/// How a stream's keyframe requests went: passed on upstream, or held back because one had
+/// just been passed on.
+#[derive(Debug, Default)]
+pub struct RequestCounts {
+    pub forwarded: AtomicU64,
+    pub suppressed: AtomicU64,
+}
+
+/// What becomes of a keyframe request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Passed on upstream now.
+    Forward,
+    /// Held back; one request goes upstream at this time on behalf of all held back until
+    /// then (schedule it).
+    Defer(Instant),
+    /// Held back; a deferred request is already scheduled.
+    Coalesce,
+}
+
+/// One request per interval, and none lost: a request held back is answered by one sent at
+/// the end of the interval (a viewer whose PLI arrived just after another's still gets its
+/// keyframe, at most an interval later). The pure rule behind [`throttle_requests`].
+#[derive(Debug)]
+pub struct Throttle {
+    interval: Duration,
+    last: Option<Instant>,
+    deferred: bool,
+}
+
+impl Throttle {
+    pub fn new(interval: Duration) -> Throttle {
+        Throttle {
+            interval,
+            last: None,
+            deferred: false,
+        }
+    }
+
+    /// What to do with a request made at `now`.
+    pub fn admit(&mut self, now: Instant) -> Decision {
+        match self.last {
+            Some(last) if now.saturating_duration_since(last) < self.interval => {
+                if std::mem::replace(&mut self.deferred, true) {
+                    Decision::Coalesce
+                } else {
+                    Decision::Defer(last + self.interval)
+                }
+            }
+            _ => {
+                self.last = Some(now);
+                self.deferred = false;
+                Decision::Forward
+            }
+        }
+    }
+}
+
+/// Holds back keyframe requests going upstream from `appsink` (where every viewer's request
+/// of a stream producer arrives) to one per [`MIN_REQUEST_INTERVAL`], sending one at the end
+/// of the interval for those held back; counts both kinds.
+pub fn throttle_requests(appsink: &gst::Element, counts: Arc<RequestCounts>) {
+    let Some(pad) = appsink.static_pad("sink") else {
+        return;
+    };
+    let throttle = Mutex::new(Throttle::new(MIN_REQUEST_INTERVAL));
+    let c = counts;
+    pad.add_probe(gst::PadProbeType::EVENT_UPSTREAM, move |pad, info| {
+        let Some(event) = info.event() else {
+            return gst::PadProbeReturn::Ok;
+        };
+        if gst_video::UpstreamForceKeyUnitEvent::parse(event).is_err() {
+            return gst::PadProbeReturn::Ok;
+        }
+        let now = Instant::now();
+        let decision = throttle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .admit(now);
+        match decision {
+            Decision::Forward => {
+                c.forwarded.fetch_add(1, Ordering::Relaxed);
+                return gst::PadProbeReturn::Ok;
+            }
+            Decision::Defer(at) => request_later(pad, at.saturating_duration_since(now)),
+            Decision::Coalesce => {}
+        }
+        c.suppressed.fetch_add(1, Ordering::Relaxed);
+        // Handled, not Drop: the binding already owns (and frees) the event, and GStreamer
+        // 1.22 frees a dropped event again (a critical per request).
+        gst::PadProbeReturn::Handled
+    });
+}
+
+/// Pushes a keyframe request upstream from `pad` after `delay`, on the system clock's thread
+/// (the probe sees it again, and by then lets it pass).
+fn request_later(pad: &gst::Pad, delay: Duration) {
+    use gst::prelude::ClockExtManual;
+    let clock = gst::SystemClock::obtain();
+    let now = clock.time();
+    let at = now + gst::ClockTime::from_nseconds(u64::try_from(delay.as_nanos()).unwrap_or(0));
+    let pad = pad.downgrade();
+    let id = clock.new_single_shot_id(at);
+    let _ = id.wait_async(move |_, _, _| {
+        if let Some(pad) = pad.upgrade() {
+            let event = gst_video::UpstreamForceKeyUnitEvent::builder()
+                .all_headers(true)
+                .build();
+            let _ = pad.push_event(event);
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_idr_access_unit_is_a_keyframe() {
+        // AUD, SPS, PPS, IDR slice.
+        let au = [
+            0, 0, 0, 1, 9, 0xf0, 0, 0, 0, 1, 0x67, 0x42, 0, 0, 1, 0x68, 0xce, 0, 0, 1, 0x65, 0x88,
+        ];
+        assert!(h264_access_unit_is_idr(&au));
+    }
+
+    #[test]
+    fn a_non_idr_i_frame_is_not() {
+        // AUD, then a non-IDR slice (x264's scene-cut I-frame): no parameter sets with it.
+        let au = [
+            0, 0, 0, 1, 9, 0xf0, 0, 0, 1, 0x41, 0x9a, 0x21, 0, 0, 1, 0x65,
+        ];
+        assert!(!h264_access_unit_is_idr(&au));
+    }
+
+    #[test]
+    fn nothing_recognisable_is_not() {
+        assert!(!h264_access_unit_is_idr(&[]));
+        assert!(!h264_access_unit_is_idr(&[0, 0, 1]));
+        assert!(!h264_access_unit_is_idr(&[0x65, 0x65, 0x65, 0x65]));
+    }
+
+    #[test]
+    fn one_request_per_interval_and_none_lost() {
+        let mut t = Throttle::new(Duration::from_millis(500));
+        let start = Instant::now();
+        let at = |ms| start + Duration::from_millis(ms);
+        assert_eq!(t.admit(start), Decision::Forward);
+        // Held back: the first one schedules a request for the end of the interval...
+        assert_eq!(t.admit(at(10)), Decision::Defer(at(500)));
+        // ...which answers the others held back meanwhile.
+        assert_eq!(t.admit(at(499)), Decision::Coalesce);
+        // The scheduled one arrives and passes.
+        assert_eq!(t.admit(at(500)), Decision::Forward);
+        assert_eq!(t.admit(at(600)), Decision::Defer(at(1000)));
+        assert_eq!(t.admit(at(1000)), Decision::Forward);
+        // Quiet for a while: the next passes at once.
+        assert_eq!(t.admit(at(3000)), Decision::Forward);
+    }
+}

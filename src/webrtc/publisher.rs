@@ -1,0 +1,176 @@
+//! A publisher's pipeline: webrtcbin receiving what the peer sends, a depayloader per stream
+//! into the ingest plan's outputs (record, relay taps, hooks), built per publisher; and how it
+//! is drained when the publisher leaves, so every recording is finalized.
+
+use super::cert::DtlsCertificate;
+use super::peer::{Built, Event, PipelineGuard, setup_webrtcbin};
+use super::types::{IceConfig, Ingest, ViewerId};
+use super::viewer::Continuity;
+use crate::description::VideoCodec;
+use gst::glib;
+use gst::prelude::*;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Builds and starts a publisher's pipeline: the ingest plan's outputs, fed by webrtcbin
+/// through a depayloader per stream as the publisher's pads appear (blocking).
+pub fn build_receiver(
+    ingest: Ingest,
+    codec: VideoCodec,
+    video_pt: Option<u32>,
+    audio_pt: Option<u32>,
+    ice: IceConfig,
+    cert: &'static DtlsCertificate,
+    events: mpsc::Sender<Event>,
+) -> Result<Built, String> {
+    let guard = PipelineGuard(Some(ingest.plan.build(&ingest.recordings)?));
+    let pipeline = guard.0.clone().ok_or("no pipeline")?;
+    super::peer::count_live(&pipeline);
+    let hooks = if ingest.plan.hooks.is_empty() {
+        None
+    } else {
+        Some(crate::hooks::RunningHooks::start(
+            &ingest.plan.name,
+            &pipeline,
+            &ingest.plan.hooks,
+            &ingest.hooks,
+        )?)
+    };
+    for name in ingest.plan.file_sink_names() {
+        let tx = events.clone();
+        if let Some(pad) = pipeline.by_name(name).and_then(|e| e.static_pad("sink")) {
+            pad.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
+                if let Some(gst::PadProbeData::Event(ev)) = &info.data
+                    && ev.type_() == gst::EventType::Eos
+                {
+                    let _ = tx.try_send(Event::SinkEos);
+                }
+                gst::PadProbeReturn::Ok
+            });
+        }
+    }
+    let (webrtc, rtx) = setup_webrtcbin(&pipeline, &ice, cert, &events)?;
+    let (enc, depay) = match codec {
+        VideoCodec::H264 => ("H264", "rtph264depay"),
+        VideoCodec::Vp8 => ("VP8", "rtpvp8depay"),
+        VideoCodec::Vp9 => ("VP9", "rtpvp9depay"),
+        VideoCodec::Av1 => return Err("AV1 cannot be received here".into()),
+    };
+    let wanted = [
+        video_pt.map(|pt| ("video", enc, 90000i32, pt)),
+        audio_pt.map(|pt| ("audio", "OPUS", 48000i32, pt)),
+    ];
+    for (media, enc, rate, pt) in wanted.into_iter().flatten() {
+        let caps = gst::Caps::builder("application/x-rtp")
+            .field("media", media)
+            .field("encoding-name", enc)
+            .field("payload", pt as i32)
+            .field("clock-rate", rate)
+            .build();
+        let transceiver = webrtc.emit_by_name_with_values(
+            "add-transceiver",
+            &[
+                gst_webrtc::WebRTCRTPTransceiverDirection::Recvonly.to_value(),
+                caps.to_value(),
+            ],
+        );
+        if let Some(t) = transceiver.and_then(|v| v.get::<glib::Object>().ok())
+            && t.find_property("do-nack").is_some()
+        {
+            t.set_property("do-nack", true);
+        }
+    }
+    // Each incoming stream: depayload into its branch head (video_in / audio_in). Linking in
+    // pad-added is how GStreamer wires dynamic pads; nothing here waits on anything else.
+    let weak = pipeline.downgrade();
+    webrtc.connect_pad_added(move |_, pad| {
+        let Some(pipeline) = weak.upgrade() else {
+            return;
+        };
+        let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
+        let media = caps
+            .structure(0)
+            .and_then(|s| s.get::<String>("media").ok())
+            .unwrap_or_default();
+        let (head, depay) = match media.as_str() {
+            "video" => ("video_in", depay),
+            "audio" => ("audio_in", "rtpopusdepay"),
+            _ => ("", ""),
+        };
+        let target = pipeline.by_name(head).and_then(|e| e.static_pad("sink"));
+        let linked = target.filter(|t| !t.is_linked()).and_then(|target| {
+            let d = gst::ElementFactory::make(depay).build().ok()?;
+            pipeline.add(&d).ok()?;
+            d.sync_state_with_parent().ok()?;
+            pad.link(&d.static_pad("sink")?).ok()?;
+            d.static_pad("src")?.link(&target).ok()?;
+            Some(())
+        });
+        if linked.is_none() {
+            // A stream nobody records (or a second one of a kind): drain it.
+            if let Ok(sink) = gst::ElementFactory::make("fakesink")
+                .property("async", false)
+                .build()
+                && pipeline.add(&sink).is_ok()
+                && sink.sync_state_with_parent().is_ok()
+                && let Some(sinkpad) = sink.static_pad("sink")
+            {
+                let _ = pad.link(&sinkpad);
+            }
+        }
+    });
+    pipeline
+        .set_state(gst::State::Playing)
+        .map_err(|_| "the publisher pipeline did not start".to_string())?;
+    // The offer has no audio but the outputs expect it: end that branch so muxers go on.
+    if audio_pt.is_none()
+        && let Some(pad) = pipeline
+            .by_name("audio_in")
+            .and_then(|e| e.static_pad("sink"))
+    {
+        pad.send_event(gst::event::Eos::new());
+    }
+    Ok(Built {
+        pipeline: guard,
+        _hooks: hooks,
+        webrtc,
+        rtx,
+        links: Vec::new(),
+        continuity: Continuity::watch(std::iter::empty()),
+        channel: None,
+    })
+}
+
+/// Ends a publisher's stream so every output finalizes (segments get their index), waiting
+/// at most 5 s for end-of-stream to reach the sinks.
+pub async fn drain(
+    id: &ViewerId,
+    pipeline: Option<gst::Pipeline>,
+    ingest: &Ingest,
+    events: &mut mpsc::Receiver<Event>,
+) {
+    let Some(pipeline) = pipeline else {
+        return;
+    };
+    let plan = ingest.plan.clone();
+    let _ = tokio::task::spawn_blocking(move || plan.send_eos(&pipeline)).await;
+    // The pipeline as a whole never posts EOS (webrtcbin's network sink gets none): wait
+    // for each output to report its own end instead.
+    let mut pending = ingest.plan.finalizing_outputs();
+    let wait = async {
+        while pending > 0 {
+            match events.recv().await {
+                None | Some(Event::Eos) | Some(Event::Error(_)) => return,
+                Some(Event::SinkEos) => pending -= 1,
+                Some(_) => {}
+            }
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(5), wait)
+        .await
+        .is_err()
+    {
+        tracing::warn!("session {}: end-of-stream did not drain within 5 s", id);
+    }
+    ingest.recordings.stopped(&ingest.plan.name);
+}

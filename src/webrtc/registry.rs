@@ -1,0 +1,423 @@
+//! The [`Registry`]: every running `webrtc` output and ingest point by pipeline name. The
+//! supervisor hands it each run's pipeline through [`crate::hub::Readers`] (attach, playing,
+//! suspend, detach); the HTTP API and the signalling clients look outputs up here. A
+//! relaying ingest point's [`Relay`] feeds each publisher's pipeline to the same output.
+
+use super::output::{CHAT_QUEUE, Feed, Sessions, Totals, WebRtcConfig, WebRtcOutput};
+use super::types::Command;
+use crate::assemble::WebRtcTap;
+use crate::description::VideoCodec;
+use crate::hub::Readers;
+use gst::prelude::*;
+use gst_utils::streamproducer::StreamProducer;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio::sync::mpsc;
+
+/// The running webrtc outputs, by pipeline name.
+pub struct Registry {
+    /// Itself, for the tasks and relays it hands out.
+    me: std::sync::Weak<Registry>,
+    outputs: Mutex<HashMap<String, Arc<WebRtcOutput>>>,
+    ingests: Mutex<HashMap<String, Arc<super::ingest::IngestPoint>>>,
+    config: WebRtcConfig,
+    /// `ws://.../ws` of this process's own signalling server, once it listens.
+    embedded: Mutex<Option<String>>,
+    /// Per pipeline: what its ended viewer sessions and publishers sent and received, kept
+    /// across runs for the counters in `/metrics`.
+    viewer_ledgers: Ledgers,
+    publisher_ledgers: Ledgers,
+    /// Per pipeline: its video's keyframe requests, across runs and publishers.
+    keyframe_ledgers: Mutex<HashMap<String, Arc<super::keyframes::RequestCounts>>>,
+}
+
+type Ledgers = Mutex<HashMap<String, Arc<Mutex<Totals>>>>;
+
+/// What a pipeline's ended sessions counted, if it ever had any ledger.
+fn ledger_total(ledgers: &Ledgers, name: &str) -> Option<Totals> {
+    let ledger = ledgers
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(name)
+        .cloned()?;
+    let total = *ledger.lock().unwrap_or_else(|p| p.into_inner());
+    Some(total)
+}
+
+impl Registry {
+    pub fn new(config: WebRtcConfig) -> Arc<Registry> {
+        Arc::new_cyclic(|me| Registry {
+            me: me.clone(),
+            outputs: Mutex::new(HashMap::new()),
+            ingests: Mutex::new(HashMap::new()),
+            config,
+            embedded: Mutex::new(None),
+            viewer_ledgers: Mutex::default(),
+            publisher_ledgers: Mutex::default(),
+            keyframe_ledgers: Mutex::default(),
+        })
+    }
+
+    fn ledger(&self, ledgers: &Ledgers, name: &str) -> Arc<Mutex<Totals>> {
+        ledgers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(name.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// Keyframe requests of pipeline `name`'s video so far: (forwarded upstream, held back).
+    pub fn keyframe_counts(&self, name: &str) -> (u64, u64) {
+        let ledgers = self
+            .keyframe_ledgers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        ledgers.get(name).map_or((0, 0), |c| {
+            let read =
+                |n: &std::sync::atomic::AtomicU64| n.load(std::sync::atomic::Ordering::Relaxed);
+            (read(&c.forwarded), read(&c.suppressed))
+        })
+    }
+
+    /// The counters of pipeline `name`'s keyframe requests, kept across its runs.
+    fn keyframe_requests(&self, name: &str) -> Arc<super::keyframes::RequestCounts> {
+        self.keyframe_ledgers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(name.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// The service-wide limits.
+    pub fn limits(&self) -> &Arc<crate::limits::Limits> {
+        &self.config.limits
+    }
+
+    /// Viewer totals of pipeline `name` since the service started, None if it never had a
+    /// webrtc output.
+    pub fn viewer_totals(&self, name: &str) -> Option<Totals> {
+        match self.get(name) {
+            Some(out) => Some(out.totals()),
+            None => ledger_total(&self.viewer_ledgers, name),
+        }
+    }
+
+    /// Publisher totals of a webrtc-source pipeline since the service started.
+    pub fn publisher_totals(&self, name: &str) -> Option<Totals> {
+        match self.ingest(name) {
+            Some(point) => Some(point.totals()),
+            None => ledger_total(&self.publisher_ledgers, name),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<WebRtcOutput>>> {
+        self.outputs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Ends every viewer and publisher session and waits (bounded) until each one's pipeline
+    /// is torn down: what serve's shutdown waits for after the pipelines stopped.
+    pub async fn shutdown(&self) {
+        let ingests: Vec<String> = self
+            .ingests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        for name in ingests {
+            self.detach_ingest(&name).await;
+        }
+        for name in self.names() {
+            self.detach(&name);
+        }
+        let sessions = &self.config.sessions;
+        sessions.close();
+        if tokio::time::timeout(std::time::Duration::from_secs(10), sessions.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "{} WebRTC session(s) still ending after 10 s",
+                sessions.len()
+            );
+        }
+    }
+
+    /// Where producers join when nothing else is configured.
+    pub fn set_embedded_signalling(&self, url: String) {
+        *self.embedded.lock().unwrap_or_else(|p| p.into_inner()) = Some(url);
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<WebRtcOutput>> {
+        self.lock().get(name).cloned()
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.lock().keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// Closes it again: the publisher (if any) is ended and its recording finalized first;
+    /// viewers of its relay end.
+    pub async fn detach_ingest(&self, name: &str) {
+        let point = self
+            .ingests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+        if let Some(point) = point {
+            point.close().await;
+        }
+        self.detach(name);
+    }
+
+    pub fn ingest(&self, name: &str) -> Option<Arc<super::ingest::IngestPoint>> {
+        self.ingests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+    }
+}
+
+/// A webrtc-source pipeline's relay: each publisher's pipeline feeds the pipeline's webrtc
+/// output while it lasts (its appsinks become the viewers' stream producers, its clock theirs);
+/// between publishers the viewers wait, as they wait for a restarted pipeline.
+#[derive(Clone)]
+pub struct Relay {
+    registry: std::sync::Weak<Registry>,
+    events: crate::events::EventBus,
+}
+
+impl Relay {
+    /// A publisher's pipeline is built: its appsinks become the viewers' stream producers.
+    pub fn started(&self, name: &str, pipeline: &gst::Pipeline, taps: &[WebRtcTap]) {
+        if let Some(registry) = self.registry.upgrade()
+            && let Err(e) = registry.attach(name, pipeline, taps, &self.events)
+        {
+            tracing::warn!("{name}: cannot relay the publisher: {e}");
+        }
+    }
+
+    /// The publisher's pipeline plays (it waits for the publisher's first media): viewers
+    /// share its clock and base time, which are final only now.
+    pub fn playing(&self, name: &str, pipeline: &gst::Pipeline) {
+        if let Some(registry) = self.registry.upgrade() {
+            registry.playing(name, pipeline);
+        }
+    }
+
+    /// The publisher left: its viewers wait for the next one (same codec) or end.
+    pub fn ended(&self, name: &str) {
+        if let Some(registry) = self.registry.upgrade() {
+            registry.suspend(name);
+        }
+    }
+}
+
+/// How the supervisor hands each run of a pipeline to its WebRTC viewers (see [`crate::hub`]).
+impl Readers for Registry {
+    /// Takes the appsinks of `taps` from a freshly built pipeline as stream producers.
+    /// Call before the pipeline plays; viewers are accepted once [`Registry::playing`] is called.
+    fn attach(
+        &self,
+        name: &str,
+        pipeline: &gst::Pipeline,
+        taps: &[WebRtcTap],
+        events: &crate::events::EventBus,
+    ) -> Result<(), String> {
+        // One webrtc output per pipeline is what viewers address (by pipeline name).
+        let Some(tap) = taps.first() else {
+            return Ok(());
+        };
+        let requests = self.keyframe_requests(name);
+        let producer = |sink: &str| -> Result<StreamProducer, String> {
+            let appsink = pipeline
+                .by_name(sink)
+                .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
+                .ok_or_else(|| format!("the assembled pipeline has no appsink {sink}"))?;
+            if sink == tap.video_sink {
+                if tap.codec == VideoCodec::H264 {
+                    super::keyframes::mark_h264_keyframes(appsink.upcast_ref());
+                }
+                super::keyframes::throttle_requests(appsink.upcast_ref(), requests.clone());
+            }
+            // No clock sync: a frame goes to the viewers the moment it is encoded (live
+            // sources and `clocksync` pace the stream); syncing held each one a frame longer.
+            let settings = gst_utils::streamproducer::ProducerSettings { sync: false };
+            let producer = StreamProducer::with(&appsink, settings);
+            // The pipeline's end-of-stream is not the viewers' end: the registry ends their
+            // sessions when the pipeline stops, or keeps them for its restart.
+            producer.set_forward_events([gst::EventType::Gap]);
+            Ok(producer)
+        };
+        let video = Some(producer(&tap.video_sink)?);
+        let audio = tap.audio_sink.as_deref().map(producer).transpose()?;
+        let (chat_tx, chat_rx) = mpsc::channel(CHAT_QUEUE);
+        // A pipeline restarting after an error: its waiting viewers follow the new run.
+        if let Some(old) = self.get(name)
+            && old.resume_with(tap, video.clone(), audio.clone())
+        {
+            return Ok(());
+        }
+        let output = Arc::new(WebRtcOutput {
+            pipeline: name.to_string(),
+            tap: tap.clone(),
+            feed: Mutex::new(Feed {
+                video,
+                audio,
+                ..Feed::default()
+            }),
+            sessions: Mutex::new(Sessions::default()),
+            chat: chat_tx,
+            config: self.config.clone(),
+            producer: Mutex::new(None),
+            forwarder: Mutex::new(None),
+            chat_relay: Mutex::new(None),
+            events: events.clone(),
+            ended: self.ledger(&self.viewer_ledgers, name),
+        });
+        let relay = tokio::spawn(WebRtcOutput::relay_chat(Arc::downgrade(&output), chat_rx));
+        *output.chat_relay.lock().unwrap_or_else(|p| p.into_inner()) = Some(relay);
+        if tap.hook_events {
+            let task = tokio::spawn(WebRtcOutput::forward_hook_events(
+                Arc::downgrade(&output),
+                events.subscribe(),
+            ));
+            *output.forwarder.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
+        }
+        if let Some(old) = self.lock().insert(name.to_string(), output) {
+            old.end_all();
+        }
+        Ok(())
+    }
+
+    /// The pipeline is playing: viewers share its clock and base time from now on, and the
+    /// output registers as a producer with its signalling server.
+    fn playing(&self, name: &str, pipeline: &gst::Pipeline) {
+        let Some(out) = self.get(name) else { return };
+        if let Some(clock) = pipeline.clock() {
+            let base = pipeline.base_time().unwrap_or(gst::ClockTime::ZERO);
+            let mut feed = out.lock_feed();
+            feed.clock = Some((clock.clone(), base));
+            if std::mem::take(&mut feed.suspended) {
+                // The sessions that waited switch to the new run's streams.
+                let follow = || Command::Follow {
+                    video: feed.video.clone(),
+                    audio: feed.audio.clone(),
+                    clock: clock.clone(),
+                };
+                let sessions = out.lock_sessions();
+                tracing::info!(
+                    "{name}: {} viewer(s) follow the restarted pipeline",
+                    sessions.by_id.len()
+                );
+                for h in sessions.by_id.values() {
+                    if h.commands.try_send(follow()).is_err() {
+                        h.end();
+                    }
+                }
+            }
+        }
+        let url = out
+            .tap
+            .signalling_url
+            .clone()
+            .or_else(|| self.config.signalling_url.clone())
+            .or_else(|| {
+                self.embedded
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone()
+            });
+        let mut producer = out.producer.lock().unwrap_or_else(|p| p.into_inner());
+        if let (Some(url), None) = (url, producer.as_ref()) {
+            *producer = Some(tokio::spawn(super::signaller::run_producer(
+                url,
+                Arc::downgrade(&out),
+            )));
+        }
+    }
+
+    /// The pipeline failed and will be restarted: its viewers' sessions wait (for
+    /// [`WebRtcConfig::resume_grace`] at most) and follow the next run, without renegotiating. Without
+    /// viewers this is [`Registry::detach`].
+    fn suspend(&self, name: &str) {
+        let Some(out) = self.get(name) else { return };
+        let Some(generation) = out.suspend() else {
+            return self.detach(name);
+        };
+        tracing::info!("{name}: viewers wait for the pipeline to restart");
+        let (registry, name) = (self.me.clone(), name.to_string());
+        let grace = self.config.resume_grace;
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            let Some(registry) = registry.upgrade() else {
+                return;
+            };
+            let still_waiting = registry.get(&name).is_some_and(|now| {
+                let feed = now.lock_feed();
+                Arc::ptr_eq(&now, &out) && feed.suspended && feed.generation == generation
+            });
+            if still_waiting {
+                tracing::info!("{name}: the pipeline did not come back; its viewers' sessions end");
+                registry.detach(&name);
+            }
+        });
+    }
+
+    /// The pipeline stopped: its viewers' sessions end.
+    fn detach(&self, name: &str) {
+        if let Some(out) = self.lock().remove(name) {
+            out.end_all();
+        }
+    }
+
+    /// Opens a webrtc-source pipeline to publishers.
+    fn open_ingest(
+        &self,
+        name: &str,
+        plan: crate::assemble::Plan,
+        recordings: Arc<crate::record::Recordings>,
+        hooks: crate::hooks::HookHost,
+    ) {
+        let ledger = self.ledger(&self.publisher_ledgers, name);
+        // With a webrtc output, each publisher's stream is relayed to viewers as it arrives.
+        let relay = (!plan.webrtc.is_empty()).then(|| Relay {
+            registry: self.me.clone(),
+            events: hooks.events.clone(),
+        });
+        let point = super::ingest::IngestPoint::new(
+            name,
+            plan,
+            recordings,
+            hooks,
+            self.config.clone(),
+            ledger,
+            relay,
+        );
+        let url = self.config.signalling_url.clone().or_else(|| {
+            self.embedded
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+        });
+        if let Some(url) = url {
+            point.listen_for_publishers(url);
+        }
+        self.ingests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string(), point);
+    }
+
+    fn close_ingest<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
+        Box::pin(self.detach_ingest(name))
+    }
+}
