@@ -33,6 +33,7 @@ TARGETS = {
     "per_viewer_rss": 1.5, "most_viewers": 100,
     "per_viewer_ratio": 10, "recording_cpu": 5, "hook_overhead": 10, "service_overhead": 5,
     "external_hook_ratio": 0.5,
+    "relay_added_p50": 10, "relay_per_viewer_cpu": 0.5, "relay_per_viewer_rss": 3,
 }
 
 
@@ -235,6 +236,16 @@ max_viewers = {max_viewers}
 
 
 INBOX = '[source]\nkind = "webrtc"\n\n[[output]]\nkind = "record"\nsegment = "10m"\n'
+
+# Relays one WebRTC publisher to WebRTC viewers as it was sent (nothing decoded).
+RELAY = '[source]\nkind = "webrtc"\ncodec = "h264"\n\n[[output]]\nkind = "webrtc"\n'
+
+# What the relay scenario's aiortc publisher sends, and its direct stand-in draws: 1280x720 at
+# 30 fps, moving grey bars with a camera's noise (so that H.264 needs the bitrate it is given),
+# stamped with the wall-clock time as each frame goes to the encoder; H.264 held at 2 Mb/s
+# (aiortc would otherwise follow each receiver's estimate, and the paths would differ).
+RELAY_PICTURE = ["--width", "1280", "--height", "720", "--grain"]
+RELAY_H264 = ["--h264", "--bitrate", "2000"]
 
 
 def hook_toml(hook, pattern="ball"):
@@ -479,6 +490,73 @@ def scenario_overhead(cfg, binary, work):
     return {"mediaweave": ours, "gst_launch": theirs}
 
 
+def relay_publish(mode, url):
+    """The relay scenario's aiortc publisher (mode "whip", or "offer": aiortc-style JSON),
+    sending until stop_publishing()."""
+    return subprocess.Popen([VENV_PYTHON, str(PEERS / "aiortc_publisher.py"), mode, url, "--stamp",
+                             *RELAY_PICTURE, *RELAY_H264, "--seconds", "3600"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+
+
+def stop_publishing(pub):
+    """Ends the publisher (SIGTERM: it leaves as usual) and returns its JSON line: frames sent,
+    seconds, RTP payload bytes."""
+    stop(pub)
+    lines = [l for l in pub.stdout.read().splitlines() if l.startswith("{")]
+    return json.loads(lines[-1]) if lines else None
+
+
+def stamped_view(mode, url, frames):
+    """A stock aiortc viewer reading the stamps of `frames` frames (after 30 left out while it
+    settles): (latencies, what else it saw)."""
+    v = aiortc_view([mode, url, "--frames", str(frames + 30), "--stamps", "--timeout", str(frames / 20 + 30)],
+                    frames / 20 + 60)
+    return v["latencies_ms"][30:], {k: v[k] for k in ("frames", "ttff_ms", "max_gap_ms", "width", "height")}
+
+
+def scenario_relay(cfg, binary, work):
+    """An aiortc publisher relayed live by mediaweave (WHIP in, WHEP out, nothing decoded):
+    glass-to-glass latency through it, against the same picture from one aiortc encoder
+    straight to the viewer (direct) and relayed by an aiortc server (MediaRelay: decoded once,
+    encoded per viewer); then the relay's CPU and RSS as GStreamer viewers are added (the
+    publisher is a process of its own: not counted)."""
+    frames, window = cfg["relay_frames"], cfg["window"]
+    result = {"latency": {}, "views": {}, "publisher": {}, "viewers": {}}
+
+    def relayed(name, root_pid, publish, ready, watch, viewer_counts):
+        """publish, watch: (mode, URL) of the publisher and of the viewers."""
+        pub = relay_publish(*publish)
+        try:
+            wait_for("the publisher", 30, ready)
+            result["latency"][name], result["views"][name] = stamped_view(*watch, frames)
+            if viewer_counts:
+                result["viewers"][name] = viewers_run(root_pid, *watch, viewer_counts, window)
+        finally:
+            result["publisher"][name] = stop_publishing(pub)
+
+    server = Serve(binary, {"relay": RELAY}, work)
+    try:
+        relayed("mediaweave", server.proc.pid, ("whip", f"{server.base}/whip/relay"),
+                lambda: len(http_json(f"{server.base}/api/pipelines/relay")["publishers"]) == 1,
+                ("whep", f"{server.base}/whep/relay"), cfg["relay_viewer_counts"])
+    finally:
+        server.close()
+    direct = AiortcServer("stream", ["--bars", "--track-per-viewer", *RELAY_PICTURE, *RELAY_H264])
+    try:
+        result["latency"]["direct"], result["views"]["direct"] = stamped_view("offer", direct.url, frames)
+    finally:
+        direct.close()
+    peer = AiortcServer("relay", RELAY_H264)
+    try:
+        base = f"http://127.0.0.1:{peer.port}"
+        relayed("aiortc", peer.proc.pid, ("offer", f"{base}/publish"),
+                lambda: http_json(f"{base}/status")["publishing"],
+                ("offer", peer.url), cfg["relay_peer_viewer_counts"])
+    finally:
+        peer.close()
+    return result
+
+
 # ---------------------------------------------------------------------------------------------
 # Report
 
@@ -519,6 +597,66 @@ def ratio(a, b):
 
 def mark(ok):
     return "–" if ok is None else ("✓" if ok else "✗")
+
+
+def relay_rows(rl, row, rows):
+    """The relay scenario's rows of the report."""
+    lat = rl["latency"]
+    ours_l, theirs_l, direct_l = lat.get("mediaweave") or [], lat.get("aiortc") or [], lat.get("direct") or []
+    for p, key in ((0.5, "p50"), (0.95, "p95"), (0.99, "p99")):
+        row("relay: glass-to-glass latency, aiortc publisher (720p30 H.264 2 Mb/s) to an aiortc viewer",
+            f"{key} through the relay (ms, {len(ours_l)} frames)", percentile(ours_l, p),
+            percentile(theirs_l, p), "aiortc MediaRelay")
+        row("relay", f"{key} direct: the same picture from one aiortc encoder to the viewer (ms)", None,
+            percentile(direct_l, p), "aiortc, no relay")
+    for p, key in ((0.5, "p50"), (0.95, "p95"), (0.99, "p99")):
+        # A difference of percentiles, not a percentile of differences (the paths ran apart).
+        direct = percentile(direct_l, p)
+        ours, theirs = (percentile(v, p) - direct if v and direct is not None else None for v in (ours_l, theirs_l))
+        target = TARGETS["relay_added_p50"] if key == "p50" else None
+        rows.append(f"| relay | {key} added by the relay (relay − direct, ms) | {fmt(ours)} | "
+                    f"{fmt(theirs)} (aiortc MediaRelay) | | {f'≤ {target} ms ' if target else ''}"
+                    f"{mark(ours <= target if target and ours is not None else None)} |")
+    ours_v, theirs_v = rl["viewers"].get("mediaweave") or [], rl["viewers"].get("aiortc") or []
+    for key, what, unit in (("cpu", "CPU per added viewer (% of a core; counts where every viewer gets ≥ 27 fps)",
+                             "%"), ("rss_mb", "RSS per added viewer (MB)", "MB")):
+        ours, theirs = slope(ours_v, key), slope(theirs_v, key)
+        target = TARGETS[f"relay_per_viewer_{'cpu' if key == 'cpu' else 'rss'}"]
+        row("relay viewers (GStreamer webrtcbin), 720p30 2 Mb/s", what, ours, theirs, "aiortc MediaRelay",
+            f"≤ {target} {unit}", ours <= target if ours is not None else None)
+    most = max(ours_v, key=lambda r: r["viewers"], default=None)
+    if most and most["viewers"]:
+        lowest = min(most["fps"] or [0.0])
+        rows.append(f"| relay viewers | {most['viewers']} viewers at once: every viewer's fps ≥ 27 | "
+                    f"{lowest:.1f} (lowest) | | | ≥ 27 fps {mark(lowest >= 27)} |")
+    by_n = {r["viewers"]: r for r in theirs_v}
+    for r in ours_v:
+        t = by_n.get(r["viewers"])
+        if r["viewers"] == 0:
+            row("relay viewers", "publishing, no viewer: service CPU (%)", r["cpu"], t and t["cpu"], "aiortc MediaRelay")
+            row("relay viewers", "publishing, no viewer: RSS (MB)", r["rss_mb"], t and t["rss_mb"], "aiortc MediaRelay")
+            continue
+        n = r["viewers"]
+        row("relay viewers", f"{n} viewers: service CPU (%)", r["cpu"], t and t["cpu"], "aiortc MediaRelay")
+        row("relay viewers", f"{n} viewers: lowest viewer fps", min(r["fps"] or [0.0]),
+            t and min(t["fps"] or [0.0]), "aiortc MediaRelay")
+        row("relay viewers", f"{n} viewers: connected", r.get("connected"), t and t.get("connected"),
+            "aiortc MediaRelay")
+        row("relay viewers", f"{n} viewers: RSS (MB)", r["rss_mb"], t and t["rss_mb"], "aiortc MediaRelay")
+        row("relay viewers", f"{n} viewers: median kb/s received", statistics.median(r["kbps"] or [0.0]),
+            t and statistics.median(t["kbps"] or [0.0]), "aiortc MediaRelay")
+    pubs = rl.get("publisher") or {}
+
+    def sent(name, what):
+        p = pubs.get(name)
+        if not p or not p.get("seconds"):
+            return None
+        return p["frames"] / p["seconds"] if what == "fps" else p["bytes_sent"] * 8 / p["seconds"] / 1000
+
+    row("relay", "publisher: frames sent per second", sent("mediaweave", "fps"), sent("aiortc", "fps"),
+        "aiortc MediaRelay")
+    row("relay", "publisher: kb/s sent (video and audio payload)", sent("mediaweave", "kbps"),
+        sent("aiortc", "kbps"), "aiortc MediaRelay")
 
 
 def report(results, meta, quick):
@@ -617,6 +755,9 @@ def report(results, meta, quick):
         row("service overhead, raw launch line", "CPU (%)", ours, theirs, "gst-launch-1.0",
             f"≤ +{TARGETS['service_overhead']} %", over <= TARGETS["service_overhead"] if over is not None else None)
         row("service overhead", "RSS (MB)", ov["mediaweave"]["rss_mb"], ov["gst_launch"]["rss_mb"], "gst-launch-1.0")
+    rl = results.get("relay")
+    if rl:
+        relay_rows(rl, row, rows)
 
     lines = [
         "# mediaweave benchmark",
@@ -648,7 +789,8 @@ def plot(results, path):
     import matplotlib.pyplot as plt
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2))
-    lat = results.get("latency") or {}
+    lat = dict(results.get("latency") or {})
+    lat.update({f"relay: {k}": v for k, v in ((results.get("relay") or {}).get("latency") or {}).items()})
     for name, values in lat.items():
         if values:
             xs = sorted(values)
@@ -658,7 +800,8 @@ def plot(results, path):
     a.set_title("Latency CDF, 720p30")
     a.grid(alpha=0.3)
     a.legend()
-    vw = results.get("viewers") or {}
+    vw = dict(results.get("viewers") or {})
+    vw.update({f"relay: {k}": v for k, v in ((results.get("relay") or {}).get("viewers") or {}).items()})
     for name, rows in vw.items():
         if rows:
             b.plot([r["viewers"] for r in rows], [r["cpu"] for r in rows], marker="o", label=name)
@@ -678,13 +821,17 @@ SCENARIOS = {
     "recording": scenario_recording,
     "hooks": scenario_hooks,
     "overhead": scenario_overhead,
+    "relay": scenario_relay,
 }
 
-# aiortc is saturated (6 fps) by 30 viewers already: it is measured up to there.
+# aiortc is saturated (6 fps) by 30 viewers already: it is measured up to there. Its relay
+# encodes 720p once per viewer: a few viewers fill this machine's two cores.
 FULL = {"latency_frames": 600, "ttff_trials": 20, "viewer_counts": [1, 10, 25, 50, 75, 100],
-        "peer_viewer_counts": [1, 5, 10, 20, 30], "window": 10, "record_seconds": 20}
+        "peer_viewer_counts": [1, 5, 10, 20, 30], "window": 10, "record_seconds": 20,
+        "relay_frames": 600, "relay_viewer_counts": [1, 10, 20, 30], "relay_peer_viewer_counts": [1, 2, 3]}
 QUICK = {"latency_frames": 120, "ttff_trials": 2, "viewer_counts": [1, 3], "peer_viewer_counts": [1, 3],
-         "window": 3, "record_seconds": 6}
+         "window": 3, "record_seconds": 6,
+         "relay_frames": 90, "relay_viewer_counts": [1, 4], "relay_peer_viewer_counts": []}
 
 
 def main():
