@@ -297,7 +297,10 @@ pub async fn run(target: &str, dir: &Path) -> ExitCode {
     let events = crate::events::EventBus::default();
     let sup = Supervisor::new(
         SupervisorConfig::default(),
-        crate::webrtc::registry::Registry::new(Default::default()),
+        crate::hub::ReaderSet::new(vec![
+            crate::webrtc::registry::Registry::new(Default::default()),
+            std::sync::Arc::new(crate::hub::tcp::TcpReaders::default()),
+        ]),
         crate::record::Recordings::new(PathBuf::from("recordings"), events.clone()),
         events,
     );

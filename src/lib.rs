@@ -25,7 +25,9 @@
 //!    suspend, detach): its encoded tracks become named streams (gstreamer-utils
 //!    `StreamProducer`s) that readers join and leave at run time, each behind its own
 //!    bounded, leaky, counted queue; a relayed publisher's stream is the same kind of stream.
-//!    Recording, TCP and hooks still run inside the source's pipeline, as tee branches.
+//!    Reader kinds: WebRTC viewers and TCP readers ([`hub::tcp`], MPEG-TS served from a
+//!    pipeline of their own, for published streams); recording, hooks and a pipeline's own
+//!    TCP outputs still run inside the source's pipeline, as tee branches.
 //! 6. **WebRTC** ([`webrtc`], [`signalling`]), the hub's readers: viewers get a pipeline each,
 //!    fed by a stream, their retransmissions held to a budget ([`webrtc::rtx`]) and their
 //!    keyframe requests throttled per stream ([`webrtc::keyframes`]); negotiation is a

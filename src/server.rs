@@ -128,7 +128,10 @@ impl Server {
         tokio::task::spawn_blocking(move || rec.remove_empty()).await?;
         let supervisor = Supervisor::new(
             config.supervisor.clone(),
-            webrtc.clone(),
+            crate::hub::ReaderSet::new(vec![
+                webrtc.clone(),
+                Arc::new(crate::hub::tcp::TcpReaders::default()),
+            ]),
             recordings.clone(),
             events.clone(),
         );

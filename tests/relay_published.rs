@@ -125,6 +125,61 @@ fn a_published_stream_is_watched_live_and_recorded() {
     server.shutdown();
 }
 
+/// A published stream with a `tcp` output (and no webrtc output): a GStreamer TCP client
+/// decodes the publisher's frames as MPEG-TS while the publisher is live, from a publisher
+/// that sends keyframes only when asked (the client's arrival asks); the port is let go when
+/// the publisher leaves.
+#[test]
+fn a_published_stream_is_served_to_tcp_clients() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    write_pipeline(
+        dir.path(),
+        "inbox",
+        &format!(
+            "[source]\nkind = \"webrtc\"\ncodec = \"h264\"\n\n[[output]]\nkind = \"tcp\"\nport = {port}\n\n[[output]]\nkind = \"record\"\n"
+        ),
+    );
+    let server = TestServer::start(dir.path());
+    let base = server.base.clone();
+    wait_state(&base, "inbox", "playing");
+    let publisher = publish(&base, "40,40,200", 20, true);
+    wait_publishers(&base, 1);
+    // The reader listens once the publisher's media flows.
+    let frames = wait_for(
+        "a TCP client to decode 30 frames",
+        Duration::from_secs(40),
+        || {
+            let seen = gst_decode_tcp_rgb(port, 30).unwrap_or_default();
+            (seen.len() >= 30).then_some(seen)
+        },
+    );
+    for (w, h, rgb) in &frames {
+        assert_eq!((*w, *h), (320, 240));
+        let near = rgb
+            .iter()
+            .zip([40u8, 40, 200])
+            .all(|(a, b)| a.abs_diff(b) < 40);
+        assert!(near, "centre pixel {rgb:?}, published 40,40,200");
+    }
+    let (ok, _, stderr) = finish(publisher);
+    assert!(ok, "{stderr}");
+    wait_for("the TCP port to close", Duration::from_secs(20), || {
+        std::net::TcpStream::connect(("127.0.0.1", port))
+            .is_err()
+            .then_some(())
+    });
+    // It was recorded meanwhile.
+    let list = wait_for("the recording", Duration::from_secs(30), || {
+        let list = get(&format!("{base}/api/recordings")).json;
+        let list = list.as_array().cloned().unwrap_or_default();
+        (list.len() == 1 && list[0]["recording"] == false).then_some(list)
+    });
+    let probe = ffprobe(list[0]["path"].as_str().expect("path"), None).expect("ffprobe");
+    assert_eq!(probe.video().map(|v| v.codec.as_str()), Some("h264"));
+    server.shutdown();
+}
+
 /// The aiortc publisher: H.264 at 320x240 in `colour` ("R,G,B") for `seconds` after it is
 /// connected; `on_request`: keyframes only when the receiver asks (as browsers do).
 fn publish(base: &str, colour: &str, seconds: u32, on_request: bool) -> std::process::Child {
@@ -246,7 +301,9 @@ fn viewers_wait_for_the_next_publisher_or_end_cleanly() {
 
     // Nobody comes back: the viewers' sessions end (the WebSocket viewer is told), and
     // their resources are gone (DELETE finds nothing).
-    let third = publish(&base, "200,200,40", 3, false);
+    // Long enough for both viewers to connect and count 20 frames on a busy machine (a
+    // WebSocket viewer's first frame can take 1.5 s); it leaves well within their hold.
+    let third = publish(&base, "200,200,40", 5, false);
     wait_publishers(&base, 1);
     let ws = base.replace("http://", "ws://") + "/ws";
     let seen: Vec<serde_json::Value> = std::thread::scope(|s| {

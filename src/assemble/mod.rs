@@ -50,6 +50,9 @@ pub struct Plan {
     file_sinks: Vec<(String, String)>,
     /// WebRTC outputs: where their encoded streams leave the pipeline.
     pub webrtc: Vec<WebRtcTap>,
+    /// TCP outputs served by readers of the stream hub (a published stream's), not by a
+    /// branch of the pipeline.
+    pub tcp: Vec<TcpTap>,
     /// Record outputs: their muxers and sinks.
     pub records: Vec<RecordTap>,
     /// Set for webrtc-source pipelines: built per publisher, fed at `video_in` / `audio_in`.
@@ -159,6 +162,18 @@ pub struct WebRtcTap {
     pub hook_events: bool,
 }
 
+/// A TCP output served from the stream hub: where its encoded streams leave the pipeline
+/// (H.264 video, Opus audio) and where it listens.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TcpTap {
+    /// The output's index in the description.
+    pub index: usize,
+    pub video_sink: String,
+    pub audio_sink: Option<String>,
+    pub host: String,
+    pub port: u16,
+}
+
 /// A decodebin whose pads appear at run time and are linked to named branch heads.
 #[derive(Debug, Clone)]
 struct DecodeLinks {
@@ -190,6 +205,7 @@ fn plan_raw(desc: &Description, launch: &str) -> Result<Plan, Diagnostic> {
         decode: None,
         file_sinks: Vec::new(),
         webrtc: Vec::new(),
+        tcp: Vec::new(),
         records: Vec::new(),
         ingest: None,
         hooks: Vec::new(),
@@ -439,6 +455,7 @@ fn plan_structured(desc: &Description) -> Result<Plan, Diagnostic> {
         decode,
         file_sinks: outs.file_sinks,
         webrtc: outs.webrtc,
+        tcp: outs.tcp,
         records: outs.records,
         ingest: None,
         hooks: hooks.taps,
@@ -650,6 +667,7 @@ struct PlannedOutputs {
     summaries: Vec<String>,
     file_sinks: Vec<(String, String)>,
     webrtc: Vec<WebRtcTap>,
+    tcp: Vec<TcpTap>,
     records: Vec<RecordTap>,
 }
 
@@ -668,7 +686,9 @@ fn plan_outputs(
     let mut file_sinks = Vec::new();
     let mut outputs = Vec::new();
     let mut webrtc = Vec::new();
+    let mut tcp = Vec::new();
     let mut records = Vec::new();
+    let published = matches!(s.source.value, crate::description::Source::WebRtc(_));
     for (i, out) in s.outputs.iter().enumerate() {
         let container = out.value.container();
         // Passthrough keeps the arriving audio codec; otherwise each container gets its own.
@@ -749,6 +769,26 @@ fn plan_outputs(
             });
             continue;
         }
+        if let (Output::Tcp(t), true) = (&out.value, published) {
+            // A published stream lives only while its publisher does: a reader of the hub
+            // serves it, outside the publisher's pipeline, while there is one.
+            chains.push(format!(
+                "{video_queue} ! appsink name=out{i}_video sync=false async=false"
+            ));
+            if want_audio {
+                chains.push(format!(
+                    "{audio_queue} ! appsink name=out{i}_audio sync=false async=false"
+                ));
+            }
+            tcp.push(TcpTap {
+                index: i,
+                video_sink: format!("out{i}_video"),
+                audio_sink: want_audio.then(|| format!("out{i}_audio")),
+                host: t.host.clone(),
+                port: t.port,
+            });
+            continue;
+        }
         let mux = format!("out{i}_mux");
         let muxer = match container {
             Container::MpegTs => "mpegtsmux",
@@ -788,6 +828,7 @@ fn plan_outputs(
         summaries: outputs,
         file_sinks,
         webrtc,
+        tcp,
         records,
     }
 }
@@ -872,6 +913,7 @@ fn plan_passthrough(
         }),
         file_sinks: outs.file_sinks,
         webrtc: outs.webrtc,
+        tcp: outs.tcp,
         records: outs.records,
         ingest: None,
         hooks,
@@ -901,7 +943,14 @@ fn plan_ingest(
             "queue name=audio_in ! opusparse ! tee name=audio_opus allow-not-linked=true".into(),
         );
     }
-    let outs = plan_outputs(desc, s, w.codec, w.audio, None, &mut chains);
+    let outs = plan_outputs(
+        desc,
+        s,
+        w.codec,
+        w.audio,
+        Some(AudioCodec::Opus),
+        &mut chains,
+    );
     let hooks = plan_decoded_hooks(s, &desc.name, &mut chains);
     let launch = chains.join("  ");
     check_elements(desc, &launch)?;
@@ -915,6 +964,7 @@ fn plan_ingest(
         decode: None,
         file_sinks: outs.file_sinks,
         webrtc: outs.webrtc,
+        tcp: outs.tcp,
         records: outs.records,
         hooks,
         // A publisher that goes silent ends its session (the peer timeout).

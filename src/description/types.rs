@@ -1134,6 +1134,18 @@ fn validate_ingest(s: &super::Structured, w: &WebRtcSource) -> Result<(), (Where
         let container = out.value.container();
         // Relayed to WebRTC viewers as it arrives, or recorded as it arrives.
         let relayed = matches!(out.value, Output::WebRtc(_));
+        if matches!(out.value, Output::Tcp(_)) {
+            if w.codec == VideoCodec::H264 {
+                continue;
+            }
+            return Err((
+                Where::Span(out.span.clone()),
+                format!(
+                    "a tcp output sends MPEG-TS, which carries H.264 here: this webrtc source takes {} (set codec = \"h264\", or use a webrtc or record output)",
+                    w.codec.name()
+                ),
+            ));
+        }
         let recorded = matches!(out.value, Output::Record(_) | Output::File(_))
             && matches!(container, Container::Matroska | Container::WebM)
             && container.carries(w.codec);
@@ -1141,7 +1153,7 @@ fn validate_ingest(s: &super::Structured, w: &WebRtcSource) -> Result<(), (Where
             return Err((
                 Where::Span(out.span.clone()),
                 format!(
-                    "a webrtc source is relayed and recorded as it arrives ({} video, Opus audio): use a webrtc output, a record output (container \"mkv\") or a .mkv/.webm file output",
+                    "a webrtc source is relayed and recorded as it arrives ({} video, Opus audio): use a webrtc output, a tcp output (H.264), a record output (container \"mkv\") or a .mkv/.webm file output",
                     w.codec.name()
                 ),
             ));

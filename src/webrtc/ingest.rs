@@ -65,7 +65,7 @@ impl IngestPoint {
 
     /// Whether the pipeline relays its publishers to WebRTC viewers.
     pub fn relays(&self) -> bool {
-        self.relay.is_some()
+        self.relay.is_some() && !self.plan.webrtc.is_empty()
     }
 
     /// Takes publishers from a signalling server too (the `/publish` page's producers).

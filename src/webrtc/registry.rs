@@ -5,7 +5,6 @@
 
 use super::output::{CHAT_QUEUE, Feed, Sessions, Totals, WebRtcConfig, WebRtcOutput};
 use super::types::Command;
-use crate::assemble::WebRtcTap;
 use crate::description::VideoCodec;
 use crate::hub::Readers;
 use gst::prelude::*;
@@ -188,15 +187,16 @@ impl Registry {
 /// between publishers the viewers wait, as they wait for a restarted pipeline.
 #[derive(Clone)]
 pub struct Relay {
-    registry: std::sync::Weak<Registry>,
+    /// Every reader kind (WebRTC viewers through this registry, TCP readers, ...).
+    readers: std::sync::Weak<dyn Readers>,
     events: crate::events::EventBus,
 }
 
 impl Relay {
-    /// A publisher's pipeline is built: its appsinks become the viewers' stream producers.
-    pub fn started(&self, name: &str, pipeline: &gst::Pipeline, taps: &[WebRtcTap]) {
-        if let Some(registry) = self.registry.upgrade()
-            && let Err(e) = registry.attach(name, pipeline, taps, &self.events)
+    /// A publisher's pipeline is built: its appsinks become the readers' streams.
+    pub fn started(&self, name: &str, pipeline: &gst::Pipeline, plan: &crate::assemble::Plan) {
+        if let Some(readers) = self.readers.upgrade()
+            && let Err(e) = readers.attach(name, pipeline, plan, &self.events)
         {
             tracing::warn!("{name}: cannot relay the publisher: {e}");
         }
@@ -205,15 +205,15 @@ impl Relay {
     /// The publisher's pipeline plays (it waits for the publisher's first media): viewers
     /// share its clock and base time, which are final only now.
     pub fn playing(&self, name: &str, pipeline: &gst::Pipeline) {
-        if let Some(registry) = self.registry.upgrade() {
-            registry.playing(name, pipeline);
+        if let Some(readers) = self.readers.upgrade() {
+            readers.playing(name, pipeline);
         }
     }
 
     /// The publisher left: its viewers wait for the next one (same codec) or end.
     pub fn ended(&self, name: &str) {
-        if let Some(registry) = self.registry.upgrade() {
-            registry.suspend(name);
+        if let Some(readers) = self.readers.upgrade() {
+            readers.suspend(name);
         }
     }
 }
@@ -226,11 +226,11 @@ impl Readers for Registry {
         &self,
         name: &str,
         pipeline: &gst::Pipeline,
-        taps: &[WebRtcTap],
+        plan: &crate::assemble::Plan,
         events: &crate::events::EventBus,
     ) -> Result<(), String> {
         // One webrtc output per pipeline is what viewers address (by pipeline name).
-        let Some(tap) = taps.first() else {
+        let Some(tap) = plan.webrtc.first() else {
             return Ok(());
         };
         let requests = self.keyframe_requests(name);
@@ -383,11 +383,13 @@ impl Readers for Registry {
         plan: crate::assemble::Plan,
         recordings: Arc<crate::record::Recordings>,
         hooks: crate::hooks::HookHost,
+        relay_to: std::sync::Weak<dyn Readers>,
     ) {
         let ledger = self.ledger(&self.publisher_ledgers, name);
-        // With a webrtc output, each publisher's stream is relayed to viewers as it arrives.
-        let relay = (!plan.webrtc.is_empty()).then(|| Relay {
-            registry: self.me.clone(),
+        // With a webrtc or tcp output, each publisher's stream is relayed to its readers as
+        // it arrives.
+        let relay = (!plan.webrtc.is_empty() || !plan.tcp.is_empty()).then(|| Relay {
+            readers: relay_to,
             events: hooks.events.clone(),
         });
         let point = super::ingest::IngestPoint::new(

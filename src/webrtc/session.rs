@@ -113,7 +113,7 @@ async fn run(
     if let Some(ingest) = &ingest
         && let (Some(relay), Some(pipeline)) = (&ingest.relay, built.pipeline.0.as_ref())
     {
-        relay.started(&ingest.plan.name, pipeline, &ingest.plan.webrtc);
+        relay.started(&ingest.plan.name, pipeline, &ingest.plan);
     }
     let mut session = Session {
         id: id.clone(),

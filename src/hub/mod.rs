@@ -1,0 +1,131 @@
+//! The stream hub: how a running pipeline's streams reach the readers that live outside its
+//! GStreamer pipeline.
+//!
+//! A pipeline's encoded tracks (its shared encoder's output, or what a publisher sends) end in
+//! appsinks, one set per reader kind that wants them ([`crate::assemble::Plan`]'s `webrtc` and
+//! `tcp` taps); [`Readers::attach`] turns them into streams whose readers attach and detach at
+//! run time, each behind its own bounded, leaky, counted queue (gstreamer-utils'
+//! `StreamProducer` with one appsrc per reader). Reader kinds: WebRTC viewers
+//! ([`crate::webrtc`], a pipeline per viewer) and TCP readers ([`tcp`], a pipeline per
+//! output serving MPEG-TS). The supervisor only knows the trait, through a [`ReaderSet`] of
+//! every kind, so dependencies run one way: supervisor → hub ← readers.
+
+pub mod tcp;
+
+use crate::assemble::Plan;
+use crate::events::EventBus;
+use crate::hooks::HookHost;
+use crate::record::Recordings;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Weak};
+
+/// A kind of reader, told about each run of a pipeline.
+pub trait Readers: Send + Sync {
+    /// A freshly built pipeline (not yet playing): the plan's taps for this kind become
+    /// streams. A pipeline that restarts after an error keeps its waiting readers, which
+    /// follow the new run.
+    fn attach(
+        &self,
+        name: &str,
+        pipeline: &gst::Pipeline,
+        plan: &Plan,
+        events: &EventBus,
+    ) -> Result<(), String>;
+
+    /// The pipeline plays: readers are served from now on (its clock and base time are
+    /// final), and its streams are announced (signalling producers).
+    fn playing(&self, name: &str, pipeline: &gst::Pipeline);
+
+    /// The pipeline failed and will restart, or a relay's publisher left: readers that can
+    /// wait for the next run do (bounded), the others end.
+    fn suspend(&self, name: &str);
+
+    /// The pipeline stopped: its readers end.
+    fn detach(&self, name: &str);
+
+    /// A pipeline whose source is published to it (a webrtc source): open it to publishers;
+    /// each publisher's pipeline is handed to `relay_to` (every reader kind) like a run.
+    fn open_ingest(
+        &self,
+        name: &str,
+        plan: Plan,
+        recordings: Arc<Recordings>,
+        hooks: HookHost,
+        relay_to: Weak<dyn Readers>,
+    );
+
+    /// Close it again: the publisher (if any) ends and its recording is finalized first.
+    fn close_ingest<'a>(&'a self, name: &'a str) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+}
+
+/// Every reader kind at once: what the supervisor hands each run to.
+pub struct ReaderSet {
+    kinds: Vec<Arc<dyn Readers>>,
+}
+
+impl ReaderSet {
+    pub fn new(kinds: Vec<Arc<dyn Readers>>) -> Arc<ReaderSet> {
+        Arc::new(ReaderSet { kinds })
+    }
+}
+
+impl Readers for ReaderSet {
+    fn attach(
+        &self,
+        name: &str,
+        pipeline: &gst::Pipeline,
+        plan: &Plan,
+        events: &EventBus,
+    ) -> Result<(), String> {
+        for (i, kind) in self.kinds.iter().enumerate() {
+            if let Err(e) = kind.attach(name, pipeline, plan, events) {
+                // The kinds attached so far let this run go again.
+                for done in &self.kinds[..i] {
+                    done.detach(name);
+                }
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    fn playing(&self, name: &str, pipeline: &gst::Pipeline) {
+        self.kinds.iter().for_each(|k| k.playing(name, pipeline));
+    }
+
+    fn suspend(&self, name: &str) {
+        self.kinds.iter().for_each(|k| k.suspend(name));
+    }
+
+    fn detach(&self, name: &str) {
+        self.kinds.iter().for_each(|k| k.detach(name));
+    }
+
+    fn open_ingest(
+        &self,
+        name: &str,
+        plan: Plan,
+        recordings: Arc<Recordings>,
+        hooks: HookHost,
+        relay_to: Weak<dyn Readers>,
+    ) {
+        for kind in &self.kinds {
+            kind.open_ingest(
+                name,
+                plan.clone(),
+                recordings.clone(),
+                hooks.clone(),
+                relay_to.clone(),
+            );
+        }
+    }
+
+    fn close_ingest<'a>(&'a self, name: &'a str) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+        Box::pin(async move {
+            for kind in &self.kinds {
+                kind.close_ingest(name).await;
+            }
+        })
+    }
+}

@@ -1,0 +1,296 @@
+//! TCP readers: a stream served as MPEG-TS to any number of TCP clients (ffplay, VLC, OpenCV,
+//! GStreamer's `tcpclientsrc`), from a small pipeline of its own fed by the stream's producers
+//! (`appsrc → parser → mpegtsmux → tcpserversink`), so the source's pipeline never holds the
+//! socket. A relayed publisher's stream is served this way while the publisher is live: its
+//! clients are let go when it leaves, as MediaMTX lets a path's readers go.
+//!
+//! A client that connects gets the stream at once and asks the source for a keyframe
+//! (upstream; a publisher gets an RTCP PLI), again each second until one has passed, so its
+//! decoder does not wait for a publisher's next keyframe (browsers and aiortc send none
+//! unasked).
+
+use super::Readers;
+use crate::assemble::{Plan, TcpTap};
+use crate::events::{Event, EventBus};
+use gst::prelude::*;
+use gst_utils::streamproducer::{ConsumptionLink, StreamProducer};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// How far a reader pipeline's running time is ahead of its source's: every buffer is due the
+/// moment it arrives (see the viewer pipelines, which do the same).
+const CLOCK_MARGIN: gst::ClockTime = gst::ClockTime::from_seconds(10);
+
+/// The running TCP readers, by pipeline name.
+#[derive(Default)]
+pub struct TcpReaders {
+    running: Mutex<HashMap<String, Vec<TcpReader>>>,
+}
+
+struct TcpReader {
+    pipeline: gst::Pipeline,
+    /// Where it listens, for logs and events.
+    endpoint: String,
+    events: EventBus,
+    _links: Vec<ConsumptionLink>,
+}
+
+impl TcpReaders {
+    fn take(&self, name: &str) -> Vec<TcpReader> {
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name)
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for TcpReader {
+    fn drop(&mut self) {
+        // A small pipeline: closing its sockets does not block.
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
+
+/// The stream's appsink `sink` in `source` as a producer; its end-of-stream stays in the
+/// source (a relay's publisher leaving ends the readers through [`Readers::suspend`]).
+fn producer(source: &gst::Pipeline, sink: &str) -> Result<StreamProducer, String> {
+    let appsink = source
+        .by_name(sink)
+        .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
+        .ok_or_else(|| format!("the assembled pipeline has no appsink {sink}"))?;
+    let settings = gst_utils::streamproducer::ProducerSettings { sync: false };
+    let producer = StreamProducer::with(&appsink, settings);
+    producer.set_forward_events([gst::EventType::Gap]);
+    Ok(producer)
+}
+
+fn make(factory: &str) -> Result<gst::Element, String> {
+    gst::ElementFactory::make(factory)
+        .build()
+        .map_err(|_| format!("GStreamer element {factory} is not installed"))
+}
+
+/// Builds (not starts) one TCP reader of `tap`'s appsinks in `source`.
+fn build(name: &str, source: &gst::Pipeline, tap: &TcpTap) -> Result<TcpReader, String> {
+    let endpoint = format!("tcp://{}:{}", tap.host, tap.port);
+    let pipeline = gst::Pipeline::with_name(&format!("{name}-tcp{}", tap.index));
+    let mux = make("mpegtsmux")?;
+    let sink = gst::ElementFactory::make("tcpserversink")
+        .name("sink")
+        .property("host", &tap.host)
+        .property("port", i32::from(tap.port))
+        // Frames go out as they arrive: the source paces them.
+        .property("sync", false)
+        .property("async", false)
+        .build()
+        .map_err(|_| "GStreamer element tcpserversink is not installed".to_string())?;
+    // A client gets the stream from the moment it connects (its decoder starts at the
+    // keyframe it asked for, see ask_for_keyframes); one that falls more than 5 s behind is
+    // dropped rather than buffered without bound.
+    sink.set_property_from_str("sync-method", "latest");
+    sink.set_property_from_str("recover-policy", "keyframe");
+    sink.set_property_from_str("unit-format", "time");
+    sink.set_property("units-soft-max", 2_000_000_000i64);
+    sink.set_property("units-max", 5_000_000_000i64);
+    pipeline
+        .add_many([&mux, &sink])
+        .map_err(|e| e.to_string())?;
+    mux.link(&sink).map_err(|e| e.to_string())?;
+
+    let mut links = Vec::new();
+    let mut video_parse = None;
+    let tracks = [
+        Some((tap.video_sink.as_str(), "h264parse")),
+        tap.audio_sink.as_deref().map(|a| (a, "opusparse")),
+    ];
+    for (appsink, parser) in tracks.into_iter().flatten() {
+        let appsrc = gst_app::AppSrc::builder()
+            .format(gst::Format::Time)
+            .is_live(true)
+            .build();
+        let parse = make(parser)?;
+        if parser == "h264parse" {
+            // SPS/PPS before every keyframe, so a client can join at any of them.
+            parse.set_property("config-interval", -1i32);
+            video_parse = Some(parse.clone());
+        }
+        pipeline
+            .add_many([appsrc.upcast_ref(), &parse])
+            .map_err(|e| e.to_string())?;
+        gst::Element::link_many([appsrc.upcast_ref(), &parse, &mux])
+            .map_err(|e| format!("cannot link {parser} into mpegtsmux: {e}"))?;
+        links.push(
+            producer(source, appsink)?
+                .add_consumer(&appsrc)
+                .map_err(|e| format!("cannot attach the TCP reader: {e}"))?,
+        );
+    }
+
+    if let Some(parse) = &video_parse {
+        ask_for_keyframes(&sink, parse);
+    }
+    Ok(TcpReader {
+        pipeline,
+        endpoint,
+        events: EventBus::default(),
+        _links: links,
+    })
+}
+
+/// How long a client waits for the keyframe it asked for before it asks again.
+const KEYFRAME_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A client that connects asks the source for a keyframe at once, and again each second until
+/// one has passed: a request can be lost on the way (made before the source's video is linked,
+/// or before its publisher's RTP session knows the sender), and a client must not wait for
+/// the publisher's next keyframe of its own accord (browsers and aiortc send none unasked).
+fn ask_for_keyframes(sink: &gst::Element, parse: &gst::Element) {
+    // Asked from the parser's input; answered when a keyframe leaves the parser.
+    let (Some(upstream), Some(downstream)) = (parse.static_pad("sink"), parse.static_pad("src"))
+    else {
+        return;
+    };
+    let request = |pad: &gst::Pad| {
+        let event = gst_video::UpstreamForceKeyUnitEvent::builder()
+            .all_headers(true)
+            .build();
+        pad.push_event(event);
+    };
+    // Since when a client waits for a keyframe (None: nobody waits).
+    let wanted: Arc<Mutex<Option<Instant>>> = Arc::default();
+    let (waiting, pad) = (wanted.clone(), upstream.downgrade());
+    sink.connect("client-added", false, move |_| {
+        *waiting.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+        if let Some(pad) = pad.upgrade() {
+            request(&pad);
+        }
+        None
+    });
+    let pad = upstream.downgrade();
+    downstream.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+        let keyframe = info
+            .buffer()
+            .is_some_and(|b| !b.flags().contains(gst::BufferFlags::DELTA_UNIT));
+        let again = {
+            let mut wanted = wanted.lock().unwrap_or_else(|p| p.into_inner());
+            match *wanted {
+                Some(_) if keyframe => {
+                    *wanted = None;
+                    false
+                }
+                Some(since) if since.elapsed() >= KEYFRAME_RETRY => {
+                    *wanted = Some(Instant::now());
+                    true
+                }
+                _ => false,
+            }
+        };
+        if let (true, Some(pad)) = (again, pad.upgrade()) {
+            request(&pad);
+        }
+        gst::PadProbeReturn::Ok
+    });
+}
+
+impl TcpReader {
+    /// Starts it on the source's clock; a port that cannot be bound is said, and the stream
+    /// goes on without this reader.
+    fn start(&self, name: &str, clock: Option<(gst::Clock, gst::ClockTime)>) -> bool {
+        if let Some((clock, base)) = clock {
+            self.pipeline.use_clock(Some(&clock));
+            self.pipeline.set_start_time(gst::ClockTime::NONE);
+            self.pipeline
+                .set_base_time(base.saturating_sub(CLOCK_MARGIN));
+        }
+        if self.pipeline.set_state(gst::State::Playing).is_ok() {
+            tracing::info!("{name}: serving {} (MPEG-TS)", self.endpoint);
+            return true;
+        }
+        let error = self
+            .pipeline
+            .bus()
+            .and_then(|bus| bus.pop_filtered(&[gst::MessageType::Error]))
+            .and_then(|msg| match msg.view() {
+                gst::MessageView::Error(e) => Some(crate::pipeline::describe_error(
+                    &msg,
+                    &e.error(),
+                    e.debug().as_deref(),
+                )),
+                _ => None,
+            })
+            .unwrap_or_else(|| "the TCP reader did not start".into());
+        tracing::warn!("{name}: cannot serve {}: {error}", self.endpoint);
+        self.events.publish(Event::new(
+            "reader_error",
+            name,
+            serde_json::json!({ "reader": self.endpoint, "error": error }),
+        ));
+        false
+    }
+}
+
+impl Readers for TcpReaders {
+    fn attach(
+        &self,
+        name: &str,
+        pipeline: &gst::Pipeline,
+        plan: &Plan,
+        events: &EventBus,
+    ) -> Result<(), String> {
+        let mut readers = Vec::new();
+        for tap in &plan.tcp {
+            let mut reader = build(name, pipeline, tap)?;
+            reader.events = events.clone();
+            readers.push(reader);
+        }
+        // A run replaces the previous run's readers (their clients are let go).
+        let old = std::mem::replace(
+            self.running
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(name.to_string())
+                .or_default(),
+            readers,
+        );
+        drop(old);
+        Ok(())
+    }
+
+    fn playing(&self, name: &str, pipeline: &gst::Pipeline) {
+        let clock = pipeline
+            .clock()
+            .map(|c| (c, pipeline.base_time().unwrap_or(gst::ClockTime::ZERO)));
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(readers) = running.get_mut(name) {
+            // One that cannot listen is dropped; the others serve.
+            readers.retain(|r| r.start(name, clock.clone()));
+        }
+    }
+
+    fn suspend(&self, name: &str) {
+        self.detach(name);
+    }
+
+    fn detach(&self, name: &str) {
+        drop(self.take(name));
+    }
+
+    fn open_ingest(
+        &self,
+        _name: &str,
+        _plan: Plan,
+        _recordings: std::sync::Arc<crate::record::Recordings>,
+        _hooks: crate::hooks::HookHost,
+        _relay_to: std::sync::Weak<dyn Readers>,
+    ) {
+    }
+
+    fn close_ingest<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
+        Box::pin(async move { self.detach(name) })
+    }
+}
