@@ -14,6 +14,7 @@ pub mod elements;
 mod launch;
 pub mod policy;
 mod types;
+mod validate;
 
 pub use diagnostic::{Diagnostic, Diagnostics, line_col};
 pub use policy::ApiPolicy;
@@ -214,10 +215,10 @@ fn parse_with(
                 outputs,
                 hooks,
             };
-            types::validate(&structured).map_err(|(at, m)| {
+            validate::validate(&structured).map_err(|(at, m)| {
                 let span = match at {
-                    types::Where::Span(span) => Some(span),
-                    types::Where::Key(table_name, key) => find(&table, table_name)
+                    validate::Where::Span(span) => Some(span),
+                    validate::Where::Key(table_name, key) => find(&table, table_name)
                         .and_then(|t| match t.get_ref() {
                             DeValue::Table(t) => find(t, key).map(|v| v.span()),
                             _ => None,

@@ -1,0 +1,173 @@
+//! From a plan's launch line to a `gst::Pipeline`: parsing it, and wiring what a launch line
+//! cannot express (decodebin pads, record outputs' segment writers, time-stamped file names).
+
+use super::*;
+
+impl Plan {
+    /// Parses the launch line into a pipeline named after the description and wires its dynamic
+    /// parts. The pipeline is returned in the NULL state. Record outputs write into
+    /// `recordings`.
+    pub fn build(&self, recordings: &Arc<Recordings>) -> Result<gst::Pipeline, String> {
+        let element = gst::parse::launch_full(&self.launch, None, gst::ParseFlags::FATAL_ERRORS)
+            .map_err(|e| format!("cannot build the pipeline: {}", e.message()))?;
+        let pipeline = match element.downcast::<gst::Pipeline>() {
+            Ok(p) => p,
+            Err(element) => {
+                // A one-element launch line gives the element itself.
+                let p = gst::Pipeline::new();
+                p.add(&element).map_err(|e| e.to_string())?;
+                p
+            }
+        };
+        pipeline.set_property("name", &self.name);
+
+        let started = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
+        for (sink, template) in &self.file_sinks {
+            let path = template.replace("{time}", &started);
+            if let Some(dir) = Path::new(&path)
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+            {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| format!("cannot create directory {}: {e}", dir.display()))?;
+            }
+            if let Some(el) = pipeline.by_name(sink) {
+                el.set_property("location", &path);
+            }
+        }
+        if let Some(links) = &self.decode {
+            wire_decode(&pipeline, links)?;
+        }
+        for tap in &self.records {
+            self.wire_record(&pipeline, tap, recordings)?;
+        }
+        Ok(pipeline)
+    }
+}
+
+impl Plan {
+    /// Hands a record output to its segment writer, which names each segment after its UTC
+    /// start time and keeps the pipeline's recordings within their retention limits.
+    fn wire_record(
+        &self,
+        pipeline: &gst::Pipeline,
+        tap: &RecordTap,
+        recordings: &Arc<Recordings>,
+    ) -> Result<(), String> {
+        let dir = recordings.dir().join(&self.name);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        recordings.set_retention(&self.name, tap.retention);
+        let spec = crate::record::writer::WriterSpec {
+            pipeline: self.name.clone(),
+            muxer: tap.muxer.clone(),
+            sink: tap.sink.clone(),
+            extension: tap.extension(),
+            segment: tap.segment,
+        };
+        crate::record::writer::attach(pipeline, spec, recordings)
+    }
+
+    /// How many outputs report their own end after EOS: a [`crate::record::writer::FINISHED_MESSAGE`]
+    /// per record output, an EOS at the file sink of each file output.
+    pub fn finalizing_outputs(&self) -> usize {
+        self.records.len() + self.file_sinks.len()
+    }
+
+    /// The file sinks of file outputs, by element name.
+    pub fn file_sink_names(&self) -> impl Iterator<Item = &str> {
+        self.file_sinks.iter().map(|(name, _)| name.as_str())
+    }
+
+    /// Ends the stream so that every sink drains and finalizes. Sources behind a decodebin are
+    /// often read in pull mode by a demuxer, which ignores EOS sent to the source element, so
+    /// there EOS goes into the decoded branches instead.
+    pub fn send_eos(&self, pipeline: &gst::Pipeline) {
+        if let Some(ingest) = &self.ingest {
+            // The publisher's branches end here; EOS into them drains every output.
+            let heads = ["video_in"]
+                .into_iter()
+                .chain(ingest.audio.then_some("audio_in"));
+            for head in heads {
+                if let Some(pad) = pipeline.by_name(head).and_then(|e| e.static_pad("sink")) {
+                    pad.send_event(gst::event::Eos::new());
+                }
+            }
+            return;
+        }
+        let Some(links) = &self.decode else {
+            pipeline.send_event(gst::event::Eos::new());
+            return;
+        };
+        let heads = [Some(&links.video_head), links.audio_head.as_ref()];
+        for head in heads.into_iter().flatten() {
+            if let Some(pad) = pipeline.by_name(head).and_then(|e| e.static_pad("sink")) {
+                pad.send_event(gst::event::Eos::new());
+            }
+        }
+    }
+}
+
+/// Links decodebin's video/audio pads to the branch heads as they appear; at no-more-pads,
+/// ends (EOS) any branch that got no stream, so muxers do not wait for it forever.
+pub(super) fn wire_decode(pipeline: &gst::Pipeline, links: &DecodeLinks) -> Result<(), String> {
+    let decode = pipeline
+        .by_name(&links.element)
+        .ok_or("the assembled pipeline has no decoder")?;
+    let head = |name: &str| pipeline.by_name(name).and_then(|e| e.static_pad("sink"));
+    let video = head(&links.video_head);
+    let audio = links.audio_head.as_deref().and_then(head);
+    let (v, a) = (video.clone(), audio.clone());
+    let (expect_video, expect_audio) = (links.expect_video, links.expect_audio);
+    decode.connect_pad_added(move |element, pad| {
+        let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
+        let Some(media) = caps.structure(0).map(|s| s.name().to_string()) else {
+            return;
+        };
+        let is_video = media.starts_with("video/") || media.starts_with("image/");
+        let (expected, key) = if is_video {
+            (expect_video, "codec")
+        } else {
+            (expect_audio, "audio_codec")
+        };
+        if let Some(expected) = expected.filter(|e| media != *e) {
+            // End the refused branch: muxers would otherwise hold the
+            // other stream waiting for it, and the pipeline could not even be stopped.
+            let head = if is_video { v.as_ref() } else { a.as_ref() };
+            if let Some(head) = head.filter(|h| !h.is_linked()) {
+                head.send_event(gst::event::Eos::new());
+            }
+            let what = if is_video { "video" } else { "audio" };
+            element.post_error_message(gst::error_msg!(
+                gst::StreamError::Format,
+                [
+                    "the stream's {} is {}, not {}: set `{}` in [source] (or passthrough = false to re-encode)",
+                    what,
+                    media,
+                    expected,
+                    key
+                ]
+            ));
+            return;
+        }
+        let target = if media.starts_with("video/") {
+            v.as_ref()
+        } else if media.starts_with("audio/") {
+            a.as_ref()
+        } else {
+            None
+        };
+        if let Some(target) = target.filter(|t| !t.is_linked())
+            && let Err(e) = pad.link(target) {
+                tracing::warn!("cannot link decoded {media} stream: {e:?}");
+            }
+    });
+    decode.connect_no_more_pads(move |_| {
+        for head in [video.as_ref(), audio.as_ref()].into_iter().flatten() {
+            if !head.is_linked() {
+                head.send_event(gst::event::Eos::new());
+            }
+        }
+    });
+    Ok(())
+}

@@ -1,0 +1,176 @@
+//! The output branches of a plan: each output reads the encoded tees behind its own leaky
+//! queue; record outputs hand their muxer to the segment writer; webrtc and published-stream
+//! tcp outputs end in appsinks, the taps the stream hub's readers attach to.
+
+use super::*;
+
+/// What the outputs of a structured description add to a plan.
+pub(super) struct PlannedOutputs {
+    pub(super) summaries: Vec<String>,
+    pub(super) file_sinks: Vec<(String, String)>,
+    pub(super) webrtc: Vec<WebRtcTap>,
+    pub(super) tcp: Vec<TcpTap>,
+    pub(super) records: Vec<RecordTap>,
+}
+
+/// The output branches: each reads the `video_enc` (and `audio_<codec>`) tee behind its own
+/// leaky queue (3 s), so a stalled output drops its own data.
+pub(super) fn plan_outputs(
+    desc: &Description,
+    s: &crate::description::Structured,
+    codec: VideoCodec,
+    want_audio: bool,
+    audio_as_is: Option<AudioCodec>,
+    chains: &mut Vec<String>,
+) -> PlannedOutputs {
+    const BRANCH_QUEUE: &str =
+        "leaky=downstream max-size-time=3000000000 max-size-buffers=0 max-size-bytes=0";
+    let mut file_sinks = Vec::new();
+    let mut outputs = Vec::new();
+    let mut webrtc = Vec::new();
+    let mut tcp = Vec::new();
+    let mut records = Vec::new();
+    let published = matches!(s.source.value, crate::description::Source::WebRtc(_));
+    for (i, out) in s.outputs.iter().enumerate() {
+        let container = out.value.container();
+        // Passthrough keeps the arriving audio codec; otherwise each container gets its own.
+        let audio_codec = audio_as_is.unwrap_or_else(|| container.audio_codec());
+        let video_queue = format!("video_enc. ! queue name=out{i}_video_queue {BRANCH_QUEUE}");
+        let audio_queue = format!(
+            "audio_{}. ! queue name=out{i}_audio_queue {BRANCH_QUEUE}",
+            audio_codec.name()
+        );
+        outputs.push(out.value.summary());
+        if let Output::Record(r) = &out.value {
+            // The first segment's muxer and sink; the writer (record::writer, wired by build())
+            // names the files, cuts segments on keyframes it asks for and finalizes them beside
+            // the running stream. The file sink writes unbuffered: muxed data reaches the
+            // kernel at once.
+            let tap = RecordTap {
+                muxer: format!("out{i}_mux"),
+                sink: format!("out{i}_sink"),
+                container,
+                segment: r.segment,
+                retention: Retention {
+                    max_age: r.max_age,
+                    max_total_size: r.max_total_size,
+                },
+            };
+            // The writer links segments' muxers at run time: the formats they take are fixed
+            // here, so the parsers negotiate them before any muxer is linked.
+            let parse = match codec {
+                VideoCodec::H264 => {
+                    "h264parse config-interval=-1 ! video/x-h264,stream-format=avc,alignment=au ! "
+                }
+                _ => video_parser(codec),
+            };
+            chains.push(format!(
+                "{video_queue} ! {parse}{} name={} ! filesink name={} async=false buffer-mode=unbuffered",
+                tap.muxer(),
+                tap.muxer,
+                tap.sink,
+            ));
+            if want_audio {
+                let parser = match audio_codec {
+                    AudioCodec::Aac => "aacparse ! audio/mpeg,stream-format=raw",
+                    AudioCodec::Opus => "opusparse",
+                };
+                chains.push(format!("{audio_queue} ! {parser} ! {}.", tap.muxer));
+            }
+            records.push(tap);
+            continue;
+        }
+        if let Output::WebRtc(w) = &out.value {
+            // Encoded once, handed to per-viewer pipelines by appsink → StreamProducer.
+            let parse = match codec {
+                VideoCodec::H264 => {
+                    " ! h264parse config-interval=-1 ! video/x-h264,stream-format=byte-stream,alignment=au"
+                }
+                _ => "",
+            };
+            // sync=false: frames go to viewers the moment they are encoded (the source paces
+            // them), not held until the pipeline's reported latency has passed.
+            // async=false: nothing waits for them to preroll (a publisher's pipeline plays as
+            // soon as its first media arrives, whichever branch it reaches first).
+            chains.push(format!(
+                "{video_queue}{parse} ! appsink name=out{i}_video sync=false async=false"
+            ));
+            if want_audio {
+                chains.push(format!(
+                    "{audio_queue} ! appsink name=out{i}_audio sync=false async=false"
+                ));
+            }
+            webrtc.push(WebRtcTap {
+                index: i,
+                video_sink: format!("out{i}_video"),
+                audio_sink: want_audio.then(|| format!("out{i}_audio")),
+                codec,
+                signalling_url: w.signalling_url.as_ref().map(|u| u.get_ref().clone()),
+                max_viewers: w.max_viewers,
+                hook_events: w.hook_events,
+            });
+            continue;
+        }
+        if let (Output::Tcp(t), true) = (&out.value, published) {
+            // A published stream lives only while its publisher does: a reader of the hub
+            // serves it, outside the publisher's pipeline, while there is one.
+            chains.push(format!(
+                "{video_queue} ! appsink name=out{i}_video sync=false async=false"
+            ));
+            if want_audio {
+                chains.push(format!(
+                    "{audio_queue} ! appsink name=out{i}_audio sync=false async=false"
+                ));
+            }
+            tcp.push(TcpTap {
+                index: i,
+                video_sink: format!("out{i}_video"),
+                audio_sink: want_audio.then(|| format!("out{i}_audio")),
+                host: t.host.clone(),
+                port: t.port,
+            });
+            continue;
+        }
+        let mux = format!("out{i}_mux");
+        let muxer = match container {
+            Container::MpegTs => "mpegtsmux",
+            Container::Mp4 => "mp4mux",
+            Container::Matroska | Container::WebRtc => "matroskamux",
+            Container::WebM => "webmmux",
+        };
+        let sink = match &out.value {
+            Output::Tcp(t) => format!(
+                "tcpserversink name=out{i}_sink host={} port={} sync-method=next-keyframe recover-policy=keyframe unit-format=time units-soft-max=2000000000 units-max=5000000000",
+                quote(&t.host),
+                t.port
+            ),
+            Output::File(f) => {
+                let template = f.path.get_ref().replace("{name}", &desc.name);
+                file_sinks.push((format!("out{i}_sink"), template.clone()));
+                format!("filesink name=out{i}_sink location={}", quote(&template))
+            }
+            Output::WebRtc(_) | Output::Record(_) => {
+                unreachable!("webrtc and record outputs are handled above")
+            }
+        };
+        chains.push(format!(
+            "{video_queue} ! {}{muxer} name={mux} ! {sink}",
+            video_parser(codec)
+        ));
+        if want_audio {
+            let parser = match audio_codec {
+                AudioCodec::Aac => "aacparse",
+                AudioCodec::Opus => "opusparse",
+            };
+            chains.push(format!("{audio_queue} ! {parser} ! {mux}."));
+        }
+    }
+
+    PlannedOutputs {
+        summaries: outputs,
+        file_sinks,
+        webrtc,
+        tcp,
+        records,
+    }
+}

@@ -1,0 +1,319 @@
+//! The checks of a structured description that serde cannot express: ranges, combinations of
+//! source and outputs, what a webrtc source can be relayed and recorded to.
+
+use super::elements;
+use super::types::*;
+use std::ops::Range;
+use std::time::Duration;
+
+/// Where a semantic error points: a span, or a key of a top-level table (resolved against the
+/// parsed file, so `bitrate = 5` is reported at `bitrate`, not at its table).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Where {
+    Span(Range<usize>),
+    Key(&'static str, &'static str),
+}
+
+pub(super) fn validate(s: &super::Structured) -> Result<(), (Where, String)> {
+    let (w, h, fps) = s.source.value.video_size();
+    for (key, v, lo, hi) in [("width", w, 16, 7680), ("height", h, 16, 4320)] {
+        if let Some(v) = v
+            && (v < lo || v > hi || v % 2 != 0)
+        {
+            return Err((
+                Where::Key("source", key),
+                format!("{key} {v} is out of range: use an even number from {lo} to {hi}"),
+            ));
+        }
+    }
+    if let Some(f) = fps
+        && !(1..=240).contains(&f)
+    {
+        return Err((
+            Where::Key("source", "framerate"),
+            format!("framerate {f} is out of range: use 1 to 240"),
+        ));
+    }
+    if let Source::Test(t) = &s.source.value
+        && t.frames.is_some_and(|n| n == 0 || n > i32::MAX as u64)
+    {
+        return Err((
+            Where::Key("source", "frames"),
+            format!("frames must be from 1 to {}", i32::MAX),
+        ));
+    }
+    if let Source::Test(t) = &s.source.value
+        && !videotestsrc_has_pattern(t.pattern.get_ref())
+    {
+        return Err((
+            Where::Span(t.pattern.span()),
+            format!(
+                "unknown test pattern `{}` (try smpte, ball, snow, black, white, gamut, colors)",
+                t.pattern.get_ref()
+            ),
+        ));
+    }
+    if !(16..=100_000).contains(&s.encode.bitrate) {
+        return Err((
+            Where::Key("encode", "bitrate"),
+            format!(
+                "bitrate {} kbit/s is out of range: use 16 to 100000",
+                s.encode.bitrate
+            ),
+        ));
+    }
+    if !(8..=512).contains(&s.encode.audio_bitrate) {
+        return Err((
+            Where::Key("encode", "audio_bitrate"),
+            format!(
+                "audio_bitrate {} kbit/s is out of range: use 8 to 512",
+                s.encode.audio_bitrate
+            ),
+        ));
+    }
+    for hook in &s.hooks {
+        let format = match &hook.value {
+            Hook::Rust(r) => Some(&r.format),
+            Hook::Socket(sock) => Some(&sock.format),
+            Hook::Process(p) => {
+                if p.command.get_ref().is_empty() {
+                    return Err((
+                        Where::Span(p.command.span()),
+                        "`command` needs a program, e.g. [\"python3\", \"scripts/examples/detect.py\"]".into(),
+                    ));
+                }
+                Some(&p.format)
+            }
+            _ => None,
+        };
+        if let Some(format) = format
+            && !HOOK_FORMATS.contains(&format.get_ref().as_str())
+        {
+            return Err((
+                Where::Span(format.span()),
+                format!(
+                    "unknown hook format `{}`: use {}",
+                    format.get_ref(),
+                    HOOK_FORMATS.join(", ")
+                ),
+            ));
+        }
+        if let Some(mode) = hook.value.transform() {
+            let kept = matches!(s.source.value, Source::WebRtc(_)) || s.passthrough().is_some();
+            if kept {
+                return Err((
+                    Where::Span(mode.span()),
+                    "a transform changes the video the outputs carry, which needs re-encoding; this source's stream is kept as it arrives (webrtc, passthrough), so hooks here can only observe".into(),
+                ));
+            }
+            let (w, h, fps, budget) = match &hook.value {
+                Hook::Rust(r) => (r.width, r.height, r.fps, r.budget),
+                Hook::Process(p) => (p.width, p.height, p.fps, p.budget),
+                _ => (None, None, None, Duration::ZERO),
+            };
+            if budget < Duration::from_millis(1) || budget > Duration::from_secs(1) {
+                return Err((
+                    Where::Span(hook.span.clone()),
+                    format!(
+                        "budget {} is out of range: use 1ms to 1s (frames wait at most one frame interval anyway)",
+                        humantime::format_duration(budget)
+                    ),
+                ));
+            }
+            if w.is_some() || h.is_some() || fps.is_some() {
+                return Err((
+                    Where::Span(hook.span.clone()),
+                    "a transform works on the video the outputs carry: drop width/height/fps (set them in [source])".into(),
+                ));
+            }
+        }
+        if let Hook::Socket(sock) = &hook.value {
+            let listen = sock.listen.get_ref();
+            let valid = match listen.strip_prefix("unix:") {
+                Some(path) => !path.is_empty(),
+                None => listen.parse::<std::net::SocketAddr>().is_ok(),
+            };
+            if !valid {
+                return Err((
+                    Where::Span(sock.listen.span()),
+                    format!(
+                        "`{listen}` is not an address to listen on: use HOST:PORT (e.g. \"127.0.0.1:7000\") or unix:PATH"
+                    ),
+                ));
+            }
+            if let Some(t) = &sock.transport
+                && *t.get_ref() == HookTransport::Shm
+                && !listen.starts_with("unix:")
+            {
+                return Err((
+                    Where::Span(t.span()),
+                    "transport = \"shm\" shares memory with the reader: it needs listen = \"unix:PATH\" (a TCP reader may be on another machine)".into(),
+                ));
+            }
+        }
+    }
+    if let Source::WebRtc(w) = &s.source.value {
+        return validate_ingest(s, w);
+    }
+    if let Some(p) = s.passthrough() {
+        if w.is_some() || h.is_some() || fps.is_some() {
+            return Err((
+                Where::Span(s.source.span.clone()),
+                "passthrough keeps the stream as it arrives: drop width/height/framerate or set passthrough = false".into(),
+            ));
+        }
+        for out in &s.outputs {
+            let container = out.value.container();
+            if p.audio == Some(AudioCodec::Aac) && container == Container::WebRtc {
+                return Err((
+                    Where::Span(out.span.clone()),
+                    "a passthrough source sends its AAC audio as it arrives, and WebRTC carries Opus only: set audio = false in [source] (video only), or passthrough = false to re-encode".into(),
+                ));
+            }
+            if !container.carries(p.codec) || container == Container::WebM {
+                return Err((
+                    Where::Span(out.span.clone()),
+                    format!(
+                        "a passthrough source sends {} as it arrives, which this {} output cannot carry; set passthrough = false to re-encode",
+                        p.codec.name(),
+                        out.value.kind()
+                    ),
+                ));
+            }
+        }
+        return Ok(());
+    }
+    let codec = s.encode.codec;
+    if let Some(enc) = &s.encode.encoder {
+        let name = enc.get_ref();
+        if !elements::is_installed(name) {
+            return Err((Where::Span(enc.span()), elements::explain_missing(name)));
+        }
+        if let Some(produces) = elements::mismatched_output(name, codec.caps_name()) {
+            return Err((
+                Where::Span(enc.span()),
+                format!(
+                    "encoder `{name}` does not produce {} (it produces {produces}); pick a {} encoder or change codec",
+                    codec.name(),
+                    codec.name()
+                ),
+            ));
+        }
+    }
+    let mut tcp_ports = std::collections::BTreeSet::new();
+    for out in &s.outputs {
+        if let Output::File(f) = &out.value
+            && Container::from_path(f.path.get_ref()).is_none()
+        {
+            return Err((
+                Where::Span(f.path.span()),
+                format!(
+                    "cannot tell the container of `{}`: end the path with .mkv, .webm, .mp4 or .ts",
+                    f.path.get_ref()
+                ),
+            ));
+        }
+        if let Output::Record(r) = &out.value {
+            if r.container().is_none() {
+                return Err((
+                    Where::Span(r.container.span()),
+                    format!(
+                        "unknown record container `{}`: use \"mkv\" or \"mp4\"",
+                        r.container.get_ref()
+                    ),
+                ));
+            }
+            if r.segment < Duration::from_secs(1) {
+                return Err((
+                    Where::Span(out.span.clone()),
+                    "segment must be at least 1s".into(),
+                ));
+            }
+        }
+        if let Output::Tcp(t) = &out.value
+            && !tcp_ports.insert((t.host.clone(), t.port))
+        {
+            return Err((
+                Where::Span(out.span.clone()),
+                format!("two tcp outputs use {}:{}", t.host, t.port),
+            ));
+        }
+        let container = out.value.container();
+        if !container.carries(codec) {
+            let fits: Vec<&str> = VideoCodec::ALL
+                .iter()
+                .filter(|c| container.carries(**c))
+                .map(|c| c.name())
+                .collect();
+            return Err((
+                Where::Span(out.span.clone()),
+                format!(
+                    "{} output cannot carry {} video ({} carries {}); set [encode] codec = \"{}\"",
+                    out.value.kind(),
+                    codec.name(),
+                    container.name(),
+                    fits.join(", "),
+                    fits.first().copied().unwrap_or("h264"),
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// An ingest keeps the publisher's codecs: only outputs that carry them without re-encoding.
+fn validate_ingest(s: &super::Structured, w: &WebRtcSource) -> Result<(), (Where, String)> {
+    if w.codec == VideoCodec::Av1 {
+        return Err((
+            Where::Key("source", "codec"),
+            "a webrtc source accepts h264, vp8 or vp9 (GStreamer 1.22 has no AV1 depayloader)"
+                .into(),
+        ));
+    }
+    for out in &s.outputs {
+        let container = out.value.container();
+        // Relayed to WebRTC viewers as it arrives, or recorded as it arrives.
+        let relayed = matches!(out.value, Output::WebRtc(_));
+        if matches!(out.value, Output::Tcp(_)) {
+            if w.codec == VideoCodec::H264 {
+                continue;
+            }
+            return Err((
+                Where::Span(out.span.clone()),
+                format!(
+                    "a tcp output sends MPEG-TS, which carries H.264 here: this webrtc source takes {} (set codec = \"h264\", or use a webrtc or record output)",
+                    w.codec.name()
+                ),
+            ));
+        }
+        let recorded = matches!(out.value, Output::Record(_) | Output::File(_))
+            && matches!(container, Container::Matroska | Container::WebM)
+            && container.carries(w.codec);
+        if !relayed && !recorded {
+            return Err((
+                Where::Span(out.span.clone()),
+                format!(
+                    "a webrtc source is relayed and recorded as it arrives ({} video, Opus audio): use a webrtc output, a tcp output (H.264), a record output (container \"mkv\") or a .mkv/.webm file output",
+                    w.codec.name()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn videotestsrc_has_pattern(nick: &str) -> bool {
+    use gst::glib::prelude::*;
+    let Ok(src) = gst::ElementFactory::make("videotestsrc").build() else {
+        // No videotestsrc at all: assembly reports the missing element.
+        return true;
+    };
+    let Some(pspec) = src.find_property("pattern") else {
+        return true;
+    };
+    let Some(pspec) = pspec.downcast_ref::<gst::glib::ParamSpecEnum>() else {
+        return true;
+    };
+    let class = pspec.enum_class();
+    class.value_by_nick(nick).is_some() || class.value_by_name(nick).is_some()
+}
