@@ -11,6 +11,7 @@
 //! then one collector per area turns its part of the snapshot into metric families.
 
 use crate::hooks::HookStats;
+use crate::hub::tcp::TcpReaders;
 use crate::meter::MeterCounts;
 use crate::record::{Counts, Recordings};
 use crate::supervisor::{State, Status, Supervisor};
@@ -141,7 +142,12 @@ pub struct ProcessStats {
 impl Snapshot {
     /// Reads everything a scrape reports. Reads GStreamer elements: call it off the async
     /// threads.
-    pub fn take(sup: &Supervisor, webrtc: &WebRtc, recordings: &Recordings) -> Snapshot {
+    pub fn take(
+        sup: &Supervisor,
+        webrtc: &WebRtc,
+        tcp: &TcpReaders,
+        recordings: &Recordings,
+    ) -> Snapshot {
         let statuses = sup.list();
         let meters = statuses
             .iter()
@@ -149,9 +155,21 @@ impl Snapshot {
             .collect();
         let elements = statuses
             .iter()
-            .filter_map(|st| match sup.live(&st.name) {
-                Ok(Some(pipeline)) => Some(elements_of(&st.name, &pipeline)),
-                _ => None,
+            .filter_map(|st| {
+                // A published stream's TCP outputs are readers with pipelines of their own.
+                let readers = tcp.pipelines(&st.name);
+                let mut of = match sup.live(&st.name) {
+                    Ok(Some(pipeline)) => elements_of(&st.name, &pipeline),
+                    _ if readers.is_empty() => return None,
+                    _ => ElementsOf {
+                        pipeline: st.name.clone(),
+                        ..ElementsOf::default()
+                    },
+                };
+                for reader in &readers {
+                    of.tcp.extend(elements_of(&st.name, reader).tcp);
+                }
+                Some(of)
             })
             .collect();
         let webrtc_rows = statuses
@@ -267,8 +285,13 @@ fn process_stats() -> Option<ProcessStats> {
 }
 
 /// The exposition text. Reads GStreamer elements: call it off the async threads.
-pub fn render(sup: &Supervisor, webrtc: &WebRtc, recordings: &Recordings) -> String {
-    exposition(&Snapshot::take(sup, webrtc, recordings))
+pub fn render(
+    sup: &Supervisor,
+    webrtc: &WebRtc,
+    tcp: &TcpReaders,
+    recordings: &Recordings,
+) -> String {
+    exposition(&Snapshot::take(sup, webrtc, tcp, recordings))
 }
 
 /// The exposition text of a snapshot: one collector per area.

@@ -162,6 +162,17 @@ fn a_published_stream_is_served_to_tcp_clients() {
             .all(|(a, b)| a.abs_diff(b) < 40);
         assert!(near, "centre pixel {rgb:?}, published 40,40,200");
     }
+    // The reader's bytes are counted like an in-pipeline TCP output's.
+    let (_, metrics) = get_text(&format!("{base}/metrics"));
+    let sent = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(
+                "mediaweave_tcp_sent_bytes_total{pipeline=\"inbox\",element=\"out0_sink\"} ",
+            )
+        })
+        .and_then(|v| v.parse::<f64>().ok());
+    assert!(sent.is_some_and(|b| b > 0.0), "{metrics}");
     let (ok, _, stderr) = finish(publisher);
     assert!(ok, "{stderr}");
     wait_for("the TCP port to close", Duration::from_secs(20), || {

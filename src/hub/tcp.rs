@@ -37,6 +37,16 @@ struct TcpReader {
 }
 
 impl TcpReaders {
+    /// The pipelines of pipeline `name`'s running TCP readers (their sinks are named as the
+    /// in-pipeline TCP outputs', `out{index}_sink`).
+    pub fn pipelines(&self, name: &str) -> Vec<gst::Pipeline> {
+        let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        running
+            .get(name)
+            .map(|readers| readers.iter().map(|r| r.pipeline.clone()).collect())
+            .unwrap_or_default()
+    }
+
     fn take(&self, name: &str) -> Vec<TcpReader> {
         self.running
             .lock()
@@ -78,7 +88,7 @@ fn build(name: &str, source: &gst::Pipeline, tap: &TcpTap) -> Result<TcpReader, 
     let pipeline = gst::Pipeline::with_name(&format!("{name}-tcp{}", tap.index));
     let mux = make("mpegtsmux")?;
     let sink = gst::ElementFactory::make("tcpserversink")
-        .name("sink")
+        .name(format!("out{}_sink", tap.index))
         .property("host", &tap.host)
         .property("port", i32::from(tap.port))
         // Frames go out as they arrive: the source paces them.
