@@ -11,18 +11,19 @@
 
 mod diagnostic;
 pub mod elements;
+mod hooks;
 mod launch;
 pub mod policy;
 mod types;
 mod validate;
 
 pub use diagnostic::{Diagnostic, Diagnostics, line_col};
+pub use hooks::{HOOK_FORMATS, Hook, HookTransport, RustHook, SnapshotHook, StatsHook};
 pub use policy::ApiPolicy;
 pub use types::{
     AudioCodec, Backoff, CameraFormat, CameraSource, Container, Encode, FileOutput, FileSource,
-    HOOK_FORMATS, Hook, HookTransport, Options, Output, Passthrough, RecordOutput, RestartPolicy,
-    RustHook, SnapshotHook, Source, StallTimeout, StatsHook, TcpOutput, TcpSource, TestSource,
-    UriSource, VideoCodec, WebRtcOutput, WebRtcSource,
+    Options, Output, Passthrough, RecordOutput, RestartPolicy, Source, StallTimeout, TcpOutput,
+    TcpSource, TestSource, UriSource, VideoCodec, WebRtcOutput, WebRtcSource,
 };
 
 use serde::Deserialize;

@@ -460,7 +460,7 @@ impl ApiPolicy {
                 flag(Some(k.listen.span()), format!("a unix socket is a path: {PATHS}"))
             }
             Hook::Snapshot(snap)
-                if !self.allow_paths && snap.path != super::types::default_snapshot_path() =>
+                if !self.allow_paths && snap.path != super::hooks::default_snapshot_path() =>
             {
                 flag(
                     Some(hook.span.clone()),

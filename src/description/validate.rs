@@ -2,6 +2,7 @@
 //! source and outputs, what a webrtc source can be relayed and recorded to.
 
 use super::elements;
+use super::hooks::*;
 use super::types::*;
 use std::ops::Range;
 use std::time::Duration;
