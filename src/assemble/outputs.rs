@@ -88,22 +88,16 @@ pub(super) fn plan_outputs(
                 }
                 _ => "",
             };
-            // sync=false: frames go to viewers the moment they are encoded (the source paces
-            // them), not held until the pipeline's reported latency has passed.
-            // async=false: nothing waits for them to preroll (a publisher's pipeline plays as
-            // soon as its first media arrives, whichever branch it reaches first).
-            chains.push(format!(
-                "{video_queue}{parse} ! appsink name=out{i}_video sync=false async=false"
-            ));
-            if want_audio {
-                chains.push(format!(
-                    "{audio_queue} ! appsink name=out{i}_audio sync=false async=false"
-                ));
-            }
+            let (video_sink, audio_sink) = appsink_tap(
+                chains,
+                i,
+                &format!("{video_queue}{parse}"),
+                want_audio.then_some(audio_queue.as_str()),
+            );
             webrtc.push(WebRtcTap {
                 index: i,
-                video_sink: format!("out{i}_video"),
-                audio_sink: want_audio.then(|| format!("out{i}_audio")),
+                video_sink,
+                audio_sink,
                 codec,
                 signalling_url: w.signalling_url.as_ref().map(|u| u.get_ref().clone()),
                 max_viewers: w.max_viewers,
@@ -114,18 +108,16 @@ pub(super) fn plan_outputs(
         if let (Output::Tcp(t), true) = (&out.value, published) {
             // A published stream lives only while its publisher does: a reader of the hub
             // serves it, outside the publisher's pipeline, while there is one.
-            chains.push(format!(
-                "{video_queue} ! appsink name=out{i}_video sync=false async=false"
-            ));
-            if want_audio {
-                chains.push(format!(
-                    "{audio_queue} ! appsink name=out{i}_audio sync=false async=false"
-                ));
-            }
+            let (video_sink, audio_sink) = appsink_tap(
+                chains,
+                i,
+                &video_queue,
+                want_audio.then_some(audio_queue.as_str()),
+            );
             tcp.push(TcpTap {
                 index: i,
-                video_sink: format!("out{i}_video"),
-                audio_sink: want_audio.then(|| format!("out{i}_audio")),
+                video_sink,
+                audio_sink,
                 host: t.host.clone(),
                 port: t.port,
             });
@@ -173,4 +165,27 @@ pub(super) fn plan_outputs(
         tcp,
         records,
     }
+}
+
+/// Output `i`'s streams leave the pipeline for the stream hub: `video` (and `audio`) chains
+/// end in appsinks `out{i}_video` (`out{i}_audio`), whose names it returns. sync=false: a
+/// frame goes out the moment it is encoded (the source paces it); async=false: nothing waits
+/// for them to preroll (a publisher's pipeline plays as soon as its first media arrives,
+/// whichever branch it reaches first).
+fn appsink_tap(
+    chains: &mut Vec<String>,
+    i: usize,
+    video: &str,
+    audio: Option<&str>,
+) -> (String, Option<String>) {
+    chains.push(format!(
+        "{video} ! appsink name=out{i}_video sync=false async=false"
+    ));
+    let audio_sink = audio.map(|chain| {
+        chains.push(format!(
+            "{chain} ! appsink name=out{i}_audio sync=false async=false"
+        ));
+        format!("out{i}_audio")
+    });
+    (format!("out{i}_video"), audio_sink)
 }

@@ -16,9 +16,28 @@ use crate::assemble::Plan;
 use crate::events::EventBus;
 use crate::hooks::HookHost;
 use crate::record::Recordings;
+use gst::prelude::*;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Weak};
+
+/// The stream of the appsink `sink` in `source`: a producer its readers' appsrcs consume.
+/// No clock sync: a frame goes to the readers the moment it arrives (the source paces the
+/// stream). The source's end-of-stream is not its readers' end: the reader kinds end them when
+/// the pipeline stops, or keep them for its next run.
+pub fn producer(
+    source: &gst::Pipeline,
+    sink: &str,
+) -> Result<(gst_app::AppSink, gst_utils::streamproducer::StreamProducer), String> {
+    let appsink = source
+        .by_name(sink)
+        .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
+        .ok_or_else(|| format!("the assembled pipeline has no appsink {sink}"))?;
+    let settings = gst_utils::streamproducer::ProducerSettings { sync: false };
+    let producer = gst_utils::streamproducer::StreamProducer::with(&appsink, settings);
+    producer.set_forward_events([gst::EventType::Gap]);
+    Ok((appsink, producer))
+}
 
 /// A kind of reader, told about each run of a pipeline.
 pub trait Readers: Send + Sync {

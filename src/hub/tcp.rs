@@ -13,7 +13,7 @@ use super::Readers;
 use crate::assemble::{Plan, TcpTap};
 use crate::events::{Event, EventBus};
 use gst::prelude::*;
-use gst_utils::streamproducer::{ConsumptionLink, StreamProducer};
+use gst_utils::streamproducer::ConsumptionLink;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -63,19 +63,6 @@ impl Drop for TcpReader {
     }
 }
 
-/// The stream's appsink `sink` in `source` as a producer; its end-of-stream stays in the
-/// source (a relay's publisher leaving ends the readers through [`Readers::suspend`]).
-fn producer(source: &gst::Pipeline, sink: &str) -> Result<StreamProducer, String> {
-    let appsink = source
-        .by_name(sink)
-        .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
-        .ok_or_else(|| format!("the assembled pipeline has no appsink {sink}"))?;
-    let settings = gst_utils::streamproducer::ProducerSettings { sync: false };
-    let producer = StreamProducer::with(&appsink, settings);
-    producer.set_forward_events([gst::EventType::Gap]);
-    Ok(producer)
-}
-
 fn make(factory: &str) -> Result<gst::Element, String> {
     gst::ElementFactory::make(factory)
         .build()
@@ -83,7 +70,12 @@ fn make(factory: &str) -> Result<gst::Element, String> {
 }
 
 /// Builds (not starts) one TCP reader of `tap`'s appsinks in `source`.
-fn build(name: &str, source: &gst::Pipeline, tap: &TcpTap) -> Result<TcpReader, String> {
+fn build(
+    name: &str,
+    source: &gst::Pipeline,
+    tap: &TcpTap,
+    events: &EventBus,
+) -> Result<TcpReader, String> {
     let endpoint = format!("tcp://{}:{}", tap.host, tap.port);
     let pipeline = gst::Pipeline::with_name(&format!("{name}-tcp{}", tap.index));
     let mux = make("mpegtsmux")?;
@@ -132,7 +124,8 @@ fn build(name: &str, source: &gst::Pipeline, tap: &TcpTap) -> Result<TcpReader, 
         gst::Element::link_many([appsrc.upcast_ref(), &parse, &mux])
             .map_err(|e| format!("cannot link {parser} into mpegtsmux: {e}"))?;
         links.push(
-            producer(source, appsink)?
+            super::producer(source, appsink)?
+                .1
                 .add_consumer(&appsrc)
                 .map_err(|e| format!("cannot attach the TCP reader: {e}"))?,
         );
@@ -144,7 +137,7 @@ fn build(name: &str, source: &gst::Pipeline, tap: &TcpTap) -> Result<TcpReader, 
     Ok(TcpReader {
         pipeline,
         endpoint,
-        events: EventBus::default(),
+        events: events.clone(),
         _links: links,
     })
 }
@@ -251,9 +244,7 @@ impl Readers for TcpReaders {
     ) -> Result<(), String> {
         let mut readers = Vec::new();
         for tap in &plan.tcp {
-            let mut reader = build(name, pipeline, tap)?;
-            reader.events = events.clone();
-            readers.push(reader);
+            readers.push(build(name, pipeline, tap, events)?);
         }
         // A run replaces the previous run's readers (their clients are let go).
         let old = std::mem::replace(

@@ -235,23 +235,13 @@ impl Readers for Registry {
         };
         let requests = self.keyframe_requests(name);
         let producer = |sink: &str| -> Result<StreamProducer, String> {
-            let appsink = pipeline
-                .by_name(sink)
-                .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
-                .ok_or_else(|| format!("the assembled pipeline has no appsink {sink}"))?;
+            let (appsink, producer) = crate::hub::producer(pipeline, sink)?;
             if sink == tap.video_sink {
                 if tap.codec == VideoCodec::H264 {
                     super::keyframes::mark_h264_keyframes(appsink.upcast_ref());
                 }
                 super::keyframes::throttle_requests(appsink.upcast_ref(), requests.clone());
             }
-            // No clock sync: a frame goes to the viewers the moment it is encoded (live
-            // sources and `clocksync` pace the stream); syncing held each one a frame longer.
-            let settings = gst_utils::streamproducer::ProducerSettings { sync: false };
-            let producer = StreamProducer::with(&appsink, settings);
-            // The pipeline's end-of-stream is not the viewers' end: the registry ends their
-            // sessions when the pipeline stops, or keeps them for its restart.
-            producer.set_forward_events([gst::EventType::Gap]);
             Ok(producer)
         };
         let video = Some(producer(&tap.video_sink)?);
