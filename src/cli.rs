@@ -295,13 +295,15 @@ pub async fn run(target: &str, dir: &Path) -> ExitCode {
     desc.options.autostart = true;
     let name = desc.name.clone();
     let events = crate::events::EventBus::default();
+    let recordings = crate::record::Recordings::new(PathBuf::from("recordings"), events.clone());
     let sup = Supervisor::new(
         SupervisorConfig::default(),
         crate::hub::ReaderSet::new(vec![
             crate::webrtc::registry::Registry::new(Default::default()),
             std::sync::Arc::new(crate::hub::tcp::TcpReaders::default()),
+            crate::hub::record::RecordReaders::new(recordings.clone()),
         ]),
-        crate::record::Recordings::new(PathBuf::from("recordings"), events.clone()),
+        recordings,
         events,
     );
     sup.add(desc);
@@ -423,13 +425,9 @@ fn local_dot(target: &str, dir: &Path) -> Result<String, String> {
     let plan = description::load(&path)
         .map_err(|d| d.to_string())
         .and_then(|d| assemble::plan(&d).map_err(|d| d.to_string()))?;
-    // Drawing the graph builds the pipeline but never runs it: any recording directory it
-    // creates goes to a scratch place.
-    let scratch = crate::record::Recordings::new(
-        std::env::temp_dir().join("mediaweave-graph"),
-        crate::events::EventBus::default(),
-    );
-    let pipeline = plan.build(&scratch)?;
+    // Drawing the graph builds the pipeline but never runs it (its readers, recorders
+    // among them, are not drawn).
+    let pipeline = plan.build()?;
     Ok(crate::graph::dot(&pipeline))
 }
 

@@ -129,7 +129,11 @@ impl Server {
         let tcp = Arc::new(crate::hub::tcp::TcpReaders::default());
         let supervisor = Supervisor::new(
             config.supervisor.clone(),
-            crate::hub::ReaderSet::new(vec![webrtc.clone(), tcp.clone()]),
+            crate::hub::ReaderSet::new(vec![
+                webrtc.clone(),
+                tcp.clone(),
+                crate::hub::record::RecordReaders::new(recordings.clone()),
+            ]),
             recordings.clone(),
             events.clone(),
         );

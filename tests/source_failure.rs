@@ -5,27 +5,7 @@
 
 mod common;
 use common::*;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-
-fn ts_server(port: u16) -> Child {
-    Command::new("gst-launch-1.0")
-        .args(["-q", "videotestsrc", "is-live=true", "pattern=ball", "!"])
-        .args(["video/x-raw,width=320,height=240,framerate=30/1", "!"])
-        .args([
-            "x264enc",
-            "tune=zerolatency",
-            "speed-preset=ultrafast",
-            "key-int-max=30",
-            "!",
-        ])
-        .args(["h264parse", "config-interval=-1", "!", "mpegtsmux", "!"])
-        .args(["tcpserversink", "host=127.0.0.1", &format!("port={port}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("gst-launch-1.0")
-}
 
 fn status(base: &str) -> serde_json::Value {
     get(&format!("{base}/api/pipelines/relay")).json

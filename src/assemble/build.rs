@@ -1,13 +1,12 @@
 //! From a plan's launch line to a `gst::Pipeline`: parsing it, and wiring what a launch line
-//! cannot express (decodebin pads, record outputs' segment writers, time-stamped file names).
+//! cannot express (decodebin pads, time-stamped file names).
 
 use super::*;
 
 impl Plan {
     /// Parses the launch line into a pipeline named after the description and wires its dynamic
-    /// parts. The pipeline is returned in the NULL state. Record outputs write into
-    /// `recordings`.
-    pub fn build(&self, recordings: &Arc<Recordings>) -> Result<gst::Pipeline, String> {
+    /// parts. The pipeline is returned in the NULL state.
+    pub fn build(&self) -> Result<gst::Pipeline, String> {
         let element = gst::parse::launch_full(&self.launch, None, gst::ParseFlags::FATAL_ERRORS)
             .map_err(|e| format!("cannot build the pipeline: {}", e.message()))?;
         let pipeline = match element.downcast::<gst::Pipeline>() {
@@ -38,40 +37,15 @@ impl Plan {
         if let Some(links) = &self.decode {
             wire_decode(&pipeline, links)?;
         }
-        for tap in &self.records {
-            self.wire_record(&pipeline, tap, recordings)?;
-        }
         Ok(pipeline)
     }
 }
 
 impl Plan {
-    /// Hands a record output to its segment writer, which names each segment after its UTC
-    /// start time and keeps the pipeline's recordings within their retention limits.
-    fn wire_record(
-        &self,
-        pipeline: &gst::Pipeline,
-        tap: &RecordTap,
-        recordings: &Arc<Recordings>,
-    ) -> Result<(), String> {
-        let dir = recordings.dir().join(&self.name);
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        recordings.set_retention(&self.name, tap.retention);
-        let spec = crate::record::writer::WriterSpec {
-            pipeline: self.name.clone(),
-            muxer: tap.muxer.clone(),
-            sink: tap.sink.clone(),
-            extension: tap.extension(),
-            segment: tap.segment,
-        };
-        crate::record::writer::attach(pipeline, spec, recordings)
-    }
-
-    /// How many outputs report their own end after EOS: a [`crate::record::writer::FINISHED_MESSAGE`]
-    /// per record output, an EOS at the file sink of each file output.
+    /// How many outputs report their own end after EOS: an EOS at the file sink of each file
+    /// output (record outputs are readers of the stream hub, which finish them).
     pub fn finalizing_outputs(&self) -> usize {
-        self.records.len() + self.file_sinks.len()
+        self.file_sinks.len()
     }
 
     /// The file sinks of file outputs, by element name.

@@ -34,10 +34,9 @@ use crate::description::{
     Source, VideoCodec, elements,
 };
 use crate::hooks::HookTap;
-use crate::record::{Recordings, Retention};
+use crate::record::Retention;
 use gst::prelude::*;
 use std::path::Path;
-use std::sync::Arc;
 
 /// What will run, and why: the launch line plus the choices made on this machine.
 #[derive(Debug, Clone)]
@@ -61,7 +60,7 @@ pub struct Plan {
     /// TCP outputs served by readers of the stream hub (a published stream's), not by a
     /// branch of the pipeline.
     pub tcp: Vec<TcpTap>,
-    /// Record outputs: their muxers and sinks.
+    /// Record outputs, written by readers of the stream hub.
     pub records: Vec<RecordTap>,
     /// Set for webrtc-source pipelines: built per publisher, fed at `video_in` / `audio_in`.
     pub ingest: Option<IngestTap>,
@@ -122,23 +121,56 @@ pub struct IngestTap {
     pub audio: bool,
 }
 
-/// A `record` output: its first segment's muxer and file sink (the writer makes the next ones
-/// alike), and how its segments are cut and kept.
+/// A `record` output, written by a reader of the stream hub ([`crate::hub::record`]): where
+/// its encoded streams leave the pipeline, and how its segments are cut and kept.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RecordTap {
-    pub muxer: String,
-    pub sink: String,
+    /// The output's index in the description.
+    pub index: usize,
+    pub video_sink: String,
+    /// The audio appsink and the codec it carries.
+    pub audio_sink: Option<(String, AudioCodec)>,
+    pub codec: VideoCodec,
     pub container: Container,
     pub segment: std::time::Duration,
     pub retention: Retention,
 }
 
 impl RecordTap {
-    fn extension(&self) -> &'static str {
+    pub fn extension(&self) -> &'static str {
         match self.container {
             Container::Mp4 => "mp4",
             _ => "mkv",
         }
+    }
+
+    /// The reader's launch line: appsrcs `video` (and `audio`) into the first segment's muxer
+    /// `out{index}_mux` and file sink `out{index}_sink` (named as in the source's pipeline
+    /// before readers), which the segment writer takes as the templates of every
+    /// segment's. The writer links segments' muxers at run time: the formats they take are
+    /// fixed here, so the parsers negotiate them before any muxer is linked. The file sink
+    /// writes unbuffered: muxed data reaches the kernel at once.
+    pub fn launch(&self) -> String {
+        let parse = match self.codec {
+            VideoCodec::H264 => {
+                "h264parse config-interval=-1 ! video/x-h264,stream-format=avc,alignment=au ! "
+            }
+            codec => video_parser(codec),
+        };
+        const APPSRC: &str = "appsrc format=time is-live=true";
+        let i = self.index;
+        let mut launch = format!(
+            "{APPSRC} name=video ! {parse}{} name=out{i}_mux ! filesink name=out{i}_sink async=false buffer-mode=unbuffered",
+            self.muxer()
+        );
+        if let Some((_, codec)) = &self.audio_sink {
+            let parser = match codec {
+                AudioCodec::Aac => "aacparse ! audio/mpeg,stream-format=raw",
+                AudioCodec::Opus => "opusparse",
+            };
+            launch.push_str(&format!(" {APPSRC} name=audio ! {parser} ! out{i}_mux."));
+        }
+        launch
     }
 
     /// A muxer that loses at most about a second in a crash: what it has muxed reaches the

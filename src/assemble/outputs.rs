@@ -1,6 +1,6 @@
 //! The output branches of a plan: each output reads the encoded tees behind its own leaky
-//! queue; record outputs hand their muxer to the segment writer; webrtc and published-stream
-//! tcp outputs end in appsinks, the taps the stream hub's readers attach to.
+//! queue; record, webrtc and published-stream tcp outputs end in appsinks, the taps the stream
+//! hub's readers attach to.
 
 use super::*;
 
@@ -42,42 +42,26 @@ pub(super) fn plan_outputs(
         );
         outputs.push(out.value.summary());
         if let Output::Record(r) = &out.value {
-            // The first segment's muxer and sink; the writer (record::writer, wired by build())
-            // names the files, cuts segments on keyframes it asks for and finalizes them beside
-            // the running stream. The file sink writes unbuffered: muxed data reaches the
-            // kernel at once.
-            let tap = RecordTap {
-                muxer: format!("out{i}_mux"),
-                sink: format!("out{i}_sink"),
+            // A reader of the stream hub writes the segments (hub::record), outside this
+            // pipeline: its streams leave here as they are encoded.
+            let (video_sink, audio_sink) = appsink_tap(
+                chains,
+                i,
+                &video_queue,
+                want_audio.then_some(audio_queue.as_str()),
+            );
+            records.push(RecordTap {
+                index: i,
+                video_sink,
+                audio_sink: audio_sink.map(|sink| (sink, audio_codec)),
+                codec,
                 container,
                 segment: r.segment,
                 retention: Retention {
                     max_age: r.max_age,
                     max_total_size: r.max_total_size,
                 },
-            };
-            // The writer links segments' muxers at run time: the formats they take are fixed
-            // here, so the parsers negotiate them before any muxer is linked.
-            let parse = match codec {
-                VideoCodec::H264 => {
-                    "h264parse config-interval=-1 ! video/x-h264,stream-format=avc,alignment=au ! "
-                }
-                _ => video_parser(codec),
-            };
-            chains.push(format!(
-                "{video_queue} ! {parse}{} name={} ! filesink name={} async=false buffer-mode=unbuffered",
-                tap.muxer(),
-                tap.muxer,
-                tap.sink,
-            ));
-            if want_audio {
-                let parser = match audio_codec {
-                    AudioCodec::Aac => "aacparse ! audio/mpeg,stream-format=raw",
-                    AudioCodec::Opus => "opusparse",
-                };
-                chains.push(format!("{audio_queue} ! {parser} ! {}.", tap.muxer));
-            }
-            records.push(tap);
+            });
             continue;
         }
         if let Output::WebRtc(w) = &out.value {

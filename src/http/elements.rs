@@ -58,24 +58,36 @@ fn running(state: &AppState, name: &str) -> Result<gst::Pipeline, ApiError> {
     }
 }
 
-fn element(pipeline: &gst::Pipeline, name: &str) -> Result<gst::Element, ApiError> {
-    pipeline.by_name(name).ok_or_else(|| {
-        let mut names: Vec<String> = pipeline
-            .iterate_elements()
-            .into_iter()
-            .flatten()
-            .map(|e| e.name().to_string())
-            .collect();
-        names.sort();
-        ApiError(
-            StatusCode::NOT_FOUND,
-            format!(
-                "pipeline `{}` has no element `{name}`; its elements: {}",
-                pipeline.name(),
-                names.join(", ")
-            ),
-        )
-    })
+/// The running pipeline of `name` and its readers' pipelines (a record output's muxer and
+/// file sink live in its reader's), where elements are looked up.
+fn running_all(state: &AppState, name: &str) -> Result<Vec<gst::Pipeline>, ApiError> {
+    let main = running(state, name)?;
+    let mut all = vec![main];
+    all.extend(state.supervisor.reader_pipelines(name));
+    Ok(all)
+}
+
+fn element(pipelines: &[gst::Pipeline], name: &str) -> Result<gst::Element, ApiError> {
+    if let Some(found) = pipelines.iter().find_map(|p| p.by_name(name)) {
+        return Ok(found);
+    }
+    let mut names: Vec<String> = pipelines
+        .iter()
+        .flat_map(|p| p.iterate_elements().into_iter().flatten())
+        .map(|e| e.name().to_string())
+        .collect();
+    names.sort();
+    Err(ApiError(
+        StatusCode::NOT_FOUND,
+        format!(
+            "pipeline `{}` has no element `{name}`; its elements: {}",
+            pipelines
+                .first()
+                .map(|p| p.name().to_string())
+                .unwrap_or_default(),
+            names.join(", ")
+        ),
+    ))
 }
 
 fn property(element: &gst::Element, prop: &str) -> Result<glib::ParamSpec, ApiError> {
@@ -120,17 +132,16 @@ async fn blocking<T: Send + 'static>(
     })?
 }
 
-/// `GET /api/pipelines/{name}/elements`: every element, nested bins included.
+/// `GET /api/pipelines/{name}/elements`: every element, nested bins and its readers' pipelines included.
 pub async fn list(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<Vec<ElementInfo>>, ApiError> {
-    let pipeline = running(&state, &name)?;
+    let pipelines = running_all(&state, &name)?;
     blocking(move || {
-        let mut all: Vec<ElementInfo> = pipeline
-            .iterate_recurse()
-            .into_iter()
-            .flatten()
+        let mut all: Vec<ElementInfo> = pipelines
+            .iter()
+            .flat_map(|p| p.iterate_recurse().into_iter().flatten())
             .map(|e| ElementInfo {
                 name: e.name().to_string(),
                 path: crate::pipeline::element_path(e.upcast_ref()),
@@ -149,9 +160,9 @@ pub async fn show(
     State(state): State<AppState>,
     Path((name, el)): Path<(String, String)>,
 ) -> Result<Json<Json_>, ApiError> {
-    let pipeline = running(&state, &name)?;
+    let pipelines = running_all(&state, &name)?;
     blocking(move || {
-        let e = element(&pipeline, &el)?;
+        let e = element(&pipelines, &el)?;
         let properties: Vec<PropertyInfo> = e
             .list_properties()
             .iter()
@@ -172,9 +183,9 @@ pub async fn get(
     State(state): State<AppState>,
     Path((name, el, prop)): Path<(String, String, String)>,
 ) -> Result<Json<PropertyInfo>, ApiError> {
-    let pipeline = running(&state, &name)?;
+    let pipelines = running_all(&state, &name)?;
     blocking(move || {
-        let e = element(&pipeline, &el)?;
+        let e = element(&pipelines, &el)?;
         let pspec = property(&e, &prop)?;
         if !pspec.flags().contains(glib::ParamFlags::READABLE) {
             return Err(ApiError(
@@ -206,10 +217,10 @@ pub async fn set(
         }
         other => other,
     };
-    let pipeline = running(&state, &name)?;
+    let pipelines = running_all(&state, &name)?;
     let (pipeline_name, events) = (name.clone(), state.supervisor.events().clone());
     blocking(move || {
-        let e = element(&pipeline, &el)?;
+        let e = element(&pipelines, &el)?;
         let pspec = property(&e, &prop)?;
         if prop == "name" || prop == "parent" {
             return Err(ApiError(

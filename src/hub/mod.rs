@@ -2,14 +2,15 @@
 //! GStreamer pipeline.
 //!
 //! A pipeline's encoded tracks (its shared encoder's output, or what a publisher sends) end in
-//! appsinks, one set per reader kind that wants them ([`crate::assemble::Plan`]'s `webrtc` and
-//! `tcp` taps); [`Readers::attach`] turns them into streams whose readers attach and detach at
+//! appsinks, one set per reader kind that wants them ([`crate::assemble::Plan`]'s `webrtc`,
+//! `tcp` and `records` taps); [`Readers::attach`] turns them into streams whose readers attach and detach at
 //! run time, each behind its own bounded, leaky, counted queue (gstreamer-utils'
 //! `StreamProducer` with one appsrc per reader). Reader kinds: WebRTC viewers
-//! ([`crate::webrtc`], a pipeline per viewer) and TCP readers ([`tcp`], a pipeline per
-//! output serving MPEG-TS). The supervisor only knows the trait, through a [`ReaderSet`] of
+//! ([`crate::webrtc`], a pipeline per viewer), TCP readers ([`tcp`], a pipeline per output
+//! serving MPEG-TS) and record readers ([`record`], a pipeline per output writing segments). The supervisor only knows the trait, through a [`ReaderSet`] of
 //! every kind, so dependencies run one way: supervisor → hub ← readers.
 
+pub mod record;
 pub mod tcp;
 
 use crate::assemble::Plan;
@@ -55,6 +56,24 @@ pub trait Readers: Send + Sync {
     /// The pipeline plays: readers are served from now on (its clock and base time are
     /// final), and its streams are announced (signalling producers).
     fn playing(&self, name: &str, pipeline: &gst::Pipeline);
+
+    /// The run is over, before [`Readers::suspend`] or [`Readers::detach`]: readers that write
+    /// files finish them (bounded). `drained`: the run's end-of-stream went through the
+    /// pipeline (stopped, or its source ended), so it is on its way to the readers; otherwise
+    /// (it failed) they end their streams themselves.
+    fn finish<'a>(
+        &'a self,
+        _name: &'a str,
+        _drained: bool,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+        Box::pin(std::future::ready(()))
+    }
+
+    /// The pipelines of `name`'s readers of this kind that have one per output (their
+    /// elements are named as the outputs' would be in the source's pipeline).
+    fn pipelines(&self, _name: &str) -> Vec<gst::Pipeline> {
+        Vec::new()
+    }
 
     /// The pipeline failed and will restart, or a relay's publisher left: readers that can
     /// wait for the next run do (bounded), the others end.
@@ -111,6 +130,22 @@ impl Readers for ReaderSet {
 
     fn playing(&self, name: &str, pipeline: &gst::Pipeline) {
         self.kinds.iter().for_each(|k| k.playing(name, pipeline));
+    }
+
+    fn finish<'a>(
+        &'a self,
+        name: &'a str,
+        drained: bool,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+        Box::pin(async move {
+            for kind in &self.kinds {
+                kind.finish(name, drained).await;
+            }
+        })
+    }
+
+    fn pipelines(&self, name: &str) -> Vec<gst::Pipeline> {
+        self.kinds.iter().flat_map(|k| k.pipelines(name)).collect()
     }
 
     fn suspend(&self, name: &str) {

@@ -270,6 +270,10 @@ impl Readers for TcpReaders {
         }
     }
 
+    fn pipelines(&self, name: &str) -> Vec<gst::Pipeline> {
+        TcpReaders::pipelines(self, name)
+    }
+
     fn suspend(&self, name: &str) {
         self.detach(name);
     }

@@ -568,6 +568,11 @@ impl Supervisor {
         Ok(entry.live.lock().unwrap_or_else(|p| p.into_inner()).clone())
     }
 
+    /// The pipelines of `name`'s readers that run beside it (TCP and record readers).
+    pub fn reader_pipelines(&self, name: &str) -> Vec<gst::Pipeline> {
+        self.readers.pipelines(name)
+    }
+
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Entry>> {
         // A panic elsewhere while holding the lock must not take the API down with it.
         self.entries.read().unwrap_or_else(|p| p.into_inner())

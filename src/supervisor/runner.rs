@@ -294,7 +294,7 @@ impl Runner {
                 None,
             )
         };
-        let (desc, recordings) = (self.desc.clone(), self.recordings.clone());
+        let desc = self.desc.clone();
         let build_delay = self.config.build_delay;
         let mut building = tokio::task::spawn_blocking(move || -> Result<Built, String> {
             let plan = assemble::plan(&desc).map_err(|d| d.to_string())?;
@@ -303,7 +303,7 @@ impl Runner {
                 return Ok(Built::Ingest(plan));
             }
             std::thread::sleep(build_delay);
-            let pipeline = plan.build(&recordings)?;
+            let pipeline = plan.build()?;
             Ok(Built::Pipeline(plan, pipeline))
         });
         let built = match tokio::time::timeout_at(deadline, &mut building).await {
@@ -530,6 +530,9 @@ impl Runner {
             Ended::Eos => self.desc.options.restart == RestartPolicy::Always,
             _ => false,
         };
+        // Recordings are finished before anything else lets go of the run.
+        let drained = !matches!(ended, Ended::Error { .. });
+        self.readers.finish(self.name(), drained).await;
         self.release_viewers(restarts);
         // Hooks first: observe hooks still take the frames waiting in their appsinks (a stream
         // that ended is seen to its last frame), transforms let frames pass from now on.

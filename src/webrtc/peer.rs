@@ -229,13 +229,6 @@ pub fn setup_webrtcbin(
                 {
                     let _ = tx.try_send(Event::Playing);
                 }
-                gst::MessageView::Element(e)
-                    if e.structure()
-                        .is_some_and(|s| s.name() == crate::record::writer::FINISHED_MESSAGE) =>
-                {
-                    // A publisher's record output finished its last segment.
-                    let _ = tx.try_send(Event::SinkEos);
-                }
                 _ => {}
             }
             gst::BusSyncReply::Drop

@@ -23,7 +23,7 @@ pub fn build_receiver(
     cert: &'static DtlsCertificate,
     events: mpsc::Sender<Event>,
 ) -> Result<Built, String> {
-    let guard = PipelineGuard(Some(ingest.plan.build(&ingest.recordings)?));
+    let guard = PipelineGuard(Some(ingest.plan.build()?));
     let pipeline = guard.0.clone().ok_or("no pipeline")?;
     super::peer::count_live(&pipeline);
     let hooks = if ingest.plan.hooks.is_empty() {
@@ -172,5 +172,4 @@ pub async fn drain(
     {
         tracing::warn!("session {}: end-of-stream did not drain within 5 s", id);
     }
-    ingest.recordings.stopped(&ingest.plan.name);
 }

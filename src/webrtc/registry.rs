@@ -210,9 +210,11 @@ impl Relay {
         }
     }
 
-    /// The publisher left: its viewers wait for the next one (same codec) or end.
-    pub fn ended(&self, name: &str) {
+    /// The publisher left (its stream drained): its recordings are finished, its viewers wait
+    /// for the next one (same codec) or end.
+    pub async fn ended(&self, name: &str) {
         if let Some(readers) = self.readers.upgrade() {
+            readers.finish(name, true).await;
             readers.suspend(name);
         }
     }
@@ -376,9 +378,10 @@ impl Readers for Registry {
         relay_to: std::sync::Weak<dyn Readers>,
     ) {
         let ledger = self.ledger(&self.publisher_ledgers, name);
-        // With a webrtc or tcp output, each publisher's stream is relayed to its readers as
-        // it arrives.
-        let relay = (!plan.webrtc.is_empty() || !plan.tcp.is_empty()).then(|| Relay {
+        // Each publisher's stream is relayed to its readers (viewers, TCP clients, recorders)
+        // as it arrives.
+        let readers = !plan.webrtc.is_empty() || !plan.tcp.is_empty() || !plan.records.is_empty();
+        let relay = readers.then(|| Relay {
             readers: relay_to,
             events: hooks.events.clone(),
         });

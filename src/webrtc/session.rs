@@ -150,11 +150,13 @@ async fn run(
         Err(e) => tracing::warn!("session {id}: ended: {e}"),
     }
     if let Some(ingest) = ingest {
-        if let Some(relay) = &ingest.relay {
-            relay.ended(&ingest.plan.name);
-        }
+        // Its stream ends through every output first, so recordings are complete.
         let pipeline = session.built.pipeline.0.clone();
         super::publisher::drain(&id, pipeline, &ingest, &mut events).await;
+        if let Some(relay) = &ingest.relay {
+            relay.ended(&ingest.plan.name).await;
+        }
+        ingest.recordings.stopped(&ingest.plan.name);
     }
     session.teardown().await;
 }

@@ -553,3 +553,24 @@ pub fn wait_no_viewers(base: &str, name: &str, what: &str, timeout: Duration) {
             .then_some(())
     });
 }
+
+/// A live MPEG-TS server (gst-launch-1.0: a bouncing ball, 320x240 at 30 fps, H.264 with a
+/// keyframe each second) on 127.0.0.1:`port`, for `tcp` sources.
+pub fn ts_server(port: u16) -> std::process::Child {
+    Command::new("gst-launch-1.0")
+        .args(["-q", "videotestsrc", "is-live=true", "pattern=ball", "!"])
+        .args(["video/x-raw,width=320,height=240,framerate=30/1", "!"])
+        .args([
+            "x264enc",
+            "tune=zerolatency",
+            "speed-preset=ultrafast",
+            "key-int-max=30",
+            "!",
+        ])
+        .args(["h264parse", "config-interval=-1", "!", "mpegtsmux", "!"])
+        .args(["tcpserversink", "host=127.0.0.1", &format!("port={port}")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("gst-launch-1.0")
+}
