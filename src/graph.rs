@@ -16,6 +16,30 @@ pub fn dot(pipeline: &gst::Pipeline) -> String {
     crate::redact::redact(&pipeline.debug_to_dot_data(details))
 }
 
+/// A pipeline with its readers' pipelines (see [`crate::hub`]): each reader's graph is a
+/// cluster of the pipeline's, labelled with its name.
+pub fn dot_with_readers(pipeline: &gst::Pipeline, readers: &[gst::Pipeline]) -> String {
+    let main = dot(pipeline);
+    let Some(end) = main.rfind('}') else {
+        return main;
+    };
+    let mut out = main[..end].to_string();
+    for (i, reader) in readers.iter().enumerate() {
+        let graph = dot(reader);
+        // The body of `digraph pipeline { ... }`; node names are unique across pipelines
+        // (they carry the elements' addresses).
+        let (Some(start), Some(stop)) = (graph.find('{'), graph.rfind('}')) else {
+            continue;
+        };
+        out.push_str(&format!(
+            "  subgraph cluster_reader_{i} {{\n  style=dashed;\n{}\n  }}\n",
+            &graph[start + 1..stop]
+        ));
+    }
+    out.push_str("}\n");
+    out
+}
+
 /// Renders DOT to SVG with `dot -Tsvg`. Blocking; the error says what to install if `dot` is
 /// missing.
 pub fn svg(dot: &str) -> Result<String, String> {

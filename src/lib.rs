@@ -22,17 +22,19 @@
 //!    events go to the [`events`] bus.
 //! 5. **The stream hub** ([`hub`]): each run of a pipeline (or each publisher's pipeline) is
 //!    handed to the readers that live outside it through one small trait (attach, playing,
-//!    suspend, detach): its encoded tracks become named streams (gstreamer-utils
+//!    finish, suspend, detach): its encoded tracks become named streams (gstreamer-utils
 //!    `StreamProducer`s) that readers join and leave at run time, each behind its own
 //!    bounded, leaky, counted queue; a relayed publisher's stream is the same kind of stream.
-//!    Reader kinds: WebRTC viewers and TCP readers ([`hub::tcp`], MPEG-TS served from a
-//!    pipeline of their own, for published streams); recording, hooks and a pipeline's own
-//!    TCP outputs still run inside the source's pipeline, as tee branches.
+//!    Reader kinds: WebRTC viewers, TCP outputs ([`hub::tcp`], MPEG-TS served from a
+//!    pipeline of their own) and record outputs ([`hub::record`], segments written by a
+//!    pipeline of their own, finished at the run's end even when it failed); file outputs and
+//!    hooks (and a published stream's hook decoder) still run inside the source's pipeline,
+//!    as leaky tee branches.
 //! 6. **WebRTC** ([`webrtc`], [`signalling`]), the hub's readers: viewers get a pipeline each,
 //!    fed by a stream, their retransmissions held to a budget ([`webrtc::rtx`]) and their
 //!    keyframe requests throttled per stream ([`webrtc::keyframes`]); negotiation is a
-//!    sans-I/O state machine ([`webrtc::negotiation`]); publishers get a pipeline each that
-//!    records what they send and, with a `webrtc` output, feeds its stream to viewers. [`signalling`] is the protocol and the
+//!    sans-I/O state machine ([`webrtc::negotiation`]); publishers get a pipeline each whose
+//!    stream is handed to the readers (viewers, TCP, record) like a run's. [`signalling`] is the protocol and the
 //!    embedded `/ws` server only; the clients that register outputs as producers live in
 //!    [`webrtc::signaller`]. Recordings ([`record`]) are written by a
 //!    segment writer that puts every frame into the current segment's muxer as it arrives and

@@ -230,19 +230,33 @@ impl Snapshot {
     }
 }
 
+/// A live pipeline's minimum latency. Its outputs leave it through appsinks that do not sync
+/// (the hub's taps), which answer a pipeline's query as not live: then the latency is what
+/// the stream has gathered on its way to them (the most of any tap).
+fn latency(pipeline: &gst::Pipeline) -> Option<f64> {
+    let mut q = gst::query::Latency::new();
+    if pipeline.query(&mut q) && q.result().0 {
+        return Some(q.result().1.seconds_f64());
+    }
+    pipeline
+        .iterate_sinks()
+        .into_iter()
+        .flatten()
+        .filter_map(|sink| {
+            let mut q = gst::query::Latency::new();
+            let pad = sink.static_pad("sink")?;
+            (pad.peer_query(&mut q) && q.result().0).then(|| q.result().1.seconds_f64())
+        })
+        .max_by(f64::total_cmp)
+}
+
 /// A running pipeline's latency, queue levels and TCP outputs.
 fn elements_of(name: &str, pipeline: &gst::Pipeline) -> ElementsOf {
     let mut out = ElementsOf {
         pipeline: name.to_string(),
         ..ElementsOf::default()
     };
-    let mut q = gst::query::Latency::new();
-    if pipeline.query(&mut q) {
-        let (live, min, _) = q.result();
-        if live {
-            out.latency_s = Some(min.seconds_f64());
-        }
-    }
+    out.latency_s = latency(pipeline);
     for e in pipeline.iterate_recurse().into_iter().flatten() {
         let factory = e
             .factory()

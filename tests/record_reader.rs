@@ -30,12 +30,13 @@ fn a_failed_sources_segment_is_finished_by_its_reader() {
             .and_then(|r| r["path"].as_str().map(str::to_string))
     });
 
-    // The recorder is not in the source's pipeline, yet its file sink is there to inspect.
+    // The recorder is not in the source's pipeline but in one of its own, drawn beside it in
+    // the graph, and its file sink is there to inspect.
     let (code, dot) = get_text(&format!("{base}/api/pipelines/cam/graph.dot"));
     assert_eq!(code, 200);
     assert!(
-        !dot.contains("matroskamux") && !dot.contains("filesink"),
-        "the source's pipeline holds no recorder"
+        dot.contains("cluster_reader_0") && dot.contains("cam-record0"),
+        "the graph draws the recorder's pipeline"
     );
     let sink = get(&format!("{base}/api/pipelines/cam/elements/out0_sink")).json;
     assert_eq!(sink["factory"], "filesink", "{sink}");

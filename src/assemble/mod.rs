@@ -202,14 +202,16 @@ pub struct WebRtcTap {
     pub hook_events: bool,
 }
 
-/// A TCP output served from the stream hub: where its encoded streams leave the pipeline
-/// (H.264 video, Opus audio) and where it listens.
+/// A TCP output served from the stream hub: where its encoded streams leave the pipeline and
+/// where it listens.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TcpTap {
     /// The output's index in the description.
     pub index: usize,
     pub video_sink: String,
-    pub audio_sink: Option<String>,
+    /// The audio appsink and the codec it carries.
+    pub audio_sink: Option<(String, AudioCodec)>,
+    pub codec: VideoCodec,
     pub host: String,
     pub port: u16,
 }

@@ -1,6 +1,6 @@
 //! The output branches of a plan: each output reads the encoded tees behind its own leaky
-//! queue; record, webrtc and published-stream tcp outputs end in appsinks, the taps the stream
-//! hub's readers attach to.
+//! queue; record, webrtc and tcp outputs end in appsinks, the taps the stream hub's readers
+//! attach to; file outputs are muxed and written in the pipeline.
 
 use super::*;
 
@@ -30,7 +30,6 @@ pub(super) fn plan_outputs(
     let mut webrtc = Vec::new();
     let mut tcp = Vec::new();
     let mut records = Vec::new();
-    let published = matches!(s.source.value, crate::description::Source::WebRtc(_));
     for (i, out) in s.outputs.iter().enumerate() {
         let container = out.value.container();
         // Passthrough keeps the arriving audio codec; otherwise each container gets its own.
@@ -89,9 +88,9 @@ pub(super) fn plan_outputs(
             });
             continue;
         }
-        if let (Output::Tcp(t), true) = (&out.value, published) {
-            // A published stream lives only while its publisher does: a reader of the hub
-            // serves it, outside the publisher's pipeline, while there is one.
+        if let Output::Tcp(t) = &out.value {
+            // Served by a reader of the hub (hub::tcp), outside this pipeline: a port that
+            // cannot be bound costs that output, not the stream.
             let (video_sink, audio_sink) = appsink_tap(
                 chains,
                 i,
@@ -101,12 +100,17 @@ pub(super) fn plan_outputs(
             tcp.push(TcpTap {
                 index: i,
                 video_sink,
-                audio_sink,
+                audio_sink: audio_sink.map(|sink| (sink, audio_codec)),
+                codec,
                 host: t.host.clone(),
                 port: t.port,
             });
             continue;
         }
+        // What is left is a file output, muxed and written here.
+        let Output::File(f) = &out.value else {
+            continue;
+        };
         let mux = format!("out{i}_mux");
         let muxer = match container {
             Container::MpegTs => "mpegtsmux",
@@ -114,21 +118,9 @@ pub(super) fn plan_outputs(
             Container::Matroska | Container::WebRtc => "matroskamux",
             Container::WebM => "webmmux",
         };
-        let sink = match &out.value {
-            Output::Tcp(t) => format!(
-                "tcpserversink name=out{i}_sink host={} port={} sync-method=next-keyframe recover-policy=keyframe unit-format=time units-soft-max=2000000000 units-max=5000000000",
-                quote(&t.host),
-                t.port
-            ),
-            Output::File(f) => {
-                let template = f.path.get_ref().replace("{name}", &desc.name);
-                file_sinks.push((format!("out{i}_sink"), template.clone()));
-                format!("filesink name=out{i}_sink location={}", quote(&template))
-            }
-            Output::WebRtc(_) | Output::Record(_) => {
-                unreachable!("webrtc and record outputs are handled above")
-            }
-        };
+        let template = f.path.get_ref().replace("{name}", &desc.name);
+        file_sinks.push((format!("out{i}_sink"), template.clone()));
+        let sink = format!("filesink name=out{i}_sink location={}", quote(&template));
         chains.push(format!(
             "{video_queue} ! {}{muxer} name={mux} ! {sink}",
             video_parser(codec)

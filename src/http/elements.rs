@@ -67,6 +67,15 @@ fn running_all(state: &AppState, name: &str) -> Result<Vec<gst::Pipeline>, ApiEr
     Ok(all)
 }
 
+/// The DOT of a pipeline and its readers' pipelines (the first of `pipelines` is the
+/// pipeline itself).
+fn graph(pipelines: &[gst::Pipeline]) -> String {
+    match pipelines.split_first() {
+        Some((main, readers)) => crate::graph::dot_with_readers(main, readers),
+        None => String::new(),
+    }
+}
+
 fn element(pipelines: &[gst::Pipeline], name: &str) -> Result<gst::Element, ApiError> {
     if let Some(found) = pipelines.iter().find_map(|p| p.by_name(name)) {
         return Ok(found);
@@ -271,9 +280,9 @@ pub async fn graph_svg(
     Path(name): Path<String>,
 ) -> Result<axum::response::Response, ApiError> {
     use axum::response::IntoResponse;
-    let pipeline = running(&state, &name)?;
+    let pipelines = running_all(&state, &name)?;
     let svg = blocking(move || {
-        crate::graph::svg(&crate::graph::dot(&pipeline))
+        crate::graph::svg(&graph(&pipelines))
             .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e))
     })
     .await?;
@@ -293,8 +302,8 @@ pub async fn graph_dot(
     Path(name): Path<String>,
 ) -> Result<axum::response::Response, ApiError> {
     use axum::response::IntoResponse;
-    let pipeline = running(&state, &name)?;
-    let dot = blocking(move || Ok(crate::graph::dot(&pipeline))).await?;
+    let pipelines = running_all(&state, &name)?;
+    let dot = blocking(move || Ok(graph(&pipelines))).await?;
     Ok((
         [(axum::http::header::CONTENT_TYPE, "text/vnd.graphviz")],
         dot,

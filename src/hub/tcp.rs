@@ -1,8 +1,10 @@
 //! TCP readers: a stream served as MPEG-TS to any number of TCP clients (ffplay, VLC, OpenCV,
 //! GStreamer's `tcpclientsrc`), from a small pipeline of its own fed by the stream's producers
 //! (`appsrc → parser → mpegtsmux → tcpserversink`), so the source's pipeline never holds the
-//! socket. A relayed publisher's stream is served this way while the publisher is live: its
-//! clients are let go when it leaves, as MediaMTX lets a path's readers go.
+//! socket: a port that cannot be bound costs that output (a warning and a `reader_error`
+//! event), not the stream. A pipeline's TCP outputs listen while it runs; a relayed
+//! publisher's, while the publisher is live: clients are let go when it leaves, as MediaMTX
+//! lets a path's readers go.
 //!
 //! A client that connects gets the stream at once and asks the source for a keyframe
 //! (upstream; a publisher gets an RTCP PLI), again each second until one has passed, so its
@@ -11,6 +13,7 @@
 
 use super::Readers;
 use crate::assemble::{Plan, TcpTap};
+use crate::description::{AudioCodec, VideoCodec};
 use crate::events::{Event, EventBus};
 use gst::prelude::*;
 use gst_utils::streamproducer::ConsumptionLink;
@@ -103,11 +106,23 @@ fn build(
 
     let mut links = Vec::new();
     let mut video_parse = None;
+    let video_parser = match tap.codec {
+        VideoCodec::H264 => "h264parse",
+        VideoCodec::Av1 => "av1parse",
+        // Parsed already: a stand-in where keyframe requests go up and keyframes come down.
+        VideoCodec::Vp8 | VideoCodec::Vp9 => "identity",
+    };
     let tracks = [
-        Some((tap.video_sink.as_str(), "h264parse")),
-        tap.audio_sink.as_deref().map(|a| (a, "opusparse")),
+        Some((tap.video_sink.as_str(), video_parser, true)),
+        tap.audio_sink.as_ref().map(|(sink, codec)| {
+            let parser = match codec {
+                AudioCodec::Aac => "aacparse",
+                AudioCodec::Opus => "opusparse",
+            };
+            (sink.as_str(), parser, false)
+        }),
     ];
-    for (appsink, parser) in tracks.into_iter().flatten() {
+    for (appsink, parser, is_video) in tracks.into_iter().flatten() {
         let appsrc = gst_app::AppSrc::builder()
             .format(gst::Format::Time)
             .is_live(true)
@@ -116,6 +131,8 @@ fn build(
         if parser == "h264parse" {
             // SPS/PPS before every keyframe, so a client can join at any of them.
             parse.set_property("config-interval", -1i32);
+        }
+        if is_video {
             video_parse = Some(parse.clone());
         }
         pipeline
