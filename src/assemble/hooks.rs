@@ -180,21 +180,31 @@ pub(super) fn plan_hooks(s: &crate::description::Structured, name: &str) -> Plan
     planned
 }
 
-/// Hooks on a stream that is kept as it arrives (ingest, passthrough): a decoder of their
-/// own behind a leaky queue (2 s), so decoding never holds up the recording; if it cannot keep
-/// up, the hooks see gaps until the next keyframe. Only observe hooks (validate() checks).
+/// Hooks on a stream that is kept as it arrives (ingest, passthrough): the encoded video
+/// leaves the pipeline at an appsink behind a leaky queue (2 s), and a reader of the hub
+/// decodes it for them in a pipeline of its own ([`crate::hub::hooks`]), so decoding never
+/// holds up the recording; if it cannot keep up, the hooks see gaps until the next keyframe.
+/// Only observe hooks (validate() checks).
 pub(super) fn plan_decoded_hooks(
     s: &crate::description::Structured,
     name: &str,
     chains: &mut Vec<String>,
-) -> Vec<HookTap> {
+) -> (Vec<HookTap>, Option<HookDecoder>) {
     if s.hooks.is_empty() {
-        return Vec::new();
+        return (Vec::new(), None);
     }
-    chains.push(
-        "video_enc. ! queue name=hooks_decode_queue leaky=downstream max-size-buffers=0 max-size-bytes=0 max-size-time=2000000000 ! decodebin name=hooks_decode ! videoconvert name=hooks_decode_convert ! tee name=video_raw allow-not-linked=true".into(),
-    );
+    const TAP: &str = "hooks_video";
+    chains.push(format!(
+        "video_enc. ! queue name=hooks_decode_queue leaky=downstream max-size-buffers=0 max-size-bytes=0 max-size-time=2000000000 ! appsink name={TAP} sync=false async=false"
+    ));
     let hooks = plan_hooks(s, name);
-    chains.extend(hooks.branches);
-    hooks.taps
+    let mut launch = vec![
+        "appsrc name=video format=time is-live=true ! decodebin name=hooks_decode ! videoconvert name=hooks_decode_convert ! tee name=video_raw allow-not-linked=true".to_string(),
+    ];
+    launch.extend(hooks.branches);
+    let decoder = HookDecoder {
+        video_sink: TAP.into(),
+        launch: launch.join("  "),
+    };
+    (hooks.taps, Some(decoder))
 }

@@ -66,6 +66,9 @@ pub struct Plan {
     pub ingest: Option<IngestTap>,
     /// Frame hooks: their appsinks and what runs on them.
     pub hooks: Vec<HookTap>,
+    /// Hooks of a stream kept as it arrives: where it leaves the pipeline for the reader that
+    /// decodes it for them (the hooks' appsinks are in that reader's pipeline).
+    pub hook_decoder: Option<HookDecoder>,
     /// The buffer-flow watchdog, when the source has one.
     pub stall: Option<StallWatch>,
 }
@@ -119,6 +122,14 @@ fn source_liveness(source: &Source) -> (bool, &'static str) {
 pub struct IngestTap {
     pub codec: VideoCodec,
     pub audio: bool,
+}
+
+/// The decoder of a stream's hooks, a reader of the hub: the appsink it reads and its launch
+/// line (`appsrc name=video`, the decoder, then the hooks' branches).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HookDecoder {
+    pub video_sink: String,
+    pub launch: String,
 }
 
 /// A `record` output, written by a reader of the stream hub ([`crate::hub::record`]): where
@@ -251,6 +262,7 @@ fn plan_raw(desc: &Description, launch: &str) -> Result<Plan, Diagnostic> {
         records: Vec::new(),
         ingest: None,
         hooks: Vec::new(),
+        hook_decoder: None,
         stall: stall_watch(desc, false, None, None),
     })
 }
@@ -501,6 +513,7 @@ fn plan_structured(desc: &Description) -> Result<Plan, Diagnostic> {
         records: outs.records,
         ingest: None,
         hooks: hooks.taps,
+        hook_decoder: None,
         stall: {
             let (live, named) = source_liveness(source);
             stall_watch(desc, live, Some("video_raw"), Some(named))
@@ -563,9 +576,12 @@ fn plan_passthrough(
         ));
     }
     let outs = plan_outputs(desc, s, p.codec, p.audio.is_some(), p.audio, &mut chains);
-    let hooks = plan_decoded_hooks(s, &desc.name, &mut chains);
+    let (hooks, hook_decoder) = plan_decoded_hooks(s, &desc.name, &mut chains);
     let launch = chains.join("  ");
     check_elements(desc, &launch)?;
+    if let Some(decoder) = &hook_decoder {
+        check_elements(desc, &decoder.launch)?;
+    }
     Ok(Plan {
         name: desc.name.clone(),
         launch,
@@ -592,6 +608,7 @@ fn plan_passthrough(
         records: outs.records,
         ingest: None,
         hooks,
+        hook_decoder,
         stall: {
             let (live, named) = source_liveness(&s.source.value);
             stall_watch(desc, live, Some("video_in"), Some(named))
@@ -626,9 +643,12 @@ fn plan_ingest(
         Some(AudioCodec::Opus),
         &mut chains,
     );
-    let hooks = plan_decoded_hooks(s, &desc.name, &mut chains);
+    let (hooks, hook_decoder) = plan_decoded_hooks(s, &desc.name, &mut chains);
     let launch = chains.join("  ");
     check_elements(desc, &launch)?;
+    if let Some(decoder) = &hook_decoder {
+        check_elements(desc, &decoder.launch)?;
+    }
     Ok(Plan {
         name: desc.name.clone(),
         launch,
@@ -642,6 +662,7 @@ fn plan_ingest(
         tcp: outs.tcp,
         records: outs.records,
         hooks,
+        hook_decoder,
         // A publisher that goes silent ends its session (the peer timeout).
         stall: None,
         ingest: Some(IngestTap {

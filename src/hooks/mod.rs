@@ -283,6 +283,9 @@ pub struct RunningHooks {
     threads: Vec<std::thread::JoinHandle<()>>,
     jobs: Vec<JobSlot>,
     registered: Option<(Arc<HookTable>, String)>,
+    /// The pipeline the hooks' branches are in when it is not the source's (a decoder that
+    /// reads the stream, see [`crate::hub::hooks`]), and what keeps it fed; stopped with them.
+    feeder: Option<(gst::Pipeline, Box<dyn Send + Sync>)>,
 }
 
 impl RunningHooks {
@@ -299,6 +302,7 @@ impl RunningHooks {
             threads: Vec::new(),
             jobs: Vec::new(),
             registered: None,
+            feeder: None,
         };
         for tap in taps {
             let element = pipeline
@@ -404,6 +408,12 @@ impl RunningHooks {
     /// Stops the hook threads and waits for them, boundedly (blocking: call off the async
     /// threads): after 1 s what a hook is blocked on is ended (a process hook's child is
     /// killed); a thread still running 2 s later is left to finish on its own.
+    /// The hooks' branches are in `pipeline`, fed as long as `link` lives: both go when the
+    /// hooks stop.
+    pub fn fed_by(&mut self, pipeline: gst::Pipeline, link: Box<dyn Send + Sync>) {
+        self.feeder = Some((pipeline, link));
+    }
+
     pub fn stop(mut self) {
         self.signal_stop();
         let threads = std::mem::take(&mut self.threads);
@@ -433,12 +443,21 @@ impl RunningHooks {
                 tracing::warn!("hook {} did not stop within 3 s; left behind", state.name);
             }
         }
+        self.stop_feeder();
+    }
+
+    fn stop_feeder(&mut self) {
+        if let Some((pipeline, link)) = self.feeder.take() {
+            drop(link);
+            let _ = pipeline.set_state(gst::State::Null);
+        }
     }
 }
 
 impl Drop for RunningHooks {
     fn drop(&mut self) {
         self.signal_stop();
+        self.stop_feeder();
     }
 }
 

@@ -10,6 +10,7 @@
 //! serving MPEG-TS) and record readers ([`record`], a pipeline per output writing segments). The supervisor only knows the trait, through a [`ReaderSet`] of
 //! every kind, so dependencies run one way: supervisor → hub ← readers.
 
+pub mod hooks;
 pub mod record;
 pub mod tcp;
 

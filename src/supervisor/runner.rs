@@ -329,7 +329,7 @@ impl Runner {
 
         self.meter.attach(&pipeline);
         let host = self.hook_host();
-        let hooks = match RunningHooks::start(self.name(), &pipeline, &plan.hooks, &host) {
+        let hooks = match crate::hub::hooks::start(self.name(), &pipeline, &plan, &host) {
             Ok(hooks) => hooks,
             Err(e) => {
                 discard(None, pipeline).await;

@@ -29,10 +29,10 @@ pub fn build_receiver(
     let hooks = if ingest.plan.hooks.is_empty() {
         None
     } else {
-        Some(crate::hooks::RunningHooks::start(
+        Some(crate::hub::hooks::start(
             &ingest.plan.name,
             &pipeline,
-            &ingest.plan.hooks,
+            &ingest.plan,
             &ingest.hooks,
         )?)
     };
