@@ -26,11 +26,11 @@
 //!    `StreamProducer`s) that readers join and leave at run time, each behind its own
 //!    bounded, leaky, counted queue; a relayed publisher's stream is the same kind of stream.
 //!    Reader kinds: WebRTC viewers, TCP outputs ([`hub::tcp`], MPEG-TS served from a
-//!    pipeline of their own) and record outputs ([`hub::record`], segments written by a
+//!    pipeline of their own), record and file outputs ([`hub::record`], written by a
 //!    pipeline of their own, finished at the run's end even when it failed), and the decoder
-//!    of a stream kept as it arrives, for its hooks ([`hub::hooks`]). File outputs and the
-//!    hooks of raw video (a local pipeline's, where transforms change the frames on the
-//!    path) stay in the source's pipeline, as leaky tee branches.
+//!    of a stream kept as it arrives, for its hooks ([`hub::hooks`]). Only the hooks of raw
+//!    video (a local pipeline's, where transforms change the frames on the path) stay in the
+//!    source's pipeline, as leaky tee branches.
 //! 6. **WebRTC** ([`webrtc`], [`signalling`]), the hub's readers: viewers get a pipeline each,
 //!    fed by a stream, their retransmissions held to a budget ([`webrtc::rtx`]) and their
 //!    keyframe requests throttled per stream ([`webrtc::keyframes`]); negotiation is a

@@ -1,7 +1,7 @@
-//! A `record` output is a reader of the stream hub: its muxer and file sink run in a pipeline
-//! of their own (the source's graph has neither; the element API still finds them), and a
-//! source that fails mid-recording still gets its segment finished — Matroska with its
-//! duration written, which a segment cut off without end-of-stream lacks.
+//! `record` and `file` outputs are readers of the stream hub: their muxers and file sinks run
+//! in pipelines of their own (drawn beside the source's in its graph; the element API finds
+//! them), and a source that fails mid-recording still gets its segment and its file finished —
+//! Matroska with its duration written, which a file cut off without end-of-stream lacks.
 
 mod common;
 use common::*;
@@ -12,11 +12,13 @@ fn a_failed_sources_segment_is_finished_by_its_reader() {
     let port = free_port();
     let mut source = ts_server(port);
     let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("files").join("cam.mkv");
     write_pipeline(
         dir.path(),
         "cam",
         &format!(
-            "restart = \"never\"\nstall_timeout = \"2s\"\n\n[source]\nkind = \"tcp\"\nport = {port}\naudio = false\n\n[encode]\nkeyframe_interval = \"1s\"\n\n[[output]]\nkind = \"record\"\nsegment = \"60s\"\n"
+            "restart = \"never\"\nstall_timeout = \"2s\"\n\n[source]\nkind = \"tcp\"\nport = {port}\naudio = false\n\n[encode]\nkeyframe_interval = \"1s\"\n\n[[output]]\nkind = \"record\"\nsegment = \"60s\"\n\n[[output]]\nkind = \"file\"\npath = \"{}\"\n",
+            file.display()
         ),
     );
     let service = TestServer::start(dir.path());
@@ -80,6 +82,14 @@ fn a_failed_sources_segment_is_finished_by_its_reader() {
     assert!(
         probe.duration.is_some_and(|d| d > 2.5),
         "the finished segment has its duration: {:?}",
+        probe.duration
+    );
+
+    // The file output's file, finished before the run was reported failed.
+    let probe = ffprobe(&file.to_string_lossy(), None).expect("ffprobe reads the file");
+    assert!(
+        probe.duration.is_some_and(|d| d > 2.5),
+        "the file output's file has its duration: {:?}",
         probe.duration
     );
 

@@ -1,5 +1,5 @@
 //! From a plan's launch line to a `gst::Pipeline`: parsing it, and wiring what a launch line
-//! cannot express (decodebin pads, time-stamped file names).
+//! cannot express (decodebin pads).
 
 use super::*;
 
@@ -20,20 +20,6 @@ impl Plan {
         };
         pipeline.set_property("name", &self.name);
 
-        let started = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
-        for (sink, template) in &self.file_sinks {
-            let path = template.replace("{time}", &started);
-            if let Some(dir) = Path::new(&path)
-                .parent()
-                .filter(|d| !d.as_os_str().is_empty())
-            {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| format!("cannot create directory {}: {e}", dir.display()))?;
-            }
-            if let Some(el) = pipeline.by_name(sink) {
-                el.set_property("location", &path);
-            }
-        }
         if let Some(links) = &self.decode {
             wire_decode(&pipeline, links)?;
         }
@@ -42,15 +28,13 @@ impl Plan {
 }
 
 impl Plan {
-    /// How many outputs report their own end after EOS: an EOS at the file sink of each file
-    /// output (record outputs are readers of the stream hub, which finish them).
-    pub fn finalizing_outputs(&self) -> usize {
-        self.file_sinks.len()
-    }
-
-    /// The file sinks of file outputs, by element name.
-    pub fn file_sink_names(&self) -> impl Iterator<Item = &str> {
-        self.file_sinks.iter().map(|(name, _)| name.as_str())
+    /// Whether a stream of this plan has readers outside its pipeline (viewers, TCP clients,
+    /// recorders), which a publisher's stream is relayed to.
+    pub fn has_readers(&self) -> bool {
+        !(self.webrtc.is_empty()
+            && self.tcp.is_empty()
+            && self.records.is_empty()
+            && self.files.is_empty())
     }
 
     /// Ends the stream so that every sink drains and finalizes. Sources behind a decodebin are

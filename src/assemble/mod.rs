@@ -53,8 +53,8 @@ pub struct Plan {
     /// Seek back to the start at the end (file sources with `loop = true`).
     pub looping: bool,
     decode: Option<DecodeLinks>,
-    /// (filesink element name, path template with `{time}`).
-    file_sinks: Vec<(String, String)>,
+    /// File outputs, written by readers of the stream hub.
+    pub files: Vec<FileTap>,
     /// WebRTC outputs: where their encoded streams leave the pipeline.
     pub webrtc: Vec<WebRtcTap>,
     /// TCP outputs served by readers of the stream hub (a published stream's), not by a
@@ -132,6 +132,50 @@ pub struct HookDecoder {
     pub launch: String,
 }
 
+/// A `file` output, written by a reader of the stream hub ([`crate::hub::record`]): where its
+/// encoded streams leave the pipeline, and the file (`{time}` is replaced by each run's start).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileTap {
+    /// The output's index in the description.
+    pub index: usize,
+    pub video_sink: String,
+    /// The audio appsink and the codec it carries.
+    pub audio_sink: Option<(String, AudioCodec)>,
+    pub codec: VideoCodec,
+    pub container: Container,
+    pub path: String,
+}
+
+impl FileTap {
+    /// The reader's launch line: appsrcs `video` (and `audio`) into the muxer `out{index}_mux`
+    /// and the file sink `out{index}_sink` (its location is set per run).
+    pub fn launch(&self) -> String {
+        let muxer = match self.container {
+            Container::MpegTs => "mpegtsmux",
+            Container::Mp4 => "mp4mux",
+            Container::Matroska | Container::WebRtc => "matroskamux",
+            Container::WebM => "webmmux",
+        };
+        let (i, parse) = (self.index, video_parser(self.codec));
+        let mut launch = format!(
+            "{READER_APPSRC} name=video ! {parse}{muxer} name=out{i}_mux ! filesink name=out{i}_sink"
+        );
+        if let Some((_, codec)) = &self.audio_sink {
+            let parser = match codec {
+                AudioCodec::Aac => "aacparse",
+                AudioCodec::Opus => "opusparse",
+            };
+            launch.push_str(&format!(
+                " {READER_APPSRC} name=audio ! {parser} ! out{i}_mux."
+            ));
+        }
+        launch
+    }
+}
+
+/// The head of a reader's stream: an appsrc its producer feeds.
+const READER_APPSRC: &str = "appsrc format=time is-live=true";
+
 /// A `record` output, written by a reader of the stream hub ([`crate::hub::record`]): where
 /// its encoded streams leave the pipeline, and how its segments are cut and kept.
 #[derive(Debug, Clone, PartialEq)]
@@ -168,10 +212,9 @@ impl RecordTap {
             }
             codec => video_parser(codec),
         };
-        const APPSRC: &str = "appsrc format=time is-live=true";
         let i = self.index;
         let mut launch = format!(
-            "{APPSRC} name=video ! {parse}{} name=out{i}_mux ! filesink name=out{i}_sink async=false buffer-mode=unbuffered",
+            "{READER_APPSRC} name=video ! {parse}{} name=out{i}_mux ! filesink name=out{i}_sink async=false buffer-mode=unbuffered",
             self.muxer()
         );
         if let Some((_, codec)) = &self.audio_sink {
@@ -179,7 +222,9 @@ impl RecordTap {
                 AudioCodec::Aac => "aacparse ! audio/mpeg,stream-format=raw",
                 AudioCodec::Opus => "opusparse",
             };
-            launch.push_str(&format!(" {APPSRC} name=audio ! {parser} ! out{i}_mux."));
+            launch.push_str(&format!(
+                " {READER_APPSRC} name=audio ! {parser} ! out{i}_mux."
+            ));
         }
         launch
     }
@@ -256,7 +301,7 @@ fn plan_raw(desc: &Description, launch: &str) -> Result<Plan, Diagnostic> {
         outputs,
         looping: false,
         decode: None,
-        file_sinks: Vec::new(),
+        files: Vec::new(),
         webrtc: Vec::new(),
         tcp: Vec::new(),
         records: Vec::new(),
@@ -507,7 +552,7 @@ fn plan_structured(desc: &Description) -> Result<Plan, Diagnostic> {
         outputs: outs.summaries,
         looping,
         decode,
-        file_sinks: outs.file_sinks,
+        files: outs.files,
         webrtc: outs.webrtc,
         tcp: outs.tcp,
         records: outs.records,
@@ -602,7 +647,7 @@ fn plan_passthrough(
                 AudioCodec::Opus => "audio/x-opus",
             }),
         }),
-        file_sinks: outs.file_sinks,
+        files: outs.files,
         webrtc: outs.webrtc,
         tcp: outs.tcp,
         records: outs.records,
@@ -657,7 +702,7 @@ fn plan_ingest(
         outputs: outs.summaries,
         looping: false,
         decode: None,
-        file_sinks: outs.file_sinks,
+        files: outs.files,
         webrtc: outs.webrtc,
         tcp: outs.tcp,
         records: outs.records,

@@ -1,13 +1,12 @@
 //! The output branches of a plan: each output reads the encoded tees behind its own leaky
-//! queue; record, webrtc and tcp outputs end in appsinks, the taps the stream hub's readers
-//! attach to; file outputs are muxed and written in the pipeline.
+//! queue and ends in appsinks, the taps the stream hub's readers attach to.
 
 use super::*;
 
 /// What the outputs of a structured description add to a plan.
 pub(super) struct PlannedOutputs {
     pub(super) summaries: Vec<String>,
-    pub(super) file_sinks: Vec<(String, String)>,
+    pub(super) files: Vec<FileTap>,
     pub(super) webrtc: Vec<WebRtcTap>,
     pub(super) tcp: Vec<TcpTap>,
     pub(super) records: Vec<RecordTap>,
@@ -25,7 +24,7 @@ pub(super) fn plan_outputs(
 ) -> PlannedOutputs {
     const BRANCH_QUEUE: &str =
         "leaky=downstream max-size-time=3000000000 max-size-buffers=0 max-size-bytes=0";
-    let mut file_sinks = Vec::new();
+    let mut files = Vec::new();
     let mut outputs = Vec::new();
     let mut webrtc = Vec::new();
     let mut tcp = Vec::new();
@@ -107,36 +106,28 @@ pub(super) fn plan_outputs(
             });
             continue;
         }
-        // What is left is a file output, muxed and written here.
-        let Output::File(f) = &out.value else {
-            continue;
-        };
-        let mux = format!("out{i}_mux");
-        let muxer = match container {
-            Container::MpegTs => "mpegtsmux",
-            Container::Mp4 => "mp4mux",
-            Container::Matroska | Container::WebRtc => "matroskamux",
-            Container::WebM => "webmmux",
-        };
-        let template = f.path.get_ref().replace("{name}", &desc.name);
-        file_sinks.push((format!("out{i}_sink"), template.clone()));
-        let sink = format!("filesink name=out{i}_sink location={}", quote(&template));
-        chains.push(format!(
-            "{video_queue} ! {}{muxer} name={mux} ! {sink}",
-            video_parser(codec)
-        ));
-        if want_audio {
-            let parser = match audio_codec {
-                AudioCodec::Aac => "aacparse",
-                AudioCodec::Opus => "opusparse",
-            };
-            chains.push(format!("{audio_queue} ! {parser} ! {mux}."));
+        if let Output::File(f) = &out.value {
+            // Muxed and written by a reader of the hub (hub::record), like a record output.
+            let (video_sink, audio_sink) = appsink_tap(
+                chains,
+                i,
+                &video_queue,
+                want_audio.then_some(audio_queue.as_str()),
+            );
+            files.push(FileTap {
+                index: i,
+                video_sink,
+                audio_sink: audio_sink.map(|sink| (sink, audio_codec)),
+                codec,
+                container,
+                path: f.path.get_ref().replace("{name}", &desc.name),
+            });
         }
     }
 
     PlannedOutputs {
         summaries: outputs,
-        file_sinks,
+        files,
         webrtc,
         tcp,
         records,

@@ -8,12 +8,9 @@ use crate::assemble::{HookDecoder, Plan};
 use crate::events::Event;
 use crate::hooks::{HookHost, RunningHooks};
 use gst::prelude::*;
-use gst_utils::streamproducer::ConsumerSettings;
 
 /// What the decoder may hold back before it drops.
 const MAX_BEHIND: gst::ClockTime = gst::ClockTime::from_seconds(2);
-/// How far the decoder's running time is ahead of the source's (nothing in it waits).
-const CLOCK_MARGIN: gst::ClockTime = gst::ClockTime::from_seconds(10);
 
 /// Starts the plan's hooks on `pipeline` (built, not yet playing): on its own branches, or,
 /// for a stream kept as it arrives, on a decoder that reads it.
@@ -36,35 +33,12 @@ fn start_decoded(
     decoder: &HookDecoder,
     host: &HookHost,
 ) -> Result<RunningHooks, String> {
-    let reader = gst::parse::launch(&decoder.launch)
-        .map_err(|e| format!("cannot build the hooks' decoder: {}", e.message()))?
-        .downcast::<gst::Pipeline>()
-        .map_err(|_| "the hooks' decoder is not a pipeline".to_string())?;
-    reader.set_property("name", format!("{name}-hooks"));
+    let reader = super::reader_pipeline(&decoder.launch, &format!("{name}-hooks"))?;
     let mut running = RunningHooks::start(name, &reader, &plan.hooks, host)?;
     report_errors(&reader, name, host)?;
-
-    let appsrc = reader
-        .by_name("video")
-        .and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
-        .ok_or("the hooks' decoder has no appsrc")?;
-    let (_, producer) = super::producer(source, &decoder.video_sink)?;
     // The stream's end is the hooks': they see it to its last frame.
-    producer.set_forward_events([gst::EventType::Gap, gst::EventType::Eos]);
-    let settings = ConsumerSettings {
-        max_time: MAX_BEHIND,
-        ..ConsumerSettings::default()
-    };
-    let link = producer
-        .add_consumer_with(&appsrc, settings)
-        .map_err(|e| format!("cannot attach the hooks' decoder: {e}"))?;
-    let clock = gst::SystemClock::obtain();
-    reader.use_clock(Some(&clock));
-    reader.set_start_time(gst::ClockTime::NONE);
-    reader.set_base_time(clock.time().saturating_sub(CLOCK_MARGIN));
-    reader
-        .set_state(gst::State::Playing)
-        .map_err(|_| "the hooks' decoder did not start".to_string())?;
+    let (_, _, link) = super::feed(source, &decoder.video_sink, &reader, "video", MAX_BEHIND)?;
+    super::play_ahead(&reader)?;
     running.fed_by(reader, Box::new(link));
     Ok(running)
 }

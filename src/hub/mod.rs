@@ -19,6 +19,7 @@ use crate::events::EventBus;
 use crate::hooks::HookHost;
 use crate::record::Recordings;
 use gst::prelude::*;
+use gst_utils::streamproducer::ConsumptionLink;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Weak};
@@ -39,6 +40,57 @@ pub fn producer(
     let producer = gst_utils::streamproducer::StreamProducer::with(&appsink, settings);
     producer.set_forward_events([gst::EventType::Gap]);
     Ok((appsink, producer))
+}
+
+/// How far the running time of a reader with a clock of its own is ahead of its source's:
+/// every buffer is due the moment it arrives, so nothing in it (a muxer) waits for a late one.
+const CLOCK_MARGIN: gst::ClockTime = gst::ClockTime::from_seconds(10);
+
+/// A reader's pipeline from its launch line, named `name`.
+pub(crate) fn reader_pipeline(launch: &str, name: &str) -> Result<gst::Pipeline, String> {
+    let pipeline = gst::parse::launch(launch)
+        .map_err(|e| format!("cannot build {name}: {}", e.message()))?
+        .downcast::<gst::Pipeline>()
+        .map_err(|_| format!("{name} is not a pipeline"))?;
+    pipeline.set_property("name", name);
+    Ok(pipeline)
+}
+
+/// Feeds the appsrc `appsrc` of `reader` from the appsink `appsink` of `source`: it holds at
+/// most `max_time` before it drops (counted in the link), and gets the source's end-of-stream.
+pub(crate) fn feed(
+    source: &gst::Pipeline,
+    appsink: &str,
+    reader: &gst::Pipeline,
+    appsrc: &str,
+    max_time: gst::ClockTime,
+) -> Result<(gst_app::AppSink, gst_app::AppSrc, ConsumptionLink), String> {
+    let appsrc = reader
+        .by_name(appsrc)
+        .and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
+        .ok_or_else(|| format!("{} has no appsrc {appsrc}", reader.name()))?;
+    let (sink, producer) = producer(source, appsink)?;
+    producer.set_forward_events([gst::EventType::Gap, gst::EventType::Eos]);
+    let settings = gst_utils::streamproducer::ConsumerSettings {
+        max_time,
+        ..Default::default()
+    };
+    let link = producer
+        .add_consumer_with(&appsrc, settings)
+        .map_err(|e| format!("cannot attach {}: {e}", reader.name()))?;
+    Ok((sink, appsrc, link))
+}
+
+/// Starts a reader on a clock of its own, [`CLOCK_MARGIN`] ahead of its source's running time.
+pub(crate) fn play_ahead(reader: &gst::Pipeline) -> Result<(), String> {
+    let clock = gst::SystemClock::obtain();
+    reader.use_clock(Some(&clock));
+    reader.set_start_time(gst::ClockTime::NONE);
+    reader.set_base_time(clock.time().saturating_sub(CLOCK_MARGIN));
+    reader
+        .set_state(gst::State::Playing)
+        .map(|_| ())
+        .map_err(|_| format!("{} did not start", reader.name()))
 }
 
 /// A kind of reader, told about each run of a pipeline.

@@ -1,6 +1,6 @@
-//! Record readers: a stream written to segment files by a small pipeline of its own
-//! (`appsrc → parser → muxer → filesink`, cut and named by [`crate::record::writer`]), fed by
-//! the stream's producers. The source's pipeline never holds a file: a disk that stalls or
+//! Recorders: a stream written to files by a small pipeline of its own (`appsrc → parser →
+//! muxer → filesink`), fed by the stream's producers: a `record` output's segments (cut and
+//! named by [`crate::record::writer`]) or a `file` output's file, one per run. The source's pipeline never holds a file: a disk that stalls or
 //! fails costs the recording its own data (dropped after 3 s, counted; or the reader ends with
 //! a `reader_error` event) while viewers and the other readers go on.
 //!
@@ -11,11 +11,11 @@
 //! segment.
 
 use super::Readers;
-use crate::assemble::{Plan, RecordTap};
+use crate::assemble::{FileTap, Plan, RecordTap};
 use crate::events::{Event, EventBus};
 use crate::record::Recordings;
 use gst::prelude::*;
-use gst_utils::streamproducer::{ConsumerSettings, ConsumptionLink};
+use gst_utils::streamproducer::ConsumptionLink;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -28,11 +28,8 @@ use tokio::sync::watch;
 const MAX_BEHIND: gst::ClockTime = gst::ClockTime::from_seconds(3);
 /// How long a run's end may take to reach the readers, and their last segments to finish.
 const FINISH_WITHIN: Duration = Duration::from_secs(5);
-/// How far a reader's running time is ahead of the source's: its muxer never waits for a
-/// stream that is late (see the TCP readers).
-const CLOCK_MARGIN: gst::ClockTime = gst::ClockTime::from_seconds(10);
 
-/// The running record readers, by pipeline name.
+/// The running recorders (record and file outputs), by pipeline name.
 pub struct RecordReaders {
     recordings: Arc<Recordings>,
     running: Mutex<HashMap<String, Vec<RecordReader>>>,
@@ -64,8 +61,8 @@ impl RecordReaders {
             .unwrap_or_default()
     }
 
-    /// Builds and starts one reader of `tap`'s appsinks in `source`.
-    fn start(
+    /// Builds and starts the recorder of record output `tap`'s appsinks in `source`.
+    fn start_record(
         &self,
         name: &str,
         source: &gst::Pipeline,
@@ -76,11 +73,8 @@ impl RecordReaders {
         std::fs::create_dir_all(&dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         self.recordings.set_retention(name, tap.retention);
-        let pipeline = gst::parse::launch(&tap.launch())
-            .map_err(|e| format!("cannot build the recorder: {}", e.message()))?
-            .downcast::<gst::Pipeline>()
-            .map_err(|_| "the recorder is not a pipeline".to_string())?;
-        pipeline.set_property("name", format!("{name}-record{}", tap.index));
+        let pipeline =
+            super::reader_pipeline(&tap.launch(), &format!("{name}-record{}", tap.index))?;
         let spec = crate::record::writer::WriterSpec {
             pipeline: name.to_string(),
             muxer: format!("out{}_mux", tap.index),
@@ -90,50 +84,63 @@ impl RecordReaders {
         };
         crate::record::writer::attach(&pipeline, spec, &self.recordings)?;
         let done = watch_bus(&pipeline, name, tap.index, events)?;
-
-        let tracks = [
-            Some((tap.video_sink.as_str(), "video")),
-            tap.audio_sink
-                .as_ref()
-                .map(|(sink, _)| (sink.as_str(), "audio")),
-        ];
-        let (mut sources, mut appsrcs, mut links) = (Vec::new(), Vec::new(), Vec::new());
-        for (appsink, appsrc) in tracks.into_iter().flatten() {
-            let appsrc = pipeline
-                .by_name(appsrc)
-                .and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
-                .ok_or("the recorder has no appsrc")?;
-            let (sink, producer) = super::producer(source, appsink)?;
-            // The source's end is the recording's: its last segment is finished.
-            producer.set_forward_events([gst::EventType::Gap, gst::EventType::Eos]);
-            let settings = ConsumerSettings {
-                max_time: MAX_BEHIND,
-                ..ConsumerSettings::default()
-            };
-            links.push(
-                producer
-                    .add_consumer_with(&appsrc, settings)
-                    .map_err(|e| format!("cannot attach the recorder: {e}"))?,
-            );
-            sources.push(sink.downgrade());
-            appsrcs.push(appsrc);
-        }
-        // On a clock of its own, ahead of the source's running time: nothing in it waits.
-        let clock = gst::SystemClock::obtain();
-        pipeline.use_clock(Some(&clock));
-        pipeline.set_start_time(gst::ClockTime::NONE);
-        pipeline.set_base_time(clock.time().saturating_sub(CLOCK_MARGIN));
-        pipeline
-            .set_state(gst::State::Playing)
-            .map_err(|_| "the recorder did not start".to_string())?;
-        Ok(RecordReader {
-            pipeline,
-            sources,
-            appsrcs,
-            done,
-            links,
-        })
+        let audio = tap.audio_sink.as_ref().map(|(sink, _)| sink.as_str());
+        start(pipeline, source, &tap.video_sink, audio, done)
     }
+}
+
+/// Builds and starts the recorder of file output `tap` (one file per run: `{time}` is its
+/// start; missing directories are made).
+fn start_file(
+    name: &str,
+    source: &gst::Pipeline,
+    tap: &FileTap,
+    events: &EventBus,
+) -> Result<RecordReader, String> {
+    let started = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
+    let path = tap.path.replace("{time}", &started);
+    if let Some(dir) = std::path::Path::new(&path)
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create directory {}: {e}", dir.display()))?;
+    }
+    let pipeline = super::reader_pipeline(&tap.launch(), &format!("{name}-file{}", tap.index))?;
+    pipeline
+        .by_name(&format!("out{}_sink", tap.index))
+        .ok_or("the file writer has no file sink")?
+        .set_property("location", &path);
+    let done = watch_bus(&pipeline, name, tap.index, events)?;
+    let audio = tap.audio_sink.as_ref().map(|(sink, _)| sink.as_str());
+    start(pipeline, source, &tap.video_sink, audio, done)
+}
+
+/// Feeds a recorder's appsrcs `video` (and `audio`) from the appsinks of `source`, with its
+/// end forwarded (its last file is finished), and starts it.
+fn start(
+    pipeline: gst::Pipeline,
+    source: &gst::Pipeline,
+    video: &str,
+    audio: Option<&str>,
+    done: watch::Receiver<bool>,
+) -> Result<RecordReader, String> {
+    let tracks = [Some((video, "video")), audio.map(|sink| (sink, "audio"))];
+    let (mut sources, mut appsrcs, mut links) = (Vec::new(), Vec::new(), Vec::new());
+    for (appsink, appsrc) in tracks.into_iter().flatten() {
+        let (sink, appsrc, link) = super::feed(source, appsink, &pipeline, appsrc, MAX_BEHIND)?;
+        sources.push(sink.downgrade());
+        appsrcs.push(appsrc);
+        links.push(link);
+    }
+    super::play_ahead(&pipeline)?;
+    Ok(RecordReader {
+        pipeline,
+        sources,
+        appsrcs,
+        done,
+        links,
+    })
 }
 
 /// Follows a reader's bus from GStreamer's threads (a sync handler only sends): its last
@@ -149,19 +156,23 @@ fn watch_bus(
     let (name, events) = (name.to_string(), events.clone());
     bus.set_sync_handler(move |_, msg| {
         match msg.view() {
+            // A record output's last segment is complete, or a file output's file.
             gst::MessageView::Element(e)
                 if e.structure()
                     .is_some_and(|s| s.name() == crate::record::writer::FINISHED_MESSAGE) =>
             {
                 tx.send_replace(true);
             }
+            gst::MessageView::Eos(_) => {
+                tx.send_replace(true);
+            }
             gst::MessageView::Error(e) => {
                 let error = crate::pipeline::describe_error(msg, &e.error(), e.debug().as_deref());
-                tracing::warn!("{name}: record output {index} failed: {error}");
+                tracing::warn!("{name}: output {index} failed: {error}");
                 events.publish(Event::new(
                     "reader_error",
                     &name,
-                    serde_json::json!({ "reader": format!("record out{index}"), "error": error }),
+                    serde_json::json!({ "reader": format!("out{index}"), "error": error }),
                 ));
                 tx.send_replace(true);
             }
@@ -226,7 +237,10 @@ impl Readers for RecordReaders {
     ) -> Result<(), String> {
         let mut readers = Vec::new();
         for tap in &plan.records {
-            readers.push(self.start(name, pipeline, tap, events)?);
+            readers.push(self.start_record(name, pipeline, tap, events)?);
+        }
+        for tap in &plan.files {
+            readers.push(start_file(name, pipeline, tap, events)?);
         }
         let old = std::mem::replace(
             self.running

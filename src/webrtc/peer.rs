@@ -32,9 +32,6 @@ pub enum Event {
     Eos,
     /// A publisher's pipeline reached PLAYING (its clock and base time are final).
     Playing,
-    /// End-of-stream reached the file sink of a file output, or a record output finished its
-    /// last segment.
-    SinkEos,
     Error(String),
 }
 

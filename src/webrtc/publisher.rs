@@ -4,12 +4,11 @@
 
 use super::cert::DtlsCertificate;
 use super::peer::{Built, Event, PipelineGuard, setup_webrtcbin};
-use super::types::{IceConfig, Ingest, ViewerId};
+use super::types::{IceConfig, Ingest};
 use super::viewer::Continuity;
 use crate::description::VideoCodec;
 use gst::glib;
 use gst::prelude::*;
-use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// Builds and starts a publisher's pipeline: the ingest plan's outputs, fed by webrtcbin
@@ -36,19 +35,6 @@ pub fn build_receiver(
             &ingest.hooks,
         )?)
     };
-    for name in ingest.plan.file_sink_names() {
-        let tx = events.clone();
-        if let Some(pad) = pipeline.by_name(name).and_then(|e| e.static_pad("sink")) {
-            pad.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
-                if let Some(gst::PadProbeData::Event(ev)) = &info.data
-                    && ev.type_() == gst::EventType::Eos
-                {
-                    let _ = tx.try_send(Event::SinkEos);
-                }
-                gst::PadProbeReturn::Ok
-            });
-        }
-    }
     let (webrtc, rtx) = setup_webrtcbin(&pipeline, &ice, cert, &events)?;
     let (enc, depay) = match codec {
         VideoCodec::H264 => ("H264", "rtph264depay"),
@@ -141,35 +127,13 @@ pub fn build_receiver(
     })
 }
 
-/// Ends a publisher's stream so every output finalizes (segments get their index), waiting
-/// at most 5 s for end-of-stream to reach the sinks.
-pub async fn drain(
-    id: &ViewerId,
-    pipeline: Option<gst::Pipeline>,
-    ingest: &Ingest,
-    events: &mut mpsc::Receiver<Event>,
-) {
+/// Ends a publisher's stream: end-of-stream into its branches, which carries through to its
+/// readers (recorders finish their files, see [`crate::hub::Readers::finish`]).
+pub async fn drain(pipeline: Option<gst::Pipeline>, ingest: &Ingest) {
     let Some(pipeline) = pipeline else {
         return;
     };
     let plan = ingest.plan.clone();
+    // Sending EOS into a branch takes its stream lock, which a full queue can hold.
     let _ = tokio::task::spawn_blocking(move || plan.send_eos(&pipeline)).await;
-    // The pipeline as a whole never posts EOS (webrtcbin's network sink gets none): wait
-    // for each output to report its own end instead.
-    let mut pending = ingest.plan.finalizing_outputs();
-    let wait = async {
-        while pending > 0 {
-            match events.recv().await {
-                None | Some(Event::Eos) | Some(Event::Error(_)) => return,
-                Some(Event::SinkEos) => pending -= 1,
-                Some(_) => {}
-            }
-        }
-    };
-    if tokio::time::timeout(Duration::from_secs(5), wait)
-        .await
-        .is_err()
-    {
-        tracing::warn!("session {}: end-of-stream did not drain within 5 s", id);
-    }
 }

@@ -380,8 +380,7 @@ impl Readers for Registry {
         let ledger = self.ledger(&self.publisher_ledgers, name);
         // Each publisher's stream is relayed to its readers (viewers, TCP clients, recorders)
         // as it arrives.
-        let readers = !plan.webrtc.is_empty() || !plan.tcp.is_empty() || !plan.records.is_empty();
-        let relay = readers.then(|| Relay {
+        let relay = plan.has_readers().then(|| Relay {
             readers: relay_to,
             events: hooks.events.clone(),
         });

@@ -152,7 +152,7 @@ async fn run(
     if let Some(ingest) = ingest {
         // Its stream ends through every output first, so recordings are complete.
         let pipeline = session.built.pipeline.0.clone();
-        super::publisher::drain(&id, pipeline, &ingest, &mut events).await;
+        super::publisher::drain(pipeline, &ingest).await;
         if let Some(relay) = &ingest.relay {
             relay.ended(&ingest.plan.name).await;
         }
@@ -523,7 +523,7 @@ impl Session {
                 self.update_stats(&s);
                 return Ok(Handled::Done);
             }
-            Event::State(_) | Event::SinkEos => return Ok(Handled::Done),
+            Event::State(_) => return Ok(Handled::Done),
         };
         Ok(Handled::Input(input))
     }
