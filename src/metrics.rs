@@ -11,7 +11,6 @@
 //! then one collector per area turns its part of the snapshot into metric families.
 
 use crate::hooks::HookStats;
-use crate::hub::tcp::TcpReaders;
 use crate::meter::MeterCounts;
 use crate::record::{Counts, Recordings};
 use crate::supervisor::{State, Status, Supervisor};
@@ -95,6 +94,8 @@ pub struct Snapshot {
     pub hooks: Vec<(String, HookStats)>,
     /// Per pipeline: recording counts, bytes, open segments.
     pub recordings: Vec<(String, Counts, u64, usize)>,
+    /// (pipeline, output, buffers dropped) of each reader with a pipeline of its own.
+    pub reader_drops: Vec<(String, String, u64)>,
     pub process: Option<ProcessStats>,
 }
 
@@ -142,12 +143,7 @@ pub struct ProcessStats {
 impl Snapshot {
     /// Reads everything a scrape reports. Reads GStreamer elements: call it off the async
     /// threads.
-    pub fn take(
-        sup: &Supervisor,
-        webrtc: &WebRtc,
-        tcp: &TcpReaders,
-        recordings: &Recordings,
-    ) -> Snapshot {
+    pub fn take(sup: &Supervisor, webrtc: &WebRtc, recordings: &Recordings) -> Snapshot {
         let statuses = sup.list();
         let meters = statuses
             .iter()
@@ -156,8 +152,8 @@ impl Snapshot {
         let elements = statuses
             .iter()
             .filter_map(|st| {
-                // A published stream's TCP outputs are readers with pipelines of their own.
-                let readers = tcp.pipelines(&st.name);
+                // TCP, record and file outputs are readers with pipelines of their own.
+                let readers = sup.reader_pipelines(&st.name);
                 let mut of = match sup.live(&st.name) {
                     Ok(Some(pipeline)) => elements_of(&st.name, &pipeline),
                     _ if readers.is_empty() => return None,
@@ -215,6 +211,14 @@ impl Snapshot {
                     .map(|h| (st.name.clone(), h))
             })
             .collect();
+        let reader_drops = statuses
+            .iter()
+            .flat_map(|st| {
+                sup.reader_dropped(&st.name)
+                    .into_iter()
+                    .map(|(output, n)| (st.name.clone(), output, n))
+            })
+            .collect();
         Snapshot {
             now: chrono::Utc::now(),
             statuses,
@@ -225,6 +229,7 @@ impl Snapshot {
             limits,
             hooks,
             recordings: recordings.counts(),
+            reader_drops,
             process: process_stats(),
         }
     }
@@ -299,13 +304,8 @@ fn process_stats() -> Option<ProcessStats> {
 }
 
 /// The exposition text. Reads GStreamer elements: call it off the async threads.
-pub fn render(
-    sup: &Supervisor,
-    webrtc: &WebRtc,
-    tcp: &TcpReaders,
-    recordings: &Recordings,
-) -> String {
-    exposition(&Snapshot::take(sup, webrtc, tcp, recordings))
+pub fn render(sup: &Supervisor, webrtc: &WebRtc, recordings: &Recordings) -> String {
+    exposition(&Snapshot::take(sup, webrtc, recordings))
 }
 
 /// The exposition text of a snapshot: one collector per area.
@@ -317,6 +317,7 @@ pub fn exposition(snap: &Snapshot) -> String {
     service_limits(&mut s, snap);
     hooks(&mut s, &snap.hooks);
     recording(&mut s, &snap.recordings);
+    readers(&mut s, &snap.reader_drops);
     process(&mut s, snap.process.as_ref());
     let mut text = String::new();
     if encode(&mut text, &s.registry).is_err() {
@@ -689,6 +690,19 @@ fn recording(s: &mut Scrape, counts: &[(String, Counts, u64, usize)]) {
     );
 }
 
+/// Readers with pipelines of their own (TCP, record and file outputs): what their bounded
+/// queues dropped.
+fn readers(s: &mut Scrape, drops: &[(String, String, u64)]) {
+    s.counter(
+        "mediaweave_reader_dropped_buffers",
+        "Buffers a reader dropped because its queue was full (it fell behind the stream)",
+        drops
+            .iter()
+            .map(|(p, output, n)| (labels(&[("pipeline", p), ("output", output)]), *n))
+            .collect(),
+    );
+}
+
 /// The process: CPU, memory, threads, file descriptors.
 fn process(s: &mut Scrape, p: Option<&ProcessStats>) {
     let Some(p) = p else { return };
@@ -757,6 +771,7 @@ mod tests {
             },
             hooks: vec![],
             recordings: vec![],
+            reader_drops: vec![("cam".into(), "out1".into(), 4)],
             process: None,
         };
         let text = exposition(&snap);
@@ -769,6 +784,7 @@ mod tests {
             "mediaweave_webrtc_publishers{pipeline=\"inbox\"} 1.0",
             "mediaweave_webrtc_peer_pipelines{} 2.0",
             "mediaweave_webrtc_pending_refused_total{} 5",
+            "mediaweave_reader_dropped_buffers_total{pipeline=\"cam\",output=\"out1\"} 4",
         ] {
             assert!(text.contains(line), "no `{line}` in:\n{text}");
         }

@@ -126,12 +126,11 @@ impl Server {
         // Left by a crash between opening a segment and writing to it.
         let rec = recordings.clone();
         tokio::task::spawn_blocking(move || rec.remove_empty()).await?;
-        let tcp = Arc::new(crate::hub::tcp::TcpReaders::default());
         let supervisor = Supervisor::new(
             config.supervisor.clone(),
             crate::hub::ReaderSet::new(vec![
                 webrtc.clone(),
-                tcp.clone(),
+                Arc::new(crate::hub::tcp::TcpReaders::default()),
                 crate::hub::record::RecordReaders::new(recordings.clone()),
             ]),
             recordings.clone(),
@@ -165,7 +164,6 @@ impl Server {
             hub: hub.clone(),
             webrtc: webrtc.clone(),
             recordings: recordings.clone(),
-            tcp,
             auth: Arc::new(auth),
         });
         let stopped = |mut rx: watch::Receiver<bool>| async move {

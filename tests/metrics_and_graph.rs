@@ -148,6 +148,16 @@ fn metrics_move_with_traffic_and_graphs_show_elements() {
             .any(|k| k.starts_with("mediaweave_queue_level_buffers{"))
     );
     assert!(after.contains_key("mediaweave_pipeline_latency_seconds{pipeline=cam}"));
+    // The tcp and record outputs are readers of the stream: none fell behind.
+    for output in ["out0", "out2"] {
+        assert_eq!(
+            value(
+                &after,
+                &format!("mediaweave_reader_dropped_buffers_total{{output={output},pipeline=cam}}")
+            ),
+            0.0
+        );
+    }
 
     // The events stream told of the viewer and the recording.
     let kinds: Vec<&str> = events.iter().filter_map(|e| e["type"].as_str()).collect();

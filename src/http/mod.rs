@@ -77,8 +77,6 @@ pub struct AppState {
     pub hub: Arc<Hub>,
     pub webrtc: Arc<Registry>,
     pub recordings: Arc<crate::record::Recordings>,
-    /// The TCP readers of published streams (for `/metrics`).
-    pub tcp: Arc<crate::hub::tcp::TcpReaders>,
     pub auth: Arc<crate::auth::Auth>,
 }
 
@@ -475,12 +473,7 @@ async fn events(
 /// `GET /metrics`: Prometheus exposition (OpenMetrics text).
 async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     let text = tokio::task::spawn_blocking(move || {
-        crate::metrics::render(
-            &state.supervisor,
-            &state.webrtc,
-            &state.tcp,
-            &state.recordings,
-        )
+        crate::metrics::render(&state.supervisor, &state.webrtc, &state.recordings)
     })
     .await
     .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;

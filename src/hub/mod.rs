@@ -128,6 +128,12 @@ pub trait Readers: Send + Sync {
         Vec::new()
     }
 
+    /// The buffers each of `name`'s readers of this kind with a pipeline of its own has dropped
+    /// (its bounded queue was full), by output (`out{N}`).
+    fn dropped(&self, _name: &str) -> Vec<(String, u64)> {
+        Vec::new()
+    }
+
     /// The pipeline failed and will restart, or a relay's publisher left: readers that can
     /// wait for the next run do (bounded), the others end.
     fn suspend(&self, name: &str);
@@ -199,6 +205,10 @@ impl Readers for ReaderSet {
 
     fn pipelines(&self, name: &str) -> Vec<gst::Pipeline> {
         self.kinds.iter().flat_map(|k| k.pipelines(name)).collect()
+    }
+
+    fn dropped(&self, name: &str) -> Vec<(String, u64)> {
+        self.kinds.iter().flat_map(|k| k.dropped(name)).collect()
     }
 
     fn suspend(&self, name: &str) {

@@ -42,6 +42,8 @@ struct RecordReader {
     appsrcs: Vec<gst_app::AppSrc>,
     /// Set once the last segment is complete, or the reader failed.
     done: watch::Receiver<bool>,
+    /// The output it writes, `out{N}`.
+    output: String,
     links: Vec<ConsumptionLink>,
 }
 
@@ -85,7 +87,7 @@ impl RecordReaders {
         crate::record::writer::attach(&pipeline, spec, &self.recordings)?;
         let done = watch_bus(&pipeline, name, tap.index, events)?;
         let audio = tap.audio_sink.as_ref().map(|(sink, _)| sink.as_str());
-        start(pipeline, source, &tap.video_sink, audio, done)
+        start(pipeline, source, (tap.index, &tap.video_sink, audio), done)
     }
 }
 
@@ -113,7 +115,7 @@ fn start_file(
         .set_property("location", &path);
     let done = watch_bus(&pipeline, name, tap.index, events)?;
     let audio = tap.audio_sink.as_ref().map(|(sink, _)| sink.as_str());
-    start(pipeline, source, &tap.video_sink, audio, done)
+    start(pipeline, source, (tap.index, &tap.video_sink, audio), done)
 }
 
 /// Feeds a recorder's appsrcs `video` (and `audio`) from the appsinks of `source`, with its
@@ -121,8 +123,7 @@ fn start_file(
 fn start(
     pipeline: gst::Pipeline,
     source: &gst::Pipeline,
-    video: &str,
-    audio: Option<&str>,
+    (index, video, audio): (usize, &str, Option<&str>),
     done: watch::Receiver<bool>,
 ) -> Result<RecordReader, String> {
     let tracks = [Some((video, "video")), audio.map(|sink| (sink, "audio"))];
@@ -139,6 +140,7 @@ fn start(
         sources,
         appsrcs,
         done,
+        output: format!("out{index}"),
         links,
     })
 }
@@ -273,6 +275,20 @@ impl Readers for RecordReaders {
         running
             .get(name)
             .map(|readers| readers.iter().map(|r| r.pipeline.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    fn dropped(&self, name: &str) -> Vec<(String, u64)> {
+        let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        running
+            .get(name)
+            .map(|readers| {
+                let dropped = |r: &RecordReader| r.links.iter().map(|l| l.dropped()).sum();
+                readers
+                    .iter()
+                    .map(|r| (r.output.clone(), dropped(r)))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 

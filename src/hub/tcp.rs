@@ -36,7 +36,9 @@ struct TcpReader {
     /// Where it listens, for logs and events.
     endpoint: String,
     events: EventBus,
-    _links: Vec<ConsumptionLink>,
+    /// The output it serves, `out{N}`.
+    output: String,
+    links: Vec<ConsumptionLink>,
 }
 
 impl TcpReaders {
@@ -155,7 +157,8 @@ fn build(
         pipeline,
         endpoint,
         events: events.clone(),
-        _links: links,
+        output: format!("out{}", tap.index),
+        links,
     })
 }
 
@@ -289,6 +292,20 @@ impl Readers for TcpReaders {
 
     fn pipelines(&self, name: &str) -> Vec<gst::Pipeline> {
         TcpReaders::pipelines(self, name)
+    }
+
+    fn dropped(&self, name: &str) -> Vec<(String, u64)> {
+        let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        running
+            .get(name)
+            .map(|readers| {
+                let dropped = |r: &TcpReader| r.links.iter().map(|l| l.dropped()).sum();
+                readers
+                    .iter()
+                    .map(|r| (r.output.clone(), dropped(r)))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     fn suspend(&self, name: &str) {

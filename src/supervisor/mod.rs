@@ -573,6 +573,11 @@ impl Supervisor {
         self.readers.pipelines(name)
     }
 
+    /// The buffers `name`'s readers with pipelines of their own have dropped, by output.
+    pub fn reader_dropped(&self, name: &str) -> Vec<(String, u64)> {
+        self.readers.dropped(name)
+    }
+
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Entry>> {
         // A panic elsewhere while holding the lock must not take the API down with it.
         self.entries.read().unwrap_or_else(|p| p.into_inner())
