@@ -132,23 +132,50 @@ pub struct HookDecoder {
     pub launch: String,
 }
 
-/// A `file` output, written by a reader of the stream hub ([`crate::hub::record`]): where its
-/// encoded streams leave the pipeline, and the file (`{time}` is replaced by each run's start).
+/// Where an output's encoded streams leave the pipeline for a reader of the stream hub.
 #[derive(Debug, Clone, PartialEq)]
-pub struct FileTap {
+pub struct StreamTap {
     /// The output's index in the description.
     pub index: usize,
     pub video_sink: String,
     /// The audio appsink and the codec it carries.
     pub audio_sink: Option<(String, AudioCodec)>,
     pub codec: VideoCodec,
+}
+
+impl StreamTap {
+    /// A recorder's launch line: appsrcs `video` (and `audio`) into the muxer `out{index}_mux`
+    /// and the file sink `out{index}_sink` (named as in the source's pipeline before readers):
+    /// `video` is what comes before the muxer (parser, muxer), `audio` the audio parser.
+    fn recorder_launch(
+        &self,
+        video: &str,
+        sink: &str,
+        audio: impl Fn(AudioCodec) -> &'static str,
+    ) -> String {
+        const APPSRC: &str = "appsrc format=time is-live=true";
+        let i = self.index;
+        let mut launch =
+            format!("{APPSRC} name=video ! {video} name=out{i}_mux ! {sink} name=out{i}_sink");
+        if let Some((_, codec)) = &self.audio_sink {
+            let parser = audio(*codec);
+            launch.push_str(&format!(" {APPSRC} name=audio ! {parser} ! out{i}_mux."));
+        }
+        launch
+    }
+}
+
+/// A `file` output, written by a reader of the stream hub ([`crate::hub::record`]): where its
+/// encoded streams leave the pipeline, and the file (`{time}` is replaced by each run's start).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileTap {
+    pub stream: StreamTap,
     pub container: Container,
     pub path: String,
 }
 
 impl FileTap {
-    /// The reader's launch line: appsrcs `video` (and `audio`) into the muxer `out{index}_mux`
-    /// and the file sink `out{index}_sink` (its location is set per run).
+    /// The reader's launch line (its file sink's location is set per run).
     pub fn launch(&self) -> String {
         let muxer = match self.container {
             Container::MpegTs => "mpegtsmux",
@@ -156,36 +183,20 @@ impl FileTap {
             Container::Matroska | Container::WebRtc => "matroskamux",
             Container::WebM => "webmmux",
         };
-        let (i, parse) = (self.index, video_parser(self.codec));
-        let mut launch = format!(
-            "{READER_APPSRC} name=video ! {parse}{muxer} name=out{i}_mux ! filesink name=out{i}_sink"
-        );
-        if let Some((_, codec)) = &self.audio_sink {
-            let parser = match codec {
+        let video = format!("{}{muxer}", video_parser(self.stream.codec));
+        self.stream
+            .recorder_launch(&video, "filesink", |codec| match codec {
                 AudioCodec::Aac => "aacparse",
                 AudioCodec::Opus => "opusparse",
-            };
-            launch.push_str(&format!(
-                " {READER_APPSRC} name=audio ! {parser} ! out{i}_mux."
-            ));
-        }
-        launch
+            })
     }
 }
-
-/// The head of a reader's stream: an appsrc its producer feeds.
-const READER_APPSRC: &str = "appsrc format=time is-live=true";
 
 /// A `record` output, written by a reader of the stream hub ([`crate::hub::record`]): where
 /// its encoded streams leave the pipeline, and how its segments are cut and kept.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RecordTap {
-    /// The output's index in the description.
-    pub index: usize,
-    pub video_sink: String,
-    /// The audio appsink and the codec it carries.
-    pub audio_sink: Option<(String, AudioCodec)>,
-    pub codec: VideoCodec,
+    pub stream: StreamTap,
     pub container: Container,
     pub segment: std::time::Duration,
     pub retention: Retention,
@@ -199,34 +210,24 @@ impl RecordTap {
         }
     }
 
-    /// The reader's launch line: appsrcs `video` (and `audio`) into the first segment's muxer
-    /// `out{index}_mux` and file sink `out{index}_sink` (named as in the source's pipeline
-    /// before readers), which the segment writer takes as the templates of every
-    /// segment's. The writer links segments' muxers at run time: the formats they take are
-    /// fixed here, so the parsers negotiate them before any muxer is linked. The file sink
-    /// writes unbuffered: muxed data reaches the kernel at once.
+    /// The reader's launch line, whose first segment's muxer and file sink the segment writer
+    /// takes as the templates of every segment's. The writer links segments' muxers at run
+    /// time: the formats they take are fixed here, so the parsers negotiate them before any
+    /// muxer is linked. The file sink writes unbuffered: muxed data reaches the kernel at once.
     pub fn launch(&self) -> String {
-        let parse = match self.codec {
+        let parse = match self.stream.codec {
             VideoCodec::H264 => {
                 "h264parse config-interval=-1 ! video/x-h264,stream-format=avc,alignment=au ! "
             }
             codec => video_parser(codec),
         };
-        let i = self.index;
-        let mut launch = format!(
-            "{READER_APPSRC} name=video ! {parse}{} name=out{i}_mux ! filesink name=out{i}_sink async=false buffer-mode=unbuffered",
-            self.muxer()
-        );
-        if let Some((_, codec)) = &self.audio_sink {
-            let parser = match codec {
+        let video = format!("{parse}{}", self.muxer());
+        let sink = "filesink async=false buffer-mode=unbuffered";
+        self.stream
+            .recorder_launch(&video, sink, |codec| match codec {
                 AudioCodec::Aac => "aacparse ! audio/mpeg,stream-format=raw",
                 AudioCodec::Opus => "opusparse",
-            };
-            launch.push_str(&format!(
-                " {READER_APPSRC} name=audio ! {parser} ! out{i}_mux."
-            ));
-        }
-        launch
+            })
     }
 
     /// A muxer that loses at most about a second in a crash: what it has muxed reaches the
@@ -262,12 +263,7 @@ pub struct WebRtcTap {
 /// where it listens.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TcpTap {
-    /// The output's index in the description.
-    pub index: usize,
-    pub video_sink: String,
-    /// The audio appsink and the codec it carries.
-    pub audio_sink: Option<(String, AudioCodec)>,
-    pub codec: VideoCodec,
+    pub stream: StreamTap,
     pub host: String,
     pub port: u16,
 }

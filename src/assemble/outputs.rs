@@ -39,89 +39,59 @@ pub(super) fn plan_outputs(
             audio_codec.name()
         );
         outputs.push(out.value.summary());
-        if let Output::Record(r) = &out.value {
-            // A reader of the stream hub writes the segments (hub::record), outside this
-            // pipeline: its streams leave here as they are encoded.
-            let (video_sink, audio_sink) = appsink_tap(
-                chains,
-                i,
-                &video_queue,
-                want_audio.then_some(audio_queue.as_str()),
-            );
-            records.push(RecordTap {
-                index: i,
-                video_sink,
-                audio_sink: audio_sink.map(|sink| (sink, audio_codec)),
-                codec,
+        // Every output is a reader of the stream hub, outside this pipeline: its streams
+        // leave here as they are encoded (WebRTC viewers take H.264 as byte-stream AUs).
+        let video_chain = match (&out.value, codec) {
+            (Output::WebRtc(_), VideoCodec::H264) => format!(
+                "{video_queue} ! h264parse config-interval=-1 ! video/x-h264,stream-format=byte-stream,alignment=au"
+            ),
+            _ => video_queue,
+        };
+        let (video_sink, audio_sink) = appsink_tap(
+            chains,
+            i,
+            &video_chain,
+            want_audio.then_some(audio_queue.as_str()),
+        );
+        let stream = StreamTap {
+            index: i,
+            video_sink,
+            audio_sink: audio_sink.map(|sink| (sink, audio_codec)),
+            codec,
+        };
+        match &out.value {
+            // Segments written by hub::record.
+            Output::Record(r) => records.push(RecordTap {
+                stream,
                 container,
                 segment: r.segment,
                 retention: Retention {
                     max_age: r.max_age,
                     max_total_size: r.max_total_size,
                 },
-            });
-            continue;
-        }
-        if let Output::WebRtc(w) = &out.value {
+            }),
             // Encoded once, handed to per-viewer pipelines by appsink → StreamProducer.
-            let parse = match codec {
-                VideoCodec::H264 => {
-                    " ! h264parse config-interval=-1 ! video/x-h264,stream-format=byte-stream,alignment=au"
-                }
-                _ => "",
-            };
-            let (video_sink, audio_sink) = appsink_tap(
-                chains,
-                i,
-                &format!("{video_queue}{parse}"),
-                want_audio.then_some(audio_queue.as_str()),
-            );
-            webrtc.push(WebRtcTap {
+            Output::WebRtc(w) => webrtc.push(WebRtcTap {
                 index: i,
-                video_sink,
-                audio_sink,
+                video_sink: stream.video_sink,
+                audio_sink: stream.audio_sink.map(|(sink, _)| sink),
                 codec,
                 signalling_url: w.signalling_url.as_ref().map(|u| u.get_ref().clone()),
                 max_viewers: w.max_viewers,
                 hook_events: w.hook_events,
-            });
-            continue;
-        }
-        if let Output::Tcp(t) = &out.value {
-            // Served by a reader of the hub (hub::tcp), outside this pipeline: a port that
-            // cannot be bound costs that output, not the stream.
-            let (video_sink, audio_sink) = appsink_tap(
-                chains,
-                i,
-                &video_queue,
-                want_audio.then_some(audio_queue.as_str()),
-            );
-            tcp.push(TcpTap {
-                index: i,
-                video_sink,
-                audio_sink: audio_sink.map(|sink| (sink, audio_codec)),
-                codec,
+            }),
+            // Served by hub::tcp: a port that cannot be bound costs that output, not the stream.
+            Output::Tcp(t) => tcp.push(TcpTap {
+                stream,
                 host: t.host.clone(),
                 port: t.port,
-            });
-            continue;
-        }
-        if let Output::File(f) = &out.value {
-            // Muxed and written by a reader of the hub (hub::record), like a record output.
-            let (video_sink, audio_sink) = appsink_tap(
-                chains,
-                i,
-                &video_queue,
-                want_audio.then_some(audio_queue.as_str()),
-            );
-            files.push(FileTap {
-                index: i,
-                video_sink,
-                audio_sink: audio_sink.map(|sink| (sink, audio_codec)),
-                codec,
+            }),
+            // Muxed and written by hub::record, like a record output.
+            Output::File(f) => files.push(FileTap {
+                stream,
                 container,
                 path: f.path.get_ref().replace("{name}", &desc.name),
-            });
+            }),
         }
     }
 

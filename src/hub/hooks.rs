@@ -37,7 +37,7 @@ fn start_decoded(
     let mut running = RunningHooks::start(name, &reader, &plan.hooks, host)?;
     report_errors(&reader, name, host)?;
     // The stream's end is the hooks': they see it to its last frame.
-    let (_, _, link) = super::feed(source, &decoder.video_sink, &reader, "video", MAX_BEHIND)?;
+    let (_, link) = super::feed(source, &decoder.video_sink, &reader, "video", MAX_BEHIND)?;
     super::play_ahead(&reader)?;
     running.fed_by(reader, Box::new(link));
     Ok(running)

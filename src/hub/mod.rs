@@ -20,9 +20,10 @@ use crate::hooks::HookHost;
 use crate::record::Recordings;
 use gst::prelude::*;
 use gst_utils::streamproducer::ConsumptionLink;
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, Weak};
 
 /// The stream of the appsink `sink` in `source`: a producer its readers' appsrcs consume.
 /// No clock sync: a frame goes to the readers the moment it arrives (the source paces the
@@ -42,8 +43,9 @@ pub fn producer(
     Ok((appsink, producer))
 }
 
-/// How far the running time of a reader with a clock of its own is ahead of its source's:
-/// every buffer is due the moment it arrives, so nothing in it (a muxer) waits for a late one.
+/// How far a reader pipeline's running time is ahead of its source's (on a clock of its own,
+/// or on the source's with an earlier base time): every buffer is due the moment it arrives,
+/// so nothing in it (a muxer) waits for a late one.
 const CLOCK_MARGIN: gst::ClockTime = gst::ClockTime::from_seconds(10);
 
 /// A reader's pipeline from its launch line, named `name`.
@@ -64,12 +66,12 @@ pub(crate) fn feed(
     reader: &gst::Pipeline,
     appsrc: &str,
     max_time: gst::ClockTime,
-) -> Result<(gst_app::AppSink, gst_app::AppSrc, ConsumptionLink), String> {
+) -> Result<(gst_app::AppSrc, ConsumptionLink), String> {
     let appsrc = reader
         .by_name(appsrc)
         .and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
         .ok_or_else(|| format!("{} has no appsrc {appsrc}", reader.name()))?;
-    let (sink, producer) = producer(source, appsink)?;
+    let (_, producer) = producer(source, appsink)?;
     producer.set_forward_events([gst::EventType::Gap, gst::EventType::Eos]);
     let settings = gst_utils::streamproducer::ConsumerSettings {
         max_time,
@@ -78,7 +80,7 @@ pub(crate) fn feed(
     let link = producer
         .add_consumer_with(&appsrc, settings)
         .map_err(|e| format!("cannot attach {}: {e}", reader.name()))?;
-    Ok((sink, appsrc, link))
+    Ok((appsrc, link))
 }
 
 /// Starts a reader on a clock of its own, [`CLOCK_MARGIN`] ahead of its source's running time.
@@ -135,25 +137,93 @@ pub trait Readers: Send + Sync {
     }
 
     /// The pipeline failed and will restart, or a relay's publisher left: readers that can
-    /// wait for the next run do (bounded), the others end.
-    fn suspend(&self, name: &str);
+    /// wait for the next run do (bounded), the others end (by default, all of this kind).
+    fn suspend(&self, name: &str) {
+        self.detach(name);
+    }
 
     /// The pipeline stopped: its readers end.
     fn detach(&self, name: &str);
 
     /// A pipeline whose source is published to it (a webrtc source): open it to publishers;
-    /// each publisher's pipeline is handed to `relay_to` (every reader kind) like a run.
+    /// each publisher's pipeline is handed to `relay_to` (every reader kind) like a run. Only
+    /// the kind that takes publishers does anything.
     fn open_ingest(
         &self,
-        name: &str,
-        plan: Plan,
-        recordings: Arc<Recordings>,
-        hooks: HookHost,
-        relay_to: Weak<dyn Readers>,
-    );
+        _name: &str,
+        _plan: Plan,
+        _recordings: Arc<Recordings>,
+        _hooks: HookHost,
+        _relay_to: Weak<dyn Readers>,
+    ) {
+    }
 
-    /// Close it again: the publisher (if any) ends and its recording is finalized first.
-    fn close_ingest<'a>(&'a self, name: &'a str) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+    /// Close it again: the publisher (if any) ends and its recording is finalized first; the
+    /// other kinds let go of the publisher's readers.
+    fn close_ingest<'a>(&'a self, name: &'a str) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+        Box::pin(async move { self.detach(name) })
+    }
+}
+
+/// A reader with a pipeline of its own, serving one output.
+pub(crate) trait OwnPipeline {
+    fn pipeline(&self) -> &gst::Pipeline;
+    /// The output it serves, `out{N}`.
+    fn output(&self) -> &str;
+    /// Its feeds from the stream (their bounded queues count what they drop).
+    fn links(&self) -> &[ConsumptionLink];
+}
+
+/// The running readers of a kind that has a pipeline per output, by pipeline name.
+pub(crate) struct ReaderTable<R>(Mutex<HashMap<String, Vec<R>>>);
+
+impl<R> Default for ReaderTable<R> {
+    fn default() -> Self {
+        ReaderTable(Mutex::default())
+    }
+}
+
+impl<R: OwnPipeline> ReaderTable<R> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<R>>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A run's readers replace the previous run's, which end (outside the lock).
+    pub(crate) fn replace(&self, name: &str, readers: Vec<R>) {
+        let old = std::mem::replace(self.lock().entry(name.to_string()).or_default(), readers);
+        drop(old);
+    }
+
+    pub(crate) fn take(&self, name: &str) -> Vec<R> {
+        self.lock().remove(name).unwrap_or_default()
+    }
+
+    /// Runs `f` on `name`'s readers, if it has any.
+    pub(crate) fn with<T>(&self, name: &str, f: impl FnOnce(&mut Vec<R>) -> T) -> Option<T> {
+        self.lock().get_mut(name).map(f)
+    }
+
+    pub(crate) fn pipelines(&self, name: &str) -> Vec<gst::Pipeline> {
+        self.with(name, |readers| {
+            readers.iter().map(|r| r.pipeline().clone()).collect()
+        })
+        .unwrap_or_default()
+    }
+
+    pub(crate) fn dropped(&self, name: &str) -> Vec<(String, u64)> {
+        self.with(name, |readers| {
+            readers
+                .iter()
+                .map(|r| {
+                    (
+                        r.output().to_string(),
+                        r.links().iter().map(|l| l.dropped()).sum(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+    }
 }
 
 /// Every reader kind at once: what the supervisor hands each run to.

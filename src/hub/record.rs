@@ -10,16 +10,15 @@
 //! reader of a relayed publisher lives as long as the publisher: the next one starts a new
 //! segment.
 
-use super::Readers;
-use crate::assemble::{FileTap, Plan, RecordTap};
+use super::{OwnPipeline, ReaderTable, Readers};
+use crate::assemble::{FileTap, Plan, RecordTap, StreamTap};
 use crate::events::{Event, EventBus};
 use crate::record::Recordings;
 use gst::prelude::*;
 use gst_utils::streamproducer::ConsumptionLink;
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -32,13 +31,11 @@ const FINISH_WITHIN: Duration = Duration::from_secs(5);
 /// The running recorders (record and file outputs), by pipeline name.
 pub struct RecordReaders {
     recordings: Arc<Recordings>,
-    running: Mutex<HashMap<String, Vec<RecordReader>>>,
+    running: ReaderTable<RecordReader>,
 }
 
 struct RecordReader {
     pipeline: gst::Pipeline,
-    /// Where the reader's data comes from: ended once these have seen end-of-stream.
-    sources: Vec<gst::glib::WeakRef<gst_app::AppSink>>,
     appsrcs: Vec<gst_app::AppSrc>,
     /// Set once the last segment is complete, or the reader failed.
     done: watch::Receiver<bool>,
@@ -51,16 +48,8 @@ impl RecordReaders {
     pub fn new(recordings: Arc<Recordings>) -> Arc<RecordReaders> {
         Arc::new(RecordReaders {
             recordings,
-            running: Mutex::default(),
+            running: ReaderTable::default(),
         })
-    }
-
-    fn take(&self, name: &str) -> Vec<RecordReader> {
-        self.running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(name)
-            .unwrap_or_default()
     }
 
     /// Builds and starts the recorder of record output `tap`'s appsinks in `source`.
@@ -76,18 +65,17 @@ impl RecordReaders {
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         self.recordings.set_retention(name, tap.retention);
         let pipeline =
-            super::reader_pipeline(&tap.launch(), &format!("{name}-record{}", tap.index))?;
+            super::reader_pipeline(&tap.launch(), &format!("{name}-record{}", tap.stream.index))?;
         let spec = crate::record::writer::WriterSpec {
             pipeline: name.to_string(),
-            muxer: format!("out{}_mux", tap.index),
-            sink: format!("out{}_sink", tap.index),
+            muxer: format!("out{}_mux", tap.stream.index),
+            sink: format!("out{}_sink", tap.stream.index),
             extension: tap.extension(),
             segment: tap.segment,
         };
         crate::record::writer::attach(&pipeline, spec, &self.recordings)?;
-        let done = watch_bus(&pipeline, name, tap.index, events)?;
-        let audio = tap.audio_sink.as_ref().map(|(sink, _)| sink.as_str());
-        start(pipeline, source, (tap.index, &tap.video_sink, audio), done)
+        let done = watch_bus(&pipeline, name, tap.stream.index, events)?;
+        start(pipeline, source, &tap.stream, done)
     }
 }
 
@@ -108,39 +96,41 @@ fn start_file(
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create directory {}: {e}", dir.display()))?;
     }
-    let pipeline = super::reader_pipeline(&tap.launch(), &format!("{name}-file{}", tap.index))?;
+    let index = tap.stream.index;
+    let pipeline = super::reader_pipeline(&tap.launch(), &format!("{name}-file{index}"))?;
     pipeline
-        .by_name(&format!("out{}_sink", tap.index))
+        .by_name(&format!("out{index}_sink"))
         .ok_or("the file writer has no file sink")?
         .set_property("location", &path);
-    let done = watch_bus(&pipeline, name, tap.index, events)?;
-    let audio = tap.audio_sink.as_ref().map(|(sink, _)| sink.as_str());
-    start(pipeline, source, (tap.index, &tap.video_sink, audio), done)
+    let done = watch_bus(&pipeline, name, index, events)?;
+    start(pipeline, source, &tap.stream, done)
 }
 
-/// Feeds a recorder's appsrcs `video` (and `audio`) from the appsinks of `source`, with its
-/// end forwarded (its last file is finished), and starts it.
+/// Feeds a recorder's appsrcs `video` (and `audio`) from the appsinks of `stream` in `source`,
+/// with its end forwarded (its last file is finished), and starts it.
 fn start(
     pipeline: gst::Pipeline,
     source: &gst::Pipeline,
-    (index, video, audio): (usize, &str, Option<&str>),
+    stream: &StreamTap,
     done: watch::Receiver<bool>,
 ) -> Result<RecordReader, String> {
-    let tracks = [Some((video, "video")), audio.map(|sink| (sink, "audio"))];
-    let (mut sources, mut appsrcs, mut links) = (Vec::new(), Vec::new(), Vec::new());
+    let audio = stream
+        .audio_sink
+        .as_ref()
+        .map(|(sink, _)| (sink.as_str(), "audio"));
+    let tracks = [Some((stream.video_sink.as_str(), "video")), audio];
+    let (mut appsrcs, mut links) = (Vec::new(), Vec::new());
     for (appsink, appsrc) in tracks.into_iter().flatten() {
-        let (sink, appsrc, link) = super::feed(source, appsink, &pipeline, appsrc, MAX_BEHIND)?;
-        sources.push(sink.downgrade());
+        let (appsrc, link) = super::feed(source, appsink, &pipeline, appsrc, MAX_BEHIND)?;
         appsrcs.push(appsrc);
         links.push(link);
     }
     super::play_ahead(&pipeline)?;
     Ok(RecordReader {
         pipeline,
-        sources,
         appsrcs,
         done,
-        output: format!("out{index}"),
+        output: format!("out{}", stream.index),
         links,
     })
 }
@@ -186,25 +176,16 @@ fn watch_bus(
 }
 
 impl RecordReader {
-    /// Ends the reader: waits (bounded) for the source's end-of-stream to arrive when the run
-    /// drained, ends its streams itself otherwise, and waits for the last segment.
+    /// Ends the reader: after a drained run the source's end-of-stream is on its way (the
+    /// producers forward it behind the last buffers); after a failed one it ends its streams
+    /// itself. Then it waits (bounded) for the last segment or file.
     async fn finish(mut self, name: &str, drained: bool) {
-        let deadline = tokio::time::Instant::now() + FINISH_WITHIN;
-        if drained {
-            while !self
-                .sources
-                .iter()
-                .all(|s| s.upgrade().is_none_or(|s| s.is_eos()))
-                && tokio::time::Instant::now() < deadline
-            {
-                tokio::time::sleep(Duration::from_millis(20)).await;
+        if !drained {
+            for appsrc in &self.appsrcs {
+                let _ = appsrc.end_of_stream();
             }
         }
-        for appsrc in &self.appsrcs {
-            // After the forwarded EOS (if any): refused, harmless.
-            let _ = appsrc.end_of_stream();
-        }
-        if tokio::time::timeout_at(deadline, self.done.wait_for(|done| *done))
+        if tokio::time::timeout(FINISH_WITHIN, self.done.wait_for(|done| *done))
             .await
             .is_err()
         {
@@ -229,6 +210,20 @@ impl Drop for RecordReader {
     }
 }
 
+impl OwnPipeline for RecordReader {
+    fn pipeline(&self) -> &gst::Pipeline {
+        &self.pipeline
+    }
+
+    fn output(&self) -> &str {
+        &self.output
+    }
+
+    fn links(&self) -> &[ConsumptionLink] {
+        &self.links
+    }
+}
+
 impl Readers for RecordReaders {
     fn attach(
         &self,
@@ -244,15 +239,7 @@ impl Readers for RecordReaders {
         for tap in &plan.files {
             readers.push(start_file(name, pipeline, tap, events)?);
         }
-        let old = std::mem::replace(
-            self.running
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .entry(name.to_string())
-                .or_default(),
-            readers,
-        );
-        drop(old);
+        self.running.replace(name, readers);
         Ok(())
     }
 
@@ -264,53 +251,21 @@ impl Readers for RecordReaders {
         drained: bool,
     ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
         Box::pin(async move {
-            for reader in self.take(name) {
+            for reader in self.running.take(name) {
                 reader.finish(name, drained).await;
             }
         })
     }
 
     fn pipelines(&self, name: &str) -> Vec<gst::Pipeline> {
-        let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-        running
-            .get(name)
-            .map(|readers| readers.iter().map(|r| r.pipeline.clone()).collect())
-            .unwrap_or_default()
+        self.running.pipelines(name)
     }
 
     fn dropped(&self, name: &str) -> Vec<(String, u64)> {
-        let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-        running
-            .get(name)
-            .map(|readers| {
-                let dropped = |r: &RecordReader| r.links.iter().map(|l| l.dropped()).sum();
-                readers
-                    .iter()
-                    .map(|r| (r.output.clone(), dropped(r)))
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    fn suspend(&self, name: &str) {
-        self.detach(name);
+        self.running.dropped(name)
     }
 
     fn detach(&self, name: &str) {
-        drop(self.take(name));
-    }
-
-    fn open_ingest(
-        &self,
-        _name: &str,
-        _plan: Plan,
-        _recordings: Arc<Recordings>,
-        _hooks: crate::hooks::HookHost,
-        _relay_to: Weak<dyn Readers>,
-    ) {
-    }
-
-    fn close_ingest<'a>(&'a self, name: &'a str) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
-        Box::pin(async move { self.detach(name) })
+        drop(self.running.take(name));
     }
 }

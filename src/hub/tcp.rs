@@ -11,24 +11,19 @@
 //! decoder does not wait for a publisher's next keyframe (browsers and aiortc send none
 //! unasked).
 
-use super::Readers;
+use super::{CLOCK_MARGIN, OwnPipeline, ReaderTable, Readers};
 use crate::assemble::{Plan, TcpTap};
 use crate::description::{AudioCodec, VideoCodec};
 use crate::events::{Event, EventBus};
 use gst::prelude::*;
 use gst_utils::streamproducer::ConsumptionLink;
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
-
-/// How far a reader pipeline's running time is ahead of its source's: every buffer is due the
-/// moment it arrives (see the viewer pipelines, which do the same).
-const CLOCK_MARGIN: gst::ClockTime = gst::ClockTime::from_seconds(10);
 
 /// The running TCP readers, by pipeline name.
 #[derive(Default)]
 pub struct TcpReaders {
-    running: Mutex<HashMap<String, Vec<TcpReader>>>,
+    running: ReaderTable<TcpReader>,
 }
 
 struct TcpReader {
@@ -41,23 +36,17 @@ struct TcpReader {
     links: Vec<ConsumptionLink>,
 }
 
-impl TcpReaders {
-    /// The pipelines of pipeline `name`'s running TCP readers (their sinks are named as the
-    /// in-pipeline TCP outputs', `out{index}_sink`).
-    pub fn pipelines(&self, name: &str) -> Vec<gst::Pipeline> {
-        let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-        running
-            .get(name)
-            .map(|readers| readers.iter().map(|r| r.pipeline.clone()).collect())
-            .unwrap_or_default()
+impl OwnPipeline for TcpReader {
+    fn pipeline(&self) -> &gst::Pipeline {
+        &self.pipeline
     }
 
-    fn take(&self, name: &str) -> Vec<TcpReader> {
-        self.running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(name)
-            .unwrap_or_default()
+    fn output(&self) -> &str {
+        &self.output
+    }
+
+    fn links(&self) -> &[ConsumptionLink] {
+        &self.links
     }
 }
 
@@ -82,10 +71,10 @@ fn build(
     events: &EventBus,
 ) -> Result<TcpReader, String> {
     let endpoint = format!("tcp://{}:{}", tap.host, tap.port);
-    let pipeline = gst::Pipeline::with_name(&format!("{name}-tcp{}", tap.index));
+    let pipeline = gst::Pipeline::with_name(&format!("{name}-tcp{}", tap.stream.index));
     let mux = make("mpegtsmux")?;
     let sink = gst::ElementFactory::make("tcpserversink")
-        .name(format!("out{}_sink", tap.index))
+        .name(format!("out{}_sink", tap.stream.index))
         .property("host", &tap.host)
         .property("port", i32::from(tap.port))
         // Frames go out as they arrive: the source paces them.
@@ -108,15 +97,15 @@ fn build(
 
     let mut links = Vec::new();
     let mut video_parse = None;
-    let video_parser = match tap.codec {
+    let video_parser = match tap.stream.codec {
         VideoCodec::H264 => "h264parse",
         VideoCodec::Av1 => "av1parse",
         // Parsed already: a stand-in where keyframe requests go up and keyframes come down.
         VideoCodec::Vp8 | VideoCodec::Vp9 => "identity",
     };
     let tracks = [
-        Some((tap.video_sink.as_str(), video_parser, true)),
-        tap.audio_sink.as_ref().map(|(sink, codec)| {
+        Some((tap.stream.video_sink.as_str(), video_parser, true)),
+        tap.stream.audio_sink.as_ref().map(|(sink, codec)| {
             let parser = match codec {
                 AudioCodec::Aac => "aacparse",
                 AudioCodec::Opus => "opusparse",
@@ -157,7 +146,7 @@ fn build(
         pipeline,
         endpoint,
         events: events.clone(),
-        output: format!("out{}", tap.index),
+        output: format!("out{}", tap.stream.index),
         links,
     })
 }
@@ -267,15 +256,7 @@ impl Readers for TcpReaders {
             readers.push(build(name, pipeline, tap, events)?);
         }
         // A run replaces the previous run's readers (their clients are let go).
-        let old = std::mem::replace(
-            self.running
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .entry(name.to_string())
-                .or_default(),
-            readers,
-        );
-        drop(old);
+        self.running.replace(name, readers);
         Ok(())
     }
 
@@ -283,53 +264,22 @@ impl Readers for TcpReaders {
         let clock = pipeline
             .clock()
             .map(|c| (c, pipeline.base_time().unwrap_or(gst::ClockTime::ZERO)));
-        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(readers) = running.get_mut(name) {
-            // One that cannot listen is dropped; the others serve.
-            readers.retain(|r| r.start(name, clock.clone()));
-        }
+        // One that cannot listen is dropped; the others serve.
+        self.running.with(name, |readers| {
+            readers.retain(|r| r.start(name, clock.clone()))
+        });
     }
 
+    /// Their sinks are named as in-pipeline TCP outputs' were, `out{index}_sink`.
     fn pipelines(&self, name: &str) -> Vec<gst::Pipeline> {
-        TcpReaders::pipelines(self, name)
+        self.running.pipelines(name)
     }
 
     fn dropped(&self, name: &str) -> Vec<(String, u64)> {
-        let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-        running
-            .get(name)
-            .map(|readers| {
-                let dropped = |r: &TcpReader| r.links.iter().map(|l| l.dropped()).sum();
-                readers
-                    .iter()
-                    .map(|r| (r.output.clone(), dropped(r)))
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    fn suspend(&self, name: &str) {
-        self.detach(name);
+        self.running.dropped(name)
     }
 
     fn detach(&self, name: &str) {
-        drop(self.take(name));
-    }
-
-    fn open_ingest(
-        &self,
-        _name: &str,
-        _plan: Plan,
-        _recordings: std::sync::Arc<crate::record::Recordings>,
-        _hooks: crate::hooks::HookHost,
-        _relay_to: std::sync::Weak<dyn Readers>,
-    ) {
-    }
-
-    fn close_ingest<'a>(
-        &'a self,
-        name: &'a str,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
-        Box::pin(async move { self.detach(name) })
+        drop(self.running.take(name));
     }
 }
