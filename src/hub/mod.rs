@@ -165,13 +165,25 @@ pub trait Readers: Send + Sync {
     }
 }
 
-/// A reader with a pipeline of its own, serving one output.
-pub(crate) trait OwnPipeline {
-    fn pipeline(&self) -> &gst::Pipeline;
+/// A reader's pipeline of its own, serving one output; set to NULL when it goes (a small
+/// pipeline: a file sink or a socket closes at once).
+pub(crate) struct OwnPipeline {
+    pub(crate) pipeline: gst::Pipeline,
     /// The output it serves, `out{N}`.
-    fn output(&self) -> &str;
+    pub(crate) output: String,
     /// Its feeds from the stream (their bounded queues count what they drop).
-    fn links(&self) -> &[ConsumptionLink];
+    pub(crate) links: Vec<ConsumptionLink>,
+}
+
+impl Drop for OwnPipeline {
+    fn drop(&mut self) {
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
+
+/// A reader kept in a [`ReaderTable`].
+pub(crate) trait HasPipeline {
+    fn own(&self) -> &OwnPipeline;
 }
 
 /// The running readers of a kind that has a pipeline per output, by pipeline name.
@@ -183,7 +195,7 @@ impl<R> Default for ReaderTable<R> {
     }
 }
 
-impl<R: OwnPipeline> ReaderTable<R> {
+impl<R: HasPipeline> ReaderTable<R> {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<R>>> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -205,7 +217,7 @@ impl<R: OwnPipeline> ReaderTable<R> {
 
     pub(crate) fn pipelines(&self, name: &str) -> Vec<gst::Pipeline> {
         self.with(name, |readers| {
-            readers.iter().map(|r| r.pipeline().clone()).collect()
+            readers.iter().map(|r| r.own().pipeline.clone()).collect()
         })
         .unwrap_or_default()
     }
@@ -215,9 +227,10 @@ impl<R: OwnPipeline> ReaderTable<R> {
             readers
                 .iter()
                 .map(|r| {
+                    let own = r.own();
                     (
-                        r.output().to_string(),
-                        r.links().iter().map(|l| l.dropped()).sum(),
+                        own.output.clone(),
+                        own.links.iter().map(|l| l.dropped()).sum(),
                     )
                 })
                 .collect()

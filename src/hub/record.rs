@@ -10,12 +10,11 @@
 //! reader of a relayed publisher lives as long as the publisher: the next one starts a new
 //! segment.
 
-use super::{OwnPipeline, ReaderTable, Readers};
+use super::{HasPipeline, OwnPipeline, ReaderTable, Readers};
 use crate::assemble::{FileTap, Plan, RecordTap, StreamTap};
 use crate::events::{Event, EventBus};
 use crate::record::Recordings;
 use gst::prelude::*;
-use gst_utils::streamproducer::ConsumptionLink;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -34,14 +33,12 @@ pub struct RecordReaders {
     running: ReaderTable<RecordReader>,
 }
 
+/// A recorder; one that goes unfinished (its run dropped) leaves its file as written so far.
 struct RecordReader {
-    pipeline: gst::Pipeline,
+    own: OwnPipeline,
     appsrcs: Vec<gst_app::AppSrc>,
     /// Set once the last segment is complete, or the reader failed.
     done: watch::Receiver<bool>,
-    /// The output it writes, `out{N}`.
-    output: String,
-    links: Vec<ConsumptionLink>,
 }
 
 impl RecordReaders {
@@ -127,11 +124,13 @@ fn start(
     }
     super::play_ahead(&pipeline)?;
     Ok(RecordReader {
-        pipeline,
+        own: OwnPipeline {
+            pipeline,
+            output: format!("out{}", stream.index),
+            links,
+        },
         appsrcs,
         done,
-        output: format!("out{}", stream.index),
-        links,
     })
 }
 
@@ -194,33 +193,18 @@ impl RecordReader {
                 FINISH_WITHIN.as_secs()
             );
         }
-        let dropped: u64 = self.links.iter().map(|l| l.dropped()).sum();
+        let dropped: u64 = self.own.links.iter().map(|l| l.dropped()).sum();
         if dropped > 0 {
             tracing::warn!("{name}: the recorder fell behind and dropped {dropped} buffers");
         }
-        self.links.clear();
-        crate::pipeline::teardown(self.pipeline.clone()).await;
+        self.own.links.clear();
+        crate::pipeline::teardown(self.own.pipeline.clone()).await;
     }
 }
 
-impl Drop for RecordReader {
-    fn drop(&mut self) {
-        // Not finished (the run was dropped): the file stays as written so far.
-        let _ = self.pipeline.set_state(gst::State::Null);
-    }
-}
-
-impl OwnPipeline for RecordReader {
-    fn pipeline(&self) -> &gst::Pipeline {
-        &self.pipeline
-    }
-
-    fn output(&self) -> &str {
-        &self.output
-    }
-
-    fn links(&self) -> &[ConsumptionLink] {
-        &self.links
+impl HasPipeline for RecordReader {
+    fn own(&self) -> &OwnPipeline {
+        &self.own
     }
 }
 

@@ -11,12 +11,11 @@
 //! decoder does not wait for a publisher's next keyframe (browsers and aiortc send none
 //! unasked).
 
-use super::{CLOCK_MARGIN, OwnPipeline, ReaderTable, Readers};
+use super::{CLOCK_MARGIN, HasPipeline, OwnPipeline, ReaderTable, Readers};
 use crate::assemble::{Plan, TcpTap};
 use crate::description::{AudioCodec, VideoCodec};
 use crate::events::{Event, EventBus};
 use gst::prelude::*;
-use gst_utils::streamproducer::ConsumptionLink;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -27,33 +26,15 @@ pub struct TcpReaders {
 }
 
 struct TcpReader {
-    pipeline: gst::Pipeline,
+    own: OwnPipeline,
     /// Where it listens, for logs and events.
     endpoint: String,
     events: EventBus,
-    /// The output it serves, `out{N}`.
-    output: String,
-    links: Vec<ConsumptionLink>,
 }
 
-impl OwnPipeline for TcpReader {
-    fn pipeline(&self) -> &gst::Pipeline {
-        &self.pipeline
-    }
-
-    fn output(&self) -> &str {
-        &self.output
-    }
-
-    fn links(&self) -> &[ConsumptionLink] {
-        &self.links
-    }
-}
-
-impl Drop for TcpReader {
-    fn drop(&mut self) {
-        // A small pipeline: closing its sockets does not block.
-        let _ = self.pipeline.set_state(gst::State::Null);
+impl HasPipeline for TcpReader {
+    fn own(&self) -> &OwnPipeline {
+        &self.own
     }
 }
 
@@ -143,11 +124,13 @@ fn build(
         ask_for_keyframes(&sink, parse);
     }
     Ok(TcpReader {
-        pipeline,
+        own: OwnPipeline {
+            pipeline,
+            output: format!("out{}", tap.stream.index),
+            links,
+        },
         endpoint,
         events: events.clone(),
-        output: format!("out{}", tap.stream.index),
-        links,
     })
 }
 
@@ -211,16 +194,18 @@ impl TcpReader {
     /// goes on without this reader.
     fn start(&self, name: &str, clock: Option<(gst::Clock, gst::ClockTime)>) -> bool {
         if let Some((clock, base)) = clock {
-            self.pipeline.use_clock(Some(&clock));
-            self.pipeline.set_start_time(gst::ClockTime::NONE);
-            self.pipeline
+            self.own.pipeline.use_clock(Some(&clock));
+            self.own.pipeline.set_start_time(gst::ClockTime::NONE);
+            self.own
+                .pipeline
                 .set_base_time(base.saturating_sub(CLOCK_MARGIN));
         }
-        if self.pipeline.set_state(gst::State::Playing).is_ok() {
+        if self.own.pipeline.set_state(gst::State::Playing).is_ok() {
             tracing::info!("{name}: serving {} (MPEG-TS)", self.endpoint);
             return true;
         }
         let error = self
+            .own
             .pipeline
             .bus()
             .and_then(|bus| bus.pop_filtered(&[gst::MessageType::Error]))
