@@ -127,7 +127,10 @@ impl Grant {
         Ok(g)
     }
 
+    /// A room's participant (`room/participant`: its stream, its recordings) is covered by
+    /// the room's scope.
     pub fn can_view(&self, pipeline: &str) -> bool {
+        let pipeline = pipeline.split('/').next().unwrap_or(pipeline);
         self.admin || allows(&self.view, pipeline)
     }
 
@@ -279,7 +282,16 @@ pub fn need(method: &axum::http::Method, path: &str) -> Need {
         return Need::Nothing;
     }
     match parts.as_slice() {
-        [""] | ["app.js"] | ["token.js"] | ["style.css"] | ["publish"] | ["publish.js"] if read => {
+        [""]
+        | ["app.js"]
+        | ["token.js"]
+        | ["style.css"]
+        | ["publish"]
+        | ["publish.js"]
+        | ["room.js"]
+        | ["room", _]
+            if read =>
+        {
             Need::Nothing
         }
         ["api", "openapi.json"] if read => Need::Nothing,
@@ -295,12 +307,17 @@ pub fn need(method: &axum::http::Method, path: &str) -> Need {
             name,
             "snapshot.jpg" | "graph.svg" | "graph.dot",
         ] if read => Need::View(Some(name.to_string())),
-        ["whep", name] | ["whep", name, _] => Need::View(Some(name.to_string())),
-        ["offer", name] => Need::View(Some(name.to_string())),
+        // A room's participant: `/whep/{room}/{participant}[/{session}]`.
+        ["whep", name] | ["whep", name, _] | ["whep", name, _, _] => {
+            Need::View(Some(name.to_string()))
+        }
+        ["offer", name] | ["offer", name, _] => Need::View(Some(name.to_string())),
         // `POST /offer` picks a pipeline itself: it needs every pipeline.
         ["offer"] => Need::View(Some("*".to_string())),
         ["whip", name] | ["whip", name, _] => Need::Publish(name.to_string()),
-        ["recordings", pipeline, _] if read => Need::View(Some(pipeline.to_string())),
+        ["recordings", pipeline, _] | ["recordings", pipeline, _, _] if read => {
+            Need::View(Some(pipeline.to_string()))
+        }
         _ => Need::Admin,
     }
 }

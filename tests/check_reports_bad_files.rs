@@ -169,7 +169,7 @@ fn unknown_source_kind() {
         "bad-kind",
         "[source]\nkind = \"tset\"\n\n[[output]]\nkind = \"tcp\"\nport = 5000\n",
         "2:8",
-        "unknown source kind `tset` (expected one of camera, test, file, uri, tcp, webrtc); did you mean `test`?",
+        "unknown source kind `tset` (expected one of camera, test, file, uri, tcp, webrtc, room); did you mean `test`?",
     );
 }
 
@@ -285,7 +285,7 @@ fn good_files_pass_and_show_the_chosen_encoder() {
 #[test]
 fn shipped_pipelines_are_valid_except_the_missing_camera() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines");
-    for name in ["test-pattern", "tcp-test", "raw-example"] {
+    for name in ["test-pattern", "tcp-test", "raw-example", "inbox", "lobby"] {
         let out = std::process::Command::new(bin())
             .arg("check")
             .arg(dir.join(format!("{name}.toml")))

@@ -113,7 +113,7 @@ fn source_liveness(source: &Source) -> (bool, &'static str) {
         Source::Test(_) | Source::Camera(_) | Source::Tcp(_) => (true, "source"),
         Source::File(_) => (false, "source"),
         Source::Uri(u) => (is_live_uri(u.uri.get_ref()), "decode"),
-        Source::WebRtc(_) => (false, "source"),
+        Source::WebRtc(_) | Source::Room(_) => (false, "source"),
     }
 }
 
@@ -122,6 +122,8 @@ fn source_liveness(source: &Source) -> (bool, &'static str) {
 pub struct IngestTap {
     pub codec: VideoCodec,
     pub audio: bool,
+    /// A room: this many publishers at once, each a stream of its own (None: one publisher).
+    pub room: Option<u32>,
 }
 
 /// The decoder of a stream's hooks, a reader of the hub: the appsink it reads and its launch
@@ -344,7 +346,10 @@ fn plan_structured(desc: &Description) -> Result<Plan, Diagnostic> {
     };
     let source = &s.source.value;
     if let Source::WebRtc(w) = source {
-        return plan_ingest(desc, w);
+        return plan_ingest(desc, w, None);
+    }
+    if let Source::Room(r) = source {
+        return plan_ingest(desc, &r.publisher(), Some(r.max_participants));
     }
     if let Some(p) = s.passthrough() {
         return plan_passthrough(desc, s, p);
@@ -430,7 +435,9 @@ fn plan_structured(desc: &Description) -> Result<Plan, Diagnostic> {
                 "queue name=video_in ! clocksync".into()
             }
         }
-        Source::WebRtc(_) => unreachable!("ingest sources are planned by plan_ingest"),
+        Source::WebRtc(_) | Source::Room(_) => {
+            unreachable!("ingest sources are planned by plan_ingest")
+        }
         Source::Tcp(t) => {
             want_audio = t.audio;
             // timeout: a dead or unreachable server fails the pipeline (and so restarts it)
@@ -663,6 +670,7 @@ fn plan_passthrough(
 fn plan_ingest(
     desc: &Description,
     w: &crate::description::WebRtcSource,
+    room: Option<u32>,
 ) -> Result<Plan, Diagnostic> {
     let Form::Structured(s) = &desc.form else {
         unreachable!("plan_ingest is only called for the structured form")
@@ -709,6 +717,7 @@ fn plan_ingest(
         ingest: Some(IngestTap {
             codec: w.codec,
             audio: w.audio,
+            room,
         }),
     })
 }

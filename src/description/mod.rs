@@ -22,8 +22,8 @@ pub use hooks::{HOOK_FORMATS, Hook, HookTransport, RustHook, SnapshotHook, Stats
 pub use policy::ApiPolicy;
 pub use types::{
     AudioCodec, Backoff, CameraFormat, CameraSource, Container, Encode, FileOutput, FileSource,
-    Options, Output, Passthrough, RecordOutput, RestartPolicy, Source, StallTimeout, TcpOutput,
-    TcpSource, TestSource, UriSource, VideoCodec, WebRtcOutput, WebRtcSource,
+    Options, Output, Passthrough, RecordOutput, RestartPolicy, RoomSource, Source, StallTimeout,
+    TcpOutput, TcpSource, TestSource, UriSource, VideoCodec, WebRtcOutput, WebRtcSource,
 };
 
 use serde::Deserialize;

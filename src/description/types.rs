@@ -395,10 +395,41 @@ pub struct WebRtcSource {
     pub audio: bool,
 }
 
+/// A video room: up to `max_participants` WebRTC publishers at once (WHIP `POST
+/// /whip/{room}`, or the `/room/{room}` page), each relayed to its watchers and recorded as
+/// it arrives, with one chat for the room.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoomSource {
+    /// The video codec participants must send: "h264" (default), "vp8" or "vp9".
+    #[serde(default)]
+    pub codec: VideoCodec,
+    #[serde(default = "yes")]
+    pub audio: bool,
+    /// Most participants at once; one more is refused with 503 (default 8).
+    #[serde(default = "default_max_participants")]
+    pub max_participants: u32,
+}
+
+fn default_max_participants() -> u32 {
+    8
+}
+
+impl RoomSource {
+    /// What each participant's stream is, as for a webrtc source.
+    pub fn publisher(&self) -> WebRtcSource {
+        WebRtcSource {
+            codec: self.codec,
+            audio: self.audio,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Source {
     Camera(CameraSource),
     WebRtc(WebRtcSource),
+    Room(RoomSource),
     Test(TestSource),
     File(FileSource),
     Uri(UriSource),
@@ -414,6 +445,7 @@ impl Source {
             Source::Uri(_) => "uri",
             Source::Tcp(_) => "tcp",
             Source::WebRtc(_) => "webrtc",
+            Source::Room(_) => "room",
         }
     }
 
@@ -427,6 +459,7 @@ impl Source {
             Source::Uri(u) => format!("uri {}", crate::redact::redact(u.uri.get_ref())),
             Source::Tcp(t) => format!("tcp {}:{}", t.host, t.port),
             Source::WebRtc(w) => format!("webrtc publisher ({})", w.codec.name()),
+            Source::Room(r) => format!("room of up to {} ({})", r.max_participants, r.codec.name()),
         }
     }
 
@@ -438,7 +471,7 @@ impl Source {
             Source::File(f) => (f.width, f.height, f.framerate),
             Source::Uri(u) => (u.width, u.height, u.framerate),
             Source::Tcp(t) => (t.width, t.height, t.framerate),
-            Source::WebRtc(_) => (None, None, None),
+            Source::WebRtc(_) | Source::Room(_) => (None, None, None),
         }
     }
 }
@@ -472,7 +505,8 @@ impl super::Structured {
 }
 
 impl Kinded for Source {
-    const KINDS: &'static [&'static str] = &["camera", "test", "file", "uri", "tcp", "webrtc"];
+    const KINDS: &'static [&'static str] =
+        &["camera", "test", "file", "uri", "tcp", "webrtc", "room"];
     fn deserialize_kind(kind: &str, de: ValueDeserializer<'_>) -> Result<Self, toml::de::Error> {
         Ok(match kind {
             "camera" => Source::Camera(CameraSource::deserialize(de)?),
@@ -480,6 +514,7 @@ impl Kinded for Source {
             "file" => Source::File(FileSource::deserialize(de)?),
             "uri" => Source::Uri(UriSource::deserialize(de)?),
             "webrtc" => Source::WebRtc(WebRtcSource::deserialize(de)?),
+            "room" => Source::Room(RoomSource::deserialize(de)?),
             _ => Source::Tcp(TcpSource::deserialize(de)?),
         })
     }

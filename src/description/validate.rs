@@ -100,7 +100,8 @@ pub(super) fn validate(s: &super::Structured) -> Result<(), (Where, String)> {
             ));
         }
         if let Some(mode) = hook.value.transform() {
-            let kept = matches!(s.source.value, Source::WebRtc(_)) || s.passthrough().is_some();
+            let kept = matches!(s.source.value, Source::WebRtc(_) | Source::Room(_))
+                || s.passthrough().is_some();
             if kept {
                 return Err((
                     Where::Span(mode.span()),
@@ -155,6 +156,9 @@ pub(super) fn validate(s: &super::Structured) -> Result<(), (Where, String)> {
     }
     if let Source::WebRtc(w) = &s.source.value {
         return validate_ingest(s, w);
+    }
+    if let Source::Room(r) = &s.source.value {
+        return validate_room(s, r);
     }
     if let Some(p) = s.passthrough() {
         if w.is_some() || h.is_some() || fps.is_some() {
@@ -260,6 +264,30 @@ pub(super) fn validate(s: &super::Structured) -> Result<(), (Where, String)> {
         }
     }
     Ok(())
+}
+
+/// A room is an ingest per participant: outputs that are one per participant (viewers,
+/// recordings in a directory each), not one port or one file that all would share.
+fn validate_room(s: &super::Structured, r: &RoomSource) -> Result<(), (Where, String)> {
+    if r.max_participants == 0 || r.max_participants > 64 {
+        return Err((
+            Where::Key("source", "max_participants"),
+            "max_participants must be between 1 and 64".into(),
+        ));
+    }
+    for out in &s.outputs {
+        if matches!(out.value, Output::Tcp(_) | Output::File(_)) {
+            return Err((
+                Where::Span(out.span.clone()),
+                format!(
+                    "a room has a stream per participant: a {} output would be shared by all of them; use webrtc and record outputs",
+                    out.value.kind()
+                ),
+            ));
+        }
+    }
+    validate_ingest(s, &r.publisher())
+        .map_err(|(at, msg)| (at, msg.replace("webrtc source", "room")))
 }
 
 /// An ingest keeps the publisher's codecs: only outputs that carry them without re-encoding.

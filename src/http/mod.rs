@@ -43,8 +43,9 @@ impl IntoResponse for ApiError {
 impl From<WebRtcError> for ApiError {
     fn from(e: WebRtcError) -> Self {
         let code = match e {
-            WebRtcError::NotFound(_) => StatusCode::NOT_FOUND,
+            WebRtcError::NotFound(_) | WebRtcError::NoParticipant(..) => StatusCode::NOT_FOUND,
             WebRtcError::NotPlaying(_)
+            | WebRtcError::RoomFull(..)
             | WebRtcError::NobodyPublishing(_)
             | WebRtcError::Full(..)
             | WebRtcError::ServiceFull(..)
@@ -137,9 +138,20 @@ pub fn router(state: AppState) -> Router {
         .route("/publish", get(page::publish))
         .route("/publish.js", get(page::publish_script))
         .route("/style.css", get(page::style))
+        .route("/room/{room}", get(page::room))
+        .route("/room.js", get(page::room_script))
         .route("/ws", get(crate::signalling::server::handler))
         .route("/whep/{name}", post(whep::start))
-        .route("/whep/{name}/{id}", delete(whep::end).patch(whep::patch))
+        .route(
+            "/whep/{name}/{id}",
+            post(whep::start_participant)
+                .delete(whep::end)
+                .patch(whep::patch),
+        )
+        .route(
+            "/whep/{room}/{participant}/{id}",
+            delete(whep::end_participant).patch(whep::patch),
+        )
         .route("/whip/{name}", post(whep::whip_start))
         .route(
             "/whip/{name}/{id}",
@@ -147,10 +159,15 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/offer", post(whep::offer_any))
         .route("/offer/{name}", post(whep::offer))
+        .route("/offer/{room}/{participant}", post(whep::offer_participant))
         .route("/api/recordings", get(recordings::list))
         .route(
             "/recordings/{pipeline}/{file}",
             get(recordings::get).delete(recordings::delete),
+        )
+        .route(
+            "/recordings/{room}/{participant}/{file}",
+            get(recordings::get_participant).delete(recordings::delete_participant),
         )
         .route("/api/pipelines", get(list))
         .route(
@@ -203,6 +220,9 @@ struct PipelineView {
     status: crate::supervisor::Status,
     viewers: Vec<crate::webrtc::types::ViewerStats>,
     publishers: Vec<crate::webrtc::types::ViewerStats>,
+    /// A room's participants.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    participants: Option<Vec<crate::webrtc::room::ParticipantView>>,
     hooks: Vec<crate::hooks::HookStats>,
     /// Encoded video bytes and frames so far (a client derives bitrate and fps from two reads).
     meter: Option<crate::meter::MeterCounts>,
@@ -221,12 +241,14 @@ fn view(
         .ingest(&status.name)
         .map(|p| p.publishers())
         .unwrap_or_default();
+    let participants = webrtc.room(&status.name).map(|r| r.participants());
     let hooks = supervisor.hook_stats(&status.name);
     let meter = supervisor.meter(&status.name);
     PipelineView {
         status,
         viewers,
         publishers,
+        participants,
         hooks,
         meter,
     }

@@ -19,6 +19,18 @@ pub async fn publish_script() -> impl IntoResponse {
     )
 }
 
+/// `/room/{room}`: the same page for every room; its script reads the room from the path.
+pub async fn room() -> Html<&'static str> {
+    Html(include_str!("page/room.html"))
+}
+
+pub async fn room_script() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        include_str!("page/room.js"),
+    )
+}
+
 pub async fn script() -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],

@@ -51,6 +51,28 @@ pub async fn get(
     Ok(response.map(Body::new))
 }
 
+/// `GET /recordings/{room}/{participant}/{file}`: a room participant's segment.
+pub async fn get_participant(
+    state: State<AppState>,
+    Path((room, participant, file)): Path<(String, String, String)>,
+    request: Request<Body>,
+) -> Result<Response, ApiError> {
+    get(
+        state,
+        Path((format!("{room}/{participant}"), file)),
+        request,
+    )
+    .await
+}
+
+/// `DELETE /recordings/{room}/{participant}/{file}`.
+pub async fn delete_participant(
+    state: State<AppState>,
+    Path((room, participant, file)): Path<(String, String, String)>,
+) -> Result<StatusCode, ApiError> {
+    delete(state, Path((format!("{room}/{participant}"), file))).await
+}
+
 /// `DELETE /recordings/{pipeline}/{file}`: removes a finished segment; 204.
 pub async fn delete(
     State(state): State<AppState>,

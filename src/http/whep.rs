@@ -110,16 +110,7 @@ pub async fn start(
     let offer = sdp_offer(&headers, &body, "WHEP")?;
     let out = ready_output(&state.webrtc, &name).await?;
     let (id, answer) = out.answer(offer, Via::Whep, ip(client)).await?;
-    let location = format!("/whep/{name}/{id}");
-    Ok((
-        StatusCode::CREATED,
-        [
-            (header::CONTENT_TYPE, "application/sdp".to_string()),
-            (header::LOCATION, location),
-        ],
-        answer,
-    )
-        .into_response())
+    Ok(created(format!("/whep/{name}/{id}"), answer))
 }
 
 /// `DELETE /whep/{name}/{id}`: ends that viewer session.
@@ -127,11 +118,15 @@ pub async fn end(
     State(state): State<AppState>,
     Path((name, id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
+    end_session(&state, &name, id)
+}
+
+fn end_session(state: &AppState, name: &str, id: String) -> Result<StatusCode, ApiError> {
     // A session of an output that is gone (its pipeline stopped, its publisher left and
     // nobody came back) is gone too.
     let ended = state
         .webrtc
-        .get(&name)
+        .get(name)
         .is_some_and(|out| out.end(&ViewerId(id.clone())));
     if ended {
         Ok(StatusCode::OK)
@@ -233,15 +228,104 @@ async fn answer_json(
     Ok(Json(serde_json::json!({ "sdp": answer, "type": "answer" })))
 }
 
-/// `POST /whip/{name}` (RFC 9725): a publisher's `application/sdp` offer in; `201 Created`,
-/// the answer and `Location`. One publisher at a time: a second one gets 409.
-pub async fn whip_start(
+/// The query of a room's join or watch: the display name.
+#[derive(serde::Deserialize)]
+pub struct NameQuery {
+    name: Option<String>,
+}
+
+type Query = Result<axum::extract::Query<NameQuery>, axum::extract::rejection::QueryRejection>;
+
+/// The display name in the query, if any (a query that does not parse has none).
+fn query_name(query: Query) -> Option<String> {
+    crate::webrtc::room::display_name(query.ok()?.0.name.as_deref())
+}
+
+/// `201 Created` with the answer and the session's `Location`.
+fn created(location: String, answer: String) -> Response {
+    (
+        StatusCode::CREATED,
+        [
+            (header::CONTENT_TYPE, "application/sdp".to_string()),
+            (header::LOCATION, location),
+        ],
+        answer,
+    )
+        .into_response()
+}
+
+/// `POST /whep/{room}/{participant}`: watch one participant of a room (`?name=` names the
+/// watcher in the room's chat).
+pub async fn start_participant(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    Path((room, participant)): Path<(String, String)>,
+    query: Query,
     client: Client,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    let offer = sdp_offer(&headers, &body, "WHEP")?;
+    let (stream, room) = participant_stream(&state.webrtc, &room, &participant)?;
+    let out = ready_output(&state.webrtc, &stream).await?;
+    let (id, answer) = out.answer(offer, Via::Whep, ip(client)).await?;
+    if let Some(name) = query_name(query) {
+        room.name_watcher(&id, name);
+    }
+    Ok(created(format!("/whep/{stream}/{id}"), answer))
+}
+
+/// `room/participant`, if the room runs and the participant is in it.
+fn participant_stream(
+    webrtc: &Registry,
+    room: &str,
+    participant: &str,
+) -> Result<(String, Arc<crate::webrtc::room::Room>), ApiError> {
+    let r = webrtc
+        .room(room)
+        .ok_or_else(|| ApiError::from(WebRtcError::NotFound(room.to_string())))?;
+    if r.participant(participant).is_none() {
+        return Err(WebRtcError::NoParticipant(room.into(), participant.into()).into());
+    }
+    Ok((r.stream(participant), r))
+}
+
+/// `DELETE /whep/{room}/{participant}/{id}`: ends that watching session.
+pub async fn end_participant(
+    State(state): State<AppState>,
+    Path((room, participant, id)): Path<(String, String, String)>,
+) -> Result<StatusCode, ApiError> {
+    end_session(&state, &format!("{room}/{participant}"), id)
+}
+
+/// `POST /offer/{room}/{participant}`: as `POST /offer/{name}`, for one participant.
+pub async fn offer_participant(
+    State(state): State<AppState>,
+    Path((room, participant)): Path<(String, String)>,
+    client: Client,
+    body: Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let (stream, _) = participant_stream(&state.webrtc, &room, &participant)?;
+    answer_json(&state, Some(stream), ip(client), &body).await
+}
+
+/// `POST /whip/{name}` (RFC 9725): a publisher's `application/sdp` offer in; `201 Created`,
+/// the answer and `Location`. One publisher at a time: a second one gets 409. A room takes
+/// up to its `max_participants` (`?name=` is the display name); one more gets 503.
+pub async fn whip_start(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    query: Query,
+    client: Client,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    if let Some(room) = state.webrtc.room(&name) {
+        let offer = sdp_offer(&headers, &body, "WHIP")?;
+        let (id, answer) = room
+            .join(offer, query_name(query), Via::Whip, ip(client))
+            .await?;
+        return Ok(created(format!("/whip/{name}/{id}"), answer));
+    }
     let point = state.webrtc.ingest(&name).ok_or_else(|| {
         ApiError(
             StatusCode::NOT_FOUND,
@@ -250,15 +334,7 @@ pub async fn whip_start(
     })?;
     let offer = sdp_offer(&headers, &body, "WHIP")?;
     let (id, answer) = point.publish(offer, Via::Whip, ip(client)).await?;
-    Ok((
-        StatusCode::CREATED,
-        [
-            (header::CONTENT_TYPE, "application/sdp".to_string()),
-            (header::LOCATION, format!("/whip/{name}/{id}")),
-        ],
-        answer,
-    )
-        .into_response())
+    Ok(created(format!("/whip/{name}/{id}"), answer))
 }
 
 /// `DELETE /whip/{name}/{id}`: the publisher is done; its recording is finalized.
@@ -266,6 +342,13 @@ pub async fn whip_end(
     State(state): State<AppState>,
     Path((name, id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
+    if let Some(room) = state.webrtc.room(&name) {
+        return if room.leave(&id) {
+            Ok(StatusCode::OK)
+        } else {
+            Err(WebRtcError::NoParticipant(name, id).into())
+        };
+    }
     let point = state.webrtc.ingest(&name).ok_or_else(|| {
         ApiError(
             StatusCode::NOT_FOUND,

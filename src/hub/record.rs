@@ -39,6 +39,47 @@ struct RecordReader {
     appsrcs: Vec<gst_app::AppSrc>,
     /// Set once the last segment is complete, or the reader failed.
     done: watch::Receiver<bool>,
+    /// Writes a room's chat into the segments, while the reader lives.
+    chat: Option<Chat>,
+}
+
+/// The task that captions a room participant's recording with the room's chat; it goes with
+/// its reader.
+struct Chat(tokio::task::JoinHandle<()>);
+
+impl Drop for Chat {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Writes every line of room `room`'s chat (its `chat` events) into the recording, as
+/// "name: text", timed to when it was said.
+async fn write_chat(
+    room: String,
+    captions: crate::record::writer::Captions,
+    mut events: tokio::sync::broadcast::Receiver<Event>,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        let event = match events.recv().await {
+            Ok(e) => e,
+            Err(RecvError::Lagged(n)) => {
+                tracing::warn!(
+                    "{room}: {n} event(s) missed: chat lines may be missing from recordings"
+                );
+                continue;
+            }
+            Err(RecvError::Closed) => return,
+        };
+        if event.kind != "chat" || event.pipeline != room {
+            continue;
+        }
+        let from = event.fields["from"].as_str().unwrap_or("?");
+        let line = format!("{from}: {}", event.fields["text"].as_str().unwrap_or(""));
+        let captions = captions.clone();
+        let _ = tokio::task::spawn_blocking(move || captions.say(&line)).await;
+    }
 }
 
 impl RecordReaders {
@@ -57,6 +98,8 @@ impl RecordReaders {
         tap: &RecordTap,
         events: &EventBus,
     ) -> Result<RecordReader, String> {
+        // A room participant's stream (`room/participant`): the room's chat is recorded too.
+        let room = name.split_once('/').map(|(room, _)| room);
         let dir = self.recordings.dir().join(name);
         std::fs::create_dir_all(&dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
@@ -69,10 +112,19 @@ impl RecordReaders {
             sink: format!("out{}_sink", tap.stream.index),
             extension: tap.extension(),
             segment: tap.segment,
+            captions: room.is_some(),
         };
-        crate::record::writer::attach(&pipeline, spec, &self.recordings)?;
+        let captions = crate::record::writer::attach(&pipeline, spec, &self.recordings)?;
         let done = watch_bus(&pipeline, name, tap.stream.index, events)?;
-        start(pipeline, source, &tap.stream, done)
+        let mut reader = start(pipeline, source, &tap.stream, done)?;
+        if let Some(room) = room {
+            reader.chat = Some(Chat(tokio::spawn(write_chat(
+                room.to_string(),
+                captions,
+                events.subscribe(),
+            ))));
+        }
+        Ok(reader)
     }
 }
 
@@ -131,6 +183,7 @@ fn start(
         },
         appsrcs,
         done,
+        chat: None,
     })
 }
 

@@ -95,11 +95,12 @@ impl Recordings {
         self.dir.join(pipeline).join(format!("{name}.{ext}"))
     }
 
+    /// A room's participants (`room/participant`) share the room's retention.
     pub fn set_retention(&self, pipeline: &str, retention: Retention) {
         self.retention
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(pipeline.to_string(), retention);
+            .insert(room_of(pipeline).to_string(), retention);
     }
 
     /// A segment started: it is protected from retention and listed as recording.
@@ -112,7 +113,7 @@ impl Recordings {
             .or_default()
             .insert(path.to_path_buf());
         self.lock_counts()
-            .entry(pipeline.to_string())
+            .entry(room_of(pipeline).to_string())
             .or_default()
             .segments += 1;
         self.events.publish(crate::events::Event::new(
@@ -158,7 +159,7 @@ impl Recordings {
     fn count_finished(&self, pipeline: &str, path: &Path) -> u64 {
         let bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
         self.lock_counts()
-            .entry(pipeline.to_string())
+            .entry(room_of(pipeline).to_string())
             .or_default()
             .bytes_finished += bytes;
         bytes
@@ -177,8 +178,8 @@ impl Recordings {
         self.counts.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Per pipeline: segments opened and bytes recorded (finished segments plus what the
-    /// open ones hold now).
+    /// Per pipeline (a room's participants counted as the room): segments opened and bytes
+    /// recorded (finished segments plus what the open ones hold now).
     pub fn counts(&self) -> Vec<(String, Counts, u64, usize)> {
         // Both under the `current` lock: see `count_finished`.
         let current_lock = self.current.lock().unwrap_or_else(|p| p.into_inner());
@@ -188,14 +189,17 @@ impl Recordings {
         let mut out: Vec<(String, Counts, u64, usize)> = counts
             .into_iter()
             .map(|(pipeline, c)| {
-                let open = current.get(&pipeline);
+                let open: Vec<&PathBuf> = current
+                    .iter()
+                    .filter(|(name, _)| room_of(name) == pipeline)
+                    .flat_map(|(_, paths)| paths)
+                    .collect();
                 let open_bytes: u64 = open
-                    .into_iter()
-                    .flatten()
+                    .iter()
                     .filter_map(|p| std::fs::metadata(p).ok())
                     .map(|m| m.len())
                     .sum();
-                let n_open = open.map(|s| s.len()).unwrap_or(0);
+                let n_open = open.len();
                 (pipeline, c, c.bytes_finished + open_bytes, n_open)
             })
             .collect();
@@ -219,13 +223,18 @@ impl Recordings {
             return;
         };
         for pipeline in entries.filter_map(|e| e.ok()) {
-            let Some(name) = pipeline.file_name().to_str().map(str::to_string) else {
+            let Some(top) = pipeline.file_name().to_str().map(str::to_string) else {
                 continue;
             };
-            if crate::description::validate_name(&name).is_err() {
+            if crate::description::validate_name(&top).is_err() {
                 continue;
             }
-            for (_, path, bytes, _) in self.segments_of(&name) {
+            for (_, path, bytes, _) in self
+                .dirs_of(&top)
+                .iter()
+                .flat_map(|name| self.segments_of(name))
+            {
+                let name = &top;
                 if bytes == 0 && !self.is_current(&path) && std::fs::remove_file(&path).is_ok() {
                     tracing::info!("{name}: removed the empty segment {}", path.display());
                 }
@@ -235,7 +244,9 @@ impl Recordings {
 
     /// Deletes the pipeline's oldest finished segments beyond its retention limits. Blocking
     /// (directory scan, unlink): call from the blocking pool.
+    /// A room's limits hold for all of its participants' segments together.
     pub fn enforce_retention(&self, pipeline: &str) {
+        let pipeline = room_of(pipeline);
         let Some(limits) = self
             .retention
             .lock()
@@ -245,7 +256,11 @@ impl Recordings {
         else {
             return;
         };
-        let mut files = self.segments_of(pipeline);
+        let mut files: Vec<_> = self
+            .dirs_of(pipeline)
+            .iter()
+            .flat_map(|dir| self.segments_of(dir))
+            .collect();
         // Oldest first: names are start times.
         files.sort_by(|a, b| a.0.cmp(&b.0));
         let now = SystemTime::now();
@@ -279,10 +294,15 @@ impl Recordings {
         }
     }
 
-    /// A pipeline's directory of segments, if it is a real directory right inside the
-    /// recordings root: a symlink at any level could lead anywhere, and what is served,
-    /// listed, pruned or deleted must stay inside.
+    /// A pipeline's directory of segments (a room participant's, `room/participant`, is one
+    /// level deeper), if it is a real directory right where its name says: a symlink at any
+    /// level could lead anywhere, and what is served, listed, pruned or deleted must stay
+    /// inside.
     fn pipeline_dir(&self, pipeline: &str) -> Option<PathBuf> {
+        let depth = pipeline.split('/').count();
+        if depth > 2 {
+            return None;
+        }
         let dir = self.dir.join(pipeline);
         let meta = dir.symlink_metadata().ok()?;
         if !meta.is_dir() {
@@ -290,7 +310,26 @@ impl Recordings {
         }
         let root = self.dir.canonicalize().ok()?;
         let real = dir.canonicalize().ok()?;
-        (real.parent() == Some(root.as_path())).then_some(real)
+        let parent = real.ancestors().nth(depth);
+        (parent == Some(root.as_path())).then_some(real)
+    }
+
+    /// A pipeline's segment directories: its own and, for a room, each participant's.
+    fn dirs_of(&self, top: &str) -> Vec<String> {
+        let mut dirs = vec![top.to_string()];
+        let Some(Ok(entries)) = self.pipeline_dir(top).map(std::fs::read_dir) else {
+            return dirs;
+        };
+        let mut subs: Vec<String> = entries
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .filter_map(|e| e.file_name().to_str().map(str::to_string))
+            .filter(|n| crate::description::validate_name(n).is_ok())
+            .map(|n| format!("{top}/{n}"))
+            .collect();
+        subs.sort();
+        dirs.extend(subs);
+        dirs
     }
 
     /// (file name, path, bytes, modified) of a pipeline's segment files.
@@ -326,6 +365,7 @@ impl Recordings {
             })
             .unwrap_or_default();
         pipelines.sort();
+        let pipelines: Vec<String> = pipelines.iter().flat_map(|p| self.dirs_of(p)).collect();
         let mut out = Vec::new();
         for pipeline in pipelines {
             let mut files = self.segments_of(&pipeline);
@@ -374,8 +414,14 @@ impl Recordings {
     /// directory (`..`, separators, absolute paths, symlinks at either level).
     pub fn resolve(&self, pipeline: &str, file: &str) -> Result<PathBuf, RecordError> {
         let what = format!("{pipeline}/{file}");
-        crate::description::validate_name(pipeline)
-            .map_err(|_| RecordError::BadName(what.clone()))?;
+        let parts: Vec<&str> = pipeline.split('/').collect();
+        if parts.len() > 2
+            || parts
+                .iter()
+                .any(|p| crate::description::validate_name(p).is_err())
+        {
+            return Err(RecordError::BadName(what));
+        }
         let plain = !file.is_empty()
             && file.len() <= 128
             && file
@@ -434,6 +480,12 @@ fn discover_duration(path: &Path) -> Option<f64> {
     info.duration().map(|d| d.nseconds() as f64 / 1e9)
 }
 
+/// The pipeline a stream's recordings count under: a room participant's (`room/participant`)
+/// under its room.
+fn room_of(pipeline: &str) -> &str {
+    pipeline.split('/').next().unwrap_or(pipeline)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -458,6 +510,9 @@ mod tests {
             ("cam", "a/b.mkv"),
             ("cam", ".hidden.mkv"),
             ("cam", "notes.txt"),
+            ("lobby/../etc", "x.mkv"),
+            ("lobby/a/b", "x.mkv"),
+            ("lobby/", "x.mkv"),
         ] {
             assert!(
                 matches!(rec.resolve(p, f), Err(RecordError::BadName(_))),
@@ -468,5 +523,28 @@ mod tests {
             rec.resolve("cam", "x.mkv"),
             Err(RecordError::NotFound(_))
         ));
+    }
+
+    #[test]
+    fn a_rooms_participants_are_listed_served_and_counted_under_the_room() {
+        crate::init().expect("gstreamer");
+        let dir = std::env::temp_dir().join(format!("mw-rec-room-{}", std::process::id()));
+        let seg = dir.join("lobby/ana-1234abcd/20261121T110522.123Z.mkv");
+        std::fs::create_dir_all(seg.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&seg, b"x").expect("write");
+        let rec = Recordings::new(dir.clone(), crate::events::EventBus::default());
+        let list = rec.list();
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0].pipeline, "lobby/ana-1234abcd");
+        assert!(
+            rec.resolve("lobby/ana-1234abcd", "20261121T110522.123Z.mkv")
+                .is_ok()
+        );
+        rec.opened("lobby/ana-1234abcd", &seg);
+        rec.closed("lobby/ana-1234abcd", &seg);
+        let counts = rec.counts();
+        assert_eq!(counts.len(), 1);
+        assert_eq!((counts[0].0.as_str(), counts[0].1.segments), ("lobby", 1));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -39,6 +39,8 @@ pub struct WriterSpec {
     pub extension: &'static str,
     /// Cut after this long, on the next keyframe.
     pub segment: Duration,
+    /// Give every segment a subtitle track for [`Captions`] (where the muxer has one).
+    pub captions: bool,
 }
 
 /// Element message posted on the bus when a record output has finished its last segment at
@@ -57,6 +59,8 @@ struct Segment {
     path: PathBuf,
     video: gst::Pad,
     audio: Option<gst::Pad>,
+    /// The subtitle track's input.
+    text: Option<gst::Pad>,
 }
 
 #[derive(Default)]
@@ -71,6 +75,45 @@ struct State {
     audio_pending: Option<(gst::ClockTime, Option<gst::Pad>)>,
     /// Segments started so far (names the elements of the next one).
     count: u32,
+    /// The running time of the last video buffer and when it passed, to time captions.
+    last_video: Option<(gst::ClockTime, std::time::Instant)>,
+}
+
+/// How long a caption stays on screen.
+const CAPTION_SHOWN: gst::ClockTime = gst::ClockTime::from_seconds(5);
+
+/// Lines written into a record output's segments as a subtitle track (a room's chat), timed
+/// to when they are said.
+#[derive(Clone)]
+pub struct Captions(Arc<Writer>);
+
+impl Captions {
+    /// Writes `line` into the current segment at the stream's present moment. Blocking (the
+    /// muxer takes it when the video catches up): call it off the async threads.
+    pub fn say(&self, line: &str) {
+        let writer = &self.0;
+        let (pad, pts) = {
+            let state = writer.lock();
+            let Some((rt, seen)) = state.last_video else {
+                return; // no segment yet
+            };
+            let now = rt + gst::ClockTime::from_nseconds(seen.elapsed().as_nanos() as u64);
+            let pts = now.saturating_sub(state.started);
+            let Some(pad) = state.current.as_ref().and_then(|c| c.text.clone()) else {
+                return;
+            };
+            (pad, pts)
+        };
+        let mut buffer = gst::Buffer::from_slice(line.as_bytes().to_vec());
+        if let Some(b) = buffer.get_mut() {
+            b.set_pts(pts);
+            b.set_duration(CAPTION_SHOWN);
+        }
+        if let Err(e) = pad.chain(buffer) {
+            // The segment was cut meanwhile: the line missed it.
+            tracing::debug!("{}: caption not written: {e:?}", writer.spec.pipeline);
+        }
+    }
 }
 
 /// Lives as long as the probes on its input pads (which hold it); it holds the pipeline's
@@ -93,7 +136,7 @@ pub fn attach(
     pipeline: &gst::Pipeline,
     spec: WriterSpec,
     recordings: &Arc<Recordings>,
-) -> Result<(), String> {
+) -> Result<Captions, String> {
     let muxer = pipeline
         .by_name(&spec.muxer)
         .ok_or_else(|| format!("the assembled pipeline has no muxer {}", spec.muxer))?;
@@ -161,7 +204,7 @@ pub fn attach(
             },
         );
     }
-    Ok(())
+    Ok(Captions(writer))
 }
 
 impl Writer {
@@ -177,6 +220,7 @@ impl Writer {
         };
         let keyframe = !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
         let mut state = self.lock();
+        state.last_video = Some((rt, std::time::Instant::now()));
         let due = self.spec.segment.as_nanos() as u64;
         let want = match &state.current {
             None => Some(rt),
@@ -198,7 +242,10 @@ impl Writer {
             let ended = self.start_segment(&mut state, pad, rt);
             drop(state);
             // After the lock: the old muxer may finish right here and reach watch_sink.
-            if let Some(old_video) = ended {
+            if let Some((old_video, old_text)) = ended {
+                if let Some(text) = old_text {
+                    text.send_event(gst::event::Eos::new());
+                }
                 old_video.send_event(gst::event::Eos::new());
             }
             return gst::PadProbeReturn::Ok;
@@ -228,14 +275,14 @@ impl Writer {
     }
 
     /// Starts a segment at the keyframe at `rt`: video goes to its muxer from this buffer on,
-    /// audio follows from the audio thread. Returns the previous segment's video pad, to be
-    /// ended once the lock is released.
+    /// audio follows from the audio thread. Returns the previous segment's video and subtitle
+    /// pads, to be ended once the lock is released.
     fn start_segment(
         self: &Arc<Self>,
         state: &mut State,
         video_src: &gst::Pad,
         rt: gst::ClockTime,
-    ) -> Option<gst::Pad> {
+    ) -> Option<(gst::Pad, Option<gst::Pad>)> {
         let next = match self.new_segment(state.count, rt) {
             Ok(next) => next,
             Err(e) => {
@@ -269,7 +316,7 @@ impl Writer {
         state.current = Some(next);
         state.started = rt;
         state.requested = None;
-        old.map(|o| o.video)
+        old.map(|o| (o.video, o.text))
     }
 
     /// A muxer and file sink made like the templates, playing, writing the next segment's
@@ -304,12 +351,17 @@ impl Writer {
         } else {
             None
         };
+        let has_subtitles = muxer.pad_template("subtitle_%u").is_some();
+        let text = (self.spec.captions && has_subtitles)
+            .then(|| muxer.request_pad_simple("subtitle_%u"))
+            .flatten();
         let segment = Segment {
             muxer: muxer.clone(),
             sink: sink.clone(),
             path,
             video,
             audio,
+            text,
         };
         self.watch_sink(&segment);
         pipeline
@@ -323,6 +375,18 @@ impl Writer {
             let _ = sink.set_state(gst::State::Null);
             let _ = pipeline.remove_many([&muxer, &sink]);
             return Err(format!("cannot write {}", segment.path.display()));
+        }
+        if let Some(text) = &segment.text {
+            // The subtitle stream begins with the segment (its track is in the header), each
+            // line timed from the segment's start; it is sparse: the muxer never waits for it.
+            let id = format!("{}-chat-{n}", self.spec.pipeline);
+            text.send_event(gst::event::StreamStart::new(&id));
+            let caps = gst::Caps::builder("text/x-raw")
+                .field("format", "utf8")
+                .build();
+            text.send_event(gst::event::Caps::new(&caps));
+            let time = gst::FormattedSegment::<gst::ClockTime>::new();
+            text.send_event(gst::event::Segment::new(&time));
         }
         Ok(segment)
     }
@@ -362,9 +426,14 @@ impl Writer {
         gst::PadProbeReturn::Ok
     }
 
-    /// The video ended before any segment started: nothing to finish, say so at once.
+    /// The video ended: the subtitle track ends with it (the muxer finishes when every
+    /// input has); before any segment started, there is nothing to finish: say so at once.
     fn on_video_eos(&self) {
-        if self.lock().current.is_some() {
+        let text = self.lock().current.as_ref().map(|c| c.text.clone());
+        if let Some(text) = text {
+            if let Some(text) = text {
+                text.send_event(gst::event::Eos::new());
+            }
             return;
         }
         if let Some(pipeline) = self.pipeline.upgrade() {

@@ -7,7 +7,8 @@ use super::output::{Totals, WebRtcConfig, WebRtcError};
 use super::sdp;
 use super::session;
 use super::types::{
-    AnswerSession, Answering, Handle, Ingest, Params, Role, Signal, Via, ViewerId, ViewerStats,
+    AnswerSession, Answering, ChatSender, Handle, Ingest, Params, Role, Signal, Via, ViewerId,
+    ViewerStats,
 };
 use crate::assemble::Plan;
 use crate::events::Event;
@@ -31,6 +32,8 @@ pub struct IngestPoint {
     ended: Arc<Mutex<Totals>>,
     /// Set when the pipeline has a webrtc output: publishers are relayed to its viewers.
     relay: Option<super::registry::Relay>,
+    /// A room participant's: where the lines its publisher types go (the room's chat).
+    chat: Option<ChatSender>,
 }
 
 #[derive(Default)]
@@ -39,16 +42,29 @@ struct State {
     publisher: Option<Handle>,
 }
 
+/// What an ingest point is made of (a room keeps one for all its participants' points).
+#[derive(Clone)]
+pub struct IngestParts {
+    pub plan: Plan,
+    pub recordings: Arc<Recordings>,
+    pub hooks: crate::hooks::HookHost,
+    pub config: WebRtcConfig,
+    /// The registry's ledger of the pipeline's publishers that left.
+    pub ended: Arc<Mutex<Totals>>,
+    pub relay: Option<super::registry::Relay>,
+}
+
 impl IngestPoint {
-    pub fn new(
-        pipeline: &str,
-        plan: Plan,
-        recordings: Arc<Recordings>,
-        hooks: crate::hooks::HookHost,
-        config: WebRtcConfig,
-        ended: Arc<Mutex<Totals>>,
-        relay: Option<super::registry::Relay>,
-    ) -> Arc<IngestPoint> {
+    /// The door of stream `pipeline`; `chat`: where its publisher's lines go (a room's).
+    pub fn new(pipeline: &str, parts: IngestParts, chat: Option<ChatSender>) -> Arc<IngestPoint> {
+        let IngestParts {
+            plan,
+            recordings,
+            hooks,
+            config,
+            ended,
+            relay,
+        } = parts;
         Arc::new(IngestPoint {
             pipeline: pipeline.to_string(),
             plan: Arc::new(plan),
@@ -60,6 +76,7 @@ impl IngestPoint {
             consumer: Mutex::new(None),
             ended,
             relay,
+            chat,
         })
     }
 
@@ -139,7 +156,8 @@ impl IngestPoint {
             .pending(client)
             .map_err(WebRtcError::TooManyPending)?;
         let (tx, rx) = oneshot::channel();
-        let (chat, _) = mpsc::channel(1); // publishers do not chat
+        // A webrtc source's publisher does not chat; a room's participant chats with the room.
+        let chat = self.chat.clone().unwrap_or_else(|| mpsc::channel(1).0);
         let params = Params {
             id: ViewerId::new(),
             via,
@@ -220,6 +238,26 @@ impl IngestPoint {
     ) -> Result<(ViewerId, String), WebRtcError> {
         let (id, _, rx) = self.publish_session(offer, via, client, None)?;
         super::output::await_answer(id, rx).await
+    }
+
+    /// Sends a line to the current publisher's data channel (a room's chat); false if it
+    /// cannot take it now.
+    pub fn send_chat(&self, line: String) -> bool {
+        self.lock().publisher.as_ref().is_some_and(|h| {
+            h.commands
+                .try_send(super::types::Command::Chat(line))
+                .is_ok()
+        })
+    }
+
+    /// The current publisher's session id.
+    pub fn publisher_id(&self) -> Option<ViewerId> {
+        self.lock().publisher.as_ref().map(|h| h.id.clone())
+    }
+
+    /// Waits until the publisher's session has fully ended (its recording finalized).
+    pub async fn idle(&self) {
+        let _ = self.active.subscribe().wait_for(|n| *n == 0).await;
     }
 
     /// Ends the publisher session `id` (its recording is finalized); false if it is not current.

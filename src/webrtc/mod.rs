@@ -11,6 +11,7 @@
 //! - [`output`]: a pipeline's `webrtc` output: its stream producers, sessions and chat;
 //! - [`registry`]: the running outputs and ingest points by pipeline name; the relay;
 //! - [`ingest`]: a webrtc-source pipeline's door for publishers (WHIP, `/publish`);
+//! - [`room`]: a room's participants, each an ingest point of its own, and its chat;
 //! - [`keyframes`]: which frames a joining viewer starts on, and keyframe requests held
 //!   to one per half second per stream, none lost;
 //! - [`rtx`]: each viewer's retransmission budget;
@@ -25,6 +26,7 @@ pub mod output;
 pub mod peer;
 pub mod publisher;
 pub mod registry;
+pub mod room;
 pub mod rtx;
 pub mod sdp;
 pub mod session;

@@ -27,6 +27,10 @@ pub enum WebRtcError {
     NobodyPublishing(String),
     #[error("pipeline `{0}` already has a publisher")]
     Busy(String),
+    #[error("room `{0}` is full: it holds {1} participants at most")]
+    RoomFull(String, u32),
+    #[error("room `{0}` has no participant `{1}`")]
+    NoParticipant(String, String),
     #[error("pipeline `{0}` has its maximum of {1} viewers")]
     Full(String, u32),
     #[error("the service has its maximum of {0} {1} (see --max-viewers, --max-publishers)")]
@@ -486,6 +490,20 @@ impl WebRtcOutput {
         }
     }
 
+    /// The ids of the sessions watching now.
+    pub fn session_ids(&self) -> Vec<ViewerId> {
+        self.lock_sessions().by_id.keys().cloned().collect()
+    }
+
+    /// A chat line to every session but `from`'s (dropped for a session whose queue is full).
+    pub fn send_chat_except(&self, from: &ViewerId, line: &str) {
+        for (id, h) in self.lock_sessions().by_id.iter() {
+            if id != from {
+                let _ = h.commands.try_send(Command::Chat(line.to_string()));
+            }
+        }
+    }
+
     /// Relays chat lines from one viewer to every other viewer of this output.
     pub(super) async fn relay_chat(
         weak: std::sync::Weak<Self>,
@@ -494,11 +512,7 @@ impl WebRtcOutput {
         while let Some((from, text)) = lines.recv().await {
             let Some(out) = weak.upgrade() else { return };
             let line = serde_json::json!({ "from": from.short(), "text": text }).to_string();
-            for (id, h) in out.lock_sessions().by_id.iter() {
-                if *id != from {
-                    let _ = h.commands.try_send(Command::Chat(line.clone()));
-                }
-            }
+            out.send_chat_except(&from, &line);
         }
     }
 }

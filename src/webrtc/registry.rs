@@ -19,6 +19,7 @@ pub struct Registry {
     me: std::sync::Weak<Registry>,
     outputs: Mutex<HashMap<String, Arc<WebRtcOutput>>>,
     ingests: Mutex<HashMap<String, Arc<super::ingest::IngestPoint>>>,
+    rooms: Mutex<HashMap<String, Arc<super::room::Room>>>,
     config: WebRtcConfig,
     /// `ws://.../ws` of this process's own signalling server, once it listens.
     embedded: Mutex<Option<String>>,
@@ -49,6 +50,7 @@ impl Registry {
             me: me.clone(),
             outputs: Mutex::new(HashMap::new()),
             ingests: Mutex::new(HashMap::new()),
+            rooms: Mutex::new(HashMap::new()),
             config,
             embedded: Mutex::new(None),
             viewer_ledgers: Mutex::default(),
@@ -105,6 +107,9 @@ impl Registry {
 
     /// Publisher totals of a webrtc-source pipeline since the service started.
     pub fn publisher_totals(&self, name: &str) -> Option<Totals> {
+        if let Some(room) = self.room(name) {
+            return Some(room.totals());
+        }
         match self.ingest(name) {
             Some(point) => Some(point.totals()),
             None => ledger_total(&self.publisher_ledgers, name),
@@ -118,13 +123,20 @@ impl Registry {
     /// Ends every viewer and publisher session and waits (bounded) until each one's pipeline
     /// is torn down: what serve's shutdown waits for after the pipelines stopped.
     pub async fn shutdown(&self) {
-        let ingests: Vec<String> = self
+        let mut ingests: Vec<String> = self
             .ingests
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .keys()
             .cloned()
             .collect();
+        ingests.extend(
+            self.rooms
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .keys()
+                .cloned(),
+        );
         for name in ingests {
             self.detach_ingest(&name).await;
         }
@@ -170,15 +182,41 @@ impl Registry {
         if let Some(point) = point {
             point.close().await;
         }
+        let room = self
+            .rooms
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+        if let Some(room) = room {
+            room.close().await;
+        }
         self.detach(name);
     }
 
+    /// A webrtc source's ingest point, or a room participant's (`room/participant`).
     pub fn ingest(&self, name: &str) -> Option<Arc<super::ingest::IngestPoint>> {
+        if let Some((room, participant)) = name.split_once('/') {
+            return self.room(room)?.participant(participant);
+        }
         self.ingests
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(name)
             .cloned()
+    }
+
+    /// The room pipeline `name`, while it runs.
+    pub fn room(&self, name: &str) -> Option<Arc<super::room::Room>> {
+        self.rooms
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    /// The room a participant's stream (`room/participant`) belongs to.
+    fn room_of(&self, stream: &str) -> Option<Arc<super::room::Room>> {
+        self.room(stream.split_once('/')?.0)
     }
 }
 
@@ -207,6 +245,13 @@ impl Relay {
     pub fn playing(&self, name: &str, pipeline: &gst::Pipeline) {
         if let Some(readers) = self.readers.upgrade() {
             readers.playing(name, pipeline);
+        }
+    }
+
+    /// A room's participant left: its stream's readers (viewers, recorders) end.
+    pub fn detach(&self, name: &str) {
+        if let Some(readers) = self.readers.upgrade() {
+            readers.detach(name);
         }
     }
 
@@ -248,7 +293,12 @@ impl Readers for Registry {
         };
         let video = Some(producer(&tap.video_sink)?);
         let audio = tap.audio_sink.as_deref().map(producer).transpose()?;
-        let (chat_tx, chat_rx) = mpsc::channel(CHAT_QUEUE);
+        // A room participant's watchers chat with the whole room; other viewers with each other.
+        let room = self.room_of(name);
+        let (chat_tx, chat_rx) = match &room {
+            Some(room) => (room.chat_sender(), mpsc::channel(1).1),
+            None => mpsc::channel(CHAT_QUEUE),
+        };
         // A pipeline restarting after an error: its waiting viewers follow the new run.
         if let Some(old) = self.get(name)
             && old.resume_with(tap, video.clone(), audio.clone())
@@ -272,8 +322,10 @@ impl Readers for Registry {
             events: events.clone(),
             ended: self.ledger(&self.viewer_ledgers, name),
         });
-        let relay = tokio::spawn(WebRtcOutput::relay_chat(Arc::downgrade(&output), chat_rx));
-        *output.chat_relay.lock().unwrap_or_else(|p| p.into_inner()) = Some(relay);
+        if room.is_none() {
+            let relay = tokio::spawn(WebRtcOutput::relay_chat(Arc::downgrade(&output), chat_rx));
+            *output.chat_relay.lock().unwrap_or_else(|p| p.into_inner()) = Some(relay);
+        }
         if tap.hook_events {
             let task = tokio::spawn(WebRtcOutput::forward_hook_events(
                 Arc::downgrade(&output),
@@ -384,15 +436,24 @@ impl Readers for Registry {
             readers: relay_to,
             events: hooks.events.clone(),
         });
-        let point = super::ingest::IngestPoint::new(
-            name,
+        let room = plan.ingest.and_then(|i| i.room);
+        let parts = super::ingest::IngestParts {
             plan,
             recordings,
             hooks,
-            self.config.clone(),
-            ledger,
+            config: self.config.clone(),
+            ended: ledger,
             relay,
-        );
+        };
+        if let Some(max) = room {
+            let room = super::room::Room::new(name, max, parts, self.me.clone());
+            self.rooms
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(name.to_string(), room);
+            return;
+        }
+        let point = super::ingest::IngestPoint::new(name, parts, None);
         let url = self.config.signalling_url.clone().or_else(|| {
             self.embedded
                 .lock()

@@ -12,6 +12,11 @@
 //   node view.mjs BASE NAME relay  → page A shows NAME waiting for a publisher; page B publishes
 //                                    the fake camera to NAME from /publish; page A watches it
 //                                    (≥ 60 frames) and prints its stats
+//   node view.mjs BASE NAME room   → two pages join room NAME at /room/NAME (as "ana" and "ben",
+//                                    the fake camera and microphone); each decodes ≥ 60 frames
+//                                    of the other's tile; ana says a line, ben's chat shows it;
+//                                    the front page links the room with its count; ben leaves
+//                                    and ana's page drops his tile
 //   node view.mjs BASE NAME linger → watches NAME for WATCH_SECONDS (20) whatever arrives (a
 //                                    viewer on a slow link), prints "connected" once its first
 //                                    frame is decoded, then the page's stats at the end
@@ -169,6 +174,43 @@ try {
       setTimeout(() => resolve({ played: false, error: "timeout" }), 15000);
     }));
     console.log(JSON.stringify(shown));
+  } else if (mode === "room") {
+    const joined = async (who) => {
+      const page = await context.newPage();
+      await page.goto(`${base}/room/${name}`);
+      await page.fill("#display-name", who);
+      await page.click("#join");
+      await page.waitForFunction(() => window.mediaweaveRoom.me, null, { timeout: 30000 });
+      return page;
+    };
+    const ana = await joined("ana");
+    const ben = await joined("ben");
+    const decoded = (page) => page.waitForFunction(() => {
+      const tiles = Object.values(window.mediaweaveRoom.tiles);
+      return tiles.length === 1 && tiles[0].framesDecoded >= 60;
+    }, null, { timeout: 40000 });
+    await Promise.all([decoded(ana), decoded(ben)]);
+    const seen = {};
+    for (const [who, page] of [["ana", ana], ["ben", ben]]) {
+      seen[who] = await page.evaluate(() => Object.values(window.mediaweaveRoom.tiles)[0]);
+    }
+    const text = "hello from ana's page";
+    await ana.waitForFunction(() => !document.querySelector("#chat-send").disabled, null, { timeout: 15000 });
+    await ana.fill("#chat-input", text);
+    await ana.click("#chat-send");
+    await ben.waitForFunction((t) => window.mediaweaveRoom.chat.some((m) => m.text === t), text, { timeout: 15000 });
+    const heard = await ben.evaluate((t) => window.mediaweaveRoom.chat.find((m) => m.text === t), text);
+    const front = await context.newPage();
+    await front.goto(base);
+    const link = front.locator(`a[data-room="${name}"]`);
+    await link.waitFor({ timeout: 20000 });
+    await front.waitForFunction((n) => document.querySelector(`a[data-room="${n}"]`).textContent.includes("(2 participants)"), name, { timeout: 10000 });
+    const linkText = await link.textContent();
+    await ben.click("#leave");
+    await ana.waitForFunction(() => Object.keys(window.mediaweaveRoom.tiles).length === 0, null, { timeout: 15000 });
+    await ana.click("#leave");
+    await ana.waitForTimeout(500);
+    console.log(JSON.stringify({ seen, heard, linkText, tileGone: true }));
   } else {
     throw new Error(`unknown mode ${mode}`);
   }

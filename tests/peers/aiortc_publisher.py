@@ -18,6 +18,8 @@ mediaweave's `stamp` hook does (peerkit.draw_stamp), so that a viewer (aiortc_vi
 --stamps) measures glass-to-glass latency through whatever relays it. --grain adds a camera's
 noise, so that the stream is as heavy as the encoder is let make it; --bitrate KBPS holds the
 H.264 encoder there (aiortc starts at 1000 and then follows the receiver's estimate).
+--say TEXT (repeatable) opens a data channel and sends each line on it, one a second, once
+connected (a room's chat); every line the service sends on it is reported as "chat".
 """
 import argparse
 import asyncio
@@ -125,6 +127,9 @@ async def main():
     ap.add_argument("--stamp", action="store_true", help="draw the wall-clock time into each frame")
     ap.add_argument("--grain", action="store_true", help="add a camera's noise to the picture")
     ap.add_argument("--bitrate", type=int, help="kb/s: hold the H.264 encoder at this bitrate")
+    ap.add_argument("--say", action="append", default=[], help="a chat line to send")
+    ap.add_argument("--say-after", type=float, default=0, help="seconds to wait before the first line")
+    ap.add_argument("--chat", action="store_true", help="open the chat channel (to hear lines)")
     args = ap.parse_args()
     if args.keyframes_on_request:
         keyframes_on_request()
@@ -140,6 +145,10 @@ async def main():
         next(t for t in pc.getTransceivers() if t.sender == sender).setCodecPreferences(h264)
     pc.addTrack(AudioStreamTrack())
     connected = asyncio.Event()
+    heard = []
+    channel = pc.createDataChannel("chat") if args.say or args.chat else None
+    if channel:
+        channel.on("message", lambda m: heard.append(json.loads(m) if isinstance(m, str) else None))
 
     @pc.on("connectionstatechange")
     def on_state():
@@ -164,10 +173,22 @@ async def main():
     # SIGTERM ends the sending early; the session still ends as usual (DELETE, the JSON line).
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
+
+    async def say():
+        while channel.readyState != "open":
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(args.say_after)
+        for line in args.say:
+            await asyncio.sleep(1)
+            channel.send(line)
+
+    talking = asyncio.ensure_future(say()) if args.say else None
     try:
         await asyncio.wait_for(stop.wait(), args.seconds)
     except asyncio.TimeoutError:
         pass
+    if talking:
+        talking.cancel()
     sent = time.monotonic() - started
     report = await pc.getStats()
     bytes_sent = sum(getattr(s, "bytesSent", 0) for s in report.values() if s.type == "outbound-rtp")
@@ -176,7 +197,7 @@ async def main():
         await loop.run_in_executor(None, http, "DELETE", base + location)
     await pc.close()
     print(json.dumps({"seconds": sent, "width": args.width, "height": args.height, "frames": video.count,
-                      "bytes_sent": bytes_sent}), flush=True)
+                      "bytes_sent": bytes_sent, "location": location, "chat": heard}), flush=True)
 
 
 asyncio.run(main())

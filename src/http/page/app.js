@@ -111,8 +111,23 @@ function updateEntry(e, p, now) {
   const webrtc = (p.outputs || []).some((o) => o.startsWith("webrtc"));
   const relay = (p.source || "").startsWith("webrtc publisher");
   const waiting = webrtc && p.state === "playing" && relay && !(p.publishers || []).length;
+  // A room is joined on its own page, which shows everybody in it.
+  const room = Array.isArray(p.participants);
+  let j = c.action.querySelector("a[data-room]");
+  if (room && p.state === "playing") {
+    if (!j) {
+      j = el("a", null, "");
+      j.dataset.room = p.name;
+      j.href = `/room/${encodeURIComponent(p.name)}`;
+      c.action.append(j);
+    }
+    const n = p.participants.length;
+    setText(j, `join the room (${n} ${n === 1 ? "participant" : "participants"})`);
+  } else if (j) {
+    j.remove();
+  }
   let b = c.action.querySelector("button[data-watch]");
-  if (webrtc && p.state === "playing" && !waiting) {
+  if (webrtc && p.state === "playing" && !waiting && !room) {
     if (!b) {
       b = el("button", null, "watch");
       b.dataset.watch = p.name;
