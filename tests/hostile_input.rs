@@ -275,10 +275,16 @@ fn http_signalling_endpoints_answer_garbage_with_4xx() {
     let dir = tempfile::tempdir().expect("tempdir");
     write_pipeline(dir.path(), "cam", WEBRTC_TEST_PATTERN);
     write_pipeline(dir.path(), "inbox", INBOX);
+    write_pipeline(
+        dir.path(),
+        "lobby",
+        "[source]\nkind = \"room\"\nmax_participants = 3\n\n[[output]]\nkind = \"webrtc\"\n",
+    );
     let server = TestServer::start(dir.path());
     let base = server.base.clone();
     wait_state(&base, "cam", "playing");
     wait_state(&base, "inbox", "playing");
+    wait_state(&base, "lobby", "playing");
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(std::time::Duration::from_secs(20)))
         .http_status_as_error(false)
@@ -291,6 +297,15 @@ fn http_signalling_endpoints_answer_garbage_with_4xx() {
         "/offer",
         "/whep/nope",
         "/whep/cam/x",
+        // A room: join (with odd names), watch, leave, offer, someone who is not there.
+        "/whip/lobby",
+        "/whip/lobby?name=%00%FF%20%E2%80%AE..%2F",
+        "/whip/lobby?name=a&name=b",
+        "/whip/lobby/nobody",
+        "/whep/lobby/nobody",
+        "/whep/lobby/nobody/x",
+        "/offer/lobby/nobody",
+        "/whep/lobby",
         "/api/pipelines/fz",
         "/api/pipelines/cam/elements/video_encoder/properties/bitrate",
     ]);
@@ -307,15 +322,19 @@ fn http_signalling_endpoints_answer_garbage_with_4xx() {
         "\\{\"sdp\":\"[ -~]{0,60}\",\"type\":\"(offer|answer|x)\"\\}",
         description_line(),
     ];
-    proptest!(config(120), |(path in target, ct in content_type, body in body, method in 0u8..3)| {
+    proptest!(config(160), |(path in target, ct in content_type, body in body, method in 0u8..4)| {
         let url = format!("{base}{path}");
-        let request = match method {
-            0 => agent.post(&url),
-            1 => agent.put(&url),
-            _ => agent.patch(&url),
+        let status = if method == 3 {
+            agent.delete(&url).call().expect("the service answers").status().as_u16()
+        } else {
+            let request = match method {
+                0 => agent.post(&url),
+                1 => agent.put(&url),
+                _ => agent.patch(&url),
+            };
+            let request = if ct.is_empty() { request } else { request.header("Content-Type", ct) };
+            request.send(body.as_str()).expect("the service answers").status().as_u16()
         };
-        let request = if ct.is_empty() { request } else { request.header("Content-Type", ct) };
-        let status = request.send(body.as_str()).expect("the service answers").status().as_u16();
         // Garbage is a client error; a PUT of a valid text may create a pipeline (200/201),
         // a valid property value 200. Never a server error.
         prop_assert!(status < 500 || status == 503, "{path} {ct:?} → {status} for {body:?}");
@@ -363,7 +382,12 @@ fn http_signalling_endpoints_answer_garbage_with_4xx() {
 
     // Offers that lack or spoil what ICE and DTLS need: a 4xx naming it, never a 5xx (nor a
     // session that can never connect). Sessions that are created are ended at once.
-    let target = prop::sample::select(vec!["/whep/cam", "/offer/cam", "/whip/inbox"]);
+    let target = prop::sample::select(vec![
+        "/whep/cam",
+        "/offer/cam",
+        "/whip/inbox",
+        "/whip/lobby?name=fz",
+    ]);
     proptest!(config(150), |(path in target, offer in broken_offer())| {
         let url = format!("{base}{path}");
         let response = if path.starts_with("/offer") {
@@ -380,8 +404,19 @@ fn http_signalling_endpoints_answer_garbage_with_4xx() {
         let body = response.body_mut().read_to_string().unwrap_or_default();
         prop_assert!(status < 500 || status == 503, "{path} → {status} {body} for {offer:?}");
     });
-    // Still serving, and the pipelines are unharmed.
+    // Still serving, and the pipelines are unharmed; the room is empty again.
     assert_eq!(wait_state(&base, "cam", "playing")["name"], "cam");
+    wait_for(
+        "the room to empty",
+        std::time::Duration::from_secs(30),
+        || {
+            let v = get(&format!("{base}/api/pipelines/lobby")).json;
+            v["participants"]
+                .as_array()
+                .is_some_and(|p| p.is_empty())
+                .then_some(())
+        },
+    );
     let seen = aiortc_view(&["whep", &format!("{base}/whep/cam"), "--frames", "10"]);
     assert!(seen["frames"].as_u64().unwrap_or(0) >= 10, "{seen}");
 }

@@ -179,18 +179,30 @@ fn nix_term(child: &mut std::process::Child) -> std::io::Result<()> {
 
 /// A recorded call: each participant's segments are its stream as sent, under
 /// `{recordings}/lobby/{participant}/`, with the room's chat as a subtitle track that
-/// ffmpeg extracts with every line, its sender's name, in order.
+/// ffmpeg extracts with every line, its sender's name, in order. A hook on the room runs per
+/// participant, its events naming the participant.
 #[test]
 fn a_recorded_call_keeps_each_participant_and_the_chat_as_subtitles() {
     let dir = tempfile::tempdir().expect("tempdir");
     write_pipeline(
         dir.path(),
         "lobby",
-        &format!("{LOBBY}\n[[output]]\nkind = \"record\"\nsegment = \"10m\"\n"),
+        &format!(
+            "{LOBBY}\n[[output]]\nkind = \"record\"\nsegment = \"10m\"\n\n[[hook]]\nkind = \"stats\"\nevery = 10\n"
+        ),
     );
     let server = TestServer::start(dir.path());
     let base = server.base.clone();
     wait_state(&base, "lobby", "playing");
+    let events = collect_events(&base, |seen| {
+        let stats = hook_events(seen, "stats");
+        let from = |p: &str| {
+            stats
+                .iter()
+                .any(|e| e["pipeline"].as_str().is_some_and(|s| s.starts_with(p)))
+        };
+        from("lobby/ana-") && from("lobby/ben-")
+    });
     let ana = join(
         &base,
         "ana",
@@ -213,6 +225,25 @@ fn a_recorded_call_keeps_each_participant_and_the_chat_as_subtitles() {
         &["--say-after", "6", "--say", "third from ben"],
     );
     let list = wait_participants(&base, 2);
+    // The hook saw each participant's own picture: Ana's red is brighter than Ben's blue.
+    let events = events.join().expect("events");
+    let luma = |who: &str| -> f64 {
+        hook_events(&events, "stats")
+            .iter()
+            .filter(|e| {
+                e["pipeline"]
+                    .as_str()
+                    .is_some_and(|p| p.starts_with(&format!("lobby/{who}-")))
+            })
+            .filter_map(|e| e["fields"]["fields"]["mean_luma"].as_f64())
+            .last()
+            .unwrap_or_else(|| panic!("no stats event of {who}: {events:?}"))
+    };
+    let (red, blue) = (luma("ana"), luma("ben"));
+    assert!(
+        (red - 91.0).abs() < 12.0 && (blue - 66.0).abs() < 12.0,
+        "ana {red}, ben {blue}"
+    );
     for child in [ana, ben] {
         let (ok, _, stderr) = finish(child);
         assert!(ok, "{stderr}");

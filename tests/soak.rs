@@ -1,7 +1,8 @@
 //! Churn: viewer sessions opened and dropped many times — ended cleanly over WHEP, abandoned
 //! (an offer whose peer never does ICE), refused (bad offers), and real aiortc viewers killed
 //! mid-stream (every 20th cycle; `MEDIAWEAVE_SOAK_KILL_EVERY=N` changes it, 0 turns it off),
-//! noticed by the peer timeout — and afterwards nothing is left: no session, no per-peer
+//! noticed by the peer timeout — and participants joining a room and leaving it (cleanly, or
+//! abandoning their join) — and afterwards nothing is left: no participant, no session, no per-peer
 //! pipeline alive (weak references), no GStreamer object created during the churn (GStreamer's
 //! leaks tracer, watching every GstObject), file descriptors and threads back to their
 //! baseline, and RSS grown by less than 10 MB; no GLib critical on the way.
@@ -125,13 +126,21 @@ fn sessions_churn_without_leaking() {
         "cam",
         "[source]\nkind = \"test\"\nwidth = 320\nheight = 240\naudio = false\n\n[[output]]\nkind = \"webrtc\"\nmax_viewers = 1000\n",
     );
+    write_pipeline(
+        dir.path(),
+        "lobby",
+        "[source]\nkind = \"room\"\nmax_participants = 64\n\n[[output]]\nkind = \"webrtc\"\n",
+    );
     let server = TestServer::start_custom(dir.path(), |c| {
         // Abandoned sessions end after this, so the run does not wait long for them.
         c.webrtc.connect_timeout = Duration::from_secs(3);
     });
     let base = server.base.clone();
     wait_state(&base, "cam", "playing");
+    wait_state(&base, "lobby", "playing");
     let offer = include_str!("fixtures/aiortc-offer.sdp");
+    // The same peer, sending: a participant's join (it never does ICE).
+    let publish_offer = offer.replace("a=recvonly", "a=sendonly");
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(Duration::from_secs(30)))
         .http_status_as_error(false)
@@ -150,8 +159,31 @@ fn sessions_churn_without_leaking() {
             .map(str::to_string);
         (r.status().as_u16(), location)
     };
+    let join = || {
+        let r = agent
+            .post(&format!("{base}/whip/lobby?name=soak"))
+            .header("Content-Type", "application/sdp")
+            .send(publish_offer.as_str())
+            .expect("POST");
+        assert_eq!(r.status().as_u16(), 201);
+        r.headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+            .expect("a participant resource")
+    };
     let drained = |what: &str| {
         let t = Instant::now();
+        let empty = wait_for_or(Duration::from_secs(60), || {
+            let p = get(&format!("{base}/api/pipelines/lobby")).json["participants"].clone();
+            p.as_array()
+                .is_some_and(|a| a.is_empty())
+                .then_some(())
+                .ok_or(p)
+        });
+        if let Err(participants) = empty {
+            panic!("participants left after waiting for {what}: {participants}");
+        }
         // Abandoned sessions end after the 3 s connect timeout, killed viewers after the
         // default 15 s peer timeout.
         let left = wait_for_or(Duration::from_secs(60), || {
@@ -182,6 +214,23 @@ fn sessions_churn_without_leaking() {
     let churn_round = |n: usize| {
         let (mut clean, mut abandoned, mut refused, mut killed) = (0, 0, 0, 0);
         for i in 0..n {
+            // A room's participants: joins that leave (DELETE), joins that are abandoned.
+            match i % 10 {
+                1 | 6 => {
+                    let l = join();
+                    let status = agent
+                        .delete(&format!("{base}{l}"))
+                        .call()
+                        .expect("DELETE")
+                        .status()
+                        .as_u16();
+                    assert_eq!(status, 200);
+                }
+                3 => {
+                    join();
+                }
+                _ => {}
+            }
             match i % 10 {
                 // Killed mid-stream: a real viewer that vanishes without a word.
                 0 if kill_every.is_some_and(|k| i % k == 0) => {

@@ -33,6 +33,11 @@ pub struct Registry {
 
 type Ledgers = Mutex<HashMap<String, Arc<Mutex<Totals>>>>;
 
+/// The pipeline a stream belongs to: a room participant's (`room/participant`) is the room's.
+fn pipeline_of(stream: &str) -> &str {
+    stream.split('/').next().unwrap_or(stream)
+}
+
 /// What a pipeline's ended sessions counted, if it ever had any ledger.
 fn ledger_total(ledgers: &Ledgers, name: &str) -> Option<Totals> {
     let ledger = ledgers
@@ -59,11 +64,13 @@ impl Registry {
         })
     }
 
+    /// A pipeline's ledger; a room's participants (`room/participant`) share the room's, so
+    /// what they counted stays when they leave and nothing is kept per participant.
     fn ledger(&self, ledgers: &Ledgers, name: &str) -> Arc<Mutex<Totals>> {
         ledgers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .entry(name.to_string())
+            .entry(pipeline_of(name).to_string())
             .or_default()
             .clone()
     }
@@ -86,7 +93,7 @@ impl Registry {
         self.keyframe_ledgers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .entry(name.to_string())
+            .entry(pipeline_of(name).to_string())
             .or_default()
             .clone()
     }
@@ -99,6 +106,22 @@ impl Registry {
     /// Viewer totals of pipeline `name` since the service started, None if it never had a
     /// webrtc output.
     pub fn viewer_totals(&self, name: &str) -> Option<Totals> {
+        if let Some(room) = self.room(name) {
+            // The participants' outputs share the room's ledger: their live sessions, read
+            // under every output's session lock (taken in name order) and then the ledger,
+            // so a session moving into it is counted once.
+            let mut outputs: Vec<Arc<WebRtcOutput>> =
+                room.streams().iter().filter_map(|s| self.get(s)).collect();
+            outputs.sort_by(|a, b| a.pipeline.cmp(&b.pipeline));
+            let tables: Vec<_> = outputs.iter().map(|o| o.lock_sessions()).collect();
+            let mut t = ledger_total(&self.viewer_ledgers, name).unwrap_or_default();
+            for table in &tables {
+                for h in table.by_id.values().chain(table.ending.values()) {
+                    t.add(&h.stats.borrow());
+                }
+            }
+            return Some(t);
+        }
         match self.get(name) {
             Some(out) => Some(out.totals()),
             None => ledger_total(&self.viewer_ledgers, name),

@@ -126,6 +126,15 @@ impl Room {
         self.lock().participants.get(id).map(|p| p.point.clone())
     }
 
+    /// The stream names of the participants now.
+    pub fn streams(&self) -> Vec<String> {
+        self.lock()
+            .participants
+            .keys()
+            .map(|id| self.stream(id))
+            .collect()
+    }
+
     pub fn len(&self) -> usize {
         self.lock().participants.len()
     }
