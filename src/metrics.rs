@@ -172,18 +172,12 @@ impl Snapshot {
             .iter()
             .map(|st| {
                 let viewers = webrtc.viewer_totals(&st.name).map(|t| {
-                    let live = webrtc
-                        .get(&st.name)
-                        .map(|o| o.viewers())
-                        .unwrap_or_default();
+                    let live = webrtc.viewers_of(&st.name);
                     (t, live)
                 });
                 let keyframes = webrtc.keyframe_counts(&st.name);
                 let publishers = webrtc.publisher_totals(&st.name).map(|t| {
-                    let now = webrtc
-                        .ingest(&st.name)
-                        .map(|p| p.publishers().len())
-                        .unwrap_or(0);
+                    let now = webrtc.publishers_of(&st.name).len();
                     (t, now)
                 });
                 WebRtcOf {

@@ -147,6 +147,13 @@ fn participants_join_watch_each_other_chat_and_leave() {
         [("ana", "hello from ana"), ("ana", "second line")],
         "{report}"
     );
+    // The two watching sessions are counted under the room in /metrics.
+    let (_, metrics) = get_text(&format!("{base}/metrics"));
+    let sessions = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("mediaweave_webrtc_sessions_total{pipeline=\"lobby\"} "))
+        .and_then(|v| v.parse::<f64>().ok());
+    assert!(sessions.is_some_and(|n| n >= 2.0), "{metrics}");
     let left = wait_participants(&base, 1);
     assert_eq!(left[0]["id"].as_str(), Some(a.as_str()), "{left:?}");
     let events = events.join().expect("events");
@@ -235,8 +242,8 @@ fn a_recorded_call_keeps_each_participant_and_the_chat_as_subtitles() {
                     .as_str()
                     .is_some_and(|p| p.starts_with(&format!("lobby/{who}-")))
             })
-            .filter_map(|e| e["fields"]["fields"]["mean_luma"].as_f64())
-            .last()
+            .rev()
+            .find_map(|e| e["fields"]["fields"]["mean_luma"].as_f64())
             .unwrap_or_else(|| panic!("no stats event of {who}: {events:?}"))
     };
     let (red, blue) = (luma("ana"), luma("ben"));
@@ -323,6 +330,8 @@ fn two_browser_pages_call_each_other_in_a_room() {
         let tile = &call["seen"][who];
         assert_eq!(tile["name"], other, "{call}");
         assert!(tile["framesDecoded"].as_u64().unwrap_or(0) >= 60, "{call}");
+        // And hears the other's microphone.
+        assert!(tile["audioSamples"].as_u64().unwrap_or(0) > 0, "{call}");
     }
     assert_eq!(call["heard"]["from"], "ana", "{call}");
     assert_eq!(

@@ -233,14 +233,8 @@ fn view(
     webrtc: &Registry,
     supervisor: &Supervisor,
 ) -> PipelineView {
-    let viewers = webrtc
-        .get(&status.name)
-        .map(|o| o.viewers())
-        .unwrap_or_default();
-    let publishers = webrtc
-        .ingest(&status.name)
-        .map(|p| p.publishers())
-        .unwrap_or_default();
+    let viewers = webrtc.viewers_of(&status.name);
+    let publishers = webrtc.publishers_of(&status.name);
     let participants = webrtc.room(&status.name).map(|r| r.participants());
     let hooks = supervisor.hook_stats(&status.name);
     let meter = supervisor.meter(&status.name);

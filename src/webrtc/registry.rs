@@ -128,6 +128,31 @@ impl Registry {
         }
     }
 
+    /// The live viewer sessions of pipeline `name`: a room's are those watching any of its
+    /// participants.
+    pub fn viewers_of(&self, name: &str) -> Vec<super::types::ViewerStats> {
+        match self.room(name) {
+            Some(room) => room
+                .streams()
+                .iter()
+                .filter_map(|s| self.get(s))
+                .flat_map(|out| out.viewers())
+                .collect(),
+            None => self.get(name).map(|o| o.viewers()).unwrap_or_default(),
+        }
+    }
+
+    /// The live publishers of pipeline `name`: a webrtc source's one, or a room's participants.
+    pub fn publishers_of(&self, name: &str) -> Vec<super::types::ViewerStats> {
+        match self.room(name) {
+            Some(room) => room.publishers(),
+            None => self
+                .ingest(name)
+                .map(|p| p.publishers())
+                .unwrap_or_default(),
+        }
+    }
+
     /// Publisher totals of a webrtc-source pipeline since the service started.
     pub fn publisher_totals(&self, name: &str) -> Option<Totals> {
         if let Some(room) = self.room(name) {

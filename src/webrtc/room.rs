@@ -169,6 +169,17 @@ impl Room {
             .collect()
     }
 
+    /// The participants' publishing sessions.
+    pub fn publishers(&self) -> Vec<super::types::ViewerStats> {
+        let points: Vec<Arc<IngestPoint>> = self
+            .lock()
+            .participants
+            .values()
+            .map(|p| p.point.clone())
+            .collect();
+        points.iter().flat_map(|p| p.publishers()).collect()
+    }
+
     /// What every participant sent, the ones that left included.
     pub fn totals(&self) -> Totals {
         let state = self.lock();

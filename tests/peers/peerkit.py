@@ -63,17 +63,18 @@ def hold_h264_bitrate(bps):
     h264.H264Encoder.target_bitrate = property(lambda self: bps, lambda self, value: None)
 
 
-def draw_stamp(luma, millis):
-    """Draws `millis` into a luma plane (a numpy array, limited range: 16 black, 235 white)."""
+def draw_stamp(luma, millis, block=STAMP_BLOCK):
+    """Draws `millis` into a luma plane (a numpy array, limited range: 16 black, 235 white);
+    `block` smaller than the hook's 24 fits narrower pictures (16: 640 pixels)."""
     for bit in range(STAMP_BITS):
         on = (millis >> (STAMP_BITS - 1 - bit)) & 1
-        luma[:STAMP_BLOCK, bit * STAMP_BLOCK:(bit + 1) * STAMP_BLOCK] = 235 if on else 16
+        luma[:block, bit * block:(bit + 1) * block] = 235 if on else 16
 
 
-def read_stamp(luma):
+def read_stamp(luma, block=STAMP_BLOCK):
     """The milliseconds drawn into a luma plane (a numpy array; >= 128 is a 1)."""
-    half = STAMP_BLOCK // 2
+    half = block // 2
     value = 0
     for bit in range(STAMP_BITS):
-        value = (value << 1) | int(luma[half, bit * STAMP_BLOCK + half] >= 128)
+        value = (value << 1) | int(luma[half, bit * block + half] >= 128)
     return value

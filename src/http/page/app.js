@@ -513,7 +513,9 @@ async function refreshRecordings() {
   rows.replaceChildren();
   for (const r of list.slice().reverse()) { // newest first
     const row = rows.insertRow();
-    const url = `/recordings/${encodeURIComponent(r.pipeline)}/${encodeURIComponent(r.file)}`;
+    // A room participant's recordings are one level deeper: `room/participant`.
+    const dir = r.pipeline.split("/").map(encodeURIComponent).join("/");
+    const url = `/recordings/${dir}/${encodeURIComponent(r.file)}`;
     cell(row, r.pipeline);
     cell(row, (r.started || r.file).replace("T", " ").replace(/\.\d+Z$/, ""));
     if (r.recording) cell(row, "● recording", "live");

@@ -158,7 +158,7 @@ function addTile(id, name) {
   $("#tiles").append(figure);
   const tile = { id, name, figure, video, pc: null, location: null, closed: false };
   tiles.set(id, tile);
-  window.mediaweaveRoom.tiles[id] = { name, framesDecoded: 0 };
+  window.mediaweaveRoom.tiles[id] = { name, framesDecoded: 0, audioSamples: 0 };
   watchTile(tile, 0);
 }
 
@@ -195,15 +195,17 @@ function removeTile(id) {
   tile.figure.remove();
 }
 
-// Frames decoded per tile, for the tests (and a glance in the console).
+// Frames decoded and audio samples received per tile, for the tests (and a glance in the
+// console).
 setInterval(async () => {
   for (const tile of tiles.values()) {
     if (!tile.pc) continue;
     const report = await tile.pc.getStats();
     report.forEach((s) => {
-      if (s.type === "inbound-rtp" && s.kind === "video" && window.mediaweaveRoom.tiles[tile.id]) {
-        window.mediaweaveRoom.tiles[tile.id].framesDecoded = s.framesDecoded || 0;
-      }
+      const seen = window.mediaweaveRoom.tiles[tile.id];
+      if (s.type !== "inbound-rtp" || !seen) return;
+      if (s.kind === "video") seen.framesDecoded = s.framesDecoded || 0;
+      if (s.kind === "audio") seen.audioSamples = s.totalSamplesReceived || 0;
     });
   }
 }, 500);
