@@ -73,7 +73,14 @@ fn participants_join_watch_each_other_chat_and_leave() {
         "ana",
         "200,40,40",
         30,
-        &["--say", "hello from ana", "--say", "second line"],
+        &[
+            "--say-when",
+            "2",
+            "--say",
+            "hello from ana",
+            "--say",
+            "second line",
+        ],
     );
     let ben = join(&base, "ben", "40,40,200", 12, &["--chat"]);
     let list = wait_participants(&base, 2);
@@ -216,8 +223,10 @@ fn a_recorded_call_keeps_each_participant_and_the_chat_as_subtitles() {
         "200,40,40",
         10,
         &[
+            "--say-when",
+            "2",
             "--say-after",
-            "3",
+            "1",
             "--say",
             "first from ana",
             "--say",
@@ -229,9 +238,19 @@ fn a_recorded_call_keeps_each_participant_and_the_chat_as_subtitles() {
         "ben",
         "40,40,200",
         10,
-        &["--say-after", "6", "--say", "third from ben"],
+        &[
+            "--say-when",
+            "2",
+            "--say-after",
+            "4",
+            "--say",
+            "third from ben",
+        ],
     );
     let list = wait_participants(&base, 2);
+    for p in &list {
+        assert_eq!(p["hooks"][0]["name"], "stats", "{list:?}");
+    }
     // The hook saw each participant's own picture: Ana's red is brighter than Ben's blue.
     let events = events.join().expect("events");
     let luma = |who: &str| -> f64 {

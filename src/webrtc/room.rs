@@ -26,6 +26,8 @@ pub struct ParticipantView {
     pub viewers: usize,
     pub connected: bool,
     pub bytes_received: u64,
+    /// The room's hooks, running on this participant's stream.
+    pub hooks: Vec<crate::hooks::HookStats>,
 }
 
 struct Participant {
@@ -164,6 +166,7 @@ impl Room {
                     viewers,
                     connected: stats.as_ref().is_some_and(|s| s.connected),
                     bytes_received: stats.map_or(0, |s| s.bytes_received),
+                    hooks: self.hook_stats(id),
                 }
             })
             .collect()
@@ -178,6 +181,15 @@ impl Room {
             .map(|p| p.point.clone())
             .collect();
         points.iter().flat_map(|p| p.publishers()).collect()
+    }
+
+    fn hook_stats(&self, id: &str) -> Vec<crate::hooks::HookStats> {
+        let table = self.parts.hooks.table.lock();
+        let table = table.unwrap_or_else(|p| p.into_inner());
+        table
+            .get(&self.stream(id))
+            .map(|hooks| hooks.iter().map(|h| h.stats()).collect())
+            .unwrap_or_default()
     }
 
     /// What every participant sent, the ones that left included.

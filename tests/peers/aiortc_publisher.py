@@ -19,7 +19,9 @@ mediaweave's `stamp` hook does (peerkit.draw_stamp), so that a viewer (aiortc_vi
 noise, so that the stream is as heavy as the encoder is let make it; --bitrate KBPS holds the
 H.264 encoder there (aiortc starts at 1000 and then follows the receiver's estimate).
 --say TEXT (repeatable) opens a data channel and sends each line on it, one a second, once
-connected (a room's chat); every line the service sends on it is reported as "chat".
+connected (a room's chat), after --say-after seconds and, with --say-when N, once the room
+(of the WHIP URL) has N connected participants; every line the service sends on it is reported
+as "chat".
 """
 import argparse
 import asyncio
@@ -129,6 +131,7 @@ async def main():
     ap.add_argument("--bitrate", type=int, help="kb/s: hold the H.264 encoder at this bitrate")
     ap.add_argument("--say", action="append", default=[], help="a chat line to send")
     ap.add_argument("--say-after", type=float, default=0, help="seconds to wait before the first line")
+    ap.add_argument("--say-when", type=int, default=0, help="wait for this many connected participants")
     ap.add_argument("--chat", action="store_true", help="open the chat channel (to hear lines)")
     args = ap.parse_args()
     if args.keyframes_on_request:
@@ -177,6 +180,16 @@ async def main():
     async def say():
         while channel.readyState != "open":
             await asyncio.sleep(0.05)
+        if args.say_when:
+            base, room = args.url.split("?")[0].split("/whip/")
+            while True:
+                _, _, text = await loop.run_in_executor(None, http, "GET", f"{base}/api/pipelines/{room}")
+                present = json.loads(text).get("participants", [])
+                if sum(1 for p in present if p["connected"]) >= args.say_when:
+                    break
+                await asyncio.sleep(0.1)
+            # Their data channels open just after they connect.
+            await asyncio.sleep(1)
         await asyncio.sleep(args.say_after)
         for line in args.say:
             await asyncio.sleep(1)
