@@ -329,17 +329,15 @@ fn a_recorded_call_keeps_each_participant_and_the_chat_as_subtitles() {
     server.shutdown();
 }
 
-/// Two headless Chromium pages join `/room/lobby` with the fake camera and microphone: each
-/// decodes the other's video, a chat line typed in one shows in the other with the name, the
-/// front page links the room with its count, and a leave drops the tile at once.
+/// Two headless Chromium pages join `/room/lobby` (the shipped room, recorded) with the fake
+/// camera and microphone: each decodes the other's video and hears its audio, a chat line
+/// typed in one shows in the other with the name, the front page links the room with its
+/// count, and a leave drops the tile at once. Each page's recording holds its video and audio
+/// as sent and the chat line as a subtitle.
 #[test]
 fn two_browser_pages_call_each_other_in_a_room() {
     let dir = tempfile::tempdir().expect("tempdir");
-    write_pipeline(
-        dir.path(),
-        "lobby",
-        "[source]\nkind = \"room\"\ncodec = \"h264\"\n\n[[output]]\nkind = \"webrtc\"\n",
-    );
+    write_pipeline(dir.path(), "lobby", include_str!("../pipelines/lobby.toml"));
     let server = TestServer::start(dir.path());
     let base = server.base.clone();
     wait_state(&base, "lobby", "playing");
@@ -359,5 +357,31 @@ fn two_browser_pages_call_each_other_in_a_room() {
         "{call}"
     );
     wait_participants(&base, 0);
+    let recordings = wait_for("both recordings", Duration::from_secs(30), || {
+        let list = get(&format!("{base}/api/recordings")).json;
+        let list = list.as_array().cloned().unwrap_or_default();
+        (list.len() == 2 && list.iter().all(|r| r["recording"] == false)).then_some(list)
+    });
+    for rec in &recordings {
+        let path = rec["path"].as_str().expect("path");
+        let probe = ffprobe(path, None).expect("ffprobe");
+        assert_eq!(
+            probe.video().map(|v| v.codec.as_str()),
+            Some("h264"),
+            "{probe:?}"
+        );
+        assert_eq!(
+            probe.audio().map(|a| a.codec.as_str()),
+            Some("opus"),
+            "{probe:?}"
+        );
+        let out = run_limited(
+            20,
+            "ffmpeg",
+            &["-v", "error", "-i", path, "-map", "0:s", "-f", "srt", "-"],
+        );
+        let srt = String::from_utf8_lossy(&out.stdout);
+        assert!(srt.contains("ana: hello from ana's page"), "{path}:\n{srt}");
+    }
     server.shutdown();
 }

@@ -190,7 +190,7 @@ function removeTile(id) {
   tile.closed = true;
   tiles.delete(id);
   delete window.mediaweaveRoom.tiles[id];
-  if (tile.location) api(tile.location, { method: "DELETE" }).catch(() => {});
+  if (tile.location) api(tile.location, { method: "DELETE", keepalive: true }).catch(() => {});
   if (tile.pc) tile.pc.close();
   tile.figure.remove();
 }
@@ -213,7 +213,8 @@ setInterval(async () => {
 function leave(reason) {
   for (const id of [...tiles.keys()]) removeTile(id);
   if (me) {
-    if (me.location) api(me.location, { method: "DELETE" }).catch(() => {});
+    // keepalive: a closing tab still leaves the room at once, not after the peer timeout.
+    if (me.location) api(me.location, { method: "DELETE", keepalive: true }).catch(() => {});
     me.pc.close();
     me.stream.getTracks().forEach((t) => t.stop());
   }
