@@ -34,6 +34,11 @@ from gi.repository import GLib, Gst, GstSdp, GstWebRTC  # noqa: E402
 from peerkit import http  # noqa: E402
 
 Gst.init(None)
+# Looked up once, here: PyGObject fills enum attributes in lazily, and two streaming threads
+# doing that at once (two viewers' pads appearing together) can find one missing.
+PAD_SRC = Gst.PadDirection.SRC
+PROBE_BUFFER = Gst.PadProbeType.BUFFER
+PROBE_OK = Gst.PadProbeReturn.OK
 
 VIDEO_CAPS = (
     "application/x-rtp,media=video,encoding-name=H264,payload=96,clock-rate=90000,"
@@ -121,7 +126,7 @@ class Viewer:
             self.error = str(e)
 
     def on_pad(self, _webrtc, pad):
-        if pad.get_direction() != Gst.PadDirection.SRC:
+        if pad.get_direction() != PAD_SRC:
             return
         depay = Gst.ElementFactory.make("rtph264depay", None)
         caps = Gst.ElementFactory.make("capsfilter", None)
@@ -135,12 +140,12 @@ class Viewer:
         depay.link(caps)
         caps.link(sink)
         pad.link(depay.get_static_pad("sink"))
-        caps.get_static_pad("src").add_probe(Gst.PadProbeType.BUFFER, self.on_frame)
+        caps.get_static_pad("src").add_probe(PROBE_BUFFER, self.on_frame)
 
     def on_frame(self, _pad, info):
         self.frames += 1
         self.bytes += info.get_buffer().get_size()
-        return Gst.PadProbeReturn.OK
+        return PROBE_OK
 
     def close(self):
         if self.location:
