@@ -302,6 +302,10 @@ pub async fn run(target: &str, dir: &Path) -> ExitCode {
             crate::webrtc::registry::Registry::new(Default::default()),
             std::sync::Arc::new(crate::hub::tcp::TcpReaders::default()),
             crate::hub::record::RecordReaders::new(recordings.clone()),
+            std::sync::Arc::new(crate::hub::rtsp::RtspReaders::new(
+                crate::server::DEFAULT_RTSP_LISTEN,
+                false,
+            )),
         ]),
         recordings,
         events,
@@ -457,6 +461,8 @@ pub struct Access {
     pub allow_origins: Vec<String>,
     /// What descriptions sent over the API may contain.
     pub api_policy: crate::description::ApiPolicy,
+    /// Where the RTSP server listens.
+    pub rtsp_listen: SocketAddr,
 }
 
 /// `mediaweave serve`: runs until SIGINT/SIGTERM, then stops every pipeline cleanly.
@@ -488,6 +494,7 @@ pub async fn serve(
         },
         webrtc,
         recordings_dir,
+        rtsp_listen: access.rtsp_listen,
     };
     let server = match Server::start(config).await {
         Ok(s) => s,

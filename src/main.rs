@@ -36,6 +36,9 @@ enum Command {
     Serve {
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
+        /// Where the RTSP server of `rtsp` outputs listens (rtsp://ADDR/{pipeline}).
+        #[arg(long, default_value = "127.0.0.1:8554", value_name = "ADDR")]
+        rtsp_listen: SocketAddr,
         #[arg(long, default_value = "pipelines")]
         pipelines: PathBuf,
         /// Where record outputs write their segments ({pipeline}/{UTC start}.{ext}).
@@ -224,6 +227,7 @@ fn main() -> ExitCode {
         } => mediaweave::cli::token_new(&name, &scopes),
         Command::Serve {
             listen,
+            rtsp_listen,
             pipelines,
             recordings,
             mut ice_addresses,
@@ -308,6 +312,7 @@ fn main() -> ExitCode {
                     tls: tls_cert.zip(tls_key),
                     allow_origins,
                     api_policy,
+                    rtsp_listen,
                 },
             ))
         }

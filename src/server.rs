@@ -29,7 +29,13 @@ pub struct ServerConfig {
     pub insecure: bool,
     /// Serve HTTPS and WSS with this certificate chain and key (PEM files).
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// Where the RTSP server listens (from the first `rtsp` output on).
+    pub rtsp_listen: SocketAddr,
 }
+
+/// Where the RTSP server listens unless told otherwise (`serve --rtsp-listen`).
+pub const DEFAULT_RTSP_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8554);
 
 /// A running service. Dropping it without [`Server::shutdown`] leaves pipelines running until
 /// the runtime ends; call `shutdown` to finalize outputs.
@@ -132,6 +138,10 @@ impl Server {
                 webrtc.clone(),
                 Arc::new(crate::hub::tcp::TcpReaders::default()),
                 crate::hub::record::RecordReaders::new(recordings.clone()),
+                Arc::new(crate::hub::rtsp::RtspReaders::new(
+                    config.rtsp_listen,
+                    !config.auth.is_open(),
+                )),
             ]),
             recordings.clone(),
             events.clone(),

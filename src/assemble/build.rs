@@ -33,6 +33,7 @@ impl Plan {
     pub fn has_readers(&self) -> bool {
         !(self.webrtc.is_empty()
             && self.tcp.is_empty()
+            && self.rtsp.is_empty()
             && self.records.is_empty()
             && self.files.is_empty())
     }

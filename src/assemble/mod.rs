@@ -60,6 +60,8 @@ pub struct Plan {
     /// TCP outputs served by readers of the stream hub (a published stream's), not by a
     /// branch of the pipeline.
     pub tcp: Vec<TcpTap>,
+    /// RTSP outputs, mounts of the embedded RTSP server (readers of the stream hub).
+    pub rtsp: Vec<StreamTap>,
     /// Record outputs, written by readers of the stream hub.
     pub records: Vec<RecordTap>,
     /// Set for webrtc-source pipelines: built per publisher, fed at `video_in` / `audio_in`.
@@ -182,7 +184,8 @@ impl FileTap {
         let muxer = match self.container {
             Container::MpegTs => "mpegtsmux",
             Container::Mp4 => "mp4mux",
-            Container::Matroska | Container::WebRtc => "matroskamux",
+            // (WebRTC and RTSP outputs are never files.)
+            Container::Matroska | Container::WebRtc | Container::Rtsp => "matroskamux",
             Container::WebM => "webmmux",
         };
         let video = format!("{}{muxer}", video_parser(self.stream.codec));
@@ -302,6 +305,7 @@ fn plan_raw(desc: &Description, launch: &str) -> Result<Plan, Diagnostic> {
         files: Vec::new(),
         webrtc: Vec::new(),
         tcp: Vec::new(),
+        rtsp: Vec::new(),
         records: Vec::new(),
         ingest: None,
         hooks: Vec::new(),
@@ -558,6 +562,7 @@ fn plan_structured(desc: &Description) -> Result<Plan, Diagnostic> {
         files: outs.files,
         webrtc: outs.webrtc,
         tcp: outs.tcp,
+        rtsp: outs.rtsp,
         records: outs.records,
         ingest: None,
         hooks: hooks.taps,
@@ -653,6 +658,7 @@ fn plan_passthrough(
         files: outs.files,
         webrtc: outs.webrtc,
         tcp: outs.tcp,
+        rtsp: outs.rtsp,
         records: outs.records,
         ingest: None,
         hooks,
@@ -709,6 +715,7 @@ fn plan_ingest(
         files: outs.files,
         webrtc: outs.webrtc,
         tcp: outs.tcp,
+        rtsp: outs.rtsp,
         records: outs.records,
         hooks,
         hook_decoder,

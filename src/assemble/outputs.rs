@@ -9,6 +9,7 @@ pub(super) struct PlannedOutputs {
     pub(super) files: Vec<FileTap>,
     pub(super) webrtc: Vec<WebRtcTap>,
     pub(super) tcp: Vec<TcpTap>,
+    pub(super) rtsp: Vec<StreamTap>,
     pub(super) records: Vec<RecordTap>,
 }
 
@@ -28,6 +29,7 @@ pub(super) fn plan_outputs(
     let mut outputs = Vec::new();
     let mut webrtc = Vec::new();
     let mut tcp = Vec::new();
+    let mut rtsp = Vec::new();
     let mut records = Vec::new();
     for (i, out) in s.outputs.iter().enumerate() {
         let container = out.value.container();
@@ -42,7 +44,7 @@ pub(super) fn plan_outputs(
         // Every output is a reader of the stream hub, outside this pipeline: its streams
         // leave here as they are encoded (WebRTC viewers take H.264 as byte-stream AUs).
         let video_chain = match (&out.value, codec) {
-            (Output::WebRtc(_), VideoCodec::H264) => format!(
+            (Output::WebRtc(_) | Output::Rtsp(_), VideoCodec::H264) => format!(
                 "{video_queue} ! h264parse config-interval=-1 ! video/x-h264,stream-format=byte-stream,alignment=au"
             ),
             _ => video_queue,
@@ -86,6 +88,8 @@ pub(super) fn plan_outputs(
                 host: t.host.clone(),
                 port: t.port,
             }),
+            // A mount of hub::rtsp's server.
+            Output::Rtsp(_) => rtsp.push(stream),
             // Muxed and written by hub::record, like a record output.
             Output::File(f) => files.push(FileTap {
                 stream,
@@ -100,6 +104,7 @@ pub(super) fn plan_outputs(
         files,
         webrtc,
         tcp,
+        rtsp,
         records,
     }
 }

@@ -549,6 +549,8 @@ pub enum Container {
     Mp4,
     MpegTs,
     WebRtc,
+    /// RTP over RTSP (the embedded RTSP server).
+    Rtsp,
 }
 
 impl Container {
@@ -573,6 +575,7 @@ impl Container {
             Container::Mp4 => "MP4",
             Container::MpegTs => "MPEG-TS",
             Container::WebRtc => "WebRTC",
+            Container::Rtsp => "RTSP",
         }
     }
 
@@ -585,13 +588,15 @@ impl Container {
             Container::MpegTs => matches!(codec, H264),
             // Browsers decode these; AV1 needs rtpav1pay, which GStreamer 1.22 does not have.
             Container::WebRtc => matches!(codec, H264 | Vp8 | Vp9),
+            // What players and NVRs take over RTSP.
+            Container::Rtsp => matches!(codec, H264),
         }
     }
 
     /// The audio codec this container gets: AAC where players expect it, Opus otherwise.
     pub fn audio_codec(self) -> AudioCodec {
         match self {
-            Container::Mp4 | Container::MpegTs => AudioCodec::Aac,
+            Container::Mp4 | Container::MpegTs | Container::Rtsp => AudioCodec::Aac,
             Container::Matroska | Container::WebM | Container::WebRtc => AudioCodec::Opus,
         }
     }
@@ -660,7 +665,14 @@ pub enum Output {
     File(FileOutput),
     WebRtc(WebRtcOutput),
     Record(RecordOutput),
+    Rtsp(RtspOutput),
 }
+
+/// Served by the embedded RTSP server at `rtsp://HOST:PORT/{name}` (`serve --rtsp-listen`):
+/// any number of clients, over TCP or UDP, from the stream as it is encoded or published.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RtspOutput {}
 
 impl Output {
     pub fn kind(&self) -> &'static str {
@@ -669,6 +681,7 @@ impl Output {
             Output::File(_) => "file",
             Output::WebRtc(_) => "webrtc",
             Output::Record(_) => "record",
+            Output::Rtsp(_) => "rtsp",
         }
     }
 
@@ -685,6 +698,7 @@ impl Output {
                 Some(url) => format!("webrtc via {}", crate::redact::redact(url.get_ref())),
                 None => "webrtc".to_string(),
             },
+            Output::Rtsp(_) => "rtsp".to_string(),
         }
     }
 
@@ -692,6 +706,7 @@ impl Output {
         match self {
             Output::Tcp(_) => Container::MpegTs,
             Output::WebRtc(_) => Container::WebRtc,
+            Output::Rtsp(_) => Container::Rtsp,
             // validate() has checked the name.
             Output::Record(r) => r.container().unwrap_or(Container::Matroska),
             // validate() has checked the extension.
@@ -703,12 +718,13 @@ impl Output {
 }
 
 impl Kinded for Output {
-    const KINDS: &'static [&'static str] = &["tcp", "file", "webrtc", "record"];
+    const KINDS: &'static [&'static str] = &["tcp", "file", "webrtc", "record", "rtsp"];
     fn deserialize_kind(kind: &str, de: ValueDeserializer<'_>) -> Result<Self, toml::de::Error> {
         Ok(match kind {
             "tcp" => Output::Tcp(TcpOutput::deserialize(de)?),
             "webrtc" => Output::WebRtc(WebRtcOutput::deserialize(de)?),
             "record" => Output::Record(RecordOutput::deserialize(de)?),
+            "rtsp" => Output::Rtsp(RtspOutput::deserialize(de)?),
             _ => Output::File(FileOutput::deserialize(de)?),
         })
     }

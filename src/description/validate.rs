@@ -276,7 +276,10 @@ fn validate_room(s: &super::Structured, r: &RoomSource) -> Result<(), (Where, St
         ));
     }
     for out in &s.outputs {
-        if matches!(out.value, Output::Tcp(_) | Output::File(_)) {
+        if matches!(
+            out.value,
+            Output::Tcp(_) | Output::File(_) | Output::Rtsp(_)
+        ) {
             return Err((
                 Where::Span(out.span.clone()),
                 format!(
@@ -303,14 +306,15 @@ fn validate_ingest(s: &super::Structured, w: &WebRtcSource) -> Result<(), (Where
         let container = out.value.container();
         // Relayed to WebRTC viewers as it arrives, or recorded as it arrives.
         let relayed = matches!(out.value, Output::WebRtc(_));
-        if matches!(out.value, Output::Tcp(_)) {
+        if matches!(out.value, Output::Tcp(_) | Output::Rtsp(_)) {
             if w.codec == VideoCodec::H264 {
                 continue;
             }
             return Err((
                 Where::Span(out.span.clone()),
                 format!(
-                    "a tcp output sends MPEG-TS, which carries H.264 here: this webrtc source takes {} (set codec = \"h264\", or use a webrtc or record output)",
+                    "a {} output carries H.264 here: this webrtc source takes {} (set codec = \"h264\", or use a webrtc or record output)",
+                    out.value.kind(),
                     w.codec.name()
                 ),
             ));

@@ -12,6 +12,7 @@
 
 pub mod hooks;
 pub mod record;
+pub mod rtsp;
 pub mod tcp;
 
 use crate::assemble::Plan;

@@ -65,6 +65,8 @@ impl TestServer {
             auth: mediaweave::auth::Auth::default(),
             insecure: false,
             tls: None,
+            // Free, so tests with rtsp outputs can run side by side.
+            rtsp_listen: format!("127.0.0.1:{}", free_port()).parse().expect("addr"),
             webrtc: WebRtcConfig {
                 // Loopback only: tests never send to another address.
                 ice: IceConfig {

@@ -1,0 +1,188 @@
+//! The `rtsp` output: the embedded RTSP server serves a pipeline's stream as it is encoded at
+//! `rtsp://HOST:PORT/{name}`, to ffprobe over TCP and over UDP at once and to a GStreamer
+//! `rtspsrc` client; with tokens configured it serves nobody (RTSP clients cannot present one
+//! yet).
+
+mod common;
+use common::*;
+use sha2::Digest;
+
+const CAM: &str =
+    "[source]\nkind = \"test\"\nwidth = 320\nheight = 240\n\n[[output]]\nkind = \"rtsp\"\n";
+
+/// ffprobe's frames and codecs of the first 3 s of `url` over `transport`.
+fn probe(url: &str, transport: &str) -> serde_json::Value {
+    let out = run_limited(
+        40,
+        "ffprobe",
+        &[
+            "-v",
+            "error",
+            "-rtsp_transport",
+            transport,
+            "-count_frames",
+            "-read_intervals",
+            "%+3",
+            "-show_entries",
+            "stream=codec_type,codec_name,width,height,nb_read_frames",
+            "-of",
+            "json",
+            url,
+        ],
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(
+        |_| serde_json::json!({ "error": String::from_utf8_lossy(&out.stderr).to_string() }),
+    )
+}
+
+fn stream<'a>(probe: &'a serde_json::Value, kind: &str) -> Option<&'a serde_json::Value> {
+    probe["streams"]
+        .as_array()?
+        .iter()
+        .find(|s| s["codec_type"] == kind)
+}
+
+#[test]
+fn rtsp_clients_over_tcp_udp_and_gstreamer_decode_the_stream() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_pipeline(dir.path(), "cam", CAM);
+    let port = free_port();
+    let server = TestServer::start_custom(dir.path(), |c| {
+        c.rtsp_listen = format!("127.0.0.1:{port}").parse().expect("addr");
+    });
+    wait_state(&server.base, "cam", "playing");
+    let url = format!("rtsp://127.0.0.1:{port}/cam");
+    // Two clients at once, one over each transport.
+    let (tcp, udp) = std::thread::scope(|s| {
+        let tcp = s.spawn(|| probe(&url, "tcp"));
+        let udp = s.spawn(|| probe(&url, "udp"));
+        (tcp.join().expect("tcp"), udp.join().expect("udp"))
+    });
+    for seen in [&tcp, &udp] {
+        let video = stream(seen, "video").unwrap_or_else(|| panic!("no video: {seen}"));
+        assert_eq!(video["codec_name"], "h264", "{seen}");
+        assert_eq!(
+            (video["width"].as_i64(), video["height"].as_i64()),
+            (Some(320), Some(240))
+        );
+        let frames: i64 = video["nb_read_frames"]
+            .as_str()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        assert!(frames >= 30, "{seen}");
+        assert_eq!(
+            stream(seen, "audio").map(|a| a["codec_name"].clone()),
+            Some("aac".into()),
+            "{seen}"
+        );
+    }
+    // GStreamer's own client decodes 30 frames.
+    let out = run_limited(
+        30,
+        "gst-launch-1.0",
+        &[
+            "-q",
+            "rtspsrc",
+            &format!("location={url}"),
+            "protocols=tcp",
+            "!",
+            "rtph264depay",
+            "!",
+            "avdec_h264",
+            "!",
+            "fakesink",
+            "num-buffers=30",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    server.shutdown();
+}
+
+#[test]
+fn with_tokens_rtsp_serves_nobody() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_pipeline(dir.path(), "cam", CAM);
+    let hash: String = sha2::Sha256::digest(b"a-token")
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let tokens = format!("[[token]]\nname = \"ops\"\nsha256 = \"{hash}\"\nscopes = [\"admin\"]\n");
+    let auth = mediaweave::auth::Auth::load(None, Some(&tokens)).expect("tokens");
+    let port = free_port();
+    let server = TestServer::start_custom(dir.path(), |c| {
+        c.auth = auth;
+        c.rtsp_listen = format!("127.0.0.1:{port}").parse().expect("addr");
+    });
+    // The pipeline runs; its RTSP output is refused, so nothing listens.
+    let client = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .new_agent();
+    wait_for("cam to play", std::time::Duration::from_secs(30), || {
+        let r = client
+            .get(&format!("{}/api/pipelines/cam", server.base))
+            .header("Authorization", "Bearer a-token")
+            .call()
+            .ok()?;
+        let v: serde_json::Value = r.into_body().read_json().ok()?;
+        (v["state"] == "playing").then_some(())
+    });
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+    server.shutdown();
+}
+
+/// A published stream over RTSP: an aiortc publisher that sends keyframes only when asked is
+/// served as it arrives (H.264 and its Opus), the media's keyframe request reaching it.
+#[test]
+fn a_published_stream_is_served_over_rtsp() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_pipeline(
+        dir.path(),
+        "inbox",
+        "[source]\nkind = \"webrtc\"\ncodec = \"h264\"\n\n[[output]]\nkind = \"rtsp\"\n",
+    );
+    let port = free_port();
+    let server = TestServer::start_custom(dir.path(), |c| {
+        c.rtsp_listen = format!("127.0.0.1:{port}").parse().expect("addr");
+    });
+    let base = server.base.clone();
+    wait_state(&base, "inbox", "playing");
+    let url = format!("{base}/whip/inbox");
+    let publisher = aiortc_publish(&[
+        "whip",
+        &url,
+        "--h264",
+        "--keyframes-on-request",
+        "--seconds",
+        "12",
+        "--width",
+        "320",
+        "--height",
+        "240",
+    ]);
+    let seen = wait_for(
+        "an RTSP client to decode 30 frames",
+        std::time::Duration::from_secs(40),
+        || {
+            let seen = probe(&format!("rtsp://127.0.0.1:{port}/inbox"), "tcp");
+            let frames: i64 = stream(&seen, "video")?["nb_read_frames"]
+                .as_str()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            (frames >= 30).then_some(seen)
+        },
+    );
+    assert_eq!(
+        stream(&seen, "audio").map(|a| a["codec_name"].clone()),
+        Some("opus".into()),
+        "{seen}"
+    );
+    let (ok, _, stderr) = finish(publisher);
+    assert!(ok, "{stderr}");
+    server.shutdown();
+}
