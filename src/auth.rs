@@ -130,8 +130,7 @@ impl Grant {
     /// A room's participant (`room/participant`: its stream, its recordings) is covered by
     /// the room's scope.
     pub fn can_view(&self, pipeline: &str) -> bool {
-        let pipeline = pipeline.split('/').next().unwrap_or(pipeline);
-        self.admin || allows(&self.view, pipeline)
+        self.admin || allows(&self.view, crate::description::pipeline_of(pipeline))
     }
 
     pub fn can_view_all(&self) -> bool {

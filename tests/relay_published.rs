@@ -221,21 +221,6 @@ fn wait_publishers(base: &str, n: usize) {
     });
 }
 
-/// The viewer's last sampled colour is `want`, within what H.264 and colour conversion change.
-fn assert_colour(seen: &serde_json::Value, want: [i64; 3]) {
-    let rgb: Vec<i64> = seen["rgb"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|c| c.as_i64()).collect())
-        .unwrap_or_default();
-    assert_eq!(rgb.len(), 3, "no colour: {seen}");
-    for (got, want) in rgb.iter().zip(want) {
-        assert!(
-            (got - want).abs() <= 24,
-            "colour {rgb:?}, want {want:?}: {seen}"
-        );
-    }
-}
-
 #[test]
 fn a_viewer_joining_mid_gop_gets_a_keyframe_at_once() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -42,18 +42,13 @@ fn wait_participants(base: &str, n: usize) -> Vec<serde_json::Value> {
     )
 }
 
-fn assert_colour(seen: &serde_json::Value, want: [i64; 3]) {
-    let rgb: Vec<i64> = seen["rgb"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|c| c.as_i64()).collect())
-        .unwrap_or_default();
-    assert_eq!(rgb.len(), 3, "no colour: {seen}");
-    for (got, want) in rgb.iter().zip(want) {
-        assert!(
-            (got - want).abs() <= 24,
-            "colour {rgb:?}, want {want:?}: {seen}"
-        );
-    }
+/// The recordings, once there are `n` and none is being written.
+fn finished_recordings(base: &str, n: usize) -> Vec<serde_json::Value> {
+    wait_for("the recordings", Duration::from_secs(30), || {
+        let list = get(&format!("{base}/api/recordings")).json;
+        let list = list.as_array().cloned().unwrap_or_default();
+        (list.len() == n && list.iter().all(|r| r["recording"] == false)).then_some(list)
+    })
 }
 
 #[test]
@@ -275,11 +270,7 @@ fn a_recorded_call_keeps_each_participant_and_the_chat_as_subtitles() {
         assert!(ok, "{stderr}");
     }
     wait_participants(&base, 0);
-    let recordings = wait_for("both recordings", Duration::from_secs(30), || {
-        let list = get(&format!("{base}/api/recordings")).json;
-        let list = list.as_array().cloned().unwrap_or_default();
-        (list.len() == 2 && list.iter().all(|r| r["recording"] == false)).then_some(list)
-    });
+    let recordings = finished_recordings(&base, 2);
     let lines = [
         "ana: first from ana",
         "ana: second from ana",
@@ -357,11 +348,7 @@ fn two_browser_pages_call_each_other_in_a_room() {
         "{call}"
     );
     wait_participants(&base, 0);
-    let recordings = wait_for("both recordings", Duration::from_secs(30), || {
-        let list = get(&format!("{base}/api/recordings")).json;
-        let list = list.as_array().cloned().unwrap_or_default();
-        (list.len() == 2 && list.iter().all(|r| r["recording"] == false)).then_some(list)
-    });
+    let recordings = finished_recordings(&base, 2);
     for rec in &recordings {
         let path = rec["path"].as_str().expect("path");
         let probe = ffprobe(path, None).expect("ffprobe");

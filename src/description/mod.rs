@@ -259,6 +259,11 @@ pub fn pipeline_name(path: &Path) -> Result<String, String> {
 }
 
 /// A pipeline name: letters, digits, `-` and `_`, starting with a letter or digit.
+/// The pipeline a stream belongs to: a room participant's (`room/participant`) is the room's.
+pub fn pipeline_of(stream: &str) -> &str {
+    stream.split('/').next().unwrap_or(stream)
+}
+
 pub fn validate_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 64

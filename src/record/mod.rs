@@ -100,7 +100,10 @@ impl Recordings {
         self.retention
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(room_of(pipeline).to_string(), retention);
+            .insert(
+                crate::description::pipeline_of(pipeline).to_string(),
+                retention,
+            );
     }
 
     /// A segment started: it is protected from retention and listed as recording.
@@ -113,7 +116,7 @@ impl Recordings {
             .or_default()
             .insert(path.to_path_buf());
         self.lock_counts()
-            .entry(room_of(pipeline).to_string())
+            .entry(crate::description::pipeline_of(pipeline).to_string())
             .or_default()
             .segments += 1;
         self.events.publish(crate::events::Event::new(
@@ -159,7 +162,7 @@ impl Recordings {
     fn count_finished(&self, pipeline: &str, path: &Path) -> u64 {
         let bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
         self.lock_counts()
-            .entry(room_of(pipeline).to_string())
+            .entry(crate::description::pipeline_of(pipeline).to_string())
             .or_default()
             .bytes_finished += bytes;
         bytes
@@ -191,7 +194,7 @@ impl Recordings {
             .map(|(pipeline, c)| {
                 let open: Vec<&PathBuf> = current
                     .iter()
-                    .filter(|(name, _)| room_of(name) == pipeline)
+                    .filter(|(name, _)| crate::description::pipeline_of(name) == pipeline)
                     .flat_map(|(_, paths)| paths)
                     .collect();
                 let open_bytes: u64 = open
@@ -246,7 +249,7 @@ impl Recordings {
     /// (directory scan, unlink): call from the blocking pool.
     /// A room's limits hold for all of its participants' segments together.
     pub fn enforce_retention(&self, pipeline: &str) {
-        let pipeline = room_of(pipeline);
+        let pipeline = crate::description::pipeline_of(pipeline);
         let Some(limits) = self
             .retention
             .lock()
@@ -478,12 +481,6 @@ fn discover_duration(path: &Path) -> Option<f64> {
     let discoverer = gst_pbutils::Discoverer::new(gst::ClockTime::from_seconds(3)).ok()?;
     let info = discoverer.discover_uri(&uri).ok()?;
     info.duration().map(|d| d.nseconds() as f64 / 1e9)
-}
-
-/// The pipeline a stream's recordings count under: a room participant's (`room/participant`)
-/// under its room.
-fn room_of(pipeline: &str) -> &str {
-    pipeline.split('/').next().unwrap_or(pipeline)
 }
 
 #[cfg(test)]

@@ -33,11 +33,6 @@ pub struct Registry {
 
 type Ledgers = Mutex<HashMap<String, Arc<Mutex<Totals>>>>;
 
-/// The pipeline a stream belongs to: a room participant's (`room/participant`) is the room's.
-fn pipeline_of(stream: &str) -> &str {
-    stream.split('/').next().unwrap_or(stream)
-}
-
 /// What a pipeline's ended sessions counted, if it ever had any ledger.
 fn ledger_total(ledgers: &Ledgers, name: &str) -> Option<Totals> {
     let ledger = ledgers
@@ -70,7 +65,7 @@ impl Registry {
         ledgers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .entry(pipeline_of(name).to_string())
+            .entry(crate::description::pipeline_of(name).to_string())
             .or_default()
             .clone()
     }
@@ -93,7 +88,7 @@ impl Registry {
         self.keyframe_ledgers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .entry(pipeline_of(name).to_string())
+            .entry(crate::description::pipeline_of(name).to_string())
             .or_default()
             .clone()
     }

@@ -576,3 +576,18 @@ pub fn ts_server(port: u16) -> std::process::Child {
         .spawn()
         .expect("gst-launch-1.0")
 }
+
+/// The viewer's last sampled colour is `want`, within what H.264 and colour conversion change.
+pub fn assert_colour(seen: &serde_json::Value, want: [i64; 3]) {
+    let rgb: Vec<i64> = seen["rgb"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|c| c.as_i64()).collect())
+        .unwrap_or_default();
+    assert_eq!(rgb.len(), 3, "no colour: {seen}");
+    for (got, want) in rgb.iter().zip(want) {
+        assert!(
+            (got - want).abs() <= 24,
+            "colour {rgb:?}, want {want:?}: {seen}"
+        );
+    }
+}

@@ -29,7 +29,7 @@ import json
 import signal
 import time
 
-from peerkit import add_grain, draw_stamp, grey_bars, hold_h264_bitrate, http, loopback_only
+from peerkit import add_grain, draw_stamp, grey_bars, hold_h264_bitrate, http, loopback_only, x264_options
 
 loopback_only()
 
@@ -42,32 +42,7 @@ from aiortc.mediastreams import AudioStreamTrack  # noqa: E402
 def keyframes_on_request():
     """aiortc's H.264 encoder leaves libx264 to place keyframes itself (about one a second
     here); make it place none, so that only a PLI/FIR (on which aiortc forces one) starts one."""
-    import aiortc.codecs.h264 as h264
-
-    class Codec:
-        """The codec context, with x264's own keyframes turned off whatever options aiortc sets."""
-
-        def __init__(self, inner):
-            object.__setattr__(self, "_inner", inner)
-
-        def __getattr__(self, name):
-            return getattr(self._inner, name)
-
-        def __setattr__(self, name, value):
-            if name == "options":
-                value = dict(value, **{"x264-params": "keyint=infinite:scenecut=0"})
-            setattr(self._inner, name, value)
-
-    class Av:
-        def __getattr__(self, name):
-            return getattr(av, name)
-
-        class CodecContext:
-            @staticmethod
-            def create(*args, **kwargs):
-                return Codec(av.CodecContext.create(*args, **kwargs))
-
-    h264.av = Av()
+    x264_options({"x264-params": "keyint=infinite:scenecut=0"})
 
 
 def yuv(r, g, b):

@@ -27,7 +27,8 @@ import json
 import signal
 import time
 
-from peerkit import STAMP_BITS, add_grain, draw_stamp, grey_bars, hold_h264_bitrate, http, loopback_only, read_stamp
+from peerkit import (STAMP_BITS, add_grain, draw_stamp, grey_bars, hold_h264_bitrate, http, loopback_only,
+                     read_stamp, x264_options)
 
 loopback_only()
 
@@ -67,30 +68,7 @@ class Picture(VideoStreamTrack):
 
 def x264_preset(preset):
     """aiortc's H.264 encoder with x264's `preset` (aiortc sets none: x264's medium)."""
-    import aiortc.codecs.h264 as h264
-
-    class Codec:
-        def __init__(self, inner):
-            object.__setattr__(self, "_inner", inner)
-
-        def __getattr__(self, name):
-            return getattr(self._inner, name)
-
-        def __setattr__(self, name, value):
-            if name == "options":
-                value = dict(value, preset=preset)
-            setattr(self._inner, name, value)
-
-    class Av:
-        def __getattr__(self, name):
-            return getattr(av, name)
-
-        class CodecContext:
-            @staticmethod
-            def create(*args, **kwargs):
-                return Codec(av.CodecContext.create(*args, **kwargs))
-
-    h264.av = Av()
+    x264_options({"preset": preset})
 
 
 def h264_only(pc, sender):

@@ -63,6 +63,36 @@ def hold_h264_bitrate(bps):
     h264.H264Encoder.target_bitrate = property(lambda self: bps, lambda self, value: None)
 
 
+def x264_options(extra):
+    """Makes aiortc's H.264 encoder open libx264 with `extra` options on top of its own (aiortc
+    sets its options on the codec context it creates; this wraps that context)."""
+    import av
+    import aiortc.codecs.h264 as h264
+
+    class Codec:
+        def __init__(self, inner):
+            object.__setattr__(self, "_inner", inner)
+
+        def __getattr__(self, name):
+            return getattr(self._inner, name)
+
+        def __setattr__(self, name, value):
+            if name == "options":
+                value = dict(value, **extra)
+            setattr(self._inner, name, value)
+
+    class Av:
+        def __getattr__(self, name):
+            return getattr(av, name)
+
+        class CodecContext:
+            @staticmethod
+            def create(*args, **kwargs):
+                return Codec(av.CodecContext.create(*args, **kwargs))
+
+    h264.av = Av()
+
+
 def draw_stamp(luma, millis, block=STAMP_BLOCK):
     """Draws `millis` into a luma plane (a numpy array, limited range: 16 black, 235 white);
     `block` smaller than the hook's 24 fits narrower pictures (16: 640 pixels)."""
