@@ -304,7 +304,7 @@ pub async fn run(target: &str, dir: &Path) -> ExitCode {
             crate::hub::record::RecordReaders::new(recordings.clone()),
             std::sync::Arc::new(crate::hub::rtsp::RtspReaders::new(
                 crate::server::DEFAULT_RTSP_LISTEN,
-                false,
+                Default::default(),
             )),
         ]),
         recordings,

@@ -80,6 +80,7 @@ impl Server {
             auth.add_internal(&t);
             t
         });
+        let auth = Arc::new(auth);
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -140,7 +141,7 @@ impl Server {
                 crate::hub::record::RecordReaders::new(recordings.clone()),
                 Arc::new(crate::hub::rtsp::RtspReaders::new(
                     config.rtsp_listen,
-                    !config.auth.is_open(),
+                    auth.clone(),
                 )),
             ]),
             recordings.clone(),
@@ -174,7 +175,7 @@ impl Server {
             hub: hub.clone(),
             webrtc: webrtc.clone(),
             recordings: recordings.clone(),
-            auth: Arc::new(auth),
+            auth,
         });
         let stopped = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|stop| *stop).await;

@@ -1,7 +1,7 @@
 //! The `rtsp` output: the embedded RTSP server serves a pipeline's stream as it is encoded at
 //! `rtsp://HOST:PORT/{name}`, to ffprobe over TCP and over UDP at once and to a GStreamer
-//! `rtspsrc` client; with tokens configured it serves nobody (RTSP clients cannot present one
-//! yet).
+//! `rtspsrc` client; with tokens configured a client presents one that may view the pipeline as
+//! its Basic-auth password.
 
 mod common;
 use common::*;
@@ -30,9 +30,10 @@ fn probe(url: &str, transport: &str) -> serde_json::Value {
             url,
         ],
     );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(
-        |_| serde_json::json!({ "error": String::from_utf8_lossy(&out.stderr).to_string() }),
-    )
+    let mut seen: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|_| serde_json::json!({}));
+    seen["error"] = String::from_utf8_lossy(&out.stderr).to_string().into();
+    seen
 }
 
 fn stream<'a>(probe: &'a serde_json::Value, kind: &str) -> Option<&'a serde_json::Value> {
@@ -102,37 +103,68 @@ fn rtsp_clients_over_tcp_udp_and_gstreamer_decode_the_stream() {
     server.shutdown();
 }
 
+/// With tokens, the token is the Basic-auth password (any user name) and must view the
+/// pipeline: the viewer's token plays `cam`, not `other`; no or a wrong token gets 401.
 #[test]
-fn with_tokens_rtsp_serves_nobody() {
+fn with_tokens_rtsp_clients_present_the_token_as_password() {
     let dir = tempfile::tempdir().expect("tempdir");
     write_pipeline(dir.path(), "cam", CAM);
-    let hash: String = sha2::Sha256::digest(b"a-token")
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let tokens = format!("[[token]]\nname = \"ops\"\nsha256 = \"{hash}\"\nscopes = [\"admin\"]\n");
+    write_pipeline(dir.path(), "other", CAM);
+    let entry = |name: &str, token: &[u8], scopes: &str| {
+        let hash: String = sha2::Sha256::digest(token)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        format!("[[token]]\nname = \"{name}\"\nsha256 = \"{hash}\"\nscopes = [{scopes}]\n")
+    };
+    let tokens =
+        entry("ops", b"ops-token", "\"admin\"") + &entry("viewer", b"view-cam", "\"view:cam\"");
     let auth = mediaweave::auth::Auth::load(None, Some(&tokens)).expect("tokens");
     let port = free_port();
     let server = TestServer::start_custom(dir.path(), |c| {
         c.auth = auth;
         c.rtsp_listen = format!("127.0.0.1:{port}").parse().expect("addr");
     });
-    // The pipeline runs; its RTSP output is refused, so nothing listens.
     let client = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .build()
         .new_agent();
-    wait_for("cam to play", std::time::Duration::from_secs(30), || {
-        let r = client
-            .get(&format!("{}/api/pipelines/cam", server.base))
-            .header("Authorization", "Bearer a-token")
-            .call()
-            .ok()?;
-        let v: serde_json::Value = r.into_body().read_json().ok()?;
-        (v["state"] == "playing").then_some(())
-    });
-    std::thread::sleep(std::time::Duration::from_secs(1));
-    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+    for name in ["cam", "other"] {
+        wait_for(
+            "the pipelines to play",
+            std::time::Duration::from_secs(30),
+            || {
+                let r = client
+                    .get(&format!("{}/api/pipelines/{name}", server.base))
+                    .header("Authorization", "Bearer ops-token")
+                    .call()
+                    .ok()?;
+                let v: serde_json::Value = r.into_body().read_json().ok()?;
+                (v["state"] == "playing").then_some(())
+            },
+        );
+    }
+    let seen = probe(
+        &format!("rtsp://anyone:view-cam@127.0.0.1:{port}/cam"),
+        "tcp",
+    );
+    let video = stream(&seen, "video").unwrap_or_else(|| panic!("no video: {seen}"));
+    let frames: i64 = video["nb_read_frames"]
+        .as_str()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(frames >= 30, "{seen}");
+    for url in [
+        format!("rtsp://127.0.0.1:{port}/cam"),
+        format!("rtsp://anyone:wrong@127.0.0.1:{port}/cam"),
+        format!("rtsp://anyone:view-cam@127.0.0.1:{port}/other"),
+    ] {
+        let refused = probe(&url, "tcp");
+        assert!(
+            refused["error"].as_str().unwrap_or("").contains("401"),
+            "{url}: {refused}"
+        );
+    }
     server.shutdown();
 }
 

@@ -13,6 +13,7 @@
 pub mod hooks;
 pub mod record;
 pub mod rtsp;
+mod rtsp_auth;
 pub mod tcp;
 
 use crate::assemble::Plan;

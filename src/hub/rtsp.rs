@@ -3,7 +3,8 @@
 //! all its clients (TCP or UDP transport) and fed by the stream's producers as it is encoded or
 //! published, never re-encoded: `appsrc → parser → payloader`, H.264 and the audio (AAC or
 //! Opus). The server listens from the first mount on; a port that cannot be bound costs the RTSP
-//! outputs (a warning and a `reader_error` event), never the stream.
+//! outputs (a warning and a `reader_error` event), never the stream. With tokens, a client
+//! needs one that may view the pipeline, as the Basic-auth password ([`super::rtsp_auth`]).
 //!
 //! A media runs on its source's clock with its base time moved back by [`CLOCK_MARGIN`], as
 //! the other readers do, so every buffer is due when it arrives; a new media asks the source
@@ -11,19 +12,20 @@
 
 use super::{CLOCK_MARGIN, Readers};
 use crate::assemble::{Plan, StreamTap};
+use crate::auth::Auth;
 use crate::description::AudioCodec;
 use crate::events::{Event, EventBus};
 use gst::prelude::*;
 use gst_rtsp_server::prelude::*;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// The RTSP server and its mounts.
 pub struct RtspReaders {
     listen: SocketAddr,
-    /// Why RTSP outputs are refused on this service (tokens are configured), if they are.
-    refused: Option<String>,
+    /// The service's tokens, when it has any: clients then need one that may view the mount.
+    auth: Option<Arc<Auth>>,
     server: Mutex<Option<Server>>,
     /// The mounted pipelines.
     mounted: Mutex<HashMap<String, String>>,
@@ -46,14 +48,11 @@ impl Drop for Server {
 }
 
 impl RtspReaders {
-    /// `tokens`: whether the service has tokens; RTSP clients cannot present them yet, so then
-    /// RTSP outputs are refused rather than served to anybody.
-    pub fn new(listen: SocketAddr, tokens: bool) -> RtspReaders {
+    /// `auth`: the service's tokens; with none configured every client may play every mount.
+    pub fn new(listen: SocketAddr, auth: Arc<Auth>) -> RtspReaders {
         RtspReaders {
             listen,
-            refused: tokens.then(|| {
-                "RTSP outputs are not served when tokens are configured (RTSP clients cannot present one yet)".to_string()
-            }),
+            auth: (!auth.is_open()).then_some(auth),
             server: Mutex::new(None),
             mounted: Mutex::new(HashMap::new()),
         }
@@ -68,6 +67,9 @@ impl RtspReaders {
         let server = gst_rtsp_server::RTSPServer::new();
         server.set_address(&self.listen.ip().to_string());
         server.set_service(&self.listen.port().to_string());
+        if let Some(auth) = &self.auth {
+            server.set_auth(Some(&super::rtsp_auth::TokenAuth::new(auth.clone())));
+        }
         let context = glib::MainContext::new();
         server
             .attach(Some(&context))
@@ -88,9 +90,6 @@ impl RtspReaders {
     }
 
     fn mount(&self, name: &str, source: &gst::Pipeline, tap: &StreamTap) -> Result<(), String> {
-        if let Some(why) = &self.refused {
-            return Err(why.clone());
-        }
         let server = self.server()?;
         let mounts = server
             .mount_points()
