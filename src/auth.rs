@@ -314,6 +314,7 @@ pub fn need(method: &axum::http::Method, path: &str) -> Need {
         // `POST /offer` picks a pipeline itself: it needs every pipeline.
         ["offer"] => Need::View(Some("*".to_string())),
         ["whip", name] | ["whip", name, _] => Need::Publish(name.to_string()),
+        ["hls", pipeline, _] if read => Need::View(Some(pipeline.to_string())),
         ["recordings", pipeline, _] | ["recordings", pipeline, _, _] if read => {
             Need::View(Some(pipeline.to_string()))
         }

@@ -302,6 +302,7 @@ pub async fn run(target: &str, dir: &Path) -> ExitCode {
             crate::webrtc::registry::Registry::new(Default::default()),
             std::sync::Arc::new(crate::hub::tcp::TcpReaders::default()),
             crate::hub::record::RecordReaders::new(recordings.clone()),
+            std::sync::Arc::new(crate::hub::hls::HlsReaders::default()),
             std::sync::Arc::new(crate::hub::rtsp::RtspReaders::new(
                 crate::server::DEFAULT_RTSP_LISTEN,
                 Default::default(),

@@ -26,7 +26,8 @@
 //!    `StreamProducer`s) that readers join and leave at run time, each behind its own
 //!    bounded, leaky, counted queue; a relayed publisher's stream is the same kind of stream.
 //!    Reader kinds: WebRTC viewers, TCP outputs ([`hub::tcp`], MPEG-TS served from a
-//!    pipeline of their own), RTSP outputs ([`hub::rtsp`], mounts of one embedded RTSP server), record and file outputs ([`hub::record`], written by a
+//!    pipeline of their own), RTSP outputs ([`hub::rtsp`], mounts of one embedded RTSP server), HLS outputs
+//!    ([`hub::hls`], segments and a playlist the HTTP server serves), record and file outputs ([`hub::record`], written by a
 //!    pipeline of their own, finished at the run's end even when it failed), and the decoder
 //!    of a stream kept as it arrives, for its hooks ([`hub::hooks`]). Only the hooks of raw
 //!    video (a local pipeline's, where transforms change the frames on the path) stay in the

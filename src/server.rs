@@ -46,6 +46,8 @@ pub struct Server {
     pub hub: Arc<Hub>,
     /// The WebRTC outputs and ingest points, and every session.
     pub webrtc: Arc<Registry>,
+    /// The `hls` outputs' segmenters and their directories.
+    pub hls: Arc<crate::hub::hls::HlsReaders>,
     /// `http://ADDR` or `https://ADDR`.
     pub url: String,
     stop_http: Option<watch::Sender<bool>>,
@@ -133,12 +135,14 @@ impl Server {
         // Left by a crash between opening a segment and writing to it.
         let rec = recordings.clone();
         tokio::task::spawn_blocking(move || rec.remove_empty()).await?;
+        let hls = Arc::new(crate::hub::hls::HlsReaders::default());
         let supervisor = Supervisor::new(
             config.supervisor.clone(),
             crate::hub::ReaderSet::new(vec![
                 webrtc.clone(),
                 Arc::new(crate::hub::tcp::TcpReaders::default()),
                 crate::hub::record::RecordReaders::new(recordings.clone()),
+                hls.clone(),
                 Arc::new(crate::hub::rtsp::RtspReaders::new(
                     config.rtsp_listen,
                     auth.clone(),
@@ -176,6 +180,7 @@ impl Server {
             webrtc: webrtc.clone(),
             recordings: recordings.clone(),
             auth,
+            hls: hls.clone(),
         });
         let stopped = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|stop| *stop).await;
@@ -206,6 +211,7 @@ impl Server {
             supervisor,
             hub,
             webrtc,
+            hls,
             stop_http: Some(stop_tx),
             http,
             internal,

@@ -332,3 +332,26 @@ fn hook_mistakes() {
         "`7000` is not an address to listen on: use HOST:PORT",
     );
 }
+
+#[test]
+fn hls_segments_are_whole_seconds_and_playlists_bounded() {
+    let out = "[source]\nkind = \"test\"\n\n[[output]]\nkind = \"hls\"\n";
+    assert_error(
+        "hls-segment",
+        &format!("{out}segment = \"500ms\"\n"),
+        "6:11",
+        "an HLS segment is whole seconds from 1 to 60, not 500ms",
+    );
+    assert_error(
+        "hls-playlist",
+        &format!("{out}playlist_length = 0\n"),
+        "6:19",
+        "playlist_length is the number of segments a playlist names, 1 to 100, not 0",
+    );
+    assert_error(
+        "hls-vp8",
+        &format!("[encode]\ncodec = \"vp8\"\n\n{out}"),
+        "7:1",
+        "hls output cannot carry vp8 video (HLS carries h264); set [encode] codec = \"h264\"",
+    );
+}

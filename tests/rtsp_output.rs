@@ -12,35 +12,11 @@ const CAM: &str =
 
 /// ffprobe's frames and codecs of the first 3 s of `url` over `transport`.
 fn probe(url: &str, transport: &str) -> serde_json::Value {
-    let out = run_limited(
-        40,
-        "ffprobe",
-        &[
-            "-v",
-            "error",
-            "-rtsp_transport",
-            transport,
-            "-count_frames",
-            "-read_intervals",
-            "%+3",
-            "-show_entries",
-            "stream=codec_type,codec_name,width,height,nb_read_frames",
-            "-of",
-            "json",
-            url,
-        ],
-    );
-    let mut seen: serde_json::Value =
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|_| serde_json::json!({}));
-    seen["error"] = String::from_utf8_lossy(&out.stderr).to_string().into();
-    seen
+    probe_frames(url, &["-rtsp_transport", transport], 3)
 }
 
 fn stream<'a>(probe: &'a serde_json::Value, kind: &str) -> Option<&'a serde_json::Value> {
-    probe["streams"]
-        .as_array()?
-        .iter()
-        .find(|s| s["codec_type"] == kind)
+    probed(probe, kind)
 }
 
 #[test]

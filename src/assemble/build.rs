@@ -34,6 +34,7 @@ impl Plan {
         !(self.webrtc.is_empty()
             && self.tcp.is_empty()
             && self.rtsp.is_empty()
+            && self.hls.is_empty()
             && self.records.is_empty()
             && self.files.is_empty())
     }

@@ -62,6 +62,8 @@ pub struct Plan {
     pub tcp: Vec<TcpTap>,
     /// RTSP outputs, mounts of the embedded RTSP server (readers of the stream hub).
     pub rtsp: Vec<StreamTap>,
+    /// HLS outputs, written by readers of the stream hub and served over HTTP.
+    pub hls: Vec<HlsTap>,
     /// Record outputs, written by readers of the stream hub.
     pub records: Vec<RecordTap>,
     /// Set for webrtc-source pipelines: built per publisher, fed at `video_in` / `audio_in`.
@@ -136,6 +138,14 @@ pub struct HookDecoder {
     pub launch: String,
 }
 
+/// An HLS output's stream and its segmenting.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HlsTap {
+    pub stream: StreamTap,
+    pub segment: std::time::Duration,
+    pub playlist_length: u32,
+}
+
 /// Where an output's encoded streams leave the pipeline for a reader of the stream hub.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StreamTap {
@@ -184,8 +194,10 @@ impl FileTap {
         let muxer = match self.container {
             Container::MpegTs => "mpegtsmux",
             Container::Mp4 => "mp4mux",
-            // (WebRTC and RTSP outputs are never files.)
-            Container::Matroska | Container::WebRtc | Container::Rtsp => "matroskamux",
+            // (WebRTC, RTSP and HLS outputs are never files.)
+            Container::Matroska | Container::WebRtc | Container::Rtsp | Container::Hls => {
+                "matroskamux"
+            }
             Container::WebM => "webmmux",
         };
         let video = format!("{}{muxer}", video_parser(self.stream.codec));
@@ -306,6 +318,7 @@ fn plan_raw(desc: &Description, launch: &str) -> Result<Plan, Diagnostic> {
         webrtc: Vec::new(),
         tcp: Vec::new(),
         rtsp: Vec::new(),
+        hls: Vec::new(),
         records: Vec::new(),
         ingest: None,
         hooks: Vec::new(),
@@ -563,6 +576,7 @@ fn plan_structured(desc: &Description) -> Result<Plan, Diagnostic> {
         webrtc: outs.webrtc,
         tcp: outs.tcp,
         rtsp: outs.rtsp,
+        hls: outs.hls,
         records: outs.records,
         ingest: None,
         hooks: hooks.taps,
@@ -659,6 +673,7 @@ fn plan_passthrough(
         webrtc: outs.webrtc,
         tcp: outs.tcp,
         rtsp: outs.rtsp,
+        hls: outs.hls,
         records: outs.records,
         ingest: None,
         hooks,
@@ -716,6 +731,7 @@ fn plan_ingest(
         webrtc: outs.webrtc,
         tcp: outs.tcp,
         rtsp: outs.rtsp,
+        hls: outs.hls,
         records: outs.records,
         hooks,
         hook_decoder,
@@ -765,7 +781,8 @@ fn video_parser(codec: VideoCodec) -> &'static str {
     }
 }
 
-fn audio_encoder(codec: AudioCodec, kbps: u32) -> Result<String, String> {
+/// The launch text of an installed encoder of `codec` at `kbps`.
+pub fn audio_encoder(codec: AudioCodec, kbps: u32) -> Result<String, String> {
     let bps = u64::from(kbps) * 1000;
     let candidates: &[&str] = match codec {
         AudioCodec::Aac => &["avenc_aac", "fdkaacenc", "voaacenc", "faac"],

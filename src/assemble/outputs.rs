@@ -10,6 +10,7 @@ pub(super) struct PlannedOutputs {
     pub(super) webrtc: Vec<WebRtcTap>,
     pub(super) tcp: Vec<TcpTap>,
     pub(super) rtsp: Vec<StreamTap>,
+    pub(super) hls: Vec<HlsTap>,
     pub(super) records: Vec<RecordTap>,
 }
 
@@ -30,6 +31,7 @@ pub(super) fn plan_outputs(
     let mut webrtc = Vec::new();
     let mut tcp = Vec::new();
     let mut rtsp = Vec::new();
+    let mut hls = Vec::new();
     let mut records = Vec::new();
     for (i, out) in s.outputs.iter().enumerate() {
         let container = out.value.container();
@@ -44,7 +46,7 @@ pub(super) fn plan_outputs(
         // Every output is a reader of the stream hub, outside this pipeline: its streams
         // leave here as they are encoded (WebRTC viewers take H.264 as byte-stream AUs).
         let video_chain = match (&out.value, codec) {
-            (Output::WebRtc(_) | Output::Rtsp(_), VideoCodec::H264) => format!(
+            (Output::WebRtc(_) | Output::Rtsp(_) | Output::Hls(_), VideoCodec::H264) => format!(
                 "{video_queue} ! h264parse config-interval=-1 ! video/x-h264,stream-format=byte-stream,alignment=au"
             ),
             _ => video_queue,
@@ -90,6 +92,12 @@ pub(super) fn plan_outputs(
             }),
             // A mount of hub::rtsp's server.
             Output::Rtsp(_) => rtsp.push(stream),
+            // Segments and a playlist written by hub::hls, served over HTTP.
+            Output::Hls(h) => hls.push(HlsTap {
+                stream,
+                segment: h.segment,
+                playlist_length: h.playlist_length,
+            }),
             // Muxed and written by hub::record, like a record output.
             Output::File(f) => files.push(FileTap {
                 stream,
@@ -105,6 +113,7 @@ pub(super) fn plan_outputs(
         webrtc,
         tcp,
         rtsp,
+        hls,
         records,
     }
 }

@@ -551,6 +551,8 @@ pub enum Container {
     WebRtc,
     /// RTP over RTSP (the embedded RTSP server).
     Rtsp,
+    /// HLS: MPEG-TS segments and a playlist, served over HTTP.
+    Hls,
 }
 
 impl Container {
@@ -576,6 +578,7 @@ impl Container {
             Container::MpegTs => "MPEG-TS",
             Container::WebRtc => "WebRTC",
             Container::Rtsp => "RTSP",
+            Container::Hls => "HLS",
         }
     }
 
@@ -585,7 +588,8 @@ impl Container {
             Container::Matroska => true,
             Container::WebM => matches!(codec, Vp8 | Vp9 | Av1),
             Container::Mp4 => matches!(codec, H264 | Vp9 | Av1),
-            Container::MpegTs => matches!(codec, H264),
+            // (HLS segments are MPEG-TS.)
+            Container::MpegTs | Container::Hls => matches!(codec, H264),
             // Browsers decode these; AV1 needs rtpav1pay, which GStreamer 1.22 does not have.
             Container::WebRtc => matches!(codec, H264 | Vp8 | Vp9),
             // What players and NVRs take over RTSP.
@@ -596,7 +600,9 @@ impl Container {
     /// The audio codec this container gets: AAC where players expect it, Opus otherwise.
     pub fn audio_codec(self) -> AudioCodec {
         match self {
-            Container::Mp4 | Container::MpegTs | Container::Rtsp => AudioCodec::Aac,
+            Container::Mp4 | Container::MpegTs | Container::Rtsp | Container::Hls => {
+                AudioCodec::Aac
+            }
             Container::Matroska | Container::WebM | Container::WebRtc => AudioCodec::Opus,
         }
     }
@@ -666,6 +672,7 @@ pub enum Output {
     WebRtc(WebRtcOutput),
     Record(RecordOutput),
     Rtsp(RtspOutput),
+    Hls(HlsOutput),
 }
 
 /// Served by the embedded RTSP server at `rtsp://HOST:PORT/{name}` (`serve --rtsp-listen`):
@@ -673,6 +680,53 @@ pub enum Output {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RtspOutput {}
+
+/// Served by the HTTP server at `/hls/{name}/index.m3u8`: MPEG-TS segments of `segment`
+/// length, the playlist naming the last `playlist_length`; older segments are deleted.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HlsOutput {
+    /// Length of each segment: whole seconds, 1 to 60 (each starts on a keyframe).
+    #[serde(default = "default_hls_segment", deserialize_with = "hls_segment")]
+    pub segment: Duration,
+    /// Segments the playlist names, 1 to 100.
+    #[serde(
+        default = "default_playlist_length",
+        deserialize_with = "playlist_length"
+    )]
+    pub playlist_length: u32,
+}
+
+fn default_hls_segment() -> Duration {
+    Duration::from_secs(1)
+}
+
+fn default_playlist_length() -> u32 {
+    6
+}
+
+fn hls_segment<'de, D: Deserializer<'de>>(de: D) -> Result<Duration, D::Error> {
+    let d = duration(de)?;
+    if d.subsec_nanos() != 0 || !(1..=60).contains(&d.as_secs()) {
+        return Err(serde::de::Error::custom(format!(
+            "an HLS segment is whole seconds from 1 to 60, not {}",
+            humantime::format_duration(d)
+        )));
+    }
+    Ok(d)
+}
+
+fn playlist_length<'de, D: Deserializer<'de>>(de: D) -> Result<u32, D::Error> {
+    let n = i64::deserialize(de)?;
+    u32::try_from(n)
+        .ok()
+        .filter(|n| (1..=100).contains(n))
+        .ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "playlist_length is the number of segments a playlist names, 1 to 100, not {n}"
+            ))
+        })
+}
 
 impl Output {
     pub fn kind(&self) -> &'static str {
@@ -682,6 +736,7 @@ impl Output {
             Output::WebRtc(_) => "webrtc",
             Output::Record(_) => "record",
             Output::Rtsp(_) => "rtsp",
+            Output::Hls(_) => "hls",
         }
     }
 
@@ -699,6 +754,11 @@ impl Output {
                 None => "webrtc".to_string(),
             },
             Output::Rtsp(_) => "rtsp".to_string(),
+            Output::Hls(h) => format!(
+                "hls {} segments × {}",
+                humantime::format_duration(h.segment),
+                h.playlist_length
+            ),
         }
     }
 
@@ -707,6 +767,7 @@ impl Output {
             Output::Tcp(_) => Container::MpegTs,
             Output::WebRtc(_) => Container::WebRtc,
             Output::Rtsp(_) => Container::Rtsp,
+            Output::Hls(_) => Container::Hls,
             // validate() has checked the name.
             Output::Record(r) => r.container().unwrap_or(Container::Matroska),
             // validate() has checked the extension.
@@ -718,13 +779,14 @@ impl Output {
 }
 
 impl Kinded for Output {
-    const KINDS: &'static [&'static str] = &["tcp", "file", "webrtc", "record", "rtsp"];
+    const KINDS: &'static [&'static str] = &["tcp", "file", "webrtc", "record", "rtsp", "hls"];
     fn deserialize_kind(kind: &str, de: ValueDeserializer<'_>) -> Result<Self, toml::de::Error> {
         Ok(match kind {
             "tcp" => Output::Tcp(TcpOutput::deserialize(de)?),
             "webrtc" => Output::WebRtc(WebRtcOutput::deserialize(de)?),
             "record" => Output::Record(RecordOutput::deserialize(de)?),
             "rtsp" => Output::Rtsp(RtspOutput::deserialize(de)?),
+            "hls" => Output::Hls(HlsOutput::deserialize(de)?),
             _ => Output::File(FileOutput::deserialize(de)?),
         })
     }

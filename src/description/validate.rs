@@ -278,7 +278,7 @@ fn validate_room(s: &super::Structured, r: &RoomSource) -> Result<(), (Where, St
     for out in &s.outputs {
         if matches!(
             out.value,
-            Output::Tcp(_) | Output::File(_) | Output::Rtsp(_)
+            Output::Tcp(_) | Output::File(_) | Output::Rtsp(_) | Output::Hls(_)
         ) {
             return Err((
                 Where::Span(out.span.clone()),
@@ -306,7 +306,7 @@ fn validate_ingest(s: &super::Structured, w: &WebRtcSource) -> Result<(), (Where
         let container = out.value.container();
         // Relayed to WebRTC viewers as it arrives, or recorded as it arrives.
         let relayed = matches!(out.value, Output::WebRtc(_));
-        if matches!(out.value, Output::Tcp(_) | Output::Rtsp(_)) {
+        if matches!(out.value, Output::Tcp(_) | Output::Rtsp(_) | Output::Hls(_)) {
             if w.codec == VideoCodec::H264 {
                 continue;
             }

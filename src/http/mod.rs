@@ -7,6 +7,7 @@ use crate::webrtc::output::WebRtcError;
 use crate::webrtc::registry::Registry;
 
 mod elements;
+mod hls;
 pub mod listen;
 mod manage;
 mod page;
@@ -79,6 +80,8 @@ pub struct AppState {
     pub webrtc: Arc<Registry>,
     pub recordings: Arc<crate::record::Recordings>,
     pub auth: Arc<crate::auth::Auth>,
+    /// Where the `hls` outputs' playlists and segments are.
+    pub hls: Arc<crate::hub::hls::HlsReaders>,
 }
 
 impl axum::extract::FromRef<AppState> for Arc<Registry> {
@@ -160,6 +163,7 @@ pub fn router(state: AppState) -> Router {
         .route("/offer", post(whep::offer_any))
         .route("/offer/{name}", post(whep::offer))
         .route("/offer/{room}/{participant}", post(whep::offer_participant))
+        .route("/hls/{name}/{file}", get(hls::get))
         .route("/api/recordings", get(recordings::list))
         .route(
             "/recordings/{pipeline}/{file}",

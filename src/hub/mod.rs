@@ -10,6 +10,7 @@
 //! serving MPEG-TS) and record readers ([`record`], a pipeline per output writing segments). The supervisor only knows the trait, through a [`ReaderSet`] of
 //! every kind, so dependencies run one way: supervisor → hub ← readers.
 
+pub mod hls;
 pub mod hooks;
 pub mod record;
 pub mod rtsp;
@@ -95,6 +96,108 @@ pub(crate) fn play_ahead(reader: &gst::Pipeline) -> Result<(), String> {
         .set_state(gst::State::Playing)
         .map(|_| ())
         .map_err(|_| format!("{} did not start", reader.name()))
+}
+
+/// How long a reader waits for the keyframe it asked for before it asks again.
+const KEYFRAME_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Asks a stream's source for a keyframe through a reader's parser, and again each second
+/// until one has left the parser: a request can be lost on the way (made before the source's
+/// video is linked, or before its publisher's RTP session knows the sender), and a reader
+/// must not wait for a publisher's next keyframe of its own accord (browsers and aiortc send
+/// none unasked). A reader that needs keyframes at a steady pace (segments) also asks
+/// whenever none has come for its interval.
+#[derive(Clone)]
+pub(crate) struct KeyframeAsker {
+    /// Asked from the parser's input.
+    upstream: gst::glib::WeakRef<gst::Pad>,
+    state: Arc<Mutex<Asking>>,
+}
+
+#[derive(Default)]
+struct Asking {
+    /// Since when a keyframe is wanted (None: nobody waits).
+    wanted: Option<std::time::Instant>,
+    /// Keyframes are wanted at least this often.
+    every: Option<std::time::Duration>,
+    last_keyframe: Option<std::time::Instant>,
+    last_request: Option<std::time::Instant>,
+}
+
+impl Asking {
+    /// Whether a frame leaving the parser at `now` calls for a request.
+    fn passed(&mut self, keyframe: bool, now: std::time::Instant) -> bool {
+        let since = |t: Option<std::time::Instant>| t.map(|t| now.saturating_duration_since(t));
+        if keyframe {
+            self.wanted = None;
+            self.last_keyframe = Some(now);
+            return false;
+        }
+        let retry = since(self.last_request).is_none_or(|d| d >= KEYFRAME_RETRY);
+        let waited = self.wanted.is_some() && retry;
+        let due = match (self.every, since(self.last_keyframe)) {
+            (Some(every), Some(gone)) => gone >= every && retry,
+            _ => false,
+        };
+        if waited || due {
+            self.last_request = Some(now);
+        }
+        waited || due
+    }
+}
+
+impl KeyframeAsker {
+    /// Watches the keyframes leaving `parse`; nothing is asked until [`KeyframeAsker::ask`],
+    /// or, with `every`, until the first keyframe is more than `every` old.
+    pub(crate) fn on(
+        parse: &gst::Element,
+        every: Option<std::time::Duration>,
+    ) -> Option<KeyframeAsker> {
+        let (upstream, downstream) = (parse.static_pad("sink")?, parse.static_pad("src")?);
+        let asker = KeyframeAsker {
+            upstream: upstream.downgrade(),
+            state: Arc::new(Mutex::new(Asking {
+                every,
+                ..Asking::default()
+            })),
+        };
+        let watching = asker.clone();
+        downstream.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            let keyframe = info
+                .buffer()
+                .is_some_and(|b| !b.flags().contains(gst::BufferFlags::DELTA_UNIT));
+            let again = watching
+                .state
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .passed(keyframe, std::time::Instant::now());
+            if again {
+                watching.request();
+            }
+            gst::PadProbeReturn::Ok
+        });
+        Some(asker)
+    }
+
+    /// A keyframe is wanted now.
+    pub(crate) fn ask(&self) {
+        {
+            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            let now = std::time::Instant::now();
+            state.wanted = Some(now);
+            state.last_request = Some(now);
+        }
+        self.request();
+    }
+
+    fn request(&self) {
+        if let Some(pad) = self.upstream.upgrade() {
+            let event = gst_video::UpstreamForceKeyUnitEvent::builder()
+                .all_headers(true)
+                .build();
+            pad.push_event(event);
+        }
+    }
 }
 
 /// A kind of reader, told about each run of a pipeline.
@@ -329,5 +432,48 @@ impl Readers for ReaderSet {
                 kind.close_ingest(name).await;
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_wanted_keyframe_is_asked_again_each_second_until_one_passes() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut asking = Asking {
+            wanted: Some(t0),
+            last_request: Some(t0),
+            ..Asking::default()
+        };
+        assert!(!asking.passed(false, at(500)));
+        assert!(asking.passed(false, at(1000)));
+        assert!(!asking.passed(false, at(1500)));
+        assert!(!asking.passed(true, at(1600)));
+        assert!(!asking.passed(false, at(5000)));
+    }
+
+    #[test]
+    fn a_paced_reader_asks_when_no_keyframe_came_for_its_interval() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut asking = Asking {
+            every: Some(Duration::from_secs(1)),
+            ..Asking::default()
+        };
+        // Nothing is due before the first keyframe (that one is asked for on its own).
+        assert!(!asking.passed(false, at(0)));
+        assert!(!asking.passed(true, at(100)));
+        assert!(!asking.passed(false, at(900)));
+        assert!(asking.passed(false, at(1100)));
+        // Not again within a second of the request, then again.
+        assert!(!asking.passed(false, at(1500)));
+        assert!(asking.passed(false, at(2100)));
+        // A keyframe of the source's own accord resets the pace.
+        assert!(!asking.passed(true, at(2200)));
+        assert!(!asking.passed(false, at(3000)));
     }
 }

@@ -16,8 +16,6 @@ use crate::assemble::{Plan, TcpTap};
 use crate::description::{AudioCodec, VideoCodec};
 use crate::events::{Event, EventBus};
 use gst::prelude::*;
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 /// The running TCP readers, by pipeline name.
 #[derive(Default)]
@@ -134,58 +132,16 @@ fn build(
     })
 }
 
-/// How long a client waits for the keyframe it asked for before it asks again.
-const KEYFRAME_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// A client that connects asks the source for a keyframe at once, and again each second until
-/// one has passed: a request can be lost on the way (made before the source's video is linked,
-/// or before its publisher's RTP session knows the sender), and a client must not wait for
-/// the publisher's next keyframe of its own accord (browsers and aiortc send none unasked).
+/// A client that connects asks the source for a keyframe ([`super::KeyframeAsker`]): it must
+/// not wait for the publisher's next keyframe of its own accord (browsers and aiortc send
+/// none unasked).
 fn ask_for_keyframes(sink: &gst::Element, parse: &gst::Element) {
-    // Asked from the parser's input; answered when a keyframe leaves the parser.
-    let (Some(upstream), Some(downstream)) = (parse.static_pad("sink"), parse.static_pad("src"))
-    else {
+    let Some(asker) = super::KeyframeAsker::on(parse, None) else {
         return;
     };
-    let request = |pad: &gst::Pad| {
-        let event = gst_video::UpstreamForceKeyUnitEvent::builder()
-            .all_headers(true)
-            .build();
-        pad.push_event(event);
-    };
-    // Since when a client waits for a keyframe (None: nobody waits).
-    let wanted: Arc<Mutex<Option<Instant>>> = Arc::default();
-    let (waiting, pad) = (wanted.clone(), upstream.downgrade());
     sink.connect("client-added", false, move |_| {
-        *waiting.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
-        if let Some(pad) = pad.upgrade() {
-            request(&pad);
-        }
+        asker.ask();
         None
-    });
-    let pad = upstream.downgrade();
-    downstream.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
-        let keyframe = info
-            .buffer()
-            .is_some_and(|b| !b.flags().contains(gst::BufferFlags::DELTA_UNIT));
-        let again = {
-            let mut wanted = wanted.lock().unwrap_or_else(|p| p.into_inner());
-            match *wanted {
-                Some(_) if keyframe => {
-                    *wanted = None;
-                    false
-                }
-                Some(since) if since.elapsed() >= KEYFRAME_RETRY => {
-                    *wanted = Some(Instant::now());
-                    true
-                }
-                _ => false,
-            }
-        };
-        if let (true, Some(pad)) = (again, pad.upgrade()) {
-            request(&pad);
-        }
-        gst::PadProbeReturn::Ok
     });
 }
 

@@ -20,7 +20,11 @@
 //   node view.mjs BASE NAME linger → watches NAME for WATCH_SECONDS (20) whatever arrives (a
 //                                    viewer on a slow link), prints "connected" once its first
 //                                    frame is decoded, then the page's stats at the end
+//   node view.mjs BASE NAME hls    → the page offers "HLS" for NAME; its playlist plays in
+//                                    hls.js for ≥ 5 s; prints the link, the time played, the
+//                                    frames decoded and the video's size
 import { chromium } from "playwright-core";
+import { fileURLToPath } from "node:url";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -174,6 +178,41 @@ try {
       setTimeout(() => resolve({ played: false, error: "timeout" }), 15000);
     }));
     console.log(JSON.stringify(shown));
+  } else if (mode === "hls") {
+    const page = await context.newPage();
+    await page.goto(base);
+    const link = page.locator(`a[data-hls="${name}"]`);
+    await link.waitFor({ timeout: 20000 });
+    const href = await link.getAttribute("href");
+    // Same origin as the service (no CORS needed): a bare video element driven by hls.js.
+    await page.setContent('<video id="v" muted autoplay playsinline></video>');
+    await page.addScriptTag({
+      path: fileURLToPath(new URL("node_modules/hls.js/dist/hls.min.js", import.meta.url)),
+    });
+    await page.evaluate((src) => {
+      const video = document.getElementById("v");
+      window.hlsErrors = [];
+      const hls = new Hls();
+      hls.on(Hls.Events.ERROR, (_, data) => window.hlsErrors.push(`${data.type}: ${data.details}`));
+      hls.loadSource(src);
+      hls.attachMedia(video);
+      video.play().catch(() => {});
+    }, href);
+    // Five seconds played from when the first frame showed.
+    await page.waitForFunction(() => document.getElementById("v").currentTime > 0, null, { timeout: 30000 });
+    const start = await page.evaluate(() => document.getElementById("v").currentTime);
+    await page.waitForFunction((t0) => document.getElementById("v").currentTime >= t0 + 5, start, { timeout: 30000 });
+    const seen = await page.evaluate(() => {
+      const v = document.getElementById("v");
+      return {
+        played: v.currentTime,
+        frames: v.getVideoPlaybackQuality().totalVideoFrames,
+        width: v.videoWidth,
+        height: v.videoHeight,
+        errors: window.hlsErrors,
+      };
+    });
+    console.log(JSON.stringify({ href, start, ...seen }));
   } else if (mode === "room") {
     const joined = async (who) => {
       const page = await context.newPage();

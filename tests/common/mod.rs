@@ -591,3 +591,42 @@ pub fn assert_colour(seen: &serde_json::Value, want: [i64; 3]) {
         );
     }
 }
+
+/// ffprobe's streams (codec, size, frames read) of the first `seconds` of `url`, with `options`
+/// before the input (`-rtsp_transport tcp`); its stderr is in `error`.
+pub fn probe_frames(url: &str, options: &[&str], seconds: u32) -> serde_json::Value {
+    let interval = format!("%+{seconds}");
+    let mut args = vec!["-v", "error"];
+    args.extend_from_slice(options);
+    args.extend_from_slice(&[
+        "-count_frames",
+        "-read_intervals",
+        &interval,
+        "-show_entries",
+        "stream=codec_type,codec_name,width,height,nb_read_frames",
+        "-of",
+        "json",
+        url,
+    ]);
+    let out = run_limited(seconds + 37, "ffprobe", &args);
+    let mut seen: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|_| serde_json::json!({}));
+    seen["error"] = String::from_utf8_lossy(&out.stderr).to_string().into();
+    seen
+}
+
+/// The first stream of `kind` ("video", "audio") in what [`probe_frames`] saw.
+pub fn probed<'a>(probe: &'a serde_json::Value, kind: &str) -> Option<&'a serde_json::Value> {
+    probe["streams"]
+        .as_array()?
+        .iter()
+        .find(|s| s["codec_type"] == kind)
+}
+
+/// The frames [`probe_frames`] read of its first stream of `kind`.
+pub fn probed_frames(probe: &serde_json::Value, kind: &str) -> i64 {
+    probed(probe, kind)
+        .and_then(|s| s["nb_read_frames"].as_str())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}

@@ -137,6 +137,24 @@ function updateEntry(e, p, now) {
   } else if (b) {
     b.remove();
   }
+  // "HLS": the playlist, for players without WebRTC (Safari and phones play it in the tab;
+  // VLC, ffplay and hls.js take the link). Players cannot set headers: the token goes along.
+  const hls = (p.outputs || []).some((o) => o.startsWith("hls")) && p.state === "playing";
+  let h = c.action.querySelector("a[data-hls]");
+  if (hls) {
+    const href = `/hls/${encodeURIComponent(p.name)}/index.m3u8` +
+      (token ? `?token=${encodeURIComponent(token)}` : "");
+    if (!h) {
+      h = el("a", "hls", "HLS");
+      h.dataset.hls = p.name;
+      h.target = "_blank";
+      h.title = "the HLS playlist: plays in Safari and phones' browsers; copy it into VLC or ffplay";
+      c.action.append(h);
+    }
+    if (h.getAttribute("href") !== href) h.href = href;
+  } else if (h) {
+    h.remove();
+  }
   let w = c.action.querySelector("span[data-waiting]");
   if (waiting && !w) {
     w = el("span", "waiting", "waiting for a publisher");
