@@ -22,10 +22,12 @@ When ready it prints one JSON line on stdout, e.g.
    "video_caps": "application/x-rtp,media=video,encoding-name=H264,clock-rate=90000,payload=96",
    "audio_caps": "application/x-rtp,media=audio,encoding-name=OPUS,clock-rate=48000,payload=111"}
 
-then runs until its stdin closes (keep a pipe open to it) or it gets SIGTERM/SIGINT, and then
-stops Janus and the WHIP server and removes the veth pair and the namespace. If the script is
-killed outright, its children die with it (PR_SET_PDEATHSIG) and the namespace and veth pair
-go with the last of them. On failure: a message on stderr naming what failed, with the tail of
+(audio_port and audio_caps are null without --audio-port), ~0.6-1 s after start. Then it runs
+until its stdin closes (keep a pipe open to it; with stdin at /dev/null, until a signal) or it
+gets SIGTERM/SIGINT/SIGHUP, and then stops Janus and the WHIP server and removes the veth pair
+and the namespace. If the script is killed outright, its children die with it
+(PR_SET_PDEATHSIG) and the namespace and veth pair go with them (only its temp work dir stays;
+the next run removes it). On failure: a message on stderr naming what failed, with the tail of
 the Janus and WHIP server logs, and exit status 1.
 
 Publishing (RFC 9725 WHIP, with this server's quirks):
@@ -37,19 +39,20 @@ Publishing (RFC 9725 WHIP, with this server's quirks):
 - The publisher must gather ICE candidates on the host-side veth address ("host_address"):
   a peer pinned to 127.0.0.1 cannot reach Janus. In a namespace with only lo and this veth,
   webrtcbin/libnice gathers exactly that address by default.
-- The room takes H.264 video (any profile the offer has; packetization-mode=1) and Opus audio.
+- The room takes H.264 video (checked with constrained-baseline, packetization-mode=1) and
+  Opus audio.
 
-What arrives on the UDP ports (plain RTP, no SRTP, no RTCP sent to you):
+What arrives on the UDP ports (plain RTP, no SRTP):
 - video on host_address:--video-port: H.264, RTP clock 90000, payload type --video-pt
   (default 96; Janus rewrites the publisher's PT to it), packetized by the publisher as it
   was (RFC 6184 packetization-mode=1: single NAL units, STAP-A and FU-A; SPS/PPS only if the
   publisher sends them in band, e.g. rtph264pay config-interval=-1). udpsrc caps:
   application/x-rtp,media=video,encoding-name=H264,clock-rate=90000,payload=96
-  then rtph264depay ! h264parse/avdec_h264. Janus asks the publisher for a keyframe (PLI)
-  every 2 s, so a late receiver decodes within ~2 s.
+  then rtph264depay ! avdec_h264 (or h264parse). The room asks the publisher for a keyframe
+  every 2 s (fir_freq = 2), so a receiver that starts late decodes within ~2 s.
 - audio (if --audio-port and the publisher sends audio) on --audio-port: Opus, 48000,
   payload type --audio-pt (default 111).
-- The SSRC is random per publish session; a new publish restarts sequence numbers.
+- The SSRC is random per publish session.
 """
 import argparse
 import ctypes
@@ -106,6 +109,14 @@ def tail(path, lines=30):
         return "(no log)\n"
 
 
+def remove_stale_work_dirs():
+    """Work dirs of harnesses that were killed outright (SIGKILL leaves them behind)."""
+    for d in glob.glob(os.path.join(tempfile.gettempdir(), "janus-whip-*-*")):
+        m = re.match(r"janus-whip-(\d+)-", os.path.basename(d))
+        if m and not os.path.exists(f"/proc/{m.group(1)}"):
+            shutil.rmtree(d, ignore_errors=True)
+
+
 def http(method, url, body=None, content_type=None, timeout=5):
     req = urllib.request.Request(url, data=body, method=method)
     if content_type:
@@ -155,7 +166,8 @@ class Harness:
         for line in run("ip", "-o", "-4", "addr", "show").splitlines():
             m = re.search(r"inet (\S+)", line)
             if m and ipaddress.ip_interface(m.group(1)).network.overlaps(self.net):
-                raise Failure(f"--subnet {self.net} overlaps an address already here: {line.strip()}")
+                raise Failure(f"--subnet {self.net} overlaps an address already here: "
+                              f"{line.strip()}")
 
     def make_namespace(self):
         # A process of its own holds the namespace; Janus and the WHIP server join it.
@@ -217,6 +229,7 @@ general: {{
   debug_timestamps = true
   debug_colors = false
   server_name = "mediaweave-test-janus"
+  interface = "{self.ns_ip}"
   hide_dependencies = true
 }}
 certificates: {{
@@ -327,7 +340,8 @@ room-{ROOM}: {{
         t0 = time.monotonic()
         deadline = t0 + self.args.timeout
         self.check_prerequisites()
-        self.work = tempfile.mkdtemp(prefix="janus-whip-")
+        remove_stale_work_dirs()
+        self.work = tempfile.mkdtemp(prefix=f"janus-whip-{os.getpid()}-")
         self.make_namespace()
         conf = self.write_janus_config()
         self.janus = self.spawn(["janus", "-F", conf, "-C", os.path.join(conf, "janus.jcfg"),
@@ -366,11 +380,11 @@ room-{ROOM}: {{
             "host_address": self.host_ip,
             "server_address": self.ns_ip,
             "video_port": self.args.video_port,
-            "audio_port": self.args.audio_port,
+            "audio_port": self.args.audio_port or None,
             "video_caps": "application/x-rtp,media=video,encoding-name=H264,clock-rate=90000,"
                           f"payload={self.args.video_pt}",
             "audio_caps": "application/x-rtp,media=audio,encoding-name=OPUS,clock-rate=48000,"
-                          f"payload={self.args.audio_pt}",
+                          f"payload={self.args.audio_pt}" if self.args.audio_port else None,
         }
         print(json.dumps(ready), flush=True)
         log(f"ready in {time.monotonic() - t0:.2f} s (work dir {self.work})")
