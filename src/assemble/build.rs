@@ -35,6 +35,7 @@ impl Plan {
             && self.tcp.is_empty()
             && self.rtsp.is_empty()
             && self.hls.is_empty()
+            && self.whip.is_empty()
             && self.records.is_empty()
             && self.files.is_empty())
     }

@@ -64,6 +64,8 @@ pub struct Plan {
     pub rtsp: Vec<StreamTap>,
     /// HLS outputs, written by readers of the stream hub and served over HTTP.
     pub hls: Vec<HlsTap>,
+    /// WHIP outputs: sessions publishing the stream to other servers.
+    pub whip: Vec<WhipTap>,
     /// Record outputs, written by readers of the stream hub.
     pub records: Vec<RecordTap>,
     /// Set for webrtc-source pipelines: built per publisher, fed at `video_in` / `audio_in`.
@@ -136,6 +138,15 @@ pub struct IngestTap {
 pub struct HookDecoder {
     pub video_sink: String,
     pub launch: String,
+}
+
+/// A WHIP output: its stream (as WebRTC viewers take it) and where it is published.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WhipTap {
+    pub stream: StreamTap,
+    pub url: String,
+    pub token: Option<String>,
+    pub ice_servers: Vec<String>,
 }
 
 /// An HLS output's stream and its segmenting.
@@ -319,6 +330,7 @@ fn plan_raw(desc: &Description, launch: &str) -> Result<Plan, Diagnostic> {
         tcp: Vec::new(),
         rtsp: Vec::new(),
         hls: Vec::new(),
+        whip: Vec::new(),
         records: Vec::new(),
         ingest: None,
         hooks: Vec::new(),
@@ -577,6 +589,7 @@ fn plan_structured(desc: &Description) -> Result<Plan, Diagnostic> {
         tcp: outs.tcp,
         rtsp: outs.rtsp,
         hls: outs.hls,
+        whip: outs.whip,
         records: outs.records,
         ingest: None,
         hooks: hooks.taps,
@@ -674,6 +687,7 @@ fn plan_passthrough(
         tcp: outs.tcp,
         rtsp: outs.rtsp,
         hls: outs.hls,
+        whip: outs.whip,
         records: outs.records,
         ingest: None,
         hooks,
@@ -732,6 +746,7 @@ fn plan_ingest(
         tcp: outs.tcp,
         rtsp: outs.rtsp,
         hls: outs.hls,
+        whip: outs.whip,
         records: outs.records,
         hooks,
         hook_decoder,

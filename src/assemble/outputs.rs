@@ -11,6 +11,7 @@ pub(super) struct PlannedOutputs {
     pub(super) tcp: Vec<TcpTap>,
     pub(super) rtsp: Vec<StreamTap>,
     pub(super) hls: Vec<HlsTap>,
+    pub(super) whip: Vec<WhipTap>,
     pub(super) records: Vec<RecordTap>,
 }
 
@@ -32,6 +33,7 @@ pub(super) fn plan_outputs(
     let mut tcp = Vec::new();
     let mut rtsp = Vec::new();
     let mut hls = Vec::new();
+    let mut whip = Vec::new();
     let mut records = Vec::new();
     for (i, out) in s.outputs.iter().enumerate() {
         let container = out.value.container();
@@ -46,7 +48,10 @@ pub(super) fn plan_outputs(
         // Every output is a reader of the stream hub, outside this pipeline: its streams
         // leave here as they are encoded (WebRTC viewers take H.264 as byte-stream AUs).
         let video_chain = match (&out.value, codec) {
-            (Output::WebRtc(_) | Output::Rtsp(_) | Output::Hls(_), VideoCodec::H264) => format!(
+            (
+                Output::WebRtc(_) | Output::Whip(_) | Output::Rtsp(_) | Output::Hls(_),
+                VideoCodec::H264,
+            ) => format!(
                 "{video_queue} ! h264parse config-interval=-1 ! video/x-h264,stream-format=byte-stream,alignment=au"
             ),
             _ => video_queue,
@@ -92,6 +97,13 @@ pub(super) fn plan_outputs(
             }),
             // A mount of hub::rtsp's server.
             Output::Rtsp(_) => rtsp.push(stream),
+            // A session of webrtc's WHIP client, like a viewer's.
+            Output::Whip(w) => whip.push(WhipTap {
+                stream,
+                url: w.url.get_ref().clone(),
+                token: w.token.clone(),
+                ice_servers: w.ice_servers.iter().map(|s| s.get_ref().clone()).collect(),
+            }),
             // Segments and a playlist written by hub::hls, served over HTTP.
             Output::Hls(h) => hls.push(HlsTap {
                 stream,
@@ -114,6 +126,7 @@ pub(super) fn plan_outputs(
         tcp,
         rtsp,
         hls,
+        whip,
         records,
     }
 }

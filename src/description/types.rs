@@ -673,6 +673,22 @@ pub enum Output {
     Record(RecordOutput),
     Rtsp(RtspOutput),
     Hls(HlsOutput),
+    Whip(WhipOutput),
+}
+
+/// Publishes the stream (as encoded, or relayed as published) to a WHIP server: another
+/// mediaweave, Janus, MediaMTX, LiveKit, Cloudflare. Reconnects with backoff.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WhipOutput {
+    /// The WHIP endpoint (`http(s)://host/whip/name`).
+    pub url: Spanned<String>,
+    /// Sent as `Authorization: Bearer TOKEN`.
+    pub token: Option<String>,
+    /// STUN and TURN servers for this connection (`stun://host:port`,
+    /// `turn(s)://user:password@host:port`); the service's own when empty.
+    #[serde(default)]
+    pub ice_servers: Vec<Spanned<String>>,
 }
 
 /// Served by the embedded RTSP server at `rtsp://HOST:PORT/{name}` (`serve --rtsp-listen`):
@@ -737,6 +753,7 @@ impl Output {
             Output::Record(_) => "record",
             Output::Rtsp(_) => "rtsp",
             Output::Hls(_) => "hls",
+            Output::Whip(_) => "whip",
         }
     }
 
@@ -754,6 +771,7 @@ impl Output {
                 None => "webrtc".to_string(),
             },
             Output::Rtsp(_) => "rtsp".to_string(),
+            Output::Whip(w) => format!("whip to {}", crate::redact::redact(w.url.get_ref())),
             Output::Hls(h) => format!(
                 "hls {} segments × {}",
                 humantime::format_duration(h.segment),
@@ -768,6 +786,7 @@ impl Output {
             Output::WebRtc(_) => Container::WebRtc,
             Output::Rtsp(_) => Container::Rtsp,
             Output::Hls(_) => Container::Hls,
+            Output::Whip(_) => Container::WebRtc,
             // validate() has checked the name.
             Output::Record(r) => r.container().unwrap_or(Container::Matroska),
             // validate() has checked the extension.
@@ -779,7 +798,8 @@ impl Output {
 }
 
 impl Kinded for Output {
-    const KINDS: &'static [&'static str] = &["tcp", "file", "webrtc", "record", "rtsp", "hls"];
+    const KINDS: &'static [&'static str] =
+        &["tcp", "file", "webrtc", "record", "rtsp", "hls", "whip"];
     fn deserialize_kind(kind: &str, de: ValueDeserializer<'_>) -> Result<Self, toml::de::Error> {
         Ok(match kind {
             "tcp" => Output::Tcp(TcpOutput::deserialize(de)?),
@@ -787,6 +807,7 @@ impl Kinded for Output {
             "record" => Output::Record(RecordOutput::deserialize(de)?),
             "rtsp" => Output::Rtsp(RtspOutput::deserialize(de)?),
             "hls" => Output::Hls(HlsOutput::deserialize(de)?),
+            "whip" => Output::Whip(WhipOutput::deserialize(de)?),
             _ => Output::File(FileOutput::deserialize(de)?),
         })
     }

@@ -72,6 +72,11 @@ pub(super) fn validate(s: &super::Structured) -> Result<(), (Where, String)> {
             ),
         ));
     }
+    for out in &s.outputs {
+        if let Output::Whip(w) = &out.value {
+            validate_whip(w)?;
+        }
+    }
     for hook in &s.hooks {
         let format = match &hook.value {
             Hook::Rust(r) => Some(&r.format),
@@ -266,6 +271,40 @@ pub(super) fn validate(s: &super::Structured) -> Result<(), (Where, String)> {
     Ok(())
 }
 
+/// A WHIP endpoint is an HTTP(S) URL; ICE servers are STUN or TURN URLs as webrtcbin takes
+/// them.
+fn validate_whip(w: &super::types::WhipOutput) -> Result<(), (Where, String)> {
+    let url = w.url.get_ref();
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"));
+    if rest.is_none_or(|r| r.is_empty() || r.starts_with('/')) {
+        return Err((
+            Where::Span(w.url.span()),
+            format!(
+                "`{}` is not a WHIP endpoint: use http(s)://HOST[:PORT]/PATH",
+                crate::redact::redact(url)
+            ),
+        ));
+    }
+    for server in &w.ice_servers {
+        let s = server.get_ref();
+        if !["stun://", "turn://", "turns://"]
+            .iter()
+            .any(|p| s.starts_with(p) && s.len() > p.len())
+        {
+            return Err((
+                Where::Span(server.span()),
+                format!(
+                    "`{}` is not an ICE server: use stun://HOST:PORT or turn(s)://USER:PASSWORD@HOST:PORT",
+                    crate::redact::redact(s)
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// A room is an ingest per participant: outputs that are one per participant (viewers,
 /// recordings in a directory each), not one port or one file that all would share.
 fn validate_room(s: &super::Structured, r: &RoomSource) -> Result<(), (Where, String)> {
@@ -278,7 +317,7 @@ fn validate_room(s: &super::Structured, r: &RoomSource) -> Result<(), (Where, St
     for out in &s.outputs {
         if matches!(
             out.value,
-            Output::Tcp(_) | Output::File(_) | Output::Rtsp(_) | Output::Hls(_)
+            Output::Tcp(_) | Output::File(_) | Output::Rtsp(_) | Output::Hls(_) | Output::Whip(_)
         ) {
             return Err((
                 Where::Span(out.span.clone()),
@@ -305,7 +344,7 @@ fn validate_ingest(s: &super::Structured, w: &WebRtcSource) -> Result<(), (Where
     for out in &s.outputs {
         let container = out.value.container();
         // Relayed to WebRTC viewers as it arrives, or recorded as it arrives.
-        let relayed = matches!(out.value, Output::WebRtc(_));
+        let relayed = matches!(out.value, Output::WebRtc(_) | Output::Whip(_));
         if matches!(out.value, Output::Tcp(_) | Output::Rtsp(_) | Output::Hls(_)) {
             if w.codec == VideoCodec::H264 {
                 continue;

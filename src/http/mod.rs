@@ -228,6 +228,9 @@ struct PipelineView {
     #[serde(skip_serializing_if = "Option::is_none")]
     participants: Option<Vec<crate::webrtc::room::ParticipantView>>,
     hooks: Vec<crate::hooks::HookStats>,
+    /// The `whip` outputs: where each publishes, connected or why not.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    whip: Vec<crate::webrtc::whip_client::WhipState>,
     /// Encoded video bytes and frames so far (a client derives bitrate and fps from two reads).
     meter: Option<crate::meter::MeterCounts>,
 }
@@ -242,7 +245,9 @@ fn view(
     let participants = webrtc.room(&status.name).map(|r| r.participants());
     let hooks = supervisor.hook_stats(&status.name);
     let meter = supervisor.meter(&status.name);
+    let whip = webrtc.whip_states(&status.name);
     PipelineView {
+        whip,
         status,
         viewers,
         publishers,

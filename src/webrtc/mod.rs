@@ -15,6 +15,7 @@
 //! - [`keyframes`]: which frames a joining viewer starts on, and keyframe requests held
 //!   to one per half second per stream, none lost;
 //! - [`rtx`]: each viewer's retransmission budget;
+//! - [`whip_client`]: `whip` outputs, the stream published to other servers over WHIP;
 //! - [`signaller`]: a webrtc output registered as a producer (and an ingest point as a
 //!   consumer of browser publishers) on a signalling server, the embedded `/ws` or another.
 
@@ -33,6 +34,7 @@ pub mod session;
 pub mod signaller;
 pub mod types;
 pub mod viewer;
+pub mod whip_client;
 
 /// Makes the first viewer as quick as the next ones: the DTLS certificate and the WebRTC
 /// plugins (webrtcbin, libnice, DTLS, SRTP) are otherwise made and loaded on its time.

@@ -11,6 +11,8 @@
 //!   the stream), then the same.
 //! - [`Start::Offerer`] (the signalling protocol): we offer once webrtcbin wants to negotiate
 //!   and our media flows; candidates trickle; the peer's answer comes back later.
+//! - [`Start::WhipClient`] (a `whip` output publishing to another server): the same, but the
+//!   offer goes out once with every candidate gathered (one HTTP request, no trickle).
 
 use std::time::{Duration, Instant};
 
@@ -26,6 +28,7 @@ pub enum Start {
     Publisher,
     Viewer,
     Offerer,
+    WhipClient,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,6 +87,8 @@ enum Phase {
         media: bool,
     },
     AwaitOffer,
+    /// Our offer is set locally; it goes out once ICE gathering is complete (or times out).
+    AwaitOfferGathering(Instant),
     /// Our offer is out; the peer's answer is awaited (and then served).
     Offered,
     /// Negotiated: serving until the peer goes away.
@@ -98,6 +103,8 @@ pub struct Negotiation {
     connect_deadline: Instant,
     connected: bool,
     disconnected_since: Option<Instant>,
+    /// Our offer goes out with every candidate gathered.
+    gathered_offer: bool,
 }
 
 impl Negotiation {
@@ -107,7 +114,7 @@ impl Negotiation {
         let (phase, actions) = match start {
             Start::Publisher => (Phase::AwaitRemoteSet, vec![Action::SetRemoteOffer]),
             Start::Viewer => (Phase::AwaitMedia, vec![]),
-            Start::Offerer => (
+            Start::Offerer | Start::WhipClient => (
                 Phase::AwaitOfferPrereqs {
                     negotiation: false,
                     media: false,
@@ -121,6 +128,7 @@ impl Negotiation {
             connect_deadline: now + connect_timeout,
             connected: false,
             disconnected_since: None,
+            gathered_offer: start == Start::WhipClient,
         };
         (n, actions)
     }
@@ -131,7 +139,7 @@ impl Negotiation {
         match self.phase {
             Phase::Ended => None,
             Phase::AwaitMedia | Phase::AwaitOfferPrereqs { .. } => Some(self.media_deadline),
-            Phase::AwaitGathering(until) => Some(until),
+            Phase::AwaitGathering(until) | Phase::AwaitOfferGathering(until) => Some(until),
             _ if !self.connected => Some(self.connect_deadline),
             _ => self.disconnected_since.map(|t| t + DISCONNECTED_TIMEOUT),
         }
@@ -185,9 +193,18 @@ impl Negotiation {
                     vec![SetLocal]
                 }
             }
-            (Input::Created { .. }, Phase::AwaitOffer) => {
+            (Input::Created { gathered, .. }, Phase::AwaitOffer) => {
+                if self.gathered_offer && !gathered {
+                    self.phase = Phase::AwaitOfferGathering(now + GATHERING_TIMEOUT);
+                    vec![SetLocal]
+                } else {
+                    self.phase = Phase::Offered;
+                    vec![SetLocal, SendOffer]
+                }
+            }
+            (Input::GatheringComplete | Input::Timeout, Phase::AwaitOfferGathering(_)) => {
                 self.phase = Phase::Offered;
-                vec![SetLocal, SendOffer]
+                vec![SendOffer]
             }
             (Input::GatheringComplete | Input::Timeout, Phase::AwaitGathering(_)) => {
                 // On timeout: answer with the candidates gathered so far rather than not at all.
@@ -331,6 +348,31 @@ mod tests {
             assert_eq!(n.handle(b, t), vec![CreateOffer]);
             assert_eq!(n.handle(created(false), t), vec![SetLocal, SendOffer]);
         }
+    }
+
+    #[test]
+    fn a_whip_client_offers_once_every_candidate_is_gathered() {
+        let t = Instant::now();
+        let (mut n, _) = Negotiation::new(Start::WhipClient, t, CONNECT);
+        n.handle(Input::NegotiationNeeded, t);
+        assert_eq!(n.handle(Input::MediaFlowing, t), vec![CreateOffer]);
+        assert_eq!(n.handle(created(false), t), vec![SetLocal]);
+        assert_eq!(n.deadline(), Some(t + GATHERING_TIMEOUT));
+        assert_eq!(n.handle(Input::GatheringComplete, t), vec![SendOffer]);
+        assert_eq!(n.handle(Input::RemoteAnswer, t), vec![SetRemoteAnswer]);
+        // Gathered already when created: at once; a slow gathering: what there is, in time.
+        let (mut n, _) = Negotiation::new(Start::WhipClient, t, CONNECT);
+        n.handle(Input::NegotiationNeeded, t);
+        n.handle(Input::MediaFlowing, t);
+        assert_eq!(n.handle(created(true), t), vec![SetLocal, SendOffer]);
+        let (mut n, _) = Negotiation::new(Start::WhipClient, t, CONNECT);
+        n.handle(Input::NegotiationNeeded, t);
+        n.handle(Input::MediaFlowing, t);
+        n.handle(created(false), t);
+        assert_eq!(
+            n.handle(Input::Timeout, t + GATHERING_TIMEOUT),
+            vec![SendOffer]
+        );
     }
 
     #[test]

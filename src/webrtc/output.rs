@@ -381,7 +381,13 @@ impl WebRtcOutput {
         client: Option<std::net::IpAddr>,
     ) -> Result<(ViewerId, mpsc::Sender<Command>), WebRtcError> {
         let params = self.params(Via::Signalling, client)?;
-        self.register(params, Role::Offer { signal })
+        self.register(
+            params,
+            Role::Offer {
+                signal,
+                gathered: false,
+            },
+        )
     }
 
     /// Ends one viewer session; false if there is none with that id. The session leaves the

@@ -29,6 +29,8 @@ pub struct Registry {
     publisher_ledgers: Ledgers,
     /// Per pipeline: its video's keyframe requests, across runs and publishers.
     keyframe_ledgers: Mutex<HashMap<String, Arc<super::keyframes::RequestCounts>>>,
+    /// The `whip` outputs, publishing each run's stream to other servers.
+    whip: super::whip_client::WhipClients,
 }
 
 type Ledgers = Mutex<HashMap<String, Arc<Mutex<Totals>>>>;
@@ -51,11 +53,12 @@ impl Registry {
             outputs: Mutex::new(HashMap::new()),
             ingests: Mutex::new(HashMap::new()),
             rooms: Mutex::new(HashMap::new()),
-            config,
             embedded: Mutex::new(None),
             viewer_ledgers: Mutex::default(),
             publisher_ledgers: Mutex::default(),
             keyframe_ledgers: Mutex::default(),
+            whip: super::whip_client::WhipClients::new(config.clone()),
+            config,
         })
     }
 
@@ -91,6 +94,11 @@ impl Registry {
             .entry(crate::description::pipeline_of(name).to_string())
             .or_default()
             .clone()
+    }
+
+    /// What pipeline `name`'s `whip` outputs are doing.
+    pub fn whip_states(&self, name: &str) -> Vec<super::whip_client::WhipState> {
+        self.whip.states(name)
     }
 
     /// The service-wide limits.
@@ -186,6 +194,7 @@ impl Registry {
         for name in self.names() {
             self.detach(&name);
         }
+        self.whip.stop_all();
         let sessions = &self.config.sessions;
         sessions.close();
         if tokio::time::timeout(std::time::Duration::from_secs(10), sessions.wait())
@@ -319,6 +328,7 @@ impl Readers for Registry {
         plan: &crate::assemble::Plan,
         events: &crate::events::EventBus,
     ) -> Result<(), String> {
+        self.whip.attach(name, pipeline, plan, events)?;
         // One webrtc output per pipeline is what viewers address (by pipeline name).
         let Some(tap) = plan.webrtc.first() else {
             return Ok(());
@@ -385,6 +395,7 @@ impl Readers for Registry {
     /// The pipeline is playing: viewers share its clock and base time from now on, and the
     /// output registers as a producer with its signalling server.
     fn playing(&self, name: &str, pipeline: &gst::Pipeline) {
+        self.whip.playing(name, pipeline);
         let Some(out) = self.get(name) else { return };
         if let Some(clock) = pipeline.clock() {
             let base = pipeline.base_time().unwrap_or(gst::ClockTime::ZERO);
@@ -433,6 +444,8 @@ impl Readers for Registry {
     /// [`WebRtcConfig::resume_grace`] at most) and follow the next run, without renegotiating. Without
     /// viewers this is [`Registry::detach`].
     fn suspend(&self, name: &str) {
+        // A `whip` output's session ends with the run; the next run publishes anew.
+        self.whip.detach(name);
         let Some(out) = self.get(name) else { return };
         let Some(generation) = out.suspend() else {
             return self.detach(name);
@@ -458,6 +471,7 @@ impl Readers for Registry {
 
     /// The pipeline stopped: its viewers' sessions end.
     fn detach(&self, name: &str) {
+        self.whip.detach(name);
         if let Some(out) = self.lock().remove(name) {
             out.end_all();
         }

@@ -10,7 +10,8 @@
 //! - [`Role::Answer`] (WHEP, `POST /offer`) and [`Role::Publish`] (WHIP, `/publish`): the peer
 //!   offers; we answer once ICE gathering is complete, so no trickle is needed;
 //! - [`Role::Offer`] (the signalling protocol): we offer and trickle candidates through
-//!   [`Signal`]s; the answer and remote candidates arrive as [`Command`]s.
+//!   [`Signal`]s; the answer and remote candidates arrive as [`Command`]s. A `whip` output
+//!   offers the same way, once, with every candidate gathered.
 
 use super::cert;
 use super::negotiation::{Action, Input, Negotiation, Start};
@@ -208,7 +209,7 @@ fn fail(role: Role, error: String) {
     tracing::warn!("{} session failed to start: {error}", kind(&role));
     let (reply, signal) = match role {
         Role::Answer(a) | Role::Publish(a, _) => (Some(a.reply), a.signal),
-        Role::Offer { signal } => (None, Some(signal)),
+        Role::Offer { signal, .. } => (None, Some(signal)),
     };
     if let Some(reply) = reply {
         let _ = reply.send(Err(error.clone()));
@@ -321,8 +322,12 @@ impl Session {
         let (start, mut peer) = match role {
             Role::Answer(a) => (Start::Viewer, Peer::answering(a)),
             Role::Publish(a, _) => (Start::Publisher, Peer::answering(a)),
-            Role::Offer { signal } => (
-                Start::Offerer,
+            Role::Offer { signal, gathered } => (
+                if gathered {
+                    Start::WhipClient
+                } else {
+                    Start::Offerer
+                },
                 Peer {
                     remote: None,
                     reply: None,
@@ -450,7 +455,15 @@ impl Session {
                 }
                 Action::SendAnswer => self.send_answer(&mut peer.reply)?,
                 Action::SendOffer => {
-                    let desc = self.created.take().ok_or("no local offer")?;
+                    // With every candidate gathered (no trickle): webrtcbin's local
+                    // description has them; otherwise the offer as created.
+                    let desc = match self.created.take() {
+                        Some(desc) if !self.gathering_complete() => desc,
+                        _ => self
+                            .webrtc()
+                            .property::<Option<WebRTCSessionDescription>>("local-description")
+                            .ok_or("no local offer")?,
+                    };
                     let sdp = peer::sdp_text(&desc)?;
                     if let Some(signal) = &peer.signal {
                         send_signal(signal, Signal::Offer(sdp))?;

@@ -127,8 +127,12 @@ pub enum Role {
     Answer(Answering),
     /// A publisher that offered (WHIP, `/publish`): what it sends goes into this ingest.
     Publish(Answering, Ingest),
-    /// A signalling consumer that did not offer: we offer and trickle candidates.
-    Offer { signal: mpsc::Sender<Signal> },
+    /// A signalling consumer that did not offer: we offer and trickle candidates; or
+    /// (`gathered`, a `whip` output) we offer once, with every candidate gathered.
+    Offer {
+        signal: mpsc::Sender<Signal>,
+        gathered: bool,
+    },
 }
 
 /// A peer's offer to answer.
