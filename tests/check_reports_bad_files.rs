@@ -355,3 +355,25 @@ fn hls_segments_are_whole_seconds_and_playlists_bounded() {
         "hls output cannot carry vp8 video (HLS carries h264); set [encode] codec = \"h264\"",
     );
 }
+
+#[test]
+fn whip_and_whep_endpoints_are_http_urls() {
+    assert_error(
+        "whep-url",
+        "[source]\nkind = \"whep\"\nurl = \"rtsp://cam/1\"\n\n[[output]]\nkind = \"webrtc\"\n",
+        "3:7",
+        "`rtsp://cam/1` is not a WHEP endpoint: use http(s)://HOST[:PORT]/PATH",
+    );
+    assert_error(
+        "whip-ice",
+        "[source]\nkind = \"test\"\n\n[[output]]\nkind = \"whip\"\nurl = \"http://h/whip/x\"\nice_servers = [\"stun.example.org\"]\n",
+        "7:16",
+        "`stun.example.org` is not an ICE server: use stun://HOST:PORT or turn(s)://USER:PASSWORD@HOST:PORT",
+    );
+    assert_error(
+        "whep-tcp-vp8",
+        "[source]\nkind = \"whep\"\nurl = \"http://h/whep/x\"\ncodec = \"vp8\"\n\n[[output]]\nkind = \"tcp\"\nport = 5000\n",
+        "6:1",
+        "a tcp output carries H.264 here: this whep source takes vp8",
+    );
+}

@@ -66,6 +66,8 @@ pub struct Plan {
     pub hls: Vec<HlsTap>,
     /// WHIP outputs: sessions publishing the stream to other servers.
     pub whip: Vec<WhipTap>,
+    /// A whep source: where the ingest's stream is pulled from (instead of published to it).
+    pub pull: Option<WhepPull>,
     /// Record outputs, written by readers of the stream hub.
     pub records: Vec<RecordTap>,
     /// Set for webrtc-source pipelines: built per publisher, fed at `video_in` / `audio_in`.
@@ -119,7 +121,7 @@ fn source_liveness(source: &Source) -> (bool, &'static str) {
         Source::Test(_) | Source::Camera(_) | Source::Tcp(_) => (true, "source"),
         Source::File(_) => (false, "source"),
         Source::Uri(u) => (is_live_uri(u.uri.get_ref()), "decode"),
-        Source::WebRtc(_) | Source::Room(_) => (false, "source"),
+        Source::WebRtc(_) | Source::Room(_) | Source::Whep(_) => (false, "source"),
     }
 }
 
@@ -138,6 +140,13 @@ pub struct IngestTap {
 pub struct HookDecoder {
     pub video_sink: String,
     pub launch: String,
+}
+
+/// Where a whep source pulls its stream from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WhepPull {
+    pub url: String,
+    pub token: Option<String>,
 }
 
 /// A WHIP output: its stream (as WebRTC viewers take it) and where it is published.
@@ -331,6 +340,7 @@ fn plan_raw(desc: &Description, launch: &str) -> Result<Plan, Diagnostic> {
         rtsp: Vec::new(),
         hls: Vec::new(),
         whip: Vec::new(),
+        pull: None,
         records: Vec::new(),
         ingest: None,
         hooks: Vec::new(),
@@ -379,6 +389,14 @@ fn plan_structured(desc: &Description) -> Result<Plan, Diagnostic> {
     }
     if let Source::Room(r) = source {
         return plan_ingest(desc, &r.publisher(), Some(r.max_participants));
+    }
+    if let Source::Whep(w) = source {
+        let mut plan = plan_ingest(desc, &w.publisher(), None)?;
+        plan.pull = Some(WhepPull {
+            url: w.url.get_ref().clone(),
+            token: w.token.clone(),
+        });
+        return Ok(plan);
     }
     if let Some(p) = s.passthrough() {
         return plan_passthrough(desc, s, p);
@@ -464,7 +482,7 @@ fn plan_structured(desc: &Description) -> Result<Plan, Diagnostic> {
                 "queue name=video_in ! clocksync".into()
             }
         }
-        Source::WebRtc(_) | Source::Room(_) => {
+        Source::WebRtc(_) | Source::Room(_) | Source::Whep(_) => {
             unreachable!("ingest sources are planned by plan_ingest")
         }
         Source::Tcp(t) => {
@@ -590,6 +608,7 @@ fn plan_structured(desc: &Description) -> Result<Plan, Diagnostic> {
         rtsp: outs.rtsp,
         hls: outs.hls,
         whip: outs.whip,
+        pull: None,
         records: outs.records,
         ingest: None,
         hooks: hooks.taps,
@@ -688,6 +707,7 @@ fn plan_passthrough(
         rtsp: outs.rtsp,
         hls: outs.hls,
         whip: outs.whip,
+        pull: None,
         records: outs.records,
         ingest: None,
         hooks,
@@ -747,6 +767,7 @@ fn plan_ingest(
         rtsp: outs.rtsp,
         hls: outs.hls,
         whip: outs.whip,
+        pull: None,
         records: outs.records,
         hooks,
         hook_decoder,

@@ -425,11 +425,39 @@ impl RoomSource {
     }
 }
 
+/// A stream pulled from a WHEP server (another mediaweave's `/whep/{name}`, MediaMTX) and
+/// treated like a published one: relayed, recorded, hooked, never re-encoded; pulled again
+/// with backoff when it ends.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WhepSource {
+    /// The WHEP endpoint (`http(s)://host/whep/name`).
+    pub url: Spanned<String>,
+    /// Sent as `Authorization: Bearer TOKEN`.
+    pub token: Option<String>,
+    /// The video codec asked for: "h264" (default), "vp8" or "vp9".
+    #[serde(default)]
+    pub codec: VideoCodec,
+    #[serde(default = "yes")]
+    pub audio: bool,
+}
+
+impl WhepSource {
+    /// What the pulled stream is, as a publisher's would be.
+    pub fn publisher(&self) -> WebRtcSource {
+        WebRtcSource {
+            codec: self.codec,
+            audio: self.audio,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Source {
     Camera(CameraSource),
     WebRtc(WebRtcSource),
     Room(RoomSource),
+    Whep(WhepSource),
     Test(TestSource),
     File(FileSource),
     Uri(UriSource),
@@ -446,6 +474,7 @@ impl Source {
             Source::Tcp(_) => "tcp",
             Source::WebRtc(_) => "webrtc",
             Source::Room(_) => "room",
+            Source::Whep(_) => "whep",
         }
     }
 
@@ -460,6 +489,11 @@ impl Source {
             Source::Tcp(t) => format!("tcp {}:{}", t.host, t.port),
             Source::WebRtc(w) => format!("webrtc publisher ({})", w.codec.name()),
             Source::Room(r) => format!("room of up to {} ({})", r.max_participants, r.codec.name()),
+            Source::Whep(w) => format!(
+                "whep from {} ({})",
+                crate::redact::redact(w.url.get_ref()),
+                w.codec.name()
+            ),
         }
     }
 
@@ -471,7 +505,7 @@ impl Source {
             Source::File(f) => (f.width, f.height, f.framerate),
             Source::Uri(u) => (u.width, u.height, u.framerate),
             Source::Tcp(t) => (t.width, t.height, t.framerate),
-            Source::WebRtc(_) | Source::Room(_) => (None, None, None),
+            Source::WebRtc(_) | Source::Room(_) | Source::Whep(_) => (None, None, None),
         }
     }
 }
@@ -505,8 +539,9 @@ impl super::Structured {
 }
 
 impl Kinded for Source {
-    const KINDS: &'static [&'static str] =
-        &["camera", "test", "file", "uri", "tcp", "webrtc", "room"];
+    const KINDS: &'static [&'static str] = &[
+        "camera", "test", "file", "uri", "tcp", "webrtc", "room", "whep",
+    ];
     fn deserialize_kind(kind: &str, de: ValueDeserializer<'_>) -> Result<Self, toml::de::Error> {
         Ok(match kind {
             "camera" => Source::Camera(CameraSource::deserialize(de)?),
@@ -515,6 +550,7 @@ impl Kinded for Source {
             "uri" => Source::Uri(UriSource::deserialize(de)?),
             "webrtc" => Source::WebRtc(WebRtcSource::deserialize(de)?),
             "room" => Source::Room(RoomSource::deserialize(de)?),
+            "whep" => Source::Whep(WhepSource::deserialize(de)?),
             _ => Source::Tcp(TcpSource::deserialize(de)?),
         })
     }

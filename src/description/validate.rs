@@ -105,8 +105,10 @@ pub(super) fn validate(s: &super::Structured) -> Result<(), (Where, String)> {
             ));
         }
         if let Some(mode) = hook.value.transform() {
-            let kept = matches!(s.source.value, Source::WebRtc(_) | Source::Room(_))
-                || s.passthrough().is_some();
+            let kept = matches!(
+                s.source.value,
+                Source::WebRtc(_) | Source::Room(_) | Source::Whep(_)
+            ) || s.passthrough().is_some();
             if kept {
                 return Err((
                     Where::Span(mode.span()),
@@ -161,6 +163,11 @@ pub(super) fn validate(s: &super::Structured) -> Result<(), (Where, String)> {
     }
     if let Source::WebRtc(w) = &s.source.value {
         return validate_ingest(s, w);
+    }
+    if let Source::Whep(w) = &s.source.value {
+        check_endpoint(&w.url, "WHEP")?;
+        return validate_ingest(s, &w.publisher())
+            .map_err(|(at, msg)| (at, msg.replace("webrtc source", "whep source")));
     }
     if let Source::Room(r) = &s.source.value {
         return validate_room(s, r);
@@ -271,22 +278,28 @@ pub(super) fn validate(s: &super::Structured) -> Result<(), (Where, String)> {
     Ok(())
 }
 
-/// A WHIP endpoint is an HTTP(S) URL; ICE servers are STUN or TURN URLs as webrtcbin takes
-/// them.
-fn validate_whip(w: &super::types::WhipOutput) -> Result<(), (Where, String)> {
-    let url = w.url.get_ref();
-    let rest = url
+/// A WHIP or WHEP endpoint is an HTTP(S) URL with a host.
+fn check_endpoint(url: &serde_spanned::Spanned<String>, what: &str) -> Result<(), (Where, String)> {
+    let text = url.get_ref();
+    let rest = text
         .strip_prefix("http://")
-        .or_else(|| url.strip_prefix("https://"));
+        .or_else(|| text.strip_prefix("https://"));
     if rest.is_none_or(|r| r.is_empty() || r.starts_with('/')) {
         return Err((
-            Where::Span(w.url.span()),
+            Where::Span(url.span()),
             format!(
-                "`{}` is not a WHIP endpoint: use http(s)://HOST[:PORT]/PATH",
-                crate::redact::redact(url)
+                "`{}` is not a {what} endpoint: use http(s)://HOST[:PORT]/PATH",
+                crate::redact::redact(text)
             ),
         ));
     }
+    Ok(())
+}
+
+/// A WHIP endpoint is an HTTP(S) URL; ICE servers are STUN or TURN URLs as webrtcbin takes
+/// them.
+fn validate_whip(w: &super::types::WhipOutput) -> Result<(), (Where, String)> {
+    check_endpoint(&w.url, "WHIP")?;
     for server in &w.ice_servers {
         let s = server.get_ref();
         if !["stun://", "turn://", "turns://"]

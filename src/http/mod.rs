@@ -53,7 +53,7 @@ impl From<WebRtcError> for ApiError {
             | WebRtcError::TooManyPending(_) => StatusCode::SERVICE_UNAVAILABLE,
             WebRtcError::BadOffer(_) => StatusCode::BAD_REQUEST,
             WebRtcError::CodecMismatch(_) => StatusCode::NOT_ACCEPTABLE,
-            WebRtcError::Busy(_) => StatusCode::CONFLICT,
+            WebRtcError::Busy(_) | WebRtcError::Pulls(_) => StatusCode::CONFLICT,
             WebRtcError::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError(code, e.to_string())
@@ -231,6 +231,9 @@ struct PipelineView {
     /// The `whip` outputs: where each publishes, connected or why not.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     whip: Vec<crate::webrtc::whip_client::WhipState>,
+    /// A whep source: where it pulls from, connected or why not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    whep: Option<crate::webrtc::whip_client::WhipState>,
     /// Encoded video bytes and frames so far (a client derives bitrate and fps from two reads).
     meter: Option<crate::meter::MeterCounts>,
 }
@@ -246,8 +249,10 @@ fn view(
     let hooks = supervisor.hook_stats(&status.name);
     let meter = supervisor.meter(&status.name);
     let whip = webrtc.whip_states(&status.name);
+    let whep = webrtc.whep_state(&status.name);
     PipelineView {
         whip,
+        whep,
         status,
         viewers,
         publishers,

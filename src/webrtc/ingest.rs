@@ -34,6 +34,11 @@ pub struct IngestPoint {
     relay: Option<super::registry::Relay>,
     /// A room participant's: where the lines its publisher types go (the room's chat).
     chat: Option<ChatSender>,
+    /// A whep source's puller, told to stop (and `DELETE` its session) when the ingest closes.
+    puller: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    closing: watch::Sender<bool>,
+    /// What a whep source's pulling is doing.
+    pub pull_state: Arc<Mutex<super::whip_client::WhipState>>,
 }
 
 #[derive(Default)]
@@ -77,7 +82,29 @@ impl IngestPoint {
             ended,
             relay,
             chat,
+            puller: Mutex::new(None),
+            closing: watch::channel(false).0,
+            pull_state: Arc::default(),
         })
+    }
+
+    /// Where the pipeline's events go.
+    pub fn events(&self) -> &crate::events::EventBus {
+        &self.hooks.events
+    }
+
+    /// Whether this ingest pulls its stream (a whep source).
+    pub fn plan_pulls(&self) -> bool {
+        self.plan.pull.is_some()
+    }
+
+    /// A whep source's endpoint (empty for other ingests).
+    pub fn pull_url(&self) -> String {
+        self.plan
+            .pull
+            .as_ref()
+            .map(|p| p.url.clone())
+            .unwrap_or_default()
     }
 
     /// Whether the pipeline relays its publishers to WebRTC viewers.
@@ -138,8 +165,38 @@ impl IngestPoint {
             .plan
             .ingest
             .ok_or_else(|| WebRtcError::NotFound(self.pipeline.clone()))?;
+        if self.plan.pull.is_some() {
+            return Err(WebRtcError::Pulls(self.pipeline.clone()));
+        }
         let formats = sdp::read_publish_offer(&offer, ingest.codec, ingest.audio)
             .map_err(WebRtcError::BadOffer)?;
+        let (tx, rx) = oneshot::channel();
+        let handle = self.start_publisher(via, client, |ingest| {
+            Role::Publish(
+                Answering {
+                    offer,
+                    formats,
+                    reply: tx,
+                    signal,
+                },
+                ingest,
+            )
+        })?;
+        Ok((handle.0, handle.1, rx))
+    }
+
+    /// Starts the session of a publisher (one that offered, or a stream we pull) whose role
+    /// `role` makes from the ingest; `Busy` while another publishes.
+    pub(super) fn start_publisher(
+        self: &Arc<Self>,
+        via: Via,
+        client: Option<std::net::IpAddr>,
+        role: impl FnOnce(Ingest) -> Role,
+    ) -> Result<(ViewerId, mpsc::Sender<super::types::Command>), WebRtcError> {
+        let ingest = self
+            .plan
+            .ingest
+            .ok_or_else(|| WebRtcError::NotFound(self.pipeline.clone()))?;
         let mut state = self.lock();
         if state.closed {
             return Err(WebRtcError::NotPlaying(self.pipeline.clone()));
@@ -155,7 +212,6 @@ impl IngestPoint {
         let pending = limits
             .pending(client)
             .map_err(WebRtcError::TooManyPending)?;
-        let (tx, rx) = oneshot::channel();
         // A webrtc source's publisher does not chat; a room's participant chats with the room.
         let chat = self.chat.clone().unwrap_or_else(|| mpsc::channel(1).0);
         let params = Params {
@@ -177,20 +233,12 @@ impl IngestPoint {
         let handle = session::spawn(
             &self.config.sessions,
             params,
-            Role::Publish(
-                Answering {
-                    offer,
-                    formats,
-                    reply: tx,
-                    signal,
-                },
-                Ingest {
-                    plan: self.plan.clone(),
-                    recordings: self.recordings.clone(),
-                    hooks: self.hooks.clone(),
-                    relay: self.relay.clone(),
-                },
-            ),
+            role(Ingest {
+                plan: self.plan.clone(),
+                recordings: self.recordings.clone(),
+                hooks: self.hooks.clone(),
+                relay: self.relay.clone(),
+            }),
             move |id| {
                 let _slot = slot;
                 if let Some(point) = weak.upgrade() {
@@ -226,7 +274,31 @@ impl IngestPoint {
             serde_json::json!({ "publisher": id.short(), "via": via_name }),
         ));
         state.publisher = Some(handle);
-        Ok((id, commands, rx))
+        Ok((id, commands))
+    }
+
+    /// The current publisher's handle on its statistics, if it is `id`.
+    pub(super) fn publisher_stats(&self, id: &ViewerId) -> Option<watch::Receiver<ViewerStats>> {
+        self.lock()
+            .publisher
+            .as_ref()
+            .filter(|h| h.id == *id)
+            .map(|h| h.stats.clone())
+    }
+
+    /// A whep source: pulls its stream from `pull` (another server's WHEP endpoint) as this
+    /// ingest's publisher, again with backoff whenever it ends, until the ingest closes.
+    pub fn pull_from(self: &Arc<Self>, pull: crate::assemble::WhepPull) {
+        let closing = self.closing.subscribe();
+        let task = tokio::spawn(super::whep_pull::run(Arc::downgrade(self), pull, closing));
+        if let Some(old) = self
+            .puller
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .replace(task)
+        {
+            old.abort();
+        }
     }
 
     /// WHIP: answers the publisher's offer with every candidate gathered.
@@ -289,6 +361,19 @@ impl IngestPoint {
             if let Some(h) = &state.publisher {
                 h.end();
             }
+        }
+        // A puller ends its session with the server (`DELETE`) and stops.
+        self.closing.send_replace(true);
+        let puller = self.puller.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(puller) = puller
+            && tokio::time::timeout(Duration::from_secs(12), puller)
+                .await
+                .is_err()
+        {
+            tracing::warn!(
+                "{}: the WHEP puller did not stop within 12 s",
+                self.pipeline
+            );
         }
         let mut active = self.active.subscribe();
         let done = active.wait_for(|n| *n == 0);

@@ -16,6 +16,7 @@
 //!   to one per half second per stream, none lost;
 //! - [`rtx`]: each viewer's retransmission budget;
 //! - [`whip_client`]: `whip` outputs, the stream published to other servers over WHIP;
+//! - [`whep_pull`]: `whep` sources, a stream pulled from another server over WHEP;
 //! - [`signaller`]: a webrtc output registered as a producer (and an ingest point as a
 //!   consumer of browser publishers) on a signalling server, the embedded `/ws` or another.
 
@@ -34,6 +35,7 @@ pub mod session;
 pub mod signaller;
 pub mod types;
 pub mod viewer;
+pub mod whep_pull;
 pub mod whip_client;
 
 /// Makes the first viewer as quick as the next ones: the DTLS certificate and the WebRTC

@@ -13,6 +13,9 @@
 //!   and our media flows; candidates trickle; the peer's answer comes back later.
 //! - [`Start::WhipClient`] (a `whip` output publishing to another server): the same, but the
 //!   offer goes out once with every candidate gathered (one HTTP request, no trickle).
+//! - [`Start::WhepClient`] (a `whep` source pulling from another server): we offer to
+//!   receive, so nothing of ours has to flow first; the offer goes out gathered, like a
+//!   WHIP client's.
 
 use std::time::{Duration, Instant};
 
@@ -29,6 +32,7 @@ pub enum Start {
     Viewer,
     Offerer,
     WhipClient,
+    WhepClient,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,10 +118,11 @@ impl Negotiation {
         let (phase, actions) = match start {
             Start::Publisher => (Phase::AwaitRemoteSet, vec![Action::SetRemoteOffer]),
             Start::Viewer => (Phase::AwaitMedia, vec![]),
-            Start::Offerer | Start::WhipClient => (
+            Start::Offerer | Start::WhipClient | Start::WhepClient => (
                 Phase::AwaitOfferPrereqs {
                     negotiation: false,
-                    media: false,
+                    // A receiver has no media of its own to wait for.
+                    media: start == Start::WhepClient,
                 },
                 vec![],
             ),
@@ -128,7 +133,7 @@ impl Negotiation {
             connect_deadline: now + connect_timeout,
             connected: false,
             disconnected_since: None,
-            gathered_offer: start == Start::WhipClient,
+            gathered_offer: matches!(start, Start::WhipClient | Start::WhepClient),
         };
         (n, actions)
     }
@@ -373,6 +378,17 @@ mod tests {
             n.handle(Input::Timeout, t + GATHERING_TIMEOUT),
             vec![SendOffer]
         );
+    }
+
+    #[test]
+    fn a_whep_client_offers_to_receive_without_media_of_its_own() {
+        let t = Instant::now();
+        let (mut n, first) = Negotiation::new(Start::WhepClient, t, CONNECT);
+        assert_eq!(first, vec![]);
+        assert_eq!(n.handle(Input::NegotiationNeeded, t), vec![CreateOffer]);
+        assert_eq!(n.handle(created(false), t), vec![SetLocal]);
+        assert_eq!(n.handle(Input::GatheringComplete, t), vec![SendOffer]);
+        assert_eq!(n.handle(Input::RemoteAnswer, t), vec![SetRemoteAnswer]);
     }
 
     #[test]

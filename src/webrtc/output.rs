@@ -27,6 +27,10 @@ pub enum WebRtcError {
     NobodyPublishing(String),
     #[error("pipeline `{0}` already has a publisher")]
     Busy(String),
+    #[error(
+        "pipeline `{0}` pulls its stream from a WHEP server (a whep source): it takes no publishers"
+    )]
+    Pulls(String),
     #[error("room `{0}` is full: it holds {1} participants at most")]
     RoomFull(String, u32),
     #[error("room `{0}` has no participant `{1}`")]

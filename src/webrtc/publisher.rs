@@ -11,13 +11,20 @@ use gst::glib;
 use gst::prelude::*;
 use tokio::sync::mpsc;
 
+/// What a publisher's pipeline receives: the payload types of its video and audio, and
+/// whether we offer them (a pulled stream) rather than answer the publisher's offer.
+pub struct Receive {
+    pub video_pt: Option<u32>,
+    pub audio_pt: Option<u32>,
+    pub offering: bool,
+}
+
 /// Builds and starts a publisher's pipeline: the ingest plan's outputs, fed by webrtcbin
 /// through a depayloader per stream as the publisher's pads appear (blocking).
 pub fn build_receiver(
     ingest: Ingest,
     codec: VideoCodec,
-    video_pt: Option<u32>,
-    audio_pt: Option<u32>,
+    receive: Receive,
     ice: IceConfig,
     cert: &'static DtlsCertificate,
     events: mpsc::Sender<Event>,
@@ -42,17 +49,33 @@ pub fn build_receiver(
         VideoCodec::Vp9 => ("VP9", "rtpvp9depay"),
         VideoCodec::Av1 => return Err("AV1 cannot be received here".into()),
     };
+    let Receive {
+        video_pt,
+        audio_pt,
+        offering,
+    } = receive;
     let wanted = [
         video_pt.map(|pt| ("video", enc, 90000i32, pt)),
         audio_pt.map(|pt| ("audio", "OPUS", 48000i32, pt)),
     ];
     for (media, enc, rate, pt) in wanted.into_iter().flatten() {
-        let caps = gst::Caps::builder("application/x-rtp")
+        let mut caps = gst::Caps::builder("application/x-rtp")
             .field("media", media)
             .field("encoding-name", enc)
             .field("payload", pt as i32)
-            .field("clock-rate", rate)
-            .build();
+            .field("clock-rate", rate);
+        if offering && enc == "OPUS" {
+            caps = caps.field("encoding-params", "2");
+        }
+        if offering && enc == "H264" {
+            // What senders check an H.264 offer for: non-interleaved packets, and any
+            // profile from constrained baseline up, at any level.
+            caps = caps
+                .field("packetization-mode", "1")
+                .field("profile-level-id", "42e01f")
+                .field("level-asymmetry-allowed", "1");
+        }
+        let caps = caps.build();
         let transceiver = webrtc.emit_by_name_with_values(
             "add-transceiver",
             &[
@@ -109,12 +132,8 @@ pub fn build_receiver(
         .set_state(gst::State::Playing)
         .map_err(|_| "the publisher pipeline did not start".to_string())?;
     // The offer has no audio but the outputs expect it: end that branch so muxers go on.
-    if audio_pt.is_none()
-        && let Some(pad) = pipeline
-            .by_name("audio_in")
-            .and_then(|e| e.static_pad("sink"))
-    {
-        pad.send_event(gst::event::Eos::new());
+    if audio_pt.is_none() {
+        no_audio(&pipeline);
     }
     Ok(Built {
         pipeline: guard,
@@ -125,6 +144,17 @@ pub fn build_receiver(
         continuity: Continuity::watch(std::iter::empty()),
         channel: None,
     })
+}
+
+/// Ends the audio branch of a publisher's pipeline that will get no audio (its offer or
+/// answer has none), so muxers waiting for it go on.
+pub fn no_audio(pipeline: &gst::Pipeline) {
+    if let Some(pad) = pipeline
+        .by_name("audio_in")
+        .and_then(|e| e.static_pad("sink"))
+    {
+        pad.send_event(gst::event::Eos::new());
+    }
 }
 
 /// Ends a publisher's stream: end-of-stream into its branches, which carries through to its

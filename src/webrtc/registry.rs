@@ -101,6 +101,18 @@ impl Registry {
         self.whip.states(name)
     }
 
+    /// What pipeline `name`'s whep source is doing, if it has one.
+    pub fn whep_state(&self, name: &str) -> Option<super::whip_client::WhipState> {
+        let point = self.ingest(name)?;
+        point.plan_pulls().then(|| {
+            point
+                .pull_state
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+        })
+    }
+
     /// The service-wide limits.
     pub fn limits(&self) -> &Arc<crate::limits::Limits> {
         &self.config.limits
@@ -510,7 +522,17 @@ impl Readers for Registry {
                 .insert(name.to_string(), room);
             return;
         }
+        let pull = parts.plan.pull.clone();
         let point = super::ingest::IngestPoint::new(name, parts, None);
+        if let Some(pull) = pull {
+            // A whep source: its one publisher is the stream it pulls.
+            point.pull_from(pull);
+            self.ingests
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(name.to_string(), point);
+            return;
+        }
         let url = self.config.signalling_url.clone().or_else(|| {
             self.embedded
                 .lock()

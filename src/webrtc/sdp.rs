@@ -149,6 +149,14 @@ pub fn check_answer(answer: &str, codec: VideoCodec) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether an answer takes audio (an audio m-line it did not refuse).
+pub fn answer_takes_audio(answer: &str) -> bool {
+    parse(answer).is_ok_and(|msg| {
+        msg.medias()
+            .any(|m| m.media() == Some("audio") && m.port() != 0)
+    })
+}
+
 /// Reads a publisher's offer (WHIP, `/publish`): the payload types it sends our codec and Opus
 /// with. Fails when it sends nothing we can record.
 pub fn read_publish_offer(

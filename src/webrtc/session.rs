@@ -87,7 +87,7 @@ pub fn spawn(
 /// What the session is, for its log lines.
 fn kind(role: &Role) -> &'static str {
     match role {
-        Role::Publish(..) => "publisher",
+        Role::Publish(..) | Role::Pull(..) => "publisher",
         _ => "viewer",
     }
 }
@@ -106,7 +106,7 @@ async fn run(
         Err(e) => return fail(role, e),
     };
     let ingest = match &role {
-        Role::Publish(_, ingest) => Some(ingest.clone()),
+        Role::Publish(_, ingest) | Role::Pull(ingest, _) => Some(ingest.clone()),
         _ => None,
     };
     // A publisher whose pipeline relays: its viewers will be served from this pipeline (once
@@ -171,8 +171,25 @@ async fn build(params: &Params, role: &Role, ev_tx: &mpsc::Sender<Event>) -> Res
             let (ingest, formats) = (ingest.clone(), answering.formats.clone());
             tokio::task::spawn_blocking(move || {
                 let cert = cert::certificate()?;
-                let (video_pt, audio_pt) = (formats.video_pt, formats.audio_pt);
-                super::publisher::build_receiver(ingest, codec, video_pt, audio_pt, ice, cert, tx)
+                let receive = super::publisher::Receive {
+                    video_pt: formats.video_pt,
+                    audio_pt: formats.audio_pt,
+                    offering: false,
+                };
+                super::publisher::build_receiver(ingest, codec, receive, ice, cert, tx)
+            })
+        }
+        Role::Pull(ingest, _) => {
+            let ingest = ingest.clone();
+            let audio = ingest.plan.ingest.is_some_and(|i| i.audio);
+            tokio::task::spawn_blocking(move || {
+                let cert = cert::certificate()?;
+                let receive = super::publisher::Receive {
+                    video_pt: Some(OFFER_VIDEO_PT),
+                    audio_pt: audio.then_some(OFFER_AUDIO_PT),
+                    offering: true,
+                };
+                super::publisher::build_receiver(ingest, codec, receive, ice, cert, tx)
             })
         }
         Role::Answer(_) | Role::Offer { .. } => {
@@ -209,7 +226,7 @@ fn fail(role: Role, error: String) {
     tracing::warn!("{} session failed to start: {error}", kind(&role));
     let (reply, signal) = match role {
         Role::Answer(a) | Role::Publish(a, _) => (Some(a.reply), a.signal),
-        Role::Offer { signal, .. } => (None, Some(signal)),
+        Role::Offer { signal, .. } | Role::Pull(_, signal) => (None, Some(signal)),
     };
     if let Some(reply) = reply {
         let _ = reply.send(Err(error.clone()));
@@ -322,6 +339,14 @@ impl Session {
         let (start, mut peer) = match role {
             Role::Answer(a) => (Start::Viewer, Peer::answering(a)),
             Role::Publish(a, _) => (Start::Publisher, Peer::answering(a)),
+            Role::Pull(_, signal) => (
+                Start::WhepClient,
+                Peer {
+                    remote: None,
+                    reply: None,
+                    signal: Some(signal),
+                },
+            ),
             Role::Offer { signal, gathered } => (
                 if gathered {
                     Start::WhipClient
@@ -393,6 +418,13 @@ impl Session {
                     None => return Ok("ended by request"),
                     Some(Command::RemoteAnswer(sdp)) => {
                         super::sdp::check_answer(&sdp, self.codec)?;
+                        // A pulled stream without audio: the outputs expecting it go on.
+                        if self.ingest.is_some()
+                            && !super::sdp::answer_takes_audio(&sdp)
+                            && let Some(pipeline) = self.built.pipeline.0.as_ref()
+                        {
+                            super::publisher::no_audio(pipeline);
+                        }
                         peer.remote = Some(sdp);
                         Some(Input::RemoteAnswer)
                     }

@@ -127,6 +127,9 @@ pub enum Role {
     Answer(Answering),
     /// A publisher that offered (WHIP, `/publish`): what it sends goes into this ingest.
     Publish(Answering, Ingest),
+    /// A stream we pull (a `whep` source): we offer to receive, once, with every candidate
+    /// gathered; what arrives goes into this ingest.
+    Pull(Ingest, mpsc::Sender<Signal>),
     /// A signalling consumer that did not offer: we offer and trickle candidates; or
     /// (`gathered`, a `whip` output) we offer once, with every candidate gathered.
     Offer {

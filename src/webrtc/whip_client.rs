@@ -33,10 +33,10 @@ const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest wait between attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
-/// What a `whip` output is doing, for the pipeline's status.
+/// What a `whip` output (or a `whep` source) is doing, for the pipeline's status.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct WhipState {
-    /// The output, `out{N}`.
+    /// The output, `out{N}` (`source` for a whep source).
     pub output: String,
     /// Where it publishes (passwords and tokens taken out).
     pub url: String,
@@ -117,8 +117,12 @@ fn agent() -> ureq::Agent {
         .into()
 }
 
-/// `POST`s the offer; blocking (run on the blocking pool).
-fn post_offer(url: &str, token: Option<&str>, offer: &str) -> Result<(String, String), String> {
+/// `POST`s the offer (WHIP or WHEP: the same exchange); blocking (run on the blocking pool).
+pub(super) fn post_offer(
+    url: &str,
+    token: Option<&str>,
+    offer: &str,
+) -> Result<(String, String), String> {
     let mut request = agent().post(url).header("Content-Type", "application/sdp");
     if let Some(token) = token {
         request = request.header("Authorization", &format!("Bearer {token}"));
@@ -145,7 +149,7 @@ fn post_offer(url: &str, token: Option<&str>, offer: &str) -> Result<(String, St
 }
 
 /// `DELETE`s the session's resource; blocking, best effort (the server may be gone).
-fn delete(resource: &str, token: Option<&str>) {
+pub(super) fn delete(resource: &str, token: Option<&str>) {
     let mut request = agent().delete(resource);
     if let Some(token) = token {
         request = request.header("Authorization", &format!("Bearer {token}"));

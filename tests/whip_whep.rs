@@ -1,6 +1,7 @@
-//! The `whip` output: two instances chained on loopback (A's test pattern published over
-//! WHIP into B's `webrtc` source, relayed to an aiortc viewer on B), B killed and restarted
-//! with A reconnecting on its own; and WHIP servers that refuse (403), never answer or are
+//! The `whip` output and the `whep` source: two instances chained on loopback (A's test
+//! pattern published over WHIP into B's `webrtc` source, relayed to an aiortc viewer on B, and
+//! pulled back into A by a `whep` source, relayed to a viewer there), B shut down and started
+//! again with A reconnecting both on its own; Janus as the WHIP server; and WHIP servers that refuse (403), never answer or are
 //! not there: each said in A's status and events and retried with backoff, while A's other
 //! outputs serve on.
 
@@ -38,6 +39,15 @@ fn wait_published(b: &str) {
     });
 }
 
+/// Waits until A's `back` (a whep source) pulls, then watches it: what an aiortc viewer saw.
+fn wait_pulled(a: &str) -> serde_json::Value {
+    wait_for("A's whep source to pull", Duration::from_secs(60), || {
+        let v = get(&format!("{a}/api/pipelines/back")).json;
+        (v["whep"]["connected"] == true).then_some(())
+    });
+    aiortc_view(&["whep", &format!("{a}/whep/back"), "--frames", "60"])
+}
+
 #[test]
 fn a_whip_output_feeds_another_instance_and_reconnects_when_it_comes_back() {
     let (dir_a, dir_b) = (
@@ -53,6 +63,14 @@ fn a_whip_output_feeds_another_instance_and_reconnects_when_it_comes_back() {
         "origin",
         &origin(&format!("{b_base}/whip/edge")),
     );
+    // B's relay pulled back into A: a whep source, relayed to A's viewers.
+    write_pipeline(
+        dir_a.path(),
+        "back",
+        &format!(
+            "[source]\nkind = \"whep\"\nurl = \"{b_base}/whep/edge\"\n\n[[output]]\nkind = \"webrtc\"\n"
+        ),
+    );
     let a = TestServer::start(dir_a.path());
     wait_published(&b_base);
     let states = whip_states(&a.base, "origin");
@@ -67,6 +85,9 @@ fn a_whip_output_feeds_another_instance_and_reconnects_when_it_comes_back() {
         (seen["width"].as_i64(), seen["height"].as_i64()),
         (Some(320), Some(240))
     );
+    let pulled = wait_pulled(&a.base);
+    assert!(pulled["frames"].as_i64().unwrap_or(0) >= 60, "{pulled}");
+    assert!(pulled["audio_frames"].as_i64().unwrap_or(0) > 0, "{pulled}");
 
     // B goes away: A says so and keeps trying; B comes back on the same address: A publishes
     // again without being told, and B's viewers can watch again.
@@ -96,6 +117,21 @@ fn a_whip_output_feeds_another_instance_and_reconnects_when_it_comes_back() {
         "{states:?}"
     );
     assert_eq!(states[0]["connected"], true, "{states:?}");
+    // The whep source came back too.
+    let pulled = wait_pulled(&a.base);
+    assert!(pulled["frames"].as_i64().unwrap_or(0) >= 60, "{pulled}");
+    // A whep source takes no publishers of its own.
+    let offer = include_str!("fixtures/aiortc-offer.sdp");
+    let refused = post_sdp(&format!("{}/whip/back", a.base), offer);
+    assert_eq!(refused.status, 409, "{}", refused.json);
+    assert!(
+        refused.json["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("pulls its stream from a WHEP server"),
+        "{}",
+        refused.json
+    );
     a.shutdown();
     b.shutdown();
 }
@@ -207,4 +243,81 @@ fn unkind_whip_servers_are_said_and_retried_while_the_rest_serves() {
         "playing"
     );
     server.shutdown();
+}
+
+/// Janus (an SFU nobody here wrote) behind its WHIP front end, in a network namespace of its
+/// own (`tests/peers/janus_whip.py`): a `whip` output publishes into it, and Janus's RTP
+/// forward of what it received decodes here, ≥ 30 frames at the pipeline's 320x240.
+#[test]
+fn a_whip_output_publishes_into_janus() {
+    use std::io::BufRead;
+    let video_port = free_port();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/janus_whip.py");
+    let mut janus = std::process::Command::new("/usr/bin/python3")
+        .arg(script)
+        .args([
+            "--video-port",
+            &video_port.to_string(),
+            "--subnet",
+            "10.78.0.0/24",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the Janus harness");
+    let mut ready = String::new();
+    std::io::BufReader::new(janus.stdout.take().expect("stdout"))
+        .read_line(&mut ready)
+        .expect("the harness's first line");
+    let info: serde_json::Value = serde_json::from_str(&ready)
+        .unwrap_or_else(|e| panic!("the Janus harness did not start ({e}): {ready:?}"));
+    let host = info["host_address"]
+        .as_str()
+        .expect("host_address")
+        .to_string();
+    let whip = info["whip"].as_str().expect("whip").to_string();
+    let caps = info["video_caps"].as_str().expect("video_caps").to_string();
+
+    // What Janus forwards, depayloaded and decoded: 30 frames, their size in the caps.
+    let receiver = std::process::Command::new("timeout")
+        .args(["60", "gst-launch-1.0", "-v", "udpsrc"])
+        .arg(format!("address={host}"))
+        .arg(format!("port={video_port}"))
+        .arg(format!("caps={caps}"))
+        .args([
+            "!",
+            "rtph264depay",
+            "!",
+            "avdec_h264",
+            "!",
+            "fakesink",
+            "num-buffers=30",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the receiver");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_pipeline(dir.path(), "origin", &origin(&whip));
+    // Our candidates on the veth toward Janus's namespace (Janus cannot reach loopback).
+    let server = TestServer::start_custom(dir.path(), |c| {
+        c.webrtc.ice.addresses = vec![host.clone()];
+    });
+    let out = receiver.wait_with_output().expect("receiver");
+    let printed = String::from_utf8_lossy(&out.stdout);
+    let states = whip_states(&server.base, "origin");
+    assert!(
+        out.status.success(),
+        "no 30 frames from Janus: {states:?}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        printed.contains("width=(int)320, height=(int)240"),
+        "{printed}"
+    );
+    assert_eq!(states[0]["connected"], true, "{states:?}");
+    server.shutdown();
+    drop(janus.stdin.take());
+    let _ = janus.wait();
 }
