@@ -115,6 +115,19 @@ fn with_tokens_the_playlist_hands_its_query_token_to_the_segments() {
     wait_playlist(&with_token);
     let (_, playlist) = get_text(&with_token);
     assert!(playlist.contains(".ts?token=view-cam"), "{playlist}");
+    // Names that are not the playlist or a segment of it find nothing, whatever they say.
+    for path in [
+        "/hls/cam/..%2F..%2F..%2Fetc%2Fpasswd",
+        "/hls/cam/segment99999.ts",
+        "/hls/cam/segment.ts",
+        "/hls/cam/index.m3u8%00.ts",
+        "/hls/nope/index.m3u8",
+        "/hls/cam/..",
+    ] {
+        let (status, body) = get_text(&format!("{}{path}?token=view-cam", server.base));
+        assert!(status == 404 || status == 403, "{path}: {status} {body}");
+        assert!(!body.contains("root:"), "{path}: {body}");
+    }
     assert_eq!(get(&url).status, 401);
     assert_eq!(get(&format!("{url}?token=view-other")).status, 403);
     let seen = probe_frames(&with_token, &[], 2);
