@@ -35,6 +35,7 @@ TARGETS = {
     "external_hook_ratio": 0.5,
     "relay_added_p50": 10, "relay_per_viewer_cpu": 0.5, "relay_per_viewer_rss": 3,
     "room_cpu": 15, "room_added_p50": 10,
+    "reach_rtsp_client_cpu": 0.3, "reach_hls_p50": 3000,
 }
 
 
@@ -89,30 +90,69 @@ def rss_mb(pids):
     return total / 1024
 
 
-class Window:
-    """CPU (% of one core) and RSS of process trees between start() and stop()."""
+def thread_seconds(pids):
+    """CPU seconds of every thread of `pids`, by (pid, tid): (thread name, seconds). From
+    schedstat (nanoseconds) where the kernel has it: /proc's clock ticks (10 ms) would make a
+    thread's CPU over a 2 s window ± 0.5 % of a core, and there are dozens of threads."""
+    found = {}
+    for pid in pids:
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                    text = f.read()
+                fields = text.rsplit(")", 1)[1].split()
+                seconds = (int(fields[11]) + int(fields[12])) / TICKS
+                try:
+                    with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                        seconds = int(f.read().split()[0]) / 1e9
+                except (OSError, IndexError, ValueError):
+                    pass
+                found[(pid, tid)] = (text[text.index("(") + 1:text.rindex(")")], seconds)
+            except (OSError, IndexError, ValueError):
+                pass
+    return found
 
-    def __init__(self, *roots):
+
+class Window:
+    """CPU (% of one core) and RSS of process trees between start() and stop(); with
+    threads=True also each thread name's CPU ("threads": {name: %})."""
+
+    def __init__(self, *roots, threads=False):
         self.roots = roots
+        self.threads = threads
 
     def pids(self):
         return [p for r in self.roots for p in descendants(r)]
 
     def start(self):
         self.t0 = time.monotonic()
-        self.c0 = {p: cpu_seconds([p]) for p in self.pids()}
+        pids = self.pids()
+        self.c0 = {p: cpu_seconds([p]) for p in pids}
+        self.t0_threads = thread_seconds(pids) if self.threads else {}
         return self
 
     def stop(self):
         # A process that started meanwhile counts from zero; one that ended is gone.
-        now = {p: cpu_seconds([p]) for p in self.pids()}
+        pids = self.pids()
+        now = {p: cpu_seconds([p]) for p in pids}
         elapsed = time.monotonic() - self.t0
         used = sum(v - self.c0.get(p, 0.0) for p, v in now.items())
-        return {"cpu": 100 * used / elapsed, "rss_mb": rss_mb(list(now)), "seconds": elapsed}
+        result = {"cpu": 100 * used / elapsed, "rss_mb": rss_mb(list(now)), "seconds": elapsed}
+        if self.threads:
+            by_name = {}
+            for key, (name, seconds) in thread_seconds(pids).items():
+                before = self.t0_threads.get(key, (name, 0.0))[1]
+                by_name[name] = by_name.get(name, 0.0) + 100 * (seconds - before) / elapsed
+            result["threads"] = {k: round(v, 3) for k, v in sorted(by_name.items(), key=lambda kv: -kv[1]) if v > 0}
+        return result
 
 
-def measure(seconds, *roots):
-    w = Window(*roots).start()
+def measure(seconds, *roots, threads=False):
+    w = Window(*roots, threads=threads).start()
     time.sleep(seconds)
     return w.stop()
 
@@ -157,14 +197,14 @@ def stop(proc, sig=signal.SIGTERM, timeout=10):
 class Serve:
     """`mediaweave serve` with the given pipelines, ICE on loopback."""
 
-    def __init__(self, binary, pipelines, workdir):
+    def __init__(self, binary, pipelines, workdir, extra=()):
         self.dir = Path(tempfile.mkdtemp(dir=workdir))
         (self.dir / "pipelines").mkdir()
         for name, text in pipelines.items():
             (self.dir / "pipelines" / f"{name}.toml").write_text(text)
         self.proc = subprocess.Popen(
             [binary, "serve", "--listen", "127.0.0.1:0", "--ice-address", "127.0.0.1",
-             "--pipelines", str(self.dir / "pipelines"), "--recordings", str(self.dir / "recordings")],
+             "--pipelines", str(self.dir / "pipelines"), "--recordings", str(self.dir / "recordings"), *extra],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         )
         line = self.proc.stdout.readline()
@@ -313,8 +353,12 @@ def scenario_ttff(cfg, binary, work):
     return result
 
 
-def viewers_run(root_pid, mode, url, counts, window):
-    viewers = subprocess.Popen([SYSTEM_PYTHON, str(PEERS / "gst_viewers.py"), mode, url],
+def viewers_run(root_pid, mode, url, counts, window, script="gst_viewers.py", baseline=True, threads=False):
+    """Viewers (clients of `script`: gst_viewers.py, or stream_clients.py for RTSP and HLS)
+    added up to each of `counts`: the service's CPU and RSS over `window` seconds at each,
+    with each viewer's fps and kb/s; first with none, unless not `baseline`. With `threads`,
+    each row also has the CPU by thread name and "serving_cpu" (serving())."""
+    viewers = subprocess.Popen([SYSTEM_PYTHON, str(PEERS / script), mode, url],
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                text=True)
     rows, have = [], 0
@@ -328,18 +372,19 @@ def viewers_run(root_pid, mode, url, counts, window):
         return json.loads(line)
 
     try:
-        baseline = measure(window, root_pid)
-        rows.append({"viewers": 0, "cpu": baseline["cpu"], "rss_mb": baseline["rss_mb"], "fps": []})
+        if baseline:
+            m = measure(window, root_pid, threads=threads)
+            rows.append({"viewers": 0, "cpu": m["cpu"], "rss_mb": m["rss_mb"], "fps": [], **serving(m)})
         for n in counts:
             added = ask(f"add {n - have}")
             have = n
             time.sleep(1)
-            w = Window(root_pid).start()
+            w = Window(root_pid, threads=threads).start()
             fps = ask(f"measure {window}")
             m = w.stop()
             rows.append({"viewers": n, "connected": added["connected"], "cpu": m["cpu"],
-                         "rss_mb": m["rss_mb"], "fps": fps["fps"], "kbps": fps["kbps"]})
-            log(f"  {n} viewers: cpu {m['cpu']:.1f}%, fps min {min(fps['fps'] or [0]):.1f}")
+                         "rss_mb": m["rss_mb"], "fps": fps["fps"], "kbps": fps["kbps"], **serving(m)})
+            log(f"  {n} {mode} viewers: cpu {m['cpu']:.1f}%, fps min {min(fps['fps'] or [0]):.1f}")
     except (RuntimeError, ValueError) as e:
         log(f"  stopped early: {e}")
     finally:
@@ -350,6 +395,22 @@ def viewers_run(root_pid, mode, url, counts, window):
         except (OSError, subprocess.TimeoutExpired):
             viewers.kill()
     return rows
+
+
+# The threads of a `test` source pipeline that draw and encode the picture (x264's own threads
+# take the name of the thread that starts them): what they do does not depend on viewers, and
+# their CPU swings by a few % of a core from one window to the next.
+PICTURE_THREADS = ("source:src", "video_encode_qu")
+
+
+def serving(m):
+    """A Window's figures with threads: the CPU by thread, and "serving_cpu", the CPU of the
+    service's threads but its PICTURE_THREADS (what viewers can cost, without the encoder's
+    swings). Threads that ended within the window are not in it (they are in "cpu")."""
+    if "threads" not in m:
+        return {}
+    serving_cpu = sum(v for k, v in m["threads"].items() if k not in PICTURE_THREADS)
+    return {"threads": m["threads"], "serving_cpu": serving_cpu}
 
 
 def slope(rows, key="cpu"):
@@ -677,6 +738,206 @@ def rooms_rows(rm, row, rows):
         lowest(rm.get("mesh_2") or {}, "fps"), "the 2 aiortc peers direct")
 
 
+# The reach scenario's pipeline: the stamped 720p30 stream of the latency scenario, served over
+# WebRTC, RTSP (the embedded server) and HLS (1 s segments, 6 in the playlist) at once.
+REACH_SEGMENT = 1
+
+
+def reach_toml():
+    return (stream_toml(max_viewers=8)
+            + f'\n[[output]]\nkind = "rtsp"\n\n[[output]]\nkind = "hls"\nsegment = {REACH_SEGMENT}\n'
+            'playlist_length = 6\n'
+            '\n[[hook]]\nkind = "rust"\nname = "stamp"\nmode = "transform"\nformat = "I420"\n')
+
+
+def machine_ticks():
+    """(busy, all) CPU ticks of the whole machine so far (/proc/stat)."""
+    with open("/proc/stat") as f:
+        fields = [int(v) for v in f.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle, iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def machine_busy(since):
+    """% of all the machine's cores busy (anyone's work) since machine_ticks() gave `since`."""
+    busy, total = machine_ticks()
+    return 100 * (busy - since[0]) / max(1, total - since[1])
+
+
+def stamp_read(args, timeout):
+    """tests/peers/stamp_reader.py (an RTSP or HLS client decoding the stamps): its JSON."""
+    out = subprocess.run([SYSTEM_PYTHON, str(PEERS / "stamp_reader.py"), *args, "--timeout", str(timeout)],
+                         capture_output=True, text=True, timeout=timeout + 30)
+    lines = [l for l in out.stdout.splitlines() if l.startswith("{")]
+    if not lines:
+        raise RuntimeError(f"stamp reader printed nothing: {out.stderr[-500:]}")
+    return json.loads(lines[-1])
+
+
+def hlsjs_read(base, path, frames, skip, timeout):
+    """tests/browser/hls_stamps.mjs: hls.js in headless Chromium, stamps read as frames show."""
+    out = subprocess.run(["node", str(ROOT / "tests" / "browser" / "hls_stamps.mjs"), base, path, str(frames),
+                          str(frames / 30 + 5), str(skip)],
+                         capture_output=True, text=True, timeout=timeout)
+    lines = [l for l in out.stdout.splitlines() if l.startswith("{")]
+    if not lines:
+        raise RuntimeError(f"hls.js reader printed nothing: {out.stderr[-500:]}")
+    v = json.loads(lines[-1])
+    lat = v.get("latencies_ms") or []
+    return {**v, "p50": percentile(lat, 0.5), "p90": percentile(lat, 0.9)}
+
+
+def scenario_reach(cfg, binary, work):
+    """One stamped 720p30 stream served over WebRTC, RTSP and HLS at once. The service's CPU
+    as RTSP clients (TCP, depayloaded, not decoded), then HLS clients (hlsdemux fetching
+    like a player, at a player's pace) are added, one kind at a time; then the glass-to-glass
+    latency of each path, one reader at a time, each decoding the stamps: RTSP (rtspsrc
+    latency=0, frames taken as decoded), WebRTC (the aiortc viewer over WHEP), HLS as players
+    show it (hls.js in Chromium, GStreamer's playbin and playbin3) and at the live edge."""
+    frames, skip, window = cfg["reach_frames"], cfg["reach_skip"], cfg["reach_window"]
+    port = free_port()
+    server = Serve(binary, {"live": reach_toml()}, work, ["--rtsp-listen", f"127.0.0.1:{port}"])
+    rtsp, hls_path = f"rtsp://127.0.0.1:{port}/live", "/hls/live/index.m3u8"
+    hls = server.base + hls_path
+    result = {"segment_s": REACH_SEGMENT, "clients": {}, "latency": {}, "reads": {}, "errors": {}}
+
+    def segments():
+        import urllib.request
+
+        with urllib.request.urlopen(hls, timeout=5) as resp:
+            return sum(1 for l in resp.read().decode().splitlines() if l.strip().endswith(".ts"))
+
+    def read(name, how):
+        t0, ticks = time.monotonic(), machine_ticks()
+        try:
+            v = how()
+        except Exception as e:  # noqa: BLE001 - the other paths are still measured
+            result["errors"][name] = f"{type(e).__name__}: {e}"
+            log(f"  {name}: {e}")
+            return
+        result["latency"][name] = v.pop("latencies_ms", [])
+        result["reads"][name] = {**v, "machine_busy": machine_busy(ticks)}
+        if v.get("error"):
+            result["errors"][name] = v["error"]
+        log(f"  {name}: p50 {v.get('p50')} ms, {len(result['latency'][name])} frames "
+            f"({time.monotonic() - t0:.0f} s)")
+
+    machine = machine_ticks()
+    try:
+        # CPU first (the playlist fills meanwhile).
+        for mode, url in (("rtsp", rtsp), ("hls", hls)):
+            if mode == "hls":
+                # A full playlist, so that players start where they would on a running stream.
+                wait_for("the HLS playlist to name 6 segments", 30, lambda: segments() >= 6)
+            result["clients"][mode] = viewers_run(server.proc.pid, mode, url, cfg["reach_counts"], window,
+                                                  script="stream_clients.py", baseline=False, threads=True)
+        timeout = frames / 30 + cfg["reach_timeout"]
+        read("rtsp", lambda: stamp_read([rtsp, "--frames", str(frames), "--skip", str(skip)], timeout))
+
+        def webrtc():
+            lat, seen = stamped_view("whep", f"{server.base}/whep/live", frames)
+            return {**seen, "p50": percentile(lat, 0.5), "p90": percentile(lat, 0.9), "latencies_ms": lat}
+
+        read("webrtc", webrtc)
+        # An HLS player's latency is set when it starts (where in the playlist, and in the
+        # segment being written, it begins) and stays: several starts, frames/starts each.
+        starts = cfg["reach_hls_starts"]
+        each = frames // starts
+        timeout = each / 30 + cfg["reach_timeout"]
+
+        def several(read_once):
+            runs = [read_once() for _ in range(starts)]
+            lat = [v for r in runs for v in r.get("latencies_ms") or []]
+            return {**runs[0], "latencies_ms": lat, "p50": percentile(lat, 0.5), "p90": percentile(lat, 0.9),
+                    "frames": len(lat), "starts": [{k: r.get(k) for k in ("p50", "first_frame_ms", "error")}
+                                                   for r in runs],
+                    "error": "; ".join(r["error"] for r in runs if r.get("error")) or None}
+
+        read("hls_hlsjs", lambda: several(lambda: hlsjs_read(server.base, hls_path, each, skip, timeout + 30)))
+        read("hls_playbin", lambda: several(lambda: stamp_read(
+            [hls, "--sync", "--frames", str(each), "--skip", str(skip)], timeout)))
+        if cfg["reach_playbin3"]:
+            read("hls_playbin3", lambda: several(lambda: stamp_read(
+                [hls, "--sync", "--playbin3", "--frames", str(each), "--skip", str(skip)], timeout)))
+        read("hls_edge", lambda: stamp_read([hls, "--edge", "--segments", str(cfg["reach_edge_segments"])],
+                                            cfg["reach_edge_segments"] * REACH_SEGMENT + 20))
+        # The service with no client at all, last: every client and reader has left (and the
+        # start's own work is long over).
+        m = measure(window, server.proc.pid, threads=True)
+        result["clients"]["idle"] = {"viewers": 0, "cpu": m["cpu"], "rss_mb": m["rss_mb"], "fps": [], **serving(m)}
+    finally:
+        server.close()
+        result["machine_busy"] = machine_busy(machine)
+    return result
+
+
+def reach_rows(rc, row, rows):
+    """The reach scenario's rows of the report."""
+    lat, reads = rc.get("latency") or {}, rc.get("reads") or {}
+    clients = rc.get("clients") or {}
+    seg = rc.get("segment_s", REACH_SEGMENT)
+
+    def plain(scenario, metric, ours, target="", ok=None):
+        rows.append(f"| {scenario} | {metric} | {ours} | | | {target} {mark(ok)} |")
+
+    scenario = f"reach: one 720p30 stream (stamped ball) served over RTSP, HLS ({seg} s segments) and WebRTC at once"
+    idle = clients.get("idle")
+    if idle:
+        plain(scenario, "no client (measured last): service CPU (%) · of it, not drawing or encoding the picture "
+              "· RSS (MB)", f"{fmt(idle['cpu'])} · {fmt(idle.get('serving_cpu'))} · {fmt(idle['rss_mb'])}")
+    for mode, what, client in (("rtsp", "RTSP", "rtspsrc over TCP, depayloaded"),
+                               ("hls", "HLS", "hlsdemux at a player's pace")):
+        rs = clients.get(mode) or []
+        per, whole = slope(rs, "serving_cpu"), slope(rs)
+        target = TARGETS["reach_rtsp_client_cpu"] if mode == "rtsp" else None
+        plain("reach", f"CPU per added {what} client (% of a core; {client}; counts where every client gets ≥ 27 fps), "
+              "the service less the threads drawing and encoding the picture",
+              fmt(per), f"≤ {target} %" if target else "", per <= target if target and per is not None else None)
+        plain("reach", f"CPU per added {what} client, the whole service (as `viewers`; the encoder's swings of a "
+              "few % per window swamp it)", fmt(whole))
+        for r in rs:
+            kbps = statistics.median(r["kbps"]) if r.get("kbps") else None
+            plain("reach", f"{r['viewers']} {what} clients: service CPU (%) · of it, not drawing or encoding · "
+                  "lowest client fps · connected · median kb/s received",
+                  f"{fmt(r['cpu'])} · {fmt(r.get('serving_cpu'))} · {fmt(min(r['fps'] or [0.0]))} · "
+                  f"{r.get('connected')}/{r['viewers']} · {fmt(kbps)}")
+    paths = (
+        ("rtsp", "RTSP: rtspsrc (TCP, latency=0), frames as decoded"),
+        ("webrtc", "WebRTC: the aiortc viewer over WHEP"),
+        ("hls_hlsjs", "HLS: hls.js (default configuration) in Chromium, frames as shown"),
+        ("hls_playbin", "HLS: GStreamer playbin, as gst-play-1.0 (hlsdemux), frames as shown"),
+        ("hls_playbin3", "HLS: GStreamer playbin3 (hlsdemux2), frames as shown"),
+        ("hls_edge", "HLS live edge: each new segment played from the moment the playlist names it (no player does this)"),
+    )
+    for name, what in paths:
+        if name not in reads and name not in (rc.get("errors") or {}):
+            continue
+        values = lat.get(name) or []
+        p50, p90 = percentile(values, 0.5), percentile(values, 0.9)
+        unit = "segments" if name == "hls_edge" else "frames"
+        runs = (reads.get(name) or {}).get("starts") or []
+        if len(runs) > 1:
+            unit += f", {len(runs)} starts: p50 " + " / ".join(fmt(r.get("p50")) for r in runs)
+        judged = name in ("hls_hlsjs", "hls_playbin")
+        target = TARGETS["reach_hls_p50"]
+        error = (rc.get("errors") or {}).get(name)
+        plain("reach: glass-to-glass latency (stamp read by a decoding client)" if name == "rtsp" else "reach",
+              f"{what}: p50 · p90 (ms, {len(values)} {unit})",
+              f"{fmt(p50)} · {fmt(p90)}" + (f" (error: {error[:120]})" if error else ""),
+              f"p50 ≤ {target} ms" if judged else "", p50 <= target if judged and p50 is not None else None)
+    if rc.get("machine_busy") is not None:
+        plain("reach", "the whole machine's CPU busy meanwhile (% of all its cores; anyone's work, the clients' "
+              "and readers' included)", fmt(rc["machine_busy"]))
+    hj = reads.get("hls_hlsjs") or {}
+    if hj.get("hls_latency_s"):
+        plain("reach", "HLS: hls.js's own distance behind the playlist's live edge (s, median)",
+              fmt(statistics.median(hj["hls_latency_s"])))
+    edge = reads.get("hls_edge") or {}
+    if edge.get("last_frame_age_p50") is not None:
+        plain("reach", "HLS: age of a segment's last frame when the playlist first names it (ms, p50)",
+              fmt(edge["last_frame_age_p50"]))
+
+
 # ---------------------------------------------------------------------------------------------
 # Report
 
@@ -881,6 +1142,9 @@ def report(results, meta, quick):
     rm = results.get("rooms")
     if rm:
         rooms_rows(rm, row, rows)
+    rc = results.get("reach")
+    if rc:
+        reach_rows(rc, row, rows)
 
     lines = [
         "# mediaweave benchmark",
@@ -922,7 +1186,8 @@ def plot(results, path):
     a.set_ylabel("fraction of frames")
     a.set_title("Latency CDF, 720p30")
     a.grid(alpha=0.3)
-    a.legend()
+    if a.lines:
+        a.legend()
     vw = dict(results.get("viewers") or {})
     vw.update({f"relay: {k}": v for k, v in ((results.get("relay") or {}).get("viewers") or {}).items()})
     for name, rows in vw.items():
@@ -932,7 +1197,8 @@ def plot(results, path):
     b.set_ylabel("service CPU (% of one core)")
     b.set_title("CPU against viewers, 720p30 2 Mb/s")
     b.grid(alpha=0.3)
-    b.legend()
+    if b.lines:
+        b.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -946,16 +1212,21 @@ SCENARIOS = {
     "overhead": scenario_overhead,
     "relay": scenario_relay,
     "rooms": scenario_rooms,
+    "reach": scenario_reach,
 }
 
 # aiortc is saturated (6 fps) by 30 viewers already: it is measured up to there. Its relay
 # encodes 720p once per viewer: a few viewers fill this machine's two cores.
 FULL = {"latency_frames": 600, "ttff_trials": 20, "viewer_counts": [1, 10, 25, 50, 75, 100],
         "peer_viewer_counts": [1, 5, 10, 20, 30], "window": 10, "record_seconds": 20,
-        "relay_frames": 600, "relay_viewer_counts": [1, 10, 20, 30], "relay_peer_viewer_counts": [1, 2, 3]}
+        "relay_frames": 600, "relay_viewer_counts": [1, 10, 20, 30], "relay_peer_viewer_counts": [1, 2, 3],
+        "reach_counts": [5, 10, 20], "reach_window": 15, "reach_frames": 600, "reach_skip": 30,
+        "reach_playbin3": True, "reach_edge_segments": 10, "reach_timeout": 40, "reach_hls_starts": 4}
 QUICK = {"latency_frames": 120, "ttff_trials": 2, "viewer_counts": [1, 3], "peer_viewer_counts": [1, 3],
          "window": 3, "record_seconds": 6,
-         "relay_frames": 90, "relay_viewer_counts": [1, 4], "relay_peer_viewer_counts": []}
+         "relay_frames": 90, "relay_viewer_counts": [1, 4], "relay_peer_viewer_counts": [],
+         "reach_counts": [1, 5], "reach_window": 2, "reach_frames": 45, "reach_skip": 10,
+         "reach_playbin3": False, "reach_edge_segments": 2, "reach_timeout": 15, "reach_hls_starts": 1}
 
 
 def main():

@@ -169,7 +169,7 @@ fn unknown_source_kind() {
         "bad-kind",
         "[source]\nkind = \"tset\"\n\n[[output]]\nkind = \"tcp\"\nport = 5000\n",
         "2:8",
-        "unknown source kind `tset` (expected one of camera, test, file, uri, tcp, webrtc, room); did you mean `test`?",
+        "unknown source kind `tset` (expected one of camera, test, file, uri, tcp, webrtc, room, whep); did you mean `test`?",
     );
 }
 
