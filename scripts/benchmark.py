@@ -774,10 +774,11 @@ def stamp_read(args, timeout):
     return json.loads(lines[-1])
 
 
-def hlsjs_read(base, path, frames, skip, timeout):
-    """tests/browser/hls_stamps.mjs: hls.js in headless Chromium, stamps read as frames show."""
+def hlsjs_read(base, path, frames, skip, timeout, config=None):
+    """tests/browser/hls_stamps.mjs: hls.js in headless Chromium, stamps read as frames show;
+    `config` for new Hls() (its defaults otherwise)."""
     out = subprocess.run(["node", str(ROOT / "tests" / "browser" / "hls_stamps.mjs"), base, path, str(frames),
-                          str(frames / 30 + 5), str(skip)],
+                          str(frames / 30 + 5), str(skip), json.dumps(config or {})],
                          capture_output=True, text=True, timeout=timeout)
     lines = [l for l in out.stdout.splitlines() if l.startswith("{")]
     if not lines:
@@ -793,7 +794,9 @@ def scenario_reach(cfg, binary, work):
     like a player, at a player's pace) are added, one kind at a time; then the glass-to-glass
     latency of each path, one reader at a time, each decoding the stamps: RTSP (rtspsrc
     latency=0, frames taken as decoded), WebRTC (the aiortc viewer over WHEP), HLS as players
-    show it (hls.js in Chromium, GStreamer's playbin and playbin3) and at the live edge."""
+    show it (hls.js in Chromium, as configured by default and one target duration behind the
+    edge; GStreamer's playbin and playbin3), and at the live edge (how old each segment is when
+    the playlist names it). Last, the service with no client."""
     frames, skip, window = cfg["reach_frames"], cfg["reach_skip"], cfg["reach_window"]
     port = free_port()
     server = Serve(binary, {"live": reach_toml()}, work, ["--rtsp-listen", f"127.0.0.1:{port}"])
@@ -848,12 +851,23 @@ def scenario_reach(cfg, binary, work):
         def several(read_once):
             runs = [read_once() for _ in range(starts)]
             lat = [v for r in runs for v in r.get("latencies_ms") or []]
-            return {**runs[0], "latencies_ms": lat, "p50": percentile(lat, 0.5), "p90": percentile(lat, 0.9),
-                    "frames": len(lat), "starts": [{k: r.get(k) for k in ("p50", "first_frame_ms", "error")}
-                                                   for r in runs],
+            merged = {k: v for k, v in runs[0].items() if isinstance(v, (str, bool)) or k == "elements"}
+            for key in ("decoded", "presented", "unreadable", "buffering_pauses"):
+                if key in runs[0]:
+                    merged[key] = sum(r.get(key) or 0 for r in runs)
+            if "hls_latency_s" in runs[0]:
+                merged["hls_latency_s"] = [v for r in runs for v in r.get("hls_latency_s") or []]
+            return {**merged, "latencies_ms": lat, "frames": len(lat), "p50": percentile(lat, 0.5),
+                    "p90": percentile(lat, 0.9), "p99": percentile(lat, 0.99),
+                    "min": min(lat, default=None), "max": max(lat, default=None),
+                    "starts": [{k: r.get(k) for k in ("p50", "frames", "first_frame_ms", "error")} for r in runs],
                     "error": "; ".join(r["error"] for r in runs if r.get("error")) or None}
 
         read("hls_hlsjs", lambda: several(lambda: hlsjs_read(server.base, hls_path, each, skip, timeout + 30)))
+        if cfg["reach_hlsjs_sync1"]:
+            # What a page of one's own can choose: hls.js one target duration behind the edge.
+            read("hls_hlsjs_sync1", lambda: several(lambda: hlsjs_read(
+                server.base, hls_path, each, skip, timeout + 30, {"liveSyncDurationCount": 1})))
         read("hls_playbin", lambda: several(lambda: stamp_read(
             [hls, "--sync", "--frames", str(each), "--skip", str(skip)], timeout)))
         if cfg["reach_playbin3"]:
@@ -877,6 +891,9 @@ def reach_rows(rc, row, rows):
     clients = rc.get("clients") or {}
     seg = rc.get("segment_s", REACH_SEGMENT)
 
+    def two(v):
+        return "–" if v is None else f"{v:.2f}"
+
     def plain(scenario, metric, ours, target="", ok=None):
         rows.append(f"| {scenario} | {metric} | {ours} | | | {target} {mark(ok)} |")
 
@@ -892,12 +909,12 @@ def reach_rows(rc, row, rows):
         target = TARGETS["reach_rtsp_client_cpu"] if mode == "rtsp" else None
         plain("reach", f"CPU per added {what} client (% of a core; {client}; counts where every client gets ≥ 27 fps), "
               "the service less the threads drawing and encoding the picture",
-              fmt(per), f"≤ {target} %" if target else "", per <= target if target and per is not None else None)
+              two(per), f"≤ {target} %" if target else "", per <= target if target and per is not None else None)
         plain("reach", f"CPU per added {what} client, the whole service (as `viewers`; the encoder's swings of a "
-              "few % per window swamp it)", fmt(whole))
+              "few % per window swamp it)", two(whole))
         for r in rs:
             kbps = statistics.median(r["kbps"]) if r.get("kbps") else None
-            plain("reach", f"{r['viewers']} {what} clients: service CPU (%) · of it, not drawing or encoding · "
+            plain("reach", f"{r['viewers']} {what} client{'' if r['viewers'] == 1 else 's'}: service CPU (%) · of it, not drawing or encoding · "
                   "lowest client fps · connected · median kb/s received",
                   f"{fmt(r['cpu'])} · {fmt(r.get('serving_cpu'))} · {fmt(min(r['fps'] or [0.0]))} · "
                   f"{r.get('connected')}/{r['viewers']} · {fmt(kbps)}")
@@ -905,6 +922,8 @@ def reach_rows(rc, row, rows):
         ("rtsp", "RTSP: rtspsrc (TCP, latency=0), frames as decoded"),
         ("webrtc", "WebRTC: the aiortc viewer over WHEP"),
         ("hls_hlsjs", "HLS: hls.js (default configuration) in Chromium, frames as shown"),
+        ("hls_hlsjs_sync1", "HLS: hls.js with liveSyncDurationCount: 1 (1 target duration behind the edge, not "
+                            "the default 3), frames as shown"),
         ("hls_playbin", "HLS: GStreamer playbin, as gst-play-1.0 (hlsdemux), frames as shown"),
         ("hls_playbin3", "HLS: GStreamer playbin3 (hlsdemux2), frames as shown"),
         ("hls_edge", "HLS live edge: each new segment played from the moment the playlist names it (no player does this)"),
@@ -925,9 +944,6 @@ def reach_rows(rc, row, rows):
               f"{what}: p50 · p90 (ms, {len(values)} {unit})",
               f"{fmt(p50)} · {fmt(p90)}" + (f" (error: {error[:120]})" if error else ""),
               f"p50 ≤ {target} ms" if judged else "", p50 <= target if judged and p50 is not None else None)
-    if rc.get("machine_busy") is not None:
-        plain("reach", "the whole machine's CPU busy meanwhile (% of all its cores; anyone's work, the clients' "
-              "and readers' included)", fmt(rc["machine_busy"]))
     hj = reads.get("hls_hlsjs") or {}
     if hj.get("hls_latency_s"):
         plain("reach", "HLS: hls.js's own distance behind the playlist's live edge (s, median)",
@@ -936,6 +952,9 @@ def reach_rows(rc, row, rows):
     if edge.get("last_frame_age_p50") is not None:
         plain("reach", "HLS: age of a segment's last frame when the playlist first names it (ms, p50)",
               fmt(edge["last_frame_age_p50"]))
+    if rc.get("machine_busy") is not None:
+        plain("reach", "the whole machine's CPU busy during the scenario (% of all its cores; anyone's work, the "
+              "clients' and readers' included)", fmt(rc["machine_busy"]))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1221,12 +1240,14 @@ FULL = {"latency_frames": 600, "ttff_trials": 20, "viewer_counts": [1, 10, 25, 5
         "peer_viewer_counts": [1, 5, 10, 20, 30], "window": 10, "record_seconds": 20,
         "relay_frames": 600, "relay_viewer_counts": [1, 10, 20, 30], "relay_peer_viewer_counts": [1, 2, 3],
         "reach_counts": [5, 10, 20], "reach_window": 15, "reach_frames": 600, "reach_skip": 30,
-        "reach_playbin3": True, "reach_edge_segments": 10, "reach_timeout": 40, "reach_hls_starts": 4}
+        "reach_playbin3": True, "reach_edge_segments": 10, "reach_timeout": 40, "reach_hls_starts": 4,
+        "reach_hlsjs_sync1": True}
 QUICK = {"latency_frames": 120, "ttff_trials": 2, "viewer_counts": [1, 3], "peer_viewer_counts": [1, 3],
          "window": 3, "record_seconds": 6,
          "relay_frames": 90, "relay_viewer_counts": [1, 4], "relay_peer_viewer_counts": [],
-         "reach_counts": [1, 5], "reach_window": 2, "reach_frames": 45, "reach_skip": 10,
-         "reach_playbin3": False, "reach_edge_segments": 2, "reach_timeout": 15, "reach_hls_starts": 1}
+         "reach_counts": [1, 5], "reach_window": 2, "reach_frames": 30, "reach_skip": 5,
+         "reach_playbin3": False, "reach_edge_segments": 2, "reach_timeout": 15, "reach_hls_starts": 1,
+         "reach_hlsjs_sync1": False}
 
 
 def main():

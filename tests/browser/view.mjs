@@ -23,27 +23,16 @@
 //   node view.mjs BASE NAME hls    → the page offers "HLS" for NAME; its playlist plays in
 //                                    hls.js for ≥ 5 s; prints the link, the time played, the
 //                                    frames decoded and the video's size
-import { chromium } from "playwright-core";
+import { launch } from "./chromium.mjs";
 import { fileURLToPath } from "node:url";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 
 const [, , base, name, mode] = process.argv;
-const profile = mkdtempSync(join(tmpdir(), "mediaweave-chromium-"));
-const context = await chromium.launchPersistentContext(profile, {
-  executablePath: "/usr/bin/chromium",
-  headless: true,
-  args: [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-    // The tests run in a loopback-only network: offer 127.0.0.1 candidates, unobfuscated.
-    "--allow-loopback-in-peer-connection",
-    "--disable-features=WebRtcHideLocalIpsWithMdns",
-    "--autoplay-policy=no-user-gesture-required",
-  ],
-});
+const { context, close } = await launch([
+  "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+  // The tests run in a loopback-only network: offer 127.0.0.1 candidates, unobfuscated.
+  "--allow-loopback-in-peer-connection",
+  "--disable-features=WebRtcHideLocalIpsWithMdns",
+]);
 
 async function watching(page) {
   await page.goto(base);
@@ -257,6 +246,5 @@ try {
   console.log(JSON.stringify({ error: String(e) }));
   process.exitCode = 1;
 } finally {
-  await context.close();
-  rmSync(profile, { recursive: true, force: true });
+  await close();
 }

@@ -23,7 +23,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 
 import gi
 
@@ -31,7 +30,7 @@ gi.require_version("Gst", "1.0")
 gi.require_version("GstSdp", "1.0")
 gi.require_version("GstWebRTC", "1.0")
 from gi.repository import GLib, Gst, GstSdp, GstWebRTC  # noqa: E402
-from peerkit import http  # noqa: E402
+from peerkit import http, serve_client_commands  # noqa: E402
 
 Gst.init(None)
 # Looked up once, here: PyGObject fills enum attributes in lazily, and two streaming threads
@@ -162,35 +161,7 @@ def main():
     pem, fingerprint = ecdsa_certificate()
     loop = GLib.MainLoop()
     threading.Thread(target=loop.run, daemon=True).start()
-    viewers = []
-    for line in sys.stdin:
-        cmd = line.split()
-        if not cmd:
-            continue
-        if cmd[0] == "add":
-            fresh = []
-            for _ in range(int(cmd[1])):
-                fresh.append(Viewer(len(viewers) + len(fresh), mode, url, pem, fingerprint))
-                time.sleep(0.05)
-            viewers.extend(fresh)
-            deadline = time.time() + 20 + 2 * len(fresh)
-            while time.time() < deadline and not all(v.frames > 0 or v.error for v in fresh):
-                time.sleep(0.1)
-            connected = sum(1 for v in viewers if v.frames > 0)
-            errors = [v.error for v in fresh if v.error]
-            print(json.dumps({"viewers": len(viewers), "connected": connected, "errors": errors[:3]}), flush=True)
-        elif cmd[0] == "measure":
-            seconds = float(cmd[1])
-            before = [(v.frames, v.bytes) for v in viewers]
-            time.sleep(seconds)
-            fps = [(v.frames - f) / seconds for v, (f, _) in zip(viewers, before)]
-            kbps = [(v.bytes - b) * 8 / seconds / 1000 for v, (_, b) in zip(viewers, before)]
-            print(json.dumps({"fps": fps, "kbps": kbps}), flush=True)
-        elif cmd[0] == "quit":
-            break
-    for v in viewers:
-        v.close()
+    serve_client_commands(lambda index: Viewer(index, mode, url, pem, fingerprint), sys.stdin)
     loop.quit()
-
 
 main()

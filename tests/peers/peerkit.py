@@ -108,3 +108,42 @@ def read_stamp(luma, block=STAMP_BLOCK):
     for bit in range(STAMP_BITS):
         value = (value << 1) | int(luma[half, bit * block + half] >= 128)
     return value
+
+
+def serve_client_commands(make, lines):
+    """The command loop of a process that holds many stream clients (gst_viewers.py,
+    stream_clients.py): `add N` starts N more (`make(index)`, each with `frames`, `bytes`,
+    `error` and `close()`) and waits until each has a frame or an error; `measure S` prints
+    every client's fps and kb/s over S seconds; `quit` (or the end of input) closes them all.
+    Prints one JSON line per command."""
+    import json
+    import time
+
+    clients = []
+    for line in lines:
+        cmd = line.split()
+        if not cmd:
+            continue
+        if cmd[0] == "add":
+            fresh = []
+            for _ in range(int(cmd[1])):
+                fresh.append(make(len(clients) + len(fresh)))
+                time.sleep(0.05)
+            clients.extend(fresh)
+            deadline = time.time() + 20 + 2 * len(fresh)
+            while time.time() < deadline and not all(c.frames > 0 or c.error for c in fresh):
+                time.sleep(0.1)
+            connected = sum(1 for c in clients if c.frames > 0)
+            errors = [c.error for c in fresh if c.error]
+            print(json.dumps({"viewers": len(clients), "connected": connected, "errors": errors[:3]}), flush=True)
+        elif cmd[0] == "measure":
+            seconds = float(cmd[1])
+            before = [(c.frames, c.bytes) for c in clients]
+            time.sleep(seconds)
+            fps = [(c.frames - f) / seconds for c, (f, _) in zip(clients, before)]
+            kbps = [(c.bytes - b) * 8 / seconds / 1000 for c, (_, b) in zip(clients, before)]
+            print(json.dumps({"fps": fps, "kbps": kbps}), flush=True)
+        elif cmd[0] == "quit":
+            break
+    for c in clients:
+        c.close()
