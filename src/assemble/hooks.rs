@@ -199,7 +199,7 @@ pub(super) fn plan_decoded_hooks(
     ));
     let hooks = plan_hooks(s, name);
     let mut launch = vec![
-        "appsrc name=video format=time is-live=true ! decodebin name=hooks_decode ! videoconvert name=hooks_decode_convert ! tee name=video_raw allow-not-linked=true".to_string(),
+        "appsrc name=video format=time is-live=true ! identity name=hooks_keyframes ! decodebin name=hooks_decode ! videoconvert name=hooks_decode_convert ! tee name=video_raw allow-not-linked=true".to_string(),
     ];
     launch.extend(hooks.branches);
     let decoder = HookDecoder {

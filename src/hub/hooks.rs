@@ -38,6 +38,14 @@ fn start_decoded(
     report_errors(&reader, name, host)?;
     // The stream's end is the hooks': they see it to its last frame.
     let (_, link) = super::feed(source, &decoder.video_sink, &reader, "video", MAX_BEHIND)?;
+    // The decoder starts on a keyframe: asked for now, and again until one comes (a publisher
+    // sends none unasked, and the one it sent on connecting may have gone by).
+    if let Some(asker) = reader
+        .by_name("hooks_keyframes")
+        .and_then(|identity| super::KeyframeAsker::on(&identity, None))
+    {
+        asker.ask();
+    }
     super::play_ahead(&reader)?;
     running.fed_by(reader, Box::new(link));
     Ok(running)

@@ -49,6 +49,13 @@ impl TestServer {
 
     /// A server whose configuration `change` adjusts first.
     pub fn start_custom(dir: &Path, change: impl FnOnce(&mut ServerConfig)) -> TestServer {
+        // MEDIAWEAVE_TEST_LOG=info (an env filter) shows the service's log in a test's output.
+        if let Ok(filter) = std::env::var("MEDIAWEAVE_TEST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_test_writer()
+                .try_init();
+        }
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
