@@ -77,7 +77,15 @@ pub mod stall;
 pub mod supervisor;
 pub mod webrtc;
 
-/// Initializes GStreamer; safe to call more than once.
+/// Initializes GStreamer and registers the elements built into the service (gst-plugins-rs'
+/// `rtpgccbwe`); safe to call more than once.
 pub fn init() -> Result<(), glib::Error> {
-    gst::init()
+    gst::init()?;
+    static REGISTER: std::sync::Once = std::sync::Once::new();
+    REGISTER.call_once(|| {
+        if let Err(e) = gstrsrtp::plugin_register_static() {
+            tracing::warn!("cannot register the built-in RTP elements (rtpgccbwe): {e}");
+        }
+    });
+    Ok(())
 }

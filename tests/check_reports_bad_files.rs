@@ -377,3 +377,50 @@ fn whip_and_whep_endpoints_are_http_urls() {
         "a tcp output carries H.264 here: this whep source takes vp8",
     );
 }
+
+#[test]
+fn ladder_mistakes_point_at_the_ladder() {
+    let webrtc = "\n[[output]]\nkind = \"webrtc\"\n";
+    assert_error(
+        "ladder-word",
+        &format!("[source]\nkind = \"test\"\n\n[encode]\nladder = \"steep\"\n{webrtc}"),
+        "5:10",
+        "ladder `steep`: use \"auto\" or a list of { width, height, bitrate }",
+    );
+    assert_error(
+        "ladder-bigger",
+        &format!(
+            "[source]\nkind = \"test\"\n\n[encode]\nbitrate = 1000\nladder = [{{ width = 640, height = 360, bitrate = 1200 }}]\n{webrtc}"
+        ),
+        "6:10",
+        "rung 1 (640x360, 1200 kbit/s) must be smaller in width, height and bitrate than the top (1280x720, 1000 kbit/s)",
+    );
+    assert_error(
+        "ladder-relayed",
+        &format!("[source]\nkind = \"webrtc\"\n\n[encode]\nladder = \"auto\"\n{webrtc}"),
+        "5:10",
+        "a ladder encodes the raw video again at smaller sizes, but this source's stream is kept as it arrives",
+    );
+    assert_error(
+        "ladder-no-viewers",
+        "[source]\nkind = \"test\"\n\n[encode]\nladder = \"auto\"\n\n[[output]]\nkind = \"tcp\"\nport = 5000\n",
+        "5:10",
+        "a ladder serves WebRTC viewers: add a `webrtc` output",
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write_pipeline(
+        dir.path(),
+        "laddered",
+        &format!("[source]\nkind = \"test\"\n\n[encode]\nladder = \"auto\"\n{webrtc}"),
+    );
+    let out = std::process::Command::new(bin())
+        .arg("check")
+        .arg(&path)
+        .output()
+        .expect("run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("ladder: 1280x720 2000k, 640x360 700k, 320x180 200k"),
+        "{stdout}"
+    );
+}

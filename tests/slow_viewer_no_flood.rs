@@ -10,101 +10,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-const HOST: &str = "10.201.7.1";
-const VIEWER: &str = "10.201.7.2";
-
-/// The namespace and link, removed again when dropped.
-struct SlowLink {
-    ns: String,
-    veth: String,
-}
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-impl SlowLink {
-    /// A namespace reached over a veth pair whose egress toward it is shaped to `rate`.
-    fn new(rate: &str) -> SlowLink {
-        let id = std::process::id() % 100_000;
-        let (ns, veth, peer) = (
-            format!("mwslow{id}"),
-            format!("mws{id}a"),
-            format!("mws{id}b"),
-        );
-        ip(&["netns", "add", &ns]);
-        let link = SlowLink { ns, veth };
-        ip(&[
-            "link", "add", &link.veth, "type", "veth", "peer", "name", &peer,
-        ]);
-        ip(&["link", "set", &peer, "netns", &link.ns]);
-        ip(&["addr", "add", &format!("{HOST}/24"), "dev", &link.veth]);
-        ip(&["link", "set", &link.veth, "up"]);
-        let inside = |args: &[&str]| {
-            let mut all = vec!["netns", "exec", &link.ns, "ip"];
-            all.extend(args);
-            ip(&all);
-        };
-        inside(&["addr", "add", &format!("{VIEWER}/24"), "dev", &peer]);
-        inside(&["link", "set", &peer, "up"]);
-        inside(&["link", "set", "lo", "up"]);
-        let tc = Command::new("tc")
-            .args([
-                "qdisc", "add", "dev", &link.veth, "root", "tbf", "rate", rate,
-            ])
-            .args(["burst", "20kb", "latency", "100ms"])
-            .output()
-            .expect("run tc");
-        assert!(
-            tc.status.success(),
-            "tc: {}",
-            String::from_utf8_lossy(&tc.stderr)
-        );
-        link
-    }
-
-    /// (bytes sent, packets sent, packets dropped) by the shaper so far.
-    fn shaper(&self) -> (u64, u64, u64) {
-        let out = Command::new("tc")
-            .args(["-s", "qdisc", "show", "dev", &self.veth])
-            .output()
-            .expect("tc -s");
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
-        // " Sent 1258731 bytes 1517 pkt (dropped 38261, overlimits ..."
-        let words: Vec<&str> = text.split_whitespace().collect();
-        let after = |w: &str| -> u64 {
-            words
-                .iter()
-                .position(|x| *x == w)
-                .and_then(|i| words.get(i + 1))
-                .map(|v| v.trim_end_matches(',').parse().unwrap_or(0))
-                .unwrap_or(0)
-        };
-        let bytes = after("Sent");
-        let packets = words
-            .iter()
-            .position(|x| *x == "bytes")
-            .and_then(|i| words.get(i + 1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        (bytes, packets, after("(dropped"))
-    }
-}
-
-impl Drop for SlowLink {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.veth])
-            .status();
-        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
-    }
-}
+use common::slow_link::SlowLink;
 
 #[test]
 fn a_slow_viewer_gets_at_most_one_and_a_half_times_the_stream() {
@@ -116,10 +22,10 @@ fn a_slow_viewer_gets_at_most_one_and_a_half_times_the_stream() {
         "[source]\nkind = \"test\"\nwidth = 1280\nheight = 720\nframerate = 30\naudio = false\n[encode]\nbitrate = 2000\n[[output]]\nkind = \"webrtc\"\n",
     );
     let server = TestServer::start_custom(dir.path(), |c| {
-        c.listen = format!("{HOST}:0").parse().expect("address");
+        c.listen = format!("{}:0", link.host).parse().expect("address");
         // No tokens, and not loopback: this namespace is the test's own.
         c.insecure = true;
-        c.webrtc.ice.addresses = vec![HOST.into(), "127.0.0.1".into()];
+        c.webrtc.ice.addresses = vec![link.host.clone(), "127.0.0.1".into()];
     });
     let base = server.base.clone();
     wait_state(&base, "cam", "playing");

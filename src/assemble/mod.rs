@@ -21,9 +21,11 @@ mod build;
 mod camera;
 mod encoder;
 mod hooks;
+mod ladder;
 mod outputs;
 
 pub use encoder::EncoderChoice;
+pub use ladder::LadderRung;
 
 use camera::camera_chain;
 use hooks::{plan_decoded_hooks, plan_hooks};
@@ -294,6 +296,8 @@ pub struct WebRtcTap {
     pub max_viewers: u32,
     /// Forward the pipeline's hook events to viewers on the data channel.
     pub hook_events: bool,
+    /// The encoder ladder, top first (the top is `video_sink`); empty without one.
+    pub ladder: Vec<LadderRung>,
 }
 
 /// A TCP output served from the stream hub: where its encoded streams leave the pipeline and
@@ -586,8 +590,19 @@ fn plan_structured(desc: &Description) -> Result<Plan, Diagnostic> {
         ));
     }
 
-    // 4. Outputs.
-    let outs = plan_outputs(desc, s, s.encode.codec, want_audio, None, &mut chains);
+    // 4. Outputs, and the ladder's smaller encodings for the webrtc outputs.
+    let mut outs = plan_outputs(desc, s, s.encode.codec, want_audio, None, &mut chains);
+    if let (Some(rungs), Some(_)) = (s.ladder(), &enc) {
+        let framerate = framerate.unwrap_or(30);
+        ladder::plan(&rungs, &mut outs.webrtc, &mut chains, profile, |bitrate| {
+            let encode = crate::description::Encode {
+                bitrate,
+                ..s.encode.clone()
+            };
+            encoder::choose(&encode, framerate).map_err(&source_err)
+        })?;
+        chosen.push(("ladder", ladder::describe(&rungs)));
+    }
 
     // 5. Observe hooks: a bounded, leaky branch each off the raw video.
     chains.extend(hooks.branches);

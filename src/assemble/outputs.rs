@@ -88,6 +88,7 @@ pub(super) fn plan_outputs(
                 signalling_url: w.signalling_url.as_ref().map(|u| u.get_ref().clone()),
                 max_viewers: w.max_viewers,
                 hook_events: w.hook_events,
+                ladder: Vec::new(),
             }),
             // Served by hub::tcp: a port that cannot be bound costs that output, not the stream.
             Output::Tcp(t) => tcp.push(TcpTap {

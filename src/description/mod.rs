@@ -12,6 +12,7 @@
 mod diagnostic;
 pub mod elements;
 mod hooks;
+mod ladder;
 mod launch;
 pub mod policy;
 mod types;
@@ -19,6 +20,7 @@ mod validate;
 
 pub use diagnostic::{Diagnostic, Diagnostics, line_col};
 pub use hooks::{HOOK_FORMATS, Hook, HookTransport, RustHook, SnapshotHook, StatsHook};
+pub use ladder::{Ladder, Rung};
 pub use policy::ApiPolicy;
 pub use types::{
     AudioCodec, Backoff, CameraFormat, CameraSource, Container, Encode, FileOutput, FileSource,

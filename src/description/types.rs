@@ -231,6 +231,8 @@ pub struct Encode {
     pub encoder: Option<Spanned<String>>,
     /// Audio bitrate in kbit/s.
     pub audio_bitrate: u32,
+    /// Smaller encodings beside this one, for WebRTC viewers on slower links.
+    pub ladder: Option<Box<Spanned<super::ladder::Ladder>>>,
 }
 
 impl Default for Encode {
@@ -241,6 +243,7 @@ impl Default for Encode {
             keyframe_interval: Duration::from_secs(1),
             encoder: None,
             audio_bitrate: 128,
+            ladder: None,
         }
     }
 }
@@ -518,6 +521,19 @@ pub struct Passthrough {
 }
 
 impl super::Structured {
+    /// The ladder's rungs, top (the source's size at the encode's bitrate) first; None without
+    /// a ladder or without a known source size.
+    pub fn ladder(&self) -> Option<Vec<super::Rung>> {
+        let ladder = self.encode.ladder.as_ref()?;
+        let (w, h, _) = self.source.value.video_size();
+        let top = super::Rung {
+            width: w?,
+            height: h?,
+            bitrate: self.encode.bitrate,
+        };
+        Some(ladder.get_ref().rungs(top))
+    }
+
     /// Whether (and as what) the source's stream goes to the outputs without decoding.
     pub fn passthrough(&self) -> Option<Passthrough> {
         let (explicit, codec, audio_codec, audio) = match &self.source.value {

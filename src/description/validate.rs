@@ -77,6 +77,7 @@ pub(super) fn validate(s: &super::Structured) -> Result<(), (Where, String)> {
             validate_whip(w)?;
         }
     }
+    validate_ladder(s)?;
     for hook in &s.hooks {
         let format = match &hook.value {
             Hook::Rust(r) => Some(&r.format),
@@ -401,4 +402,36 @@ fn videotestsrc_has_pattern(nick: &str) -> bool {
     };
     let class = pspec.enum_class();
     class.value_by_nick(nick).is_some() || class.value_by_name(nick).is_some()
+}
+
+/// A ladder needs an encoder of its own to feed (not a stream relayed as it arrives), a known
+/// top size, WebRTC viewers to serve, and rungs that shrink.
+fn validate_ladder(s: &super::Structured) -> Result<(), (Where, String)> {
+    let Some(ladder) = &s.encode.ladder else {
+        return Ok(());
+    };
+    let at = |msg: String| Err((Where::Span(ladder.span()), msg));
+    let kept = matches!(
+        s.source.value,
+        Source::WebRtc(_) | Source::Room(_) | Source::Whep(_)
+    ) || s.passthrough().is_some();
+    if kept {
+        return at("a ladder encodes the raw video again at smaller sizes, but this source's stream is kept as it arrives (webrtc, whep, passthrough); publishers can send simulcast layers instead".into());
+    }
+    if s.encode.codec == VideoCodec::Av1 {
+        return at(
+            "a ladder serves WebRTC viewers, which get H.264, VP8 or VP9 here, not AV1".into(),
+        );
+    }
+    if !s
+        .outputs
+        .iter()
+        .any(|o| matches!(o.value, Output::WebRtc(_)))
+    {
+        return at("a ladder serves WebRTC viewers: add a `webrtc` output".into());
+    }
+    match s.ladder() {
+        Some(rungs) => super::ladder::check(&rungs).or_else(at),
+        None => at("a ladder needs the source's size: set width and height in [source]".into()),
+    }
 }

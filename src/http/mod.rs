@@ -234,6 +234,9 @@ struct PipelineView {
     /// A whep source: where it pulls from, connected or why not.
     #[serde(skip_serializing_if = "Option::is_none")]
     whep: Option<crate::webrtc::whip_client::WhipState>,
+    /// The encoder ladder: each rung's viewers and frames encoded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ladder: Option<Vec<crate::webrtc::ladder::RungInfo>>,
     /// Encoded video bytes and frames so far (a client derives bitrate and fps from two reads).
     meter: Option<crate::meter::MeterCounts>,
 }
@@ -250,9 +253,11 @@ fn view(
     let meter = supervisor.meter(&status.name);
     let whip = webrtc.whip_states(&status.name);
     let whep = webrtc.whep_state(&status.name);
+    let ladder = webrtc.ladder_of(&status.name);
     PipelineView {
         whip,
         whep,
+        ladder,
         status,
         viewers,
         publishers,

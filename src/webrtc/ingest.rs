@@ -226,6 +226,7 @@ impl IngestPoint {
             connect_timeout: self.config.connect_timeout,
             peer_timeout: self.config.peer_timeout,
             pending: Some(pending),
+            ladder: None,
         };
         let via_name = via;
         let weak = Arc::downgrade(self);

@@ -15,17 +15,22 @@
 //! - [`keyframes`]: which frames a joining viewer starts on, and keyframe requests held
 //!   to one per half second per stream, none lost;
 //! - [`rtx`]: each viewer's retransmission budget;
+//! - [`ladder`], [`adapt`]: a pipeline's encoder ladder (rungs encoded once, started when
+//!   watched) and the rules that move each viewer between rungs by its bandwidth estimate;
 //! - [`whip_client`]: `whip` outputs, the stream published to other servers over WHIP;
 //! - [`whep_pull`]: `whep` sources, a stream pulled from another server over WHEP;
 //! - [`signaller`]: a webrtc output registered as a producer (and an ingest point as a
 //!   consumer of browser publishers) on a signalling server, the embedded `/ws` or another.
 
+pub mod adapt;
 pub mod cert;
 pub mod ingest;
 pub mod keyframes;
+pub mod ladder;
 pub mod negotiation;
 pub mod output;
 pub mod peer;
+pub mod probing;
 pub mod publisher;
 pub mod registry;
 pub mod room;

@@ -118,6 +118,8 @@ pub(super) struct Sessions {
 pub(super) struct Feed {
     pub(super) video: Option<StreamProducer>,
     pub(super) audio: Option<StreamProducer>,
+    /// The encoder ladder (its top is `video`), if the pipeline has one.
+    pub(super) ladder: Option<Arc<super::ladder::Ladder>>,
     /// The pipeline's clock and base time, once it plays (None: not accepting viewers).
     pub(super) clock: Option<(gst::Clock, gst::ClockTime)>,
     /// The pipeline failed and is restarting; its sessions wait for the next run.
@@ -276,6 +278,7 @@ impl WebRtcOutput {
             connect_timeout: self.config.connect_timeout,
             peer_timeout: self.config.peer_timeout,
             pending: Some(pending),
+            ladder: feed.ladder.clone(),
         })
     }
 

@@ -26,6 +26,8 @@ pub enum Event {
     DataChannel(WebRTCDataChannel),
     ChatIn(String),
     Stats(gst::Structure),
+    /// The viewer's bandwidth estimate changed (bit/s, from its TWCC feedback).
+    Estimate(u32),
     /// The peer said goodbye (RTCP BYE).
     PeerGone(&'static str),
     /// End-of-stream reached every sink (a publisher's recording is finalized).
@@ -68,6 +70,8 @@ pub struct Built {
     pub continuity: Arc<Continuity>,
     /// The data channel we created (offer role).
     pub channel: Option<WebRTCDataChannel>,
+    /// An adaptive viewer's video prober (see [`super::probing`]).
+    pub prober: Option<Arc<super::probing::Prober>>,
 }
 
 /// Owns a viewer pipeline: if it is dropped without the session's teardown (a failed build, a

@@ -143,6 +143,7 @@ pub fn build_receiver(
         links: Vec::new(),
         continuity: Continuity::watch(std::iter::empty()),
         channel: None,
+        prober: None,
     })
 }
 

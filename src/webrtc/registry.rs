@@ -145,6 +145,13 @@ impl Registry {
 
     /// The live viewer sessions of pipeline `name`: a room's are those watching any of its
     /// participants.
+    /// The rungs of the pipeline's encoder ladder, if it has one and runs.
+    pub fn ladder_of(&self, name: &str) -> Option<Vec<super::ladder::RungInfo>> {
+        let out = self.get(name)?;
+        let ladder = out.lock_feed().ladder.clone()?;
+        Some(ladder.info())
+    }
+
     pub fn viewers_of(&self, name: &str) -> Vec<super::types::ViewerStats> {
         match self.room(name) {
             Some(room) => room
@@ -358,6 +365,13 @@ impl Readers for Registry {
         };
         let video = Some(producer(&tap.video_sink)?);
         let audio = tap.audio_sink.as_deref().map(producer).transpose()?;
+        // The ladder's other rungs are prepared like the top.
+        let prepare = |appsink: &gst_app::AppSink| {
+            if tap.codec == VideoCodec::H264 {
+                super::keyframes::mark_h264_keyframes(appsink.upcast_ref());
+            }
+            super::keyframes::throttle_requests(appsink.upcast_ref(), requests.clone());
+        };
         // A room participant's watchers chat with the whole room; other viewers with each other.
         let room = self.room_of(name);
         let (chat_tx, chat_rx) = match &room {
@@ -368,14 +382,28 @@ impl Readers for Registry {
         if let Some(old) = self.get(name)
             && old.resume_with(tap, video.clone(), audio.clone())
         {
+            if let (Some(ladder), Some(top)) = (old.lock_feed().ladder.clone(), &video) {
+                ladder.resume(pipeline, &tap.ladder, top, &prepare)?;
+            }
             return Ok(());
         }
+        let ladder = match (&video, tap.ladder.is_empty()) {
+            (Some(top), false) => Some(super::ladder::Ladder::new(
+                pipeline,
+                &tap.ladder,
+                top,
+                &prepare,
+                (events.clone(), name),
+            )?),
+            _ => None,
+        };
         let output = Arc::new(WebRtcOutput {
             pipeline: name.to_string(),
             tap: tap.clone(),
             feed: Mutex::new(Feed {
                 video,
                 audio,
+                ladder,
                 ..Feed::default()
             }),
             sessions: Mutex::new(Sessions::default()),

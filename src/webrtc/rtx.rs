@@ -107,10 +107,26 @@ impl Ledger {
 }
 
 /// What a viewer's guard let through and held back, for its statistics.
+/// Marks a retransmission request of the viewer's own prober (padding, see
+/// [`super::probing`]): outside the budget, and not counted.
+pub const PADDING_FIELD: &str = "mediaweave-padding";
+
 #[derive(Debug, Default)]
 pub struct RtxCounters {
     pub resent: AtomicU64,
     pub refused: AtomicU64,
+    /// The viewer's `rtprtxsend`, once webrtcbin made it.
+    rtxsend: Mutex<Option<glib::WeakRef<gst::Element>>>,
+}
+
+impl RtxCounters {
+    pub fn element(&self) -> Option<gst::Element> {
+        self.rtxsend
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .and_then(|w| w.upgrade())
+    }
 }
 
 /// Puts the budget on a viewer's `rtprtxsend` (called as webrtcbin creates it).
@@ -119,6 +135,7 @@ pub fn guard(rtxsend: &gst::Element, counters: Arc<RtxCounters>) {
     if rtxsend.find_property("max-size-time").is_some() {
         rtxsend.set_property("max-size-time", MAX_AGE.as_millis() as u32);
     }
+    *counters.rtxsend.lock().unwrap_or_else(|p| p.into_inner()) = Some(rtxsend.downgrade());
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     if let Some(sink) = rtxsend.static_pad("sink") {
         let ledger = ledger.clone();
@@ -150,6 +167,9 @@ pub fn guard(rtxsend: &gst::Element, counters: Arc<RtxCounters>) {
             else {
                 return gst::PadProbeReturn::Ok;
             };
+            if request.has_field(PADDING_FIELD) {
+                return gst::PadProbeReturn::Ok;
+            }
             let (Ok(ssrc), Ok(seq)) = (request.get::<u32>("ssrc"), request.get::<u32>("seqnum"))
             else {
                 return gst::PadProbeReturn::Ok;

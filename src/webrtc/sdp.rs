@@ -11,6 +11,9 @@ pub struct OfferedFormats {
     pub audio_pt: Option<u32>,
     /// The offer has a data channel (m=application).
     pub data_channel: bool,
+    /// The id the offer gives the transport-wide congestion control header extension on its
+    /// video m-line (its peer then sends TWCC feedback).
+    pub twcc_id: Option<u8>,
 }
 
 /// Why a viewer's offer cannot be answered.
@@ -87,6 +90,7 @@ pub fn read_offer(
         video_pt: None,
         audio_pt: None,
         data_channel: false,
+        twcc_id: None,
     };
     let (mut saw_video, mut lower_profile) = (false, false);
     for media in msg.medias() {
@@ -100,6 +104,7 @@ pub fn read_offer(
                 saw_video = true;
                 if formats.video_pt.is_none() {
                     formats.video_pt = pick_video(media, codec, profile);
+                    formats.twcc_id = extension_id(media, TWCC_URI);
                     lower_profile |=
                         formats.video_pt.is_none() && pick_video(media, codec, None).is_some();
                 }
@@ -169,6 +174,7 @@ pub fn read_publish_offer(
         video_pt: None,
         audio_pt: None,
         data_channel: false,
+        twcc_id: None,
     };
     let mut saw_video = false;
     for media in msg.medias() {
@@ -295,6 +301,22 @@ fn check_fingerprint(value: &str) -> Result<(), String> {
 }
 
 /// `(payload type, "ENC/clock[/channels]")` of each `a=rtpmap`.
+/// The transport-wide congestion control RTP header extension.
+pub const TWCC_URI: &str =
+    "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01";
+
+/// The id an m-line gives the header extension `uri` (`a=extmap:ID[/direction] URI`), if
+/// it is a one-byte id (1 to 14).
+fn extension_id(media: &gst_sdp::SDPMediaRef, uri: &str) -> Option<u8> {
+    (0..media.attributes_len())
+        .filter_map(|i| media.attribute_val_n("extmap", i))
+        .find_map(|v| {
+            let mut parts = v.split_whitespace();
+            let id = parts.next()?.split('/').next()?.parse::<u8>().ok()?;
+            (parts.next()? == uri && (1..=14).contains(&id)).then_some(id)
+        })
+}
+
 fn rtpmaps(media: &gst_sdp::SDPMediaRef) -> impl Iterator<Item = (u32, String)> + '_ {
     (0..media.attributes_len()).filter_map(move |i| {
         let v = media.attribute_val_n("rtpmap", i)?;
@@ -388,6 +410,29 @@ a=rtpmap:103 H264/90000\r\na=fmtp:103 packetization-mode=1;profile-level-id=640c
                 .expect("vp8")
                 .video_pt,
             Some(97)
+        );
+    }
+
+    #[test]
+    fn reads_the_twcc_extension_id_of_the_video() {
+        assert_eq!(
+            read_offer(AIORTC_LIKE, VideoCodec::H264, None)
+                .expect("ok")
+                .twcc_id,
+            None
+        );
+        let chrome_like = AIORTC_LIKE.replace(
+            "a=rtpmap:97 VP8/90000\r\n",
+            &format!("a=extmap:2 urn:ietf:params:rtp-hdrext:toffset\r\na=extmap:3/recvonly {TWCC_URI}\r\na=rtpmap:97 VP8/90000\r\n"),
+        );
+        let f = read_offer(&chrome_like, VideoCodec::H264, None).expect("ok");
+        assert_eq!(f.twcc_id, Some(3));
+        let two_byte = chrome_like.replace("extmap:3/recvonly", "extmap:20");
+        assert_eq!(
+            read_offer(&two_byte, VideoCodec::H264, None)
+                .expect("ok")
+                .twcc_id,
+            None
         );
     }
 

@@ -36,6 +36,8 @@ const CHAT_BURST: u32 = 10;
 /// Default payload types when we offer.
 const OFFER_VIDEO_PT: u32 = 96;
 const OFFER_AUDIO_PT: u32 = 111;
+/// The TWCC header extension's id when we offer to an adaptive viewer.
+const OFFER_TWCC_ID: u8 = 3;
 
 /// Starts a session task; `on_end` runs when it is over and every resource is freed.
 pub fn spawn(
@@ -58,6 +60,9 @@ pub fn spawn(
         retransmitted: 0,
         retransmissions_refused: 0,
         started: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        rung: params.ladder.as_ref().map(|l| l.rung(0).label()),
+        estimate_kbps: None,
+        switches: 0,
     };
     let (stats_tx, stats_rx) = watch::channel(stats);
     let id = params.id.clone();
@@ -116,6 +121,7 @@ async fn run(
     {
         relay.started(&ingest.plan.name, pipeline, &ingest.plan);
     }
+    let built_prober = built.prober.clone();
     let mut session = Session {
         id: id.clone(),
         kind: kind(&role),
@@ -133,6 +139,11 @@ async fn run(
         pending: params.pending,
         codec: params.codec,
         created: None,
+        climber: params
+            .ladder
+            .as_ref()
+            .filter(|_| params.video.is_some())
+            .map(|l| super::ladder::Climber::new(l, id.short(), built_prober.clone())),
     };
     session.channel = session.built.channel.clone();
     if let Some(channel) = session.channel.clone() {
@@ -193,10 +204,25 @@ async fn build(params: &Params, role: &Role, ev_tx: &mpsc::Sender<Event>) -> Res
             })
         }
         Role::Answer(_) | Role::Offer { .. } => {
-            let (video_pt, audio_pt, offering) = match role {
-                Role::Answer(a) => (a.formats.video_pt, a.formats.audio_pt, false),
-                _ => (Some(OFFER_VIDEO_PT), Some(OFFER_AUDIO_PT), true),
+            let (video_pt, audio_pt, offering, twcc_id) = match role {
+                Role::Answer(a) => (
+                    a.formats.video_pt,
+                    a.formats.audio_pt,
+                    false,
+                    a.formats.twcc_id,
+                ),
+                _ => (
+                    Some(OFFER_VIDEO_PT),
+                    Some(OFFER_AUDIO_PT),
+                    true,
+                    Some(OFFER_TWCC_ID),
+                ),
             };
+            let congestion = params
+                .ladder
+                .as_ref()
+                .zip(twcc_id)
+                .map(|(l, twcc_id)| congestion(l, twcc_id));
             let (video, audio) = (params.video.clone(), params.audio.clone());
             let (clock, name) = (params.clock.clone(), format!("viewer-{}", params.id));
             tokio::task::spawn_blocking(move || {
@@ -211,6 +237,7 @@ async fn build(params: &Params, role: &Role, ev_tx: &mpsc::Sender<Event>) -> Res
                     cert,
                     create_channel: offering,
                     events: tx,
+                    congestion,
                 })
             })
         }
@@ -218,6 +245,22 @@ async fn build(params: &Params, role: &Role, ev_tx: &mpsc::Sender<Event>) -> Res
     match task.await {
         Ok(built) => built,
         Err(e) => Err(format!("session pipeline setup panicked: {e}")),
+    }
+}
+
+/// The estimator of a viewer of `ladder`: it starts at the top rung's bitrate and may go
+/// from half the lowest rung's to twice the top's.
+fn congestion(ladder: &super::ladder::Ladder, twcc_id: u8) -> super::viewer::Congestion {
+    let rates = ladder.bitrates();
+    let (top, low) = (
+        rates.first().copied().unwrap_or(2000),
+        rates.last().copied().unwrap_or(100),
+    );
+    super::viewer::Congestion {
+        twcc_id,
+        start_bps: top.saturating_mul(1000),
+        min_bps: low.saturating_mul(500),
+        max_bps: top.saturating_mul(2000),
     }
 }
 
@@ -289,6 +332,8 @@ struct Session {
     clock: Option<gst::Clock>,
     /// What webrtcbin created last (our offer or answer): the local description.
     created: Option<WebRTCSessionDescription>,
+    /// A viewer of a ladder: its rung, moved by its bandwidth estimate.
+    climber: Option<super::ladder::Climber>,
 }
 
 /// The time of the peer's latest packet, written by a pad probe on a GStreamer thread.
@@ -436,6 +481,7 @@ impl Session {
                 _ = tokio::time::sleep_until(deadline) => Some(Input::Timeout),
                 _ = stats_tick.tick() => {
                     self.request_stats(io.ev_tx);
+                    self.on_estimate(None)?;
                     if negotiation.is_connected() {
                         self.listen_to_peer();
                         let silent = self.heard.silent_for();
@@ -568,6 +614,10 @@ impl Session {
                 self.update_stats(&s);
                 return Ok(Handled::Done);
             }
+            Event::Estimate(bps) => {
+                self.on_estimate(Some(bps))?;
+                return Ok(Handled::Done);
+            }
             Event::State(_) => return Ok(Handled::Done),
         };
         Ok(Handled::Input(input))
@@ -693,6 +743,11 @@ impl Session {
             return Err("the restarted pipeline runs on another clock; reconnect".into());
         }
         self.built.continuity.rebase();
+        // A viewer of a ladder stays on its rung (whose producer the ladder has renewed).
+        let video = match &self.climber {
+            Some(c) => c.producer(),
+            None => video,
+        };
         for link in &mut self.built.links {
             let appsrc = link.appsrc().clone();
             let producer = if appsrc.name() == "video" {
@@ -739,6 +794,37 @@ impl Session {
         }
     }
 
+    /// A new bandwidth estimate of a viewer of a ladder (None: the latest one again, as time
+    /// passes): it may move to another rung.
+    fn on_estimate(&mut self, bps: Option<u32>) -> Result<(), String> {
+        let Some(climber) = self.climber.as_mut() else {
+            return Ok(());
+        };
+        let Some(video) = self
+            .built
+            .links
+            .iter_mut()
+            .find(|l| l.appsrc().name() == "video")
+        else {
+            return Ok(());
+        };
+        match bps {
+            Some(bps) => climber.estimate(bps, video)?,
+            None => climber.tick(video)?,
+        };
+        let (rung, kbps, switches) = (
+            climber.rung_label(),
+            climber.estimate_kbps(),
+            climber.switches(),
+        );
+        self.stats.send_modify(|st| {
+            st.rung = Some(rung);
+            st.estimate_kbps = kbps;
+            st.switches = switches;
+        });
+        Ok(())
+    }
+
     fn request_stats(&self, ev_tx: &mpsc::Sender<Event>) {
         let tx = ev_tx.clone();
         let promise = gst::Promise::with_change_func(move |reply| {
@@ -750,9 +836,9 @@ impl Session {
             .emit_by_name::<()>("get-stats", &[&None::<gst::Pad>, &promise]);
     }
 
-    fn update_stats(&self, all: &gst::StructureRef) {
+    fn update_stats(&mut self, all: &gst::StructureRef) {
         let (mut bytes, mut packets, mut lost, mut rtt) = (0u64, 0u64, 0i64, None::<f64>);
-        let mut received = 0u64;
+        let (mut received, mut fraction_lost) = (0u64, None::<f64>);
         for (_, value) in all.iter() {
             let Ok(s) = value.get::<gst::Structure>() else {
                 continue;
@@ -767,12 +853,19 @@ impl Session {
                 }
                 "remote-inbound-rtp" => {
                     lost += s.get::<i64>("packets-lost").unwrap_or(0);
+                    if let Ok(f) = s.get::<f64>("fraction-lost") {
+                        fraction_lost = Some(fraction_lost.map_or(f, |x: f64| x.max(f)));
+                    }
                     if let Ok(r) = s.get::<f64>("round-trip-time") {
                         rtt = Some(rtt.map_or(r, |x: f64| x.max(r)));
                     }
                 }
                 _ => {}
             }
+        }
+        // The receiver reports' loss is a floor under an adaptive viewer's estimate.
+        if let (Some(c), Some(f)) = (self.climber.as_mut(), fraction_lost) {
+            c.loss(f);
         }
         let dropped = self.built.links.iter().map(|l| l.dropped()).sum();
         // Cumulative counters only grow: a partial (or error) reply never lowers them.
@@ -798,7 +891,7 @@ impl Session {
 
     /// Asks webrtcbin for its statistics one last time (bounded), so the totals of a session
     /// that ends between two periodic reads still count everything it sent.
-    async fn final_stats(&self) {
+    async fn final_stats(&mut self) {
         let (promise, reply) = gst::Promise::new_future();
         self.webrtc()
             .emit_by_name::<()>("get-stats", &[&None::<gst::Pad>, &promise]);
@@ -808,7 +901,7 @@ impl Session {
     }
 
     /// Disconnects from the producers and sets the pipeline to NULL off the async threads.
-    async fn teardown(self) {
+    async fn teardown(mut self) {
         self.final_stats().await;
         let Built {
             mut pipeline,

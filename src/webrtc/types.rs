@@ -75,6 +75,14 @@ pub struct ViewerStats {
     pub retransmitted: u64,
     pub retransmissions_refused: u64,
     pub started: String,
+    /// The ladder rung it watches (`WIDTHxHEIGHT`), with a ladder.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rung: Option<String>,
+    /// Its bandwidth estimate (kbit/s), once one is known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub estimate_kbps: Option<u32>,
+    /// Moves between rungs so far.
+    pub switches: u32,
 }
 
 /// ICE settings of the service.
@@ -191,6 +199,9 @@ pub struct Params {
     pub peer_timeout: Duration,
     /// Its place among the sessions that have not connected yet, given back on connecting.
     pub pending: Option<crate::limits::Pass>,
+    /// The output's encoder ladder: the viewer moves between its rungs as its bandwidth
+    /// estimate says (None: it gets `video`, as it is).
+    pub ladder: Option<std::sync::Arc<super::ladder::Ladder>>,
 }
 
 /// The owner's handle on a running session.

@@ -23,6 +23,65 @@ pub struct BuildArgs {
     pub cert: &'static DtlsCertificate,
     pub create_channel: bool,
     pub events: mpsc::Sender<Event>,
+    /// Estimate this viewer's bandwidth (an adaptive viewer of a ladder whose peer sends
+    /// TWCC feedback).
+    pub congestion: Option<Congestion>,
+}
+
+/// A viewer's bandwidth estimation: the TWCC header extension on its video, and a delay-based
+/// estimator (gst-plugins-rs `rtpgccbwe`) as webrtcbin's auxiliary sender, whose estimate
+/// goes to the session as [`Event::Estimate`].
+#[derive(Debug, Clone, Copy)]
+pub struct Congestion {
+    /// The header extension's id (the peer's, when it offered).
+    pub twcc_id: u8,
+    /// bit/s: where the estimate starts, and its bounds.
+    pub start_bps: u32,
+    pub min_bps: u32,
+    pub max_bps: u32,
+}
+
+/// Adds the TWCC extension to `payloader` and marks `caps` so the SDP carries it with its
+/// feedback.
+fn add_twcc(payloader: &gst::Element, caps: &mut gst::Caps, id: u8) -> Result<(), String> {
+    let ext = gst_rtp::RTPHeaderExtension::create_from_uri(super::sdp::TWCC_URI)
+        .ok_or("GStreamer has no TWCC header extension (rtpmanager)")?;
+    gst_rtp::prelude::RTPHeaderExtensionExt::set_id(&ext, u32::from(id));
+    payloader.emit_by_name::<()>("add-extension", &[&ext]);
+    if let Some(s) = caps.make_mut().structure_mut(0) {
+        s.set("rtcp-fb-transport-cc", true);
+    }
+    Ok(())
+}
+
+/// Gives webrtcbin a `rtpgccbwe` for its transport; its estimates go to the session, and the
+/// prober may raise them.
+fn estimate_bandwidth(
+    webrtc: &gst::Element,
+    cc: Congestion,
+    events: mpsc::Sender<Event>,
+    prober: Arc<super::probing::Prober>,
+) {
+    webrtc.connect("request-aux-sender", false, move |_| {
+        let bwe = gst::ElementFactory::make("rtpgccbwe")
+            .property("min-bitrate", cc.min_bps)
+            .property("max-bitrate", cc.max_bps)
+            .property("estimated-bitrate", cc.start_bps)
+            .build();
+        let bwe = match bwe {
+            Ok(bwe) => bwe,
+            Err(_) => {
+                tracing::warn!("rtpgccbwe is not available: this viewer keeps its rung");
+                return None;
+            }
+        };
+        prober.set_estimator(&bwe);
+        let tx = events.clone();
+        bwe.connect_notify(Some("estimated-bitrate"), move |e, _| {
+            let _ = tx.try_send(Event::Estimate(e.property::<u32>("estimated-bitrate")));
+        });
+        Some(bwe.to_value())
+    });
 }
 
 /// How far a viewer pipeline's running time is ahead of its main pipeline's.
@@ -34,6 +93,15 @@ pub fn build(a: BuildArgs) -> Result<Built, String> {
     let pipeline = guard.0.clone().ok_or("no pipeline")?;
     count_live(&pipeline);
     let (webrtc, rtx) = setup_webrtcbin(&pipeline, &a.ice, a.cert, &a.events)?;
+    // An adaptive viewer's estimator, and its prober (attached to the video's payloader).
+    let prober = match (a.congestion, a.video.is_some()) {
+        (Some(cc), true) => {
+            let prober = super::probing::Prober::new(rtx.clone());
+            estimate_bandwidth(&webrtc, cc, a.events.clone(), prober.clone());
+            Some(prober)
+        }
+        _ => None,
+    };
 
     let mut links = Vec::new();
     let branches = [
@@ -65,12 +133,18 @@ pub fn build(a: BuildArgs) -> Result<Built, String> {
                 p.set_property("config-interval", -1i32);
                 p.set_property_from_str("aggregate-mode", "zero-latency");
             }
-            let caps = gst::Caps::builder("application/x-rtp")
+            let mut caps = gst::Caps::builder("application/x-rtp")
                 .field("media", "video")
                 .field("encoding-name", enc)
                 .field("payload", pt as i32)
                 .field("clock-rate", 90000i32)
                 .build();
+            if let Some(cc) = a.congestion {
+                add_twcc(&p, &mut caps, cc.twcc_id)?;
+                if let (Some(prober), Some(pad)) = (&prober, p.static_pad("src")) {
+                    prober.attach(&pad);
+                }
+            }
             (p, caps)
         } else {
             let caps = gst::Caps::builder("application/x-rtp")
@@ -169,6 +243,7 @@ pub fn build(a: BuildArgs) -> Result<Built, String> {
         links,
         continuity,
         channel,
+        prober,
     })
 }
 

@@ -386,6 +386,7 @@ impl Job {
             connect_timeout: self.config.connect_timeout,
             peer_timeout: self.config.peer_timeout,
             pending: None,
+            ladder: None,
         };
         let role = Role::Offer {
             signal: signal_tx,

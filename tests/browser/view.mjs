@@ -20,6 +20,9 @@
 //   node view.mjs BASE NAME linger → watches NAME for WATCH_SECONDS (20) whatever arrives (a
 //                                    viewer on a slow link), prints "connected" once its first
 //                                    frame is decoded, then the page's stats at the end
+//   node view.mjs BASE NAME samples → watches NAME for WATCH_SECONDS (60) and prints the page's
+//                                    stats as one JSON line a second (decoded frames, size,
+//                                    freezes, and the rung and estimate the service reports)
 //   node view.mjs BASE NAME hls    → the page offers "HLS" for NAME; its playlist plays in
 //                                    hls.js for ≥ 5 s; prints the link, the time played, the
 //                                    frames decoded and the video's size
@@ -167,6 +170,17 @@ try {
       setTimeout(() => resolve({ played: false, error: "timeout" }), 15000);
     }));
     console.log(JSON.stringify(shown));
+  } else if (mode === "samples") {
+    const page = await context.newPage();
+    await watching(page);
+    const end = Date.now() + Number(process.env.WATCH_SECONDS || "60") * 1000;
+    while (Date.now() < end) {
+      await page.waitForTimeout(1000);
+      const stats = await page.evaluate(() => window.mediaweave.stats);
+      console.log(JSON.stringify({ ...stats, at: Date.now() }));
+    }
+    await page.click("#stop");
+    await page.waitForTimeout(300);
   } else if (mode === "hls") {
     const page = await context.newPage();
     await page.goto(base);

@@ -2,6 +2,8 @@
 //! a GStreamer decoder, HTTP), and polling with deadlines.
 #![allow(dead_code)]
 
+pub mod slow_link;
+
 use mediaweave::server::{Server, ServerConfig};
 use mediaweave::supervisor::SupervisorConfig;
 use mediaweave::webrtc::output::WebRtcConfig;
@@ -524,6 +526,15 @@ pub fn collect_events(
 /// Like [`collect_events`], from a full `ws://` URL (e.g. with `?token=`).
 pub fn collect_events_at(
     url: String,
+    done: impl FnMut(&[serde_json::Value]) -> bool + Send + 'static,
+) -> std::thread::JoinHandle<Vec<serde_json::Value>> {
+    collect_events_within(url, Duration::from_secs(30), done)
+}
+
+/// Like [`collect_events_at`], for up to `timeout` instead of 30 s.
+pub fn collect_events_within(
+    url: String,
+    timeout: Duration,
     mut done: impl FnMut(&[serde_json::Value]) -> bool + Send + 'static,
 ) -> std::thread::JoinHandle<Vec<serde_json::Value>> {
     std::thread::spawn(move || {
@@ -532,7 +543,7 @@ pub fn collect_events_at(
             let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
         }
         let mut seen = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + timeout;
         while Instant::now() < deadline && !done(&seen) {
             if let Ok(msg) = ws.read()
                 && let Ok(text) = msg.into_text()

@@ -469,6 +469,8 @@ async function updateStats() {
       s.framesPerSecond = r.framesPerSecond || 0;
       s.bytesReceived = r.bytesReceived || 0;
       s.packetsLost = r.packetsLost || 0;
+      s.freezeCount = r.freezeCount || 0;
+      s.totalFreezesDuration = r.totalFreezesDuration || 0;
       s.timestamp = r.timestamp;
     }
     if (r.type === "candidate-pair" && r.state === "succeeded" && r.currentRoundTripTime !== undefined) {
@@ -478,6 +480,13 @@ async function updateStats() {
   if (last && s.timestamp > last.timestamp) {
     s.bitrateKbps = ((s.bytesReceived - last.bytesReceived) * 8) / (s.timestamp - last.timestamp);
   }
+  // What the service says of this viewer: its ladder rung and bandwidth estimate.
+  const mine = await myViewer();
+  if (mine) {
+    s.rung = mine.rung;
+    s.estimateKbps = mine.estimate_kbps;
+    s.switches = mine.switches;
+  }
   last = s;
   window.mediaweave.stats = s;
   $("#stat-resolution").textContent = s.frameWidth ? `${s.frameWidth}×${s.frameHeight}` : "–";
@@ -486,6 +495,23 @@ async function updateStats() {
   $("#stat-frames").textContent = s.framesDecoded ?? "–";
   $("#stat-lost").textContent = s.packetsLost ?? "–";
   $("#stat-rtt").textContent = s.roundTripTimeMs !== undefined ? `${s.roundTripTimeMs.toFixed(1)} ms` : "–";
+  $("#stat-rung").textContent = s.rung ? `${s.rung} (${s.switches} switches)` : "–";
+  $("#stat-estimate").textContent = s.estimateKbps ? `${s.estimateKbps} kbit/s` : "–";
+}
+
+// This page's own viewer entry in the pipeline's status (found by the WHEP resource's id).
+async function myViewer() {
+  const name = window.mediaweave.watching;
+  const id = resource ? resource.split("/").pop() : null;
+  if (!name || !id) return null;
+  try {
+    const res = await api("/api/pipelines/" + encodeURIComponent(name));
+    if (!res.ok) return null;
+    const st = await res.json();
+    return (st.viewers || []).find((v) => id.startsWith(v.id)) || null;
+  } catch {
+    return null;
+  }
 }
 
 function addChat(msg, isChat = true) {

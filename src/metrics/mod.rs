@@ -10,6 +10,8 @@
 //! A scrape first takes a [`Snapshot`] (the only part that reads the service and GStreamer),
 //! then one collector per area turns its part of the snapshot into metric families.
 
+mod peers;
+
 use crate::hooks::HookStats;
 use crate::meter::MeterCounts;
 use crate::record::{Counts, Recordings};
@@ -18,6 +20,7 @@ use crate::webrtc::output::Totals;
 use crate::webrtc::registry::Registry as WebRtc;
 use crate::webrtc::types::ViewerStats;
 use gst::prelude::*;
+use peers::webrtc_peers;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -120,6 +123,8 @@ pub struct WebRtcOf {
     pub keyframes: (u64, u64),
     /// Publisher totals and how many publish now; None for a pipeline that takes none.
     pub publishers: Option<(Totals, usize)>,
+    /// The encoder ladder's rungs, with one.
+    pub ladder: Option<Vec<crate::webrtc::ladder::RungInfo>>,
 }
 
 #[derive(Default)]
@@ -185,6 +190,7 @@ impl Snapshot {
                     viewers,
                     keyframes,
                     publishers,
+                    ladder: webrtc.ladder_of(&st.name),
                 }
             })
             .collect();
@@ -468,113 +474,6 @@ fn elements(s: &mut Scrape, all: &[ElementsOf]) {
     );
 }
 
-/// WebRTC viewers and publishers, per pipeline and per viewer.
-fn webrtc_peers(s: &mut Scrape, all: &[WebRtcOf]) {
-    let (mut viewers, mut publishers) = (vec![], vec![]);
-    let (mut sessions, mut sent, mut packets, mut lost, mut dropped, mut received) =
-        (vec![], vec![], vec![], vec![], vec![], vec![]);
-    let (mut v_rtt, mut v_lost, mut v_dropped, mut v_sent) = (vec![], vec![], vec![], vec![]);
-    let mut keyframes = vec![];
-    for row in all {
-        let p = labels(&[("pipeline", &row.pipeline)]);
-        if let Some((t, live)) = &row.viewers {
-            for (outcome, n) in [
-                ("forwarded", row.keyframes.0),
-                ("suppressed", row.keyframes.1),
-            ] {
-                keyframes.push((
-                    labels(&[("pipeline", &row.pipeline), ("outcome", outcome)]),
-                    n,
-                ));
-            }
-            viewers.push((p.clone(), live.len() as f64));
-            sessions.push((p.clone(), t.sessions));
-            sent.push((p.clone(), t.bytes_sent));
-            packets.push((p.clone(), t.packets_sent));
-            lost.push((p.clone(), t.packets_lost));
-            dropped.push((p.clone(), t.dropped_buffers));
-            for v in live {
-                let l = labels(&[("pipeline", &row.pipeline), ("viewer", &v.id)]);
-                if let Some(rtt) = v.round_trip_time_ms {
-                    v_rtt.push((l.clone(), rtt / 1000.0));
-                }
-                v_lost.push((l.clone(), v.packets_lost.max(0) as u64));
-                v_dropped.push((l.clone(), v.dropped_buffers));
-                v_sent.push((l, v.bytes_sent));
-            }
-        }
-        if let Some((t, now)) = &row.publishers {
-            publishers.push((p.clone(), *now as f64));
-            received.push((p, t.bytes_received));
-        }
-    }
-    s.gauge(
-        "mediaweave_webrtc_viewers",
-        "WebRTC viewers connected now",
-        viewers,
-    );
-    s.gauge(
-        "mediaweave_webrtc_publishers",
-        "WebRTC publishers sending now",
-        publishers,
-    );
-    s.counter(
-        "mediaweave_webrtc_sessions",
-        "WebRTC viewer sessions since the service started",
-        sessions,
-    );
-    s.counter(
-        "mediaweave_webrtc_sent_bytes",
-        "RTP bytes sent to WebRTC viewers",
-        sent,
-    );
-    s.counter(
-        "mediaweave_webrtc_sent_packets",
-        "RTP packets sent to WebRTC viewers",
-        packets,
-    );
-    s.counter(
-        "mediaweave_webrtc_lost_packets",
-        "Packets viewers reported lost (RTCP receiver reports)",
-        lost,
-    );
-    s.counter(
-        "mediaweave_webrtc_dropped_buffers",
-        "Encoded buffers dropped by viewers' leaky queues (viewers too slow)",
-        dropped,
-    );
-    s.counter(
-        "mediaweave_webrtc_keyframe_requests",
-        "Keyframe requests of viewers (joins, PLI, FIR) for a stream: forwarded to its encoder or publisher, or suppressed (one was forwarded under 500 ms before)",
-        keyframes,
-    );
-    s.counter(
-        "mediaweave_webrtc_received_bytes",
-        "Bytes received from WebRTC publishers",
-        received,
-    );
-    s.gauge(
-        "mediaweave_webrtc_viewer_round_trip_seconds",
-        "Round-trip time per viewer (RTCP)",
-        v_rtt,
-    );
-    s.counter(
-        "mediaweave_webrtc_viewer_lost_packets",
-        "Packets a viewer reported lost (RTCP)",
-        v_lost,
-    );
-    s.counter(
-        "mediaweave_webrtc_viewer_dropped_buffers",
-        "Encoded buffers dropped by a viewer's leaky queue",
-        v_dropped,
-    );
-    s.counter(
-        "mediaweave_webrtc_viewer_sent_bytes",
-        "RTP bytes sent to a viewer",
-        v_sent,
-    );
-}
-
 /// Peer pipelines, and the service's caps on sessions and connections.
 fn service_limits(s: &mut Scrape, snap: &Snapshot) {
     s.gauge(
@@ -757,6 +656,7 @@ mod tests {
                 viewers: Some((totals(4), vec![])),
                 keyframes: (2, 7),
                 publishers: Some((totals(1), 1)),
+                ladder: None,
             }],
             peer_pipelines: 2,
             limits: LimitCounts {

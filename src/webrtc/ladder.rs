@@ -1,0 +1,395 @@
+//! A webrtc output's encoder ladder at run time: each rung's stream producer, the valve that
+//! runs its encoder only while somebody watches it, and who watches which rung. Viewers
+//! move between rungs through [`Seat`]s; their congestion control ([`super::adapt`]) says
+//! where to.
+
+use crate::assemble::LadderRung;
+use crate::description::Rung;
+use gst::prelude::*;
+use gst_utils::streamproducer::StreamProducer;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// One rung: what it is, its current run's producer and valve, who watches it, and how many
+/// frames its encoder made (across runs).
+struct RungState {
+    rung: Rung,
+    run: Mutex<Run>,
+    viewers: AtomicUsize,
+    frames: Arc<AtomicU64>,
+}
+
+struct Run {
+    producer: StreamProducer,
+    /// Closed (drop=true) while nobody watches; None for the top, always running.
+    valve: Option<gst::Element>,
+}
+
+/// A rung as the API shows it.
+#[derive(Debug, Clone, serde::Serialize, PartialEq)]
+pub struct RungInfo {
+    pub rung: String,
+    pub bitrate_kbps: u32,
+    pub viewers: usize,
+    /// Frames its encoder made since the service started.
+    pub frames_encoded: u64,
+    /// Whether its encoder runs now.
+    pub encoding: bool,
+}
+
+pub struct Ladder {
+    rungs: Vec<RungState>,
+    /// For `viewer_rung_changed` events.
+    pipeline: String,
+    events: crate::events::EventBus,
+}
+
+impl Ladder {
+    /// The ladder of a run of the pipeline: `top` is the output's video producer; the other
+    /// rungs' producers are made from their appsinks, and `prepare` readies each (keyframe
+    /// marking and request throttling, as for the top).
+    pub fn new(
+        pipeline: &gst::Pipeline,
+        rungs: &[LadderRung],
+        top: &StreamProducer,
+        prepare: &dyn Fn(&gst_app::AppSink),
+        events: (crate::events::EventBus, &str),
+    ) -> Result<Arc<Ladder>, String> {
+        let mut states = Vec::new();
+        for r in rungs {
+            let frames = Arc::new(AtomicU64::new(0));
+            let run = Self::run_of(pipeline, r, top, prepare, &frames)?;
+            states.push(RungState {
+                rung: r.rung,
+                run: Mutex::new(run),
+                viewers: AtomicUsize::new(0),
+                frames,
+            });
+        }
+        Ok(Arc::new(Ladder {
+            rungs: states,
+            pipeline: events.1.to_string(),
+            events: events.0,
+        }))
+    }
+
+    fn run_of(
+        pipeline: &gst::Pipeline,
+        r: &LadderRung,
+        top: &StreamProducer,
+        prepare: &dyn Fn(&gst_app::AppSink),
+        frames: &Arc<AtomicU64>,
+    ) -> Result<Run, String> {
+        if let Some(pad) = r
+            .encoder
+            .as_deref()
+            .and_then(|e| pipeline.by_name(e))
+            .and_then(|e| e.static_pad("src"))
+        {
+            let frames = frames.clone();
+            pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+                frames.fetch_add(1, Ordering::Relaxed);
+                gst::PadProbeReturn::Ok
+            });
+        }
+        let Some(valve_name) = &r.valve else {
+            return Ok(Run {
+                producer: top.clone(),
+                valve: None,
+            });
+        };
+        let (appsink, producer) = crate::hub::producer(pipeline, &r.sink)?;
+        prepare(&appsink);
+        let valve = pipeline
+            .by_name(valve_name)
+            .ok_or_else(|| format!("the assembled pipeline has no valve {valve_name}"))?;
+        Ok(Run {
+            producer,
+            valve: Some(valve),
+        })
+    }
+
+    /// A restarted run of the pipeline: its producers and valves replace the old ones, and
+    /// the rungs that have viewers encode again.
+    pub fn resume(
+        &self,
+        pipeline: &gst::Pipeline,
+        rungs: &[LadderRung],
+        top: &StreamProducer,
+        prepare: &dyn Fn(&gst_app::AppSink),
+    ) -> Result<(), String> {
+        if rungs.len() != self.rungs.len() {
+            return Err("the restarted pipeline has another ladder".into());
+        }
+        for (state, r) in self.rungs.iter().zip(rungs) {
+            let run = Self::run_of(pipeline, r, top, prepare, &state.frames)?;
+            let mut current = state.run.lock().unwrap_or_else(|p| p.into_inner());
+            *current = run;
+            if let Some(valve) = &current.valve {
+                valve.set_property("drop", state.viewers.load(Ordering::SeqCst) == 0);
+            }
+        }
+        Ok(())
+    }
+
+    pub fn len(&self) -> usize {
+        self.rungs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rungs.is_empty()
+    }
+
+    /// Rung `k` (0 = top). Callers pass indices below [`Ladder::len`].
+    pub fn rung(&self, k: usize) -> Rung {
+        self.rungs[k.min(self.rungs.len().saturating_sub(1))].rung
+    }
+
+    /// The bitrates (kbit/s), top first.
+    pub fn bitrates(&self) -> Vec<u32> {
+        self.rungs.iter().map(|r| r.rung.bitrate).collect()
+    }
+
+    /// The producer of rung `k` in the current run.
+    pub fn producer(&self, k: usize) -> Option<StreamProducer> {
+        let state = self.rungs.get(k)?;
+        let run = state.run.lock().unwrap_or_else(|p| p.into_inner());
+        Some(run.producer.clone())
+    }
+
+    /// A viewer takes a seat on rung `k`: its encoder runs from the first viewer on.
+    pub fn seat(self: &Arc<Self>, k: usize) -> Seat {
+        self.enter(k);
+        Seat {
+            ladder: self.clone(),
+            rung: k,
+        }
+    }
+
+    fn enter(&self, k: usize) {
+        let Some(state) = self.rungs.get(k) else {
+            return;
+        };
+        if state.viewers.fetch_add(1, Ordering::SeqCst) == 0 {
+            let run = state.run.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(valve) = &run.valve {
+                valve.set_property("drop", false);
+            }
+        }
+    }
+
+    fn leave(&self, k: usize) {
+        let Some(state) = self.rungs.get(k) else {
+            return;
+        };
+        if state.viewers.fetch_sub(1, Ordering::SeqCst) == 1 {
+            let run = state.run.lock().unwrap_or_else(|p| p.into_inner());
+            // Re-checked under the lock: a viewer may have entered meanwhile.
+            if let (Some(valve), 0) = (&run.valve, state.viewers.load(Ordering::SeqCst)) {
+                valve.set_property("drop", true);
+            }
+        }
+    }
+
+    /// Says that viewer `viewer` moved from rung `from` to `to` on an estimate of `kbps`.
+    pub fn announce(&self, viewer: &str, from: usize, to: usize, kbps: Option<u32>) {
+        self.events.publish(crate::events::Event::new(
+            "viewer_rung_changed",
+            &self.pipeline,
+            serde_json::json!({
+                "viewer": viewer,
+                "from": self.rung(from).label(),
+                "rung": self.rung(to).label(),
+                "estimate_kbps": kbps,
+            }),
+        ));
+    }
+
+    pub fn info(&self) -> Vec<RungInfo> {
+        self.rungs
+            .iter()
+            .map(|s| {
+                let run = s.run.lock().unwrap_or_else(|p| p.into_inner());
+                RungInfo {
+                    rung: s.rung.label(),
+                    bitrate_kbps: s.rung.bitrate,
+                    viewers: s.viewers.load(Ordering::SeqCst),
+                    frames_encoded: s.frames.load(Ordering::Relaxed),
+                    encoding: run
+                        .valve
+                        .as_ref()
+                        .is_none_or(|v| !v.property::<bool>("drop")),
+                }
+            })
+            .collect()
+    }
+}
+
+/// A viewer's place on one rung; leaving it (moving or dropping it) may stop that rung's
+/// encoder.
+pub struct Seat {
+    ladder: Arc<Ladder>,
+    rung: usize,
+}
+
+impl Seat {
+    pub fn rung(&self) -> usize {
+        self.rung
+    }
+
+    pub fn ladder(&self) -> &Arc<Ladder> {
+        &self.ladder
+    }
+
+    /// Moves to rung `k`: that rung's encoder runs before this one's may stop.
+    pub fn move_to(&mut self, k: usize) {
+        if k == self.rung || k >= self.ladder.len() {
+            return;
+        }
+        self.ladder.enter(k);
+        self.ladder.leave(self.rung);
+        self.rung = k;
+    }
+}
+
+impl Drop for Seat {
+    fn drop(&mut self) {
+        self.ladder.leave(self.rung);
+    }
+}
+
+/// A viewer on the ladder: its seat and the rules ([`super::adapt`]) that move it, acting on
+/// its video link.
+pub struct Climber {
+    seat: Seat,
+    adapt: super::adapt::Adapt,
+    viewer: String,
+    /// The latest estimate (bit/s): the estimator says when it changes, and the rules also
+    /// need to hear that it stayed.
+    last_bps: Option<u32>,
+    /// Pads the video when the rules probe, and counts what it sends.
+    prober: Option<Arc<super::probing::Prober>>,
+    /// What the video sent lately (kbit/s), from the prober's count at `counted`.
+    sent_kbps: u32,
+    counted: Option<(std::time::Instant, u64)>,
+}
+
+impl Climber {
+    /// Starts viewer `viewer` on the top rung.
+    pub fn new(
+        ladder: &Arc<Ladder>,
+        viewer: String,
+        prober: Option<Arc<super::probing::Prober>>,
+    ) -> Climber {
+        Climber {
+            adapt: super::adapt::Adapt::new(ladder.bitrates(), 0),
+            sent_kbps: ladder.rung(0).bitrate,
+            seat: ladder.seat(0),
+            viewer,
+            last_bps: None,
+            prober,
+            counted: None,
+        }
+    }
+
+    /// What the video sent lately (kbit/s), measured over half a second at least.
+    fn sent_kbps(&mut self, now: std::time::Instant) -> u32 {
+        let Some(prober) = &self.prober else {
+            return u32::MAX / 2;
+        };
+        let bytes = prober.sent_bytes();
+        match self.counted {
+            Some((at, before)) => {
+                let dt = now.saturating_duration_since(at).as_secs_f64();
+                if dt >= 0.5 {
+                    self.sent_kbps =
+                        (bytes.saturating_sub(before) as f64 * 8.0 / dt / 1000.0) as u32;
+                    self.counted = Some((now, bytes));
+                }
+            }
+            None => self.counted = Some((now, bytes)),
+        }
+        self.sent_kbps
+    }
+
+    pub fn rung_label(&self) -> String {
+        self.seat.ladder().rung(self.seat.rung()).label()
+    }
+
+    pub fn estimate_kbps(&self) -> Option<u32> {
+        self.adapt.estimate_kbps()
+    }
+
+    pub fn switches(&self) -> u32 {
+        self.adapt.switches()
+    }
+
+    /// The producer of the rung it is on (to follow a restarted pipeline).
+    pub fn producer(&self) -> Option<StreamProducer> {
+        self.seat.ladder().producer(self.seat.rung())
+    }
+
+    pub fn loss(&mut self, fraction: f64) {
+        self.adapt.loss(std::time::Instant::now(), fraction);
+    }
+
+    /// The latest estimate again, as time passes: see [`Climber::estimate`].
+    pub fn tick(
+        &mut self,
+        video: &mut gst_utils::streamproducer::ConsumptionLink,
+    ) -> Result<bool, String> {
+        match self.last_bps {
+            Some(bps) => self.estimate(bps, video),
+            None => Ok(false),
+        }
+    }
+
+    /// A new estimate (bit/s): moves `video` to another rung when the rules say so (the new
+    /// rung's encoder runs, and the link waits for its next keyframe, which it asks for).
+    /// True when it moved.
+    pub fn estimate(
+        &mut self,
+        bps: u32,
+        video: &mut gst_utils::streamproducer::ConsumptionLink,
+    ) -> Result<bool, String> {
+        self.last_bps = Some(bps);
+        let now = std::time::Instant::now();
+        let sent = self.sent_kbps(now);
+        let step = self.adapt.step(now, bps / 1000, sent);
+        tracing::debug!(
+            "viewer {}: estimator {} kbit/s, sent {sent} kbit/s, counted {:?}, padding {} kbit/s",
+            self.viewer,
+            bps / 1000,
+            self.adapt.estimate_kbps(),
+            step.padding_kbps
+        );
+        if let Some(prober) = &self.prober {
+            prober.set_padding(step.padding_kbps.saturating_mul(1000));
+            if let Some(kbps) = step.raise_kbps {
+                prober.raise(kbps.saturating_mul(1000));
+            }
+        }
+        let Some(to) = step.to else {
+            return Ok(false);
+        };
+        let from = self.seat.rung();
+        let ladder = self.seat.ladder().clone();
+        let producer = ladder
+            .producer(to)
+            .ok_or_else(|| format!("the ladder has no rung {to}"))?;
+        self.seat.move_to(to);
+        video
+            .change_producer(&producer, false)
+            .map_err(|e| format!("cannot move to rung {}: {e}", ladder.rung(to).label()))?;
+        tracing::info!(
+            "{} viewer {}: {} → {} (estimate {} kbit/s)",
+            ladder.pipeline,
+            self.viewer,
+            ladder.rung(from).label(),
+            ladder.rung(to).label(),
+            bps / 1000
+        );
+        ladder.announce(&self.viewer, from, to, self.adapt.estimate_kbps());
+        Ok(true)
+    }
+}
