@@ -1,8 +1,10 @@
 //! Which ladder rung a viewer should be on, from its bandwidth estimate: sans-I/O (estimates
 //! and time in, a rung out), so the rules are tested without a network.
 //!
-//! - **Down**: the estimate has stayed below the current rung's bitrate for [`DOWN_AFTER`];
-//!   the viewer goes to the best rung the estimate carries (the lowest if none does).
+//! - **Down**: the estimate has stayed below what the current rung sends for [`DOWN_AFTER`]
+//!   (its bitrate, or less when the picture needs less: encoders do not pad, and a simple
+//!   picture at 2 Mbit/s may send a few hundred kbit/s); the viewer goes to the best rung the
+//!   estimate carries (the lowest if none does).
 //! - **Up**: the estimate has held [`UP_MARGIN`] × a better rung's bitrate for [`UP_AFTER`];
 //!   the viewer goes to the best such rung.
 //! - **Loss floor**: receiver reports losing more than [`LOSS_HIGH`] of the packets cap the
@@ -14,15 +16,22 @@
 //! - **Probing**: below the top, the viewer's video is padded (see [`super::probing`]) up to
 //!   the estimate, at most [`UP_MARGIN`] × the top rung's bitrate, so the estimate can grow
 //!   to what a better rung needs; after the estimate falls (the link is full) padding pauses
-//!   for [`PROBE_PAUSE`], so a link that cannot carry more is not kept full. When the link has
+//!   for [`PROBE_PAUSE`], and for [`FULL_MEMORY`] the padded rate goes no more than a tenth
+//!   over where the link filled: a slow link is probed gently (its queue grows before it
+//!   drops, and the estimator backs off in time), not pushed into losses. When the link has
 //!   carried the padded rate for [`RAISE_AFTER`] without the estimate falling, the estimate
 //!   is raised to [`RAISE`] × that rate: the estimator alone grows 8 % a second, which takes
 //!   half a minute from a low rung to the top.
 
 use std::time::{Duration, Instant};
 
-/// How long the estimate must stay below the current rung before moving down.
-pub const DOWN_AFTER: Duration = Duration::from_secs(2);
+/// How long the estimate must stay below the current rung before moving down: long enough
+/// that a busy machine's scheduling delays (which a delay-based estimator reads as a queue)
+/// do not move a viewer on a good link, within the ~5 s a congested viewer should wait.
+pub const DOWN_AFTER: Duration = Duration::from_secs(4);
+/// Below half the rung, the link is plainly too slow: moving sooner spares the viewer frozen
+/// seconds.
+pub const DOWN_AFTER_FAR: Duration = Duration::from_secs(2);
 /// How long the estimate must hold a better rung (with the margin) before moving up.
 pub const UP_AFTER: Duration = Duration::from_secs(12);
 /// A better rung needs this much more than its bitrate.
@@ -35,6 +44,8 @@ const LOSS_FRESH: Duration = Duration::from_secs(4);
 pub const SENT_MARGIN: f64 = 1.5;
 /// No padding for this long after the estimate fell.
 pub const PROBE_PAUSE: Duration = Duration::from_secs(4);
+/// How long the level at which the link last filled limits probing.
+pub const FULL_MEMORY: Duration = Duration::from_secs(10);
 /// How long a padded rate must hold before the estimate is raised over it.
 pub const RAISE_AFTER: Duration = Duration::from_secs(1);
 /// How far over a rate that held the estimate is raised.
@@ -67,6 +78,10 @@ pub struct Adapt {
     quiet_until: Option<Instant>,
     /// Since when the estimate has not fallen (or was last raised).
     stable_since: Option<Instant>,
+    /// What the current rung's media sends (kbit/s), smoothed; None until measured.
+    media_kbps: Option<f64>,
+    /// When, and at what estimate, the link last filled (the estimate fell).
+    full_at: Option<(Instant, u32)>,
 }
 
 impl Adapt {
@@ -84,6 +99,8 @@ impl Adapt {
             last_raw: None,
             quiet_until: None,
             stable_since: None,
+            media_kbps: None,
+            full_at: None,
         }
     }
 
@@ -105,12 +122,29 @@ impl Adapt {
         self.loss = Some((now, fraction.clamp(0.0, 1.0)));
     }
 
-    /// The estimator's figure (kbit/s) and what the viewer sent lately (kbit/s, padding
-    /// included): whether to move, and how much to pad.
-    pub fn step(&mut self, now: Instant, raw_kbps: u32, sent_kbps: u32) -> Step {
-        if self.last_raw.is_some_and(|last| raw_kbps < last) {
+    /// What the current rung sends now (kbit/s): its bitrate, or the measured media rate
+    /// with a fifth to spare when that is lower.
+    fn rung_rate(&self) -> u32 {
+        let nominal = self.bitrates.get(self.current).copied().unwrap_or(0);
+        match self.media_kbps {
+            Some(m) => nominal.min((m * 1.2).max(16.0) as u32),
+            None => nominal,
+        }
+    }
+
+    /// The estimator's figure (kbit/s), what the viewer sent lately (kbit/s, padding
+    /// included) and, of that, its media (None until measured): whether to move, and how
+    /// much to pad.
+    pub fn step(&mut self, now: Instant, raw_kbps: u32, sent: Option<(u32, u32)>) -> Step {
+        let (sent_kbps, media_kbps) = sent.unwrap_or((raw_kbps, 0));
+        if sent.is_some() {
+            let m = f64::from(media_kbps);
+            self.media_kbps = Some(self.media_kbps.map_or(m, |old| old + 0.1 * (m - old)));
+        }
+        if let Some(last) = self.last_raw.filter(|&last| raw_kbps < last) {
             self.quiet_until = Some(now + PROBE_PAUSE);
             self.stable_since = None;
+            self.full_at = Some((now, last));
         }
         self.last_raw = Some(raw_kbps);
         let stable_since = *self.stable_since.get_or_insert(now);
@@ -118,7 +152,7 @@ impl Adapt {
         let to = self.estimate(now, raw_kbps.min(seen));
         let padding_kbps = self.padding(now);
         // Padding has lifted what was sent, and the link carried it: raise the estimate.
-        let ceiling = self.ceiling();
+        let ceiling = self.probe_limit(now);
         let over = ((RAISE * f64::from(sent_kbps)) as u32).min(ceiling);
         let raise_kbps = (padding_kbps > 0
             && now.saturating_duration_since(stable_since) >= RAISE_AFTER
@@ -141,6 +175,17 @@ impl Adapt {
         (UP_MARGIN * f64::from(top)).ceil() as u32
     }
 
+    /// How far probing may take the rate now: the ceiling, or a tenth over where the link
+    /// filled within [`FULL_MEMORY`].
+    fn probe_limit(&self, now: Instant) -> u32 {
+        match self.full_at {
+            Some((at, level)) if now.saturating_duration_since(at) < FULL_MEMORY => {
+                self.ceiling().min((f64::from(level) * 1.1) as u32)
+            }
+            _ => self.ceiling(),
+        }
+    }
+
     /// Padding while below the top and not just congested: up to the estimate, at most the
     /// margin over the top rung, less what the rung sends itself.
     fn padding(&self, now: Instant) -> u32 {
@@ -154,19 +199,24 @@ impl Adapt {
             return 0;
         }
         // Padding lifts the rate to a little over the estimate, so the estimator sees it hold.
-        let want = ((f64::from(estimate) * 1.1) as u32).min(self.ceiling());
-        want.saturating_sub(self.bitrates[self.current])
+        let want = ((f64::from(estimate) * 1.1) as u32).min(self.probe_limit(now));
+        want.saturating_sub(self.rung_rate())
     }
 
     /// A new bandwidth estimate (kbit/s): the rung to move to, if it is time to move.
     pub fn estimate(&mut self, now: Instant, kbps: u32) -> Option<usize> {
         let kbps = self.with_loss_floor(now, kbps);
         self.estimate_kbps = Some(kbps);
-        let current_rate = self.bitrates.get(self.current).copied()?;
+        let current_rate = self.rung_rate();
         // Down.
         if kbps < current_rate && self.current + 1 < self.bitrates.len() {
             let since = *self.below_since.get_or_insert(now);
-            if now.saturating_duration_since(since) >= DOWN_AFTER {
+            let wait = if kbps < current_rate / 2 {
+                DOWN_AFTER_FAR
+            } else {
+                DOWN_AFTER
+            };
+            if now.saturating_duration_since(since) >= wait {
                 let target = (self.current + 1..self.bitrates.len())
                     .find(|&k| self.bitrates[k] <= kbps)
                     .unwrap_or(self.bitrates.len() - 1);
@@ -203,7 +253,7 @@ impl Adapt {
             Some((at, fraction))
                 if fraction > LOSS_HIGH && now.saturating_duration_since(at) < LOSS_FRESH =>
             {
-                let sent = self.bitrates[self.current] as f64;
+                let sent = f64::from(self.rung_rate());
                 kbps.min((sent * (1.0 - 0.5 * fraction)) as u32)
             }
             _ => kbps,
@@ -215,6 +265,7 @@ impl Adapt {
         let up = to < self.current;
         self.current = to;
         self.switches += 1;
+        self.media_kbps = None;
         self.below_since = None;
         for (k, since) in self.above_since.iter_mut().enumerate() {
             if !up || k >= to {
@@ -247,15 +298,19 @@ mod tests {
         let t0 = Instant::now();
         let mut a = Adapt::new(vec![2000, 700, 200], 0);
         // A short dip is not congestion.
-        assert_eq!(run(&mut a, t0, 0, 1500, 500), None);
-        assert_eq!(run(&mut a, t0, 1500, 3000, 2500), None);
-        // 2 s below: straight to the rung that fits (200 at 500 kbit/s).
-        let (ms, k) = run(&mut a, t0, 3000, 10_000, 500).expect("moves down");
+        assert_eq!(run(&mut a, t0, 0, 3500, 1500), None);
+        assert_eq!(run(&mut a, t0, 3500, 5000, 2500), None);
+        // DOWN_AFTER a little below: to the rung that fits (700 at 1500 kbit/s).
+        let (ms, k) = run(&mut a, t0, 5000, 15_000, 1500).expect("moves down");
+        assert_eq!(k, 1);
+        assert_eq!(ms, 5000 + DOWN_AFTER.as_millis() as u64);
+        // Far below (under half of 700): sooner, straight to the rung that fits.
+        let (ms, k) = run(&mut a, t0, 20_000, 30_000, 300).expect("moves down");
         assert_eq!(k, 2);
-        assert_eq!(ms, 5000);
-        assert_eq!(a.switches(), 1);
+        assert_eq!(ms, 20_000 + DOWN_AFTER_FAR.as_millis() as u64);
+        assert_eq!(a.switches(), 2);
         // Below even the lowest rung: nowhere to go.
-        assert_eq!(run(&mut a, t0, 10_000, 20_000, 100), None);
+        assert_eq!(run(&mut a, t0, 30_000, 40_000, 50), None);
     }
 
     #[test]
@@ -290,7 +345,7 @@ mod tests {
         let t0 = Instant::now();
         let mut a = Adapt::new(vec![2000, 700, 200], 2);
         // The estimator says 4000, but 200 was sent: it counts as 300, no move up.
-        let s = a.step(t0, 4000, 200);
+        let s = a.step(t0, 4000, Some((200, 200)));
         assert_eq!(a.estimate_kbps(), Some(300));
         // Padding lifts the rate to 1.1 × the estimate: 330 − 200.
         assert_eq!(
@@ -302,24 +357,57 @@ mod tests {
             }
         );
         // With padding the sent rate follows, up to 1.3 × the top (2600).
-        let s = a.step(at(t0, 1000), 4000, 3000);
+        let s = a.step(at(t0, 1000), 4000, Some((3000, 200)));
         assert_eq!(s.padding_kbps, 2600 - 200);
         assert_eq!(s.raise_kbps, None, "the estimator is above what was sent");
         // The estimate falls: no padding for PROBE_PAUSE.
-        let s = a.step(at(t0, 2000), 1000, 1000);
+        let s = a.step(at(t0, 2000), 1000, Some((1000, 200)));
         assert_eq!(s.padding_kbps, 0);
-        let s = a.step(at(t0, 2000 + PROBE_PAUSE.as_millis() as u64), 1000, 1000);
+        let s = a.step(
+            at(t0, 2000 + PROBE_PAUSE.as_millis() as u64),
+            1000,
+            Some((1000, 200)),
+        );
         assert_eq!(s.padding_kbps, 1100 - 200);
         // A padded rate that held for RAISE_AFTER raises the estimate over it, once a second.
         let mut b = Adapt::new(vec![2000, 700, 200], 2);
-        assert_eq!(b.step(t0, 500, 500).raise_kbps, None);
-        let s = b.step(at(t0, 1000), 500, 520);
+        assert_eq!(b.step(t0, 500, Some((500, 200))).raise_kbps, None);
+        let s = b.step(at(t0, 1000), 500, Some((520, 200)));
         assert_eq!(s.raise_kbps, Some(650));
-        assert_eq!(b.step(at(t0, 1500), 650, 600).raise_kbps, None);
-        assert_eq!(b.step(at(t0, 2000), 650, 700).raise_kbps, Some(875));
+        assert_eq!(b.step(at(t0, 1500), 650, Some((600, 200))).raise_kbps, None);
+        assert_eq!(
+            b.step(at(t0, 2000), 650, Some((700, 200))).raise_kbps,
+            Some(875)
+        );
+        // Where the link filled limits probing to a tenth over it for FULL_MEMORY.
+        let mut c = Adapt::new(vec![2000, 700, 200], 2);
+        c.step(t0, 600, Some((600, 200)));
+        c.step(at(t0, 100), 500, Some((600, 200)));
+        let later = at(t0, 100 + PROBE_PAUSE.as_millis() as u64);
+        let s = c.step(later, 900, Some((900, 200)));
+        assert_eq!(s.padding_kbps, 660 - 200);
+        assert_eq!(s.raise_kbps, None);
+        let free = at(t0, 100 + FULL_MEMORY.as_millis() as u64);
+        assert_eq!(c.step(free, 900, Some((900, 200))).padding_kbps, 990 - 200);
         // On the top nothing is padded.
         let mut top = Adapt::new(vec![2000, 700], 0);
-        assert_eq!(top.step(t0, 5000, 2000).padding_kbps, 0);
+        assert_eq!(top.step(t0, 5000, Some((2000, 2000))).padding_kbps, 0);
+    }
+
+    #[test]
+    fn a_rung_that_sends_less_than_its_bitrate_is_judged_by_what_it_sends() {
+        let t0 = Instant::now();
+        // A simple picture: the top sends 300 of its 2000 kbit/s; the estimate counts up to
+        // 1.5 × 300 = 450, which carries what is sent: no move down.
+        let mut a = Adapt::new(vec![2000, 700, 200], 0);
+        for ms in (0..10_000).step_by(100) {
+            assert_eq!(a.step(at(t0, ms), 3000, Some((300, 300))).to, None);
+        }
+        // Congestion below what it sends still moves it.
+        let s = (10_000..20_000)
+            .step_by(100)
+            .find_map(|ms| a.step(at(t0, ms), 200, Some((300, 300))).to);
+        assert_eq!(s, Some(2));
     }
 
     #[test]
@@ -331,7 +419,7 @@ mod tests {
         assert_eq!(a.estimate(t0, 9000), None);
         assert_eq!(a.estimate_kbps(), Some(1700));
         a.loss(at(t0, 1000), 0.3);
-        assert_eq!(a.estimate(at(t0, 2100), 9000), Some(1));
+        assert_eq!(a.estimate(at(t0, 4100), 9000), Some(1));
         // A stale report no longer counts; a light one never did.
         let mut b = Adapt::new(vec![2000, 700], 0);
         b.loss(t0, 0.05);

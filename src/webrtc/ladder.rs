@@ -269,9 +269,10 @@ pub struct Climber {
     last_bps: Option<u32>,
     /// Pads the video when the rules probe, and counts what it sends.
     prober: Option<Arc<super::probing::Prober>>,
-    /// What the video sent lately (kbit/s), from the prober's count at `counted`.
-    sent_kbps: u32,
-    counted: Option<(std::time::Instant, u64)>,
+    /// What the video sent lately (kbit/s: all, and media alone), from the prober's counts
+    /// at `counted`.
+    sent_kbps: Option<(u32, u32)>,
+    counted: Option<(std::time::Instant, u64, u64)>,
 }
 
 impl Climber {
@@ -283,7 +284,7 @@ impl Climber {
     ) -> Climber {
         Climber {
             adapt: super::adapt::Adapt::new(ladder.bitrates(), 0),
-            sent_kbps: ladder.rung(0).bitrate,
+            sent_kbps: None,
             seat: ladder.seat(0),
             viewer,
             last_bps: None,
@@ -292,22 +293,24 @@ impl Climber {
         }
     }
 
-    /// What the video sent lately (kbit/s), measured over half a second at least.
-    fn sent_kbps(&mut self, now: std::time::Instant) -> u32 {
-        let Some(prober) = &self.prober else {
-            return u32::MAX / 2;
-        };
-        let bytes = prober.sent_bytes();
+    /// What the video sent lately (kbit/s: all, and media alone), measured over half a
+    /// second at least.
+    fn sent_kbps(&mut self, now: std::time::Instant) -> Option<(u32, u32)> {
+        let prober = self.prober.as_ref()?;
+        let (sent, media) = (prober.sent_bytes(), prober.media_bytes());
+        let kbps = |bytes: u64, dt: f64| (bytes as f64 * 8.0 / dt / 1000.0) as u32;
         match self.counted {
-            Some((at, before)) => {
+            Some((at, sent0, media0)) => {
                 let dt = now.saturating_duration_since(at).as_secs_f64();
                 if dt >= 0.5 {
-                    self.sent_kbps =
-                        (bytes.saturating_sub(before) as f64 * 8.0 / dt / 1000.0) as u32;
-                    self.counted = Some((now, bytes));
+                    self.sent_kbps = Some((
+                        kbps(sent.saturating_sub(sent0), dt),
+                        kbps(media.saturating_sub(media0), dt),
+                    ));
+                    self.counted = Some((now, sent, media));
                 }
             }
-            None => self.counted = Some((now, bytes)),
+            None => self.counted = Some((now, sent, media)),
         }
         self.sent_kbps
     }
@@ -357,7 +360,7 @@ impl Climber {
         let sent = self.sent_kbps(now);
         let step = self.adapt.step(now, bps / 1000, sent);
         tracing::debug!(
-            "viewer {}: estimator {} kbit/s, sent {sent} kbit/s, counted {:?}, padding {} kbit/s",
+            "viewer {}: estimator {} kbit/s, sent (all, media) {sent:?} kbit/s, counted {:?}, padding {} kbit/s",
             self.viewer,
             bps / 1000,
             self.adapt.estimate_kbps(),

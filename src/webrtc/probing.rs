@@ -25,8 +25,9 @@ const MAX_AGE: std::time::Duration = std::time::Duration::from_millis(700);
 pub struct Prober {
     /// bit/s of padding to add (0: none).
     padding_bps: AtomicU32,
-    /// Bytes the video sent, padding included.
+    /// Bytes the video sent, padding included, and its media alone.
     sent: AtomicU64,
+    media: AtomicU64,
     state: Mutex<State>,
     /// The viewer's `rtprtxsend`, which sends the padding (its retransmission requests).
     rtx: Arc<super::rtx::RtxCounters>,
@@ -156,6 +157,11 @@ impl Prober {
         self.sent.load(Ordering::Relaxed)
     }
 
+    /// Bytes of media sent so far.
+    pub fn media_bytes(&self) -> u64 {
+        self.media.load(Ordering::Relaxed)
+    }
+
     fn on_data(&self, info: &gst::PadProbeInfo) {
         let bps = self.padding_bps.load(Ordering::Relaxed);
         let now = Instant::now();
@@ -168,6 +174,8 @@ impl Prober {
         };
         let mut note = |buffer: &gst::BufferRef| {
             self.sent.fetch_add(buffer.size() as u64, Ordering::Relaxed);
+            self.media
+                .fetch_add(buffer.size() as u64, Ordering::Relaxed);
             if let Ok(rtp) = gst_rtp::RTPBuffer::from_buffer_readable(buffer) {
                 state.note((rtp.ssrc(), rtp.seq(), buffer.size()), now);
             }
