@@ -17,6 +17,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -36,6 +37,7 @@ TARGETS = {
     "relay_added_p50": 10, "relay_per_viewer_cpu": 0.5, "relay_per_viewer_rss": 3,
     "room_cpu": 15, "room_added_p50": 10,
     "reach_rtsp_client_cpu": 0.3, "reach_hls_p50": 3000,
+    "adaptive_cpu_ratio": 2.5, "adaptive_shaped_fps": 25,
 }
 
 
@@ -197,13 +199,13 @@ def stop(proc, sig=signal.SIGTERM, timeout=10):
 class Serve:
     """`mediaweave serve` with the given pipelines, ICE on loopback."""
 
-    def __init__(self, binary, pipelines, workdir, extra=()):
+    def __init__(self, binary, pipelines, workdir, extra=(), listen="127.0.0.1:0"):
         self.dir = Path(tempfile.mkdtemp(dir=workdir))
         (self.dir / "pipelines").mkdir()
         for name, text in pipelines.items():
             (self.dir / "pipelines" / f"{name}.toml").write_text(text)
         self.proc = subprocess.Popen(
-            [binary, "serve", "--listen", "127.0.0.1:0", "--ice-address", "127.0.0.1",
+            [binary, "serve", "--listen", listen, "--ice-address", "127.0.0.1",
              "--pipelines", str(self.dir / "pipelines"), "--recordings", str(self.dir / "recordings"), *extra],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         )
@@ -425,6 +427,141 @@ def slope(rows, key="cpu"):
     my = statistics.mean(y for _, y in pts)
     den = sum((x - mx) ** 2 for x, _ in pts)
     return sum((x - mx) * (y - my) for x, y in pts) / den if den else None
+
+
+def adaptive_toml():
+    """The viewers' stream with a ladder, and a picture (bars and a clock) that needs the top
+    rung's 2 Mb/s: the ball on black takes a few hundred kb/s, which fits a slow link as it is."""
+    return (stream_toml(max_viewers=64)
+            .replace("bitrate = 2000\n", 'bitrate = 2000\nladder = "auto"\n')
+            .replace('pattern = "ball"', 'pattern = "smpte"')
+            .replace("clock = false", "clock = true"))
+
+
+class ShapedLink:
+    """A network namespace reached over a veth pair whose egress toward it is shaped with tbf:
+    one viewer's slow link."""
+
+    def __init__(self, i, rate):
+        self.ns, self.veth, peer = f"mwbench{i}", f"mwb{i}a", f"mwb{i}b"
+        self.host, self.viewer = f"10.202.{i}.1", f"10.202.{i}.2"
+        viewer = self.viewer
+        inside = ["ip", "netns", "exec", self.ns]
+        for cmd in (["ip", "netns", "add", self.ns],
+                    ["ip", "link", "add", self.veth, "type", "veth", "peer", "name", peer],
+                    ["ip", "link", "set", peer, "netns", self.ns],
+                    ["ip", "addr", "add", f"{self.host}/24", "dev", self.veth],
+                    ["ip", "link", "set", self.veth, "up"],
+                    inside + ["ip", "addr", "add", f"{viewer}/24", "dev", peer],
+                    inside + ["ip", "link", "set", peer, "up"],
+                    inside + ["ip", "link", "set", "lo", "up"],
+                    ["tc", "qdisc", "add", "dev", self.veth, "root", "tbf", "rate", rate,
+                     "burst", "20kb", "latency", "100ms"]):
+            subprocess.run(cmd, check=True, capture_output=True)
+
+    def close(self):
+        subprocess.run(["ip", "link", "del", self.veth], capture_output=True)
+        subprocess.run(["ip", "netns", "del", self.ns], capture_output=True)
+
+
+def scenario_adaptive(cfg, binary, work):
+    """A 720p30 2 Mb/s pipeline with a three-rung ladder ("auto"): its CPU with nobody watching
+    (the top encoder alone), then with `adaptive_viewers` GStreamer viewers offering TWCC, the
+    last `adaptive_shaped` each behind a 600 kbit/s link of its own; each viewer's rung and fps
+    once they settled."""
+    total, shaped, window = cfg["adaptive_viewers"], cfg["adaptive_shaped"], cfg["window"]
+    links = []
+    procs = []
+    server = None
+    try:
+        for i in range(shaped):
+            links.append(ShapedLink(i + 1, "600kbit"))
+        ice = [a for link in links for a in ("--ice-address", link.host)]
+        server = Serve(binary, {"live": adaptive_toml()}, work, extra=("--insecure", *ice), listen="0.0.0.0:0")
+        port = server.base.rsplit(":", 1)[-1]
+        base = f"http://127.0.0.1:{port}"
+        idle = measure(window, server.proc.pid)
+        log(f"  nobody watching: cpu {idle['cpu']:.1f}%")
+
+        def viewers(url, prefix=(), address="127.0.0.1"):
+            p = subprocess.Popen([*prefix, SYSTEM_PYTHON, str(PEERS / "gst_viewers.py"), "whep", url, "twcc"],
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                                 env={**os.environ, "VIEWER_ADDRESS": address})
+            procs.append(p)
+            return p
+
+        def ask(p, cmd):
+            p.stdin.write(cmd + "\n")
+            p.stdin.flush()
+            line = p.stdout.readline()
+            if not line:
+                raise RuntimeError(f"viewers ended at {cmd!r}")
+            return json.loads(line)
+
+        fast = viewers(f"{base}/whep/live")
+        ask(fast, f"add {total - shaped}")
+        slow = [viewers(f"http://{link.host}:{port}/whep/live", ("ip", "netns", "exec", link.ns), link.viewer)
+                for link in links]
+        for p in slow:
+            ask(p, "add 1")
+        time.sleep(cfg["adaptive_settle"])
+        answers = {}
+
+        def measure_viewers(key, p):
+            answers[key] = ask(p, f"measure {window}")
+
+        threads = [threading.Thread(target=measure_viewers, args=(k, p))
+                   for k, p in [("fast", fast)] + [(f"slow{i}", p) for i, p in enumerate(slow)]]
+        w = Window(server.proc.pid, threads=True).start()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        m = w.stop()
+        status = http_json(f"{base}/api/pipelines/live")
+        rungs = {}
+        for v in status.get("viewers", []):
+            rungs[v.get("rung")] = rungs.get(v.get("rung"), 0) + 1
+        fast_fps = answers.get("fast", {}).get("fps", [])
+        slow_fps = [f for k, a in answers.items() if k != "fast" for f in a.get("fps", [])]
+        log(f"  {total} viewers ({shaped} shaped): cpu {m['cpu']:.1f}%, rungs {rungs}, "
+            f"fps fast min {min(fast_fps or [0]):.1f}, shaped min {min(slow_fps or [0]):.1f}")
+        return {"idle_cpu": idle["cpu"], "cpu": m["cpu"], "rss_mb": m["rss_mb"], "threads": m.get("threads"),
+                "viewers": total, "shaped": shaped, "rungs": rungs, "fast_fps": fast_fps, "shaped_fps": slow_fps,
+                "ladder": status.get("ladder"),
+                "estimates": [v.get("estimate_kbps") for v in status.get("viewers", [])]}
+    finally:
+        for p in procs:
+            try:
+                p.stdin.write("quit\n")
+                p.stdin.flush()
+                p.wait(30)
+            except (OSError, subprocess.TimeoutExpired):
+                p.kill()
+        if server:
+            server.close()
+        for link in links:
+            link.close()
+
+
+def adaptive_rows(ad, rows):
+    """The adaptive scenario's rows of the report."""
+    def plain(metric, ours, target="", ok=None):
+        rows.append(f"| adaptive | {metric} | {ours} | | | {target} {mark(ok)} |")
+
+    idle, cpu = ad.get("idle_cpu"), ad.get("cpu")
+    times = cpu / idle if idle and cpu is not None else None
+    plain("720p30 2 Mb/s with ladder \"auto\", nobody watching: service CPU (%) (the top encoder alone)", fmt(idle))
+    plain(f"{ad['viewers']} viewers offering TWCC ({ad['shaped']} each behind 600 kbit/s): service CPU (%) "
+          "· ÷ nobody watching", f"{fmt(cpu)} · {fmt(times)}×",
+          f"≤ {TARGETS['adaptive_cpu_ratio']}×", times <= TARGETS["adaptive_cpu_ratio"] if times else None)
+    plain("viewers per rung", ", ".join(f"{k}: {v}" for k, v in sorted((ad.get("rungs") or {}).items(), key=str)))
+    fast, slow = ad.get("fast_fps") or [0.0], ad.get("shaped_fps") or [0.0]
+    plain("lowest fps: unshaped viewers · shaped viewers", f"{fmt(min(fast))} · {fmt(min(slow))}",
+          f"shaped ≥ {TARGETS['adaptive_shaped_fps']}", min(slow) >= TARGETS["adaptive_shaped_fps"])
+    plain("each rung: frames encoded · encoding", "; ".join(
+        f"{r['rung']}: {r['frames_encoded']} · {r['encoding']}" for r in ad.get("ladder") or []))
+    plain("webrtcsink (an encoder per viewer) serving the same viewers", "not measured yet")
 
 
 def scenario_viewers(cfg, binary, work):
@@ -1164,6 +1301,9 @@ def report(results, meta, quick):
     rc = results.get("reach")
     if rc:
         reach_rows(rc, row, rows)
+    ad = results.get("adaptive")
+    if ad:
+        adaptive_rows(ad, rows)
 
     lines = [
         "# mediaweave benchmark",
@@ -1232,6 +1372,7 @@ SCENARIOS = {
     "relay": scenario_relay,
     "rooms": scenario_rooms,
     "reach": scenario_reach,
+    "adaptive": scenario_adaptive,
 }
 
 # aiortc is saturated (6 fps) by 30 viewers already: it is measured up to there. Its relay
@@ -1241,13 +1382,13 @@ FULL = {"latency_frames": 600, "ttff_trials": 20, "viewer_counts": [1, 10, 25, 5
         "relay_frames": 600, "relay_viewer_counts": [1, 10, 20, 30], "relay_peer_viewer_counts": [1, 2, 3],
         "reach_counts": [5, 10, 20], "reach_window": 15, "reach_frames": 600, "reach_skip": 30,
         "reach_playbin3": True, "reach_edge_segments": 10, "reach_timeout": 40, "reach_hls_starts": 4,
-        "reach_hlsjs_sync1": True}
+        "reach_hlsjs_sync1": True, "adaptive_viewers": 20, "adaptive_shaped": 7, "adaptive_settle": 30}
 QUICK = {"latency_frames": 120, "ttff_trials": 2, "viewer_counts": [1, 3], "peer_viewer_counts": [1, 3],
          "window": 3, "record_seconds": 6,
          "relay_frames": 90, "relay_viewer_counts": [1, 4], "relay_peer_viewer_counts": [],
          "reach_counts": [1, 5], "reach_window": 2, "reach_frames": 30, "reach_skip": 5,
          "reach_playbin3": False, "reach_edge_segments": 2, "reach_timeout": 15, "reach_hls_starts": 1,
-         "reach_hlsjs_sync1": False}
+         "reach_hlsjs_sync1": False, "adaptive_viewers": 3, "adaptive_shaped": 1, "adaptive_settle": 15}
 
 
 def main():

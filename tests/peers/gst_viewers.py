@@ -10,7 +10,11 @@ command on stdout:
   measure S    count frames for S seconds; answers {"fps": [...], "kbps": [...]}
   quit         end every viewer (WHEP: DELETE) and exit
 
-  /usr/bin/python3 tests/peers/gst_viewers.py whep|offer URL
+  /usr/bin/python3 tests/peers/gst_viewers.py whep|offer URL [twcc]
+
+VIEWER_ADDRESS (default 127.0.0.1) is the address they gather candidates on.
+With `twcc` the viewers offer transport-wide congestion control (the header extension and its
+feedback), as browsers do, so an adaptive service can estimate each one's link.
 
 webrtcbin 1.22 makes RSA DTLS certificates, which aiortc refuses; like mediaweave, these
 viewers give it an ECDSA P-256 certificate and advertise its fingerprint.
@@ -43,6 +47,11 @@ VIDEO_CAPS = (
     "application/x-rtp,media=video,encoding-name=H264,payload=96,clock-rate=90000,"
     "packetization-mode=(string)1,profile-level-id=(string)42e01f"
 )
+if len(sys.argv) > 3 and sys.argv[3] == "twcc":
+    VIDEO_CAPS += (
+        ",extmap-3=(string)http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01,"
+        "rtcp-fb-transport-cc=(boolean)true"
+    )
 
 
 def ecdsa_certificate():
@@ -82,7 +91,8 @@ class Viewer:
         )
         # Held for the viewer's life: PyGObject drops a reference it does not own otherwise.
         self.agent = self.webrtc.get_property("ice-agent")
-        self.agent.emit("add-local-ip-address", "127.0.0.1")
+        # Candidates on loopback, or on VIEWER_ADDRESS (a viewer in a namespace of its own).
+        self.agent.emit("add-local-ip-address", os.environ.get("VIEWER_ADDRESS", "127.0.0.1"))
         self.sent = False
         self.pipeline.set_state(Gst.State.PLAYING)
         promise = Gst.Promise.new_with_change_func(self.on_offer, None)
