@@ -34,7 +34,9 @@
 //!    source's pipeline, as leaky tee branches.
 //! 6. **WebRTC** ([`webrtc`], [`signalling`]), the hub's readers: viewers get a pipeline each,
 //!    fed by a stream, their retransmissions held to a budget ([`webrtc::rtx`]) and their
-//!    keyframe requests throttled per stream ([`webrtc::keyframes`]); negotiation is a
+//!    keyframe requests throttled per stream ([`webrtc::keyframes`]); with an encoder ladder
+//!    (rungs encoded once, each only while watched) a viewer's own bandwidth estimate moves it
+//!    between rungs ([`webrtc::ladder`], [`webrtc::adapt`], [`webrtc::probing`]); negotiation is a
 //!    sans-I/O state machine ([`webrtc::negotiation`]); publishers get a pipeline each whose
 //!    stream is handed to the readers (viewers, TCP, record) like a run's. [`signalling`] is the protocol and the
 //!    embedded `/ws` server only; the clients that register outputs as producers live in
