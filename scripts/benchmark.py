@@ -355,6 +355,17 @@ def scenario_ttff(cfg, binary, work):
     return result
 
 
+def ask_clients(proc, cmd):
+    """One command to a process of stream clients (gst_viewers.py, stream_clients.py): its
+    one-line JSON answer."""
+    proc.stdin.write(cmd + "\n")
+    proc.stdin.flush()
+    line = proc.stdout.readline()
+    if not line:
+        raise RuntimeError(f"viewers ended at {cmd!r}")
+    return json.loads(line)
+
+
 def viewers_run(root_pid, mode, url, counts, window, script="gst_viewers.py", baseline=True, threads=False):
     """Viewers (clients of `script`: gst_viewers.py, or stream_clients.py for RTSP and HLS)
     added up to each of `counts`: the service's CPU and RSS over `window` seconds at each,
@@ -366,12 +377,7 @@ def viewers_run(root_pid, mode, url, counts, window, script="gst_viewers.py", ba
     rows, have = [], 0
 
     def ask(cmd):
-        viewers.stdin.write(cmd + "\n")
-        viewers.stdin.flush()
-        line = viewers.stdout.readline()
-        if not line:
-            raise RuntimeError(f"viewers ended at {cmd!r}")
-        return json.loads(line)
+        return ask_clients(viewers, cmd)
 
     try:
         if baseline:
@@ -490,25 +496,17 @@ def scenario_adaptive(cfg, binary, work):
             procs.append(p)
             return p
 
-        def ask(p, cmd):
-            p.stdin.write(cmd + "\n")
-            p.stdin.flush()
-            line = p.stdout.readline()
-            if not line:
-                raise RuntimeError(f"viewers ended at {cmd!r}")
-            return json.loads(line)
-
         fast = viewers(f"{base}/whep/live")
-        ask(fast, f"add {total - shaped}")
+        ask_clients(fast, f"add {total - shaped}")
         slow = [viewers(f"http://{link.host}:{port}/whep/live", ("ip", "netns", "exec", link.ns), link.viewer)
                 for link in links]
         for p in slow:
-            ask(p, "add 1")
+            ask_clients(p, "add 1")
         time.sleep(cfg["adaptive_settle"])
         answers = {}
 
         def measure_viewers(key, p):
-            answers[key] = ask(p, f"measure {window}")
+            answers[key] = ask_clients(p, f"measure {window}")
 
         threads = [threading.Thread(target=measure_viewers, args=(k, p))
                    for k, p in [("fast", fast)] + [(f"slow{i}", p) for i, p in enumerate(slow)]]

@@ -9,16 +9,21 @@ use std::path::Path;
 fn check(name: &str, text: &str) -> (i32, String, String) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = write_pipeline(dir.path(), name, text);
-    let out = std::process::Command::new(bin())
-        .arg("check")
-        .arg(&path)
-        .output()
-        .expect("run mediaweave check");
+    let out = run_check(&path);
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stderr).to_string(),
         path.display().to_string(),
     )
+}
+
+/// Runs `mediaweave check` on the file at `path`.
+fn run_check(path: &Path) -> std::process::Output {
+    std::process::Command::new(bin())
+        .arg("check")
+        .arg(path)
+        .output()
+        .expect("run mediaweave check")
 }
 
 fn assert_error(name: &str, text: &str, line_col: &str, message: &str) {
@@ -261,11 +266,7 @@ fn good_files_pass_and_show_the_chosen_encoder() {
         "good",
         "[source]\nkind = \"test\"\n\n[[output]]\nkind = \"tcp\"\nport = 5000\n",
     );
-    let out = std::process::Command::new(bin())
-        .arg("check")
-        .arg(&path)
-        .output()
-        .expect("run");
+    let out = run_check(&path);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -286,11 +287,7 @@ fn good_files_pass_and_show_the_chosen_encoder() {
 fn shipped_pipelines_are_valid_except_the_missing_camera() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines");
     for name in ["test-pattern", "tcp-test", "raw-example", "inbox", "lobby"] {
-        let out = std::process::Command::new(bin())
-            .arg("check")
-            .arg(dir.join(format!("{name}.toml")))
-            .output()
-            .expect("run");
+        let out = run_check(&dir.join(format!("{name}.toml")));
         assert!(
             out.status.success(),
             "{name}: {}",
@@ -413,11 +410,7 @@ fn ladder_mistakes_point_at_the_ladder() {
         "laddered",
         &format!("[source]\nkind = \"test\"\n\n[encode]\nladder = \"auto\"\n{webrtc}"),
     );
-    let out = std::process::Command::new(bin())
-        .arg("check")
-        .arg(&path)
-        .output()
-        .expect("run");
+    let out = run_check(&path);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout.contains("ladder: 1280x720 2000k, 640x360 700k, 320x180 200k"),

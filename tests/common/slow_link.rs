@@ -15,14 +15,22 @@ pub struct SlowLink {
 /// Links made by this test binary so far: each gets names and a subnet of its own.
 static MADE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("run ip");
+/// Runs `program` with `args`, which must succeed.
+fn run(program: &str, args: &[&str]) {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("run {program}: {e}"));
     assert!(
         out.status.success(),
-        "ip {}: {}",
+        "{program} {}: {}",
         args.join(" "),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+fn ip(args: &[&str]) {
+    run("ip", args);
 }
 
 impl SlowLink {
@@ -69,31 +77,18 @@ impl SlowLink {
 
     /// Limits the link toward the namespace to `rate` (`tbf`, e.g. "600kbit").
     pub fn shape(&self, rate: &str) {
-        let tc = Command::new("tc")
-            .args([
-                "qdisc", "add", "dev", &self.veth, "root", "tbf", "rate", rate,
-            ])
-            .args(["burst", "20kb", "latency", "100ms"])
-            .output()
-            .expect("run tc");
-        assert!(
-            tc.status.success(),
-            "tc: {}",
-            String::from_utf8_lossy(&tc.stderr)
+        run(
+            "tc",
+            &[
+                "qdisc", "add", "dev", &self.veth, "root", "tbf", "rate", rate, "burst", "20kb",
+                "latency", "100ms",
+            ],
         );
     }
 
     /// Takes the limit away.
     pub fn lift(&self) {
-        let tc = Command::new("tc")
-            .args(["qdisc", "del", "dev", &self.veth, "root"])
-            .output()
-            .expect("run tc");
-        assert!(
-            tc.status.success(),
-            "tc: {}",
-            String::from_utf8_lossy(&tc.stderr)
-        );
+        run("tc", &["qdisc", "del", "dev", &self.veth, "root"]);
     }
 
     /// (bytes sent, packets sent, packets dropped) by the shaper so far.
