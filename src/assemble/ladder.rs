@@ -5,6 +5,14 @@
 //! ```text
 //! video_raw ─ valve(rung1_valve, closed) ─ queue(leaky) ─ videoscale ─ encoder ─ parse ─ queue(leaky) ─ appsink(out{i}_rung1)
 //! ```
+//!
+//! A simulcast publisher's layers are a ladder too, encoded by the publisher: its top layer
+//! feeds `video_in` like any publisher's stream, each lower one a chain of its own (no valve,
+//! nothing to encode):
+//!
+//! ```text
+//! layer1_in ─ parse ─ queue(leaky) ─ appsink(out{i}_layer1)
+//! ```
 
 use super::{EncoderChoice, WebRtcTap};
 use crate::description::{Diagnostic, Rung, VideoCodec};
@@ -19,6 +27,9 @@ pub struct LadderRung {
     pub valve: Option<String>,
     /// The rung's encoder (for its output counter).
     pub encoder: Option<String>,
+    /// A simulcast publisher's layer (its rid): sent as the publisher encodes it, its size
+    /// and bitrate measured as it arrives.
+    pub layer: Option<String>,
 }
 
 /// `1280x720 2000k, 640x360 700k, ...` for `check` and the API's choices.
@@ -50,6 +61,7 @@ pub(super) fn plan(
         sink: tap.video_sink.clone(),
         valve: None,
         encoder: Some("video_encoder".into()),
+        layer: None,
     });
     let i = tap.index;
     let parse = if tap.codec == VideoCodec::H264 {
@@ -69,7 +81,72 @@ pub(super) fn plan(
             sink: format!("out{i}_rung{k}"),
             valve: Some(format!("rung{k}_valve")),
             encoder: Some(format!("rung{k}_encoder")),
+            layer: None,
         });
     }
     Ok(())
+}
+
+/// Size and bitrate a simulcast layer is taken to have until it is measured: the top's
+/// (2 Mbit/s), then a third of the one above, as browsers send them.
+fn layer_guess(k: usize) -> Rung {
+    Rung {
+        width: 0,
+        height: 0,
+        bitrate: (2000 / 3u32.pow(k as u32)).max(50),
+    }
+}
+
+impl super::Plan {
+    /// This publisher plan with a simulcast publisher's layers, `rids` top first, as the
+    /// ladder of its webrtc output: the top arrives at `video_in`, layer k at `layer{k}_in`.
+    /// Unchanged without a webrtc output (only the top layer is then kept).
+    pub fn with_layers(&self, rids: &[String]) -> super::Plan {
+        const BRANCH_QUEUE: &str =
+            "leaky=downstream max-size-time=3000000000 max-size-buffers=0 max-size-bytes=0";
+        let mut plan = self.clone();
+        let Some(tap) = plan.webrtc.first_mut() else {
+            return plan;
+        };
+        let i = tap.index;
+        let parse = match tap.codec {
+            VideoCodec::H264 => {
+                "h264parse config-interval=-1 ! video/x-h264,stream-format=byte-stream,alignment=au ! "
+            }
+            _ => "",
+        };
+        tap.ladder = vec![LadderRung {
+            rung: layer_guess(0),
+            sink: tap.video_sink.clone(),
+            valve: None,
+            encoder: None,
+            layer: rids.first().cloned(),
+        }];
+        for (k, rid) in rids.iter().enumerate().skip(1) {
+            plan.launch.push_str(&format!(
+                "  queue name=layer{k}_in ! {parse}queue name=out{i}_layer{k}_queue {BRANCH_QUEUE} ! appsink name=out{i}_layer{k} sync=false async=false"
+            ));
+            tap.ladder.push(LadderRung {
+                rung: layer_guess(k),
+                sink: format!("out{i}_layer{k}"),
+                valve: None,
+                encoder: None,
+                layer: Some(rid.clone()),
+            });
+        }
+        plan
+    }
+
+    /// Where the publisher's layer k arrives (see [`super::Plan::with_layers`]); `None` for
+    /// a layer this plan does not keep.
+    pub fn layer_head(&self, k: usize) -> Option<String> {
+        match k {
+            0 => Some("video_in".into()),
+            _ => self
+                .webrtc
+                .first()
+                .filter(|t| k < t.ladder.len())
+                .map(|_| format!("layer{k}_in")),
+        }
+    }
 }

@@ -108,6 +108,14 @@ impl Adapt {
         self.current
     }
 
+    /// New figures for the same rungs (a simulcast publisher's layers, as measured); the
+    /// rules go on with what they have seen so far.
+    pub fn set_bitrates(&mut self, bitrates: Vec<u32>) {
+        if bitrates.len() == self.bitrates.len() {
+            self.bitrates = bitrates;
+        }
+    }
+
     pub fn switches(&self) -> u32 {
         self.switches
     }

@@ -11,12 +11,24 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// One rung: what it is, its current run's producer and valve, who watches it, and how many
-/// frames its encoder made (across runs).
+/// frames its encoder made (across runs). A simulcast layer's size and bitrate are measured
+/// (see [`Ladder::refresh`]).
 struct RungState {
-    rung: Rung,
+    rung: Mutex<Rung>,
     run: Mutex<Run>,
     viewers: AtomicUsize,
     frames: Arc<AtomicU64>,
+    layer: Option<Arc<Measured>>,
+}
+
+/// What a simulcast layer's stream carried: bytes, and the size of its pictures.
+#[derive(Default)]
+struct Measured {
+    rid: String,
+    bytes: AtomicU64,
+    size: Mutex<Option<(u32, u32)>>,
+    /// When the bitrate was last worked out, and the byte count then.
+    last: Mutex<Option<(std::time::Instant, u64)>>,
 }
 
 struct Run {
@@ -35,6 +47,9 @@ pub struct RungInfo {
     pub frames_encoded: u64,
     /// Whether its encoder runs now.
     pub encoding: bool,
+    /// A simulcast publisher's layer: its rid (nothing is encoded here).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub layer: Option<String>,
 }
 
 pub struct Ladder {
@@ -56,14 +71,21 @@ impl Ladder {
         events: (crate::events::EventBus, &str),
     ) -> Result<Arc<Ladder>, String> {
         let mut states = Vec::new();
-        for r in rungs {
+        for (k, r) in rungs.iter().enumerate() {
             let frames = Arc::new(AtomicU64::new(0));
-            let run = Self::run_of(pipeline, r, top, prepare, &frames)?;
+            let layer = r.layer.as_ref().map(|rid| {
+                Arc::new(Measured {
+                    rid: rid.clone(),
+                    ..Measured::default()
+                })
+            });
+            let run = Self::run_of(pipeline, (k, r), top, prepare, &frames, layer.as_ref())?;
             states.push(RungState {
-                rung: r.rung,
+                rung: Mutex::new(r.rung),
                 run: Mutex::new(run),
                 viewers: AtomicUsize::new(0),
                 frames,
+                layer,
             });
         }
         Ok(Arc::new(Ladder {
@@ -73,13 +95,18 @@ impl Ladder {
         }))
     }
 
+    /// Rung `k`'s producer and valve in a run of the pipeline, its counters in place.
     fn run_of(
         pipeline: &gst::Pipeline,
-        r: &LadderRung,
+        (k, r): (usize, &LadderRung),
         top: &StreamProducer,
         prepare: &dyn Fn(&gst_app::AppSink),
         frames: &Arc<AtomicU64>,
+        layer: Option<&Arc<Measured>>,
     ) -> Result<Run, String> {
+        if let Some(layer) = layer {
+            measure(pipeline, &r.sink, layer);
+        }
         if let Some(pad) = r
             .encoder
             .as_deref()
@@ -92,21 +119,24 @@ impl Ladder {
                 gst::PadProbeReturn::Ok
             });
         }
-        let Some(valve_name) = &r.valve else {
+        if k == 0 {
             return Ok(Run {
                 producer: top.clone(),
                 valve: None,
             });
-        };
+        }
         let (appsink, producer) = crate::hub::producer(pipeline, &r.sink)?;
         prepare(&appsink);
-        let valve = pipeline
-            .by_name(valve_name)
-            .ok_or_else(|| format!("the assembled pipeline has no valve {valve_name}"))?;
-        Ok(Run {
-            producer,
-            valve: Some(valve),
-        })
+        let valve = r
+            .valve
+            .as_ref()
+            .map(|name| {
+                pipeline
+                    .by_name(name)
+                    .ok_or_else(|| format!("the assembled pipeline has no valve {name}"))
+            })
+            .transpose()?;
+        Ok(Run { producer, valve })
     }
 
     /// A restarted run of the pipeline: its producers and valves replace the old ones, and
@@ -121,8 +151,15 @@ impl Ladder {
         if rungs.len() != self.rungs.len() {
             return Err("the restarted pipeline has another ladder".into());
         }
-        for (state, r) in self.rungs.iter().zip(rungs) {
-            let run = Self::run_of(pipeline, r, top, prepare, &state.frames)?;
+        for (k, (state, r)) in self.rungs.iter().zip(rungs).enumerate() {
+            let run = Self::run_of(
+                pipeline,
+                (k, r),
+                top,
+                prepare,
+                &state.frames,
+                state.layer.as_ref(),
+            )?;
             let mut current = state.run.lock().unwrap_or_else(|p| p.into_inner());
             *current = run;
             if let Some(valve) = &current.valve {
@@ -142,12 +179,57 @@ impl Ladder {
 
     /// Rung `k` (0 = top). Callers pass indices below [`Ladder::len`].
     pub fn rung(&self, k: usize) -> Rung {
-        self.rungs[k.min(self.rungs.len().saturating_sub(1))].rung
+        *self.rungs[k.min(self.rungs.len().saturating_sub(1))]
+            .rung
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// The bitrates (kbit/s), top first.
     pub fn bitrates(&self) -> Vec<u32> {
-        self.rungs.iter().map(|r| r.rung.bitrate).collect()
+        (0..self.rungs.len())
+            .map(|k| self.rung(k).bitrate)
+            .collect()
+    }
+
+    /// Whether the rungs are a simulcast publisher's layers (measured, not configured).
+    pub fn measured(&self) -> bool {
+        self.rungs.iter().any(|r| r.layer.is_some())
+    }
+
+    /// Works out each simulcast layer's size and bitrate from what it carried since the last
+    /// time (at most every 2 s). A layer that carried nothing keeps its last figures; each
+    /// stays below the one above, as the rules that move viewers expect.
+    pub fn refresh(&self, now: std::time::Instant) {
+        let mut above: Option<u32> = None;
+        for state in &self.rungs {
+            let mut rung = state.rung.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(m) = &state.layer {
+                let bytes = m.bytes.load(Ordering::Relaxed);
+                let mut last = m.last.lock().unwrap_or_else(|p| p.into_inner());
+                match *last {
+                    Some((at, before)) => {
+                        let dt = now.saturating_duration_since(at).as_secs_f64();
+                        if dt >= 2.0 {
+                            let kbps =
+                                (bytes.saturating_sub(before) as f64 * 8.0 / dt / 1000.0) as u32;
+                            if kbps > 0 {
+                                rung.bitrate = kbps;
+                            }
+                            *last = Some((now, bytes));
+                        }
+                    }
+                    None => *last = Some((now, bytes)),
+                }
+                if let Some((w, h)) = *m.size.lock().unwrap_or_else(|p| p.into_inner()) {
+                    (rung.width, rung.height) = (w, h);
+                }
+            }
+            if let Some(above) = above {
+                rung.bitrate = rung.bitrate.min(above.saturating_sub(1)).max(1);
+            }
+            above = Some(rung.bitrate);
+        }
     }
 
     /// The producer of rung `k` in the current run.
@@ -206,23 +288,58 @@ impl Ladder {
     }
 
     pub fn info(&self) -> Vec<RungInfo> {
+        if self.measured() {
+            self.refresh(std::time::Instant::now());
+        }
         self.rungs
             .iter()
             .map(|s| {
                 let run = s.run.lock().unwrap_or_else(|p| p.into_inner());
+                let rung = *s.rung.lock().unwrap_or_else(|p| p.into_inner());
                 RungInfo {
-                    rung: s.rung.label(),
-                    bitrate_kbps: s.rung.bitrate,
+                    rung: rung.label(),
+                    bitrate_kbps: rung.bitrate,
+                    layer: s.layer.as_ref().map(|m| m.rid.clone()),
                     viewers: s.viewers.load(Ordering::SeqCst),
                     frames_encoded: s.frames.load(Ordering::Relaxed),
-                    encoding: run
-                        .valve
-                        .as_ref()
-                        .is_none_or(|v| !v.property::<bool>("drop")),
+                    encoding: s.layer.is_none()
+                        && run
+                            .valve
+                            .as_ref()
+                            .is_none_or(|v| !v.property::<bool>("drop")),
                 }
             })
             .collect()
     }
+}
+
+/// Counts the bytes a simulcast layer's appsink takes, and notes its pictures' size.
+fn measure(pipeline: &gst::Pipeline, sink: &str, layer: &Arc<Measured>) {
+    let Some(pad) = pipeline.by_name(sink).and_then(|e| e.static_pad("sink")) else {
+        return;
+    };
+    let layer = layer.clone();
+    pad.add_probe(
+        gst::PadProbeType::BUFFER | gst::PadProbeType::EVENT_DOWNSTREAM,
+        move |_, info| {
+            match &info.data {
+                Some(gst::PadProbeData::Buffer(b)) => {
+                    layer.bytes.fetch_add(b.size() as u64, Ordering::Relaxed);
+                }
+                Some(gst::PadProbeData::Event(e)) => {
+                    if let gst::EventView::Caps(c) = e.view()
+                        && let Some(s) = c.caps().structure(0)
+                        && let (Ok(w), Ok(h)) = (s.get::<i32>("width"), s.get::<i32>("height"))
+                    {
+                        *layer.size.lock().unwrap_or_else(|p| p.into_inner()) =
+                            Some((w.max(0) as u32, h.max(0) as u32));
+                    }
+                }
+                _ => {}
+            }
+            gst::PadProbeReturn::Ok
+        },
+    );
 }
 
 /// A viewer's place on one rung; leaving it (moving or dropping it) may stop that rung's
@@ -357,6 +474,10 @@ impl Climber {
     ) -> Result<bool, String> {
         self.last_bps = Some(bps);
         let now = std::time::Instant::now();
+        if self.seat.ladder().measured() {
+            self.seat.ladder().refresh(now);
+            self.adapt.set_bitrates(self.seat.ladder().bitrates());
+        }
         let sent = self.sent_kbps(now);
         let step = self.adapt.step(now, bps / 1000, sent);
         tracing::debug!(

@@ -38,6 +38,7 @@ pub mod rtx;
 pub mod sdp;
 pub mod session;
 pub mod signaller;
+pub mod simulcast;
 pub mod types;
 pub mod viewer;
 pub mod whep_pull;

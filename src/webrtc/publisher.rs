@@ -17,6 +17,8 @@ pub struct Receive {
     pub video_pt: Option<u32>,
     pub audio_pt: Option<u32>,
     pub offering: bool,
+    /// A simulcast publisher's layers: each goes where the plan has a place for it.
+    pub layers: Option<super::simulcast::Layers>,
 }
 
 /// Builds and starts a publisher's pipeline: the ingest plan's outputs, fed by webrtcbin
@@ -53,6 +55,7 @@ pub fn build_receiver(
         video_pt,
         audio_pt,
         offering,
+        layers,
     } = receive;
     let wanted = [
         video_pt.map(|pt| ("video", enc, 90000i32, pt)),
@@ -91,7 +94,9 @@ pub fn build_receiver(
     }
     // Each incoming stream: depayload into its branch head (video_in / audio_in). Linking in
     // pad-added is how GStreamer wires dynamic pads; nothing here waits on anything else.
+    // A simulcast publisher's video streams are told apart by the rid of their first packet.
     let weak = pipeline.downgrade();
+    let plan = ingest.plan.clone();
     webrtc.connect_pad_added(move |_, pad| {
         let Some(pipeline) = weak.upgrade() else {
             return;
@@ -101,31 +106,30 @@ pub fn build_receiver(
             .structure(0)
             .and_then(|s| s.get::<String>("media").ok())
             .unwrap_or_default();
-        let (head, depay) = match media.as_str() {
-            "video" => ("video_in", depay),
-            "audio" => ("audio_in", "rtpopusdepay"),
-            _ => ("", ""),
-        };
-        let target = pipeline.by_name(head).and_then(|e| e.static_pad("sink"));
-        let linked = target.filter(|t| !t.is_linked()).and_then(|target| {
-            let d = gst::ElementFactory::make(depay).build().ok()?;
-            pipeline.add(&d).ok()?;
-            d.sync_state_with_parent().ok()?;
-            pad.link(&d.static_pad("sink")?).ok()?;
-            d.static_pad("src")?.link(&target).ok()?;
-            Some(())
-        });
-        if linked.is_none() {
-            // A stream nobody records (or a second one of a kind): drain it.
-            if let Ok(sink) = gst::ElementFactory::make("fakesink")
-                .property("async", false)
-                .build()
-                && pipeline.add(&sink).is_ok()
-                && sink.sync_state_with_parent().is_ok()
-                && let Some(sinkpad) = sink.static_pad("sink")
-            {
-                let _ = pad.link(&sinkpad);
+        match (media.as_str(), &layers) {
+            ("video", Some(layers)) => {
+                let (layers, plan) = (layers.clone(), plan.clone());
+                pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+                    let Some(gst::PadProbeData::Buffer(buffer)) = &info.data else {
+                        return gst::PadProbeReturn::Ok;
+                    };
+                    // Until a packet says which layer this is, its packets go nowhere.
+                    let Some(rid) = super::simulcast::packet_rid(buffer, layers.rid_ext) else {
+                        return gst::PadProbeReturn::Drop;
+                    };
+                    let head = layers
+                        .rids
+                        .iter()
+                        .position(|r| *r == rid)
+                        .and_then(|k| plan.layer_head(k));
+                    tracing::debug!("simulcast layer {rid} arrives at {head:?}");
+                    link_stream(&pipeline, pad, head.as_deref().unwrap_or(""), depay);
+                    gst::PadProbeReturn::Remove
+                });
             }
+            ("video", None) => link_stream(&pipeline, pad, "video_in", depay),
+            ("audio", _) => link_stream(&pipeline, pad, "audio_in", "rtpopusdepay"),
+            _ => link_stream(&pipeline, pad, "", ""),
         }
     });
     pipeline
@@ -145,6 +149,30 @@ pub fn build_receiver(
         channel: None,
         prober: None,
     })
+}
+
+/// Links an incoming stream through a new `depay` into branch head `head`; a stream nobody
+/// takes (no such head, or it is taken: a second one of a kind) is drained.
+fn link_stream(pipeline: &gst::Pipeline, pad: &gst::Pad, head: &str, depay: &str) {
+    let target = pipeline.by_name(head).and_then(|e| e.static_pad("sink"));
+    let linked = target.filter(|t| !t.is_linked()).and_then(|target| {
+        let d = gst::ElementFactory::make(depay).build().ok()?;
+        pipeline.add(&d).ok()?;
+        d.sync_state_with_parent().ok()?;
+        pad.link(&d.static_pad("sink")?).ok()?;
+        d.static_pad("src")?.link(&target).ok()?;
+        Some(())
+    });
+    if linked.is_none()
+        && let Ok(sink) = gst::ElementFactory::make("fakesink")
+            .property("async", false)
+            .build()
+        && pipeline.add(&sink).is_ok()
+        && sink.sync_state_with_parent().is_ok()
+        && let Some(sinkpad) = sink.static_pad("sink")
+    {
+        let _ = pad.link(&sinkpad);
+    }
 }
 
 /// Ends the audio branch of a publisher's pipeline that will get no audio (its offer or

@@ -378,8 +378,12 @@ impl Readers for Registry {
             Some(room) => (room.chat_sender(), mpsc::channel(1).1),
             None => mpsc::channel(CHAT_QUEUE),
         };
-        // A pipeline restarting after an error: its waiting viewers follow the new run.
+        // A pipeline restarting after an error (or the next publisher): its waiting viewers
+        // follow the new run, if it has the same ladder (a publisher that sends other
+        // simulcast layers than the last one gets a new output; the old one's viewers end).
+        let rungs = |o: &WebRtcOutput| o.lock_feed().ladder.as_ref().map_or(0, |l| l.len());
         if let Some(old) = self.get(name)
+            && rungs(&old) == tap.ladder.len()
             && old.resume_with(tap, video.clone(), audio.clone())
         {
             if let (Some(ladder), Some(top)) = (old.lock_feed().ladder.clone(), &video) {

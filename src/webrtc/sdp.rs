@@ -14,6 +14,8 @@ pub struct OfferedFormats {
     /// The id the offer gives the transport-wide congestion control header extension on its
     /// video m-line (its peer then sends TWCC feedback).
     pub twcc_id: Option<u8>,
+    /// A publisher's simulcast layers (its video m-line sends several, told apart by rid).
+    pub simulcast: Option<super::simulcast::Offered>,
 }
 
 /// Why a viewer's offer cannot be answered.
@@ -91,6 +93,7 @@ pub fn read_offer(
         audio_pt: None,
         data_channel: false,
         twcc_id: None,
+        simulcast: None,
     };
     let (mut saw_video, mut lower_profile) = (false, false);
     for media in msg.medias() {
@@ -175,6 +178,7 @@ pub fn read_publish_offer(
         audio_pt: None,
         data_channel: false,
         twcc_id: None,
+        simulcast: super::simulcast::read_offer(offer),
     };
     let mut saw_video = false;
     for media in msg.medias() {

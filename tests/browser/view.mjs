@@ -8,7 +8,11 @@
 //   node view.mjs BASE NAME dashboard → waits for NAME's bitrate and fps charts to have data,
 //                                    opens its graph, prints the latest values and the graph size
 //   node view.mjs BASE NAME publish → the /publish page sends the fake camera + microphone to
-//                                    pipeline NAME for PUBLISH_SECONDS (5), then stops
+//                                    pipeline NAME for PUBLISH_SECONDS (5), then stops; with
+//                                    SIMULCAST=1 it ticks "simulcast" (three layers)
+//   node view.mjs BASE NAME whip-simulcast → the fake camera (1280x720) goes to NAME over WHIP
+//                                    in three layers (rids lo, mid, hi) for PUBLISH_SECONDS (5);
+//                                    prints the WHIP status and Location
 //   node view.mjs BASE NAME relay  → page A shows NAME waiting for a publisher; page B publishes
 //                                    the fake camera to NAME from /publish; page A watches it
 //                                    (≥ 60 frames) and prints its stats
@@ -35,6 +39,8 @@ const { context, close } = await launch([
   // The tests run in a loopback-only network: offer 127.0.0.1 candidates, unobfuscated.
   "--allow-loopback-in-peer-connection",
   "--disable-features=WebRtcHideLocalIpsWithMdns",
+  // The camera needs a secure origin; tests serve plain HTTP, on addresses of their own.
+  `--unsafely-treat-insecure-origin-as-secure=${base}`,
 ]);
 
 async function watching(page) {
@@ -106,6 +112,7 @@ try {
     await page.goto(base + "/publish");
     await page.waitForFunction((n) => [...document.querySelectorAll("#target option")].some((o) => o.value === n), name, { timeout: 20000 });
     await page.selectOption("#target", name);
+    if (process.env.SIMULCAST === "1") await page.check("#simulcast");
     await page.click("#start");
     await page.waitForFunction(() => window.mediaweavePublish.state === "publishing", null, { timeout: 30000 });
     const seconds = Number(process.env.PUBLISH_SECONDS || "5");
@@ -113,6 +120,33 @@ try {
     await page.click("#stop");
     await page.waitForTimeout(500);
     console.log(JSON.stringify({ published: true, seconds }));
+  } else if (mode === "whip-simulcast") {
+    const page = await context.newPage();
+    await page.goto(base + "/publish"); // any page: fetch and the camera need its origin
+    const result = await page.evaluate(async (name) => {
+      const stream = await navigator.mediaDevices.getUserMedia({ video: { width: 1280, height: 720 }, audio: false });
+      const pc = new RTCPeerConnection();
+      pc.addTransceiver(stream.getVideoTracks()[0], {
+        direction: "sendonly",
+        sendEncodings: [
+          { rid: "lo", scaleResolutionDownBy: 4, maxBitrate: 200000 },
+          { rid: "mid", scaleResolutionDownBy: 2, maxBitrate: 700000 },
+          { rid: "hi", maxBitrate: 2000000 },
+        ],
+      });
+      await pc.setLocalDescription(await pc.createOffer());
+      await new Promise((done) => {
+        if (pc.iceGatheringState === "complete") return done();
+        pc.onicegatheringstatechange = () => pc.iceGatheringState === "complete" && done();
+      });
+      const res = await fetch(`/whip/${name}`, { method: "POST", headers: { "Content-Type": "application/sdp" }, body: pc.localDescription.sdp });
+      if (res.status !== 201) return { status: res.status, error: await res.text() };
+      await pc.setRemoteDescription({ type: "answer", sdp: await res.text() });
+      window.whip = pc;
+      return { status: res.status, location: res.headers.get("Location") };
+    }, name);
+    console.log(JSON.stringify(result));
+    await page.waitForTimeout(Number(process.env.PUBLISH_SECONDS || "5") * 1000);
   } else if (mode === "relay") {
     // NAME relays what is published to it. Page A shows it waiting; page B publishes the fake
     // camera from /publish; page A's "watch" appears and decodes it.

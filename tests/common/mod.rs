@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod slow_link;
+pub mod watcher;
 
 use mediaweave::server::{Server, ServerConfig};
 use mediaweave::supervisor::SupervisorConfig;

@@ -19,6 +19,13 @@ window.mediaweavePublish = { state: "idle", sessionId: null, token: () => token 
 
 let ws = null, pc = null, stream = null, sessionId = null;
 
+// The layers a simulcast publisher sends, lowest first (as rids "q", "h", "f").
+const SIMULCAST_LAYERS = [
+  { rid: "q", scaleResolutionDownBy: 4, maxBitrate: 200_000 },
+  { rid: "h", scaleResolutionDownBy: 2, maxBitrate: 700_000 },
+  { rid: "f", scaleResolutionDownBy: 1, maxBitrate: 2_000_000 },
+];
+
 function setState(state) {
   window.mediaweavePublish.state = state;
   $("#publish-status").textContent = state;
@@ -87,7 +94,13 @@ async function startSession(id) {
   sessionId = id;
   window.mediaweavePublish.sessionId = id;
   pc = new RTCPeerConnection();
-  for (const track of stream.getTracks()) pc.addTransceiver(track, { direction: "sendonly", streams: [stream] });
+  for (const track of stream.getTracks()) {
+    const init = { direction: "sendonly", streams: [stream] };
+    // Simulcast: three layers of the camera (full, ½ and ¼ size), each encoded by the browser;
+    // the service relays each viewer the layer its link carries.
+    if (track.kind === "video" && $("#simulcast").checked) init.sendEncodings = SIMULCAST_LAYERS;
+    pc.addTransceiver(track, init);
+  }
   pc.onicecandidate = (e) => {
     if (e.candidate && e.candidate.candidate) {
       send({ type: "peer", sessionId: id, ice: { candidate: e.candidate.candidate, sdpMLineIndex: e.candidate.sdpMLineIndex } });
@@ -133,7 +146,9 @@ async function start() {
     return;
   }
   try {
-    stream = await navigator.mediaDevices.getUserMedia({ video: true, audio: true });
+    // Simulcast needs a large enough picture for three layers (a browser drops layers below ~320x180).
+    const video = $("#simulcast").checked ? { width: { ideal: 1280 }, height: { ideal: 720 } } : true;
+    stream = await navigator.mediaDevices.getUserMedia({ video, audio: true });
   } catch (e) {
     showError("no camera or microphone: " + e.message);
     return;

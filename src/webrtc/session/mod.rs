@@ -108,6 +108,7 @@ async fn run(
 ) {
     let (ev_tx, mut events) = mpsc::channel::<Event>(EVENT_QUEUE);
     let id = params.id.clone();
+    let role = with_layers(role);
     let built = match build(&params, &role, &ev_tx).await {
         Ok(b) => b,
         Err(e) => return fail(role, e),
@@ -146,6 +147,10 @@ async fn run(
             .as_ref()
             .filter(|_| params.video.is_some())
             .map(|l| super::ladder::Climber::new(l, id.short(), built_prober.clone())),
+        simulcast: match &role {
+            Role::Publish(a, _) => a.formats.simulcast.clone(),
+            _ => None,
+        },
     };
     session.channel = session.built.channel.clone();
     if let Some(channel) = session.channel.clone() {
@@ -175,6 +180,20 @@ async fn run(
     session.teardown().await;
 }
 
+/// A simulcast publisher's session: its plan keeps a place for each layer (relayed as the
+/// rungs of the webrtc output's ladder).
+fn with_layers(role: Role) -> Role {
+    match role {
+        Role::Publish(a, mut ingest) => {
+            if let Some(offered) = &a.formats.simulcast {
+                ingest.plan = Arc::new(ingest.plan.with_layers(&offered.top_first()));
+            }
+            Role::Publish(a, ingest)
+        }
+        other => other,
+    }
+}
+
 /// Builds the session's pipeline on the blocking pool: a publisher's receiving pipeline, or
 /// a viewer's sending one (with the payload types its offer takes, or ours when we offer).
 async fn build(params: &Params, role: &Role, ev_tx: &mpsc::Sender<Event>) -> Result<Built, String> {
@@ -188,6 +207,7 @@ async fn build(params: &Params, role: &Role, ev_tx: &mpsc::Sender<Event>) -> Res
                     video_pt: formats.video_pt,
                     audio_pt: formats.audio_pt,
                     offering: false,
+                    layers: formats.simulcast.and_then(|s| s.layers()),
                 };
                 super::publisher::build_receiver(ingest, codec, receive, ice, cert, tx)
             })
@@ -201,6 +221,7 @@ async fn build(params: &Params, role: &Role, ev_tx: &mpsc::Sender<Event>) -> Res
                     video_pt: Some(OFFER_VIDEO_PT),
                     audio_pt: audio.then_some(OFFER_AUDIO_PT),
                     offering: true,
+                    layers: None,
                 };
                 super::publisher::build_receiver(ingest, codec, receive, ice, cert, tx)
             })
@@ -320,6 +341,24 @@ struct Session {
     created: Option<WebRTCSessionDescription>,
     /// A viewer of a ladder: its rung, moved by its bandwidth estimate.
     climber: Option<super::ladder::Climber>,
+    /// A simulcast publisher's layers: our answer accepts them.
+    simulcast: Option<super::simulcast::Offered>,
+}
+
+/// Our answer to a simulcast publisher, with its layers accepted (webrtcbin's own answer
+/// leaves them out, and the publisher would then send one).
+fn accept_simulcast(
+    desc: &WebRTCSessionDescription,
+    offered: &super::simulcast::Offered,
+) -> Result<WebRTCSessionDescription, String> {
+    let text = super::simulcast::accept(&peer::sdp_text(desc)?, offered);
+    let sdp = gst_sdp::SDPMessage::parse_buffer(text.as_bytes())
+        .map_err(|_| "the answer with simulcast layers is not a valid SDP".to_string())?;
+    tracing::debug!(
+        "answer accepting simulcast layers {:?}:\n{text}",
+        offered.rids
+    );
+    Ok(WebRTCSessionDescription::new(desc.type_(), sdp))
 }
 
 /// The time of the peer's latest packet, written by a pad probe on a GStreamer thread.
@@ -562,7 +601,10 @@ impl Session {
             Event::NegotiationNeeded => Input::NegotiationNeeded,
             Event::RemoteSet(r) => Input::RemoteSet(r),
             Event::Created(Ok(desc)) => {
-                self.created = Some(desc);
+                self.created = Some(match &self.simulcast {
+                    Some(offered) => accept_simulcast(&desc, offered)?,
+                    None => desc,
+                });
                 Input::Created {
                     result: Ok(()),
                     gathered: self.gathering_complete(),
