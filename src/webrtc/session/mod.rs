@@ -13,9 +13,9 @@
 //!   [`Signal`]s; the answer and remote candidates arrive as [`Command`]s. A `whip` output
 //!   offers the same way, once, with every candidate gathered.
 
+mod build;
 mod stats;
 
-use super::cert;
 use super::negotiation::{Action, Input, Negotiation, Start};
 use super::peer::{self, Built, EVENT_QUEUE, Event};
 use super::types::{
@@ -108,8 +108,8 @@ async fn run(
 ) {
     let (ev_tx, mut events) = mpsc::channel::<Event>(EVENT_QUEUE);
     let id = params.id.clone();
-    let role = with_layers(role);
-    let built = match build(&params, &role, &ev_tx).await {
+    let role = build::with_layers(role);
+    let built = match build::build(&params, &role, &ev_tx).await {
         Ok(b) => b,
         Err(e) => return fail(role, e),
     };
@@ -178,97 +178,6 @@ async fn run(
         ingest.recordings.stopped(&ingest.plan.name);
     }
     session.teardown().await;
-}
-
-/// A simulcast publisher's session: its plan keeps a place for each layer (relayed as the
-/// rungs of the webrtc output's ladder).
-fn with_layers(role: Role) -> Role {
-    match role {
-        Role::Publish(a, mut ingest) => {
-            if let Some(offered) = &a.formats.simulcast {
-                ingest.plan = Arc::new(ingest.plan.with_layers(&offered.top_first()));
-            }
-            Role::Publish(a, ingest)
-        }
-        other => other,
-    }
-}
-
-/// Builds the session's pipeline on the blocking pool: a publisher's receiving pipeline, or
-/// a viewer's sending one (with the payload types its offer takes, or ours when we offer).
-async fn build(params: &Params, role: &Role, ev_tx: &mpsc::Sender<Event>) -> Result<Built, String> {
-    let (ice, codec, tx) = (params.ice.clone(), params.codec, ev_tx.clone());
-    let task = match role {
-        Role::Publish(answering, ingest) => {
-            let (ingest, formats) = (ingest.clone(), answering.formats.clone());
-            tokio::task::spawn_blocking(move || {
-                let cert = cert::certificate()?;
-                let receive = super::publisher::Receive {
-                    video_pt: formats.video_pt,
-                    audio_pt: formats.audio_pt,
-                    offering: false,
-                    layers: formats.simulcast.and_then(|s| s.layers()),
-                };
-                super::publisher::build_receiver(ingest, codec, receive, ice, cert, tx)
-            })
-        }
-        Role::Pull(ingest, _) => {
-            let ingest = ingest.clone();
-            let audio = ingest.plan.ingest.is_some_and(|i| i.audio);
-            tokio::task::spawn_blocking(move || {
-                let cert = cert::certificate()?;
-                let receive = super::publisher::Receive {
-                    video_pt: Some(OFFER_VIDEO_PT),
-                    audio_pt: audio.then_some(OFFER_AUDIO_PT),
-                    offering: true,
-                    layers: None,
-                };
-                super::publisher::build_receiver(ingest, codec, receive, ice, cert, tx)
-            })
-        }
-        Role::Answer(_) | Role::Offer { .. } => {
-            let (video_pt, audio_pt, offering, twcc_id) = match role {
-                Role::Answer(a) => (
-                    a.formats.video_pt,
-                    a.formats.audio_pt,
-                    false,
-                    a.formats.twcc_id,
-                ),
-                _ => (
-                    Some(OFFER_VIDEO_PT),
-                    Some(OFFER_AUDIO_PT),
-                    true,
-                    Some(OFFER_TWCC_ID),
-                ),
-            };
-            let congestion = params
-                .ladder
-                .as_ref()
-                .zip(twcc_id)
-                .map(|(l, twcc_id)| stats::congestion(l, twcc_id));
-            let (video, audio) = (params.video.clone(), params.audio.clone());
-            let (clock, name) = (params.clock.clone(), format!("viewer-{}", params.id));
-            tokio::task::spawn_blocking(move || {
-                let cert = cert::certificate()?;
-                super::viewer::build(super::viewer::BuildArgs {
-                    name,
-                    codec,
-                    video: video.zip(video_pt),
-                    audio: audio.zip(audio_pt),
-                    clock,
-                    ice,
-                    cert,
-                    create_channel: offering,
-                    events: tx,
-                    congestion,
-                })
-            })
-        }
-    };
-    match task.await {
-        Ok(built) => built,
-        Err(e) => Err(format!("session pipeline setup panicked: {e}")),
-    }
 }
 
 /// Reports a session that could not even be built.
@@ -343,22 +252,6 @@ struct Session {
     climber: Option<super::ladder::Climber>,
     /// A simulcast publisher's layers: our answer accepts them.
     simulcast: Option<super::simulcast::Offered>,
-}
-
-/// Our answer to a simulcast publisher, with its layers accepted (webrtcbin's own answer
-/// leaves them out, and the publisher would then send one).
-fn accept_simulcast(
-    desc: &WebRTCSessionDescription,
-    offered: &super::simulcast::Offered,
-) -> Result<WebRTCSessionDescription, String> {
-    let text = super::simulcast::accept(&peer::sdp_text(desc)?, offered);
-    let sdp = gst_sdp::SDPMessage::parse_buffer(text.as_bytes())
-        .map_err(|_| "the answer with simulcast layers is not a valid SDP".to_string())?;
-    tracing::debug!(
-        "answer accepting simulcast layers {:?}:\n{text}",
-        offered.rids
-    );
-    Ok(WebRTCSessionDescription::new(desc.type_(), sdp))
 }
 
 /// The time of the peer's latest packet, written by a pad probe on a GStreamer thread.
@@ -602,7 +495,7 @@ impl Session {
             Event::RemoteSet(r) => Input::RemoteSet(r),
             Event::Created(Ok(desc)) => {
                 self.created = Some(match &self.simulcast {
-                    Some(offered) => accept_simulcast(&desc, offered)?,
+                    Some(offered) => build::accept_simulcast(&desc, offered)?,
                     None => desc,
                 });
                 Input::Created {
