@@ -470,11 +470,105 @@ class ShapedLink:
         subprocess.run(["ip", "netns", "del", self.ns], capture_output=True)
 
 
+def adaptive_watch(cfg, total, links, fast_url, slow_url, pid, procs, env=None):
+    """The adaptive scenario's viewers of one service: `total` GStreamer viewers offering TWCC,
+    the fast ones at `fast_url`, one behind each of `links` at `slow_url(link)`; once they
+    settled, the service's CPU (process `pid`) and each one's fps."""
+    shaped, window = len(links), cfg["window"]
+
+    def viewers(url, prefix=(), address="127.0.0.1"):
+        p = subprocess.Popen([*prefix, SYSTEM_PYTHON, str(PEERS / "gst_viewers.py"), "whep", url, "twcc"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                             env={**os.environ, **(env or {}), "VIEWER_ADDRESS": address})
+        procs.append(p)
+        return p
+
+    fast = viewers(fast_url)
+    ask_clients(fast, f"add {total - shaped}")
+    slow = [viewers(slow_url(link), ("ip", "netns", "exec", link.ns), link.viewer) for link in links]
+    for p in slow:
+        ask_clients(p, "add 1")
+    time.sleep(cfg["adaptive_settle"])
+    answers = {}
+
+    def measure_viewers(key, p):
+        answers[key] = ask_clients(p, f"measure {window}")
+
+    threads = [threading.Thread(target=measure_viewers, args=(k, p))
+               for k, p in [("fast", fast)] + [(f"slow{i}", p) for i, p in enumerate(slow)]]
+    w = Window(pid, threads=True).start()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    m = w.stop()
+    fast_fps = answers.get("fast", {}).get("fps", [])
+    slow_fps = [f for k, a in answers.items() if k != "fast" for f in a.get("fps", [])]
+    slow_kbps = [k for key, a in answers.items() if key != "fast" for k in a.get("kbps", [])]
+    return m, fast_fps, slow_fps, slow_kbps
+
+
+def quit_clients(procs):
+    for p in procs:
+        try:
+            p.stdin.write("quit\n")
+            p.stdin.flush()
+            p.wait(30)
+        except (OSError, subprocess.TimeoutExpired):
+            p.kill()
+    procs.clear()
+
+
+# webrtcsink's source: the adaptive pipeline's picture (bars and a clock, 1280x720 at 30 fps).
+WEBRTCSINK_SOURCE = ("videotestsrc is-live=true pattern=smpte ! video/x-raw,format=I420,width=1280,height=720,"
+                     "framerate=30/1 ! clockoverlay halignment=right valignment=top shaded-background=true "
+                     "font-desc=\"Sans 20\"")
+
+
+def webrtcsink_run(cfg, binary, links):
+    """The same viewers served by gst-plugins-rs webrtcsink behind its WHEP server (an encoder
+    per viewer, congestion control on each, starting and capped at 2048 kbit/s, its default start
+    and about the top rung's 2 Mb/s; its start-bitrate set lower trips its x264enc bitrate), from
+    `webrtcsink-bench` next to `binary` (scripts/bench builds it); None without it."""
+    harness = Path(binary).parent / "webrtcsink-bench"
+    if not harness.exists():
+        log("  webrtcsink: no webrtcsink-bench next to the binary (scripts/bench builds it for the full run)")
+        return None
+    port = free_port()
+    launch = (f"{WEBRTCSINK_SOURCE} ! whepserversink signaller::host-addr=http://0.0.0.0:{port} "
+              "video-caps=video/x-h264 max-bitrate=2048000")
+    addresses = ",".join(["127.0.0.1"] + [link.host for link in links])
+    ws = subprocess.Popen([str(harness), launch], stdin=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                          env={**os.environ, "ICE_ADDRESSES": addresses})
+    procs = []
+    try:
+        time.sleep(3)
+        idle = measure(cfg["window"], ws.pid)
+        result = {"idle_cpu": idle["cpu"]}
+        # A few viewers first (one shaped): what each costs while the machine keeps up; then all.
+        for key, total, shaped in (("few", 4, links[:1]), ("all", cfg["adaptive_viewers"], links)):
+            m, fast_fps, slow_fps, slow_kbps = adaptive_watch(
+                cfg, total, shaped, f"http://127.0.0.1:{port}/whep/endpoint",
+                lambda link: f"http://{link.host}:{port}/whep/endpoint", ws.pid, procs,
+                # what x264enc's SPS says; webrtcsink wants the offer to name exactly that
+                env={"PROFILE_LEVEL_ID": "42c01f"})
+            quit_clients(procs)
+            log(f"  webrtcsink, {total} viewers ({len(shaped)} shaped): cpu {m['cpu']:.1f}% (idle {idle['cpu']:.1f}%), "
+                f"fps fast min {min(fast_fps or [0]):.1f}, shaped min {min(slow_fps or [0]):.1f}")
+            result[key] = {"viewers": total, "cpu": m["cpu"], "rss_mb": m["rss_mb"], "threads": m.get("threads"),
+                           "fast_fps": fast_fps, "shaped_fps": slow_fps, "shaped_kbps": slow_kbps}
+            time.sleep(3)
+        return result
+    finally:
+        quit_clients(procs)
+        stop(ws)
+
+
 def scenario_adaptive(cfg, binary, work):
     """A 720p30 2 Mb/s pipeline with a three-rung ladder ("auto"): its CPU with nobody watching
     (the top encoder alone), then with `adaptive_viewers` GStreamer viewers offering TWCC, the
     last `adaptive_shaped` each behind a 600 kbit/s link of its own; each viewer's rung and fps
-    once they settled."""
+    once they settled. Then (full run) the same viewers served by webrtcsink."""
     total, shaped, window = cfg["adaptive_viewers"], cfg["adaptive_shaped"], cfg["window"]
     links = []
     procs = []
@@ -488,54 +582,27 @@ def scenario_adaptive(cfg, binary, work):
         base = f"http://127.0.0.1:{port}"
         idle = measure(window, server.proc.pid)
         log(f"  nobody watching: cpu {idle['cpu']:.1f}%")
-
-        def viewers(url, prefix=(), address="127.0.0.1"):
-            p = subprocess.Popen([*prefix, SYSTEM_PYTHON, str(PEERS / "gst_viewers.py"), "whep", url, "twcc"],
-                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                                 env={**os.environ, "VIEWER_ADDRESS": address})
-            procs.append(p)
-            return p
-
-        fast = viewers(f"{base}/whep/live")
-        ask_clients(fast, f"add {total - shaped}")
-        slow = [viewers(f"http://{link.host}:{port}/whep/live", ("ip", "netns", "exec", link.ns), link.viewer)
-                for link in links]
-        for p in slow:
-            ask_clients(p, "add 1")
-        time.sleep(cfg["adaptive_settle"])
-        answers = {}
-
-        def measure_viewers(key, p):
-            answers[key] = ask_clients(p, f"measure {window}")
-
-        threads = [threading.Thread(target=measure_viewers, args=(k, p))
-                   for k, p in [("fast", fast)] + [(f"slow{i}", p) for i, p in enumerate(slow)]]
-        w = Window(server.proc.pid, threads=True).start()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        m = w.stop()
+        m, fast_fps, slow_fps, slow_kbps = adaptive_watch(
+            cfg, total, links, f"{base}/whep/live", lambda link: f"http://{link.host}:{port}/whep/live",
+            server.proc.pid, procs)
         status = http_json(f"{base}/api/pipelines/live")
         rungs = {}
         for v in status.get("viewers", []):
             rungs[v.get("rung")] = rungs.get(v.get("rung"), 0) + 1
-        fast_fps = answers.get("fast", {}).get("fps", [])
-        slow_fps = [f for k, a in answers.items() if k != "fast" for f in a.get("fps", [])]
         log(f"  {total} viewers ({shaped} shaped): cpu {m['cpu']:.1f}%, rungs {rungs}, "
             f"fps fast min {min(fast_fps or [0]):.1f}, shaped min {min(slow_fps or [0]):.1f}")
-        return {"idle_cpu": idle["cpu"], "cpu": m["cpu"], "rss_mb": m["rss_mb"], "threads": m.get("threads"),
-                "viewers": total, "shaped": shaped, "rungs": rungs, "fast_fps": fast_fps, "shaped_fps": slow_fps,
-                "ladder": status.get("ladder"),
-                "estimates": [v.get("estimate_kbps") for v in status.get("viewers", [])]}
+        result = {"idle_cpu": idle["cpu"], "cpu": m["cpu"], "rss_mb": m["rss_mb"], "threads": m.get("threads"),
+                  "viewers": total, "shaped": shaped, "rungs": rungs, "fast_fps": fast_fps, "shaped_fps": slow_fps,
+                  "shaped_kbps": slow_kbps, "ladder": status.get("ladder"),
+                  "estimates": [v.get("estimate_kbps") for v in status.get("viewers", [])]}
+        quit_clients(procs)
+        server.close()
+        server = None
+        if cfg.get("webrtcsink"):
+            result["webrtcsink"] = webrtcsink_run(cfg, binary, links)
+        return result
     finally:
-        for p in procs:
-            try:
-                p.stdin.write("quit\n")
-                p.stdin.flush()
-                p.wait(30)
-            except (OSError, subprocess.TimeoutExpired):
-                p.kill()
+        quit_clients(procs)
         if server:
             server.close()
         for link in links:
@@ -559,7 +626,21 @@ def adaptive_rows(ad, rows):
           f"shaped ≥ {TARGETS['adaptive_shaped_fps']}", min(slow) >= TARGETS["adaptive_shaped_fps"])
     plain("each rung: frames encoded · encoding", "; ".join(
         f"{r['rung']}: {r['frames_encoded']} · {r['encoding']}" for r in ad.get("ladder") or []))
-    plain("webrtcsink (an encoder per viewer) serving the same viewers", "not measured yet")
+    ws = ad.get("webrtcsink")
+    if not ws:
+        plain("webrtcsink (an encoder per viewer) serving the same viewers", "not run (full run only)")
+        return
+    few, all_ = ws["few"], ws["all"]
+    per_viewer = (few["cpu"] - ws["idle_cpu"]) / few["viewers"]
+    demand = ws["idle_cpu"] + per_viewer * all_["viewers"]
+    less = demand / cpu if cpu else None
+    plain(f"webrtcsink (an encoder per viewer, congestion control on each): CPU (%) with {few['viewers']} "
+          "viewers · per viewer", f"{fmt(few['cpu'])} · {fmt(per_viewer)}")
+    plain(f"webrtcsink with the same {all_['viewers']} viewers: CPU (%) · lowest fps unshaped · shaped",
+          f"{fmt(all_['cpu'])} · {fmt(min(all_['fast_fps'] or [0]))} · {fmt(min(all_['shaped_fps'] or [0]))}")
+    plain(f"webrtcsink's need for {all_['viewers']} viewers (idle + per viewer × {all_['viewers']}; more than the "
+          "machine has when above 200) · ÷ ours", f"{fmt(demand)} · {fmt(less)}×", "≥ 5× ours",
+          less >= 5 if less else None)
 
 
 def scenario_viewers(cfg, binary, work):
@@ -1380,13 +1461,15 @@ FULL = {"latency_frames": 600, "ttff_trials": 20, "viewer_counts": [1, 10, 25, 5
         "relay_frames": 600, "relay_viewer_counts": [1, 10, 20, 30], "relay_peer_viewer_counts": [1, 2, 3],
         "reach_counts": [5, 10, 20], "reach_window": 15, "reach_frames": 600, "reach_skip": 30,
         "reach_playbin3": True, "reach_edge_segments": 10, "reach_timeout": 40, "reach_hls_starts": 4,
-        "reach_hlsjs_sync1": True, "adaptive_viewers": 20, "adaptive_shaped": 7, "adaptive_settle": 30}
+        "reach_hlsjs_sync1": True, "adaptive_viewers": 20, "adaptive_shaped": 7, "adaptive_settle": 30,
+        "webrtcsink": True}
 QUICK = {"latency_frames": 120, "ttff_trials": 2, "viewer_counts": [1, 3], "peer_viewer_counts": [1, 3],
          "window": 3, "record_seconds": 6,
          "relay_frames": 90, "relay_viewer_counts": [1, 4], "relay_peer_viewer_counts": [],
          "reach_counts": [1, 5], "reach_window": 2, "reach_frames": 30, "reach_skip": 5,
          "reach_playbin3": False, "reach_edge_segments": 2, "reach_timeout": 15, "reach_hls_starts": 1,
-         "reach_hlsjs_sync1": False, "adaptive_viewers": 3, "adaptive_shaped": 1, "adaptive_settle": 15}
+         "reach_hlsjs_sync1": False, "adaptive_viewers": 3, "adaptive_shaped": 1, "adaptive_settle": 15,
+         "webrtcsink": False}
 
 
 def main():

@@ -12,7 +12,9 @@ command on stdout:
 
   /usr/bin/python3 tests/peers/gst_viewers.py whep|offer URL [twcc]
 
-VIEWER_ADDRESS (default 127.0.0.1) is the address they gather candidates on.
+VIEWER_ADDRESS (default 127.0.0.1) is the address they gather candidates on. PROFILE_LEVEL_ID
+(default 42e01f, constrained baseline as browsers offer it) is the H.264 profile they offer:
+webrtcsink wants exactly what x264enc writes (42c01f).
 With `twcc` the viewers offer transport-wide congestion control (the header extension and its
 feedback), as browsers do, so an adaptive service can estimate each one's link.
 
@@ -45,7 +47,7 @@ PROBE_OK = Gst.PadProbeReturn.OK
 
 VIDEO_CAPS = (
     "application/x-rtp,media=video,encoding-name=H264,payload=96,clock-rate=90000,"
-    "packetization-mode=(string)1,profile-level-id=(string)42e01f"
+    "packetization-mode=(string)1,profile-level-id=(string)" + os.environ.get("PROFILE_LEVEL_ID", "42e01f")
 )
 if len(sys.argv) > 3 and sys.argv[3] == "twcc":
     VIDEO_CAPS += (
