@@ -136,11 +136,13 @@ impl Server {
         let rec = recordings.clone();
         tokio::task::spawn_blocking(move || rec.remove_empty()).await?;
         let hls = Arc::new(crate::hub::hls::HlsReaders::default());
+        let jpeg_in = Arc::new(crate::hub::jpeg_tcp::JpegSources::default());
         let supervisor = Supervisor::new(
             config.supervisor.clone(),
             crate::hub::ReaderSet::new(vec![
                 webrtc.clone(),
                 Arc::new(crate::hub::tcp::TcpReaders::default()),
+                jpeg_in.clone(),
                 crate::hub::record::RecordReaders::new(recordings.clone()),
                 hls.clone(),
                 Arc::new(crate::hub::rtsp::RtspReaders::new(
@@ -181,6 +183,7 @@ impl Server {
             recordings: recordings.clone(),
             auth,
             hls: hls.clone(),
+            jpeg_in,
         });
         let stopped = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|stop| *stop).await;

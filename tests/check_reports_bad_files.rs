@@ -417,3 +417,32 @@ fn ladder_mistakes_point_at_the_ladder() {
         "{stdout}"
     );
 }
+
+#[test]
+fn jpeg_tcp_mistakes_point_at_their_key() {
+    let webrtc = "\n[[output]]\nkind = \"webrtc\"\n";
+    assert_error(
+        "jpeg-listen",
+        &format!(
+            "[source]\nkind = \"jpeg-tcp\"\nlisten = \"localhost\"\nframing = \"u32be\"\n{webrtc}"
+        ),
+        "3:10",
+        "`localhost` is not an address to listen on: use HOST:PORT",
+    );
+    assert_error(
+        "jpeg-framing",
+        &format!(
+            "[source]\nkind = \"jpeg-tcp\"\nlisten = \"127.0.0.1:8485\"\nframing = \"base64\"\n{webrtc}"
+        ),
+        "4:11",
+        "unknown variant `base64`, expected `ascii-base64` or `u32be`",
+    );
+    assert_error(
+        "jpeg-max",
+        &format!(
+            "[source]\nkind = \"jpeg-tcp\"\nlisten = \"127.0.0.1:8485\"\nframing = \"u32be\"\nmax_frame_bytes = 10\n{webrtc}"
+        ),
+        "5:19",
+        "max_frame_bytes 10 is out of range",
+    );
+}

@@ -21,10 +21,12 @@ mod build;
 mod camera;
 mod encoder;
 mod hooks;
+mod jpeg_tcp;
 mod ladder;
 mod outputs;
 
 pub use encoder::EncoderChoice;
+pub use jpeg_tcp::JpegInTap;
 pub use ladder::LadderRung;
 
 use camera::camera_chain;
@@ -81,6 +83,8 @@ pub struct Plan {
     pub hook_decoder: Option<HookDecoder>,
     /// The buffer-flow watchdog, when the source has one.
     pub stall: Option<StallWatch>,
+    /// A jpeg-tcp source: where its senders' frames enter.
+    pub jpeg_in: Option<jpeg_tcp::JpegInTap>,
 }
 
 /// A source that stops delivering video without an error is noticed: when nothing passes
@@ -122,6 +126,8 @@ fn source_liveness(source: &Source) -> (bool, &'static str) {
     match source {
         Source::Test(_) | Source::Camera(_) | Source::Tcp(_) => (true, "source"),
         Source::File(_) => (false, "source"),
+        // Frames come when a sender sends them; a silent sender is not a stalled pipeline.
+        Source::JpegTcp(_) => (false, jpeg_tcp::APPSRC),
         Source::Uri(u) => (is_live_uri(u.uri.get_ref()), "decode"),
         Source::WebRtc(_) | Source::Room(_) | Source::Whep(_) => (false, "source"),
     }
@@ -350,6 +356,7 @@ fn plan_raw(desc: &Description, launch: &str) -> Result<Plan, Diagnostic> {
         hooks: Vec::new(),
         hook_decoder: None,
         stall: stall_watch(desc, false, None, None),
+        jpeg_in: None,
     })
 }
 
@@ -501,6 +508,10 @@ fn plan_structured(desc: &Description) -> Result<Plan, Diagnostic> {
             decode = Some(DecodeLinks::video_only());
             "queue name=video_in".into()
         }
+        Source::JpegTcp(j) => {
+            want_audio = false;
+            jpeg_tcp::chain(j, s.encode.codec, &size_caps)
+        }
     };
     if let Some(d) = &mut decode {
         if want_audio {
@@ -632,6 +643,10 @@ fn plan_structured(desc: &Description) -> Result<Plan, Diagnostic> {
             let (live, named) = source_liveness(source);
             stall_watch(desc, live, Some("video_raw"), Some(named))
         },
+        jpeg_in: match source {
+            Source::JpegTcp(j) => Some(jpeg_tcp::tap(j, s.encode.codec)),
+            _ => None,
+        },
     })
 }
 
@@ -731,6 +746,7 @@ fn plan_passthrough(
             let (live, named) = source_liveness(&s.source.value);
             stall_watch(desc, live, Some("video_in"), Some(named))
         },
+        jpeg_in: None,
     })
 }
 
@@ -788,6 +804,7 @@ fn plan_ingest(
         hook_decoder,
         // A publisher that goes silent ends its session (the peer timeout).
         stall: None,
+        jpeg_in: None,
         ingest: Some(IngestTap {
             codec: w.codec,
             audio: w.audio,

@@ -12,6 +12,7 @@
 mod diagnostic;
 pub mod elements;
 mod hooks;
+mod jpeg_tcp;
 mod ladder;
 mod launch;
 pub mod policy;
@@ -20,6 +21,7 @@ mod validate;
 
 pub use diagnostic::{Diagnostic, Diagnostics, line_col};
 pub use hooks::{HOOK_FORMATS, Hook, HookTransport, RustHook, SnapshotHook, StatsHook};
+pub use jpeg_tcp::{DEFAULT_MAX_FRAME_BYTES, JpegFraming, JpegTcpSource};
 pub use ladder::{Ladder, Rung};
 pub use policy::ApiPolicy;
 pub use types::{

@@ -465,6 +465,7 @@ pub enum Source {
     File(FileSource),
     Uri(UriSource),
     Tcp(TcpSource),
+    JpegTcp(super::jpeg_tcp::JpegTcpSource),
 }
 
 impl Source {
@@ -475,6 +476,7 @@ impl Source {
             Source::File(_) => "file",
             Source::Uri(_) => "uri",
             Source::Tcp(_) => "tcp",
+            Source::JpegTcp(_) => "jpeg-tcp",
             Source::WebRtc(_) => "webrtc",
             Source::Room(_) => "room",
             Source::Whep(_) => "whep",
@@ -490,6 +492,7 @@ impl Source {
             // Shown to viewers (status, `list`): without a password or token it may carry.
             Source::Uri(u) => format!("uri {}", crate::redact::redact(u.uri.get_ref())),
             Source::Tcp(t) => format!("tcp {}:{}", t.host, t.port),
+            Source::JpegTcp(j) => format!("jpeg-tcp {} ({})", j.listen.get_ref(), j.framing.name()),
             Source::WebRtc(w) => format!("webrtc publisher ({})", w.codec.name()),
             Source::Room(r) => format!("room of up to {} ({})", r.max_participants, r.codec.name()),
             Source::Whep(w) => format!(
@@ -508,6 +511,8 @@ impl Source {
             Source::File(f) => (f.width, f.height, f.framerate),
             Source::Uri(u) => (u.width, u.height, u.framerate),
             Source::Tcp(t) => (t.width, t.height, t.framerate),
+            // Frames come at the sender's pace.
+            Source::JpegTcp(j) => (j.width, j.height, None),
             Source::WebRtc(_) | Source::Room(_) | Source::Whep(_) => (None, None, None),
         }
     }
@@ -556,7 +561,7 @@ impl super::Structured {
 
 impl Kinded for Source {
     const KINDS: &'static [&'static str] = &[
-        "camera", "test", "file", "uri", "tcp", "webrtc", "room", "whep",
+        "camera", "test", "file", "uri", "tcp", "jpeg-tcp", "webrtc", "room", "whep",
     ];
     fn deserialize_kind(kind: &str, de: ValueDeserializer<'_>) -> Result<Self, toml::de::Error> {
         Ok(match kind {
@@ -567,6 +572,7 @@ impl Kinded for Source {
             "webrtc" => Source::WebRtc(WebRtcSource::deserialize(de)?),
             "room" => Source::Room(RoomSource::deserialize(de)?),
             "whep" => Source::Whep(WhepSource::deserialize(de)?),
+            "jpeg-tcp" => Source::JpegTcp(super::jpeg_tcp::JpegTcpSource::deserialize(de)?),
             _ => Source::Tcp(TcpSource::deserialize(de)?),
         })
     }

@@ -162,6 +162,26 @@ pub(super) fn validate(s: &super::Structured) -> Result<(), (Where, String)> {
             }
         }
     }
+    if let Source::JpegTcp(j) = &s.source.value {
+        let listen = j.listen.get_ref();
+        if listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err((
+                Where::Span(j.listen.span()),
+                format!(
+                    "`{listen}` is not an address to listen on: use HOST:PORT (e.g. \"0.0.0.0:8485\")"
+                ),
+            ));
+        }
+        if !(1024..=(256 << 20)).contains(&j.max_frame_bytes) {
+            return Err((
+                Where::Key("source", "max_frame_bytes"),
+                format!(
+                    "max_frame_bytes {} is out of range: use 1024 to 268435456 (256 MiB)",
+                    j.max_frame_bytes
+                ),
+            ));
+        }
+    }
     if let Source::WebRtc(w) = &s.source.value {
         return validate_ingest(s, w);
     }

@@ -65,6 +65,10 @@ impl Converter {
                     ..,
                 )
                 .map_err(|e| e.to_string())?;
+            let mut luma = luma;
+            if let Some(l) = luma.get_mut() {
+                super::keep_sender_time(buffer, l);
+            }
             return Ok((luma, gray));
         }
         let format = match self.wanted {
@@ -84,6 +88,7 @@ impl Converter {
             out.set_pts(buffer.pts());
             out.set_dts(buffer.dts());
             out.set_duration(buffer.duration());
+            super::keep_sender_time(buffer, out);
             let mut map = out.map_writable().map_err(|e| e.to_string())?;
             let input = buffer.map_readable().map_err(|e| e.to_string())?;
             let stride = out_info.stride()[0] as u32;

@@ -82,6 +82,43 @@ impl Frame<'_> {
             .pts()
             .map(|t| Duration::from_nanos(t.nseconds()))
     }
+
+    /// When the sender stamped this frame, by its clock (UTC), where the source carries it: a
+    /// jpeg-tcp source's ascii-base64 senders send their time with each frame.
+    pub fn sender_time(&self) -> Option<std::time::SystemTime> {
+        sender_time_of(self.frame.buffer())
+    }
+}
+
+/// The caps naming the reference timestamp that carries a frame's sender time (UTC).
+pub const SENDER_TIME: &str = "timestamp/x-unix";
+
+pub(crate) fn sender_time_of(buffer: &gst::BufferRef) -> Option<std::time::SystemTime> {
+    buffer
+        .iter_meta::<gst::ReferenceTimestampMeta>()
+        .find(|m| {
+            m.reference()
+                .structure(0)
+                .is_some_and(|s| s.name() == SENDER_TIME)
+        })
+        .map(|m| std::time::UNIX_EPOCH + Duration::from_nanos(m.timestamp().nseconds()))
+}
+
+/// Carries `from`'s sender time over to `to` (a converted copy of the frame).
+pub(crate) fn keep_sender_time(from: &gst::BufferRef, to: &mut gst::BufferRef) {
+    while let Some(meta) = to.meta_mut::<gst::ReferenceTimestampMeta>() {
+        if meta.remove().is_err() {
+            break;
+        }
+    }
+    if let Some(m) = from.iter_meta::<gst::ReferenceTimestampMeta>().find(|m| {
+        m.reference()
+            .structure(0)
+            .is_some_and(|s| s.name() == SENDER_TIME)
+    }) {
+        let caps = m.reference().to_owned();
+        gst::ReferenceTimestampMeta::add(to, &caps, m.timestamp(), m.duration());
+    }
 }
 
 /// A decoded video frame a transform hook may change in place; what it holds when the hook
@@ -698,6 +735,31 @@ fn run(mut taker: Taker, state: Arc<HookState>, events: EventBus, pipeline: Stri
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_frames_sender_time_survives_conversion() {
+        gst::init().expect("gst");
+        let caps = gst::Caps::new_empty_simple(SENDER_TIME);
+        let mut from = gst::Buffer::with_size(4).expect("buffer");
+        let when = std::time::UNIX_EPOCH + Duration::from_secs(1_796_450_000);
+        let ns = when
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_nanos() as u64;
+        gst::ReferenceTimestampMeta::add(
+            from.get_mut().expect("writable"),
+            &caps,
+            gst::ClockTime::from_nseconds(ns),
+            gst::ClockTime::NONE,
+        );
+        let mut to = gst::Buffer::with_size(4).expect("buffer");
+        // Twice: a reused buffer keeps one sender time, the newest.
+        keep_sender_time(&from, to.get_mut().expect("writable"));
+        keep_sender_time(&from, to.get_mut().expect("writable"));
+        assert_eq!(sender_time_of(&to), Some(when));
+        assert_eq!(to.iter_meta::<gst::ReferenceTimestampMeta>().count(), 1);
+        assert_eq!(sender_time_of(&gst::Buffer::new()), None);
+    }
     use super::*;
 
     #[test]

@@ -82,6 +82,8 @@ pub struct AppState {
     pub auth: Arc<crate::auth::Auth>,
     /// Where the `hls` outputs' playlists and segments are.
     pub hls: Arc<crate::hub::hls::HlsReaders>,
+    /// The jpeg-tcp sources' senders.
+    pub jpeg_in: Arc<crate::hub::jpeg_tcp::JpegSources>,
 }
 
 impl axum::extract::FromRef<AppState> for Arc<Registry> {
@@ -239,13 +241,13 @@ struct PipelineView {
     ladder: Option<Vec<crate::webrtc::ladder::RungInfo>>,
     /// Encoded video bytes and frames so far (a client derives bitrate and fps from two reads).
     meter: Option<crate::meter::MeterCounts>,
+    /// A jpeg-tcp source: its sender, frames, and how late they arrive.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    jpeg_tcp: Option<crate::hub::jpeg_tcp::JpegInStatus>,
 }
 
-fn view(
-    status: crate::supervisor::Status,
-    webrtc: &Registry,
-    supervisor: &Supervisor,
-) -> PipelineView {
+fn view(status: crate::supervisor::Status, state: &AppState) -> PipelineView {
+    let (webrtc, supervisor) = (&state.webrtc, &state.supervisor);
     let viewers = webrtc.viewers_of(&status.name);
     let publishers = webrtc.publishers_of(&status.name);
     let participants = webrtc.room(&status.name).map(|r| r.participants());
@@ -254,7 +256,9 @@ fn view(
     let whip = webrtc.whip_states(&status.name);
     let whep = webrtc.whep_state(&status.name);
     let ladder = webrtc.ladder_of(&status.name);
+    let jpeg_tcp = state.jpeg_in.status(&status.name);
     PipelineView {
+        jpeg_tcp,
         whip,
         whep,
         ladder,
@@ -407,7 +411,7 @@ async fn list(
         .list()
         .into_iter()
         .filter(|s| grant.can_view(&s.name))
-        .map(|s| view(s, &state.webrtc, &state.supervisor))
+        .map(|s| view(s, &state))
         .collect();
     Json(all)
 }
@@ -419,7 +423,7 @@ async fn show(
     state
         .supervisor
         .get(&name)
-        .map(|s| Json(view(s, &state.webrtc, &state.supervisor)))
+        .map(|s| Json(view(s, &state)))
         .ok_or_else(|| SupervisorError::NotFound(name).into())
 }
 

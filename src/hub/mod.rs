@@ -12,6 +12,8 @@
 
 pub mod hls;
 pub mod hooks;
+pub mod jpeg_framing;
+pub mod jpeg_tcp;
 pub mod record;
 pub mod rtsp;
 mod rtsp_auth;

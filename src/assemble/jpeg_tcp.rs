@@ -1,0 +1,69 @@
+//! A jpeg-tcp source's head: an appsrc the stream hub's listener pushes each sender's JPEG
+//! frames into (see [`crate::hub::jpeg_tcp`]), decoded to raw video as they come.
+//!
+//! ```text
+//! appsrc(jpeg_in, live, timestamped on arrival) ─ jpegparse ─ jpegdec [─ videocrop(jpeg_even)] ─ videoconvert [─ videoscale ─ caps]
+//! ```
+//!
+//! H.264 cannot carry an odd width or height in 4:2:0 (its cropping counts in pairs of
+//! pixels), and x264 refuses one: for an H.264 stream a frame of odd size loses its last row
+//! or column (`jpeg_even`, set by the listener as sizes change). VP8 and VP9 keep any size.
+
+use crate::description::{JpegFraming, JpegTcpSource, VideoCodec};
+
+/// Where a jpeg-tcp source's frames enter the pipeline, and how its senders are read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JpegInTap {
+    /// The appsrc's name.
+    pub appsrc: String,
+    pub listen: String,
+    pub framing: JpegFraming,
+    pub max_frame_bytes: usize,
+    /// The videocrop that makes odd sizes even (H.264), if there is one.
+    pub even: Option<String>,
+}
+
+pub(super) const APPSRC: &str = "jpeg_in";
+const EVEN: &str = "jpeg_even";
+
+/// Whether frames must have an even size for the encoder of `codec`.
+fn needs_even(j: &JpegTcpSource, codec: VideoCodec) -> bool {
+    codec == VideoCodec::H264 && j.width.is_none() && j.height.is_none()
+}
+
+/// The raw video chain of a jpeg-tcp source (`size_caps`: the asked size, if any).
+pub(super) fn chain(j: &JpegTcpSource, codec: VideoCodec, size_caps: &str) -> String {
+    // Frames come at the sender's pace; what waits when the
+    // pipeline is busy is bounded (the listener drops a frame rather than queue more).
+    // jpegdec never fails the pipeline: the listener checks each JPEG before it is pushed,
+    // and a frame that still does not decode is dropped with a warning.
+    // x264 takes a variable rate (0/1) and times frames by their timestamps; libvpx's
+    // encoders make nothing without a nominal rate, so VP8/VP9 are told 30 (frames are still
+    // timed as they arrive).
+    let rate = if codec == VideoCodec::H264 {
+        "0/1"
+    } else {
+        "30/1"
+    };
+    let mut v = format!(
+        "appsrc name={APPSRC} is-live=true do-timestamp=true format=time block=false max-bytes=33554432 caps=image/jpeg,framerate={rate} ! jpegparse ! jpegdec max-errors=-1"
+    );
+    if needs_even(j, codec) {
+        v.push_str(&format!(" ! videocrop name={EVEN}"));
+    }
+    v.push_str(" ! videoconvert");
+    if j.width.is_some() || j.height.is_some() {
+        v.push_str(&format!(" ! videoscale ! {size_caps}"));
+    }
+    v
+}
+
+pub(super) fn tap(j: &JpegTcpSource, codec: VideoCodec) -> JpegInTap {
+    JpegInTap {
+        even: needs_even(j, codec).then(|| EVEN.to_string()),
+        appsrc: APPSRC.into(),
+        listen: j.listen.get_ref().clone(),
+        framing: j.framing,
+        max_frame_bytes: usize::try_from(j.max_frame_bytes).unwrap_or(usize::MAX),
+    }
+}

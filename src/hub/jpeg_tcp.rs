@@ -1,0 +1,305 @@
+//! jpeg-tcp sources: a listener per pipeline takes one sender at a time (a tutorial's
+//! Raspberry Pi, OpenCV frames as JPEG over a raw socket) and pushes its frames into the
+//! current run's appsrc. Further connections wait in the listen backlog until the sender
+//! leaves; a sender that comes back (the tutorial's client reconnects every second) goes on
+//! with the same stream. A malformed frame closes that sender's connection, with the reason
+//! logged and a `jpeg_sender_error` event; the pipeline goes on and the next sender is taken.
+//!
+//! The listener outlives a run of the pipeline (a restart hands it the new appsrc), and goes
+//! when the pipeline stops.
+
+use super::Readers;
+use super::jpeg_framing::{Decoder, Frame};
+use crate::assemble::{JpegInTap, Plan};
+use crate::events::{Event, EventBus};
+use gst::prelude::*;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio::io::AsyncReadExt;
+
+/// What a jpeg-tcp source's sender is doing, for the API.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct JpegInStatus {
+    pub listen: String,
+    pub framing: String,
+    /// The connected sender's address.
+    pub sender: Option<String>,
+    /// Frames pushed into the pipeline since the service started, of every sender.
+    pub frames: u64,
+    /// Frames dropped because the pipeline was not taking them (restarting, or busy).
+    pub dropped: u64,
+    /// Senders whose connection was closed for a malformed frame.
+    pub rejected: u64,
+    pub last_error: Option<String>,
+    /// The size of the latest frame.
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    /// How long ago (ms) the sender stamped the latest frame (ascii-base64 carries its
+    /// time; both clocks are taken to be UTC).
+    pub sender_latency_ms: Option<f64>,
+}
+
+struct Listener {
+    tap: JpegInTap,
+    /// The current run's appsrc; None between runs.
+    target: Arc<Mutex<Option<gst_app::AppSrc>>>,
+    status: Arc<Mutex<JpegInStatus>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The jpeg-tcp sources' listeners, by pipeline name.
+#[derive(Default)]
+pub struct JpegSources {
+    running: Mutex<HashMap<String, Listener>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl JpegSources {
+    /// The sender of pipeline `name`, if its source is jpeg-tcp.
+    pub fn status(&self, name: &str) -> Option<JpegInStatus> {
+        lock(&self.running)
+            .get(name)
+            .map(|l| lock(&l.status).clone())
+    }
+}
+
+impl Readers for JpegSources {
+    fn attach(
+        &self,
+        name: &str,
+        pipeline: &gst::Pipeline,
+        plan: &Plan,
+        events: &EventBus,
+    ) -> Result<(), String> {
+        let Some(tap) = &plan.jpeg_in else {
+            return Ok(());
+        };
+        let appsrc = pipeline
+            .by_name(&tap.appsrc)
+            .and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
+            .ok_or_else(|| format!("the assembled pipeline has no appsrc {}", tap.appsrc))?;
+        let mut running = lock(&self.running);
+        if let Some(l) = running.get(name)
+            && l.tap == *tap
+        {
+            *lock(&l.target) = Some(appsrc);
+            return Ok(());
+        }
+        running.remove(name);
+        // Bound here, so an address that cannot be used fails the start with why.
+        let std_listener = std::net::TcpListener::bind(&tap.listen)
+            .map_err(|e| format!("jpeg-tcp source cannot listen on {}: {e}", tap.listen))?;
+        std_listener
+            .set_nonblocking(true)
+            .map_err(|e| format!("jpeg-tcp source on {}: {e}", tap.listen))?;
+        let listener = tokio::net::TcpListener::from_std(std_listener)
+            .map_err(|e| format!("jpeg-tcp source on {}: {e}", tap.listen))?;
+        tracing::info!(
+            "{name}: jpeg-tcp source listens on {} ({})",
+            tap.listen,
+            tap.framing.name()
+        );
+        let target = Arc::new(Mutex::new(Some(appsrc)));
+        let status = Arc::new(Mutex::new(JpegInStatus {
+            listen: tap.listen.clone(),
+            framing: tap.framing.name().into(),
+            ..JpegInStatus::default()
+        }));
+        let serving = Serving {
+            name: name.to_string(),
+            tap: tap.clone(),
+            target: target.clone(),
+            status: status.clone(),
+            events: events.clone(),
+        };
+        let task = tokio::spawn(serving.run(listener));
+        running.insert(
+            name.to_string(),
+            Listener {
+                tap: tap.clone(),
+                target,
+                status,
+                task,
+            },
+        );
+        Ok(())
+    }
+
+    fn playing(&self, _name: &str, _pipeline: &gst::Pipeline) {}
+
+    /// Restarting: the listener stays (senders stay connected); frames wait for the next run
+    /// by being dropped, counted.
+    fn suspend(&self, name: &str) {
+        if let Some(l) = lock(&self.running).get(name) {
+            *lock(&l.target) = None;
+        }
+    }
+
+    fn detach(&self, name: &str) {
+        lock(&self.running).remove(name);
+    }
+}
+
+/// One pipeline's listener at work.
+struct Serving {
+    name: String,
+    tap: JpegInTap,
+    target: Arc<Mutex<Option<gst_app::AppSrc>>>,
+    status: Arc<Mutex<JpegInStatus>>,
+    events: EventBus,
+}
+
+impl Serving {
+    /// Takes senders one at a time, for as long as the pipeline lives.
+    async fn run(self, listener: tokio::net::TcpListener) {
+        loop {
+            let (socket, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!("{}: jpeg-tcp accept failed: {e}", self.name);
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    continue;
+                }
+            };
+            let peer = peer.to_string();
+            tracing::info!("{}: jpeg-tcp sender {peer} connected", self.name);
+            lock(&self.status).sender = Some(peer.clone());
+            self.publish(
+                "jpeg_sender_connected",
+                serde_json::json!({ "sender": peer }),
+            );
+            let result = self.read_sender(socket).await;
+            lock(&self.status).sender = None;
+            match result {
+                Ok(()) => {
+                    tracing::info!("{}: jpeg-tcp sender {peer} left", self.name);
+                    self.publish("jpeg_sender_left", serde_json::json!({ "sender": peer }));
+                }
+                Err(why) => {
+                    tracing::warn!("{}: jpeg-tcp sender {peer} disconnected: {why}", self.name);
+                    {
+                        let mut s = lock(&self.status);
+                        s.rejected += 1;
+                        s.last_error = Some(why.clone());
+                    }
+                    self.publish(
+                        "jpeg_sender_error",
+                        serde_json::json!({ "sender": peer, "error": why }),
+                    );
+                }
+            }
+        }
+    }
+
+    fn publish(&self, kind: &str, fields: serde_json::Value) {
+        self.events.publish(Event::new(kind, &self.name, fields));
+    }
+
+    /// Reads frames until the sender leaves (`Ok`) or sends one that is malformed (`Err`).
+    async fn read_sender(&self, mut socket: tokio::net::TcpStream) -> Result<(), String> {
+        let mut decoder = Decoder::new(self.tap.framing, self.tap.max_frame_bytes);
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match socket.read(&mut buf).await {
+                Ok(0) => return Ok(()),
+                Ok(n) => n,
+                // A reset is a sender gone (killed, unplugged), not a malformed stream.
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Ok(()),
+                Err(e) => return Err(format!("reading failed: {e}")),
+            };
+            decoder.push(&buf[..n]);
+            while let Some(frame) = decoder.next_frame().map_err(|e| e.to_string())? {
+                self.push(frame)?;
+            }
+        }
+    }
+
+    /// Checks a frame's JPEG and pushes it into the pipeline (dropped, counted, when the
+    /// pipeline is not taking frames now).
+    fn push(&self, frame: Frame) -> Result<(), String> {
+        let (width, height) = jpeg_size(&frame.jpeg)?;
+        let latency = frame.sender_time.map(|t| {
+            let now = chrono::Utc::now().naive_utc();
+            (now - t).num_microseconds().unwrap_or(i64::MAX) as f64 / 1000.0
+        });
+        let mut buffer = gst::Buffer::from_mut_slice(frame.jpeg);
+        if let Some(t) = frame.sender_time
+            && let Some(ns) = t.and_utc().timestamp_nanos_opt()
+            && let Ok(ns) = u64::try_from(ns)
+            && let Some(b) = buffer.get_mut()
+        {
+            // The sender's time travels with the frame (hooks read it).
+            gst::ReferenceTimestampMeta::add(
+                b,
+                &sender_time_caps(),
+                gst::ClockTime::from_nseconds(ns),
+                gst::ClockTime::NONE,
+            );
+        }
+        let target = lock(&self.target).clone();
+        if let (Some(even), Some(appsrc)) = (&self.tap.even, &target) {
+            make_even(appsrc, even, width, height);
+        }
+        let pushed = target.is_some_and(|appsrc| appsrc.push_buffer(buffer).is_ok());
+        let mut s = lock(&self.status);
+        if pushed {
+            s.frames += 1;
+        } else {
+            s.dropped += 1;
+        }
+        s.width = Some(width);
+        s.height = Some(height);
+        if latency.is_some() {
+            s.sender_latency_ms = latency;
+        }
+        Ok(())
+    }
+}
+
+/// Sets the pipeline's cropping so a frame of `width`x`height` leaves it with an even size
+/// (its last column or row dropped), for encoders that need one.
+fn make_even(appsrc: &gst_app::AppSrc, crop: &str, width: u32, height: u32) {
+    let Some(element) = appsrc
+        .parent()
+        .and_then(|p| p.downcast::<gst::Bin>().ok())
+        .and_then(|bin| bin.by_name(crop))
+    else {
+        return;
+    };
+    for (property, odd) in [("right", width % 2), ("bottom", height % 2)] {
+        let odd = odd as i32;
+        if element.property::<i32>(property) != odd {
+            element.set_property(property, odd);
+        }
+    }
+}
+
+/// The caps of the reference timestamp a jpeg-tcp frame carries: the sender's clock, UTC.
+pub fn sender_time_caps() -> gst::Caps {
+    gst::Caps::new_empty_simple(crate::hooks::SENDER_TIME)
+}
+
+/// A JPEG's picture size, from its headers; why not when they do not read.
+fn jpeg_size(jpeg: &[u8]) -> Result<(u32, u32), String> {
+    let cursor = zune_jpeg::zune_core::bytestream::ZCursor::new(jpeg);
+    let mut decoder = zune_jpeg::JpegDecoder::new(cursor);
+    decoder
+        .decode_headers()
+        .map_err(|e| format!("a frame is not a JPEG that decodes: {e:?}"))?;
+    let (w, h) = decoder
+        .dimensions()
+        .ok_or("a frame is not a JPEG that decodes: it has no size")?;
+    match (u32::try_from(w), u32::try_from(h)) {
+        (Ok(w), Ok(h)) if w > 0 && h > 0 => Ok((w, h)),
+        _ => Err(format!("a frame's JPEG has an impossible size {w}x{h}")),
+    }
+}
