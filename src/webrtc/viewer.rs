@@ -183,7 +183,9 @@ pub fn build(a: BuildArgs) -> Result<Built, String> {
         let (tx, flowing) = (a.events.clone(), flowing.clone());
         let counts = is_video || !h264_video;
         if let (Some(src), true) = (payloader.static_pad("src"), counts) {
-            src.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+            // Payloaders push lists too (rtpvp8pay does): either is media.
+            let data = gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST;
+            src.add_probe(data, move |_, _| {
                 if !flowing.swap(true, std::sync::atomic::Ordering::SeqCst) {
                     let _ = tx.try_send(Event::MediaFlowing);
                 }
