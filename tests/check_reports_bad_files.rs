@@ -174,7 +174,7 @@ fn unknown_source_kind() {
         "bad-kind",
         "[source]\nkind = \"tset\"\n\n[[output]]\nkind = \"tcp\"\nport = 5000\n",
         "2:8",
-        "unknown source kind `tset` (expected one of camera, test, file, uri, tcp, webrtc, room, whep); did you mean `test`?",
+        "unknown source kind `tset` (expected one of camera, test, file, uri, tcp, jpeg-tcp, webrtc, room, whep); did you mean `test`?",
     );
 }
 
@@ -444,5 +444,18 @@ fn jpeg_tcp_mistakes_point_at_their_key() {
         ),
         "5:19",
         "max_frame_bytes 10 is out of range",
+    );
+    let out = "\n[[output]]\nkind = \"jpeg-tcp\"\nconnect = \"127.0.0.1:8485\"\nframing = \"ascii-base64\"\n";
+    assert_error(
+        "jpeg-out-relayed",
+        &format!("[source]\nkind = \"webrtc\"\n{out}"),
+        "4:1",
+        "a jpeg-tcp output encodes decoded frames, and this source's stream is kept as it arrives",
+    );
+    assert_error(
+        "jpeg-out-connect",
+        &format!("[source]\nkind = \"test\"\n{out}").replace("127.0.0.1:8485", "ai-server"),
+        "6:11",
+        "`ai-server` is not a receiver's address: use HOST:PORT",
     );
 }
