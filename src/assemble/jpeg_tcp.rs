@@ -9,7 +9,7 @@
 //! pixels), and x264 refuses one: for an H.264 stream a frame of odd size loses its last row
 //! or column (`jpeg_even`, set by the listener as sizes change). VP8 and VP9 keep any size.
 
-use crate::description::{JpegFraming, JpegTcpSource, VideoCodec};
+use crate::description::{JpegFraming, JpegTcpOutput, JpegTcpSource, VideoCodec};
 
 /// Where a jpeg-tcp source's frames enter the pipeline, and how its senders are read.
 #[derive(Debug, Clone, PartialEq)]
@@ -66,4 +66,40 @@ pub(super) fn tap(j: &JpegTcpSource, codec: VideoCodec) -> JpegInTap {
         framing: j.framing,
         max_frame_bytes: usize::try_from(j.max_frame_bytes).unwrap_or(usize::MAX),
     }
+}
+
+/// A jpeg-tcp output: where its JPEG frames leave the pipeline, and where they go.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JpegOutTap {
+    /// The output's index in the description.
+    pub index: usize,
+    /// The appsink its frames leave by.
+    pub sink: String,
+    pub connect: String,
+    pub framing: JpegFraming,
+}
+
+/// Output `i`'s branch off the raw video: at most `fps` frames a second (dropped, not
+/// re-timed), scaled if asked, JPEG-encoded, into a 1-frame appsink that drops the older (the
+/// sender takes what is newest; a slow receiver costs frames, never the pipeline's pace).
+pub(super) fn output(i: usize, j: &JpegTcpOutput) -> (String, JpegOutTap) {
+    let mut size = String::new();
+    if let Some(w) = j.width {
+        size.push_str(&format!(",width={w}"));
+    }
+    if let Some(h) = j.height {
+        size.push_str(&format!(",height={h}"));
+    }
+    let sink = format!("out{i}_jpeg");
+    let chain = format!(
+        "video_raw. ! queue name=out{i}_jpeg_queue leaky=downstream max-size-buffers=2 max-size-bytes=0 max-size-time=0 ! videorate drop-only=true max-rate={} ! videoscale ! videoconvert ! video/x-raw,format=I420{size} ! jpegenc quality={} ! appsink name={sink} sync=false async=false max-buffers=1 drop=true",
+        j.fps, j.quality
+    );
+    let tap = JpegOutTap {
+        index: i,
+        sink,
+        connect: j.connect.get_ref().clone(),
+        framing: j.framing,
+    };
+    (chain, tap)
 }

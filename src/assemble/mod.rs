@@ -26,7 +26,7 @@ mod ladder;
 mod outputs;
 
 pub use encoder::EncoderChoice;
-pub use jpeg_tcp::JpegInTap;
+pub use jpeg_tcp::{JpegInTap, JpegOutTap};
 pub use ladder::LadderRung;
 
 use camera::camera_chain;
@@ -85,6 +85,8 @@ pub struct Plan {
     pub stall: Option<StallWatch>,
     /// A jpeg-tcp source: where its senders' frames enter.
     pub jpeg_in: Option<jpeg_tcp::JpegInTap>,
+    /// jpeg-tcp outputs: where their frames leave, and the receivers they go to.
+    pub jpeg_out: Vec<jpeg_tcp::JpegOutTap>,
 }
 
 /// A source that stops delivering video without an error is noticed: when nothing passes
@@ -223,9 +225,11 @@ impl FileTap {
             Container::MpegTs => "mpegtsmux",
             Container::Mp4 => "mp4mux",
             // (WebRTC, RTSP and HLS outputs are never files.)
-            Container::Matroska | Container::WebRtc | Container::Rtsp | Container::Hls => {
-                "matroskamux"
-            }
+            Container::Matroska
+            | Container::WebRtc
+            | Container::Rtsp
+            | Container::Hls
+            | Container::Jpeg => "matroskamux",
             Container::WebM => "webmmux",
         };
         let video = format!("{}{muxer}", video_parser(self.stream.codec));
@@ -357,6 +361,7 @@ fn plan_raw(desc: &Description, launch: &str) -> Result<Plan, Diagnostic> {
         hook_decoder: None,
         stall: stall_watch(desc, false, None, None),
         jpeg_in: None,
+        jpeg_out: Vec::new(),
     })
 }
 
@@ -647,6 +652,7 @@ fn plan_structured(desc: &Description) -> Result<Plan, Diagnostic> {
             Source::JpegTcp(j) => Some(jpeg_tcp::tap(j, s.encode.codec)),
             _ => None,
         },
+        jpeg_out: outs.jpeg,
     })
 }
 
@@ -747,6 +753,7 @@ fn plan_passthrough(
             stall_watch(desc, live, Some("video_in"), Some(named))
         },
         jpeg_in: None,
+        jpeg_out: outs.jpeg,
     })
 }
 
@@ -805,6 +812,7 @@ fn plan_ingest(
         // A publisher that goes silent ends its session (the peer timeout).
         stall: None,
         jpeg_in: None,
+        jpeg_out: outs.jpeg,
         ingest: Some(IngestTap {
             codec: w.codec,
             audio: w.audio,

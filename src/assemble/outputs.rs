@@ -13,6 +13,7 @@ pub(super) struct PlannedOutputs {
     pub(super) hls: Vec<HlsTap>,
     pub(super) whip: Vec<WhipTap>,
     pub(super) records: Vec<RecordTap>,
+    pub(super) jpeg: Vec<super::jpeg_tcp::JpegOutTap>,
 }
 
 /// The output branches: each reads the `video_enc` (and `audio_<codec>`) tee behind its own
@@ -35,7 +36,16 @@ pub(super) fn plan_outputs(
     let mut hls = Vec::new();
     let mut whip = Vec::new();
     let mut records = Vec::new();
+    let mut jpeg = Vec::new();
     for (i, out) in s.outputs.iter().enumerate() {
+        // JPEG over TCP encodes the decoded frames, not the encoded stream.
+        if let Output::JpegTcp(j) = &out.value {
+            outputs.push(out.value.summary());
+            let (chain, tap) = super::jpeg_tcp::output(i, j);
+            chains.push(chain);
+            jpeg.push(tap);
+            continue;
+        }
         let container = out.value.container();
         // Passthrough keeps the arriving audio codec; otherwise each container gets its own.
         let audio_codec = audio_as_is.unwrap_or_else(|| container.audio_codec());
@@ -111,6 +121,7 @@ pub(super) fn plan_outputs(
                 segment: h.segment,
                 playlist_length: h.playlist_length,
             }),
+            Output::JpegTcp(_) => unreachable!("jpeg-tcp outputs are planned above"),
             // Muxed and written by hub::record, like a record output.
             Output::File(f) => files.push(FileTap {
                 stream,
@@ -129,6 +140,7 @@ pub(super) fn plan_outputs(
         hls,
         whip,
         records,
+        jpeg,
     }
 }
 

@@ -46,3 +46,30 @@ pub struct JpegTcpSource {
     pub width: Option<u32>,
     pub height: Option<u32>,
 }
+
+fn default_fps() -> u32 {
+    10
+}
+
+fn default_quality() -> u32 {
+    90
+}
+
+/// `[[output]] kind = "jpeg-tcp"`: the stream's frames, JPEG-encoded, sent to a receiver that
+/// listens (the tutorials' "AI server") in its framing; reconnects every second when it goes
+/// away, and drops frames (counted) rather than hold up the pipeline.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JpegTcpOutput {
+    /// HOST:PORT of the receiver.
+    pub connect: Spanned<String>,
+    pub framing: JpegFraming,
+    /// At most this many frames a second.
+    #[serde(default = "default_fps")]
+    pub fps: u32,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    /// JPEG quality, 1 to 100.
+    #[serde(default = "default_quality")]
+    pub quality: u32,
+}

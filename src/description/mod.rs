@@ -21,7 +21,7 @@ mod validate;
 
 pub use diagnostic::{Diagnostic, Diagnostics, line_col};
 pub use hooks::{HOOK_FORMATS, Hook, HookTransport, RustHook, SnapshotHook, StatsHook};
-pub use jpeg_tcp::{DEFAULT_MAX_FRAME_BYTES, JpegFraming, JpegTcpSource};
+pub use jpeg_tcp::{DEFAULT_MAX_FRAME_BYTES, JpegFraming, JpegTcpOutput, JpegTcpSource};
 pub use ladder::{Ladder, Rung};
 pub use policy::ApiPolicy;
 pub use types::{

@@ -611,6 +611,8 @@ pub enum Container {
     Rtsp,
     /// HLS: MPEG-TS segments and a playlist, served over HTTP.
     Hls,
+    /// JPEG frames over TCP, encoded from the decoded video (whatever the stream's codec).
+    Jpeg,
 }
 
 impl Container {
@@ -637,13 +639,14 @@ impl Container {
             Container::WebRtc => "WebRTC",
             Container::Rtsp => "RTSP",
             Container::Hls => "HLS",
+            Container::Jpeg => "JPEG over TCP",
         }
     }
 
     pub fn carries(self, codec: VideoCodec) -> bool {
         use VideoCodec::*;
         match self {
-            Container::Matroska => true,
+            Container::Matroska | Container::Jpeg => true,
             Container::WebM => matches!(codec, Vp8 | Vp9 | Av1),
             Container::Mp4 => matches!(codec, H264 | Vp9 | Av1),
             // (HLS segments are MPEG-TS.)
@@ -661,7 +664,9 @@ impl Container {
             Container::Mp4 | Container::MpegTs | Container::Rtsp | Container::Hls => {
                 AudioCodec::Aac
             }
-            Container::Matroska | Container::WebM | Container::WebRtc => AudioCodec::Opus,
+            Container::Matroska | Container::WebM | Container::WebRtc | Container::Jpeg => {
+                AudioCodec::Opus
+            }
         }
     }
 }
@@ -732,6 +737,7 @@ pub enum Output {
     Rtsp(RtspOutput),
     Hls(HlsOutput),
     Whip(WhipOutput),
+    JpegTcp(super::jpeg_tcp::JpegTcpOutput),
 }
 
 /// Publishes the stream (as encoded, or relayed as published) to a WHIP server: another
@@ -812,6 +818,7 @@ impl Output {
             Output::Rtsp(_) => "rtsp",
             Output::Hls(_) => "hls",
             Output::Whip(_) => "whip",
+            Output::JpegTcp(_) => "jpeg-tcp",
         }
     }
 
@@ -835,6 +842,12 @@ impl Output {
                 humantime::format_duration(h.segment),
                 h.playlist_length
             ),
+            Output::JpegTcp(j) => format!(
+                "jpeg-tcp to {} ({}, {} fps)",
+                j.connect.get_ref(),
+                j.framing.name(),
+                j.fps
+            ),
         }
     }
 
@@ -845,6 +858,7 @@ impl Output {
             Output::Rtsp(_) => Container::Rtsp,
             Output::Hls(_) => Container::Hls,
             Output::Whip(_) => Container::WebRtc,
+            Output::JpegTcp(_) => Container::Jpeg,
             // validate() has checked the name.
             Output::Record(r) => r.container().unwrap_or(Container::Matroska),
             // validate() has checked the extension.
@@ -856,8 +870,9 @@ impl Output {
 }
 
 impl Kinded for Output {
-    const KINDS: &'static [&'static str] =
-        &["tcp", "file", "webrtc", "record", "rtsp", "hls", "whip"];
+    const KINDS: &'static [&'static str] = &[
+        "tcp", "file", "webrtc", "record", "rtsp", "hls", "whip", "jpeg-tcp",
+    ];
     fn deserialize_kind(kind: &str, de: ValueDeserializer<'_>) -> Result<Self, toml::de::Error> {
         Ok(match kind {
             "tcp" => Output::Tcp(TcpOutput::deserialize(de)?),
@@ -866,6 +881,7 @@ impl Kinded for Output {
             "rtsp" => Output::Rtsp(RtspOutput::deserialize(de)?),
             "hls" => Output::Hls(HlsOutput::deserialize(de)?),
             "whip" => Output::Whip(WhipOutput::deserialize(de)?),
+            "jpeg-tcp" => Output::JpegTcp(super::jpeg_tcp::JpegTcpOutput::deserialize(de)?),
             _ => Output::File(FileOutput::deserialize(de)?),
         })
     }

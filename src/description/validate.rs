@@ -162,6 +162,11 @@ pub(super) fn validate(s: &super::Structured) -> Result<(), (Where, String)> {
             }
         }
     }
+    for out in &s.outputs {
+        if let Output::JpegTcp(j) = &out.value {
+            validate_jpeg_output(s, j, &out.span)?;
+        }
+    }
     if let Source::JpegTcp(j) = &s.source.value {
         let listen = j.listen.get_ref();
         if listen.parse::<std::net::SocketAddr>().is_err() {
@@ -454,4 +459,48 @@ fn validate_ladder(s: &super::Structured) -> Result<(), (Where, String)> {
         Some(rungs) => super::ladder::check(&rungs).or_else(at),
         None => at("a ladder needs the source's size: set width and height in [source]".into()),
     }
+}
+
+/// A jpeg-tcp output: a receiver's HOST:PORT, a rate and quality in range, and decoded
+/// frames to encode (a stream kept as it arrives has none).
+fn validate_jpeg_output(
+    s: &super::Structured,
+    j: &super::JpegTcpOutput,
+    span: &std::ops::Range<usize>,
+) -> Result<(), (Where, String)> {
+    let connect = j.connect.get_ref();
+    let valid = connect
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
+    if !valid {
+        return Err((
+            Where::Span(j.connect.span()),
+            format!(
+                "`{connect}` is not a receiver's address: use HOST:PORT (e.g. \"192.168.1.10:8485\")"
+            ),
+        ));
+    }
+    if !(1..=60).contains(&j.fps) {
+        return Err((
+            Where::Span(span.clone()),
+            format!("fps {} is out of range: use 1 to 60", j.fps),
+        ));
+    }
+    if !(1..=100).contains(&j.quality) {
+        return Err((
+            Where::Span(span.clone()),
+            format!("quality {} is out of range: use 1 to 100", j.quality),
+        ));
+    }
+    let kept = matches!(
+        s.source.value,
+        Source::WebRtc(_) | Source::Room(_) | Source::Whep(_)
+    ) || s.passthrough().is_some();
+    if kept {
+        return Err((
+            Where::Span(span.clone()),
+            "a jpeg-tcp output encodes decoded frames, and this source's stream is kept as it arrives (webrtc, whep, room, passthrough): use a `process` hook, or a source that is decoded".into(),
+        ));
+    }
+    Ok(())
 }

@@ -244,6 +244,9 @@ struct PipelineView {
     /// A jpeg-tcp source: its sender, frames, and how late they arrive.
     #[serde(skip_serializing_if = "Option::is_none")]
     jpeg_tcp: Option<crate::hub::jpeg_tcp::JpegInStatus>,
+    /// The jpeg-tcp outputs: their receivers, connected or why not, frames sent and dropped.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    jpeg_tcp_outputs: Vec<crate::hub::jpeg_tcp::JpegOutStatus>,
 }
 
 fn view(status: crate::supervisor::Status, state: &AppState) -> PipelineView {
@@ -257,8 +260,10 @@ fn view(status: crate::supervisor::Status, state: &AppState) -> PipelineView {
     let whep = webrtc.whep_state(&status.name);
     let ladder = webrtc.ladder_of(&status.name);
     let jpeg_tcp = state.jpeg_in.status(&status.name);
+    let jpeg_tcp_outputs = state.jpeg_in.outputs(&status.name);
     PipelineView {
         jpeg_tcp,
+        jpeg_tcp_outputs,
         whip,
         whep,
         ladder,

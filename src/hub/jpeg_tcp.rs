@@ -7,15 +7,20 @@
 //!
 //! The listener outlives a run of the pipeline (a restart hands it the new appsrc), and goes
 //! when the pipeline stops.
+//!
+//! jpeg-tcp outputs go the other way: a sender per output connects to its receiver (the
+//! tutorials' "AI server"), again every second while it cannot, and writes each JPEG frame
+//! the pipeline hands it in the receiver's framing. Frames that come while it is not
+//! connected, or faster than the receiver reads, are dropped and counted.
 
 use super::Readers;
 use super::jpeg_framing::{Decoder, Frame};
-use crate::assemble::{JpegInTap, Plan};
+use crate::assemble::{JpegInTap, JpegOutTap, Plan};
 use crate::events::{Event, EventBus};
 use gst::prelude::*;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// What a jpeg-tcp source's sender is doing, for the API.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -53,10 +58,36 @@ impl Drop for Listener {
     }
 }
 
-/// The jpeg-tcp sources' listeners, by pipeline name.
+/// What a jpeg-tcp output is doing, for the API.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct JpegOutStatus {
+    pub output: String,
+    pub connect: String,
+    pub framing: String,
+    pub connected: bool,
+    /// Frames written to receivers since the pipeline started.
+    pub sent: u64,
+    /// Frames dropped: no receiver, or one that did not keep up.
+    pub dropped: u64,
+    pub error: Option<String>,
+}
+
+struct Sending {
+    status: Arc<Mutex<JpegOutStatus>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Sending {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The jpeg-tcp sources' listeners and the jpeg-tcp outputs' senders, by pipeline name.
 #[derive(Default)]
 pub struct JpegSources {
     running: Mutex<HashMap<String, Listener>>,
+    sending: Mutex<HashMap<String, Vec<Sending>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -64,6 +95,70 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl JpegSources {
+    /// Pipeline `name`'s jpeg-tcp outputs.
+    pub fn outputs(&self, name: &str) -> Vec<JpegOutStatus> {
+        lock(&self.sending)
+            .get(name)
+            .map(|all| all.iter().map(|s| lock(&s.status).clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Starts a sender for each jpeg-tcp output of this run.
+    fn send(&self, name: &str, pipeline: &gst::Pipeline, plan: &Plan) -> Result<(), String> {
+        let mut started = Vec::new();
+        for tap in &plan.jpeg_out {
+            let appsink = pipeline
+                .by_name(&tap.sink)
+                .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
+                .ok_or_else(|| format!("the assembled pipeline has no appsink {}", tap.sink))?;
+            let status = Arc::new(Mutex::new(JpegOutStatus {
+                output: format!("out{}", tap.index),
+                connect: tap.connect.clone(),
+                framing: tap.framing.name().into(),
+                ..JpegOutStatus::default()
+            }));
+            // The newest two frames wait for the socket; more are dropped, counted.
+            let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(2);
+            let counted = status.clone();
+            appsink.set_callbacks(
+                gst_app::AppSinkCallbacks::builder()
+                    .new_sample(move |sink| {
+                        let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                        if let Some(map) = sample.buffer().and_then(|b| b.map_readable().ok())
+                            && tx.try_send(map.as_slice().to_vec()).is_err()
+                        {
+                            lock(&counted).dropped += 1;
+                        }
+                        Ok(gst::FlowSuccess::Ok)
+                    })
+                    .build(),
+            );
+            let task = tokio::spawn(send_frames(
+                name.to_string(),
+                tap.clone(),
+                rx,
+                status.clone(),
+            ));
+            started.push(Sending { status, task });
+        }
+        if started.is_empty() {
+            lock(&self.sending).remove(name);
+        } else {
+            // Counts go on across runs: the new senders start from the old ones' figures.
+            let mut sending = lock(&self.sending);
+            if let Some(old) = sending.get(name) {
+                for (new, old) in started.iter().zip(old) {
+                    let old = lock(&old.status).clone();
+                    let mut new = lock(&new.status);
+                    new.sent = old.sent;
+                    new.dropped = old.dropped;
+                }
+            }
+            sending.insert(name.to_string(), started);
+        }
+        Ok(())
+    }
+
     /// The sender of pipeline `name`, if its source is jpeg-tcp.
     pub fn status(&self, name: &str) -> Option<JpegInStatus> {
         lock(&self.running)
@@ -80,6 +175,7 @@ impl Readers for JpegSources {
         plan: &Plan,
         events: &EventBus,
     ) -> Result<(), String> {
+        self.send(name, pipeline, plan)?;
         let Some(tap) = &plan.jpeg_in else {
             return Ok(());
         };
@@ -146,6 +242,7 @@ impl Readers for JpegSources {
 
     fn detach(&self, name: &str) {
         lock(&self.running).remove(name);
+        lock(&self.sending).remove(name);
     }
 }
 
@@ -262,6 +359,63 @@ impl Serving {
             s.sender_latency_ms = latency;
         }
         Ok(())
+    }
+}
+
+/// A jpeg-tcp output's sender: connects (again every second while it cannot) and writes each
+/// frame in the receiver's framing, until the run ends (its frames' channel closes).
+async fn send_frames(
+    name: String,
+    tap: JpegOutTap,
+    mut frames: tokio::sync::mpsc::Receiver<Vec<u8>>,
+    status: Arc<Mutex<JpegOutStatus>>,
+) {
+    let retry = std::time::Duration::from_secs(1);
+    loop {
+        let mut socket = match tokio::net::TcpStream::connect(&tap.connect).await {
+            Ok(s) => s,
+            Err(e) => {
+                let error = format!("cannot connect to {}: {e}", tap.connect);
+                if lock(&status).error.as_deref() != Some(error.as_str()) {
+                    tracing::warn!("{name}: jpeg-tcp output {error}");
+                }
+                lock(&status).error = Some(error);
+                // Frames that come meanwhile are dropped (counted as they fail to queue).
+                let deadline = tokio::time::Instant::now() + retry;
+                while let Ok(frame) = tokio::time::timeout_at(deadline, frames.recv()).await {
+                    if frame.is_none() {
+                        return;
+                    }
+                    lock(&status).dropped += 1;
+                }
+                continue;
+            }
+        };
+        let _ = socket.set_nodelay(true);
+        tracing::info!("{name}: jpeg-tcp output connected to {}", tap.connect);
+        {
+            let mut s = lock(&status);
+            s.connected = true;
+            s.error = None;
+        }
+        let ended = loop {
+            let Some(jpeg) = frames.recv().await else {
+                return;
+            };
+            let now = chrono::Utc::now().naive_utc();
+            let bytes = super::jpeg_framing::encode(tap.framing, &jpeg, now);
+            if let Err(e) = socket.write_all(&bytes).await {
+                break format!("{} went away: {e}", tap.connect);
+            }
+            lock(&status).sent += 1;
+        };
+        tracing::info!("{name}: jpeg-tcp output: {ended}");
+        {
+            let mut s = lock(&status);
+            s.connected = false;
+            s.error = Some(ended);
+        }
+        tokio::time::sleep(retry).await;
     }
 }
 
