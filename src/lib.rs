@@ -29,7 +29,10 @@
 //!    pipeline of their own), RTSP outputs ([`hub::rtsp`], mounts of one embedded RTSP server), HLS outputs
 //!    ([`hub::hls`], segments and a playlist the HTTP server serves), record and file outputs ([`hub::record`], written by a
 //!    pipeline of their own, finished at the run's end even when it failed), and the decoder
-//!    of a stream kept as it arrives, for its hooks ([`hub::hooks`]). Only the hooks of raw
+//!    of a stream kept as it arrives, for its hooks ([`hub::hooks`]). A jpeg-tcp source's
+//!    listener is handed each run the same way, to push its sender's frames into the run's
+//!    appsrc, and jpeg-tcp outputs' senders take JPEGs off the raw video ([`hub::jpeg_tcp`]).
+//!    Only the hooks of raw
 //!    video (a local pipeline's, where transforms change the frames on the path) stay in the
 //!    source's pipeline, as leaky tee branches.
 //! 6. **WebRTC** ([`webrtc`], [`signalling`]), the hub's readers: viewers get a pipeline each,
@@ -38,7 +41,8 @@
 //!    (rungs encoded once, each only while watched) a viewer's own bandwidth estimate moves it
 //!    between rungs ([`webrtc::ladder`], [`webrtc::adapt`], [`webrtc::probing`]); negotiation is a
 //!    sans-I/O state machine ([`webrtc::negotiation`]); publishers get a pipeline each whose
-//!    stream is handed to the readers (viewers, TCP, record) like a run's. [`signalling`] is the protocol and the
+//!    stream is handed to the readers (viewers, TCP, record) like a run's; a simulcast
+//!    publisher's lower layers become the ladder's rungs ([`webrtc::simulcast`]). [`signalling`] is the protocol and the
 //!    embedded `/ws` server only; the clients that register outputs as producers live in
 //!    [`webrtc::signaller`]. Recordings ([`record`]) are written by a
 //!    segment writer that puts every frame into the current segment's muxer as it arrives and
