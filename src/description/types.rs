@@ -539,6 +539,15 @@ impl super::Structured {
         Some(ladder.get_ref().rungs(top))
     }
 
+    /// Whether the source's stream is kept as it arrives (published, pulled over WHEP, or
+    /// passed through): there is no decoded video to scale, transform or encode again.
+    pub fn kept_as_arrives(&self) -> bool {
+        matches!(
+            self.source.value,
+            Source::WebRtc(_) | Source::Room(_) | Source::Whep(_)
+        ) || self.passthrough().is_some()
+    }
+
     /// Whether (and as what) the source's stream goes to the outputs without decoding.
     pub fn passthrough(&self) -> Option<Passthrough> {
         let (explicit, codec, audio_codec, audio) = match &self.source.value {

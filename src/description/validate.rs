@@ -106,11 +106,7 @@ pub(super) fn validate(s: &super::Structured) -> Result<(), (Where, String)> {
             ));
         }
         if let Some(mode) = hook.value.transform() {
-            let kept = matches!(
-                s.source.value,
-                Source::WebRtc(_) | Source::Room(_) | Source::Whep(_)
-            ) || s.passthrough().is_some();
-            if kept {
+            if s.kept_as_arrives() {
                 return Err((
                     Where::Span(mode.span()),
                     "a transform changes the video the outputs carry, which needs re-encoding; this source's stream is kept as it arrives (webrtc, passthrough), so hooks here can only observe".into(),
@@ -436,11 +432,7 @@ fn validate_ladder(s: &super::Structured) -> Result<(), (Where, String)> {
         return Ok(());
     };
     let at = |msg: String| Err((Where::Span(ladder.span()), msg));
-    let kept = matches!(
-        s.source.value,
-        Source::WebRtc(_) | Source::Room(_) | Source::Whep(_)
-    ) || s.passthrough().is_some();
-    if kept {
+    if s.kept_as_arrives() {
         return at("a ladder encodes the raw video again at smaller sizes, but this source's stream is kept as it arrives (webrtc, whep, passthrough); publishers can send simulcast layers instead".into());
     }
     if s.encode.codec == VideoCodec::Av1 {
@@ -492,11 +484,7 @@ fn validate_jpeg_output(
             format!("quality {} is out of range: use 1 to 100", j.quality),
         ));
     }
-    let kept = matches!(
-        s.source.value,
-        Source::WebRtc(_) | Source::Room(_) | Source::Whep(_)
-    ) || s.passthrough().is_some();
-    if kept {
+    if s.kept_as_arrives() {
         return Err((
             Where::Span(span.clone()),
             "a jpeg-tcp output encodes decoded frames, and this source's stream is kept as it arrives (webrtc, whep, room, passthrough): use a `process` hook, or a source that is decoded".into(),

@@ -118,14 +118,15 @@ impl JpegSources {
                 ..JpegOutStatus::default()
             }));
             // The newest two frames wait for the socket; more are dropped, counted.
-            let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(2);
+            // The buffer itself goes to the sender (a reference, not a copy of the JPEG).
+            let (tx, rx) = tokio::sync::mpsc::channel::<gst::Buffer>(2);
             let counted = status.clone();
             appsink.set_callbacks(
                 gst_app::AppSinkCallbacks::builder()
                     .new_sample(move |sink| {
                         let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                        if let Some(map) = sample.buffer().and_then(|b| b.map_readable().ok())
-                            && tx.try_send(map.as_slice().to_vec()).is_err()
+                        if let Some(buffer) = sample.buffer_owned()
+                            && tx.try_send(buffer).is_err()
                         {
                             lock(&counted).dropped += 1;
                         }
@@ -367,7 +368,7 @@ impl Serving {
 async fn send_frames(
     name: String,
     tap: JpegOutTap,
-    mut frames: tokio::sync::mpsc::Receiver<Vec<u8>>,
+    mut frames: tokio::sync::mpsc::Receiver<gst::Buffer>,
     status: Arc<Mutex<JpegOutStatus>>,
 ) {
     let retry = std::time::Duration::from_secs(1);
@@ -401,6 +402,9 @@ async fn send_frames(
         let ended = loop {
             let Some(jpeg) = frames.recv().await else {
                 return;
+            };
+            let Ok(jpeg) = jpeg.map_readable() else {
+                continue;
             };
             let now = chrono::Utc::now().naive_utc();
             let bytes = super::jpeg_framing::encode(tap.framing, &jpeg, now);

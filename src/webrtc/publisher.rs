@@ -108,8 +108,13 @@ pub fn build_receiver(
             .unwrap_or_default();
         match (media.as_str(), &layers) {
             ("video", Some(layers)) => {
-                let (layers, plan) = (layers.clone(), plan.clone());
+                // Weak: the probe lives on a pad of this pipeline (a pad that never says its
+                // layer keeps the probe for the pipeline's life).
+                let (layers, plan, weak) = (layers.clone(), plan.clone(), pipeline.downgrade());
                 pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+                    let Some(pipeline) = weak.upgrade() else {
+                        return gst::PadProbeReturn::Remove;
+                    };
                     let Some(gst::PadProbeData::Buffer(buffer)) = &info.data else {
                         return gst::PadProbeReturn::Ok;
                     };
