@@ -1,10 +1,13 @@
 //! Which ladder rung a viewer should be on, from its bandwidth estimate: sans-I/O (estimates
 //! and time in, a rung out), so the rules are tested without a network.
 //!
-//! - **Down**: the estimate has stayed below what the current rung sends for [`DOWN_AFTER`]
-//!   (its bitrate, or less when the picture needs less: encoders do not pad, and a simple
-//!   picture at 2 Mbit/s may send a few hundred kbit/s); the viewer goes to the best rung the
-//!   estimate carries (the lowest if none does).
+//! - **Down**: the link is congested (the estimator fell within [`FULL_MEMORY`], or the peer
+//!   reports heavy loss) and the estimate has stayed below what the current rung sends for
+//!   [`DOWN_AFTER`] (its bitrate, or less when the picture needs less: encoders do not pad,
+//!   and a simple picture at 2 Mbit/s may send a few hundred kbit/s); the viewer goes to the
+//!   best rung the estimate carries (the lowest if none does). An estimator that has only
+//!   climbed (it started below what the rung sends, as when a simulcast publisher's layers
+//!   grow) is catching up, not congested.
 //! - **Up**: the estimate has held [`UP_MARGIN`] × a better rung's bitrate for [`UP_AFTER`];
 //!   the viewer goes to the best such rung.
 //! - **Loss floor**: receiver reports losing more than [`LOSS_HIGH`] of the packets cap the
@@ -157,7 +160,8 @@ impl Adapt {
         self.last_raw = Some(raw_kbps);
         let stable_since = *self.stable_since.get_or_insert(now);
         let seen = (SENT_MARGIN * f64::from(sent_kbps)) as u32;
-        let to = self.estimate(now, raw_kbps.min(seen));
+        let congested = self.congested(now);
+        let to = self.decide(now, raw_kbps.min(seen), congested);
         let padding_kbps = self.padding(now);
         // Padding has lifted what was sent, and the link carried it: raise the estimate.
         let ceiling = self.probe_limit(now);
@@ -211,13 +215,28 @@ impl Adapt {
         want.saturating_sub(self.rung_rate())
     }
 
-    /// A new bandwidth estimate (kbit/s): the rung to move to, if it is time to move.
+    /// A new bandwidth estimate (kbit/s), the link taken as congested: the rung to move to,
+    /// if it is time to move.
     pub fn estimate(&mut self, now: Instant, kbps: u32) -> Option<usize> {
+        self.decide(now, kbps, true)
+    }
+
+    /// Whether the link showed congestion lately: the estimator fell within [`FULL_MEMORY`],
+    /// or the peer reports losing more than [`LOSS_HIGH`].
+    fn congested(&self, now: Instant) -> bool {
+        let fell = self
+            .full_at
+            .is_some_and(|(at, _)| now.saturating_duration_since(at) < FULL_MEMORY);
+        fell || self.loss_floor(now).is_some()
+    }
+
+    /// The rules, for an estimate of `kbps`; down only when `congested`.
+    fn decide(&mut self, now: Instant, kbps: u32, congested: bool) -> Option<usize> {
         let kbps = self.with_loss_floor(now, kbps);
         self.estimate_kbps = Some(kbps);
         let current_rate = self.rung_rate();
         // Down.
-        if kbps < current_rate && self.current + 1 < self.bitrates.len() {
+        if congested && kbps < current_rate && self.current + 1 < self.bitrates.len() {
             let since = *self.below_since.get_or_insert(now);
             let wait = if kbps < current_rate / 2 {
                 DOWN_AFTER_FAR
@@ -257,14 +276,19 @@ impl Adapt {
     }
 
     fn with_loss_floor(&self, now: Instant, kbps: u32) -> u32 {
+        self.loss_floor(now).map_or(kbps, |floor| kbps.min(floor))
+    }
+
+    /// The cap heavy reported loss puts on the estimate (kbit/s), while the report is fresh.
+    fn loss_floor(&self, now: Instant) -> Option<u32> {
         match self.loss {
             Some((at, fraction))
                 if fraction > LOSS_HIGH && now.saturating_duration_since(at) < LOSS_FRESH =>
             {
                 let sent = f64::from(self.rung_rate());
-                kbps.min((sent * (1.0 - 0.5 * fraction)) as u32)
+                Some((sent * (1.0 - 0.5 * fraction)) as u32)
             }
-            _ => kbps,
+            _ => None,
         }
     }
 
@@ -416,6 +440,25 @@ mod tests {
             .step_by(100)
             .find_map(|ms| a.step(at(t0, ms), 200, Some((300, 300))).to);
         assert_eq!(s, Some(2));
+    }
+
+    #[test]
+    fn an_estimator_that_only_climbs_is_catching_up_not_congested() {
+        let t0 = Instant::now();
+        // It started at 300 while the rung sends 500, and climbs 8 % a second: no move.
+        let mut a = Adapt::new(vec![2000, 700, 200], 0);
+        let mut raw = 300.0;
+        for ms in (0..10_000).step_by(100) {
+            assert_eq!(a.step(at(t0, ms), raw as u32, Some((500, 500))).to, None);
+            raw *= 1.008;
+        }
+        // Once it falls, the link is full: below what is sent for DOWN_AFTER moves down.
+        let fell = (10_000..20_000).step_by(100).find_map(|ms| {
+            a.step(at(t0, ms), 380, Some((500, 500)))
+                .to
+                .map(|k| (ms, k))
+        });
+        assert_eq!(fell, Some((10_000 + DOWN_AFTER.as_millis() as u64, 2)));
     }
 
     #[test]

@@ -7,22 +7,40 @@ use gst::prelude::*;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
+/// Where the estimator of a viewer of a simulcast publisher's layers starts, at least
+/// (kbit/s): what a browser sends for 720p once it has ramped up. The layers' measured
+/// bitrates are low while the publisher ramps up, and the estimator (which also paces what
+/// the viewer is sent) would hold a viewer that joins then below the top layer.
+const MEASURED_START_KBPS: u32 = 2500;
+
+/// Its ceiling, at least (kbit/s): the top layer of a publisher is not known in advance.
+const MEASURED_MAX_KBPS: u32 = 10_000;
+
 /// The estimator of a viewer of `ladder`: it starts at the top rung's bitrate and may go
-/// from half the lowest rung's to twice the top's.
+/// from half the lowest rung's to twice the top's (for measured layers, from at least
+/// [`MEASURED_START_KBPS`] up to at least [`MEASURED_MAX_KBPS`]).
 pub(super) fn congestion(
     ladder: &crate::webrtc::ladder::Ladder,
     twcc_id: u8,
 ) -> crate::webrtc::viewer::Congestion {
     let rates = ladder.bitrates();
-    let (top, low) = (
+    let (mut top, low) = (
         rates.first().copied().unwrap_or(2000),
         rates.last().copied().unwrap_or(100),
     );
+    if ladder.measured() {
+        top = top.max(MEASURED_START_KBPS);
+    }
+    let max = if ladder.measured() {
+        top.saturating_mul(2).max(MEASURED_MAX_KBPS)
+    } else {
+        top.saturating_mul(2)
+    };
     crate::webrtc::viewer::Congestion {
         twcc_id,
         start_bps: top.saturating_mul(1000),
         min_bps: low.saturating_mul(500),
-        max_bps: top.saturating_mul(2000),
+        max_bps: max.saturating_mul(1000),
     }
 }
 
