@@ -56,6 +56,8 @@ pub struct Server {
     internal: Option<JoinHandle<()>>,
     /// Hot reload of the pipelines directory; None if it cannot be watched.
     watch: Option<crate::reload::DirWatch>,
+    /// The Socket.IO chat's clients and the task that brings them the WebRTC chats.
+    socketio: Option<http::socketio::SocketChat>,
 }
 
 impl Server {
@@ -176,15 +178,19 @@ impl Server {
             }
         };
         let (stop_tx, stop_rx) = watch::channel(false);
-        let app = http::router(http::AppState {
-            supervisor: supervisor.clone(),
-            hub: hub.clone(),
-            webrtc: webrtc.clone(),
-            recordings: recordings.clone(),
-            auth,
-            hls: hls.clone(),
-            jpeg_in,
-        });
+        let (socketio_layer, socketio) = http::socketio::SocketChat::start(webrtc.clone());
+        let app = http::router(
+            http::AppState {
+                supervisor: supervisor.clone(),
+                hub: hub.clone(),
+                webrtc: webrtc.clone(),
+                recordings: recordings.clone(),
+                auth,
+                hls: hls.clone(),
+                jpeg_in,
+            },
+            socketio_layer,
+        );
         let stopped = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|stop| *stop).await;
         };
@@ -219,6 +225,7 @@ impl Server {
             http,
             internal,
             watch,
+            socketio: Some(socketio),
         })
     }
 
@@ -229,6 +236,9 @@ impl Server {
         self.supervisor.shutdown().await;
         // Every viewer's and publisher's pipeline is gone before serve returns.
         self.webrtc.shutdown().await;
+        if let Some(socketio) = self.socketio.take() {
+            socketio.shutdown().await;
+        }
         if let Some(tx) = self.stop_http.take() {
             let _ = tx.send(true);
         }

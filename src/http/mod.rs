@@ -12,6 +12,7 @@ pub mod listen;
 mod manage;
 mod page;
 mod recordings;
+pub mod socketio;
 mod whep;
 use crate::supervisor::{Supervisor, SupervisorError};
 use axum::extract::{Path, State};
@@ -104,7 +105,8 @@ impl axum::extract::FromRef<AppState> for Arc<Hub> {
     }
 }
 
-pub fn router(state: AppState) -> Router {
+/// The service's routes, with Socket.IO served by `socketio` (see [`socketio::SocketChat`]).
+pub fn router(state: AppState, socketio: socketioxide::layer::SocketIoLayer) -> Router {
     // Pages of the allowed origins may call WHIP/WHEP and the API from their own scripts.
     let origins: Vec<axum::http::HeaderValue> = state
         .auth
@@ -202,6 +204,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/openapi.json", get(openapi))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        // `/socket.io/` (inside the token and origin checks).
+        .layer(socketio)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             authorize,
@@ -303,7 +307,12 @@ async fn authorize(
             .into_response();
         }
     }
-    let need = crate::auth::need(request.method(), request.uri().path());
+    let need = if is_socketio(request.uri()) {
+        // A chat's clients may view its room or pipeline.
+        Need::View(Some(socketio::target(request.uri())))
+    } else {
+        crate::auth::need(request.method(), request.uri().path())
+    };
     if state.auth.is_open() {
         request.extensions_mut().insert(Grant::all("open"));
         if let Some(refusal) = session_rate(&state, &request) {
@@ -354,7 +363,11 @@ fn session_rate(state: &AppState, request: &axum::extract::Request) -> Option<Re
             || path.starts_with("/whip/") && path.matches('/').count() == 2
             || path == "/offer"
             || path.starts_with("/offer/")))
-        || (request.method() == Method::GET && path == "/ws");
+        || (request.method() == Method::GET && path == "/ws")
+        // A Socket.IO handshake (later requests carry the session's `sid`).
+        || (request.method() == Method::GET
+            && is_socketio(request.uri())
+            && !request.uri().query().unwrap_or_default().contains("sid="));
     if !creates {
         return None;
     }
@@ -399,6 +412,10 @@ fn bearer(headers: &axum::http::HeaderMap) -> Option<String> {
     scheme
         .eq_ignore_ascii_case("bearer")
         .then(|| token.trim().to_string())
+}
+
+fn is_socketio(uri: &axum::http::Uri) -> bool {
+    uri.path() == "/socket.io" || uri.path().starts_with("/socket.io/")
 }
 
 fn query_token(uri: &axum::http::Uri) -> Option<String> {

@@ -12,6 +12,8 @@
 //! - [`registry`]: the running outputs and ingest points by pipeline name; the relay;
 //! - [`ingest`]: a webrtc-source pipeline's door for publishers (WHIP, `/publish`);
 //! - [`room`]: a room's participants, each an ingest point of its own, and its chat;
+//! - [`chat`]: the limits on typed lines, and the bus on which every chat's lines leave
+//!   (for the Socket.IO clients);
 //! - [`keyframes`]: which frames a joining viewer starts on, and keyframe requests held
 //!   to one per half second per stream, none lost;
 //! - [`rtx`]: each viewer's retransmission budget;
@@ -24,6 +26,7 @@
 
 pub mod adapt;
 pub mod cert;
+pub mod chat;
 pub mod ingest;
 pub mod keyframes;
 pub mod ladder;

@@ -517,15 +517,22 @@ impl WebRtcOutput {
         }
     }
 
-    /// Relays chat lines from one viewer to every other viewer of this output.
+    /// Relays chat lines from one speaker to every other viewer of this output, and onto
+    /// `bus` under the pipeline's name.
     pub(super) async fn relay_chat(
         weak: std::sync::Weak<Self>,
         mut lines: mpsc::Receiver<(ViewerId, String)>,
+        bus: super::chat::ChatBus,
     ) {
         while let Some((from, text)) = lines.recv().await {
             let Some(out) = weak.upgrade() else { return };
             let line = serde_json::json!({ "from": from.short(), "text": text }).to_string();
             out.send_chat_except(&from, &line);
+            bus.publish(super::chat::ChatLine {
+                target: out.pipeline.clone(),
+                from: from.0,
+                text,
+            });
         }
     }
 }

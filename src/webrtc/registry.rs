@@ -4,7 +4,7 @@
 //! relaying ingest point's [`Relay`] feeds each publisher's pipeline to the same output.
 
 use super::output::{CHAT_QUEUE, Feed, Sessions, Totals, WebRtcConfig, WebRtcOutput};
-use super::types::Command;
+use super::types::{Command, ViewerId};
 use crate::description::VideoCodec;
 use crate::hub::Readers;
 use gst::prelude::*;
@@ -31,6 +31,8 @@ pub struct Registry {
     keyframe_ledgers: Mutex<HashMap<String, Arc<super::keyframes::RequestCounts>>>,
     /// The `whip` outputs, publishing each run's stream to other servers.
     whip: super::whip_client::WhipClients,
+    /// Every pipeline's and room's chat lines, for the Socket.IO clients.
+    chat: super::chat::ChatBus,
 }
 
 type Ledgers = Mutex<HashMap<String, Arc<Mutex<Totals>>>>;
@@ -54,6 +56,7 @@ impl Registry {
             ingests: Mutex::new(HashMap::new()),
             rooms: Mutex::new(HashMap::new()),
             embedded: Mutex::new(None),
+            chat: super::chat::ChatBus::default(),
             viewer_ledgers: Mutex::default(),
             publisher_ledgers: Mutex::default(),
             keyframe_ledgers: Mutex::default(),
@@ -87,6 +90,26 @@ impl Registry {
     }
 
     /// The counters of pipeline `name`'s keyframe requests, kept across its runs.
+    /// Every pipeline's and room's chat lines as they are relayed.
+    pub fn chat_bus(&self) -> &super::chat::ChatBus {
+        &self.chat
+    }
+
+    /// Says `text` in the chat of `target` (a room's, or a pipeline's webrtc output's) as
+    /// `from`, a speaker that is not one of its sessions (a Socket.IO client); false when
+    /// `target` has no chat running.
+    pub fn say(&self, target: &str, from: &ViewerId, text: &str) -> bool {
+        let sender = match self.room(target) {
+            Some(room) => room.chat_sender(),
+            None => match self.get(target) {
+                Some(out) => out.chat.clone(),
+                None => return false,
+            },
+        };
+        let _ = sender.try_send((from.clone(), text.to_string()));
+        true
+    }
+
     fn keyframe_requests(&self, name: &str) -> Arc<super::keyframes::RequestCounts> {
         self.keyframe_ledgers
             .lock()
@@ -420,7 +443,11 @@ impl Readers for Registry {
             ended: self.ledger(&self.viewer_ledgers, name),
         });
         if room.is_none() {
-            let relay = tokio::spawn(WebRtcOutput::relay_chat(Arc::downgrade(&output), chat_rx));
+            let relay = tokio::spawn(WebRtcOutput::relay_chat(
+                Arc::downgrade(&output),
+                chat_rx,
+                self.chat.clone(),
+            ));
             *output.chat_relay.lock().unwrap_or_else(|p| p.into_inner()) = Some(relay);
         }
         if tap.hook_events {

@@ -361,13 +361,20 @@ impl Room {
             let line = said.to_string();
             // On the event stream too: recorders caption the participants' segments with it.
             room.events.publish(Event::new("chat", &room.name, said));
+            let outputs = room.outputs.upgrade();
+            if let Some(registry) = &outputs {
+                registry.chat_bus().publish(super::chat::ChatLine {
+                    target: room.name.clone(),
+                    from: from.0.clone(),
+                    text: text.clone(),
+                });
+            }
             let points: Vec<(String, Arc<IngestPoint>)> = room
                 .lock()
                 .participants
                 .iter()
                 .map(|(id, p)| (id.clone(), p.point.clone()))
                 .collect();
-            let outputs = room.outputs.upgrade();
             for (id, point) in points {
                 if point.publisher_id().as_ref() != Some(&from) {
                     point.send_chat(line.clone());

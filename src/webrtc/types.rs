@@ -219,6 +219,3 @@ impl Handle {
         self.cancel.notify_one();
     }
 }
-
-/// Longest chat line relayed, in characters.
-pub const CHAT_MAX_CHARS: usize = 500;

@@ -19,8 +19,7 @@ mod stats;
 use super::negotiation::{Action, Input, Negotiation, Start};
 use super::peer::{self, Built, EVENT_QUEUE, Event};
 use super::types::{
-    Answering, CHAT_MAX_CHARS, ChatSender, Command, Handle, Ingest, Params, Role, Signal, ViewerId,
-    ViewerStats,
+    Answering, ChatSender, Command, Handle, Ingest, Params, Role, Signal, ViewerId, ViewerStats,
 };
 use crate::description::VideoCodec;
 use gst::prelude::*;
@@ -33,8 +32,6 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-/// Chat lines one viewer may send per 10 s; more are dropped (and counted in the logs).
-const CHAT_BURST: u32 = 10;
 /// Default payload types when we offer.
 const OFFER_VIDEO_PT: u32 = 96;
 const OFFER_AUDIO_PT: u32 = 111;
@@ -133,8 +130,7 @@ async fn run(
         stats,
         chat: params.chat.clone(),
         channel: None,
-        chat_tokens: CHAT_BURST,
-        chat_refill: Instant::now(),
+        chat_limit: super::chat::ChatLimit::new(std::time::Instant::now()),
         heard: Arc::new(Heard::default()),
         listening: false,
         peer_timeout: params.peer_timeout,
@@ -232,8 +228,7 @@ struct Session {
     stats: watch::Sender<ViewerStats>,
     chat: ChatSender,
     channel: Option<WebRTCDataChannel>,
-    chat_tokens: u32,
-    chat_refill: Instant,
+    chat_limit: super::chat::ChatLimit,
     /// When a packet last arrived from the peer.
     heard: Arc<Heard>,
     /// Whether the probe that updates `heard` is in place.
@@ -632,21 +627,15 @@ impl Session {
 
     /// Relays a chat line from this viewer to the others, within length and rate limits.
     fn relay_chat(&mut self, text: String) {
-        let refills = (self.chat_refill.elapsed().as_secs() / 10) as u32;
-        if refills > 0 {
-            self.chat_tokens = CHAT_BURST;
-            self.chat_refill = Instant::now();
+        match self.chat_limit.admit(std::time::Instant::now(), &text) {
+            Some(line) => {
+                let _ = self.chat.try_send((self.id.clone(), line));
+            }
+            None => tracing::debug!(
+                "viewer {}: blank or over the chat rate, line dropped",
+                self.id
+            ),
         }
-        if self.chat_tokens == 0 {
-            tracing::debug!("viewer {}: chat rate limit, line dropped", self.id);
-            return;
-        }
-        self.chat_tokens -= 1;
-        let text: String = text.trim().chars().take(CHAT_MAX_CHARS).collect();
-        if text.is_empty() {
-            return;
-        }
-        let _ = self.chat.try_send((self.id.clone(), text));
     }
 
     /// Switches to the streams of the restarted main pipeline. The peer sees a pause, then
