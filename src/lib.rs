@@ -50,6 +50,9 @@
 //! 7. **The HTTP API** ([`http`], served by [`server`]) reads statuses and sends commands;
 //!    `PUT`/`DELETE` of descriptions and hot reload ([`reload`]) change the pipeline set through
 //!    one serialized path in the supervisor (a replacement waits for its predecessor's task).
+//!    Chat lines of every WebRTC chat leave on a bus ([`webrtc::chat`]) that the Socket.IO
+//!    chat at `/socket.io/` ([`http::socketio`]) brings to its clients, whose lines go the
+//!    other way into the same relays.
 //!    Element properties are read and set on the running pipeline's handle; everything that
 //!    happens goes to the [`events`] bus, and [`metrics`] reads counters at scrape time.
 //!    The CLI (`src/main.rs`, [`cli`], [`ctl`]) talks to a running server or runs pipelines
