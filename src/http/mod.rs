@@ -367,7 +367,7 @@ fn session_rate(state: &AppState, request: &axum::extract::Request) -> Option<Re
         // A Socket.IO handshake (later requests carry the session's `sid`).
         || (request.method() == Method::GET
             && is_socketio(request.uri())
-            && !request.uri().query().unwrap_or_default().contains("sid="));
+            && !socketio::has_session(request.uri()));
     if !creates {
         return None;
     }

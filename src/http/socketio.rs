@@ -34,14 +34,36 @@ const MAX_TARGET: usize = 128;
 /// The largest Engine.IO payload taken from a client: a few chat lines' worth.
 const MAX_PAYLOAD: u64 = 64 * 1024;
 
-/// The chat target a connection asks for in its query (`?room=NAME`, default `lobby`).
+/// The chat target a connection asks for in its query (`?room=NAME`, default `lobby`). A
+/// room participant's stream (`ROOM/PARTICIPANT`) chats in its room: the target is the room.
 pub fn target(uri: &axum::http::Uri) -> String {
     let query: Option<axum::extract::Query<std::collections::HashMap<String, String>>> =
         axum::extract::Query::try_from_uri(uri).ok();
-    match query.as_ref().and_then(|q| q.0.get("room")) {
-        Some(room) if !room.trim().is_empty() => room.chars().take(MAX_TARGET).collect(),
+    let room = query.as_ref().and_then(|q| q.0.get("room"));
+    let room = room.map(|r| r.split('/').next().unwrap_or_default().trim());
+    match room {
+        Some(room) if !room.is_empty() => room.chars().take(MAX_TARGET).collect(),
         _ => DEFAULT_TARGET.to_string(),
     }
+}
+
+/// The Socket.IO room of the clients of chat `target`.
+fn target_room(target: &str) -> String {
+    format!("chat:{target}")
+}
+
+/// The Socket.IO room of client `id` alone (so the lines it says come back to everyone but
+/// itself); no target's room can be named so.
+fn own_room(id: &ViewerId) -> String {
+    format!("client:{}", id.0)
+}
+
+/// Whether a request's query carries an Engine.IO session id (every request after the
+/// handshake does).
+pub fn has_session(uri: &axum::http::Uri) -> bool {
+    let query: Option<axum::extract::Query<std::collections::HashMap<String, String>>> =
+        axum::extract::Query::try_from_uri(uri).ok();
+    query.is_some_and(|q| q.0.contains_key("sid"))
 }
 
 /// The Socket.IO server: its layer goes into the router; this owns the task that brings the
@@ -74,10 +96,17 @@ impl SocketChat {
     }
 
     /// Closes every client's connection and ends the bridge.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
         self.stop.notify_one();
         self.io.close().await;
-        let _ = self.bridge.await;
+        let _ = (&mut self.bridge).await;
+    }
+}
+
+impl Drop for SocketChat {
+    /// Without [`SocketChat::shutdown`] (a server that failed to start): the bridge ends.
+    fn drop(&mut self) {
+        self.bridge.abort();
     }
 }
 
@@ -90,7 +119,7 @@ fn connected(socket: SocketRef, registry: Arc<Registry>) {
         "socket.io client {} joins the chat of `{target}`",
         me.short()
     );
-    socket.join([target.clone(), me.0.clone()]);
+    socket.join([target_room(&target), own_room(&me)]);
     let limit = Arc::new(Mutex::new(ChatLimit::new(std::time::Instant::now())));
     socket.on(
         EVENT,
@@ -114,7 +143,7 @@ fn connected(socket: SocketRef, registry: Arc<Registry>) {
                 // Through the target's relay when it has one (which brings it back to the
                 // Socket.IO clients but this one), else straight to the other clients.
                 if !registry.say(&target, &me, &line) {
-                    let _ = socket.to(target).emit(EVENT, &line).await;
+                    let _ = socket.to(target_room(&target)).emit(EVENT, &line).await;
                 }
             }
         },
@@ -138,8 +167,8 @@ async fn bridge(io: SocketIo, bus: ChatBus, stop: Arc<Notify>) {
             },
         };
         let _ = io
-            .to(line.target)
-            .except(line.from)
+            .to(target_room(&line.target))
+            .except(own_room(&ViewerId(line.from)))
             .emit(EVENT, &line.text)
             .await;
     }
@@ -158,5 +187,14 @@ mod tests {
         assert_eq!(of("/socket.io/?EIO=4&room=my%20room"), "my room");
         assert_eq!(of("/socket.io/?room=a+b"), "a b");
         assert_eq!(of("/socket.io/?room="), "lobby");
+        assert_eq!(of("/socket.io/?room=lobby%2Fana-1234"), "lobby");
+    }
+
+    #[test]
+    fn only_requests_after_the_handshake_carry_a_session() {
+        let has = |uri: &str| has_session(&uri.parse().expect("uri"));
+        assert!(!has("/socket.io/?EIO=4&transport=polling"));
+        assert!(!has("/socket.io/?EIO=4&transport=polling&xsid=1"));
+        assert!(has("/socket.io/?EIO=4&transport=polling&sid=abc"));
     }
 }

@@ -89,7 +89,6 @@ impl Registry {
         })
     }
 
-    /// The counters of pipeline `name`'s keyframe requests, kept across its runs.
     /// Every pipeline's and room's chat lines as they are relayed.
     pub fn chat_bus(&self) -> &super::chat::ChatBus {
         &self.chat
@@ -97,7 +96,7 @@ impl Registry {
 
     /// Says `text` in the chat of `target` (a room's, or a pipeline's webrtc output's) as
     /// `from`, a speaker that is not one of its sessions (a Socket.IO client); false when
-    /// `target` has no chat running.
+    /// `target` has no chat running, or it did not take the line (its queue is full).
     pub fn say(&self, target: &str, from: &ViewerId, text: &str) -> bool {
         let sender = match self.room(target) {
             Some(room) => room.chat_sender(),
@@ -106,10 +105,10 @@ impl Registry {
                 None => return false,
             },
         };
-        let _ = sender.try_send((from.clone(), text.to_string()));
-        true
+        sender.try_send((from.clone(), text.to_string())).is_ok()
     }
 
+    /// The counters of pipeline `name`'s keyframe requests, kept across its runs.
     fn keyframe_requests(&self, name: &str) -> Arc<super::keyframes::RequestCounts> {
         self.keyframe_ledgers
             .lock()
