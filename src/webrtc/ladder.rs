@@ -491,6 +491,9 @@ impl Climber {
             prober.set_padding(step.padding_kbps.saturating_mul(1000));
             if let Some(kbps) = step.raise_kbps {
                 prober.raise(kbps.saturating_mul(1000));
+                // The estimate is now the raised one: a tick before the estimator reports
+                // again must not read the old figure as a fall (congestion).
+                self.last_bps = Some(kbps.saturating_mul(1000));
             }
         }
         let Some(to) = step.to else {
