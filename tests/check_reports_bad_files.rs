@@ -447,10 +447,10 @@ fn jpeg_tcp_mistakes_point_at_their_key() {
     );
     let out = "\n[[output]]\nkind = \"jpeg-tcp\"\nconnect = \"127.0.0.1:8485\"\nframing = \"ascii-base64\"\n";
     assert_error(
-        "jpeg-out-relayed",
-        &format!("[source]\nkind = \"webrtc\"\n{out}"),
+        "jpeg-out-room",
+        &format!("[source]\nkind = \"room\"\n{out}"),
         "4:1",
-        "a jpeg-tcp output encodes decoded frames, and this source's stream is kept as it arrives",
+        "a room has a stream per participant, and a jpeg-tcp output sends one stream to one receiver",
     );
     assert_error(
         "jpeg-out-connect",

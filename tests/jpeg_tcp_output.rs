@@ -1,7 +1,8 @@
 //! A `jpeg-tcp` output feeding the tutorials' receiver as it is written (the "AI server" of
 //! `tests/peers/tutorial_jpeg.py recv`: reads the 64-byte length, the base64 data and the
 //! 64-byte time, `cv2.imdecode`s each frame). The output waits for the receiver, reconnects
-//! when it goes away, and never holds up the pipeline.
+//! when it goes away, and never holds up the pipeline. A published stream (kept as it arrives)
+//! is decoded for it by a reader of its own.
 
 mod common;
 use common::*;
@@ -99,4 +100,47 @@ fn the_tutorials_receiver_gets_frames_and_gets_them_again_after_a_restart() {
         get(&format!("{base}/api/pipelines/cam")).json["state"],
         "playing"
     );
+}
+
+#[test]
+fn a_published_stream_is_decoded_for_the_tutorials_receiver() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    // A stream kept as it arrives (a WHIP publisher's, recorded as sent): the output decodes
+    // it in a reader of its own.
+    write_pipeline(
+        dir.path(),
+        "inbox",
+        &format!(
+            "{INBOX}\n[[output]]\nkind = \"jpeg-tcp\"\nconnect = \"127.0.0.1:{port}\"\nframing = \"ascii-base64\"\nfps = 15\n"
+        ),
+    );
+    let server = TestServer::start(dir.path());
+    let base = server.base.clone();
+    wait_state(&base, "inbox", "playing");
+    let count = dir.path().join("count.json");
+    let _r = receiver(port, &count);
+    // aiortc sends a keyframe only when asked: the decoder asks.
+    let publisher = aiortc_publish(&[
+        "whip",
+        &format!("{base}/whip/inbox"),
+        "--seconds",
+        "8",
+        "--width",
+        "640",
+        "--height",
+        "480",
+    ]);
+    let seen = wait_frames(&count, 30);
+    assert_eq!(
+        (seen["width"].as_u64(), seen["height"].as_u64()),
+        (Some(640), Some(480)),
+        "{seen}"
+    );
+    let (ok, _, stderr) = finish(publisher);
+    assert!(ok, "publisher failed: {stderr}");
+    let status = get(&format!("{base}/api/pipelines/inbox")).json;
+    let out = &status["jpeg_tcp_outputs"][0];
+    assert!(out["sent"].as_u64().unwrap_or(0) >= 30, "{status}");
+    assert!(out["error"].is_null(), "{status}");
 }

@@ -2,12 +2,17 @@
 //! frames into (see [`crate::hub::jpeg_tcp`]), decoded to raw video as they come.
 //!
 //! ```text
-//! appsrc(jpeg_in, live, timestamped on arrival) ─ jpegparse ─ jpegdec [─ videocrop(jpeg_even)] ─ videoconvert [─ videoscale ─ caps]
+//! appsrc(jpeg_in, live, timestamped on arrival) ─ jpegparse ─ jpegdec [─ videocrop(jpeg_even)] ─ videoconvert ─ videoscale ─ caps
 //! ```
 //!
 //! H.264 cannot carry an odd width or height in 4:2:0 (its cropping counts in pairs of
 //! pixels), and x264 refuses one: for an H.264 stream a frame of odd size loses its last row
 //! or column (`jpeg_even`, set by the listener as sizes change). VP8 and VP9 keep any size.
+//!
+//! The stream keeps one size: the asked `width`/`height`, else its first frame's (the caps
+//! `jpeg_size`, which the listener sets as the decoder announces a run's first frame). A sender that changes
+//! size mid-stream is scaled to it (with borders where the shape differs), so encoders,
+//! recordings and viewers never see the size change.
 
 use crate::description::{JpegFraming, JpegTcpOutput, JpegTcpSource, VideoCodec};
 
@@ -21,10 +26,16 @@ pub struct JpegInTap {
     pub max_frame_bytes: usize,
     /// The videocrop that makes odd sizes even (H.264), if there is one.
     pub even: Option<String>,
+    /// The capsfilter that holds the stream to its first frame's size, when no size is asked.
+    pub size: Option<String>,
+    /// The JPEG decoder, whose first caps give that size.
+    pub decoder: String,
 }
 
 pub(super) const APPSRC: &str = "jpeg_in";
 const EVEN: &str = "jpeg_even";
+const SIZE: &str = "jpeg_size";
+const DECODER: &str = "jpeg_decode";
 
 /// Whether frames must have an even size for the encoder of `codec`.
 fn needs_even(j: &JpegTcpSource, codec: VideoCodec) -> bool {
@@ -46,21 +57,30 @@ pub(super) fn chain(j: &JpegTcpSource, codec: VideoCodec, size_caps: &str) -> St
         "30/1"
     };
     let mut v = format!(
-        "appsrc name={APPSRC} is-live=true do-timestamp=true format=time block=false max-bytes=33554432 caps=image/jpeg,framerate={rate} ! jpegparse ! jpegdec max-errors=-1"
+        "appsrc name={APPSRC} is-live=true do-timestamp=true format=time block=false max-bytes=33554432 caps=image/jpeg,framerate={rate} ! jpegparse ! jpegdec name={DECODER} max-errors=-1"
     );
     if needs_even(j, codec) {
         v.push_str(&format!(" ! videocrop name={EVEN}"));
     }
-    v.push_str(" ! videoconvert");
-    if j.width.is_some() || j.height.is_some() {
-        v.push_str(&format!(" ! videoscale ! {size_caps}"));
+    v.push_str(" ! videoconvert ! videoscale");
+    if asks_size(j) {
+        v.push_str(&format!(" ! {size_caps}"));
+    } else {
+        // Any size until the listener fixes it at the first frame's.
+        v.push_str(&format!(" ! capsfilter name={SIZE}"));
     }
     v
+}
+
+fn asks_size(j: &JpegTcpSource) -> bool {
+    j.width.is_some() || j.height.is_some()
 }
 
 pub(super) fn tap(j: &JpegTcpSource, codec: VideoCodec) -> JpegInTap {
     JpegInTap {
         even: needs_even(j, codec).then(|| EVEN.to_string()),
+        size: (!asks_size(j)).then(|| SIZE.to_string()),
+        decoder: DECODER.into(),
         appsrc: APPSRC.into(),
         listen: j.listen.get_ref().clone(),
         framing: j.framing,
@@ -73,16 +93,27 @@ pub(super) fn tap(j: &JpegTcpSource, codec: VideoCodec) -> JpegInTap {
 pub struct JpegOutTap {
     /// The output's index in the description.
     pub index: usize,
-    /// The appsink its frames leave by.
+    /// The appsink its frames leave by (in the decoder's pipeline when there is one).
     pub sink: String,
     pub connect: String,
     pub framing: JpegFraming,
+    /// For a stream kept as it arrives: the reader that decodes it for this output.
+    pub decoder: Option<JpegDecoder>,
 }
 
-/// Output `i`'s branch off the raw video: at most `fps` frames a second (dropped, not
+/// The decoder of a jpeg-tcp output on a stream kept as it arrives, a reader of the hub: the
+/// source's appsink it reads the encoded video from, and its own launch line (`appsrc
+/// name=video`, a keyframe watch `jpeg_keyframes`, decodebin, then the output's branch).
+#[derive(Debug, Clone, PartialEq)]
+pub struct JpegDecoder {
+    pub encoded_sink: String,
+    pub launch: String,
+}
+
+/// From raw video to the output's appsink: at most `fps` frames a second (dropped, not
 /// re-timed), scaled if asked, JPEG-encoded, into a 1-frame appsink that drops the older (the
 /// sender takes what is newest; a slow receiver costs frames, never the pipeline's pace).
-pub(super) fn output(i: usize, j: &JpegTcpOutput) -> (String, JpegOutTap) {
+fn to_jpeg(j: &JpegTcpOutput, sink: &str) -> String {
     let mut size = String::new();
     if let Some(w) = j.width {
         size.push_str(&format!(",width={w}"));
@@ -90,16 +121,51 @@ pub(super) fn output(i: usize, j: &JpegTcpOutput) -> (String, JpegOutTap) {
     if let Some(h) = j.height {
         size.push_str(&format!(",height={h}"));
     }
+    format!(
+        "videorate drop-only=true max-rate={} ! videoscale ! videoconvert ! video/x-raw,format=I420{size} ! jpegenc quality={} ! appsink name={sink} sync=false async=false max-buffers=1 drop=true",
+        j.fps, j.quality
+    )
+}
+
+/// Output `i`'s branch off the raw video.
+pub(super) fn output(i: usize, j: &JpegTcpOutput) -> (String, JpegOutTap) {
     let sink = format!("out{i}_jpeg");
     let chain = format!(
-        "video_raw. ! queue name=out{i}_jpeg_queue leaky=downstream max-size-buffers=2 max-size-bytes=0 max-size-time=0 ! videorate drop-only=true max-rate={} ! videoscale ! videoconvert ! video/x-raw,format=I420{size} ! jpegenc quality={} ! appsink name={sink} sync=false async=false max-buffers=1 drop=true",
-        j.fps, j.quality
+        "video_raw. ! queue name=out{i}_jpeg_queue leaky=downstream max-size-buffers=2 max-size-bytes=0 max-size-time=0 ! {}",
+        to_jpeg(j, &sink)
     );
     let tap = JpegOutTap {
         index: i,
         sink,
         connect: j.connect.get_ref().clone(),
         framing: j.framing,
+        decoder: None,
+    };
+    (chain, tap)
+}
+
+/// Output `i` on a stream kept as it arrives: the encoded video leaves behind a 2 s leaky
+/// queue for a decoder of its own (a reader, [`crate::hub::jpeg_tcp`]), so decoding never
+/// holds up the recording or the viewers; one that cannot keep up skips to the next keyframe.
+pub(super) fn output_decoded(i: usize, j: &JpegTcpOutput) -> (String, JpegOutTap) {
+    let encoded_sink = format!("out{i}_jpeg_video");
+    let chain = format!(
+        "video_enc. ! queue name=out{i}_jpeg_queue leaky=downstream max-size-buffers=0 max-size-bytes=0 max-size-time=2000000000 ! appsink name={encoded_sink} sync=false async=false"
+    );
+    let sink = format!("out{i}_jpeg");
+    let launch = format!(
+        "appsrc name=video format=time is-live=true ! identity name=jpeg_keyframes ! decodebin ! videoconvert ! {}",
+        to_jpeg(j, &sink)
+    );
+    let tap = JpegOutTap {
+        index: i,
+        sink,
+        connect: j.connect.get_ref().clone(),
+        framing: j.framing,
+        decoder: Some(JpegDecoder {
+            encoded_sink,
+            launch,
+        }),
     };
     (chain, tap)
 }

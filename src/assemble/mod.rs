@@ -26,7 +26,7 @@ mod ladder;
 mod outputs;
 
 pub use encoder::EncoderChoice;
-pub use jpeg_tcp::{JpegInTap, JpegOutTap};
+pub use jpeg_tcp::{JpegDecoder, JpegInTap, JpegOutTap};
 pub use ladder::LadderRung;
 
 use camera::camera_chain;

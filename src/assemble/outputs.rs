@@ -38,10 +38,15 @@ pub(super) fn plan_outputs(
     let mut records = Vec::new();
     let mut jpeg = Vec::new();
     for (i, out) in s.outputs.iter().enumerate() {
-        // JPEG over TCP encodes the decoded frames, not the encoded stream.
+        // JPEG over TCP encodes the decoded frames, not the encoded stream (a stream kept as
+        // it arrives is decoded for it by a reader).
         if let Output::JpegTcp(j) = &out.value {
             outputs.push(out.value.summary());
-            let (chain, tap) = super::jpeg_tcp::output(i, j);
+            let (chain, tap) = if s.kept_as_arrives() {
+                super::jpeg_tcp::output_decoded(i, j)
+            } else {
+                super::jpeg_tcp::output(i, j)
+            };
             chains.push(chain);
             jpeg.push(tap);
             continue;

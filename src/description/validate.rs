@@ -380,6 +380,10 @@ fn validate_ingest(s: &super::Structured, w: &WebRtcSource) -> Result<(), (Where
         let container = out.value.container();
         // Relayed to WebRTC viewers as it arrives, or recorded as it arrives.
         let relayed = matches!(out.value, Output::WebRtc(_) | Output::Whip(_));
+        if matches!(out.value, Output::JpegTcp(_)) {
+            // Decoded for it by a reader of its own.
+            continue;
+        }
         if matches!(out.value, Output::Tcp(_) | Output::Rtsp(_) | Output::Hls(_)) {
             if w.codec == VideoCodec::H264 {
                 continue;
@@ -400,7 +404,7 @@ fn validate_ingest(s: &super::Structured, w: &WebRtcSource) -> Result<(), (Where
             return Err((
                 Where::Span(out.span.clone()),
                 format!(
-                    "a webrtc source is relayed and recorded as it arrives ({} video, Opus audio): use a webrtc output, a tcp output (H.264), a record output (container \"mkv\") or a .mkv/.webm file output",
+                    "a webrtc source is relayed and recorded as it arrives ({} video, Opus audio): use a webrtc output, a tcp output (H.264), a record output (container \"mkv\"), a .mkv/.webm file output or a jpeg-tcp output",
                     w.codec.name()
                 ),
             ));
@@ -453,8 +457,8 @@ fn validate_ladder(s: &super::Structured) -> Result<(), (Where, String)> {
     }
 }
 
-/// A jpeg-tcp output: a receiver's HOST:PORT, a rate and quality in range, and decoded
-/// frames to encode (a stream kept as it arrives has none).
+/// A jpeg-tcp output: a receiver's HOST:PORT, a rate and quality in range, and one stream
+/// (a room has one per participant).
 fn validate_jpeg_output(
     s: &super::Structured,
     j: &super::JpegTcpOutput,
@@ -484,10 +488,10 @@ fn validate_jpeg_output(
             format!("quality {} is out of range: use 1 to 100", j.quality),
         ));
     }
-    if s.kept_as_arrives() {
+    if matches!(s.source.value, Source::Room(_)) {
         return Err((
             Where::Span(span.clone()),
-            "a jpeg-tcp output encodes decoded frames, and this source's stream is kept as it arrives (webrtc, whep, room, passthrough): use a `process` hook, or a source that is decoded".into(),
+            "a room has a stream per participant, and a jpeg-tcp output sends one stream to one receiver: use a `process` hook, which sees each participant's frames".into(),
         ));
     }
     Ok(())

@@ -39,15 +39,107 @@ pub struct JpegInStatus {
     /// The size of the latest frame.
     pub width: Option<u32>,
     pub height: Option<u32>,
+    /// The stream's size (`WIDTHxHEIGHT`): the first frame's of the run (evened for H.264),
+    /// which frames of another size are scaled to; None when `width`/`height` are asked.
+    pub stream_size: Option<String>,
     /// How long ago (ms) the sender stamped the latest frame (ascii-base64 carries its
     /// time; both clocks are taken to be UTC).
     pub sender_latency_ms: Option<f64>,
 }
 
+/// The current run's way in: its appsrc, and the crop that odd sizes set.
+struct Feed {
+    appsrc: gst_app::AppSrc,
+    /// The videocrop that evens odd sizes (H.264).
+    even: Option<gst::Element>,
+}
+
+impl Feed {
+    /// The run of `pipeline`; when no size is asked, its size is fixed at its first decoded
+    /// frame's (shown in `status`).
+    fn new(
+        pipeline: &gst::Pipeline,
+        tap: &JpegInTap,
+        status: &Arc<Mutex<JpegInStatus>>,
+    ) -> Result<Feed, String> {
+        let appsrc = pipeline
+            .by_name(&tap.appsrc)
+            .and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
+            .ok_or_else(|| format!("the assembled pipeline has no appsrc {}", tap.appsrc))?;
+        let element = |name: &str| {
+            pipeline
+                .by_name(name)
+                .ok_or_else(|| format!("the assembled pipeline has no {name}"))
+        };
+        let even = tap.even.as_deref().map(element).transpose()?;
+        lock(status).stream_size = None;
+        if let Some(size) = tap.size.as_deref().map(element).transpose()? {
+            let decoded = element(&tap.decoder)?
+                .static_pad("src")
+                .ok_or("the JPEG decoder has no src pad")?;
+            fix_size_at_first_frame(&decoded, size, even.is_some(), status.clone());
+        }
+        Ok(Feed { appsrc, even })
+    }
+
+    /// Readies the pipeline for a frame of `width`x`height`: an odd last row or column
+    /// cropped (H.264).
+    fn fit(&self, width: u32, height: u32) {
+        let Some(even) = &self.even else { return };
+        for (property, odd) in [("right", width % 2), ("bottom", height % 2)] {
+            let odd = odd as i32;
+            if even.property::<i32>(property) != odd {
+                even.set_property(property, odd);
+            }
+        }
+    }
+}
+
+/// Fixes a run's size at its first decoded frame's (evened for H.264, whose crop comes
+/// first): `size`'s caps are set as the decoder announces that frame's, before they reach it.
+/// Frames of another size later are scaled to it. From the decoded frame, not the JPEG's
+/// header: a frame whose header lies does not decode, and fixes nothing.
+fn fix_size_at_first_frame(
+    decoded: &gst::Pad,
+    size: gst::Element,
+    even: bool,
+    status: Arc<Mutex<JpegInStatus>>,
+) {
+    decoded.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
+        let Some(event) = info.event() else {
+            return gst::PadProbeReturn::Ok;
+        };
+        let gst::EventView::Caps(caps) = event.view() else {
+            return gst::PadProbeReturn::Ok;
+        };
+        let Some(s) = caps.caps().structure(0) else {
+            return gst::PadProbeReturn::Ok;
+        };
+        let (Ok(mut w), Ok(mut h)) = (s.get::<i32>("width"), s.get::<i32>("height")) else {
+            return gst::PadProbeReturn::Ok;
+        };
+        if even {
+            (w, h) = (w - w % 2, h - h % 2);
+        }
+        if w < 2 || h < 2 {
+            // Nothing an encoder takes: the next frame may do.
+            return gst::PadProbeReturn::Ok;
+        }
+        let fixed = gst::Caps::builder("video/x-raw")
+            .field("width", w)
+            .field("height", h)
+            .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
+            .build();
+        size.set_property("caps", &fixed);
+        lock(&status).stream_size = Some(format!("{w}x{h}"));
+        gst::PadProbeReturn::Remove
+    });
+}
+
 struct Listener {
     tap: JpegInTap,
-    /// The current run's appsrc; None between runs.
-    target: Arc<Mutex<Option<gst_app::AppSrc>>>,
+    /// The current run's way in; None between runs.
+    target: Arc<Mutex<Option<Feed>>>,
     status: Arc<Mutex<JpegInStatus>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -75,6 +167,8 @@ pub struct JpegOutStatus {
 struct Sending {
     status: Arc<Mutex<JpegOutStatus>>,
     task: tokio::task::JoinHandle<()>,
+    /// The decoder of a stream kept as it arrives (set to NULL when the sender goes).
+    decoder: Option<super::OwnPipeline>,
 }
 
 impl Drop for Sending {
@@ -107,10 +201,15 @@ impl JpegSources {
     fn send(&self, name: &str, pipeline: &gst::Pipeline, plan: &Plan) -> Result<(), String> {
         let mut started = Vec::new();
         for tap in &plan.jpeg_out {
-            let appsink = pipeline
+            let decoder = match &tap.decoder {
+                Some(d) => Some(decoder(name, pipeline, tap.index, d)?),
+                None => None,
+            };
+            let frames_from = decoder.as_ref().map_or(pipeline, |d| &d.pipeline);
+            let appsink = frames_from
                 .by_name(&tap.sink)
                 .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
-                .ok_or_else(|| format!("the assembled pipeline has no appsink {}", tap.sink))?;
+                .ok_or_else(|| format!("{} has no appsink {}", frames_from.name(), tap.sink))?;
             let status = Arc::new(Mutex::new(JpegOutStatus {
                 output: format!("out{}", tap.index),
                 connect: tap.connect.clone(),
@@ -140,10 +239,28 @@ impl JpegSources {
                 rx,
                 status.clone(),
             ));
-            started.push(Sending { status, task });
+            if let Some(d) = &decoder {
+                report_errors(&d.pipeline, name, status.clone())?;
+                // It starts on a keyframe: asked for now, and again until one comes (a
+                // publisher sends none unasked).
+                if let Some(asker) = d
+                    .pipeline
+                    .by_name("jpeg_keyframes")
+                    .and_then(|identity| super::KeyframeAsker::on(&identity, None))
+                {
+                    asker.ask();
+                }
+                super::play_ahead(&d.pipeline)?;
+            }
+            started.push(Sending {
+                status,
+                task,
+                decoder,
+            });
         }
-        if started.is_empty() {
-            lock(&self.sending).remove(name);
+        // The old run's senders (and decoders) go outside the lock.
+        let _old = if started.is_empty() {
+            lock(&self.sending).remove(name)
         } else {
             // Counts go on across runs: the new senders start from the old ones' figures.
             let mut sending = lock(&self.sending);
@@ -155,8 +272,8 @@ impl JpegSources {
                     new.dropped = old.dropped;
                 }
             }
-            sending.insert(name.to_string(), started);
-        }
+            sending.insert(name.to_string(), started)
+        };
         Ok(())
     }
 
@@ -180,15 +297,12 @@ impl Readers for JpegSources {
         let Some(tap) = &plan.jpeg_in else {
             return Ok(());
         };
-        let appsrc = pipeline
-            .by_name(&tap.appsrc)
-            .and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
-            .ok_or_else(|| format!("the assembled pipeline has no appsrc {}", tap.appsrc))?;
         let mut running = lock(&self.running);
         if let Some(l) = running.get(name)
             && l.tap == *tap
         {
-            *lock(&l.target) = Some(appsrc);
+            let feed = Feed::new(pipeline, tap, &l.status)?;
+            *lock(&l.target) = Some(feed);
             return Ok(());
         }
         running.remove(name);
@@ -205,12 +319,12 @@ impl Readers for JpegSources {
             tap.listen,
             tap.framing.name()
         );
-        let target = Arc::new(Mutex::new(Some(appsrc)));
         let status = Arc::new(Mutex::new(JpegInStatus {
             listen: tap.listen.clone(),
             framing: tap.framing.name().into(),
             ..JpegInStatus::default()
         }));
+        let target = Arc::new(Mutex::new(Some(Feed::new(pipeline, tap, &status)?)));
         let serving = Serving {
             name: name.to_string(),
             tap: tap.clone(),
@@ -233,17 +347,36 @@ impl Readers for JpegSources {
 
     fn playing(&self, _name: &str, _pipeline: &gst::Pipeline) {}
 
-    /// Restarting: the listener stays (senders stay connected); frames wait for the next run
-    /// by being dropped, counted.
+    /// Restarting (or a publisher gone): the listener stays (senders stay connected); frames
+    /// wait for the next run by being dropped, counted. Outputs' decoders go (their stream
+    /// did); the outputs' figures stay for the next run's senders to go on from.
     fn suspend(&self, name: &str) {
         if let Some(l) = lock(&self.running).get(name) {
             *lock(&l.target) = None;
         }
+        let decoders: Vec<_> = lock(&self.sending)
+            .get_mut(name)
+            .map(|all| all.iter_mut().filter_map(|s| s.decoder.take()).collect())
+            .unwrap_or_default();
+        drop(decoders);
     }
 
     fn detach(&self, name: &str) {
-        lock(&self.running).remove(name);
-        lock(&self.sending).remove(name);
+        let _listener = lock(&self.running).remove(name);
+        let _senders = lock(&self.sending).remove(name);
+    }
+
+    /// What each jpeg-tcp output's decoder (on a stream kept as it arrives) dropped.
+    fn dropped(&self, name: &str) -> Vec<(String, u64)> {
+        lock(&self.sending)
+            .get(name)
+            .map(|all| {
+                all.iter()
+                    .filter_map(|s| s.decoder.as_ref())
+                    .map(|d| (d.output.clone(), d.links.iter().map(|l| l.dropped()).sum()))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 }
 
@@ -251,7 +384,7 @@ impl Readers for JpegSources {
 struct Serving {
     name: String,
     tap: JpegInTap,
-    target: Arc<Mutex<Option<gst_app::AppSrc>>>,
+    target: Arc<Mutex<Option<Feed>>>,
     status: Arc<Mutex<JpegInStatus>>,
     events: EventBus,
 }
@@ -343,11 +476,13 @@ impl Serving {
                 gst::ClockTime::NONE,
             );
         }
-        let target = lock(&self.target).clone();
-        if let (Some(even), Some(appsrc)) = (&self.tap.even, &target) {
-            make_even(appsrc, even, width, height);
-        }
-        let pushed = target.is_some_and(|appsrc| appsrc.push_buffer(buffer).is_ok());
+        let pushed = match lock(&self.target).as_ref() {
+            Some(feed) => {
+                feed.fit(width, height);
+                feed.appsrc.push_buffer(buffer).is_ok()
+            }
+            None => false,
+        };
         let mut s = lock(&self.status);
         if pushed {
             s.frames += 1;
@@ -401,6 +536,9 @@ async fn send_frames(
         }
         let ended = loop {
             let Some(jpeg) = frames.recv().await else {
+                // The stream is gone (the run ended, or its publisher left): so is the
+                // connection.
+                lock(&status).connected = false;
                 return;
             };
             let Ok(jpeg) = jpeg.map_readable() else {
@@ -423,28 +561,57 @@ async fn send_frames(
     }
 }
 
-/// Sets the pipeline's cropping so a frame of `width`x`height` leaves it with an even size
-/// (its last column or row dropped), for encoders that need one.
-fn make_even(appsrc: &gst_app::AppSrc, crop: &str, width: u32, height: u32) {
-    let Some(element) = appsrc
-        .parent()
-        .and_then(|p| p.downcast::<gst::Bin>().ok())
-        .and_then(|bin| bin.by_name(crop))
-    else {
-        return;
-    };
-    for (property, odd) in [("right", width % 2), ("bottom", height % 2)] {
-        let odd = odd as i32;
-        if element.property::<i32>(property) != odd {
-            element.set_property(property, odd);
+/// What a decoder may hold back before it drops (it skips to the next keyframe).
+const DECODER_BEHIND: gst::ClockTime = gst::ClockTime::from_seconds(2);
+
+/// The decoder of output `index` on a stream kept as it arrives: a reader pipeline of its own,
+/// fed from the source's encoded video behind a bounded queue (not yet playing).
+fn decoder(
+    name: &str,
+    source: &gst::Pipeline,
+    index: usize,
+    d: &crate::assemble::JpegDecoder,
+) -> Result<super::OwnPipeline, String> {
+    let output = format!("out{index}");
+    let reader = super::reader_pipeline(&d.launch, &format!("{name}-{output}-jpeg"))?;
+    let (_, link) = super::feed(source, &d.encoded_sink, &reader, "video", DECODER_BEHIND)?;
+    Ok(super::OwnPipeline {
+        pipeline: reader,
+        output,
+        links: vec![link],
+    })
+}
+
+/// A decoder's errors are its output's: logged and shown in its status (from GStreamer's
+/// threads: the sync handler only records).
+fn report_errors(
+    reader: &gst::Pipeline,
+    name: &str,
+    status: Arc<Mutex<JpegOutStatus>>,
+) -> Result<(), String> {
+    let bus = reader
+        .bus()
+        .ok_or("a jpeg-tcp output's decoder has no bus")?;
+    let name = name.to_string();
+    bus.set_sync_handler(move |_, msg| {
+        if let gst::MessageView::Error(e) = msg.view() {
+            let error = crate::pipeline::describe_error(msg, &e.error(), e.debug().as_deref());
+            tracing::warn!("{name}: jpeg-tcp output's decoder: {error}");
+            lock(&status).error = Some(format!("cannot decode the stream: {error}"));
         }
-    }
+        gst::BusSyncReply::Drop
+    });
+    Ok(())
 }
 
 /// The caps of the reference timestamp a jpeg-tcp frame carries: the sender's clock, UTC.
 pub fn sender_time_caps() -> gst::Caps {
     gst::Caps::new_empty_simple(crate::hooks::SENDER_TIME)
 }
+
+/// The largest picture side taken (8K video is 7680 wide): a header that claims more is
+/// refused before anything is decoded or allocated for it.
+const MAX_SIDE: u32 = 8192;
 
 /// A JPEG's picture size, from its headers; why not when they do not read.
 fn jpeg_size(jpeg: &[u8]) -> Result<(u32, u32), String> {
@@ -457,6 +624,9 @@ fn jpeg_size(jpeg: &[u8]) -> Result<(u32, u32), String> {
         .dimensions()
         .ok_or("a frame is not a JPEG that decodes: it has no size")?;
     match (u32::try_from(w), u32::try_from(h)) {
+        (Ok(w), Ok(h)) if w > MAX_SIDE || h > MAX_SIDE => Err(format!(
+            "a frame's JPEG claims {w}x{h}: larger than {MAX_SIDE}x{MAX_SIDE}"
+        )),
         (Ok(w), Ok(h)) if w > 0 && h > 0 => Ok((w, h)),
         _ => Err(format!("a frame's JPEG has an impossible size {w}x{h}")),
     }
