@@ -755,6 +755,106 @@ def scenario_hooks(cfg, binary, work):
             "seeds_jpeg_tcp": m}
 
 
+# The tutorials' JPEG-over-TCP sender as it is written (tests/peers/tutorial_jpeg.py: OpenCV
+# frames of a clip resized to 480x315, JPEG at 90, base64, `sock.send`, 0.02 s apart), with the
+# time drawn into each frame (peerkit's stamp, 12-pixel blocks) so both ends can say how old
+# what they show is. Its own receiver (the tutorials' "AI server": base64, cv2.imdecode) against
+# mediaweave: jpeg-tcp in, H.264 over WebRTC to a stock aiortc viewer.
+def tutorial_toml(port):
+    return (f'[source]\nkind = "jpeg-tcp"\nlisten = "127.0.0.1:{port}"\nframing = "ascii-base64"\n\n'
+            '[encode]\nbitrate = 1500\n\n[[output]]\nkind = "webrtc"\n')
+
+
+def tutorial_clip(work):
+    path = Path(tempfile.mkdtemp(dir=work)) / "clip.mp4"
+    subprocess.run(["gst-launch-1.0", "-q", "videotestsrc", "num-buffers=60", "pattern=ball", "!",
+                    "video/x-raw,width=640,height=360,framerate=30/1", "!", "x264enc", "!", "mp4mux", "!",
+                    "filesink", f"location={path}"], check=True)
+    return str(path)
+
+
+def tutorial_sender(port, clip):
+    return subprocess.Popen([VENV_PYTHON, str(PEERS / "tutorial_jpeg.py"), "send", "127.0.0.1", str(port), clip,
+                             "ascii-base64", "--stamp"])
+
+
+def read_json(path):
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def scenario_tutorial(cfg, binary, work):
+    seconds = cfg["window"]
+    clip = tutorial_clip(work)
+    # The tutorial's own pair: CPU of the receiver (the sender costs the same on both sides).
+    count = Path(tempfile.mkdtemp(dir=work)) / "tutorial.json"
+    port = free_port()
+    receiver = subprocess.Popen([VENV_PYTHON, str(PEERS / "tutorial_jpeg.py"), "recv", str(port), str(count),
+                                 "--stamps"], stdout=subprocess.PIPE, text=True)
+    receiver.stdout.readline()  # {"listening": port}
+    sender = tutorial_sender(port, clip)
+    try:
+        wait_for("the tutorial's receiver to decode", 20, lambda: read_json(count).get("frames", 0) > 30)
+        before = read_json(count)
+        m = measure(seconds, receiver.pid)
+        after = read_json(count)
+        pair = {"cpu": m["cpu"], "rss_mb": m["rss_mb"],
+                "fps": (after.get("frames", 0) - before.get("frames", 0)) / m["seconds"],
+                "latencies_ms": after.get("latencies_ms", [])}
+    finally:
+        stop(sender)
+        stop(receiver)
+    # mediaweave, with one viewer watching throughout the window.
+    port = free_port()
+    server = Serve(binary, {"pi": tutorial_toml(port)}, work)
+    sender = tutorial_sender(port, clip)
+    status = f"{server.base}/api/pipelines/pi"
+    try:
+        wait_for("frames into mediaweave", 20, lambda: http_json(status)["jpeg_tcp"]["frames"] > 30)
+        seen = {}
+
+        def view():
+            try:
+                seen["v"] = aiortc_view(["whep", f"{server.base}/whep/pi", "--frames", "100000", "--stamps",
+                                         "--stamp-block", "12", "--timeout", str(seconds + 8)], seconds + 40)
+            except Exception as e:  # noqa: BLE001 - said in the results
+                seen["error"] = f"{type(e).__name__}: {e}"
+
+        viewer = threading.Thread(target=view)
+        viewer.start()
+        time.sleep(4)  # connected, playing
+        f0 = http_json(status)["jpeg_tcp"]["frames"]
+        m = measure(seconds, server.proc.pid)
+        f1 = http_json(status)["jpeg_tcp"]["frames"]
+        viewer.join()
+        if "error" in seen:
+            raise RuntimeError(f"the viewer failed: {seen['error']}")
+        v = seen.get("v", {})
+        ours = {"cpu": m["cpu"], "rss_mb": m["rss_mb"], "fps": (f1 - f0) / m["seconds"],
+                "viewer_frames": v.get("frames", 0), "latencies_ms": v.get("latencies_ms", [])[30:],
+                "sender_latency_ms": http_json(status)["jpeg_tcp"].get("sender_latency_ms")}
+    finally:
+        stop(sender)
+        server.close()
+    return {"mediaweave": ours, "tutorial": pair}
+
+
+def tutorial_rows(tu, row):
+    ours, theirs = tu["mediaweave"], tu["tutorial"]
+    peer = "the tutorial's receiver"
+    row("tutorial sender, 480x315 JPEG over TCP", "frames taken per second", ours["fps"], theirs["fps"], peer)
+    # % of a core ÷ frames a second = CPU time per frame: % × 10 ms.
+    per_frame = [10 * side["cpu"] / side["fps"] if side["fps"] else None for side in (ours, theirs)]
+    row("tutorial sender", "CPU time per frame (ms): service (JPEG → WebRTC) vs receiver (JPEG decoded)",
+        per_frame[0], per_frame[1], peer)
+    for p, key in ((0.5, "p50"), (0.95, "p95")):
+        row("tutorial sender", f"sender to screen, {key} (ms; {len(ours['latencies_ms'])} and "
+            f"{len(theirs['latencies_ms'])} frames)", percentile(ours["latencies_ms"], p),
+            percentile(theirs["latencies_ms"], p), peer)
+
+
 def scenario_overhead(cfg, binary, work):
     seconds = cfg["window"]
     ours = run_pipeline(binary, f'launch = "{RAW_LAUNCH}"\n', work, seconds)
@@ -1371,6 +1471,9 @@ def report(results, meta, quick):
         row("service overhead, raw launch line", "CPU (%)", ours, theirs, "gst-launch-1.0",
             f"≤ +{TARGETS['service_overhead']} %", over <= TARGETS["service_overhead"] if over is not None else None)
         row("service overhead", "RSS (MB)", ov["mediaweave"]["rss_mb"], ov["gst_launch"]["rss_mb"], "gst-launch-1.0")
+    tu = results.get("tutorial")
+    if tu:
+        tutorial_rows(tu, row)
     rl = results.get("relay")
     if rl:
         relay_rows(rl, row, rows)
@@ -1452,6 +1555,7 @@ SCENARIOS = {
     "rooms": scenario_rooms,
     "reach": scenario_reach,
     "adaptive": scenario_adaptive,
+    "tutorial": scenario_tutorial,
 }
 
 # aiortc is saturated (6 fps) by 30 viewers already: it is measured up to there. Its relay

@@ -23,7 +23,7 @@ import sys
 import time
 import urllib.error
 
-from peerkit import STAMP_BITS, http, loopback_only, read_stamp
+from peerkit import STAMP_BITS, STAMP_BLOCK, http, loopback_only, read_stamp
 
 loopback_only()
 
@@ -51,7 +51,7 @@ def centre_rgb(frame):
     return [int(c) for c in rgb[h // 4:3 * h // 4, w // 4:3 * w // 4].reshape(-1, 3).mean(axis=0)]
 
 
-async def count_video(track, result, started, stamps):
+async def count_video(track, result, started, stamps, block):
     while True:
         try:
             frame = await track.recv()
@@ -73,7 +73,7 @@ async def count_video(track, result, started, stamps):
             result["rgb"] = centre_rgb(frame)
         if stamps:
             now = int(time.time() * 1000) & ((1 << STAMP_BITS) - 1)
-            latency = (now - read_stamp(luma_of(frame))) % (1 << STAMP_BITS)
+            latency = (now - read_stamp(luma_of(frame), block)) % (1 << STAMP_BITS)
             if latency < 10_000:  # anything else is not a stamp
                 result["latencies_ms"].append(latency)
 
@@ -181,6 +181,7 @@ async def main():
     ap.add_argument("--hold", type=float, default=0, help="stay connected this long after counting")
     ap.add_argument("--events", type=int, default=0, help="hook events to wait for on a data channel")
     ap.add_argument("--stamps", action="store_true", help="measure latency from stamped frames")
+    ap.add_argument("--stamp-block", type=int, default=STAMP_BLOCK, help="the stamp's block size (pixels)")
     args = ap.parse_args()
 
     pc = RTCPeerConnection()
@@ -193,7 +194,7 @@ async def main():
     @pc.on("track")
     def on_track(track):
         if track.kind == "video":
-            asyncio.ensure_future(count_video(track, result, started, args.stamps))
+            asyncio.ensure_future(count_video(track, result, started, args.stamps, args.stamp_block))
         else:
             asyncio.ensure_future(count_audio(track, result))
 
