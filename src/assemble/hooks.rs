@@ -103,6 +103,11 @@ pub(super) fn plan_hooks(s: &crate::description::Structured, name: &str) -> Plan
         if hook.value.shared_memory() {
             options.insert("transport".into(), "shm".into());
         }
+        if matches!(&hook.value, Hook::Process(p) if p.sender_time)
+            || matches!(&hook.value, Hook::Socket(k) if k.sender_time)
+        {
+            options.insert("sender_time".into(), true.into());
+        }
         let budget = match &hook.value {
             Hook::Rust(r) if hook.value.transform().is_some() => Some(r.budget),
             Hook::Process(p) if hook.value.transform().is_some() => Some(p.budget),
@@ -159,8 +164,10 @@ pub(super) fn plan_hooks(s: &crate::description::Structured, name: &str) -> Plan
             if jpeg {
                 chain.push_str(&format!(" ! jpegenc name={element}_jpeg"));
             }
+            // Not async: a live source that has nothing to send yet (a jpeg-tcp source before
+            // its first sender) must not hold a hooks-only pipeline short of PLAYING.
             chain.push_str(&format!(
-                " ! appsink name={element} sync=false max-buffers=1 drop=true"
+                " ! appsink name={element} sync=false async=false max-buffers=1 drop=true"
             ));
             planned.branches.push(chain);
         }
