@@ -16,11 +16,14 @@ A `socket` hook serves the same frames to any number of readers:
         ...
 
 Each frame is a 32-byte little-endian header (magic b"MWF1", width, height, format,
-stride, pts in ns, payload length) followed by the pixels.
+stride, pts in ns, payload length) followed by the pixels. A hook with `sender_time = true`
+sends magic b"MWF2" and 8 more bytes after the header: the time the frame's sender stamped it
+(ns since the Unix epoch, UTC; a jpeg-tcp source's frames have it), as `frame.sender_time`.
 
 With `transport = "shm"` on the hook the pixels are in shared memory instead: the stream
 (stdin, or the Unix socket) first carries the memory's descriptor, then a 48-byte message per
-frame (the header with magic b"MWS1", the pixels' offset and a sequence number). `frame.data`
+frame (the header with magic b"MWS1", the pixels' offset and a sequence number; b"MWS2" and
+8 more bytes, the sender's time, with `sender_time = true`). `frame.data`
 is then a view of that memory, not a copy: it stays valid until the next frame is asked for
 (the service may then reuse its slot); copy it (`bytes(frame.data)`, `array.copy()`) to keep
 it longer. Everything else reads the same.
@@ -41,6 +44,7 @@ class Frame(NamedTuple):
     stride: int  # bytes per row of the first plane
     pts: Optional[int]  # nanoseconds
     data: bytes
+    sender_time: Optional[int] = None  # ns since the Unix epoch (MWF2/MWS2 only)
 
 
 def _read_exactly(stream, n):
@@ -93,25 +97,36 @@ def _parse(stream, memory, ack) -> Iterator[Frame]:
         magic, width, height, fmt, stride, pts, length = HEADER.unpack(head)
         pts = None if pts == NO_PTS else pts
         fmt = fmt.rstrip(b"\0").decode()
-        if magic == b"MWF1":
+        timed = magic in (b"MWF2", b"MWS2")
+        if magic in (b"MWF1", b"MWF2"):
+            sent = _read_exactly(stream, 8) if timed else b""
             data = _read_exactly(stream, length)
-            if data is None:
+            if data is None or sent is None:
                 return
-            yield Frame(width, height, fmt, stride, pts, data)
-        elif magic == b"MWS1" and memory is not None:
-            tail = _read_exactly(stream, SHM_MESSAGE.size)
+            yield Frame(width, height, fmt, stride, pts, data, _sender_time(sent))
+        elif magic in (b"MWS1", b"MWS2") and memory is not None:
+            tail = _read_exactly(stream, SHM_MESSAGE.size + (8 if timed else 0))
             if tail is None:
                 return
-            offset, seq = SHM_MESSAGE.unpack(tail)
+            offset, seq = SHM_MESSAGE.unpack(tail[:SHM_MESSAGE.size])
+            sender_time = _sender_time(tail[SHM_MESSAGE.size:])
             if offset + length > len(memory["map"]):
                 # The service made its memory larger (larger frames): map all of it again.
                 memory["map"] = mmap.mmap(memory["fd"], os.fstat(memory["fd"]).st_size,
                                           mmap.MAP_SHARED, mmap.PROT_READ)
             yield Frame(width, height, fmt, stride, pts,
-                        memoryview(memory["map"])[offset:offset + length])
+                        memoryview(memory["map"])[offset:offset + length], sender_time)
             ack(seq)  # the consumer asked for the next frame: this one's slot is free
         else:
             raise ValueError(f"not a mediaweave frame header: {magic!r}")
+
+
+def _sender_time(raw):
+    """The sender's time after a timed header (None: untimed, or the frame has none)."""
+    if len(raw) != 8:
+        return None
+    (t,) = struct.unpack("<Q", raw)
+    return None if t == NO_PTS else t
 
 
 def _from_socket(sock) -> Iterator[Frame]:

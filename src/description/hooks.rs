@@ -118,6 +118,11 @@ pub struct ProcessHook {
     pub budget: Duration,
     /// "stream" (default) or "shm".
     pub transport: Option<Spanned<HookTransport>>,
+    /// Frames carry the time their sender stamped them (a jpeg-tcp source's): the framing's
+    /// `MWF2`/`MWS2` headers, 8 bytes longer. Off: `MWF1`/`MWS1`, as readers written for them
+    /// expect.
+    #[serde(default)]
+    pub sender_time: bool,
 }
 
 /// Frames in the framing of `process` hooks, served to any number of subscribers on a TCP
@@ -134,6 +139,9 @@ pub struct SocketHook {
     /// "stream" (default) or "shm" (Unix sockets only: the memory travels with the
     /// connection).
     pub transport: Option<Spanned<HookTransport>>,
+    /// As on `process` hooks.
+    #[serde(default)]
+    pub sender_time: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]

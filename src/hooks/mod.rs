@@ -523,6 +523,7 @@ fn instantiate(
     events: &EventBus,
 ) -> Result<(Option<Box<dyn FrameHook>>, Abort), String> {
     let text = |key: &str| tap.options.get(key).and_then(|v| v.as_str()).unwrap_or("");
+    let timed = tap.options.get("sender_time") == Some(&serde_json::Value::Bool(true));
     let hook: Option<Box<dyn FrameHook>> = match tap.kind.as_str() {
         "snapshot" => None,
         "process" => {
@@ -538,7 +539,7 @@ fn instantiate(
                 .unwrap_or_default();
             let hook = process::ProcessHook::new(
                 command,
-                text("transport") == "shm",
+                (text("transport") == "shm", timed),
                 &tap.name,
                 pipeline_name,
                 events.clone(),
@@ -549,6 +550,7 @@ fn instantiate(
         "socket" => Some(Box::new(socket::SocketHook::bind(
             text("listen"),
             text("transport") == "shm",
+            timed,
             pipeline_name,
             events.clone(),
         )?)),

@@ -15,8 +15,12 @@
 //! | 8     | pts    | u64 nanoseconds, `u64::MAX` when unknown             |
 //! | 4     | length | u32, payload bytes                                   |
 //! | length| pixels | the planes one after another, rows of `stride` bytes |
+//!
+//! With `sender_time = true` the magic is `MWF2` and 8 bytes follow the header, before the
+//! pixels: u64, the sender's time of the frame (ns since the Unix epoch; `u64::MAX` if none).
+//! Transforms write their frames back as `MWF1`.
 
-use super::framing::{HEADER_LEN, MAGIC, header};
+use super::framing::{HEADER_LEN, Head, MAGIC, header};
 use super::shm;
 use super::{Frame, FrameHook, FrameMut, HookEvent};
 use crate::events::{Event, EventBus};
@@ -130,6 +134,8 @@ pub struct ProcessHook {
     command: Vec<String>,
     /// Frames in shared memory (`transport = "shm"`) instead of the pipe.
     shared_memory: bool,
+    /// Frames with their sender's time (`MWF2`/`MWS2`).
+    sender_time: bool,
     name: String,
     pipeline: String,
     events: EventBus,
@@ -146,9 +152,10 @@ pub struct ProcessHook {
 }
 
 impl ProcessHook {
+    /// `shared_memory`: frames in shared memory; `sender_time`: with their sender's time.
     pub fn new(
         command: Vec<String>,
-        shared_memory: bool,
+        (shared_memory, sender_time): (bool, bool),
         name: &str,
         pipeline: &str,
         events: EventBus,
@@ -156,6 +163,7 @@ impl ProcessHook {
         ProcessHook {
             command,
             shared_memory,
+            sender_time,
             name: name.to_string(),
             pipeline: pipeline.to_string(),
             events,
@@ -317,13 +325,14 @@ impl ProcessHook {
         let length: usize = (0..frame.n_planes())
             .map(|p| frame.plane_data(p).len())
             .sum();
+        let head = Head::new(frame, length, self.sender_time);
         // Blocking writes are fine here: this is the hook's own thread, and its branch drops
         // frames (or, for a transform, lets them pass) while the child catches up. A child that
         // never reads is killed when the hooks stop (see `killer`).
         let mut write = || -> std::io::Result<()> {
             match stdin {
                 Input::Pipe(stdin) => {
-                    stdin.write_all(&header(frame, length))?;
+                    head.write_to(stdin)?;
                     for p in 0..frame.n_planes() {
                         stdin.write_all(frame.plane_data(p))?;
                     }
@@ -332,7 +341,7 @@ impl ProcessHook {
                 Input::Shm { stream, ring } => {
                     let planes: Vec<&[u8]> =
                         (0..frame.n_planes()).map(|p| frame.plane_data(p)).collect();
-                    ring.deliver(stream, &header(frame, length), &planes)
+                    ring.deliver(stream, &head, &planes)
                 }
             }
         };

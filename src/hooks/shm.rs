@@ -10,7 +10,8 @@
 //!    memory file's descriptor attached (`SCM_RIGHTS`).
 //! 2. **frame**, service → reader: 48 bytes: the 32-byte header of the stream framing (see
 //!    [`super::framing`]) with magic `MWS1` (its length: the pixel bytes), then u64 `offset`
-//!    of the pixels in the memory file and u64 `seq`, the frame's sequence number.
+//!    of the pixels in the memory file and u64 `seq`, the frame's sequence number. For a
+//!    hook with `sender_time = true`: magic `MWS2`, and 8 more bytes, the sender's time (56).
 //! 3. **done**, reader → service: u64 `seq`: the reader is finished with every frame up to
 //!    `seq` (mediaweave_frames.py sends it when the next frame is asked for).
 //!
@@ -20,7 +21,7 @@
 //!
 //! All little-endian. The service writes the slots with `pwrite`; it never maps the memory.
 
-use super::framing::HEADER_LEN;
+use super::framing::Head;
 use std::fs::File;
 use std::io::{IoSlice, Write};
 use std::os::fd::AsFd;
@@ -29,8 +30,12 @@ use std::os::unix::net::UnixStream;
 
 pub const HELLO: &[u8; 4] = b"MWR1";
 pub const MAGIC: &[u8; 4] = b"MWS1";
-/// Bytes of a frame message.
+/// A frame message followed by the sender's time.
+pub const MAGIC_TIMED: &[u8; 4] = b"MWS2";
+/// Bytes of a frame message (without the sender's time).
 pub const MESSAGE_LEN: usize = 48;
+/// Bytes of a frame message with the sender's time.
+const TIMED_LEN: usize = MESSAGE_LEN + 8;
 /// Frames in flight: one being read, two waiting.
 const SLOTS: usize = 3;
 const PAGE: u64 = 4096;
@@ -117,12 +122,12 @@ impl Ring {
     pub fn deliver(
         &mut self,
         stream: &mut UnixStream,
-        header: &[u8; HEADER_LEN],
+        head: &Head,
         planes: &[&[u8]],
     ) -> std::io::Result<()> {
         self.read_done(stream)?;
-        match self.put(header, planes)? {
-            Some(message) => stream.write_all(&message),
+        match self.put(head, planes)? {
+            Some((message, len)) => stream.write_all(&message[..len]),
             None => Ok(()),
         }
     }
@@ -131,9 +136,9 @@ impl Ring {
     /// announcing it; None when the reader holds every slot (the frame skips it).
     fn put(
         &mut self,
-        header: &[u8; HEADER_LEN],
+        head: &Head,
         planes: &[&[u8]],
-    ) -> std::io::Result<Option<[u8; MESSAGE_LEN]>> {
+    ) -> std::io::Result<Option<([u8; TIMED_LEN], usize)>> {
         let length: u64 = planes.iter().map(|p| p.len() as u64).sum();
         if length > self.slot_size {
             // A new layout past the old one: slots the reader may still hold stay untouched.
@@ -160,12 +165,20 @@ impl Ring {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.slots[slot] = Some(seq);
-        let mut message = [0u8; MESSAGE_LEN];
-        message[..32].copy_from_slice(header);
+        let mut message = [0u8; TIMED_LEN];
+        message[..32].copy_from_slice(&head.header);
         message[..4].copy_from_slice(MAGIC);
         message[32..40].copy_from_slice(&offset.to_le_bytes());
         message[40..48].copy_from_slice(&seq.to_le_bytes());
-        Ok(Some(message))
+        let len = match head.sender_time {
+            Some(t) => {
+                message[..4].copy_from_slice(MAGIC_TIMED);
+                message[48..56].copy_from_slice(&t.to_le_bytes());
+                TIMED_LEN
+            }
+            None => MESSAGE_LEN,
+        };
+        Ok(Some((message, len)))
     }
 }
 
@@ -173,11 +186,14 @@ impl Ring {
 mod tests {
     use super::*;
 
-    fn header(length: u32) -> [u8; 32] {
+    fn header(length: u32) -> Head {
         let mut h = [0u8; 32];
         h[..4].copy_from_slice(b"MWF1");
         h[28..32].copy_from_slice(&length.to_le_bytes());
-        h
+        Head {
+            header: h,
+            sender_time: None,
+        }
     }
 
     #[test]
@@ -186,11 +202,11 @@ mod tests {
         let pixels = vec![7u8; 5000];
         let mut offsets = Vec::new();
         for _ in 0..SLOTS {
-            let m = ring
+            let (m, len) = ring
                 .put(&header(5000), &[&pixels])
                 .expect("put")
                 .expect("a slot");
-            assert_eq!(&m[..4], MAGIC);
+            assert_eq!((&m[..4], len), (&MAGIC[..], MESSAGE_LEN));
             offsets.push(u64::from_le_bytes(m[32..40].try_into().expect("8")));
         }
         assert_eq!(offsets, vec![0, 8192, 16384], "page-aligned slots");
@@ -199,7 +215,7 @@ mod tests {
             "all held"
         );
         ring.take_done(&1u64.to_le_bytes());
-        let m = ring
+        let (m, _) = ring
             .put(&header(5000), &[&pixels])
             .expect("put")
             .expect("slot 0 again");
@@ -214,12 +230,25 @@ mod tests {
     fn larger_frames_get_a_new_layout_past_the_old_one() {
         let mut ring = Ring::new("test").expect("memfd");
         ring.put(&header(100), &[&[1u8; 100]]).expect("put");
-        let m = ring
+        let (m, _) = ring
             .put(&header(10000), &[&vec![2u8; 10000]])
             .expect("put")
             .expect("slot");
         let offset = u64::from_le_bytes(m[32..40].try_into().expect("8"));
         assert_eq!(offset, 3 * 4096, "past the three small slots");
+    }
+
+    #[test]
+    fn a_timed_frame_carries_its_senders_time_after_the_message() {
+        let mut ring = Ring::new("test").expect("memfd");
+        let mut head = header(10);
+        head.sender_time = Some(1_764_000_000_123_456_789);
+        let (m, len) = ring.put(&head, &[&[0u8; 10]]).expect("put").expect("slot");
+        assert_eq!((&m[..4], len), (&MAGIC_TIMED[..], MESSAGE_LEN + 8));
+        assert_eq!(
+            u64::from_le_bytes(m[48..56].try_into().expect("8")),
+            1_764_000_000_123_456_789
+        );
     }
 
     #[test]

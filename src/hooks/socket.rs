@@ -7,7 +7,7 @@
 //! subscriber gets a ring of shared memory of its own and frame messages (see [`super::shm`]),
 //! and tells when it is done with a frame.
 
-use super::framing::{HEADER_LEN, header};
+use super::framing::Head;
 use super::{Frame, FrameHook, HookEvent};
 use crate::events::{Event, EventBus};
 use gst_video::prelude::*;
@@ -29,7 +29,7 @@ const BIND_RETRY: Duration = Duration::from_secs(2);
 
 /// A frame for the subscribers: its header and a reference to the buffer (no pixel copy).
 struct Shared {
-    header: [u8; HEADER_LEN],
+    head: Head,
     buffer: gst::Buffer,
     info: gst_video::VideoInfo,
 }
@@ -46,11 +46,11 @@ impl Shared {
         let planes: Vec<&[u8]> = (0..frame.n_planes())
             .map(|p| frame.plane_data(p).unwrap_or(&[]))
             .collect();
-        ring.deliver(stream, &self.header, &planes)
+        ring.deliver(stream, &self.head, &planes)
     }
 
     fn write_to(&self, out: &mut dyn Write) -> std::io::Result<()> {
-        out.write_all(&self.header)?;
+        self.head.write_to(out)?;
         let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(&self.buffer, &self.info)
             .map_err(|_| std::io::Error::other("cannot map the frame"))?;
         for p in 0..frame.n_planes() {
@@ -63,6 +63,8 @@ impl Shared {
 type Subscribers = Arc<Mutex<Vec<SyncSender<Arc<Shared>>>>>;
 
 pub struct SocketHook {
+    /// Frames carry their sender's time.
+    sender_time: bool,
     subscribers: Subscribers,
     stop: Arc<AtomicBool>,
     acceptor: Option<std::thread::JoinHandle<()>>,
@@ -99,10 +101,12 @@ impl SocketHook {
     }
 
     /// Listens on `listen` ("HOST:PORT" or "unix:PATH") and accepts subscribers on a thread;
-    /// `shared_memory`: frames go through shared memory (Unix sockets only).
+    /// `shared_memory`: frames go through shared memory (Unix sockets only); `sender_time`:
+    /// frames carry their sender's time (`MWF2`/`MWS2`).
     pub fn bind(
         listen: &str,
         shared_memory: bool,
+        sender_time: bool,
         pipeline: &str,
         events: EventBus,
     ) -> Result<SocketHook, String> {
@@ -126,6 +130,7 @@ impl SocketHook {
         };
         nonblocking.map_err(|e| format!("socket hook on {listen}: {e}"))?;
         let mut hook = SocketHook {
+            sender_time,
             subscribers: Subscribers::default(),
             stop: Arc::new(AtomicBool::new(false)),
             acceptor: None,
@@ -257,7 +262,7 @@ impl FrameHook for SocketHook {
             .sum();
         let (buffer, info) = frame.shared();
         let shared = Arc::new(Shared {
-            header: header(frame, length),
+            head: Head::new(frame, length, self.sender_time),
             buffer,
             info,
         });
