@@ -38,22 +38,31 @@ impl Event {
     }
 }
 
-#[derive(Clone)]
-pub struct EventBus(broadcast::Sender<Event>);
+/// Messages every subscriber hears, published without ever waiting: a subscriber that falls
+/// more than the backlog behind skips ahead (and is told).
+#[derive(Debug, Clone)]
+pub struct Bus<T>(broadcast::Sender<T>);
 
-impl Default for EventBus {
-    fn default() -> Self {
-        EventBus(broadcast::channel(BACKLOG).0)
+impl<T: Clone> Bus<T> {
+    pub fn new(backlog: usize) -> Bus<T> {
+        Bus(broadcast::channel(backlog).0)
+    }
+
+    /// Never blocks; without subscribers the message is simply gone.
+    pub fn publish(&self, message: T) {
+        let _ = self.0.send(message);
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<T> {
+        self.0.subscribe()
     }
 }
 
-impl EventBus {
-    /// Never blocks; without subscribers the event is simply gone.
-    pub fn publish(&self, event: Event) {
-        let _ = self.0.send(event);
-    }
+/// The service's events.
+pub type EventBus = Bus<Event>;
 
-    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
-        self.0.subscribe()
+impl Default for EventBus {
+    fn default() -> Self {
+        Bus::new(BACKLOG)
     }
 }

@@ -70,6 +70,26 @@ fn source(port: u16, framing: &str, extra: &str) -> String {
     )
 }
 
+/// A server with pipeline `pi` described by `text`, playing.
+fn serve_pi(dir: &Path, text: &str) -> (TestServer, String) {
+    write_pipeline(dir, "pi", text);
+    let server = TestServer::start(dir);
+    let base = server.base.clone();
+    wait_state(&base, "pi", "playing");
+    (server, base)
+}
+
+/// Stops `pi`; its recordings then, as ffprobe reads them.
+fn stopped_recordings(base: &str, dir: &Path) -> Vec<Probe> {
+    assert_eq!(post(&format!("{base}/api/pipelines/pi/stop")).status, 200);
+    wait_state(base, "pi", "stopped");
+    std::fs::read_dir(dir.join("recordings/pi"))
+        .expect("recordings")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .map(|f| ffprobe(&f.display().to_string(), None).expect("ffprobe"))
+        .collect()
+}
+
 fn watch(base: &str, name: &str) -> serde_json::Value {
     let seen = aiortc_view(&[
         "whep",
@@ -89,14 +109,10 @@ fn the_tutorials_sender_is_watched_recorded_and_resumes() {
     let clip = clip(dir.path());
     let port = free_port();
     // VP8 keeps the tutorial's odd 480x315 as it is (H.264 cannot: see the last test).
-    write_pipeline(
+    let (_server, base) = serve_pi(
         dir.path(),
-        "pi",
         &source(port, "ascii-base64", "\n[encode]\ncodec = \"vp8\"\n"),
     );
-    let server = TestServer::start(dir.path());
-    let base = server.base.clone();
-    wait_state(&base, "pi", "playing");
 
     let first = sender(port, &clip, "ascii-base64");
     let seen = watch(&base, "pi");
@@ -135,14 +151,8 @@ fn the_tutorials_sender_is_watched_recorded_and_resumes() {
     stop(second);
 
     // Stopped: its recording is a file ffprobe reads.
-    assert_eq!(post(&format!("{base}/api/pipelines/pi/stop")).status, 200);
-    wait_state(&base, "pi", "stopped");
-    let files: Vec<_> = std::fs::read_dir(dir.path().join("recordings/pi"))
-        .expect("recordings")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .collect();
-    assert!(!files.is_empty(), "no recording");
-    let probe = ffprobe(&files[0].display().to_string(), None).expect("ffprobe");
+    let recordings = stopped_recordings(&base, dir.path());
+    let probe = recordings.first().expect("a recording");
     let video = probe.video().expect("video");
     assert_eq!(
         (video.width, video.height),
@@ -158,14 +168,10 @@ fn a_u32be_sender_is_watched_at_the_size_asked_for() {
     let dir = tempfile::tempdir().expect("tempdir");
     let clip = clip(dir.path());
     let port = free_port();
-    write_pipeline(
+    let (_server, base) = serve_pi(
         dir.path(),
-        "pi",
         &source(port, "u32be", "width = 640\nheight = 420\n"),
     );
-    let server = TestServer::start(dir.path());
-    let base = server.base.clone();
-    wait_state(&base, "pi", "playing");
     let s = sender(port, &clip, "u32be");
     let seen = watch(&base, "pi");
     assert_eq!(
@@ -311,10 +317,7 @@ fn a_sender_that_changes_size_is_scaled_to_its_first_size() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (big, small) = (jpeg(dir.path(), 640, 480), jpeg(dir.path(), 320, 240));
     let port = free_port();
-    write_pipeline(dir.path(), "pi", &source(port, "u32be", ""));
-    let server = TestServer::start(dir.path());
-    let base = server.base.clone();
-    wait_state(&base, "pi", "playing");
+    let (_server, base) = serve_pi(dir.path(), &source(port, "u32be", ""));
 
     // 640x480 for 2 s, then 320x240 (a camera reconfigured), 30 frames a second.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -353,14 +356,9 @@ fn a_sender_that_changes_size_is_scaled_to_its_first_size() {
     assert_eq!(status["state"], "playing", "{status}");
 
     // One recording, both sizes in it at 640x480.
-    assert_eq!(post(&format!("{base}/api/pipelines/pi/stop")).status, 200);
-    wait_state(&base, "pi", "stopped");
-    let files: Vec<_> = std::fs::read_dir(dir.path().join("recordings/pi"))
-        .expect("recordings")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .collect();
-    assert_eq!(files.len(), 1, "{files:?}");
-    let probe = ffprobe(&files[0].display().to_string(), None).expect("ffprobe");
+    let recordings = stopped_recordings(&base, dir.path());
+    assert_eq!(recordings.len(), 1, "{} recordings", recordings.len());
+    let probe = &recordings[0];
     let video = probe.video().expect("video");
     assert_eq!(
         (video.width, video.height),
@@ -390,18 +388,14 @@ fn external_hooks_get_each_frames_sender_time() {
             script.display()
         )
     };
-    write_pipeline(
+    let (_server, base) = serve_pi(
         dir.path(),
-        "pi",
         &format!(
             "[source]\nkind = \"jpeg-tcp\"\nlisten = \"127.0.0.1:{port}\"\nframing = \"ascii-base64\"\n{}{}",
             hook("stream"),
             hook("shm")
         ),
     );
-    let server = TestServer::start(dir.path());
-    let base = server.base.clone();
-    wait_state(&base, "pi", "playing");
     let timed = |seen: &[serde_json::Value], label: &str| -> Vec<serde_json::Value> {
         hook_events(seen, "sender_time")
             .into_iter()

@@ -7,7 +7,7 @@
 mod common;
 use common::*;
 use mediaweave::auth::{Auth, hash, hex};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
@@ -32,15 +32,7 @@ impl Peer {
             .spawn()
             .unwrap_or_else(|e| panic!("start {what}: {e}"));
         let stdin = child.stdin.take().expect("stdin");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-                    let _ = tx.send(v);
-                }
-            }
-        });
+        let lines = json_lines(child.stdout.take().expect("stdout"));
         Peer {
             what,
             child,

@@ -127,20 +127,25 @@ fn to_jpeg(j: &JpegTcpOutput, sink: &str) -> String {
     )
 }
 
-/// Output `i`'s branch off the raw video.
-pub(super) fn output(i: usize, j: &JpegTcpOutput) -> (String, JpegOutTap) {
-    let sink = format!("out{i}_jpeg");
-    let chain = format!(
-        "video_raw. ! queue name=out{i}_jpeg_queue leaky=downstream max-size-buffers=2 max-size-bytes=0 max-size-time=0 ! {}",
-        to_jpeg(j, &sink)
-    );
-    let tap = JpegOutTap {
+/// Output `i`'s tap: its frames leave by appsink `out{i}_jpeg` (of the pipeline, until a
+/// decoder is given).
+fn out_tap(i: usize, j: &JpegTcpOutput) -> JpegOutTap {
+    JpegOutTap {
         index: i,
-        sink,
+        sink: format!("out{i}_jpeg"),
         connect: j.connect.get_ref().clone(),
         framing: j.framing,
         decoder: None,
-    };
+    }
+}
+
+/// Output `i`'s branch off the raw video.
+pub(super) fn output(i: usize, j: &JpegTcpOutput) -> (String, JpegOutTap) {
+    let tap = out_tap(i, j);
+    let chain = format!(
+        "video_raw. ! queue name=out{i}_jpeg_queue leaky=downstream max-size-buffers=2 max-size-bytes=0 max-size-time=0 ! {}",
+        to_jpeg(j, &tap.sink)
+    );
     (chain, tap)
 }
 
@@ -152,20 +157,14 @@ pub(super) fn output_decoded(i: usize, j: &JpegTcpOutput) -> (String, JpegOutTap
     let chain = format!(
         "video_enc. ! queue name=out{i}_jpeg_queue leaky=downstream max-size-buffers=0 max-size-bytes=0 max-size-time=2000000000 ! appsink name={encoded_sink} sync=false async=false"
     );
-    let sink = format!("out{i}_jpeg");
+    let mut tap = out_tap(i, j);
     let launch = format!(
         "appsrc name=video format=time is-live=true ! identity name=jpeg_keyframes ! decodebin ! videoconvert ! {}",
-        to_jpeg(j, &sink)
+        to_jpeg(j, &tap.sink)
     );
-    let tap = JpegOutTap {
-        index: i,
-        sink,
-        connect: j.connect.get_ref().clone(),
-        framing: j.framing,
-        decoder: Some(JpegDecoder {
-            encoded_sink,
-            launch,
-        }),
-    };
+    tap.decoder = Some(JpegDecoder {
+        encoded_sink,
+        launch,
+    });
     (chain, tap)
 }

@@ -418,10 +418,15 @@ fn is_socketio(uri: &axum::http::Uri) -> bool {
     uri.path() == "/socket.io" || uri.path().starts_with("/socket.io/")
 }
 
-fn query_token(uri: &axum::http::Uri) -> Option<String> {
+/// The value of `key` in `uri`'s query, decoded.
+fn query_value(uri: &axum::http::Uri, key: &str) -> Option<String> {
     let query: axum::extract::Query<std::collections::HashMap<String, String>> =
         axum::extract::Query::try_from_uri(uri).ok()?;
-    query.0.get("token").cloned()
+    query.0.get(key).cloned()
+}
+
+fn query_token(uri: &axum::http::Uri) -> Option<String> {
+    query_value(uri, "token")
 }
 
 async fn list(

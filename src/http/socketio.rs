@@ -37,10 +37,10 @@ const MAX_PAYLOAD: u64 = 64 * 1024;
 /// The chat target a connection asks for in its query (`?room=NAME`, default `lobby`). A
 /// room participant's stream (`ROOM/PARTICIPANT`) chats in its room: the target is the room.
 pub fn target(uri: &axum::http::Uri) -> String {
-    let query: Option<axum::extract::Query<std::collections::HashMap<String, String>>> =
-        axum::extract::Query::try_from_uri(uri).ok();
-    let room = query.as_ref().and_then(|q| q.0.get("room"));
-    let room = room.map(|r| r.split('/').next().unwrap_or_default().trim());
+    let room = super::query_value(uri, "room");
+    let room = room
+        .as_deref()
+        .map(|r| r.split('/').next().unwrap_or_default().trim());
     match room {
         Some(room) if !room.is_empty() => room.chars().take(MAX_TARGET).collect(),
         _ => DEFAULT_TARGET.to_string(),
@@ -61,9 +61,7 @@ fn own_room(id: &ViewerId) -> String {
 /// Whether a request's query carries an Engine.IO session id (every request after the
 /// handshake does).
 pub fn has_session(uri: &axum::http::Uri) -> bool {
-    let query: Option<axum::extract::Query<std::collections::HashMap<String, String>>> =
-        axum::extract::Query::try_from_uri(uri).ok();
-    query.is_some_and(|q| q.0.contains_key("sid"))
+    super::query_value(uri, "sid").is_some()
 }
 
 /// The Socket.IO server: its layer goes into the router; this owns the task that brings the

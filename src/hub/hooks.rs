@@ -38,37 +38,23 @@ fn start_decoded(
     report_errors(&reader, name, host)?;
     // The stream's end is the hooks': they see it to its last frame.
     let (_, link) = super::feed(source, &decoder.video_sink, &reader, "video", MAX_BEHIND)?;
-    // The decoder starts on a keyframe: asked for now, and again until one comes (a publisher
-    // sends none unasked, and the one it sent on connecting may have gone by).
-    if let Some(asker) = reader
-        .by_name("hooks_keyframes")
-        .and_then(|identity| super::KeyframeAsker::on(&identity, None))
-    {
-        asker.ask();
-    }
-    super::play_ahead(&reader)?;
+    super::start_decoding(&reader, "hooks_keyframes")?;
     running.fed_by(reader, Box::new(link));
     Ok(running)
 }
 
 /// Errors in the decoder or a hook's branch are the hooks' problem: said, and sent as hook
-/// events (from GStreamer's threads: the sync handler only logs and publishes).
+/// events.
 fn report_errors(reader: &gst::Pipeline, name: &str, host: &HookHost) -> Result<(), String> {
-    let bus = reader.bus().ok_or("the hooks' decoder has no bus")?;
     let (name, events) = (name.to_string(), host.events.clone());
-    bus.set_sync_handler(move |_, msg| {
-        if let gst::MessageView::Error(e) = msg.view() {
-            let error = crate::pipeline::describe_error(msg, &e.error(), e.debug().as_deref());
-            tracing::warn!("{name}: hook branch: {error}");
-            let element = msg.src().map(|s| s.name().to_string()).unwrap_or_default();
-            events.publish(Event::hook(
-                &name,
-                &element,
-                "error",
-                serde_json::json!({ "error": error }),
-            ));
-        }
-        gst::BusSyncReply::Drop
-    });
-    Ok(())
+    super::on_errors(reader, move |msg, error| {
+        tracing::warn!("{name}: hook branch: {error}");
+        let element = msg.src().map(|s| s.name().to_string()).unwrap_or_default();
+        events.publish(Event::hook(
+            &name,
+            &element,
+            "error",
+            serde_json::json!({ "error": error }),
+        ));
+    })
 }

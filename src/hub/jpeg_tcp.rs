@@ -240,17 +240,13 @@ impl JpegSources {
                 status.clone(),
             ));
             if let Some(d) = &decoder {
-                report_errors(&d.pipeline, name, status.clone())?;
-                // It starts on a keyframe: asked for now, and again until one comes (a
-                // publisher sends none unasked).
-                if let Some(asker) = d
-                    .pipeline
-                    .by_name("jpeg_keyframes")
-                    .and_then(|identity| super::KeyframeAsker::on(&identity, None))
-                {
-                    asker.ask();
-                }
-                super::play_ahead(&d.pipeline)?;
+                // Its errors are its output's: logged and shown in its status.
+                let (name, status) = (name.to_string(), status.clone());
+                super::on_errors(&d.pipeline, move |_, error| {
+                    tracing::warn!("{name}: jpeg-tcp output's decoder: {error}");
+                    lock(&status).error = Some(format!("cannot decode the stream: {error}"));
+                })?;
+                super::start_decoding(&d.pipeline, "jpeg_keyframes")?;
             }
             started.push(Sending {
                 status,
@@ -580,28 +576,6 @@ fn decoder(
         output,
         links: vec![link],
     })
-}
-
-/// A decoder's errors are its output's: logged and shown in its status (from GStreamer's
-/// threads: the sync handler only records).
-fn report_errors(
-    reader: &gst::Pipeline,
-    name: &str,
-    status: Arc<Mutex<JpegOutStatus>>,
-) -> Result<(), String> {
-    let bus = reader
-        .bus()
-        .ok_or("a jpeg-tcp output's decoder has no bus")?;
-    let name = name.to_string();
-    bus.set_sync_handler(move |_, msg| {
-        if let gst::MessageView::Error(e) = msg.view() {
-            let error = crate::pipeline::describe_error(msg, &e.error(), e.debug().as_deref());
-            tracing::warn!("{name}: jpeg-tcp output's decoder: {error}");
-            lock(&status).error = Some(format!("cannot decode the stream: {error}"));
-        }
-        gst::BusSyncReply::Drop
-    });
-    Ok(())
 }
 
 /// The caps of the reference timestamp a jpeg-tcp frame carries: the sender's clock, UTC.

@@ -100,6 +100,39 @@ pub(crate) fn play_ahead(reader: &gst::Pipeline) -> Result<(), String> {
         .map_err(|_| format!("{} did not start", reader.name()))
 }
 
+/// Starts a reader that decodes a stream: it must start on a keyframe, asked for through the
+/// element `keyframes` (an identity before its decoder) now and again until one comes (a
+/// publisher sends none unasked, and the one it sent on connecting may have gone by); then it
+/// plays ahead of its source ([`play_ahead`]).
+pub(crate) fn start_decoding(reader: &gst::Pipeline, keyframes: &str) -> Result<(), String> {
+    if let Some(asker) = reader
+        .by_name(keyframes)
+        .and_then(|identity| KeyframeAsker::on(&identity, None))
+    {
+        asker.ask();
+    }
+    play_ahead(reader)
+}
+
+/// Hands each error of `reader` to `report` (described, with the element's path), on
+/// GStreamer's thread: it should only log and record. Other messages are dropped.
+pub(crate) fn on_errors(
+    reader: &gst::Pipeline,
+    report: impl Fn(&gst::Message, String) + Send + Sync + 'static,
+) -> Result<(), String> {
+    let bus = reader
+        .bus()
+        .ok_or_else(|| format!("{} has no bus", reader.name()))?;
+    bus.set_sync_handler(move |_, msg| {
+        if let gst::MessageView::Error(e) = msg.view() {
+            let error = crate::pipeline::describe_error(msg, &e.error(), e.debug().as_deref());
+            report(msg, error);
+        }
+        gst::BusSyncReply::Drop
+    });
+    Ok(())
+}
+
 /// How long a reader waits for the keyframe it asked for before it asks again.
 const KEYFRAME_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 

@@ -8,7 +8,6 @@
 //!   lines enter the same relays, and what comes on the bus reaches them.
 
 use std::time::{Duration, Instant};
-use tokio::sync::broadcast;
 
 /// Longest chat line relayed, in characters.
 pub const CHAT_MAX_CHARS: usize = 500;
@@ -65,23 +64,11 @@ pub struct ChatLine {
 const BUS_BACKLOG: usize = 256;
 
 /// Every chat's lines, for whoever listens (the Socket.IO clients). Publishing never waits.
-#[derive(Debug, Clone)]
-pub struct ChatBus(broadcast::Sender<ChatLine>);
+pub type ChatBus = crate::events::Bus<ChatLine>;
 
 impl Default for ChatBus {
     fn default() -> Self {
-        ChatBus(broadcast::channel(BUS_BACKLOG).0)
-    }
-}
-
-impl ChatBus {
-    pub fn publish(&self, line: ChatLine) {
-        // No listener is fine: nobody outside WebRTC is chatting.
-        let _ = self.0.send(line);
-    }
-
-    pub fn subscribe(&self) -> broadcast::Receiver<ChatLine> {
-        self.0.subscribe()
+        ChatBus::new(BUS_BACKLOG)
     }
 }
 

@@ -368,6 +368,28 @@ pub fn ffprobe(input: &str, seconds: Option<u32>) -> Result<Probe, String> {
     Ok(Probe { streams, duration })
 }
 
+/// The JSON lines a child prints on `stdout`, as they come (read on a thread of their own,
+/// which ends with the child's output or when nobody listens any more).
+pub fn json_lines(
+    stdout: std::process::ChildStdout,
+) -> std::sync::mpsc::Receiver<serde_json::Value> {
+    use std::io::BufRead;
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+                && tx.send(v).is_err()
+            {
+                return;
+            }
+        }
+    });
+    lines
+}
+
 /// The venv Python that scripts/setup creates (stock aiortc, websockets).
 pub fn venv_python() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python")

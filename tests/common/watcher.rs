@@ -1,7 +1,6 @@
 //! A headless Chromium page watching a pipeline (`tests/browser/view.mjs samples`), in a
 //! network namespace of the test's own or here, its stats read a line a second.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -35,17 +34,7 @@ impl Watcher {
             .stderr(Stdio::null())
             .spawn()
             .expect("start chromium");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, samples) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
-                    && tx.send(v).is_err()
-                {
-                    return;
-                }
-            }
-        });
+        let samples = super::json_lines(child.stdout.take().expect("stdout"));
         Watcher {
             who,
             child,
