@@ -1,7 +1,7 @@
 //! The serde types of `[[hook]]` tables: what each hook kind takes.
 
 use super::Kinded;
-use super::types::duration;
+use super::units::duration;
 use serde::Deserialize;
 use serde_spanned::Spanned;
 use std::time::Duration;

@@ -15,19 +15,22 @@ mod hooks;
 mod jpeg_tcp;
 mod ladder;
 mod launch;
+mod outputs;
 pub mod policy;
 mod types;
+mod units;
 mod validate;
 
 pub use diagnostic::{Diagnostic, Diagnostics, line_col};
 pub use hooks::{HOOK_FORMATS, Hook, HookTransport, RustHook, SnapshotHook, StatsHook};
 pub use jpeg_tcp::{DEFAULT_MAX_FRAME_BYTES, JpegFraming, JpegTcpOutput, JpegTcpSource};
 pub use ladder::{Ladder, Rung};
+pub use outputs::{Container, FileOutput, Output, RecordOutput, TcpOutput, WebRtcOutput};
 pub use policy::ApiPolicy;
 pub use types::{
-    AudioCodec, Backoff, CameraFormat, CameraSource, Container, Encode, FileOutput, FileSource,
-    Options, Output, Passthrough, RecordOutput, RestartPolicy, RoomSource, Source, StallTimeout,
-    TcpOutput, TcpSource, TestSource, UriSource, VideoCodec, WebRtcOutput, WebRtcSource,
+    AudioCodec, Backoff, CameraFormat, CameraSource, Encode, FileSource, Options, Passthrough,
+    RestartPolicy, RoomSource, Source, StallTimeout, TcpSource, TestSource, UriSource, VideoCodec,
+    WebRtcSource,
 };
 
 use serde::Deserialize;

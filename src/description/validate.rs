@@ -3,6 +3,7 @@
 
 use super::elements;
 use super::hooks::*;
+use super::outputs::*;
 use super::types::*;
 use std::ops::Range;
 use std::time::Duration;
@@ -16,6 +17,43 @@ pub(super) enum Where {
 }
 
 pub(super) fn validate(s: &super::Structured) -> Result<(), (Where, String)> {
+    validate_source_video(s)?;
+    validate_bitrates(s)?;
+    for out in &s.outputs {
+        if let Output::Whip(w) = &out.value {
+            validate_whip(w)?;
+        }
+    }
+    validate_ladder(s)?;
+    for hook in &s.hooks {
+        validate_hook(s, hook)?;
+    }
+    for out in &s.outputs {
+        if let Output::JpegTcp(j) = &out.value {
+            validate_jpeg_output(s, j, &out.span)?;
+        }
+    }
+    validate_jpeg_source(s)?;
+    if let Source::WebRtc(w) = &s.source.value {
+        return validate_ingest(s, w);
+    }
+    if let Source::Whep(w) = &s.source.value {
+        check_endpoint(&w.url, "WHEP")?;
+        return validate_ingest(s, &w.publisher())
+            .map_err(|(at, msg)| (at, msg.replace("webrtc source", "whep source")));
+    }
+    if let Source::Room(r) = &s.source.value {
+        return validate_room(s, r);
+    }
+    if let Some(p) = s.passthrough() {
+        return validate_passthrough(s, &p);
+    }
+    validate_encoder(s)?;
+    validate_outputs(s)
+}
+
+/// The source's picture: size, framerate, a test source's frames and pattern.
+fn validate_source_video(s: &super::Structured) -> Result<(), (Where, String)> {
     let (w, h, fps) = s.source.value.video_size();
     for (key, v, lo, hi) in [("width", w, 16, 7680), ("height", h, 16, 4320)] {
         if let Some(v) = v
@@ -54,6 +92,10 @@ pub(super) fn validate(s: &super::Structured) -> Result<(), (Where, String)> {
             ),
         ));
     }
+    Ok(())
+}
+
+fn validate_bitrates(s: &super::Structured) -> Result<(), (Where, String)> {
     if !(16..=100_000).contains(&s.encode.bitrate) {
         return Err((
             Where::Key("encode", "bitrate"),
@@ -72,97 +114,97 @@ pub(super) fn validate(s: &super::Structured) -> Result<(), (Where, String)> {
             ),
         ));
     }
-    for out in &s.outputs {
-        if let Output::Whip(w) = &out.value {
-            validate_whip(w)?;
-        }
-    }
-    validate_ladder(s)?;
-    for hook in &s.hooks {
-        let format = match &hook.value {
-            Hook::Rust(r) => Some(&r.format),
-            Hook::Socket(sock) => Some(&sock.format),
-            Hook::Process(p) => {
-                if p.command.get_ref().is_empty() {
-                    return Err((
-                        Where::Span(p.command.span()),
-                        "`command` needs a program, e.g. [\"python3\", \"scripts/examples/detect.py\"]".into(),
-                    ));
-                }
-                Some(&p.format)
+    Ok(())
+}
+
+/// A hook's format, command, transform and address.
+fn validate_hook(
+    s: &super::Structured,
+    hook: &super::Located<Hook>,
+) -> Result<(), (Where, String)> {
+    let format = match &hook.value {
+        Hook::Rust(r) => Some(&r.format),
+        Hook::Socket(sock) => Some(&sock.format),
+        Hook::Process(p) => {
+            if p.command.get_ref().is_empty() {
+                return Err((
+                    Where::Span(p.command.span()),
+                    "`command` needs a program, e.g. [\"python3\", \"scripts/examples/detect.py\"]"
+                        .into(),
+                ));
             }
-            _ => None,
-        };
-        if let Some(format) = format
-            && !HOOK_FORMATS.contains(&format.get_ref().as_str())
-        {
+            Some(&p.format)
+        }
+        _ => None,
+    };
+    if let Some(format) = format
+        && !HOOK_FORMATS.contains(&format.get_ref().as_str())
+    {
+        return Err((
+            Where::Span(format.span()),
+            format!(
+                "unknown hook format `{}`: use {}",
+                format.get_ref(),
+                HOOK_FORMATS.join(", ")
+            ),
+        ));
+    }
+    if let Some(mode) = hook.value.transform() {
+        if s.kept_as_arrives() {
             return Err((
-                Where::Span(format.span()),
+                Where::Span(mode.span()),
+                "a transform changes the video the outputs carry, which needs re-encoding; this source's stream is kept as it arrives (webrtc, passthrough), so hooks here can only observe".into(),
+            ));
+        }
+        let (w, h, fps, budget) = match &hook.value {
+            Hook::Rust(r) => (r.width, r.height, r.fps, r.budget),
+            Hook::Process(p) => (p.width, p.height, p.fps, p.budget),
+            _ => (None, None, None, Duration::ZERO),
+        };
+        if budget < Duration::from_millis(1) || budget > Duration::from_secs(1) {
+            return Err((
+                Where::Span(hook.span.clone()),
                 format!(
-                    "unknown hook format `{}`: use {}",
-                    format.get_ref(),
-                    HOOK_FORMATS.join(", ")
+                    "budget {} is out of range: use 1ms to 1s (frames wait at most one frame interval anyway)",
+                    humantime::format_duration(budget)
                 ),
             ));
         }
-        if let Some(mode) = hook.value.transform() {
-            if s.kept_as_arrives() {
-                return Err((
-                    Where::Span(mode.span()),
-                    "a transform changes the video the outputs carry, which needs re-encoding; this source's stream is kept as it arrives (webrtc, passthrough), so hooks here can only observe".into(),
-                ));
-            }
-            let (w, h, fps, budget) = match &hook.value {
-                Hook::Rust(r) => (r.width, r.height, r.fps, r.budget),
-                Hook::Process(p) => (p.width, p.height, p.fps, p.budget),
-                _ => (None, None, None, Duration::ZERO),
-            };
-            if budget < Duration::from_millis(1) || budget > Duration::from_secs(1) {
-                return Err((
-                    Where::Span(hook.span.clone()),
-                    format!(
-                        "budget {} is out of range: use 1ms to 1s (frames wait at most one frame interval anyway)",
-                        humantime::format_duration(budget)
-                    ),
-                ));
-            }
-            if w.is_some() || h.is_some() || fps.is_some() {
-                return Err((
-                    Where::Span(hook.span.clone()),
-                    "a transform works on the video the outputs carry: drop width/height/fps (set them in [source])".into(),
-                ));
-            }
-        }
-        if let Hook::Socket(sock) = &hook.value {
-            let listen = sock.listen.get_ref();
-            let valid = match listen.strip_prefix("unix:") {
-                Some(path) => !path.is_empty(),
-                None => listen.parse::<std::net::SocketAddr>().is_ok(),
-            };
-            if !valid {
-                return Err((
-                    Where::Span(sock.listen.span()),
-                    format!(
-                        "`{listen}` is not an address to listen on: use HOST:PORT (e.g. \"127.0.0.1:7000\") or unix:PATH"
-                    ),
-                ));
-            }
-            if let Some(t) = &sock.transport
-                && *t.get_ref() == HookTransport::Shm
-                && !listen.starts_with("unix:")
-            {
-                return Err((
-                    Where::Span(t.span()),
-                    "transport = \"shm\" shares memory with the reader: it needs listen = \"unix:PATH\" (a TCP reader may be on another machine)".into(),
-                ));
-            }
+        if w.is_some() || h.is_some() || fps.is_some() {
+            return Err((
+                Where::Span(hook.span.clone()),
+                "a transform works on the video the outputs carry: drop width/height/fps (set them in [source])".into(),
+            ));
         }
     }
-    for out in &s.outputs {
-        if let Output::JpegTcp(j) = &out.value {
-            validate_jpeg_output(s, j, &out.span)?;
+    if let Hook::Socket(sock) = &hook.value {
+        let listen = sock.listen.get_ref();
+        let valid = match listen.strip_prefix("unix:") {
+            Some(path) => !path.is_empty(),
+            None => listen.parse::<std::net::SocketAddr>().is_ok(),
+        };
+        if !valid {
+            return Err((
+                Where::Span(sock.listen.span()),
+                format!(
+                    "`{listen}` is not an address to listen on: use HOST:PORT (e.g. \"127.0.0.1:7000\") or unix:PATH"
+                ),
+            ));
+        }
+        if let Some(t) = &sock.transport
+            && *t.get_ref() == HookTransport::Shm
+            && !listen.starts_with("unix:")
+        {
+            return Err((
+                Where::Span(t.span()),
+                "transport = \"shm\" shares memory with the reader: it needs listen = \"unix:PATH\" (a TCP reader may be on another machine)".into(),
+            ));
         }
     }
+    Ok(())
+}
+
+fn validate_jpeg_source(s: &super::Structured) -> Result<(), (Where, String)> {
     if let Source::JpegTcp(j) = &s.source.value {
         let listen = j.listen.get_ref();
         if listen.parse::<std::net::SocketAddr>().is_err() {
@@ -183,45 +225,42 @@ pub(super) fn validate(s: &super::Structured) -> Result<(), (Where, String)> {
             ));
         }
     }
-    if let Source::WebRtc(w) = &s.source.value {
-        return validate_ingest(s, w);
+    Ok(())
+}
+
+/// A passthrough source's stream goes out as it arrives: only outputs that carry it.
+fn validate_passthrough(s: &super::Structured, p: &Passthrough) -> Result<(), (Where, String)> {
+    let (w, h, fps) = s.source.value.video_size();
+    if w.is_some() || h.is_some() || fps.is_some() {
+        return Err((
+            Where::Span(s.source.span.clone()),
+            "passthrough keeps the stream as it arrives: drop width/height/framerate or set passthrough = false".into(),
+        ));
     }
-    if let Source::Whep(w) = &s.source.value {
-        check_endpoint(&w.url, "WHEP")?;
-        return validate_ingest(s, &w.publisher())
-            .map_err(|(at, msg)| (at, msg.replace("webrtc source", "whep source")));
-    }
-    if let Source::Room(r) = &s.source.value {
-        return validate_room(s, r);
-    }
-    if let Some(p) = s.passthrough() {
-        if w.is_some() || h.is_some() || fps.is_some() {
+    for out in &s.outputs {
+        let container = out.value.container();
+        if p.audio == Some(AudioCodec::Aac) && container == Container::WebRtc {
             return Err((
-                Where::Span(s.source.span.clone()),
-                "passthrough keeps the stream as it arrives: drop width/height/framerate or set passthrough = false".into(),
+                Where::Span(out.span.clone()),
+                "a passthrough source sends its AAC audio as it arrives, and WebRTC carries Opus only: set audio = false in [source] (video only), or passthrough = false to re-encode".into(),
             ));
         }
-        for out in &s.outputs {
-            let container = out.value.container();
-            if p.audio == Some(AudioCodec::Aac) && container == Container::WebRtc {
-                return Err((
-                    Where::Span(out.span.clone()),
-                    "a passthrough source sends its AAC audio as it arrives, and WebRTC carries Opus only: set audio = false in [source] (video only), or passthrough = false to re-encode".into(),
-                ));
-            }
-            if !container.carries(p.codec) || container == Container::WebM {
-                return Err((
-                    Where::Span(out.span.clone()),
-                    format!(
-                        "a passthrough source sends {} as it arrives, which this {} output cannot carry; set passthrough = false to re-encode",
-                        p.codec.name(),
-                        out.value.kind()
-                    ),
-                ));
-            }
+        if !container.carries(p.codec) || container == Container::WebM {
+            return Err((
+                Where::Span(out.span.clone()),
+                format!(
+                    "a passthrough source sends {} as it arrives, which this {} output cannot carry; set passthrough = false to re-encode",
+                    p.codec.name(),
+                    out.value.kind()
+                ),
+            ));
         }
-        return Ok(());
     }
+    Ok(())
+}
+
+/// A chosen encoder is installed and produces the codec.
+fn validate_encoder(s: &super::Structured) -> Result<(), (Where, String)> {
     let codec = s.encode.codec;
     if let Some(enc) = &s.encode.encoder {
         let name = enc.get_ref();
@@ -239,6 +278,12 @@ pub(super) fn validate(s: &super::Structured) -> Result<(), (Where, String)> {
             ));
         }
     }
+    Ok(())
+}
+
+/// What the outputs of an encoded stream need: a known container, distinct ports, the codec.
+fn validate_outputs(s: &super::Structured) -> Result<(), (Where, String)> {
+    let codec = s.encode.codec;
     let mut tcp_ports = std::collections::BTreeSet::new();
     for out in &s.outputs {
         if let Output::File(f) = &out.value
@@ -320,7 +365,7 @@ fn check_endpoint(url: &serde_spanned::Spanned<String>, what: &str) -> Result<()
 
 /// A WHIP endpoint is an HTTP(S) URL; ICE servers are STUN or TURN URLs as webrtcbin takes
 /// them.
-fn validate_whip(w: &super::types::WhipOutput) -> Result<(), (Where, String)> {
+fn validate_whip(w: &WhipOutput) -> Result<(), (Where, String)> {
     check_endpoint(&w.url, "WHIP")?;
     for server in &w.ice_servers {
         let s = server.get_ref();
