@@ -24,6 +24,7 @@ mod hooks;
 mod jpeg_tcp;
 mod ladder;
 mod outputs;
+mod source;
 
 pub use encoder::EncoderChoice;
 pub use jpeg_tcp::{JpegDecoder, JpegInTap, JpegOutTap};
@@ -32,6 +33,7 @@ pub use ladder::LadderRung;
 use camera::camera_chain;
 use hooks::{plan_decoded_hooks, plan_hooks};
 use outputs::plan_outputs;
+use source::{DecodeLinks, RawSource, is_live_uri, raw_caps, raw_source, source_liveness};
 
 use crate::description::{
     AudioCodec, CameraFormat, CameraSource, Container, Description, Diagnostic, Form, Output,
@@ -120,19 +122,6 @@ fn stall_watch(
         source: source.map(str::to_string),
         timeout,
     })
-}
-
-/// Whether a source delivers live (a clock-paced or network stream), and the element named
-/// when it stalls.
-fn source_liveness(source: &Source) -> (bool, &'static str) {
-    match source {
-        Source::Test(_) | Source::Camera(_) | Source::Tcp(_) => (true, "source"),
-        Source::File(_) => (false, "source"),
-        // Frames come when a sender sends them; a silent sender is not a stalled pipeline.
-        Source::JpegTcp(_) => (false, jpeg_tcp::APPSRC),
-        Source::Uri(u) => (is_live_uri(u.uri.get_ref()), "decode"),
-        Source::WebRtc(_) | Source::Room(_) | Source::Whep(_) => (false, "source"),
-    }
 }
 
 /// What a webrtc-source pipeline accepts from publishers.
@@ -319,17 +308,6 @@ pub struct TcpTap {
     pub port: u16,
 }
 
-/// A decodebin whose pads appear at run time and are linked to named branch heads.
-#[derive(Debug, Clone)]
-struct DecodeLinks {
-    element: String,
-    video_head: String,
-    audio_head: Option<String>,
-    /// Passthrough: the encoded video and audio caps the description promised.
-    expect_video: Option<&'static str>,
-    expect_audio: Option<&'static str>,
-}
-
 /// Decides how `desc` runs on this machine. Errors point into the description file.
 pub fn plan(desc: &Description) -> Result<Plan, Diagnostic> {
     match &desc.form {
@@ -419,128 +397,16 @@ fn plan_structured(desc: &Description) -> Result<Plan, Diagnostic> {
     }
     let source_err = |msg: String| desc.diagnostic(Some(s.source.span.clone()), msg);
     let mut chosen = Vec::new();
-    let mut chains: Vec<String> = Vec::new();
-    let mut decode = None;
-    let mut looping = false;
-
-    let (width, height, framerate) = source.video_size();
-    let size_caps = raw_caps("video/x-raw", width, height, framerate);
+    let framerate = source.video_size().2;
 
     // 1. Raw video (and audio) from the source, ending in tees `video_raw` / `audio_raw`.
-    let want_audio;
-    let mut video = match source {
-        Source::Test(t) => {
-            want_audio = t.audio;
-            // `frames`: a stream of exactly that many frames (and about as much audio).
-            let (video_count, audio_count) = match t.frames {
-                Some(n) => (
-                    format!(" num-buffers={n}"),
-                    format!(
-                        " num-buffers={n} samplesperbuffer={}",
-                        48000 / t.framerate.max(1)
-                    ),
-                ),
-                None => (String::new(), String::new()),
-            };
-            let mut v = format!(
-                "videotestsrc name=source is-live=true{video_count} pattern={} ! {size_caps}",
-                t.pattern.get_ref()
-            );
-            if t.clock {
-                v.push_str(
-                    " ! clockoverlay halignment=right valignment=top shaded-background=true font-desc=\"Sans 20\"",
-                );
-            }
-            if t.audio {
-                chains.push(format!(
-                    "audiotestsrc is-live=true{audio_count} wave=sine freq=440 volume=0.2 ! audioconvert ! audioresample ! audio/x-raw,rate=48000,channels=2 ! tee name=audio_raw allow-not-linked=true"
-                ));
-            }
-            v
-        }
-        Source::Camera(c) => {
-            want_audio = false;
-            let (chain, what) = camera_chain(desc, c, &s.source.span, width, height, framerate)?;
-            chosen.push(("camera format", what));
-            chain
-        }
-        Source::File(f) => {
-            want_audio = f.audio;
-            looping = f.looping;
-            let path = f.path.get_ref();
-            if !Path::new(path).is_file() {
-                return Err(
-                    desc.diagnostic(Some(f.path.span()), format!("file `{path}` does not exist"))
-                );
-            }
-            chains.push(format!(
-                "filesrc name=source location={} ! decodebin name=decode",
-                quote(path)
-            ));
-            decode = Some(DecodeLinks::video_only());
-            // A file decodes as fast as the CPU allows: clocksync plays it at its own pace.
-            "queue name=video_in ! clocksync".into()
-        }
-        Source::Uri(u) => {
-            want_audio = u.audio;
-            let uri = u.uri.get_ref();
-            if uri_scheme(uri).is_none() {
-                return Err(desc.diagnostic(
-                    Some(u.uri.span()),
-                    format!("`{uri}` is not a URI (expected e.g. rtsp://host/path or http://...)"),
-                ));
-            }
-            chains.push(format!("uridecodebin name=decode uri={}", quote(uri)));
-            decode = Some(DecodeLinks::video_only());
-            if is_live_uri(uri) {
-                "queue name=video_in".into()
-            } else {
-                "queue name=video_in ! clocksync".into()
-            }
-        }
-        Source::WebRtc(_) | Source::Room(_) | Source::Whep(_) => {
-            unreachable!("ingest sources are planned by plan_ingest")
-        }
-        Source::Tcp(t) => {
-            want_audio = t.audio;
-            // timeout: a dead or unreachable server fails the pipeline (and so restarts it)
-            // instead of blocking it for minutes.
-            chains.push(format!(
-                "tcpclientsrc name=source host={} port={} timeout=10 ! decodebin name=decode",
-                quote(&t.host),
-                t.port
-            ));
-            decode = Some(DecodeLinks::video_only());
-            "queue name=video_in".into()
-        }
-        Source::JpegTcp(j) => {
-            want_audio = false;
-            jpeg_tcp::chain(j, s.encode.codec, &size_caps)
-        }
-    };
-    if let Some(d) = &mut decode {
-        if want_audio {
-            let pace = if video.contains("clocksync") {
-                " ! clocksync"
-            } else {
-                ""
-            };
-            chains.push(format!(
-                "queue name=audio_in{pace} ! audioconvert ! audioresample ! audio/x-raw,rate=48000,channels=2 ! tee name=audio_raw allow-not-linked=true"
-            ));
-            d.audio_head = Some("audio_in".into());
-        }
-        video.push_str(" ! videoconvert");
-        if width.is_some() || height.is_some() {
-            video.push_str(" ! videoscale");
-        }
-        if framerate.is_some() {
-            video.push_str(" ! videorate");
-        }
-        if width.is_some() || height.is_some() || framerate.is_some() {
-            video.push_str(&format!(" ! {size_caps}"));
-        }
-    }
+    let RawSource {
+        mut video,
+        mut chains,
+        decode,
+        looping,
+        want_audio,
+    } = raw_source(desc, s, &mut chosen)?;
     // Transform hooks sit on the raw video before it fans out; observe hooks branch off it.
     let hooks = plan_hooks(s, &desc.name);
     video.push_str(&hooks.path);
@@ -584,26 +450,8 @@ fn plan_structured(desc: &Description) -> Result<Plan, Diagnostic> {
     }
 
     // 3. Audio encoders: one per codec the outputs need.
-    let mut audio_codecs: Vec<AudioCodec> = Vec::new();
     if want_audio {
-        for out in &s.outputs {
-            let c = out.value.container().audio_codec();
-            if !audio_codecs.contains(&c) {
-                audio_codecs.push(c);
-            }
-        }
-    }
-    for codec in &audio_codecs {
-        let enc = audio_encoder(*codec, s.encode.audio_bitrate).map_err(&source_err)?;
-        chosen.push((
-            "audio encoder",
-            enc.split(' ').next().unwrap_or_default().to_string(),
-        ));
-        chains.push(format!(
-            "audio_raw. ! queue leaky=downstream max-size-time=1000000000 max-size-buffers=0 max-size-bytes=0 ! audioconvert ! audioresample ! {enc} name=audio_encoder_{} ! tee name=audio_{} allow-not-linked=true",
-            codec.name(),
-            codec.name()
-        ));
+        plan_audio_encoders(s, &mut chosen, &mut chains).map_err(&source_err)?;
     }
 
     // 4. Outputs, and the ladder's smaller encodings for the webrtc outputs.
@@ -654,6 +502,34 @@ fn plan_structured(desc: &Description) -> Result<Plan, Diagnostic> {
         },
         jpeg_out: outs.jpeg,
     })
+}
+
+/// One audio encoder per codec the outputs need, each fanned out by a tee `audio_CODEC`.
+fn plan_audio_encoders(
+    s: &crate::description::Structured,
+    chosen: &mut Vec<(&'static str, String)>,
+    chains: &mut Vec<String>,
+) -> Result<(), String> {
+    let mut audio_codecs: Vec<AudioCodec> = Vec::new();
+    for out in &s.outputs {
+        let c = out.value.container().audio_codec();
+        if !audio_codecs.contains(&c) {
+            audio_codecs.push(c);
+        }
+    }
+    for codec in &audio_codecs {
+        let enc = audio_encoder(*codec, s.encode.audio_bitrate)?;
+        chosen.push((
+            "audio encoder",
+            enc.split(' ').next().unwrap_or_default().to_string(),
+        ));
+        chains.push(format!(
+            "audio_raw. ! queue leaky=downstream max-size-time=1000000000 max-size-buffers=0 max-size-bytes=0 ! audioconvert ! audioresample ! {enc} name=audio_encoder_{} ! tee name=audio_{} allow-not-linked=true",
+            codec.name(),
+            codec.name()
+        ));
+    }
+    Ok(())
 }
 
 /// A pull source recorded as it arrives: decodebin stopped at the encoded streams, the declared
@@ -821,19 +697,6 @@ fn plan_ingest(
     })
 }
 
-impl DecodeLinks {
-    /// The decodebin named `decode` feeding `video_in`; `audio_in` is added when audio is kept.
-    fn video_only() -> DecodeLinks {
-        DecodeLinks {
-            element: "decode".into(),
-            video_head: "video_in".into(),
-            audio_head: None,
-            expect_video: None,
-            expect_audio: None,
-        }
-    }
-}
-
 /// Names every element of the assembled line that is not installed, with its Debian package.
 fn check_elements(desc: &Description, launch: &str) -> Result<(), Diagnostic> {
     let mut ctx = gst::ParseContext::new();
@@ -872,38 +735,6 @@ pub fn audio_encoder(codec: AudioCodec, kbps: u32) -> Result<String, String> {
         ));
     };
     Ok(format!("{found} bitrate={bps}"))
-}
-
-/// `media,width=..,height=..,framerate=../1` with only the fields that are set.
-fn raw_caps(media: &str, w: Option<u32>, h: Option<u32>, fps: Option<u32>) -> String {
-    let mut caps = media.to_string();
-    if let Some(w) = w {
-        caps.push_str(&format!(",width={w}"));
-    }
-    if let Some(h) = h {
-        caps.push_str(&format!(",height={h}"));
-    }
-    if let Some(f) = fps {
-        caps.push_str(&format!(",framerate={f}/1"));
-    }
-    caps
-}
-
-/// The scheme of `scheme://...`, when `uri` has that shape (RFC 3986 §3.1 characters).
-fn uri_scheme(uri: &str) -> Option<&str> {
-    let (scheme, _) = uri.split_once("://")?;
-    let mut chars = scheme.chars();
-    let valid = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
-        && chars.all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
-    valid.then_some(scheme)
-}
-
-fn is_live_uri(uri: &str) -> bool {
-    let scheme = uri_scheme(uri).map(|s| s.to_ascii_lowercase());
-    matches!(
-        scheme.as_deref(),
-        Some("rtsp" | "rtsps" | "rtspt" | "rtmp" | "srt" | "udp" | "rtp")
-    )
 }
 
 /// Quotes a property value for a launch line when it needs it.
