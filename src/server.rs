@@ -60,31 +60,44 @@ pub struct Server {
     socketio: Option<http::socketio::SocketChat>,
 }
 
-impl Server {
-    /// Binds the listener, loads the pipelines directory and starts serving.
-    pub async fn start(config: ServerConfig) -> anyhow::Result<Server> {
-        crate::init()?;
-        let mut auth = config.auth.clone();
-        if auth.is_open() {
-            if !config.listen.ip().is_loopback() && !config.insecure {
-                anyhow::bail!(
-                    "refusing to listen on {} without any token: anyone who reaches it could run pipelines, read files and record. Configure tokens (--tokens FILE or MEDIAWEAVE_TOKENS; `mediaweave token new` makes one), listen on 127.0.0.1, or pass --insecure",
-                    config.listen
-                );
-            }
-            tracing::warn!(
-                "NO TOKENS CONFIGURED: everyone who can reach {} may view, publish and administer (see README, Security)",
+/// The service's tokens, with one only this process knows for its own signalling clients
+/// (None when the service is open); an open service listens on loopback only, unless
+/// `--insecure`.
+fn tokens(config: &ServerConfig) -> anyhow::Result<(Arc<crate::auth::Auth>, Option<String>)> {
+    let mut auth = config.auth.clone();
+    if auth.is_open() {
+        if !config.listen.ip().is_loopback() && !config.insecure {
+            anyhow::bail!(
+                "refusing to listen on {} without any token: anyone who reaches it could run pipelines, read files and record. Configure tokens (--tokens FILE or MEDIAWEAVE_TOKENS; `mediaweave token new` makes one), listen on 127.0.0.1, or pass --insecure",
                 config.listen
             );
         }
-        // Our own signalling clients (producers, the publish door) join the embedded server
-        // with a token only this process knows.
-        let internal = (!auth.is_open()).then(|| {
-            let t = crate::auth::new_token();
-            auth.add_internal(&t);
-            t
-        });
-        let auth = Arc::new(auth);
+        tracing::warn!(
+            "NO TOKENS CONFIGURED: everyone who can reach {} may view, publish and administer (see README, Security)",
+            config.listen
+        );
+    }
+    // Our own signalling clients (producers, the publish door) join the embedded server
+    // with a token only this process knows.
+    let internal = (!auth.is_open()).then(|| {
+        let t = crate::auth::new_token();
+        auth.add_internal(&t);
+        t
+    });
+    Ok((Arc::new(auth), internal))
+}
+
+/// The service's listener, its TLS, and with TLS a plain loopback listener for its own
+/// signalling clients.
+struct Listeners {
+    listener: tokio::net::TcpListener,
+    addr: std::net::SocketAddr,
+    tls: Option<axum_server::tls_rustls::RustlsConfig>,
+    internal_listener: Option<tokio::net::TcpListener>,
+}
+
+impl Listeners {
+    async fn bind(config: &ServerConfig) -> anyhow::Result<Listeners> {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -117,6 +130,26 @@ impl Server {
             ),
             None => None,
         };
+        Ok(Listeners {
+            listener,
+            addr,
+            tls,
+            internal_listener,
+        })
+    }
+}
+
+impl Server {
+    /// Binds the listener, loads the pipelines directory and starts serving.
+    pub async fn start(config: ServerConfig) -> anyhow::Result<Server> {
+        crate::init()?;
+        let (auth, internal) = tokens(&config)?;
+        let Listeners {
+            listener,
+            addr,
+            tls,
+            internal_listener,
+        } = Listeners::bind(&config).await?;
         // One event stream for the whole service: pipelines, viewers, publishers, recordings.
         let events = EventBus::default();
         let webrtc = Registry::new(config.webrtc.clone());

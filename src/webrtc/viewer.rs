@@ -120,41 +120,7 @@ pub fn build(a: BuildArgs) -> Result<Built, String> {
             .format(gst::Format::Time)
             .is_live(true)
             .build();
-        let (payloader, caps) = if is_video {
-            let (pay, enc) = match a.codec {
-                VideoCodec::H264 => ("rtph264pay", "H264"),
-                VideoCodec::Vp8 => ("rtpvp8pay", "VP8"),
-                VideoCodec::Vp9 => ("rtpvp9pay", "VP9"),
-                VideoCodec::Av1 => return Err("AV1 cannot be sent over WebRTC here".into()),
-            };
-            let p = make(pay)?;
-            if a.codec == VideoCodec::H264 {
-                // SPS/PPS with every keyframe; one NAL per packet as soon as it is ready.
-                p.set_property("config-interval", -1i32);
-                p.set_property_from_str("aggregate-mode", "zero-latency");
-            }
-            let mut caps = gst::Caps::builder("application/x-rtp")
-                .field("media", "video")
-                .field("encoding-name", enc)
-                .field("payload", pt as i32)
-                .field("clock-rate", 90000i32)
-                .build();
-            if let Some(cc) = a.congestion {
-                add_twcc(&p, &mut caps, cc.twcc_id)?;
-                if let (Some(prober), Some(pad)) = (&prober, p.static_pad("src")) {
-                    prober.attach(&pad);
-                }
-            }
-            (p, caps)
-        } else {
-            let caps = gst::Caps::builder("application/x-rtp")
-                .field("media", "audio")
-                .field("encoding-name", "OPUS")
-                .field("payload", pt as i32)
-                .field("clock-rate", 48000i32)
-                .build();
-            (make("rtpopuspay")?, caps)
-        };
+        let (payloader, caps) = payloader(a.codec, a.congestion, is_video, pt, prober.as_ref())?;
         payloader.set_property("pt", pt);
         let filter = gst::ElementFactory::make("capsfilter")
             .property("caps", &caps)
@@ -218,21 +184,7 @@ pub fn build(a: BuildArgs) -> Result<Built, String> {
         .map_err(|_| "the viewer pipeline did not start".to_string())?;
     // After PLAYING: webrtcbin refuses data channels while it is still closed (NULL).
     let channel = if a.create_channel {
-        // Typed emit_by_name panics here on GStreamer 1.22 (glib rejects the declared return
-        // type), so take the value untyped and convert it.
-        let value = webrtc.emit_by_name_with_values(
-            "create-data-channel",
-            &["chat".to_value(), None::<gst::Structure>.to_value()],
-        );
-        let channel = value.and_then(|v| {
-            v.get::<glib::Object>()
-                .ok()
-                .and_then(|o| o.downcast::<WebRTCDataChannel>().ok())
-        });
-        if channel.is_none() {
-            tracing::warn!("webrtcbin made no data channel: chat is off for this viewer");
-        }
-        channel
+        chat_channel(&webrtc)
     } else {
         None
     };
@@ -247,6 +199,71 @@ pub fn build(a: BuildArgs) -> Result<Built, String> {
         channel,
         prober,
     })
+}
+
+/// The payloader of a viewer's video or audio, and the RTP caps it sends with (with the TWCC
+/// extension, counted by the prober, for an adaptive viewer's video).
+fn payloader(
+    codec: VideoCodec,
+    congestion: Option<Congestion>,
+    is_video: bool,
+    pt: u32,
+    prober: Option<&Arc<super::probing::Prober>>,
+) -> Result<(gst::Element, gst::Caps), String> {
+    if is_video {
+        let (pay, enc) = match codec {
+            VideoCodec::H264 => ("rtph264pay", "H264"),
+            VideoCodec::Vp8 => ("rtpvp8pay", "VP8"),
+            VideoCodec::Vp9 => ("rtpvp9pay", "VP9"),
+            VideoCodec::Av1 => return Err("AV1 cannot be sent over WebRTC here".into()),
+        };
+        let p = make(pay)?;
+        if codec == VideoCodec::H264 {
+            // SPS/PPS with every keyframe; one NAL per packet as soon as it is ready.
+            p.set_property("config-interval", -1i32);
+            p.set_property_from_str("aggregate-mode", "zero-latency");
+        }
+        let mut caps = gst::Caps::builder("application/x-rtp")
+            .field("media", "video")
+            .field("encoding-name", enc)
+            .field("payload", pt as i32)
+            .field("clock-rate", 90000i32)
+            .build();
+        if let Some(cc) = congestion {
+            add_twcc(&p, &mut caps, cc.twcc_id)?;
+            if let (Some(prober), Some(pad)) = (&prober, p.static_pad("src")) {
+                prober.attach(&pad);
+            }
+        }
+        Ok((p, caps))
+    } else {
+        let caps = gst::Caps::builder("application/x-rtp")
+            .field("media", "audio")
+            .field("encoding-name", "OPUS")
+            .field("payload", pt as i32)
+            .field("clock-rate", 48000i32)
+            .build();
+        Ok((make("rtpopuspay")?, caps))
+    }
+}
+
+/// The viewer's chat data channel (webrtcbin refuses them before PLAYING).
+fn chat_channel(webrtc: &gst::Element) -> Option<WebRTCDataChannel> {
+    // Typed emit_by_name panics here on GStreamer 1.22 (glib rejects the declared return
+    // type), so take the value untyped and convert it.
+    let value = webrtc.emit_by_name_with_values(
+        "create-data-channel",
+        &["chat".to_value(), None::<gst::Structure>.to_value()],
+    );
+    let channel = value.and_then(|v| {
+        v.get::<glib::Object>()
+            .ok()
+            .and_then(|o| o.downcast::<WebRTCDataChannel>().ok())
+    });
+    if channel.is_none() {
+        tracing::warn!("webrtcbin made no data channel: chat is off for this viewer");
+    }
+    channel
 }
 
 /// Keeps a viewer's timestamps going forward when its streams switch to a restarted main
