@@ -57,7 +57,36 @@ fn layers_arrive(base: &str, rids: [&str; 3]) -> Vec<serde_json::Value> {
         assert_eq!(rung["frames_encoded"], 0, "{layers:?}");
         assert_eq!(rung["encoding"], false, "{layers:?}");
     }
+    no_encoder_runs(base, "inbox");
     layers
+}
+
+/// Every element of the stream's pipelines, as the elements API lists them (the publisher's,
+/// webrtcbin's insides included, and the readers'): a webrtcbin receives, and no video or
+/// audio encoder is among them. The graph draws the same pipeline.
+fn no_encoder_runs(base: &str, name: &str) {
+    gst::init().expect("gst");
+    let listed = get(&format!("{base}/api/pipelines/{name}/elements")).json;
+    let factories: Vec<&str> = listed
+        .as_array()
+        .expect("a list of elements")
+        .iter()
+        .filter_map(|e| e["factory"].as_str())
+        .collect();
+    assert!(factories.contains(&"webrtcbin"), "{factories:?}");
+    let encoders: Vec<&&str> = factories
+        .iter()
+        .filter(|f| {
+            gst::ElementFactory::find(f).is_some_and(|f| {
+                f.metadata(gst::ELEMENT_METADATA_KLASS)
+                    .is_some_and(|k| k.contains("Codec/Encoder"))
+            })
+        })
+        .collect();
+    assert!(encoders.is_empty(), "encoders run: {encoders:?}");
+    let (status, dot) = get_text(&format!("{base}/api/pipelines/{name}/graph.dot"));
+    assert_eq!(status, 200, "{dot}");
+    assert!(dot.contains("GstWebRTCBin"), "{dot}");
 }
 
 #[test]
@@ -74,6 +103,10 @@ fn a_slow_viewer_gets_a_lower_simulcast_layer_while_a_fast_one_keeps_the_top() {
     });
     let base = server.base.clone();
     wait_state(&base, "inbox", "playing");
+    // Before anyone publishes, the stream has no elements to show.
+    let (status, text) = get_text(&format!("{base}/api/pipelines/inbox/elements"));
+    assert_eq!(status, 409, "{text}");
+    assert!(text.contains("while one publishes"), "{text}");
     let mut publisher = publish_simulcast(&base, "inbox", "publish", 120);
     // The three layers arrive and are measured; none is encoded here.
     layers_arrive(&base, ["f", "h", "q"]);

@@ -42,27 +42,35 @@ pub struct PropertyInfo {
 fn running(state: &AppState, name: &str) -> Result<gst::Pipeline, ApiError> {
     match state.supervisor.live(name)? {
         Some(p) => Ok(p),
-        None => {
-            let now = state
-                .supervisor
-                .get(name)
-                .map(|s| s.state.as_str())
-                .unwrap_or("unknown");
-            Err(ApiError(
-                StatusCode::CONFLICT,
-                format!(
-                    "pipeline `{name}` is not running (state: {now}); elements exist only while it runs (published streams have one pipeline per publisher and are not listed)"
-                ),
-            ))
-        }
+        None => Err(not_running(state, name)),
     }
 }
 
-/// The running pipeline of `name` and its readers' pipelines (a record output's muxer and
-/// file sink live in its reader's), where elements are looked up.
+fn not_running(state: &AppState, name: &str) -> ApiError {
+    let now = state
+        .supervisor
+        .get(name)
+        .map(|s| s.state.as_str())
+        .unwrap_or("unknown");
+    ApiError(
+        StatusCode::CONFLICT,
+        format!(
+            "pipeline `{name}` is not running (state: {now}); elements exist only while it runs (a published stream's are its publisher's, while one publishes)"
+        ),
+    )
+}
+
+/// The running pipeline of `name` (of a published stream: its publishers' pipelines) and
+/// its readers' pipelines (a record output's muxer and file sink live in its reader's), where
+/// elements are looked up.
 fn running_all(state: &AppState, name: &str) -> Result<Vec<gst::Pipeline>, ApiError> {
-    let main = running(state, name)?;
-    let mut all = vec![main];
+    let mut all = match state.supervisor.live(name)? {
+        Some(p) => vec![p],
+        None => state.webrtc.publisher_pipelines(name),
+    };
+    if all.is_empty() {
+        return Err(not_running(state, name));
+    }
     all.extend(state.supervisor.reader_pipelines(name));
     Ok(all)
 }

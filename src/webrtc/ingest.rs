@@ -39,6 +39,8 @@ pub struct IngestPoint {
     closing: watch::Sender<bool>,
     /// What a whep source's pulling is doing.
     pub pull_state: Arc<Mutex<super::whip_client::WhipState>>,
+    /// The current publisher's pipeline, set by its session once built.
+    built: super::types::PipelineSlot,
 }
 
 #[derive(Default)]
@@ -85,7 +87,15 @@ impl IngestPoint {
             puller: Mutex::new(None),
             closing: watch::channel(false).0,
             pull_state: Arc::default(),
+            built: Arc::default(),
         })
+    }
+
+    /// The current publisher's pipeline, while it runs.
+    pub fn publisher_pipeline(&self) -> Option<gst::Pipeline> {
+        self.lock().publisher.as_ref()?;
+        let slot = self.built.lock().unwrap_or_else(|p| p.into_inner());
+        slot.as_ref().and_then(|w| w.upgrade())
     }
 
     /// Where the pipeline's events go.
@@ -239,6 +249,7 @@ impl IngestPoint {
                 recordings: self.recordings.clone(),
                 hooks: self.hooks.clone(),
                 relay: self.relay.clone(),
+                built: self.built.clone(),
             }),
             move |id| {
                 let _slot = slot;

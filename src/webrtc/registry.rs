@@ -298,6 +298,18 @@ impl Registry {
             .cloned()
     }
 
+    /// The pipelines of the publishers of stream `name`: a webrtc source's (or a room
+    /// participant's) one, or every participant's of a room.
+    pub fn publisher_pipelines(&self, name: &str) -> Vec<gst::Pipeline> {
+        if let Some(room) = self.room(name) {
+            return room.publisher_pipelines();
+        }
+        self.ingest(name)
+            .and_then(|p| p.publisher_pipeline())
+            .into_iter()
+            .collect()
+    }
+
     /// The room pipeline `name`, while it runs.
     pub fn room(&self, name: &str) -> Option<Arc<super::room::Room>> {
         self.rooms

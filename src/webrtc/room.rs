@@ -183,6 +183,20 @@ impl Room {
         points.iter().flat_map(|p| p.publishers()).collect()
     }
 
+    /// The participants' publishers' pipelines.
+    pub fn publisher_pipelines(&self) -> Vec<gst::Pipeline> {
+        let points: Vec<Arc<IngestPoint>> = self
+            .lock()
+            .participants
+            .values()
+            .map(|p| p.point.clone())
+            .collect();
+        points
+            .iter()
+            .filter_map(|p| p.publisher_pipeline())
+            .collect()
+    }
+
     fn hook_stats(&self, id: &str) -> Vec<crate::hooks::HookStats> {
         let table = self.parts.hooks.table.lock();
         let table = table.unwrap_or_else(|p| p.into_inner());

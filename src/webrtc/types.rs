@@ -166,7 +166,13 @@ pub struct Ingest {
     pub hooks: crate::hooks::HookHost,
     /// Where the publisher's stream is relayed to viewers, if the pipeline has a webrtc output.
     pub relay: Option<super::registry::Relay>,
+    /// The current publisher's pipeline, once built: what the elements API and the graph of a
+    /// published stream show.
+    pub built: PipelineSlot,
 }
+
+/// A pipeline that someone else owns, kept where it can be found while it lives.
+pub type PipelineSlot = Arc<std::sync::Mutex<Option<glib::WeakRef<gst::Pipeline>>>>;
 
 /// A session that answers an offer: its id, its command sender, and where its answer (ICE
 /// gathered) arrives.

@@ -114,12 +114,13 @@ async fn run(
         Role::Publish(_, ingest) | Role::Pull(ingest, _) => Some(ingest.clone()),
         _ => None,
     };
-    // A publisher whose pipeline relays: its viewers will be served from this pipeline (once
-    // it plays, see `Event::Playing`).
-    if let Some(ingest) = &ingest
-        && let (Some(relay), Some(pipeline)) = (&ingest.relay, built.pipeline.0.as_ref())
-    {
-        relay.started(&ingest.plan.name, pipeline, &ingest.plan);
+    if let (Some(ingest), Some(pipeline)) = (&ingest, built.pipeline.0.as_ref()) {
+        *ingest.built.lock().unwrap_or_else(|p| p.into_inner()) = Some(pipeline.downgrade());
+        // A publisher whose pipeline relays: its viewers will be served from this pipeline
+        // (once it plays, see `Event::Playing`).
+        if let Some(relay) = &ingest.relay {
+            relay.started(&ingest.plan.name, pipeline, &ingest.plan);
+        }
     }
     let built_prober = built.prober.clone();
     let mut session = Session {
