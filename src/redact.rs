@@ -1,4 +1,5 @@
-//! Secrets out of log lines and messages: `token=` values and URL passwords. A leaf.
+//! Secrets out of log lines and messages: `token=` values, URL passwords and PEM private
+//! keys. A leaf.
 
 /// Keys whose values are secrets: `token=` in URLs, credentials of GStreamer elements in
 /// launch lines (`user-pw=`, `proxy-pw=`, `passphrase=`, ...).
@@ -14,8 +15,11 @@ const SECRET_KEYS: &[&str] = &[
 /// `text` (a URL, a launch line, or a message holding them) fit for a log line or a status:
 /// the value of every secret key ([`SECRET_KEYS`]) and the password of every
 /// `user:password@` replaced by `REDACTED` (our own signalling URLs carry the service's
-/// token; users' URIs and launch lines may carry theirs).
+/// token; users' URIs and launch lines may carry theirs), and every PEM private key too (the
+/// DTLS elements' `pem` property reads back the service's certificate with its key).
 pub fn redact(text: &str) -> String {
+    let keyless = without_private_keys(text);
+    let text = keyless.as_str();
     let ends = |c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '>');
     // user:password@ after every `://`, up to the last `@` before the URL ends (a password
     // may hold `/`, `?` or `#` unencoded).
@@ -76,6 +80,38 @@ pub fn redact(text: &str) -> String {
     out
 }
 
+/// `text` with each PEM private key block (`-----BEGIN … PRIVATE KEY-----` to its `END`
+/// line, or to the end of the text when cut short) replaced by `REDACTED PRIVATE KEY`.
+fn without_private_keys(text: &str) -> String {
+    const BEGIN: &str = "-----BEGIN ";
+    const KEY: &str = "PRIVATE KEY-----";
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(BEGIN) {
+        let label = &rest[at + BEGIN.len()..];
+        // The label ends at the first `-----`; only private keys are secret.
+        let is_key = label
+            .find("-----")
+            .is_some_and(|e| label[..e + 5].ends_with(KEY));
+        if !is_key {
+            out.push_str(&rest[..at + BEGIN.len()]);
+            rest = label;
+            continue;
+        }
+        out.push_str(&rest[..at]);
+        out.push_str("REDACTED PRIVATE KEY");
+        rest = match label.find("-----END ") {
+            Some(e) => {
+                let after = &label[e + "-----END ".len()..];
+                after.find("-----").map_or("", |k| &after[k + 5..])
+            }
+            None => "",
+        };
+    }
+    out.push_str(rest);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,5 +152,19 @@ mod tests {
             redact("Could not open rtsp://a:b@h:554/x (after http://c:d@e/f)"),
             "Could not open rtsp://a:REDACTED@h:554/x (after http://c:REDACTED@e/f)"
         );
+    }
+
+    #[test]
+    fn private_keys_are_redacted_and_certificates_kept() {
+        let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n-----BEGIN PRIVATE KEY-----\nMIGH\n-----END PRIVATE KEY-----\n";
+        assert_eq!(
+            redact(pem),
+            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\nREDACTED PRIVATE KEY\n"
+        );
+        assert_eq!(
+            redact("a -----BEGIN EC PRIVATE KEY-----\nMHc"),
+            "a REDACTED PRIVATE KEY"
+        );
+        assert_eq!(redact("-----BEGIN "), "-----BEGIN ");
     }
 }

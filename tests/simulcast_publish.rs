@@ -84,6 +84,16 @@ fn no_encoder_runs(base: &str, name: &str) {
         })
         .collect();
     assert!(encoders.is_empty(), "encoders run: {encoders:?}");
+    // The DTLS decoder's `pem` reads back the service's certificate, without its private key.
+    let dtls = listed
+        .as_array()
+        .and_then(|l| l.iter().find(|e| e["factory"] == "dtlssrtpdec"))
+        .and_then(|e| e["name"].as_str())
+        .expect("a dtlssrtpdec");
+    let (status, body) = get_text(&format!("{base}/api/pipelines/{name}/elements/{dtls}"));
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("BEGIN CERTIFICATE"), "{body}");
+    assert!(!body.contains("PRIVATE KEY-----"), "{body}");
     let (status, dot) = get_text(&format!("{base}/api/pipelines/{name}/graph.dot"));
     assert_eq!(status, 200, "{dot}");
     assert!(dot.contains("GstWebRTCBin"), "{dot}");

@@ -391,11 +391,12 @@ pub fn value_to_json(v: &glib::Value) -> Json_ {
             .unwrap_or(Json_::Null),
         Type::F32 => number(v.get::<f32>().ok().map(f64::from)),
         Type::F64 => number(v.get::<f64>().ok()),
+        // Passwords in URIs, tokens and private keys (the DTLS elements' `pem`) stay out.
         Type::STRING => v
             .get::<Option<String>>()
             .ok()
             .flatten()
-            .map(Json_::from)
+            .map(|s| Json_::from(crate::redact::redact(&s)))
             .unwrap_or(Json_::Null),
         _ if t.is_a(Type::ENUM) => glib::EnumValue::from_value(v)
             .map(|(_, ev)| Json_::from(ev.nick()))
