@@ -159,19 +159,23 @@ def measure(seconds, *roots, threads=False):
     return w.stop()
 
 
-_GIVEN_PORTS = set()
+_NEXT_PORT = [0]
 
 
 def free_port():
-    """A port free a moment ago, never one given before: it is free again once the probe
-    closes, so two calls in a row could otherwise get the same one."""
-    while True:
+    """A TCP port on loopback free a moment ago, given out once, and outside the kernel's
+    ephemeral range (32768-60999), so that no port the kernel picks itself takes it first."""
+    start = (os.getpid() % 600) * 20
+    while _NEXT_PORT[0] < 12000:
+        port = 20000 + (start + _NEXT_PORT[0]) % 12000
+        _NEXT_PORT[0] += 1
         with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port not in _GIVEN_PORTS:
-            _GIVEN_PORTS.add(port)
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
             return port
+    raise RuntimeError("no free port left on loopback")
 
 
 def http_json(url, method="GET"):

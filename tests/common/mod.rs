@@ -18,18 +18,22 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_mediaweave")
 }
 
-/// A TCP port that was free a moment ago.
+/// A TCP port on loopback that was free a moment ago, given out once per process, and outside
+/// the kernel's ephemeral range (32768-60999): a port the kernel picks itself (a listener on
+/// port 0, a client's own end) never takes it before the pipeline binds it, and no two calls
+/// give the same one (two outputs on one port: the second cannot serve).
 pub fn free_port() -> u16 {
-    // The port is free again once the probe closes, so the next call may get the same one
-    // (two outputs on one port: the second cannot serve). Each port is given out once.
-    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
-        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20000;
+    const SPAN: u32 = 12000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    // Processes start at different places, should two ever run side by side.
+    let start = (std::process::id() % 600) * 20;
     loop {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("no free port on loopback");
-        if GIVEN.lock().unwrap_or_else(|p| p.into_inner()).insert(port) {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        assert!(n < SPAN, "no free port left on loopback");
+        let port = (FIRST + (start + n) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
     }
