@@ -1,7 +1,6 @@
 //! The serde types of a description file, one struct per table kind.
 
 use super::Kinded;
-use super::outputs::Output;
 use serde::Deserialize;
 use serde_spanned::Spanned;
 use std::time::Duration;
@@ -430,49 +429,6 @@ impl Source {
 pub struct Passthrough {
     pub codec: VideoCodec,
     pub audio: Option<AudioCodec>,
-}
-
-impl super::Structured {
-    /// The ladder's rungs, top (the source's size at the encode's bitrate) first; None without
-    /// a ladder or without a known source size.
-    pub fn ladder(&self) -> Option<Vec<super::Rung>> {
-        let ladder = self.encode.ladder.as_ref()?;
-        let (w, h, _) = self.source.value.video_size();
-        let top = super::Rung {
-            width: w?,
-            height: h?,
-            bitrate: self.encode.bitrate,
-        };
-        Some(ladder.get_ref().rungs(top))
-    }
-
-    /// Whether the source's stream is kept as it arrives (published, pulled over WHEP, or
-    /// passed through): there is no decoded video to scale, transform or encode again.
-    pub fn kept_as_arrives(&self) -> bool {
-        matches!(
-            self.source.value,
-            Source::WebRtc(_) | Source::Room(_) | Source::Whep(_)
-        ) || self.passthrough().is_some()
-    }
-
-    /// Whether (and as what) the source's stream goes to the outputs without decoding.
-    pub fn passthrough(&self) -> Option<Passthrough> {
-        let (explicit, codec, audio_codec, audio) = match &self.source.value {
-            Source::Tcp(t) => (t.passthrough, t.codec, t.audio_codec, t.audio),
-            Source::Uri(u) => (u.passthrough, u.codec, u.audio_codec, u.audio),
-            _ => return None,
-        };
-        let (w, h, fps) = self.source.value.video_size();
-        let only_records = self
-            .outputs
-            .iter()
-            .all(|o| matches!(o.value, Output::Record(_)));
-        let default = only_records && w.is_none() && h.is_none() && fps.is_none();
-        explicit.unwrap_or(default).then_some(Passthrough {
-            codec,
-            audio: audio.then_some(audio_codec),
-        })
-    }
 }
 
 impl Kinded for Source {

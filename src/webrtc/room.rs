@@ -172,26 +172,23 @@ impl Room {
             .collect()
     }
 
-    /// The participants' publishing sessions.
-    pub fn publishers(&self) -> Vec<super::types::ViewerStats> {
-        let points: Vec<Arc<IngestPoint>> = self
-            .lock()
+    /// The participants' ingest points now (taken out of the lock, to be asked in turn).
+    fn points(&self) -> Vec<Arc<IngestPoint>> {
+        self.lock()
             .participants
             .values()
             .map(|p| p.point.clone())
-            .collect();
-        points.iter().flat_map(|p| p.publishers()).collect()
+            .collect()
+    }
+
+    /// The participants' publishing sessions.
+    pub fn publishers(&self) -> Vec<super::types::ViewerStats> {
+        self.points().iter().flat_map(|p| p.publishers()).collect()
     }
 
     /// The participants' publishers' pipelines.
     pub fn publisher_pipelines(&self) -> Vec<gst::Pipeline> {
-        let points: Vec<Arc<IngestPoint>> = self
-            .lock()
-            .participants
-            .values()
-            .map(|p| p.point.clone())
-            .collect();
-        points
+        self.points()
             .iter()
             .filter_map(|p| p.publisher_pipeline())
             .collect()
