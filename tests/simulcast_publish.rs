@@ -3,29 +3,53 @@
 //! A Chromium viewer behind a slow link (`tbf` on a veth pair into a namespace of the test's
 //! own) is moved to a lower layer; one on an unshaped link keeps the top layer. The service
 //! encodes nothing: every rung of the relayed ladder is a publisher's layer. A WHIP publisher
-//! (Chromium, its own rid names) is relayed the same way.
+//! (Chromium, its own rid names) is relayed the same way; when it pauses its top layer (as a
+//! browser short of uplink does), its viewers move to a layer that still arrives, and back.
+//!
+//! The tests run one at a time: each has a Chromium publisher whose own bandwidth estimate
+//! drops its top layer when the machine is short of CPU, and two of them at once with their
+//! viewers (five browsers on two cores) made that happen.
 
 mod common;
 use common::slow_link::SlowLink;
 use common::watcher::{Watcher, num, smoothness};
 use common::*;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 const INBOX: &str = "[source]\nkind = \"webrtc\"\ncodec = \"h264\"\naudio = false\n\n[[output]]\nkind = \"webrtc\"\n\n[[output]]\nkind = \"record\"\n";
 
 /// Chromium sending simulcast to `name` for `seconds`: from the /publish page (`publish`) or
-/// over WHIP (`whip-simulcast`).
-fn publish_simulcast(base: &str, name: &str, mode: &str, seconds: u32) -> Child {
+/// over WHIP (`whip-simulcast`, its top layer paused while `pause` exists). With
+/// MEDIAWEAVE_TEST_LOG set, it also prints its layers' stats.
+fn publish_simulcast(
+    base: &str,
+    name: &str,
+    mode: &str,
+    seconds: u32,
+    pause: Option<&std::path::Path>,
+) -> Child {
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/view.mjs");
-    Command::new("node")
-        .arg(&script)
+    let mut cmd = Command::new("node");
+    cmd.arg(&script)
         .args([base, name, mode])
         .env("SIMULCAST", "1")
         .env("PUBLISH_SECONDS", seconds.to_string())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start chromium")
+        .stdout(Stdio::null());
+    if std::env::var_os("MEDIAWEAVE_TEST_LOG").is_some() {
+        cmd.env("PUBLISHER_STATS", "1");
+    }
+    if let Some(pause) = pause {
+        cmd.env("PAUSE_FILE", pause);
+    }
+    cmd.spawn().expect("start chromium")
 }
 
 fn ladder(base: &str) -> Vec<serde_json::Value> {
@@ -101,6 +125,7 @@ fn no_encoder_runs(base: &str, name: &str) {
 
 #[test]
 fn a_slow_viewer_gets_a_lower_simulcast_layer_while_a_fast_one_keeps_the_top() {
+    let _one = one_at_a_time();
     let link = SlowLink::new("300kbit");
     let dir = tempfile::tempdir().expect("tempdir");
     write_pipeline(dir.path(), "inbox", INBOX);
@@ -117,7 +142,7 @@ fn a_slow_viewer_gets_a_lower_simulcast_layer_while_a_fast_one_keeps_the_top() {
     let (status, text) = get_text(&format!("{base}/api/pipelines/inbox/elements"));
     assert_eq!(status, 409, "{text}");
     assert!(text.contains("while one publishes"), "{text}");
-    let mut publisher = publish_simulcast(&base, "inbox", "publish", 120);
+    let mut publisher = publish_simulcast(&base, "inbox", "publish", 120, None);
     // The three layers arrive and are measured; none is encoded here.
     layers_arrive(&base, ["f", "h", "q"]);
 
@@ -188,19 +213,75 @@ fn a_slow_viewer_gets_a_lower_simulcast_layer_while_a_fast_one_keeps_the_top() {
 
 #[test]
 fn a_whip_simulcast_publisher_is_relayed_layer_by_layer() {
+    let _one = one_at_a_time();
     let dir = tempfile::tempdir().expect("tempdir");
     write_pipeline(dir.path(), "inbox", INBOX);
     let server = TestServer::start(dir.path());
     let base = server.base.clone();
     wait_state(&base, "inbox", "playing");
-    let mut publisher = publish_simulcast(&base, "inbox", "whip-simulcast", 60);
+    let mut publisher = publish_simulcast(&base, "inbox", "whip-simulcast", 60, None);
     layers_arrive(&base, ["hi", "mid", "lo"]);
     let mut viewer = Watcher::start("viewer", None, &base, "inbox");
     let s = viewer.until("30 frames of the top layer", Duration::from_secs(40), |s| {
-        num(s, "framesDecoded") >= 30.0
+        num(s, "framesDecoded") >= 30.0 && num(s, "frameWidth") == 1280.0
     });
     assert_eq!(s["frameWidth"], 1280, "{s}");
     assert_eq!(s["rung"], "1280x720", "{s}");
+    let _ = publisher.kill();
+    let _ = publisher.wait();
+}
+
+#[test]
+fn a_paused_top_layer_moves_its_viewers_to_one_that_arrives_and_back() {
+    let _one = one_at_a_time();
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_pipeline(dir.path(), "inbox", INBOX);
+    let server = TestServer::start(dir.path());
+    let base = server.base.clone();
+    wait_state(&base, "inbox", "playing");
+    let pause = dir.path().join("pause-top-layer");
+    let mut publisher = publish_simulcast(&base, "inbox", "whip-simulcast", 120, Some(&pause));
+    layers_arrive(&base, ["hi", "mid", "lo"]);
+    let mut viewer = Watcher::start("viewer", None, &base, "inbox");
+    viewer.until("30 frames of the top layer", Duration::from_secs(40), |s| {
+        num(s, "framesDecoded") >= 30.0 && num(s, "frameWidth") == 1280.0
+    });
+
+    // The publisher pauses its top layer: the viewer goes on with a lower one.
+    std::fs::write(&pause, b"").expect("pause file");
+    let down = viewer.until("frames of a lower layer", Duration::from_secs(20), |s| {
+        matches!(s["rung"].as_str(), Some("640x360" | "320x180"))
+            && num(s, "frameWidth") <= 640.0
+            && num(s, "framesPerSecond") >= 10.0
+    });
+    println!("viewer while the top layer is paused: {down}");
+    // A viewer who joins meanwhile starts on a layer that arrives.
+    let mut late = Watcher::start("late viewer", None, &base, "inbox");
+    let first = late.until("frames of a lower layer", Duration::from_secs(40), |s| {
+        num(s, "framesDecoded") >= 10.0
+    });
+    assert!(num(&first, "frameWidth") <= 640.0, "{first}");
+    let a = viewer.now();
+    std::thread::sleep(Duration::from_secs(4));
+    let b = viewer.now();
+    let (fps, frozen) = smoothness(&a, &b);
+    println!(
+        "viewer on the lower layer: {fps:.1} fps, {:.1} % frozen",
+        frozen * 100.0
+    );
+    assert!(fps >= 10.0, "{b}");
+
+    // The top layer resumes: both are back on it.
+    std::fs::remove_file(&pause).expect("resume");
+    for w in [&mut viewer, &mut late] {
+        let up = w.until(
+            "frames of the top layer again",
+            Duration::from_secs(40),
+            |s| s["rung"] == "1280x720" && num(s, "frameWidth") == 1280.0,
+        );
+        println!("back on the top layer: {up}");
+        assert!(num(&up, "switches") >= 1.0, "{up}");
+    }
     let _ = publisher.kill();
     let _ = publisher.wait();
 }

@@ -123,6 +123,14 @@ impl Adapt {
         self.switches
     }
 
+    /// The viewer is on rung `to` for another reason than these rules (the rung they chose
+    /// stopped arriving): they go on from there.
+    pub fn moved(&mut self, to: usize) {
+        if to != self.current && to < self.bitrates.len() {
+            self.switch(to);
+        }
+    }
+
     /// The latest estimate, loss floor applied.
     pub fn estimate_kbps(&self) -> Option<u32> {
         self.estimate_kbps

@@ -145,6 +145,12 @@ pub fn throttle_requests(appsink: &gst::Element, counts: Arc<RequestCounts>) {
         match decision {
             Decision::Forward => {
                 c.forwarded.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(
+                    "keyframe request from {} passed upstream",
+                    pad.parent()
+                        .map(|p| p.name().to_string())
+                        .unwrap_or_default()
+                );
                 return gst::PadProbeReturn::Ok;
             }
             Decision::Defer(at) => request_later(pad, at.saturating_duration_since(now)),

@@ -9,6 +9,12 @@ use gst::prelude::*;
 use gst_utils::streamproducer::StreamProducer;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A simulcast layer that carried nothing for this long has stopped: its publisher paused it
+/// (browsers drop their top layers when their own estimate of the uplink falls) or lost it.
+/// Its viewers move to a layer that still arrives, and back when it resumes.
+pub const LAYER_STOPPED_AFTER: Duration = Duration::from_millis(1500);
 
 /// One rung: what it is, its current run's producer and valve, who watches it, and how many
 /// frames its encoder made (across runs). A simulcast layer's size and bitrate are measured
@@ -28,7 +34,9 @@ struct Measured {
     bytes: AtomicU64,
     size: Mutex<Option<(u32, u32)>>,
     /// When the bitrate was last worked out, and the byte count then.
-    last: Mutex<Option<(std::time::Instant, u64)>>,
+    last: Mutex<Option<(Instant, u64)>>,
+    /// When its latest buffer arrived.
+    arrived: Mutex<Option<Instant>>,
 }
 
 struct Run {
@@ -200,7 +208,7 @@ impl Ladder {
     /// Works out each simulcast layer's size and bitrate from what it carried since the last
     /// time (at most every 2 s). A layer that carried nothing keeps its last figures; each
     /// stays below the one above, as the rules that move viewers expect.
-    pub fn refresh(&self, now: std::time::Instant) {
+    pub fn refresh(&self, now: Instant) {
         let mut above: Option<u32> = None;
         for state in &self.rungs {
             let mut rung = state.rung.lock().unwrap_or_else(|p| p.into_inner());
@@ -230,6 +238,36 @@ impl Ladder {
             }
             above = Some(rung.bitrate);
         }
+    }
+
+    /// Whether rung `k` arrives: an encoded rung always does; a simulcast layer while its
+    /// buffers keep coming (see [`LAYER_STOPPED_AFTER`]).
+    pub fn arriving(&self, k: usize, now: Instant) -> bool {
+        let Some(state) = self.rungs.get(k) else {
+            return false;
+        };
+        let Some(layer) = &state.layer else {
+            return true;
+        };
+        let arrived = *layer.arrived.lock().unwrap_or_else(|p| p.into_inner());
+        arrived.is_some_and(|at| now.saturating_duration_since(at) < LAYER_STOPPED_AFTER)
+    }
+
+    /// The rung to watch for rung `k`: `k` while it arrives, else the nearest that arrives
+    /// below it (less to send), else above; None while none arrives.
+    pub fn nearest_arriving(&self, k: usize, now: Instant) -> Option<usize> {
+        nearest(k, self.rungs.len(), |j| self.arriving(j, now))
+    }
+
+    /// Where a new viewer starts: the top, or the best rung that arrives when the top does
+    /// not (a simulcast publisher paused it).
+    pub fn first_choice(&self, now: Instant) -> Option<StreamProducer> {
+        self.producer(self.nearest_arriving(0, now).unwrap_or(0))
+    }
+
+    /// Which rung `producer` is.
+    pub fn rung_of(&self, producer: &StreamProducer) -> Option<usize> {
+        (0..self.rungs.len()).find(|&k| self.producer(k).as_ref() == Some(producer))
     }
 
     /// The producer of rung `k` in the current run.
@@ -289,7 +327,7 @@ impl Ladder {
 
     pub fn info(&self) -> Vec<RungInfo> {
         if self.measured() {
-            self.refresh(std::time::Instant::now());
+            self.refresh(Instant::now());
         }
         self.rungs
             .iter()
@@ -325,6 +363,7 @@ fn measure(pipeline: &gst::Pipeline, sink: &str, layer: &Arc<Measured>) {
             match &info.data {
                 Some(gst::PadProbeData::Buffer(b)) => {
                     layer.bytes.fetch_add(b.size() as u64, Ordering::Relaxed);
+                    *layer.arrived.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
                 }
                 Some(gst::PadProbeData::Event(e)) => {
                     if let gst::EventView::Caps(c) = e.view()
@@ -389,30 +428,40 @@ pub struct Climber {
     /// What the video sent lately (kbit/s: all, and media alone), from the prober's counts
     /// at `counted`.
     sent_kbps: Option<(u32, u32)>,
-    counted: Option<(std::time::Instant, u64, u64)>,
+    counted: Option<(Instant, u64, u64)>,
+    /// The rung the rules chose, while the viewer waits on another because that one's
+    /// layer stopped arriving.
+    displaced_from: Option<usize>,
+    /// Moves so far, whatever made them.
+    switches: u32,
 }
 
 impl Climber {
-    /// Starts viewer `viewer` on the top rung.
+    /// Starts viewer `viewer` on rung `start` (the one its video link was given).
     pub fn new(
         ladder: &Arc<Ladder>,
         viewer: String,
         prober: Option<Arc<super::probing::Prober>>,
+        start: usize,
     ) -> Climber {
+        let start = start.min(ladder.len().saturating_sub(1));
         Climber {
-            adapt: super::adapt::Adapt::new(ladder.bitrates(), 0),
+            adapt: super::adapt::Adapt::new(ladder.bitrates(), start),
             sent_kbps: None,
-            seat: ladder.seat(0),
+            seat: ladder.seat(start),
             viewer,
             last_bps: None,
             prober,
             counted: None,
+            // Below the top only because the top did not arrive: back to it once it does.
+            displaced_from: (start != 0).then_some(0),
+            switches: 0,
         }
     }
 
     /// What the video sent lately (kbit/s: all, and media alone), measured over half a
     /// second at least.
-    fn sent_kbps(&mut self, now: std::time::Instant) -> Option<(u32, u32)> {
+    fn sent_kbps(&mut self, now: Instant) -> Option<(u32, u32)> {
         let prober = self.prober.as_ref()?;
         let (sent, media) = (prober.sent_bytes(), prober.media_bytes());
         let kbps = |bytes: u64, dt: f64| (bytes as f64 * 8.0 / dt / 1000.0) as u32;
@@ -441,7 +490,7 @@ impl Climber {
     }
 
     pub fn switches(&self) -> u32 {
-        self.adapt.switches()
+        self.switches
     }
 
     /// The producer of the rung it is on (to follow a restarted pipeline).
@@ -450,18 +499,79 @@ impl Climber {
     }
 
     pub fn loss(&mut self, fraction: f64) {
-        self.adapt.loss(std::time::Instant::now(), fraction);
+        self.adapt.loss(Instant::now(), fraction);
     }
 
-    /// The latest estimate again, as time passes: see [`Climber::estimate`].
+    /// The latest estimate again, as time passes (see [`Climber::estimate`]); and a move
+    /// off a simulcast layer that stopped arriving, or back onto it once it resumes.
     pub fn tick(
         &mut self,
         video: &mut gst_utils::streamproducer::ConsumptionLink,
     ) -> Result<bool, String> {
-        match self.last_bps {
-            Some(bps) => self.estimate(bps, video),
-            None => Ok(false),
+        let moved = match self.last_bps {
+            Some(bps) => self.estimate(bps, video)?,
+            None => false,
+        };
+        Ok(self.follow_layers(video)? || moved)
+    }
+
+    /// Keeps the viewer on a layer that arrives: off the rules' choice while it has stopped
+    /// (to the nearest that arrives, lower first), back to it when it resumes.
+    fn follow_layers(
+        &mut self,
+        video: &mut gst_utils::streamproducer::ConsumptionLink,
+    ) -> Result<bool, String> {
+        let ladder = self.seat.ladder().clone();
+        if !ladder.measured() {
+            return Ok(false);
         }
+        let chosen = self.displaced_from.unwrap_or(self.seat.rung());
+        self.go(chosen, video)
+    }
+
+    /// Moves to rung `chosen` (the rules' choice), or to the nearest that arrives while it
+    /// does not; the rules go on from where the viewer is. True when it moved.
+    fn go(
+        &mut self,
+        chosen: usize,
+        video: &mut gst_utils::streamproducer::ConsumptionLink,
+    ) -> Result<bool, String> {
+        let ladder = self.seat.ladder().clone();
+        let to = ladder
+            .nearest_arriving(chosen, Instant::now())
+            .unwrap_or(chosen);
+        let was_displaced = self.displaced_from.is_some();
+        self.displaced_from = (to != chosen).then_some(chosen);
+        self.adapt.moved(to);
+        let from = self.seat.rung();
+        if to == from {
+            return Ok(false);
+        }
+        let producer = ladder
+            .producer(to)
+            .ok_or_else(|| format!("the ladder has no rung {to}"))?;
+        self.seat.move_to(to);
+        video
+            .change_producer(&producer, false)
+            .map_err(|e| format!("cannot move to rung {}: {e}", ladder.rung(to).label()))?;
+        self.switches += 1;
+        let why = match (self.displaced_from, was_displaced) {
+            (Some(k), _) => format!("layer {} stopped", ladder.rung(k).label()),
+            (None, true) => format!("layer {} resumed", ladder.rung(to).label()),
+            (None, false) => format!(
+                "estimate {} kbit/s",
+                self.adapt.estimate_kbps().unwrap_or_default()
+            ),
+        };
+        tracing::info!(
+            "{} viewer {}: {} → {} ({why})",
+            ladder.pipeline,
+            self.viewer,
+            ladder.rung(from).label(),
+            ladder.rung(to).label(),
+        );
+        ladder.announce(&self.viewer, from, to, self.adapt.estimate_kbps());
+        Ok(true)
     }
 
     /// A new estimate (bit/s): moves `video` to another rung when the rules say so (the new
@@ -473,7 +583,7 @@ impl Climber {
         video: &mut gst_utils::streamproducer::ConsumptionLink,
     ) -> Result<bool, String> {
         self.last_bps = Some(bps);
-        let now = std::time::Instant::now();
+        let now = Instant::now();
         if self.seat.ladder().measured() {
             self.seat.ladder().refresh(now);
             self.adapt.set_bitrates(self.seat.ladder().bitrates());
@@ -496,27 +606,35 @@ impl Climber {
                 self.last_bps = Some(kbps.saturating_mul(1000));
             }
         }
-        let Some(to) = step.to else {
-            return Ok(false);
-        };
-        let from = self.seat.rung();
-        let ladder = self.seat.ladder().clone();
-        let producer = ladder
-            .producer(to)
-            .ok_or_else(|| format!("the ladder has no rung {to}"))?;
-        self.seat.move_to(to);
-        video
-            .change_producer(&producer, false)
-            .map_err(|e| format!("cannot move to rung {}: {e}", ladder.rung(to).label()))?;
-        tracing::info!(
-            "{} viewer {}: {} → {} (estimate {} kbit/s)",
-            ladder.pipeline,
-            self.viewer,
-            ladder.rung(from).label(),
-            ladder.rung(to).label(),
-            bps / 1000
-        );
-        ladder.announce(&self.viewer, from, to, self.adapt.estimate_kbps());
-        Ok(true)
+        match step.to {
+            Some(to) => self.go(to, video),
+            None => Ok(false),
+        }
+    }
+}
+
+/// Of `n` rungs (0 = top), the one to watch for rung `k`: `k` if it `arrives`, else the
+/// nearest below that does, else the nearest above.
+fn nearest(k: usize, n: usize, arrives: impl Fn(usize) -> bool) -> Option<usize> {
+    (k..n).chain((0..k.min(n)).rev()).find(|&j| arrives(j))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::nearest;
+
+    #[test]
+    fn a_stopped_layer_gives_way_to_the_nearest_below_then_above() {
+        let all = |_| true;
+        assert_eq!(nearest(0, 3, all), Some(0));
+        // The top stopped (a browser short of uplink drops it first): the middle one.
+        assert_eq!(nearest(0, 3, |j| j != 0), Some(1));
+        assert_eq!(nearest(0, 3, |j| j == 2), Some(2));
+        // The middle stopped: lower first, then higher.
+        assert_eq!(nearest(1, 3, |j| j != 1), Some(2));
+        assert_eq!(nearest(1, 3, |j| j == 0), Some(0));
+        // Nothing arrives: stay where the rules chose.
+        assert_eq!(nearest(1, 3, |_| false), None);
+        assert_eq!(nearest(5, 3, all), Some(2));
     }
 }

@@ -270,7 +270,12 @@ impl WebRtcOutput {
             id: ViewerId::new(),
             via,
             codec: self.tap.codec,
-            video: feed.video.clone(),
+            // A simulcast publisher may have paused its top layer: start on one that arrives.
+            video: feed
+                .ladder
+                .as_ref()
+                .and_then(|l| l.first_choice(std::time::Instant::now()))
+                .or_else(|| feed.video.clone()),
             audio: feed.audio.clone(),
             clock: feed.clock.clone(),
             ice: self.config.ice.clone(),

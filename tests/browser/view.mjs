@@ -12,7 +12,8 @@
 //                                    SIMULCAST=1 it ticks "simulcast" (three layers)
 //   node view.mjs BASE NAME whip-simulcast → the fake camera (1280x720) goes to NAME over WHIP
 //                                    in three layers (rids lo, mid, hi) for PUBLISH_SECONDS (5);
-//                                    prints the WHIP status and Location
+//                                    prints the WHIP status and Location; its top layer is
+//                                    paused while the file PAUSE_FILE exists
 //   node view.mjs BASE NAME relay  → page A shows NAME waiting for a publisher; page B publishes
 //                                    the fake camera to NAME from /publish; page A watches it
 //                                    (≥ 60 frames) and prints its stats
@@ -32,6 +33,7 @@
 //                                    frames decoded and the video's size
 import { launch } from "./chromium.mjs";
 import { fileURLToPath } from "node:url";
+import { existsSync } from "node:fs";
 
 const [, , base, name, mode] = process.argv;
 const { context, close } = await launch([
@@ -48,6 +50,41 @@ async function watching(page) {
   const button = page.locator(`button[data-watch="${name}"]`);
   await button.waitFor({ timeout: 20000 });
   await button.click();
+}
+
+// PUBLISHER_STATS=1: a simulcast publisher's layers as its browser sees them (frames and
+// keyframes encoded, FIR/PLI received, size, what limits it), every 2 s on stderr.
+if (process.env.PUBLISHER_STATS === "1") {
+  await context.addInitScript(() => {
+    const Native = window.RTCPeerConnection;
+    window.__peers = [];
+    window.RTCPeerConnection = function (...args) {
+      const pc = new Native(...args);
+      window.__peers.push(pc);
+      return pc;
+    };
+    window.RTCPeerConnection.prototype = Native.prototype;
+  });
+  context.on("page", (page) => {
+    const timer = setInterval(async () => {
+      try {
+        const rows = await page.evaluate(async () => {
+          const out = [];
+          for (const pc of window.__peers || []) {
+            (await pc.getStats()).forEach((r) => {
+              if (r.type === "outbound-rtp" && r.kind === "video") {
+                out.push(`${r.rid}: ${r.framesEncoded} frames, ${r.keyFramesEncoded} key, fir ${r.firCount} pli ${r.pliCount}, ${r.frameWidth}x${r.frameHeight}, limited by ${r.qualityLimitationReason}`);
+              }
+            });
+          }
+          return out;
+        });
+        console.error(`${new Date().toISOString()} publisher layers: ${rows.join(" | ")}`);
+      } catch {
+        clearInterval(timer);
+      }
+    }, 2000);
+  });
 }
 
 try {
@@ -146,7 +183,24 @@ try {
       return { status: res.status, location: res.headers.get("Location") };
     }, name);
     console.log(JSON.stringify(result));
-    await page.waitForTimeout(Number(process.env.PUBLISH_SECONDS || "5") * 1000);
+    // PAUSE_FILE: while that file exists, the top layer ("hi") is paused, as a browser short
+    // of uplink pauses it.
+    const until = Date.now() + Number(process.env.PUBLISH_SECONDS || "5") * 1000;
+    let paused = false;
+    while (Date.now() < until) {
+      const pause = !!process.env.PAUSE_FILE && existsSync(process.env.PAUSE_FILE);
+      if (pause !== paused) {
+        await page.evaluate(async (active) => {
+          const sender = window.whip.getSenders().find((s) => s.track && s.track.kind === "video");
+          const params = sender.getParameters();
+          for (const e of params.encodings) if (e.rid === "hi") e.active = active;
+          await sender.setParameters(params);
+        }, !pause);
+        paused = pause;
+        console.error(`whip-simulcast: top layer ${pause ? "paused" : "resumed"}`);
+      }
+      await page.waitForTimeout(250);
+    }
   } else if (mode === "relay") {
     // NAME relays what is published to it. Page A shows it waiting; page B publishes the fake
     // camera from /publish; page A's "watch" appears and decodes it.

@@ -143,7 +143,10 @@ async fn run(
             .ladder
             .as_ref()
             .filter(|_| params.video.is_some())
-            .map(|l| super::ladder::Climber::new(l, id.short(), built_prober.clone())),
+            .map(|l| {
+                let start = params.video.as_ref().and_then(|v| l.rung_of(v));
+                super::ladder::Climber::new(l, id.short(), built_prober.clone(), start.unwrap_or(0))
+            }),
         simulcast: match &role {
             Role::Publish(a, _) => a.formats.simulcast.clone(),
             _ => None,
