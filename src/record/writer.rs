@@ -79,6 +79,9 @@ struct State {
     last_video: Option<(gst::ClockTime, std::time::Instant)>,
 }
 
+/// How long a chat line said before a recording's first segment waits for it.
+const EARLY_LINE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// How long a caption stays on screen.
 const CAPTION_SHOWN: gst::ClockTime = gst::ClockTime::from_seconds(5);
 
@@ -90,20 +93,39 @@ pub struct Captions(Arc<Writer>);
 impl Captions {
     /// Writes `line` into the current segment at the stream's present moment. Blocking (the
     /// muxer takes it when the video catches up): call it off the async threads.
+    ///
+    /// A line said before the first segment began (the publisher's first keyframe is still
+    /// on its way) waits for it, up to [`EARLY_LINE_WAIT`], and shows at its start.
     pub fn say(&self, line: &str) {
         let writer = &self.0;
-        let (pad, pts) = {
-            let state = writer.lock();
-            let Some((rt, seen)) = state.last_video else {
-                return; // no segment yet
-            };
-            let now = rt + gst::ClockTime::from_nseconds(seen.elapsed().as_nanos() as u64);
-            let pts = now.saturating_sub(state.started);
-            let Some(pad) = state.current.as_ref().and_then(|c| c.text.clone()) else {
+        let deadline = std::time::Instant::now() + EARLY_LINE_WAIT;
+        let (pad, pts) = loop {
+            {
+                let state = writer.lock();
+                if let Some((rt, seen)) = state.last_video {
+                    let now = rt + gst::ClockTime::from_nseconds(seen.elapsed().as_nanos() as u64);
+                    let pts = now.saturating_sub(state.started);
+                    let Some(pad) = state.current.as_ref().and_then(|c| c.text.clone()) else {
+                        tracing::debug!(
+                            "{}: caption not written: no subtitle track",
+                            writer.spec.pipeline
+                        );
+                        return;
+                    };
+                    break (pad, pts);
+                }
+            }
+            if std::time::Instant::now() >= deadline {
+                tracing::warn!(
+                    "{}: no recording began within {} s: chat line not recorded",
+                    writer.spec.pipeline,
+                    EARLY_LINE_WAIT.as_secs()
+                );
                 return;
-            };
-            (pad, pts)
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
         };
+        tracing::debug!("{}: caption at {pts}: {line}", writer.spec.pipeline);
         let mut buffer = gst::Buffer::from_slice(line.as_bytes().to_vec());
         if let Some(b) = buffer.get_mut() {
             b.set_pts(pts);
