@@ -211,41 +211,70 @@ fn a_slow_viewer_gets_a_lower_simulcast_layer_while_a_fast_one_keeps_the_top() {
     let _ = publisher.wait();
 }
 
+/// A WHIP simulcast publisher (Chromium, rids lo, mid, hi) on `inbox` for `seconds`, its
+/// top layer paused while the file `pause` (in the pipelines' directory) exists; once its
+/// layers arrived, a viewer decoding its top layer.
+struct WhipSimulcast {
+    server: TestServer,
+    dir: tempfile::TempDir,
+    publisher: Child,
+    viewer: Watcher,
+    /// The viewer's sample with 30 frames of the top layer decoded.
+    top: serde_json::Value,
+}
+
+impl WhipSimulcast {
+    fn start(seconds: u32, pause: Option<&str>) -> WhipSimulcast {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write_pipeline(dir.path(), "inbox", INBOX);
+        let server = TestServer::start(dir.path());
+        wait_state(&server.base, "inbox", "playing");
+        let pause = pause.map(|p| dir.path().join(p));
+        let publisher = publish_simulcast(
+            &server.base,
+            "inbox",
+            "whip-simulcast",
+            seconds,
+            pause.as_deref(),
+        );
+        layers_arrive(&server.base, ["hi", "mid", "lo"]);
+        let mut viewer = Watcher::start("viewer", None, &server.base, "inbox");
+        let top = viewer.until("30 frames of the top layer", Duration::from_secs(40), |s| {
+            num(s, "framesDecoded") >= 30.0 && num(s, "frameWidth") == 1280.0
+        });
+        WhipSimulcast {
+            server,
+            dir,
+            publisher,
+            viewer,
+            top,
+        }
+    }
+}
+
+impl Drop for WhipSimulcast {
+    fn drop(&mut self) {
+        let _ = self.publisher.kill();
+        let _ = self.publisher.wait();
+    }
+}
+
 #[test]
 fn a_whip_simulcast_publisher_is_relayed_layer_by_layer() {
     let _one = one_at_a_time();
-    let dir = tempfile::tempdir().expect("tempdir");
-    write_pipeline(dir.path(), "inbox", INBOX);
-    let server = TestServer::start(dir.path());
-    let base = server.base.clone();
-    wait_state(&base, "inbox", "playing");
-    let mut publisher = publish_simulcast(&base, "inbox", "whip-simulcast", 60, None);
-    layers_arrive(&base, ["hi", "mid", "lo"]);
-    let mut viewer = Watcher::start("viewer", None, &base, "inbox");
-    let s = viewer.until("30 frames of the top layer", Duration::from_secs(40), |s| {
-        num(s, "framesDecoded") >= 30.0 && num(s, "frameWidth") == 1280.0
-    });
+    let call = WhipSimulcast::start(60, None);
+    let s = &call.top;
     assert_eq!(s["frameWidth"], 1280, "{s}");
     assert_eq!(s["rung"], "1280x720", "{s}");
-    let _ = publisher.kill();
-    let _ = publisher.wait();
 }
 
 #[test]
 fn a_paused_top_layer_moves_its_viewers_to_one_that_arrives_and_back() {
     let _one = one_at_a_time();
-    let dir = tempfile::tempdir().expect("tempdir");
-    write_pipeline(dir.path(), "inbox", INBOX);
-    let server = TestServer::start(dir.path());
-    let base = server.base.clone();
-    wait_state(&base, "inbox", "playing");
-    let pause = dir.path().join("pause-top-layer");
-    let mut publisher = publish_simulcast(&base, "inbox", "whip-simulcast", 120, Some(&pause));
-    layers_arrive(&base, ["hi", "mid", "lo"]);
-    let mut viewer = Watcher::start("viewer", None, &base, "inbox");
-    viewer.until("30 frames of the top layer", Duration::from_secs(40), |s| {
-        num(s, "framesDecoded") >= 30.0 && num(s, "frameWidth") == 1280.0
-    });
+    let mut call = WhipSimulcast::start(120, Some("pause-top-layer"));
+    let base = call.server.base.clone();
+    let pause = call.dir.path().join("pause-top-layer");
+    let viewer = &mut call.viewer;
 
     // The publisher pauses its top layer: the viewer goes on with a lower one.
     std::fs::write(&pause, b"").expect("pause file");
@@ -273,7 +302,7 @@ fn a_paused_top_layer_moves_its_viewers_to_one_that_arrives_and_back() {
 
     // The top layer resumes: both are back on it.
     std::fs::remove_file(&pause).expect("resume");
-    for w in [&mut viewer, &mut late] {
+    for w in [viewer, &mut late] {
         let up = w.until(
             "frames of the top layer again",
             Duration::from_secs(40),
@@ -282,6 +311,4 @@ fn a_paused_top_layer_moves_its_viewers_to_one_that_arrives_and_back() {
         println!("back on the top layer: {up}");
         assert!(num(&up, "switches") >= 1.0, "{up}");
     }
-    let _ = publisher.kill();
-    let _ = publisher.wait();
 }
