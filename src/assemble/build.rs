@@ -23,8 +23,45 @@ impl Plan {
         if let Some(links) = &self.decode {
             wire_decode(&pipeline, links)?;
         }
+        explicit_colorimetry(&pipeline, "video_raw");
         Ok(pipeline)
     }
+}
+
+/// Writes the raw video's colorimetry into its caps when the source left it out. Left out, it
+/// is the default for the picture's size (BT.709 above 576 lines, BT.601 up to), so whatever
+/// scales the picture down (a ladder rung, a hook's branch) would also convert its colours
+/// from one to the other: three quarters of a 320x180 rung's scaling time, for a picture that
+/// looks no better. Spelled out, the scaled picture keeps the colorimetry it has, and its
+/// encoder labels it with that.
+fn explicit_colorimetry(pipeline: &gst::Pipeline, tee: &str) {
+    let Some(pad) = pipeline.by_name(tee).and_then(|e| e.static_pad("sink")) else {
+        return;
+    };
+    pad.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, |_, info| {
+        let Some(gst::PadProbeData::Event(event)) = &info.data else {
+            return gst::PadProbeReturn::Ok;
+        };
+        let gst::EventView::Caps(c) = event.view() else {
+            return gst::PadProbeReturn::Ok;
+        };
+        let caps = c.caps();
+        let raw = caps
+            .structure(0)
+            .is_some_and(|s| s.name() == "video/x-raw" && !s.has_field("colorimetry"));
+        let Some(info_) = raw
+            .then(|| gst_video::VideoInfo::from_caps(caps).ok())
+            .flatten()
+        else {
+            return gst::PadProbeReturn::Ok;
+        };
+        let mut explicit = caps.to_owned();
+        if let Some(s) = explicit.make_mut().structure_mut(0) {
+            s.set("colorimetry", info_.colorimetry().to_string());
+        }
+        info.data = Some(gst::PadProbeData::Event(gst::event::Caps::new(&explicit)));
+        gst::PadProbeReturn::Ok
+    });
 }
 
 impl Plan {
@@ -131,4 +168,40 @@ pub(super) fn wire_decode(pipeline: &gst::Pipeline, links: &DecodeLinks) -> Resu
         }
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use gst::prelude::*;
+
+    /// A 320x180 rung of a 720p test source is encoded from BT.709 pixels, labelled BT.709 (the
+    /// source's), not converted to BT.601 (320x180's default).
+    #[test]
+    fn a_rung_keeps_the_sources_colorimetry() {
+        crate::init().expect("GStreamer");
+        let text = "[source]\nkind = \"test\"\nwidth = 1280\nheight = 720\naudio = false\n\n\
+                    [encode]\nbitrate = 2000\nladder = \"auto\"\n\n[[output]]\nkind = \"webrtc\"\n";
+        let desc = crate::description::parse(std::path::Path::new("rung.toml"), text)
+            .expect("description");
+        let plan = super::super::plan(&desc).expect("plan");
+        let pipeline = plan.build().expect("pipeline");
+        let valve = pipeline.by_name("rung2_valve").expect("rung 2's valve");
+        valve.set_property("drop", false);
+        pipeline.set_state(gst::State::Playing).expect("playing");
+        let sink = pipeline
+            .by_name("out0_rung2")
+            .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
+            .expect("rung 2's appsink");
+        let sample = sink.try_pull_sample(gst::ClockTime::from_seconds(10));
+        let caps = pipeline
+            .by_name("rung2_encoder")
+            .and_then(|e| e.static_pad("sink"))
+            .and_then(|p| p.current_caps());
+        let _ = pipeline.set_state(gst::State::Null);
+        assert!(sample.is_some(), "rung 2 encoded nothing");
+        let caps = caps.expect("rung 2's encoder has caps");
+        let s = caps.structure(0).expect("a structure");
+        assert_eq!(s.get::<i32>("width").ok(), Some(320), "{caps}");
+        assert_eq!(s.get::<&str>("colorimetry").ok(), Some("bt709"), "{caps}");
+    }
 }
