@@ -16,7 +16,8 @@ VIEWER_ADDRESS (default 127.0.0.1) is the address they gather candidates on. PRO
 (default 42e01f, constrained baseline as browsers offer it) is the H.264 profile they offer:
 webrtcsink wants exactly what x264enc writes (42c01f).
 With `twcc` the viewers offer transport-wide congestion control (the header extension and its
-feedback), as browsers do, so an adaptive service can estimate each one's link.
+feedback), as browsers do, so an adaptive service can estimate each one's link; like
+Chromium, they send that feedback every 50 ms.
 
 webrtcbin 1.22 makes RSA DTLS certificates, which aiortc refuses; like mediaweave, these
 viewers give it an ECDSA P-256 certificate and advertise its fingerprint.
@@ -49,7 +50,12 @@ VIDEO_CAPS = (
     "application/x-rtp,media=video,encoding-name=H264,payload=96,clock-rate=90000,"
     "packetization-mode=(string)1,profile-level-id=(string)" + os.environ.get("PROFILE_LEVEL_ID", "42e01f")
 )
-if len(sys.argv) > 3 and sys.argv[3] == "twcc":
+TWCC = len(sys.argv) > 3 and sys.argv[3] == "twcc"
+# How often a viewer sends its transport-wide feedback: every 50 ms, as libwebrtc's receivers
+# (Chromium's) do at these bitrates (RemoteEstimatorProxy: 5 % of the bitrate for the reports,
+# held between 50 and 250 ms). GStreamer's own default is one report per frame (30 a second).
+TWCC_FEEDBACK_INTERVAL = 50 * Gst.MSECOND
+if TWCC:
     VIDEO_CAPS += (
         ",extmap-3=(string)http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01,"
         "rtcp-fb-transport-cc=(boolean)true"
@@ -104,6 +110,9 @@ class Viewer:
         factory = element.get_factory()
         if factory is not None and factory.get_name() == "dtlssrtpdec":
             element.set_property("pem", self.pem)
+        if TWCC and factory is not None and factory.get_name() == "rtpsession":
+            session = element.get_property("internal-session")
+            session.set_property("twcc-feedback-interval", TWCC_FEEDBACK_INTERVAL)
 
     def on_offer(self, promise, _):
         reply = promise.get_reply()
