@@ -101,11 +101,13 @@ impl Captions {
         let deadline = std::time::Instant::now() + EARLY_LINE_WAIT;
         let (pad, pts) = loop {
             {
+                // Video may flow well before the first segment (which waits for a keyframe):
+                // the line waits for the segment, not for the video.
                 let state = writer.lock();
-                if let Some((rt, seen)) = state.last_video {
+                if let (Some(current), Some((rt, seen))) = (&state.current, state.last_video) {
                     let now = rt + gst::ClockTime::from_nseconds(seen.elapsed().as_nanos() as u64);
                     let pts = now.saturating_sub(state.started);
-                    let Some(pad) = state.current.as_ref().and_then(|c| c.text.clone()) else {
+                    let Some(pad) = current.text.clone() else {
                         tracing::debug!(
                             "{}: caption not written: no subtitle track",
                             writer.spec.pipeline
