@@ -1,5 +1,5 @@
 //! From a plan's launch line to a `gst::Pipeline`: parsing it, and wiring what a launch line
-//! cannot express (decodebin pads).
+//! cannot express (decodebin pads, the raw video's colorimetry spelled out in its caps).
 
 use super::*;
 
@@ -46,18 +46,18 @@ fn explicit_colorimetry(pipeline: &gst::Pipeline, tee: &str) {
             return gst::PadProbeReturn::Ok;
         };
         let caps = c.caps();
-        let raw = caps
+        let implied = caps
             .structure(0)
             .is_some_and(|s| s.name() == "video/x-raw" && !s.has_field("colorimetry"));
-        let Some(info_) = raw
-            .then(|| gst_video::VideoInfo::from_caps(caps).ok())
-            .flatten()
-        else {
+        if !implied {
+            return gst::PadProbeReturn::Ok;
+        }
+        let Ok(video) = gst_video::VideoInfo::from_caps(caps) else {
             return gst::PadProbeReturn::Ok;
         };
         let mut explicit = caps.to_owned();
         if let Some(s) = explicit.make_mut().structure_mut(0) {
-            s.set("colorimetry", info_.colorimetry().to_string());
+            s.set("colorimetry", video.colorimetry().to_string());
         }
         info.data = Some(gst::PadProbeData::Event(gst::event::Caps::new(&explicit)));
         gst::PadProbeReturn::Ok
