@@ -44,7 +44,15 @@ fn a_slow_viewer_moves_down_the_ladder_and_back_while_a_fast_one_stays_on_top() 
     let base = server.base.clone();
     wait_state(&base, "cam", "playing");
     let events_url = format!("{}/api/events", base.replace("http://", "ws://"));
-    let events = collect_events_within(events_url, Duration::from_secs(150), |seen| {
+    let mut shown = 0;
+    let events = collect_events_within(events_url, Duration::from_secs(150), move |seen| {
+        // Each move as it comes, with its estimate: in the output of a run that fails.
+        for e in seen.iter().skip(shown) {
+            if e["type"] == "viewer_rung_changed" {
+                println!("event: {e}");
+            }
+        }
+        shown = seen.len();
         seen.iter()
             .filter(|e| e["type"] == "viewer_rung_changed")
             .any(|e| e["fields"]["rung"] == "1280x720")
