@@ -6,8 +6,8 @@
 //! milliseconds late costs the pacer nothing (it sends what the elapsed time allows, and
 //! keeps at most 30 ms queued), so its thread lets the kernel delay its timers by up to
 //! [`PACER_TIMER_SLACK`] (`PR_SET_TIMERSLACK`; the default is 50 µs). The kernel then wakes
-//! it less often and wakes the viewers' pacers together; their threads take about a sixth
-//! less CPU (measured with 20 viewers, half of them with the slack: README, footnote ⁴).
+//! it less often and wakes the viewers' pacers together; their threads take about 15 % less
+//! CPU (measured with 20 viewers, half of them with the slack: README, footnote ⁴).
 //!
 //! The slack is set when the pacer's task enters its thread and taken back when it leaves:
 //! GStreamer reuses the thread for other tasks afterwards.
