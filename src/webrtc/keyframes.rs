@@ -11,14 +11,40 @@
 //!   becomes an RTCP PLI). [`throttle_requests`] lets one request through per
 //!   [`MIN_REQUEST_INTERVAL`], and sends one more at the end of the interval if any was held
 //!   back: a crowd of joins does not flood the source, and no viewer's request is lost.
+//! - A viewer that has just connected asks once more ([`on_connect_request`]): the keyframe
+//!   its answer waited for went out before its transport was up. That request has an
+//!   interval of its own; in the joins' interval it would wait behind the join's own request,
+//!   up to half a second of a black picture for every viewer.
 
 use gst::prelude::*;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// At most one keyframe request per stream this often.
+/// At most one keyframe request per stream this often (and one more of viewers that have
+/// just connected).
 pub const MIN_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Marks a keyframe request made as a viewer connects.
+const ON_CONNECT: &str = "mediaweave-on-connect";
+
+/// The keyframe request of a viewer that has just connected.
+pub fn on_connect_request() -> gst::Event {
+    request(true)
+}
+
+fn request(on_connect: bool) -> gst::Event {
+    let builder = gst_video::UpstreamForceKeyUnitEvent::builder().all_headers(true);
+    match on_connect {
+        true => builder.other_field(ON_CONNECT, true).build(),
+        false => builder.build(),
+    }
+}
+
+/// Whether `event` is a keyframe request made as a viewer connected.
+fn is_on_connect(event: &gst::EventRef) -> bool {
+    event.structure().is_some_and(|s| s.has_field(ON_CONNECT))
+}
 
 /// Whether an H.264 byte-stream access unit holds an IDR slice (NAL type 5). Reads NAL headers
 /// up to the first slice: parameter sets, SEI and delimiters come before it in an access unit.
@@ -123,12 +149,13 @@ impl Throttle {
 
 /// Holds back keyframe requests going upstream from `appsink` (where every viewer's request
 /// of a stream producer arrives) to one per [`MIN_REQUEST_INTERVAL`], sending one at the end
-/// of the interval for those held back; counts both kinds.
+/// of the interval for those held back; requests of viewers that have just connected apart
+/// from the others. Counts both outcomes.
 pub fn throttle_requests(appsink: &gst::Element, counts: Arc<RequestCounts>) {
     let Some(pad) = appsink.static_pad("sink") else {
         return;
     };
-    let throttle = Mutex::new(Throttle::new(MIN_REQUEST_INTERVAL));
+    let throttles = [false, true].map(|_| Mutex::new(Throttle::new(MIN_REQUEST_INTERVAL)));
     let c = counts;
     pad.add_probe(gst::PadProbeType::EVENT_UPSTREAM, move |pad, info| {
         let Some(event) = info.event() else {
@@ -138,7 +165,8 @@ pub fn throttle_requests(appsink: &gst::Element, counts: Arc<RequestCounts>) {
             return gst::PadProbeReturn::Ok;
         }
         let now = Instant::now();
-        let decision = throttle
+        let on_connect = is_on_connect(event);
+        let decision = throttles[usize::from(on_connect)]
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .admit(now);
@@ -153,7 +181,9 @@ pub fn throttle_requests(appsink: &gst::Element, counts: Arc<RequestCounts>) {
                 );
                 return gst::PadProbeReturn::Ok;
             }
-            Decision::Defer(at) => request_later(pad, at.saturating_duration_since(now)),
+            Decision::Defer(at) => {
+                request_later(pad, at.saturating_duration_since(now), on_connect)
+            }
             Decision::Coalesce => {}
         }
         c.suppressed.fetch_add(1, Ordering::Relaxed);
@@ -165,7 +195,7 @@ pub fn throttle_requests(appsink: &gst::Element, counts: Arc<RequestCounts>) {
 
 /// Pushes a keyframe request upstream from `pad` after `delay`, on the system clock's thread
 /// (the probe sees it again, and by then lets it pass).
-fn request_later(pad: &gst::Pad, delay: Duration) {
+fn request_later(pad: &gst::Pad, delay: Duration, on_connect: bool) {
     use gst::prelude::ClockExtManual;
     let clock = gst::SystemClock::obtain();
     let now = clock.time();
@@ -174,10 +204,7 @@ fn request_later(pad: &gst::Pad, delay: Duration) {
     let id = clock.new_single_shot_id(at);
     let _ = id.wait_async(move |_, _, _| {
         if let Some(pad) = pad.upgrade() {
-            let event = gst_video::UpstreamForceKeyUnitEvent::builder()
-                .all_headers(true)
-                .build();
-            let _ = pad.push_event(event);
+            let _ = pad.push_event(request(on_connect));
         }
     });
 }
@@ -185,6 +212,17 @@ fn request_later(pad: &gst::Pad, delay: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_connecting_viewers_request_is_told_apart() {
+        gst::init().ok();
+        assert!(is_on_connect(&on_connect_request()));
+        assert!(!is_on_connect(&request(false)));
+        // A PLI reaches the producer as a plain request.
+        let pli = gst_video::UpstreamForceKeyUnitEvent::builder().build();
+        assert!(!is_on_connect(&pli));
+        assert!(gst_video::UpstreamForceKeyUnitEvent::parse(&on_connect_request()).is_ok());
+    }
 
     #[test]
     fn an_idr_access_unit_is_a_keyframe() {

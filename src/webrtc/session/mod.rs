@@ -589,10 +589,7 @@ impl Session {
             .and_then(|l| l.appsrc().static_pad("src"))
             .and_then(|src| src.peer());
         if let Some(pad) = payloader_sink {
-            let event = gst_video::UpstreamForceKeyUnitEvent::builder()
-                .all_headers(true)
-                .build();
-            let _ = pad.push_event(event);
+            let _ = pad.push_event(crate::webrtc::keyframes::on_connect_request());
         }
     }
 
