@@ -469,6 +469,12 @@ async function updateStats() {
       s.framesPerSecond = r.framesPerSecond || 0;
       s.bytesReceived = r.bytesReceived || 0;
       s.packetsLost = r.packetsLost || 0;
+      // Whether frames arrive whole and whether the decoder asked for a keyframe.
+      s.framesReceived = r.framesReceived || 0;
+      s.framesDropped = r.framesDropped || 0;
+      s.keyFramesDecoded = r.keyFramesDecoded || 0;
+      s.pliCount = r.pliCount || 0;
+      s.nackCount = r.nackCount || 0;
       s.freezeCount = r.freezeCount || 0;
       s.totalFreezesDuration = r.totalFreezesDuration || 0;
       s.timestamp = r.timestamp;
