@@ -2,7 +2,8 @@
 //! publisher sends to WebRTC viewers (WHEP, `/offer` and the WebSocket protocol) while
 //! recording it, without re-encoding; with nobody publishing, viewers are told so (503). A
 //! viewer joining a publisher that sends keyframes only when asked gets one at once (its
-//! request reaches the publisher as a PLI); viewers wait for the next publisher and end
+//! request reaches the publisher as a PLI), and so does a viewer's own request for one (a
+//! browser that lost one); viewers wait for the next publisher and end
 //! cleanly when none comes.
 
 mod common;
@@ -253,6 +254,38 @@ fn a_viewer_joining_mid_gop_gets_a_keyframe_at_once() {
         ),
         "{metrics}"
     );
+    let (ok, _, stderr) = finish(publisher);
+    assert!(ok, "{stderr}");
+    server.shutdown();
+}
+
+/// A viewer that lost a keyframe asks for one (a browser's PLI): its request reaches the
+/// publisher, which sends keyframes only when asked, and the viewer gets a new one.
+#[test]
+fn a_viewers_own_keyframe_request_reaches_the_publisher() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_pipeline(dir.path(), "inbox", RELAY);
+    let server = TestServer::start(dir.path());
+    let base = server.base.clone();
+    wait_state(&base, "inbox", "playing");
+    let publisher = publish(&base, "200,40,40", 20, true);
+    wait_publishers(&base, 1);
+    let mut viewer = common::gst_viewers::GstViewers::whep(&format!("{base}/whep/inbox"));
+    let added = viewer.ask("add 1");
+    assert_eq!(added["connected"], 1, "{added}");
+    // Past the keyframes of its join, and past the interval they were throttled in.
+    std::thread::sleep(Duration::from_secs(3));
+    for _ in 0..2 {
+        let asked = viewer.ask("keyframe 8");
+        let (before, after) = (&asked["before"][0], &asked["after"][0]);
+        assert!(before.as_u64() >= Some(1), "{asked}");
+        assert!(
+            after.as_u64() > before.as_u64(),
+            "no keyframe came: {asked}"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    drop(viewer);
     let (ok, _, stderr) = finish(publisher);
     assert!(ok, "{stderr}");
     server.shutdown();

@@ -6,10 +6,11 @@
 
 mod common;
 use common::*;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::gst_viewers::GstViewers;
 use common::slow_link::SlowLink;
 
 #[test]
@@ -48,24 +49,8 @@ fn a_slow_viewer_gets_at_most_one_and_a_half_times_the_stream() {
     std::thread::sleep(Duration::from_secs(3));
 
     // The fast viewer: a GStreamer webrtcbin viewer on loopback, counting frames.
-    let viewers =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/gst_viewers.py");
-    let mut fast = Command::new("/usr/bin/python3")
-        .arg(&viewers)
-        .args(["whep", &format!("{base}/whep/cam")])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the fast viewer");
-    let mut to_fast = fast.stdin.take().expect("stdin");
-    let mut from_fast = BufReader::new(fast.stdout.take().expect("stdout")).lines();
-    let mut ask = |cmd: &str| -> serde_json::Value {
-        writeln!(to_fast, "{cmd}").expect("command");
-        let line = from_fast.next().and_then(Result::ok).unwrap_or_default();
-        serde_json::from_str(&line).unwrap_or_else(|_| panic!("fast viewer: {line}"))
-    };
-    let added = ask("add 1");
+    let mut fast = GstViewers::whep(&format!("{base}/whep/cam"));
+    let added = fast.ask("add 1");
     assert_eq!(added["connected"], 1, "{added}");
 
     let meter = || -> u64 {
@@ -74,11 +59,10 @@ fn a_slow_viewer_gets_at_most_one_and_a_half_times_the_stream() {
             .unwrap_or(0)
     };
     let (shaper0, stream0) = (link.shaper(), meter());
-    let measured = ask("measure 12");
+    let measured = fast.ask("measure 12");
     let (shaper1, stream1) = (link.shaper(), meter());
     let status = get(&format!("{base}/api/pipelines/cam")).json;
-    let _ = writeln!(to_fast, "quit");
-    let _ = fast.wait();
+    drop(fast);
     let _ = chromium.wait();
 
     let sent = shaper1.0 - shaper0.0;

@@ -11,6 +11,13 @@
 //!   becomes an RTCP PLI). [`throttle_requests`] lets one request through per
 //!   [`MIN_REQUEST_INTERVAL`], and sends one more at the end of the interval if any was held
 //!   back: a crowd of joins does not flood the source, and no viewer's request is lost.
+//! - A viewer's own request (its browser's PLI or FIR) comes out of its RTP session naming
+//!   the SSRC we send it on. Upstream of a relayed stream is the publisher's RTP session,
+//!   which takes a request's `ssrc` field for one of its own sources; finding none, it drops
+//!   the request. [`throttle_requests`] takes those fields off where requests enter the
+//!   stream's pipeline: the publisher's session then fills in its own (the layer the request
+//!   came up from) and asks the publisher. Otherwise a viewer of a relayed stream who lost a
+//!   keyframe would wait for somebody else's request.
 //! - A viewer that has just connected asks once more ([`on_connect_request`]): the keyframe
 //!   its answer waited for went out before its transport was up. That request has an
 //!   interval of its own; in the joins' interval it would wait behind the join's own request,
@@ -38,6 +45,23 @@ fn request(on_connect: bool) -> gst::Event {
     match on_connect {
         true => builder.other_field(ON_CONNECT, true).build(),
         false => builder.build(),
+    }
+}
+
+/// The fields a viewer's RTP session puts in its request that name the viewer's stream, not
+/// the source's (see the module's notes).
+const VIEWER_FIELDS: [&str; 2] = ["ssrc", "payload"];
+
+/// Takes the viewer's stream's fields off a keyframe request going upstream.
+fn strip_viewer_fields(event: &mut gst::Event) {
+    let Some(s) = event.structure() else {
+        return;
+    };
+    if VIEWER_FIELDS.iter().any(|f| s.has_field(*f)) {
+        event
+            .make_mut()
+            .structure_mut()
+            .remove_fields(VIEWER_FIELDS);
     }
 }
 
@@ -150,7 +174,7 @@ impl Throttle {
 /// Holds back keyframe requests going upstream from `appsink` (where every viewer's request
 /// of a stream producer arrives) to one per [`MIN_REQUEST_INTERVAL`], sending one at the end
 /// of the interval for those held back; requests of viewers that have just connected apart
-/// from the others. Counts both outcomes.
+/// from the others. Counts both outcomes. What passes names no viewer's stream.
 pub fn throttle_requests(appsink: &gst::Element, counts: Arc<RequestCounts>) {
     let Some(pad) = appsink.static_pad("sink") else {
         return;
@@ -172,6 +196,9 @@ pub fn throttle_requests(appsink: &gst::Element, counts: Arc<RequestCounts>) {
             .admit(now);
         match decision {
             Decision::Forward => {
+                if let Some(gst::PadProbeData::Event(event)) = info.data.as_mut() {
+                    strip_viewer_fields(event);
+                }
                 c.forwarded.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(
                     "keyframe request from {} passed upstream",
@@ -222,6 +249,50 @@ mod tests {
         let pli = gst_video::UpstreamForceKeyUnitEvent::builder().build();
         assert!(!is_on_connect(&pli));
         assert!(gst_video::UpstreamForceKeyUnitEvent::parse(&on_connect_request()).is_ok());
+    }
+
+    /// A viewer's PLI as its RTP session makes it, pushed up from a real appsink: what goes
+    /// on upstream keeps what it asks for and drops the viewer's SSRC and payload type.
+    #[test]
+    fn a_request_passed_upstream_names_no_viewer_stream() {
+        gst::init().ok();
+        let pipeline = gst::parse::launch(
+            "videotestsrc is-live=true ! identity name=up ! appsink name=sink sync=false",
+        )
+        .expect("the test pipeline")
+        .downcast::<gst::Pipeline>()
+        .expect("a pipeline");
+        let sink = pipeline.by_name("sink").expect("appsink");
+        throttle_requests(&sink, Arc::new(RequestCounts::default()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let up = pipeline.by_name("up").expect("identity");
+        up.static_pad("src").expect("its src pad").add_probe(
+            gst::PadProbeType::EVENT_UPSTREAM,
+            move |_, info| {
+                if let Some(s) = info.event().and_then(|e| e.structure())
+                    && s.name() == "GstForceKeyUnit"
+                {
+                    let _ = tx.send(s.to_owned());
+                }
+                gst::PadProbeReturn::Ok
+            },
+        );
+        pipeline.set_state(gst::State::Playing).expect("playing");
+        let pli = gst::event::CustomUpstream::new(
+            gst::Structure::builder("GstForceKeyUnit")
+                .field("ssrc", 0x1234_5678u32)
+                .field("payload", 96u32)
+                .field("all-headers", false)
+                .build(),
+        );
+        let pad = sink.static_pad("sink").expect("its sink pad");
+        let _ = pad.push_event(pli);
+        let got = rx.recv_timeout(Duration::from_secs(5));
+        pipeline.set_state(gst::State::Null).expect("stopped");
+        let got = got.expect("the request went upstream");
+        assert!(!got.has_field("ssrc"), "{got}");
+        assert!(!got.has_field("payload"), "{got}");
+        assert_eq!(got.get::<bool>("all-headers"), Ok(false), "{got}");
     }
 
     #[test]

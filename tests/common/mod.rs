@@ -2,6 +2,7 @@
 //! a GStreamer decoder, HTTP), and polling with deadlines.
 #![allow(dead_code)]
 
+pub mod gst_viewers;
 pub mod slow_link;
 pub mod watcher;
 

@@ -8,6 +8,9 @@ command on stdout:
 
   add N        connect N more viewers; answers {"viewers": total, "connected": n}
   measure S    count frames for S seconds; answers {"fps": [...], "kbps": [...]}
+  keyframe S   each viewer asks for a keyframe (an RTCP PLI, as a browser that lost one
+               sends); answers {"before": [...], "after": [...]}, the keyframes each had
+               received, once each has a new one or after S seconds
   quit         end every viewer (WHEP: DELETE) and exit
 
   /usr/bin/python3 tests/peers/gst_viewers.py whep|offer URL [twcc]
@@ -45,6 +48,7 @@ Gst.init(None)
 PAD_SRC = Gst.PadDirection.SRC
 PROBE_BUFFER = Gst.PadProbeType.BUFFER
 PROBE_OK = Gst.PadProbeReturn.OK
+DELTA_UNIT = Gst.BufferFlags.DELTA_UNIT
 
 VIDEO_CAPS = (
     "application/x-rtp,media=video,encoding-name=H264,payload=96,clock-rate=90000,"
@@ -82,7 +86,9 @@ class Viewer:
     def __init__(self, index, mode, url, pem, fingerprint):
         self.mode, self.url, self.pem, self.fingerprint = mode, url, pem, fingerprint
         self.frames = 0
+        self.keyframes = 0
         self.bytes = 0
+        self.depay = None
         self.location = None
         self.error = None
         self.pipeline = Gst.Pipeline.new(f"viewer{index}")
@@ -161,11 +167,22 @@ class Viewer:
         caps.link(sink)
         pad.link(depay.get_static_pad("sink"))
         caps.get_static_pad("src").add_probe(PROBE_BUFFER, self.on_frame)
+        self.depay = depay
 
     def on_frame(self, _pad, info):
+        buffer = info.get_buffer()
         self.frames += 1
-        self.bytes += info.get_buffer().get_size()
+        self.bytes += buffer.get_size()
+        if not buffer.has_flags(DELTA_UNIT):
+            self.keyframes += 1
         return PROBE_OK
+
+    def ask_keyframe(self):
+        """A keyframe request up from the depayloader: the RTP session sends it as a PLI."""
+        if self.depay is not None:
+            request = Gst.Structure.new_from_string("GstForceKeyUnit, all-headers=(boolean)false")
+            self.depay.get_static_pad("sink").push_event(
+                Gst.Event.new_custom(Gst.EventType.CUSTOM_UPSTREAM, request))
 
     def close(self):
         if self.location:

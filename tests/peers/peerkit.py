@@ -114,7 +114,9 @@ def serve_client_commands(make, lines):
     """The command loop of a process that holds many stream clients (gst_viewers.py,
     stream_clients.py): `add N` starts N more (`make(index)`, each with `frames`, `bytes`,
     `error` and `close()`) and waits until each has a frame or an error; `measure S` prints
-    every client's fps and kb/s over S seconds; `quit` (or the end of input) closes them all.
+    every client's fps and kb/s over S seconds; `keyframe S` has each client that can
+    (`ask_keyframe()`, counting `keyframes`) ask its sender for a keyframe and waits up to S
+    seconds for them; `quit` (or the end of input) closes them all.
     Prints one JSON line per command."""
     import json
     import time
@@ -143,6 +145,18 @@ def serve_client_commands(make, lines):
             fps = [(c.frames - f) / seconds for c, (f, _) in zip(clients, before)]
             kbps = [(c.bytes - b) * 8 / seconds / 1000 for c, (_, b) in zip(clients, before)]
             print(json.dumps({"fps": fps, "kbps": kbps}), flush=True)
+        elif cmd[0] == "keyframe":
+            # Each client that can asks its sender for a keyframe; answers the keyframes each
+            # had received before and has now, once each has a new one or S seconds passed.
+            seconds = float(cmd[1])
+            asking = [c for c in clients if hasattr(c, "ask_keyframe")]
+            before = [c.keyframes for c in asking]
+            for c in asking:
+                c.ask_keyframe()
+            deadline = time.time() + seconds
+            while time.time() < deadline and any(c.keyframes <= b for c, b in zip(asking, before)):
+                time.sleep(0.1)
+            print(json.dumps({"before": before, "after": [c.keyframes for c in asking]}), flush=True)
         elif cmd[0] == "quit":
             break
     for c in clients:
