@@ -14,8 +14,8 @@
 //! - A viewer's own request (its browser's PLI or FIR) comes out of its RTP session naming
 //!   the SSRC we send it on. Upstream of a relayed stream is the publisher's RTP session,
 //!   which takes a request's `ssrc` field for one of its own sources; finding none, it drops
-//!   the request. [`throttle_requests`] takes those fields off where requests enter the
-//!   stream's pipeline: the publisher's session then fills in its own (the layer the request
+//!   the request. [`throttle_requests`] (and [`clean_requests`], for a WHIP output's one
+//!   peer) takes those fields off where requests enter the stream's pipeline: the publisher's session then fills in its own (the layer the request
 //!   came up from) and asks the publisher. Otherwise a viewer of a relayed stream who lost a
 //!   keyframe would wait for somebody else's request.
 //! - A viewer that has just connected asks once more ([`on_connect_request`]): the keyframe
@@ -63,6 +63,22 @@ fn strip_viewer_fields(event: &mut gst::Event) {
             .structure_mut()
             .remove_fields(VIEWER_FIELDS);
     }
+}
+
+/// Takes the fields naming its peer's stream off every keyframe request going upstream from
+/// `appsink`: for a reader with one peer of its own (a WHIP output), which needs no throttle.
+pub fn clean_requests(appsink: &gst::Element) {
+    let Some(pad) = appsink.static_pad("sink") else {
+        return;
+    };
+    pad.add_probe(gst::PadProbeType::EVENT_UPSTREAM, |_, info| {
+        if let Some(gst::PadProbeData::Event(event)) = info.data.as_mut()
+            && gst_video::UpstreamForceKeyUnitEvent::parse(event).is_ok()
+        {
+            strip_viewer_fields(event);
+        }
+        gst::PadProbeReturn::Ok
+    });
 }
 
 /// Whether `event` is a keyframe request made as a viewer connected.
@@ -255,6 +271,11 @@ mod tests {
     /// on upstream keeps what it asks for and drops the viewer's SSRC and payload type.
     #[test]
     fn a_request_passed_upstream_names_no_viewer_stream() {
+        passes_upstream_clean(|sink| throttle_requests(sink, Arc::new(RequestCounts::default())));
+        passes_upstream_clean(clean_requests);
+    }
+
+    fn passes_upstream_clean(install: impl Fn(&gst::Element)) {
         gst::init().ok();
         let pipeline = gst::parse::launch(
             "videotestsrc is-live=true ! identity name=up ! appsink name=sink sync=false",
@@ -263,7 +284,7 @@ mod tests {
         .downcast::<gst::Pipeline>()
         .expect("a pipeline");
         let sink = pipeline.by_name("sink").expect("appsink");
-        throttle_requests(&sink, Arc::new(RequestCounts::default()));
+        install(&sink);
         let (tx, rx) = std::sync::mpsc::channel();
         let up = pipeline.by_name("up").expect("identity");
         up.static_pad("src").expect("its src pad").add_probe(

@@ -215,6 +215,8 @@ impl WhipClients {
             if tap.stream.codec == VideoCodec::H264 {
                 super::keyframes::mark_h264_keyframes(appsink.upcast_ref());
             }
+            // The receiving server's PLIs reach a relayed stream's publisher.
+            super::keyframes::clean_requests(appsink.upcast_ref());
             let audio = match &tap.stream.audio_sink {
                 Some((sink, _)) => Some(crate::hub::producer(pipeline, sink)?.1),
                 None => None,
