@@ -3,8 +3,8 @@
 //! recording it, without re-encoding; with nobody publishing, viewers are told so (503). A
 //! viewer joining a publisher that sends keyframes only when asked gets one at once (its
 //! request reaches the publisher as a PLI), and so does a viewer's own request for one (a
-//! browser that lost one); viewers wait for the next publisher and end
-//! cleanly when none comes.
+//! browser that lost one); viewers wait for the next publisher and end cleanly when none
+//! comes.
 
 mod common;
 use common::*;

@@ -15,9 +15,10 @@
 //!   the SSRC we send it on. Upstream of a relayed stream is the publisher's RTP session,
 //!   which takes a request's `ssrc` field for one of its own sources; finding none, it drops
 //!   the request. [`throttle_requests`] (and [`clean_requests`], for a WHIP output's one
-//!   peer) takes those fields off where requests enter the stream's pipeline: the publisher's session then fills in its own (the layer the request
-//!   came up from) and asks the publisher. Otherwise a viewer of a relayed stream who lost a
-//!   keyframe would wait for somebody else's request.
+//!   peer) takes those fields off where requests enter the stream's pipeline: the
+//!   publisher's session then fills in its own (the layer the request came up from) and asks
+//!   the publisher. Otherwise a viewer of a relayed stream who lost a keyframe would wait for
+//!   somebody else's request.
 //! - A viewer that has just connected asks once more ([`on_connect_request`]): the keyframe
 //!   its answer waited for went out before its transport was up. That request has an
 //!   interval of its own; in the joins' interval it would wait behind the join's own request,
