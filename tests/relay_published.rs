@@ -17,11 +17,7 @@ fn a_published_stream_is_watched_live_and_recorded() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter("mediaweave=info")
         .try_init();
-    let dir = tempfile::tempdir().expect("tempdir");
-    write_pipeline(dir.path(), "inbox", RELAY);
-    let server = TestServer::start(dir.path());
-    let base = server.base.clone();
-    wait_state(&base, "inbox", "playing");
+    let (_dir, server, base) = serve_relay();
 
     // Nobody publishing yet: viewers are told so.
     let offer = include_str!("fixtures/aiortc-offer.sdp");
@@ -192,6 +188,17 @@ fn a_published_stream_is_served_to_tcp_clients() {
     server.shutdown();
 }
 
+/// A service with the relay pipeline `inbox` playing (nobody publishing yet): its pipelines'
+/// directory, the server and its base URL.
+fn serve_relay() -> (tempfile::TempDir, TestServer, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_pipeline(dir.path(), "inbox", RELAY);
+    let server = TestServer::start(dir.path());
+    let base = server.base.clone();
+    wait_state(&base, "inbox", "playing");
+    (dir, server, base)
+}
+
 /// The aiortc publisher: H.264 at 320x240 in `colour` ("R,G,B") for `seconds` after it is
 /// connected; `on_request`: keyframes only when the receiver asks (as browsers do).
 fn publish(base: &str, colour: &str, seconds: u32, on_request: bool) -> std::process::Child {
@@ -224,11 +231,7 @@ fn wait_publishers(base: &str, n: usize) {
 
 #[test]
 fn a_viewer_joining_mid_gop_gets_a_keyframe_at_once() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    write_pipeline(dir.path(), "inbox", RELAY);
-    let server = TestServer::start(dir.path());
-    let base = server.base.clone();
-    wait_state(&base, "inbox", "playing");
+    let (_dir, server, base) = serve_relay();
     // This publisher sends a keyframe when it starts and then only when asked.
     let publisher = publish(&base, "40,200,40", 12, true);
     wait_publishers(&base, 1);
@@ -263,11 +266,7 @@ fn a_viewer_joining_mid_gop_gets_a_keyframe_at_once() {
 /// publisher, which sends keyframes only when asked, and the viewer gets a new one.
 #[test]
 fn a_viewers_own_keyframe_request_reaches_the_publisher() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    write_pipeline(dir.path(), "inbox", RELAY);
-    let server = TestServer::start(dir.path());
-    let base = server.base.clone();
-    wait_state(&base, "inbox", "playing");
+    let (_dir, server, base) = serve_relay();
     let publisher = publish(&base, "200,40,40", 20, true);
     wait_publishers(&base, 1);
     let mut viewer = common::gst_viewers::GstViewers::whep(&format!("{base}/whep/inbox"));
@@ -409,11 +408,7 @@ fn ws_offer(base: &str, offer: &str) -> Vec<serde_json::Value> {
 
 #[test]
 fn chromium_publishes_and_another_page_watches_it_live() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    write_pipeline(dir.path(), "inbox", RELAY);
-    let server = TestServer::start(dir.path());
-    let base = server.base.clone();
-    wait_state(&base, "inbox", "playing");
+    let (_dir, server, base) = serve_relay();
     // The page shows `inbox` waiting until the second page publishes, then plays it.
     let seen = chromium(&base, "inbox", "relay");
     assert_eq!(seen["waitedFirst"], true, "{seen}");
