@@ -62,26 +62,37 @@ fn estimate_bandwidth(
     events: mpsc::Sender<Event>,
     prober: Arc<super::probing::Prober>,
 ) {
+    // The signal's handler must return a value of the signal's type (GstElement), a NULL one
+    // included: an untyped None makes GLib abort the whole service.
     webrtc.connect("request-aux-sender", false, move |_| {
-        let bwe = gst::ElementFactory::make("rtpgccbwe")
-            .property("min-bitrate", cc.min_bps)
-            .property("max-bitrate", cc.max_bps)
-            .property("estimated-bitrate", cc.start_bps)
-            .build();
-        let bwe = match bwe {
-            Ok(bwe) => bwe,
-            Err(_) => {
-                tracing::warn!("rtpgccbwe is not available: this viewer keeps its rung");
-                return None;
-            }
-        };
-        prober.set_estimator(&bwe);
-        let tx = events.clone();
-        bwe.connect_notify(Some("estimated-bitrate"), move |e, _| {
-            let _ = tx.try_send(Event::Estimate(e.property::<u32>("estimated-bitrate")));
-        });
-        Some(bwe.to_value())
+        Some(estimator(cc, &events, &prober).to_value())
     });
+}
+
+/// A viewer's estimator, or None (the viewer keeps its rung) if GStreamer cannot make one.
+fn estimator(
+    cc: Congestion,
+    events: &mpsc::Sender<Event>,
+    prober: &super::probing::Prober,
+) -> Option<gst::Element> {
+    let bwe = gst::ElementFactory::make("rtpgccbwe")
+        .property("min-bitrate", cc.min_bps)
+        .property("max-bitrate", cc.max_bps)
+        .property("estimated-bitrate", cc.start_bps)
+        .build();
+    let bwe = match bwe {
+        Ok(bwe) => bwe,
+        Err(_) => {
+            tracing::warn!("rtpgccbwe is not available: this viewer keeps its rung");
+            return None;
+        }
+    };
+    prober.set_estimator(&bwe);
+    let tx = events.clone();
+    bwe.connect_notify(Some("estimated-bitrate"), move |e, _| {
+        let _ = tx.try_send(Event::Estimate(e.property::<u32>("estimated-bitrate")));
+    });
+    Some(bwe)
 }
 
 /// How far a viewer pipeline's running time is ahead of its main pipeline's.
