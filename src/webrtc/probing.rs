@@ -6,9 +6,14 @@
 //! twice). The receiver drops them as duplicates, and its transport-wide feedback counts
 //! them, so the estimate can grow to what a better rung needs, or show that the link cannot
 //! carry it. The prober also counts what the video sends, padding included.
+//!
+//! A viewer that negotiated no retransmissions (its offer had no `rtx`) cannot be padded:
+//! `rtprtxsend` then answers every request without sending anything. Such a viewer gets no
+//! padding, and none is counted (counting it made the estimate climb over padding that never
+//! left, and the viewer try a better rung its link could not carry every half minute).
 
 use gst::prelude::*;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -33,6 +38,21 @@ pub struct Prober {
     rtx: Arc<super::rtx::RtxCounters>,
     /// The viewer's estimator (`rtpgccbwe`), once webrtcbin asked for it.
     estimator: Mutex<Option<glib::WeakRef<gst::Element>>>,
+    /// Whether `rtprtxsend` retransmits for this viewer: 0 until known, then [`CAN_PAD`] or
+    /// [`CANNOT_PAD`], read once padding is first due (long after negotiation).
+    rtx_negotiated: AtomicU8,
+}
+
+const CAN_PAD: u8 = 1;
+const CANNOT_PAD: u8 = 2;
+
+/// Whether `rtxsend` has a retransmission payload type for some stream: without one it sends
+/// nothing for a request.
+fn retransmits(rtxsend: &gst::Element) -> bool {
+    rtxsend.find_property("payload-type-map").is_some()
+        && rtxsend
+            .property::<Option<gst::Structure>>("payload-type-map")
+            .is_some_and(|map| map.n_fields() > 0)
 }
 
 #[derive(Default)]
@@ -162,6 +182,23 @@ impl Prober {
         self.media.load(Ordering::Relaxed)
     }
 
+    /// Whether the viewer's `rtprtxsend` sends what the prober asks for (read once).
+    fn can_pad(&self, rtxsend: &gst::Element) -> bool {
+        match self.rtx_negotiated.load(Ordering::Relaxed) {
+            CAN_PAD => true,
+            CANNOT_PAD => false,
+            _ => {
+                let can = retransmits(rtxsend);
+                if !can {
+                    tracing::debug!("viewer negotiated no retransmissions: it is not padded");
+                }
+                let state = if can { CAN_PAD } else { CANNOT_PAD };
+                self.rtx_negotiated.store(state, Ordering::Relaxed);
+                can
+            }
+        }
+    }
+
     fn on_data(&self, info: &gst::PadProbeInfo) {
         let bps = self.padding_bps.load(Ordering::Relaxed);
         let now = Instant::now();
@@ -192,6 +229,9 @@ impl Prober {
         let Some(rtxsend) = self.rtx.element() else {
             return;
         };
+        if !self.can_pad(&rtxsend) {
+            return;
+        }
         let Some(src) = rtxsend.static_pad("src") else {
             return;
         };
@@ -212,6 +252,65 @@ impl Prober {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    /// A prober padding a 40-packet stream through a real `rtprtxsend`, with `pt_map` (rtx
+    /// payload type by media payload type) or none: (bytes counted as sent, media bytes,
+    /// retransmissions `rtprtxsend` made).
+    fn pad_through_rtxsend(pt_map: Option<&str>) -> (u64, u64, u32) {
+        gst::init().expect("gstreamer");
+        let pipeline = gst::parse::launch(
+            "appsrc name=src format=time caps=application/x-rtp,media=video,clock-rate=90000,payload=96 \
+             ! rtprtxsend name=rtx ! fakesink sync=false",
+        )
+        .expect("pipeline")
+        .downcast::<gst::Pipeline>()
+        .expect("a pipeline");
+        let rtxsend = pipeline.by_name("rtx").expect("rtprtxsend");
+        if let Some(map) = pt_map {
+            let map = map.parse::<gst::Structure>().expect("map");
+            rtxsend.set_property("payload-type-map", map);
+        }
+        let counters = Arc::new(super::super::rtx::RtxCounters::default());
+        super::super::rtx::guard(&rtxsend, counters.clone());
+        let prober = Prober::new(counters);
+        let appsrc = pipeline
+            .by_name("src")
+            .and_downcast::<gst_app::AppSrc>()
+            .expect("appsrc");
+        prober.attach(&appsrc.static_pad("src").expect("src pad"));
+        prober.set_padding(2_000_000);
+        pipeline.set_state(gst::State::Playing).expect("playing");
+        for seq in 0..40u16 {
+            let mut buffer =
+                <gst::Buffer as gst_rtp::rtp_buffer::RTPBufferExt>::new_rtp_with_sizes(1000, 0, 0)
+                    .expect("rtp");
+            {
+                let b = buffer.get_mut().expect("writable");
+                b.set_pts(gst::ClockTime::from_mseconds(u64::from(seq) * 10));
+                let mut rtp = gst_rtp::RTPBuffer::from_buffer_writable(b).expect("rtp");
+                rtp.set_ssrc(7);
+                rtp.set_seq(seq);
+                rtp.set_payload_type(96);
+            }
+            appsrc.push_buffer(buffer).expect("pushed");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        let made = rtxsend.property::<u32>("num-rtx-packets");
+        pipeline.set_state(gst::State::Null).expect("stopped");
+        (prober.sent_bytes(), prober.media_bytes(), made)
+    }
+
+    #[test]
+    fn a_viewer_without_retransmissions_is_not_padded_nor_counted_as_padded() {
+        let (sent, media, made) = pad_through_rtxsend(None);
+        assert_eq!(made, 0);
+        assert_eq!(sent, media, "padding counted that was never sent");
+        let (sent, media, made) =
+            pad_through_rtxsend(Some("application/x-rtp-pt-map, 96=(uint)97"));
+        assert!(made > 0, "no padding sent");
+        assert!(sent > media, "padding sent but not counted: {sent} {media}");
+    }
 
     #[test]
     fn padding_resends_recent_packets_in_turn_at_its_rate() {
