@@ -13,8 +13,8 @@
 //! left, and the viewer try a better rung its link could not carry every half minute).
 
 use gst::prelude::*;
-use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 /// How many retransmissions one media packet may set off (a 200 kbit/s rung probing for
@@ -38,13 +38,10 @@ pub struct Prober {
     rtx: Arc<super::rtx::RtxCounters>,
     /// The viewer's estimator (`rtpgccbwe`), once webrtcbin asked for it.
     estimator: Mutex<Option<glib::WeakRef<gst::Element>>>,
-    /// Whether `rtprtxsend` retransmits for this viewer: 0 until known, then [`CAN_PAD`] or
-    /// [`CANNOT_PAD`], read once padding is first due (long after negotiation).
-    rtx_negotiated: AtomicU8,
+    /// Whether `rtprtxsend` retransmits for this viewer, read when padding is first due:
+    /// padding is asked for only once the estimator had feedback, after negotiation.
+    can_pad: OnceLock<bool>,
 }
-
-const CAN_PAD: u8 = 1;
-const CANNOT_PAD: u8 = 2;
 
 /// Whether `rtxsend` has a retransmission payload type for some stream: without one it sends
 /// nothing for a request.
@@ -184,19 +181,13 @@ impl Prober {
 
     /// Whether the viewer's `rtprtxsend` sends what the prober asks for (read once).
     fn can_pad(&self, rtxsend: &gst::Element) -> bool {
-        match self.rtx_negotiated.load(Ordering::Relaxed) {
-            CAN_PAD => true,
-            CANNOT_PAD => false,
-            _ => {
-                let can = retransmits(rtxsend);
-                if !can {
-                    tracing::debug!("viewer negotiated no retransmissions: it is not padded");
-                }
-                let state = if can { CAN_PAD } else { CANNOT_PAD };
-                self.rtx_negotiated.store(state, Ordering::Relaxed);
-                can
+        *self.can_pad.get_or_init(|| {
+            let can = retransmits(rtxsend);
+            if !can {
+                tracing::debug!("viewer negotiated no retransmissions: it is not padded");
             }
-        }
+            can
+        })
     }
 
     fn on_data(&self, info: &gst::PadProbeInfo) {
