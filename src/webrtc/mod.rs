@@ -17,7 +17,7 @@
 //! - [`keyframes`]: which frames a joining viewer starts on, and keyframe requests held
 //!   to one per half second per stream, none lost;
 //! - [`rtx`]: each viewer's retransmission budget;
-//! - [`pacer`]: timer slack for each adaptive viewer's pacer thread;
+//! - [`estimator`]: each adaptive viewer's bandwidth estimator, fed its feedback;
 //! - [`ladder`], [`adapt`]: a pipeline's encoder ladder (rungs encoded once, started when
 //!   watched) and the rules that move each viewer between rungs by its bandwidth estimate;
 //! - [`whip_client`]: `whip` outputs, the stream published to other servers over WHIP;
@@ -28,12 +28,12 @@
 pub mod adapt;
 pub mod cert;
 pub mod chat;
+pub mod estimator;
 pub mod ingest;
 pub mod keyframes;
 pub mod ladder;
 pub mod negotiation;
 pub mod output;
-pub mod pacer;
 pub mod peer;
 pub mod probing;
 pub mod publisher;

@@ -223,7 +223,6 @@ pub fn setup_webrtcbin(
                 gst::MessageView::Eos(_) => {
                     let _ = tx.try_send(Event::Eos);
                 }
-                gst::MessageView::StreamStatus(status) => super::pacer::on_stream_status(status),
                 // The publisher pipeline itself (the only pipeline on its bus) plays.
                 gst::MessageView::StateChanged(sc)
                     if sc.current() == gst::State::Playing

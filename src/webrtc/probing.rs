@@ -36,8 +36,8 @@ pub struct Prober {
     state: Mutex<State>,
     /// The viewer's `rtprtxsend`, which sends the padding (its retransmission requests).
     rtx: Arc<super::rtx::RtxCounters>,
-    /// The viewer's estimator (`rtpgccbwe`), once webrtcbin asked for it.
-    estimator: Mutex<Option<glib::WeakRef<gst::Element>>>,
+    /// The viewer's estimator, fed the feedback that passes the payloader.
+    estimator: OnceLock<Arc<super::estimator::Estimator>>,
     /// Whether `rtprtxsend` retransmits for this viewer, read when padding is first due:
     /// padding is asked for only once the estimator had feedback, after negotiation.
     can_pad: OnceLock<bool>,
@@ -137,24 +137,23 @@ impl Prober {
     }
 
     /// The viewer's estimator, whose estimate [`Prober::raise`] sets.
-    pub fn set_estimator(&self, estimator: &gst::Element) {
-        *self.estimator.lock().unwrap_or_else(|p| p.into_inner()) = Some(estimator.downgrade());
+    pub fn set_estimator(&self, estimator: Arc<super::estimator::Estimator>) {
+        let _ = self.estimator.set(estimator);
     }
 
     /// Sets the estimate (bit/s): the link carried enough to say so.
     pub fn raise(&self, bps: u32) {
-        let estimator = self
-            .estimator
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        if let Some(e) = estimator.and_then(|w| w.upgrade()) {
-            e.set_property("estimated-bitrate", bps);
+        if let Some(e) = self.estimator.get() {
+            e.set_estimate(bps);
         }
     }
 
-    /// Counts the RTP leaving `payloader_src`, and pads it when asked.
+    /// Counts the RTP leaving `payloader_src`, pads it when asked, and hands the estimator
+    /// the feedback coming back.
     pub fn attach(self: &Arc<Self>, payloader_src: &gst::Pad) {
+        if let Some(e) = self.estimator.get() {
+            e.listen(payloader_src);
+        }
         let p = self.clone();
         payloader_src.add_probe(
             gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,

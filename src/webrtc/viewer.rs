@@ -3,6 +3,7 @@
 //! clock; and the timestamp continuity that lets it follow a restarted pipeline.
 
 use super::cert::DtlsCertificate;
+use super::estimator::Estimator;
 use super::peer::{Built, Event, PipelineGuard, count_live, make, setup_webrtcbin};
 use super::types::IceConfig;
 use crate::description::VideoCodec;
@@ -29,8 +30,8 @@ pub struct BuildArgs {
 }
 
 /// A viewer's bandwidth estimation: the TWCC header extension on its video, and a delay-based
-/// estimator (gst-plugins-rs `rtpgccbwe`) as webrtcbin's auxiliary sender, whose estimate
-/// goes to the session as [`Event::Estimate`].
+/// estimator fed the peer's feedback ([`super::estimator`]), whose estimate goes to the
+/// session as [`Event::Estimate`].
 #[derive(Debug, Clone, Copy)]
 pub struct Congestion {
     /// The header extension's id (the peer's, when it offered).
@@ -54,45 +55,19 @@ fn add_twcc(payloader: &gst::Element, caps: &mut gst::Caps, id: u8) -> Result<()
     Ok(())
 }
 
-/// Gives webrtcbin a `rtpgccbwe` for its transport; its estimates go to the session, and the
-/// prober may raise them.
-fn estimate_bandwidth(
-    webrtc: &gst::Element,
-    cc: Congestion,
-    events: mpsc::Sender<Event>,
-    prober: Arc<super::probing::Prober>,
-) {
-    // The signal's handler must return a value of the signal's type (GstElement), a NULL one
-    // included: an untyped None makes GLib abort the whole service.
-    webrtc.connect("request-aux-sender", false, move |_| {
-        Some(estimator(cc, &events, &prober).to_value())
-    });
-}
-
-/// A viewer's estimator, or None (the viewer keeps its rung) if GStreamer cannot make one.
-fn estimator(
-    cc: Congestion,
-    events: &mpsc::Sender<Event>,
-    prober: &super::probing::Prober,
-) -> Option<gst::Element> {
-    let bwe = gst::ElementFactory::make("rtpgccbwe")
-        .property("min-bitrate", cc.min_bps)
-        .property("max-bitrate", cc.max_bps)
-        .property("estimated-bitrate", cc.start_bps)
-        .build();
-    let bwe = match bwe {
-        Ok(bwe) => bwe,
-        Err(_) => {
-            tracing::warn!("rtpgccbwe is not available: this viewer keeps its rung");
-            return None;
-        }
-    };
-    prober.set_estimator(&bwe);
+/// A viewer's estimator, whose estimates go to the session; None (the viewer keeps its rung)
+/// if GStreamer cannot make one.
+fn estimator(cc: &Congestion, events: &mpsc::Sender<Event>) -> Option<Arc<Estimator>> {
     let tx = events.clone();
-    bwe.connect_notify(Some("estimated-bitrate"), move |e, _| {
-        let _ = tx.try_send(Event::Estimate(e.property::<u32>("estimated-bitrate")));
-    });
-    Some(bwe)
+    match Estimator::new(cc.start_bps, (cc.min_bps, cc.max_bps), move |bps| {
+        let _ = tx.try_send(Event::Estimate(bps));
+    }) {
+        Ok(e) => Some(e),
+        Err(e) => {
+            tracing::warn!("{e}: this viewer keeps its rung");
+            None
+        }
+    }
 }
 
 /// How far a viewer pipeline's running time is ahead of its main pipeline's.
@@ -108,7 +83,9 @@ pub fn build(a: BuildArgs) -> Result<Built, String> {
     let prober = match (a.congestion, a.video.is_some()) {
         (Some(cc), true) => {
             let prober = super::probing::Prober::new(rtx.clone());
-            estimate_bandwidth(&webrtc, cc, a.events.clone(), prober.clone());
+            if let Some(e) = estimator(&cc, &a.events) {
+                prober.set_estimator(e);
+            }
             Some(prober)
         }
         _ => None,
