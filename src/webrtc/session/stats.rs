@@ -9,8 +9,8 @@ use tokio::sync::mpsc;
 
 /// Where the estimator of a viewer of a simulcast publisher's layers starts, at least
 /// (kbit/s): what a browser sends for 720p once it has ramped up. The layers' measured
-/// bitrates are low while the publisher ramps up, and the estimator (which also paces what
-/// the viewer is sent) would hold a viewer that joins then below the top layer.
+/// bitrates are low while the publisher ramps up, and an estimator started there would hold a
+/// viewer that joins then below the top layer.
 const MEASURED_START_KBPS: u32 = 2500;
 
 /// Its ceiling, at least (kbit/s): the top layer of a publisher is not known in advance.
