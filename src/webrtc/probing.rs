@@ -36,8 +36,9 @@ pub struct Prober {
     state: Mutex<State>,
     /// The viewer's `rtprtxsend`, which sends the padding (its retransmission requests).
     rtx: Arc<super::rtx::RtxCounters>,
-    /// The viewer's estimator, fed the feedback that passes the payloader.
-    estimator: OnceLock<Arc<super::estimator::Estimator>>,
+    /// The viewer's estimator (if one could be made), fed the feedback that passes the
+    /// payloader.
+    estimator: Option<Arc<super::estimator::Estimator>>,
     /// Whether `rtprtxsend` retransmits for this viewer, read when padding is first due:
     /// padding is asked for only once the estimator had feedback, after negotiation.
     can_pad: OnceLock<bool>,
@@ -128,22 +129,21 @@ impl State {
 
 impl Prober {
     /// A prober that pads through the viewer's `rtprtxsend` (found through `rtx` once
-    /// webrtcbin made it).
-    pub fn new(rtx: Arc<super::rtx::RtxCounters>) -> Arc<Prober> {
+    /// webrtcbin made it), and whose [`Prober::raise`] sets `estimator`'s estimate.
+    pub fn new(
+        rtx: Arc<super::rtx::RtxCounters>,
+        estimator: Option<Arc<super::estimator::Estimator>>,
+    ) -> Arc<Prober> {
         Arc::new(Prober {
             rtx,
+            estimator,
             ..Prober::default()
         })
     }
 
-    /// The viewer's estimator, whose estimate [`Prober::raise`] sets.
-    pub fn set_estimator(&self, estimator: Arc<super::estimator::Estimator>) {
-        let _ = self.estimator.set(estimator);
-    }
-
     /// Sets the estimate (bit/s): the link carried enough to say so.
     pub fn raise(&self, bps: u32) {
-        if let Some(e) = self.estimator.get() {
+        if let Some(e) = &self.estimator {
             e.set_estimate(bps);
         }
     }
@@ -151,7 +151,7 @@ impl Prober {
     /// Counts the RTP leaving `payloader_src`, pads it when asked, and hands the estimator
     /// the feedback coming back.
     pub fn attach(self: &Arc<Self>, payloader_src: &gst::Pad) {
-        if let Some(e) = self.estimator.get() {
+        if let Some(e) = &self.estimator {
             e.listen(payloader_src);
         }
         let p = self.clone();
@@ -262,7 +262,7 @@ mod tests {
         }
         let counters = Arc::new(super::super::rtx::RtxCounters::default());
         super::super::rtx::guard(&rtxsend, counters.clone());
-        let prober = Prober::new(counters);
+        let prober = Prober::new(counters, None);
         let appsrc = pipeline
             .by_name("src")
             .and_downcast::<gst_app::AppSrc>()

@@ -82,11 +82,8 @@ pub fn build(a: BuildArgs) -> Result<Built, String> {
     // An adaptive viewer's estimator, and its prober (attached to the video's payloader).
     let prober = match (a.congestion, a.video.is_some()) {
         (Some(cc), true) => {
-            let prober = super::probing::Prober::new(rtx.clone());
-            if let Some(e) = estimator(&cc, &a.events) {
-                prober.set_estimator(e);
-            }
-            Some(prober)
+            let estimator = estimator(&cc, &a.events);
+            Some(super::probing::Prober::new(rtx.clone(), estimator))
         }
         _ => None,
     };
